@@ -1,0 +1,436 @@
+// SPDX-License-Identifier: MIT
+/*
+ * core.c - pools, per-guest usage, and the allocation flow:
+ * policy -> search -> claim -> vacate (caller's hook) -> commit -> handle.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+int vcma_core_init(struct vcma_core *core)
+{
+	memset(core, 0, sizeof(*core));
+	return vcma_regions_init(&core->regions, VCMA_REGIONS_DEFAULT_MAX);
+}
+
+static void pool_destroy(struct vcma_pool *p)
+{
+	if (!p)
+		return;
+	vcma_fmap_fini(&p->fm);
+	free(p->usage);
+	free(p);
+}
+
+void vcma_core_fini(struct vcma_core *core)
+{
+	for (uint32_t i = 0; i < core->npools; i++)
+		pool_destroy(core->pool[i]);
+	vcma_regions_fini(&core->regions);
+	memset(core, 0, sizeof(*core));
+}
+
+struct vcma_pool *vcma_core_pool_by_name(struct vcma_core *core, const char *name)
+{
+	for (uint32_t i = 0; name && i < core->npools; i++)
+		if (!strcmp(core->pool[i]->cfg.name, name))
+			return core->pool[i];
+	return NULL;
+}
+
+int vcma_core_add_pool(struct vcma_core *core, const struct vcma_pool_config *cfg, uint64_t base_mfn,
+		       uint64_t nframes)
+{
+	struct vcma_pool *p;
+	int rc;
+
+	if (vcma_pool_config_validate(cfg, NULL, 0))
+		return -EINVAL;
+	if (vcma_core_pool_by_name(core, cfg->name))
+		return -EEXIST;
+	if (core->npools >= VCMA_MAX_POOLS)
+		return -ENOSPC;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->cfg = *cfg;
+	if (p->cfg.lendable < 0)
+		p->cfg.lendable = p->cfg.mode == VCMA_POOL_SHARED;
+	rc = vcma_fmap_init(&p->fm, base_mfn, nframes, cfg->cost_lent_free, cfg->cost_lent_used);
+	if (rc) {
+		free(p);
+		return rc;
+	}
+	p->quota = vcma_pool_config_quota(cfg, nframes << VCMA_PAGE_SHIFT);
+	p->index = core->npools;
+	core->pool[core->npools++] = p;
+	return (int)p->index;
+}
+
+static unsigned int order_base_2(uint64_t n)
+{
+	return n <= 1 ? 0 : 64u - (unsigned int)__builtin_clzll(n - 1);
+}
+
+unsigned int vcma_pool_align_order(const struct vcma_pool *p, uint64_t nframes, unsigned int explicit_order)
+{
+	unsigned int natural = order_base_2(nframes);
+
+	if (natural > p->cfg.align_order)
+		natural = p->cfg.align_order;
+	return explicit_order > natural ? explicit_order : natural;
+}
+
+static struct vcma_guest_usage *usage_find(const struct vcma_pool *p, uint32_t guest)
+{
+	for (uint32_t i = 0; i < p->nusage; i++)
+		if (p->usage[i].guest == guest)
+			return &p->usage[i];
+	return NULL;
+}
+
+const struct vcma_guest_usage *vcma_pool_usage(const struct vcma_pool *p, uint32_t guest)
+{
+	return usage_find(p, guest);
+}
+
+static int usage_add(struct vcma_pool *p, uint32_t guest, uint64_t bytes)
+{
+	struct vcma_guest_usage *u = usage_find(p, guest);
+
+	if (!u) {
+		if (p->nusage >= VCMA_POOL_MAX_GUESTS)
+			return -EUSERS;
+		if (p->nusage == p->usage_cap) {
+			uint32_t cap = p->usage_cap ? p->usage_cap * 2 : 8;
+			struct vcma_guest_usage *nu = realloc(p->usage, cap * sizeof(*nu));
+
+			if (!nu)
+				return -ENOMEM;
+			p->usage = nu;
+			p->usage_cap = cap;
+		}
+		u = &p->usage[p->nusage++];
+		memset(u, 0, sizeof(*u));
+		u->guest = guest;
+	}
+	u->bytes += bytes;
+	u->regions++;
+	return 0;
+}
+
+static void usage_sub(struct vcma_pool *p, uint32_t guest, uint64_t bytes)
+{
+	struct vcma_guest_usage *u = usage_find(p, guest);
+
+	if (!u)
+		return;
+	u->bytes -= bytes < u->bytes ? bytes : u->bytes;
+	if (u->regions)
+		u->regions--;
+	if (!u->regions)
+		*u = p->usage[--p->nusage];
+}
+
+static bool names_match(const char *bound, const char *who)
+{
+	return who && !strcmp(bound, who);
+}
+
+static bool pool_serves(const struct vcma_pool *p, const struct vcma_requester *who)
+{
+	if (p->cfg.mode == VCMA_POOL_SHARED)
+		return true;
+	if (p->cfg.bind_kind == VCMA_BIND_GUEST)
+		return names_match(p->cfg.bind_name, who->name);
+	return names_match(p->cfg.bind_name, who->devclass);
+}
+
+static struct vcma_pool *pick_pool(struct vcma_core *core, const struct vcma_requester *who, const char *name,
+				   int *err)
+{
+	struct vcma_pool *p;
+
+	if (name) {
+		p = vcma_core_pool_by_name(core, name);
+		*err = !p ? -ENODEV : !pool_serves(p, who) ? -EACCES : 0;
+		return *err ? NULL : p;
+	}
+	for (uint32_t i = 0; i < core->npools; i++)
+		if (core->pool[i]->cfg.mode == VCMA_POOL_EXCLUSIVE && pool_serves(core->pool[i], who))
+			return core->pool[i];
+	for (uint32_t i = 0; i < core->npools; i++)
+		if (core->pool[i]->cfg.mode == VCMA_POOL_SHARED)
+			return core->pool[i];
+	*err = -ENODEV;
+	return NULL;
+}
+
+/* Ask the hook to vacate the lent frames of the claimed window; check it did. */
+static int vacate_window(struct vcma_pool *p, const struct vcma_window *w, const struct vcma_vacate_ops *ops)
+{
+	uint64_t nlent = w->nlent_free + w->nlent_used;
+	struct vcma_vacate_item *items;
+	int64_t got;
+	int rc;
+
+	if (!ops || !ops->vacate)
+		return -EBUSY;
+	items = calloc(nlent, sizeof(*items));
+	if (!items)
+		return -ENOMEM;
+	got = vcma_fmap_collect_lent(&p->fm, w->start, w->count, items, nlent);
+	if (got != (int64_t)nlent) {
+		free(items);
+		return -EIO;
+	}
+	rc = ops->vacate(ops->ctx, p, items, nlent);
+	for (uint64_t i = 0; i < nlent; i++) {
+		struct vcma_frame_info fi;
+
+		vcma_fmap_get(&p->fm, items[i].idx, &fi);
+		if (fi.state != VCMA_FRAME_FREE) {
+			if (!rc)
+				rc = -EIO; /* the hook said yes but left a frame lent */
+			continue;
+		}
+		if (items[i].state == VCMA_FRAME_LENT_FREE)
+			p->stats.vacated_lent_free++;
+		else
+			p->stats.vacated_lent_used++;
+	}
+	free(items);
+	return rc;
+}
+
+static int alloc_in_pool(struct vcma_core *core, struct vcma_pool *p, const struct vcma_requester *who,
+			 const struct vcma_alloc_req *req, uint64_t nframes, const struct vcma_vacate_ops *ops,
+			 struct vcma_region *out)
+{
+	struct vcma_window w;
+	struct vcma_region r;
+	const struct vcma_guest_usage *u;
+	unsigned int order;
+	int rc;
+
+	if (p->cfg.mode == VCMA_POOL_SHARED && nframes < p->cfg.min_request)
+		return -ERANGE;
+	if (nframes > p->fm.nframes)
+		return -E2BIG;
+	u = usage_find(p, who->guest);
+	if ((u ? u->bytes : 0) + (nframes << VCMA_PAGE_SHIFT) > p->quota)
+		return -EDQUOT;
+	order = vcma_pool_align_order(p, nframes, req->align_order);
+
+	rc = vcma_fmap_search(&p->fm, nframes, order, &w);
+	if (rc)
+		return rc;
+	rc = vcma_fmap_claim(&p->fm, w.start, nframes);
+	if (rc)
+		return rc;
+	if (w.nlent_free + w.nlent_used) {
+		rc = vacate_window(p, &w, ops);
+		if (rc)
+			goto unclaim;
+	}
+	rc = vcma_fmap_commit_region(&p->fm, w.start, nframes, who->guest);
+	if (rc)
+		goto unclaim;
+
+	memset(&r, 0, sizeof(r));
+	r.guest = who->guest;
+	r.pool = p->index;
+	r.mfn = p->fm.base + w.start;
+	r.nframes = nframes;
+	r.flags = req->flags;
+	rc = vcma_regions_insert(&core->regions, &r);
+	if (rc)
+		goto release;
+	rc = usage_add(p, who->guest, nframes << VCMA_PAGE_SHIFT);
+	if (rc) {
+		vcma_regions_remove(&core->regions, who->guest, r.handle, NULL);
+		goto release;
+	}
+	*out = r;
+	return 0;
+
+release:
+	vcma_fmap_release_region(&p->fm, w.start, nframes);
+	return rc;
+unclaim:
+	vcma_fmap_unclaim(&p->fm, w.start, nframes);
+	return rc;
+}
+
+int vcma_core_alloc(struct vcma_core *core, const struct vcma_requester *who, const struct vcma_alloc_req *req,
+		    const struct vcma_vacate_ops *ops, struct vcma_region *out)
+{
+	uint64_t t0 = vcma_now_ns(), nframes;
+	struct vcma_pool *p;
+	int rc = 0;
+
+	if (!who || !req || !out || who->guest > VCMA_GUEST_MAX)
+		return -EINVAL;
+	p = pick_pool(core, who, req->pool, &rc);
+	if (!p)
+		return rc;
+	if (req->bytes == 0 || req->bytes > (VCMA_FMAP_MAX_FRAMES << VCMA_PAGE_SHIFT) ||
+	    req->align_order > VCMA_FMAP_MAX_ORDER) {
+		rc = -EINVAL;
+		nframes = 0;
+	} else {
+		nframes = (req->bytes + VCMA_PAGE_SIZE - 1) >> VCMA_PAGE_SHIFT;
+		rc = alloc_in_pool(core, p, who, req, nframes, ops, out);
+	}
+	if (rc) {
+		p->stats.alloc_fail++;
+		p->stats.alloc_pages_fail += nframes;
+		return rc;
+	}
+	p->stats.alloc_success++;
+	p->stats.alloc_pages_success += nframes;
+	vcma_hist_record(&p->stats.alloc_latency, vcma_now_ns() - t0);
+	return 0;
+}
+
+int vcma_core_free(struct vcma_core *core, uint32_t guest, uint64_t handle)
+{
+	const struct vcma_region *r = vcma_regions_lookup(&core->regions, guest, handle);
+	struct vcma_region copy;
+	struct vcma_pool *p;
+	int rc;
+
+	if (!r || r->pool >= core->npools)
+		return -ENOENT;
+	copy = *r;
+	p = core->pool[copy.pool];
+	rc = vcma_fmap_release_region(&p->fm, copy.mfn - p->fm.base, copy.nframes);
+	if (rc)
+		return -EIO; /* the frame map disagrees with the table: keep the region */
+	vcma_regions_remove(&core->regions, guest, handle, NULL);
+	usage_sub(p, guest, copy.nframes << VCMA_PAGE_SHIFT);
+	p->stats.release_pages_success += copy.nframes;
+	return 0;
+}
+
+int vcma_core_release_guest(struct vcma_core *core, uint32_t guest)
+{
+	const struct vcma_region *r;
+	uint32_t cursor = 0;
+	int n = 0;
+
+	while ((r = vcma_regions_next(&core->regions, &cursor))) {
+		if (r->guest != guest)
+			continue;
+		if (!vcma_core_free(core, guest, r->handle))
+			n++;
+	}
+	return n;
+}
+
+const struct vcma_region *vcma_core_lookup(const struct vcma_core *core, uint32_t guest, uint64_t handle)
+{
+	return vcma_regions_lookup(&core->regions, guest, handle);
+}
+
+int vcma_pool_lend(struct vcma_pool *p, uint64_t idx, uint32_t guest, uint64_t gfn, bool used)
+{
+	if (!p->cfg.lendable)
+		return -EPERM;
+	return vcma_fmap_lend(&p->fm, idx, guest, gfn, used);
+}
+
+int vcma_pool_set_used(struct vcma_pool *p, uint64_t idx, bool used)
+{
+	return vcma_fmap_set_used(&p->fm, idx, used);
+}
+
+int vcma_pool_unlend(struct vcma_pool *p, uint64_t idx)
+{
+	return vcma_fmap_unlend(&p->fm, idx);
+}
+
+void vcma_pool_counts(const struct vcma_pool *p, struct vcma_pool_counts *c)
+{
+	const struct vcma_fmap *fm = &p->fm;
+	uint32_t regions = 0;
+
+	for (uint32_t i = 0; i < p->nusage; i++)
+		regions += p->usage[i].regions;
+	c->nframes = fm->nframes;
+	c->free = fm->count[VCMA_FRAME_FREE];
+	c->lent_free = fm->count[VCMA_FRAME_LENT_FREE];
+	c->lent_used = fm->count[VCMA_FRAME_LENT_USED];
+	c->region = fm->count[VCMA_FRAME_REGION];
+	c->reserved = fm->count[VCMA_FRAME_RESERVED];
+	c->claimed = fm->nclaimed;
+	c->largest_free_run = vcma_fmap_largest_free_run(fm);
+	c->regions = regions;
+}
+
+size_t vcma_pool_fragmap(const struct vcma_pool *p, uint64_t frames_per_char, char *buf, size_t len)
+{
+	const struct vcma_fmap *fm = &p->fm;
+	size_t out = 0;
+
+	if (!len)
+		return 0;
+	if (!frames_per_char)
+		frames_per_char = 1;
+	for (uint64_t b = 0; b < fm->nframes && out + 1 < len; b += frames_per_char) {
+		uint64_t end = b + frames_per_char < fm->nframes ? b + frames_per_char : fm->nframes;
+		uint64_t cnt[VCMA_FRAME_NSTATES] = { 0 }, claimed = 0, total = end - b;
+		char ch;
+
+		for (uint64_t i = b; i < end; i++) {
+			struct vcma_frame_info fi;
+
+			vcma_fmap_get(fm, i, &fi);
+			cnt[fi.state]++;
+			claimed += fi.claimed;
+		}
+		uint64_t lent = cnt[VCMA_FRAME_LENT_FREE] + cnt[VCMA_FRAME_LENT_USED];
+
+		if (cnt[VCMA_FRAME_RESERVED])
+			ch = 'x';
+		else if (claimed)
+			ch = '~';
+		else if (cnt[VCMA_FRAME_REGION] == total)
+			ch = '#';
+		else if (cnt[VCMA_FRAME_REGION])
+			ch = 'r';
+		else if (lent == total)
+			ch = 'L';
+		else if (lent)
+			ch = 'l';
+		else
+			ch = '.';
+		buf[out++] = ch;
+	}
+	buf[out] = '\0';
+	return out;
+}
+
+const char *vcma_core_strerror(int err)
+{
+	switch (err) {
+	case 0: return "success";
+	case -EINVAL: return "invalid argument";
+	case -ERANGE: return "request below the pool's minimum: use normal memory";
+	case -ENODEV: return "no pool serves this request";
+	case -EACCES: return "pool is bound to another guest or device class";
+	case -EDQUOT: return "per-guest quota exceeded";
+	case -ENOSPC: return "no contiguous window: every candidate holds regions or reserved frames";
+	case -E2BIG: return "request larger than the pool";
+	case -EBUSY: return "window holds lent frames and nothing can vacate them";
+	case -ENOENT: return "no such region";
+	case -ENOMEM: return "out of memory";
+	case -EUSERS: return "too many guests in this pool";
+	case -EPERM: return "pool is not lendable";
+	case -EIO: return "internal inconsistency";
+	case -ETIMEDOUT: return "timed out";
+	default: return "error";
+	}
+}

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: MIT
+/* Frame map: transitions, all-or-nothing failures, counts, summaries, garbage input. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "fmap.h"
+
+static enum vcma_frame_state state_of(const struct vcma_fmap *fm, uint64_t i)
+{
+	struct vcma_frame_info fi;
+
+	assert_int_equal(vcma_fmap_get(fm, i, &fi), 0);
+	return fi.state;
+}
+
+static void test_init_rejects_garbage(void **unused)
+{
+	struct vcma_fmap fm;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 0, 1, 16), -EINVAL);
+	assert_int_equal(vcma_fmap_init(&fm, 0, VCMA_FMAP_MAX_FRAMES + 1, 1, 16), -EINVAL);
+	assert_int_equal(vcma_fmap_init(&fm, UINT64_MAX - 10, 100, 1, 16), -EINVAL);
+	assert_int_equal(vcma_fmap_init(&fm, 0, 100, 0, 16), -EINVAL);
+	assert_int_equal(vcma_fmap_init(&fm, 0, 100, 1, 70000), -EINVAL);
+}
+
+static void test_fresh_map_is_free(void **unused)
+{
+	struct vcma_fmap fm;
+
+	assert_int_equal(vcma_fmap_init(&fm, 1000, 1000, 1, 16), 0);
+	assert_int_equal(fm.count[VCMA_FRAME_FREE], 1000);
+	assert_int_equal(vcma_fmap_largest_free_run(&fm), 1000);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	assert_int_equal(fm.ngran, 4);
+	vcma_fmap_fini(&fm);
+}
+
+static void test_lend_cycle(void **unused)
+{
+	struct vcma_fmap fm;
+	struct vcma_frame_info fi;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 512, 1, 16), 0);
+	assert_int_equal(vcma_fmap_lend(&fm, 10, 7, 0x1234, false), 0);
+	assert_int_equal(vcma_fmap_get(&fm, 10, &fi), 0);
+	assert_int_equal(fi.state, VCMA_FRAME_LENT_FREE);
+	assert_int_equal(fi.guest, 7);
+	assert_int_equal(fi.gfn, 0x1234);
+	/* lending twice, or lending garbage, fails and changes nothing */
+	assert_int_equal(vcma_fmap_lend(&fm, 10, 8, 1, true), -EBUSY);
+	assert_int_equal(vcma_fmap_lend(&fm, 512, 8, 1, true), -EINVAL);
+	assert_int_equal(vcma_fmap_lend(&fm, 11, 0x10000, 1, true), -EINVAL);
+	assert_int_equal(vcma_fmap_lend(&fm, 11, 1, VCMA_GFN_MAX + 1, true), -EINVAL);
+	assert_int_equal(vcma_fmap_set_used(&fm, 10, true), 0);
+	assert_int_equal(state_of(&fm, 10), VCMA_FRAME_LENT_USED);
+	assert_int_equal(fm.count[VCMA_FRAME_LENT_USED], 1);
+	assert_int_equal(fm.count[VCMA_FRAME_LENT_FREE], 0);
+	assert_int_equal(vcma_fmap_set_used(&fm, 11, true), -EBUSY);
+	assert_int_equal(vcma_fmap_largest_free_run(&fm), 501);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	assert_int_equal(vcma_fmap_unlend(&fm, 10), 0);
+	assert_int_equal(vcma_fmap_unlend(&fm, 10), -EBUSY);
+	assert_int_equal(fm.count[VCMA_FRAME_FREE], 512);
+	assert_int_equal(vcma_fmap_largest_free_run(&fm), 512);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	vcma_fmap_fini(&fm);
+}
+
+static void test_claim_commit_release(void **unused)
+{
+	struct vcma_fmap fm;
+	struct vcma_frame_info fi;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 1024, 1, 16), 0);
+	assert_int_equal(vcma_fmap_lend(&fm, 300, 2, 99, true), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 256, 256), 0);
+	assert_int_equal(fm.nclaimed, 256);
+	/* a claimed frame is blocked: no second claim, no lending into it */
+	assert_int_equal(vcma_fmap_claim(&fm, 500, 20), -EBUSY);
+	assert_int_equal(vcma_fmap_lend(&fm, 257, 2, 1, false), -EBUSY);
+	/* commit refuses while a lent frame is still in the window */
+	assert_int_equal(vcma_fmap_commit_region(&fm, 256, 256, 3), -EBUSY);
+	assert_int_equal(vcma_fmap_unlend(&fm, 300), 0);
+	assert_int_equal(vcma_fmap_get(&fm, 300, &fi), 0);
+	assert_true(fi.claimed);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 256, 256, 3), 0);
+	assert_int_equal(fm.nclaimed, 0);
+	assert_int_equal(fm.count[VCMA_FRAME_REGION], 256);
+	assert_int_equal(vcma_fmap_get(&fm, 400, &fi), 0);
+	assert_int_equal(fi.state, VCMA_FRAME_REGION);
+	assert_int_equal(fi.guest, 3);
+	assert_int_equal(vcma_fmap_largest_free_run(&fm), 512);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	/* release must cover region frames only, all or nothing */
+	assert_int_equal(vcma_fmap_release_region(&fm, 255, 2), -EBUSY);
+	assert_int_equal(fm.count[VCMA_FRAME_REGION], 256);
+	assert_int_equal(vcma_fmap_release_region(&fm, 256, 256), 0);
+	assert_int_equal(fm.count[VCMA_FRAME_FREE], 1024);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	vcma_fmap_fini(&fm);
+}
+
+static void test_unclaim_rolls_back(void **unused)
+{
+	struct vcma_fmap fm;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 100, 1, 16), 0);
+	assert_int_equal(vcma_fmap_lend(&fm, 5, 1, 5, false), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 0, 10), 0);
+	assert_int_equal(vcma_fmap_unclaim(&fm, 0, 11), -EBUSY); /* frame 10 is not claimed */
+	assert_int_equal(vcma_fmap_unclaim(&fm, 0, 10), 0);
+	assert_int_equal(state_of(&fm, 5), VCMA_FRAME_LENT_FREE);
+	assert_int_equal(fm.nclaimed, 0);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	vcma_fmap_fini(&fm);
+}
+
+static void test_reserve(void **unused)
+{
+	struct vcma_fmap fm;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 300, 1, 16), 0);
+	assert_int_equal(vcma_fmap_lend(&fm, 50, 1, 5, false), 0);
+	assert_int_equal(vcma_fmap_reserve(&fm, 40, 20), -EBUSY);
+	assert_int_equal(fm.count[VCMA_FRAME_RESERVED], 0);
+	assert_int_equal(vcma_fmap_reserve(&fm, 100, 20), 0);
+	assert_int_equal(fm.count[VCMA_FRAME_RESERVED], 20);
+	assert_int_equal(vcma_fmap_unreserve(&fm, 99, 2), -EBUSY);
+	assert_int_equal(vcma_fmap_unreserve(&fm, 100, 20), 0);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	vcma_fmap_fini(&fm);
+}
+
+static void test_range_garbage(void **unused)
+{
+	struct vcma_fmap fm;
+	struct vcma_frame_info fi;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 300, 1, 16), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 0, 0), -EINVAL);
+	assert_int_equal(vcma_fmap_claim(&fm, 299, 2), -EINVAL);
+	assert_int_equal(vcma_fmap_claim(&fm, 1, UINT64_MAX), -EINVAL);
+	assert_int_equal(vcma_fmap_reserve(&fm, UINT64_MAX, 2), -EINVAL);
+	assert_int_equal(vcma_fmap_release_region(&fm, 2, UINT64_MAX - 1), -EINVAL);
+	assert_int_equal(vcma_fmap_get(&fm, 300, &fi), -EINVAL);
+	assert_int_equal(vcma_fmap_collect_lent(&fm, 10, 0, NULL, 0), -EINVAL);
+	assert_int_equal(vcma_fmap_window_cost(&fm, 299, 5), UINT64_MAX);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	vcma_fmap_fini(&fm);
+}
+
+static void test_collect_lent(void **unused)
+{
+	struct vcma_fmap fm;
+	struct vcma_vacate_item it[4];
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 1000, 1, 16), 0);
+	assert_int_equal(vcma_fmap_lend(&fm, 63, 1, 630, false), 0);
+	assert_int_equal(vcma_fmap_lend(&fm, 64, 2, 640, true), 0);
+	assert_int_equal(vcma_fmap_lend(&fm, 700, 3, 7000, true), 0);
+	assert_int_equal(vcma_fmap_collect_lent(&fm, 0, 1000, it, 4), 3);
+	assert_int_equal(it[0].idx, 63);
+	assert_int_equal(it[0].state, VCMA_FRAME_LENT_FREE);
+	assert_int_equal(it[1].idx, 64);
+	assert_int_equal(it[1].guest, 2);
+	assert_int_equal(it[1].gfn, 640);
+	assert_int_equal(it[2].idx, 700);
+	/* counts all, fills only max */
+	assert_int_equal(vcma_fmap_collect_lent(&fm, 64, 700, it, 1), 2);
+	assert_int_equal(it[0].idx, 64);
+	assert_int_equal(vcma_fmap_collect_lent(&fm, 65, 600, it, 4), 0);
+	assert_int_equal(vcma_fmap_window_cost(&fm, 0, 128), 17);
+	vcma_fmap_fini(&fm);
+}
+
+/* Summaries across superblock boundaries: a pool of several superblocks. */
+static void test_runs_across_superblocks(void **unused)
+{
+	struct vcma_fmap fm;
+	const uint64_t sb = VCMA_FMAP_SUPER_FRAMES;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 3 * sb + 77, 1, 16), 0);
+	assert_int_equal(vcma_fmap_largest_free_run(&fm), 3 * sb + 77);
+	assert_int_equal(vcma_fmap_reserve(&fm, sb / 2, 1), 0);
+	assert_int_equal(vcma_fmap_reserve(&fm, 2 * sb + 100, 1), 0);
+	assert_int_equal(vcma_fmap_largest_free_run(&fm), 2 * sb + 100 - sb / 2 - 1);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	vcma_fmap_fini(&fm);
+}
+
+static void test_metadata_budget(void **unused)
+{
+	struct vcma_fmap fm;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 1u << 20, 1, 16), 0);
+	assert_true(vcma_fmap_metadata_bytes(&fm) <= 16ull * (1u << 20));
+	vcma_fmap_fini(&fm);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_init_rejects_garbage),
+		cmocka_unit_test(test_fresh_map_is_free),
+		cmocka_unit_test(test_lend_cycle),
+		cmocka_unit_test(test_claim_commit_release),
+		cmocka_unit_test(test_unclaim_rolls_back),
+		cmocka_unit_test(test_reserve),
+		cmocka_unit_test(test_range_garbage),
+		cmocka_unit_test(test_collect_lent),
+		cmocka_unit_test(test_runs_across_superblocks),
+		cmocka_unit_test(test_metadata_budget),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
