@@ -215,7 +215,9 @@ static int alloc_in_pool(struct vcma_core *core, struct vcma_pool *p, const stru
 	unsigned int order;
 	int rc;
 
-	if (p->cfg.mode == VCMA_POOL_SHARED && nframes < p->cfg.min_request)
+	/* seed 000: a shared pool skips tiny requests; a device's own pool serves any
+	 * size unless its operator set a minimum */
+	if ((p->cfg.mode == VCMA_POOL_SHARED || p->cfg.min_request_set) && nframes < p->cfg.min_request)
 		return -ERANGE;
 	if (nframes > p->fm.nframes)
 		return -E2BIG;

@@ -166,8 +166,11 @@ static bool valid_name(const char *s, size_t max)
 
 static int set_size(struct vcma_pool_config *c, const char *k, const char *v, char *err, size_t errlen)
 {
-	if (parse_size_expr(v, &c->size))
+	struct vcma_size_expr e;
+
+	if (parse_size_expr(v, &e))
 		return bad(err, errlen, k, v, SIZE_EXPECT);
+	c->size = e;
 	return 0;
 }
 
@@ -266,20 +269,24 @@ static int set_lendable(struct vcma_pool_config *c, const char *k, const char *v
 static int set_quota(struct vcma_pool_config *c, const char *k, const char *v, char *err, size_t errlen)
 {
 	size_t len = strlen(v);
+	uint32_t milli;
+	uint64_t bytes;
 
 	if (!strcmp(v, "none")) {
 		c->quota_kind = VCMA_QUOTA_NONE;
 		return 0;
 	}
 	if (len && v[len - 1] == '%') {
-		if (parse_percent(v, len, &c->quota_percent_milli))
+		if (parse_percent(v, len, &milli))
 			return bad(err, errlen, k, v, "expected a share of the pool from 0.001% to 100%");
 		c->quota_kind = VCMA_QUOTA_PERCENT;
+		c->quota_percent_milli = milli;
 		return 0;
 	}
-	if (vcma_parse_bytes(v, &c->quota_bytes) || c->quota_bytes == 0)
+	if (vcma_parse_bytes(v, &bytes) || bytes == 0)
 		return bad(err, errlen, k, v, "expected bytes like 64M, a share like 25%, or none");
 	c->quota_kind = VCMA_QUOTA_BYTES;
+	c->quota_bytes = bytes;
 	return 0;
 }
 
@@ -353,8 +360,11 @@ int vcma_pool_config_set(struct vcma_pool_config *c, const char *key, const char
 
 int vcma_pool_config_override_size(struct vcma_pool_config *c, const char *value, char *err, size_t errlen)
 {
-	if (!value || parse_size_expr(value, &c->size_override))
+	struct vcma_size_expr e;
+
+	if (!value || parse_size_expr(value, &e))
 		return bad(err, errlen, "size override", value ? value : "", SIZE_EXPECT);
+	c->size_override = e;
 	return 0;
 }
 
@@ -375,12 +385,6 @@ int vcma_pool_config_validate(const struct vcma_pool_config *c, char *err, size_
 	}
 	if (c->mode == VCMA_POOL_EXCLUSIVE && c->lendable == 1) {
 		seterr(err, errlen, "pool %s: lendable: 'yes' is not allowed for an exclusive pool", c->name);
-		return -EINVAL;
-	}
-	if (c->mode == VCMA_POOL_EXCLUSIVE && c->min_request_set) {
-		seterr(err, errlen,
-		       "pool %s: min_request: '%u' only applies to shared pools (an exclusive pool serves any size)",
-		       c->name, c->min_request);
 		return -EINVAL;
 	}
 	if (c->cost_lent_free >= c->cost_lent_used) {

@@ -50,7 +50,7 @@ struct vcma_pool_config {
 	bool has_base;
 	uint64_t base; /* machine address, page aligned */
 	uint32_t align_order;
-	uint32_t min_request; /* pages */
+	uint32_t min_request; /* pages; applies to exclusive pools only when set */
 	bool min_request_set;
 	enum vcma_pool_mode mode;
 	enum vcma_bind_kind bind_kind;
@@ -66,7 +66,7 @@ struct vcma_pool_config {
 int vcma_pool_config_init(struct vcma_pool_config *c, const char *name, char *err, size_t errlen);
 
 /* Set one key from text. -EINVAL (unknown key or bad value) with a message in err
- * naming the key and the value. */
+ * naming the key and the value; a rejected value leaves the config unchanged. */
 int vcma_pool_config_set(struct vcma_pool_config *c, const char *key, const char *value, char *err,
 			 size_t errlen);
 
