@@ -131,8 +131,17 @@ static void granule_compute(const struct vcma_fmap *fm, uint64_t g, struct vcma_
 	s->nlf = nlf;
 	s->nlu = nlu;
 	s->cost = nlf * fm->cost_lf + nlu * fm->cost_lu;
+	s->mincost = nb ? UINT32_MAX : s->cost;
 	s->free = runsum_words(fr, FMAP_GWORDS);
 	s->unblocked = runsum_words(ub, FMAP_GWORDS);
+	s->gfree = s->free.pre == VCMA_FMAP_GRANULE ? (struct vcma_runsum){ 1, 1, 1 } : (struct vcma_runsum){ 0, 0, 0 };
+	s->gunblocked = nb == 0 ? (struct vcma_runsum){ 1, 1, 1 } : (struct vcma_runsum){ 0, 0, 0 };
+}
+
+static void granule_update(struct vcma_fmap *fm, uint64_t g)
+{
+	granule_compute(fm, g, &fm->gsum[g]);
+	fm->gcost[g] = fm->gsum[g].nblocked ? UINT32_MAX : fm->gsum[g].cost;
 }
 
 static void super_compute(const struct vcma_fmap *fm, uint64_t sb, struct vcma_fsum *s)
@@ -142,6 +151,7 @@ static void super_compute(const struct vcma_fmap *fm, uint64_t sb, struct vcma_f
 	uint64_t len = 0;
 
 	memset(s, 0, sizeof(*s));
+	s->mincost = UINT32_MAX;
 	for (uint64_t g = g0; g < g1; g++) {
 		const struct vcma_fsum *gs = &fm->gsum[g];
 
@@ -149,8 +159,12 @@ static void super_compute(const struct vcma_fmap *fm, uint64_t sb, struct vcma_f
 		s->nlf += gs->nlf;
 		s->nlu += gs->nlu;
 		s->cost += gs->cost;
+		if (gs->mincost < s->mincost)
+			s->mincost = gs->mincost;
 		s->free = runsum_join(s->free, len, gs->free, VCMA_FMAP_GRANULE);
 		s->unblocked = runsum_join(s->unblocked, len, gs->unblocked, VCMA_FMAP_GRANULE);
+		s->gfree = runsum_join(s->gfree, g - g0, gs->gfree, 1);
+		s->gunblocked = runsum_join(s->gunblocked, g - g0, gs->gunblocked, 1);
 		len += VCMA_FMAP_GRANULE;
 	}
 }
@@ -161,7 +175,7 @@ static void refresh(struct vcma_fmap *fm, uint64_t lo, uint64_t hi)
 	uint64_t g0 = lo >> VCMA_FMAP_GRANULE_SHIFT, g1 = hi >> VCMA_FMAP_GRANULE_SHIFT;
 
 	for (uint64_t g = g0; g <= g1; g++)
-		granule_compute(fm, g, &fm->gsum[g]);
+		granule_update(fm, g);
 	for (uint64_t sb = g0 >> VCMA_FMAP_SUPER_SHIFT; sb <= g1 >> VCMA_FMAP_SUPER_SHIFT; sb++)
 		super_compute(fm, sb, &fm->ssum[sb]);
 }
@@ -191,15 +205,16 @@ int vcma_fmap_init(struct vcma_fmap *fm, uint64_t base, uint64_t nframes, uint32
 	fm->lf = calloc(nwords, sizeof(uint64_t));
 	fm->lu = calloc(nwords, sizeof(uint64_t));
 	fm->gsum = calloc(fm->ngran, sizeof(*fm->gsum));
+	fm->gcost = calloc(fm->ngran, sizeof(*fm->gcost));
 	fm->ssum = calloc(fm->nsuper, sizeof(*fm->ssum));
-	if (!fm->ent || !fm->blocked || !fm->lf || !fm->lu || !fm->gsum || !fm->ssum) {
+	if (!fm->ent || !fm->blocked || !fm->lf || !fm->lu || !fm->gsum || !fm->gcost || !fm->ssum) {
 		vcma_fmap_fini(fm);
 		return -ENOMEM;
 	}
 	for (uint64_t i = nframes; i < fm->ngran * VCMA_FMAP_GRANULE; i++)
 		bit_set(fm->blocked, i);
 	for (uint64_t g = 0; g < fm->ngran; g++)
-		granule_compute(fm, g, &fm->gsum[g]);
+		granule_update(fm, g);
 	for (uint64_t sb = 0; sb < fm->nsuper; sb++)
 		super_compute(fm, sb, &fm->ssum[sb]);
 	fm->count[VCMA_FRAME_FREE] = nframes;
@@ -213,6 +228,7 @@ void vcma_fmap_fini(struct vcma_fmap *fm)
 	free(fm->lf);
 	free(fm->lu);
 	free(fm->gsum);
+	free(fm->gcost);
 	free(fm->ssum);
 	memset(fm, 0, sizeof(*fm));
 }
@@ -476,6 +492,8 @@ int vcma_fmap_check(const struct vcma_fmap *fm)
 		granule_compute(fm, g, &s);
 		if (memcmp(&s, &fm->gsum[g], sizeof(s)))
 			return -EIO;
+		if (fm->gcost[g] != (s.nblocked ? UINT32_MAX : s.cost))
+			return -EIO;
 	}
 	for (uint64_t sb = 0; sb < fm->nsuper; sb++) {
 		struct vcma_fsum s;
@@ -490,7 +508,8 @@ int vcma_fmap_check(const struct vcma_fmap *fm)
 size_t vcma_fmap_metadata_bytes(const struct vcma_fmap *fm)
 {
 	return fm->nframes * sizeof(*fm->ent) + 3 * fm->ngran * FMAP_GWORDS * sizeof(uint64_t) +
-	       fm->ngran * sizeof(*fm->gsum) + fm->nsuper * sizeof(*fm->ssum) + sizeof(*fm);
+	       fm->ngran * (sizeof(*fm->gsum) + sizeof(*fm->gcost)) + fm->nsuper * sizeof(*fm->ssum) +
+	       sizeof(*fm);
 }
 
 int64_t vcma_fmap_collect_lent(const struct vcma_fmap *fm, uint64_t idx, uint64_t n,

@@ -50,8 +50,14 @@ struct vcma_fsum {
 	uint32_t nlf;      /* LENT_FREE, not claimed */
 	uint32_t nlu;      /* LENT_USED, not claimed */
 	uint32_t cost;     /* nlf * cost_lf + nlu * cost_lu */
+	uint32_t mincost;  /* lowest cost of a granule without blocked frames, or UINT32_MAX */
 	struct vcma_runsum free;      /* runs of FREE frames */
 	struct vcma_runsum unblocked; /* runs of not-blocked frames */
+	/* Runs of whole granules that are all FREE / all unblocked, counted in granules
+	 * (a granule's own: 1 or 0). Lets a search for n >= 256 frames at alignment
+	 * >= 256 skip superblocks holding long but misaligned runs. */
+	struct vcma_runsum gfree;
+	struct vcma_runsum gunblocked;
 };
 
 struct vcma_fmap {
@@ -65,6 +71,7 @@ struct vcma_fmap {
 	uint64_t *lf;       /* [ngran*4] LENT_FREE (claimed or not) */
 	uint64_t *lu;       /* [ngran*4] LENT_USED (claimed or not) */
 	struct vcma_fsum *gsum; /* [ngran] */
+	uint32_t *gcost;        /* [ngran] granule cost, UINT32_MAX if it holds a blocked frame */
 	struct vcma_fsum *ssum; /* [nsuper] */
 	uint64_t count[VCMA_FRAME_NSTATES];
 	uint64_t nclaimed;

@@ -29,11 +29,27 @@ struct walk {
 	int (*on_run)(struct walk *w, uint64_t s, uint64_t e);
 	bool found;
 	uint64_t best_start, best_cost, lower_bound;
+	/* Granule mode: n >= 256 at alignment >= 256 on a pool whose base is granule
+	 * aligned, so every window starts on a granule and covers k = n / 256 whole
+	 * granules; a superblock with no k whole free (unblocked) granules in a row
+	 * holds no window inside it. */
+	bool gmode;
+	uint64_t k;
 };
 
 static inline const struct vcma_runsum *sum_of(const struct walk *w, const struct vcma_fsum *s)
 {
 	return w->pred == PRED_FREE ? &s->free : &s->unblocked;
+}
+
+/* Can a window lie strictly inside the superblock summarized by s? */
+static inline bool super_may_hold(const struct walk *w, const struct vcma_fsum *s)
+{
+	if (sum_of(w, s)->max < w->n)
+		return false;
+	if (!w->gmode)
+		return true;
+	return (w->pred == PRED_FREE ? s->gfree.max : s->gunblocked.max) >= w->k;
 }
 
 static inline uint64_t pred_word(const struct walk *w, uint64_t wi)
@@ -147,7 +163,7 @@ static int walk_runs(struct walk *w)
 		if ((open || s->pre) && emit(w, open ? start : sbase, sbase + s->pre))
 			return 1;
 		open = false;
-		if (s->max >= w->n && walk_super(w, sb))
+		if (super_may_hold(w, &fm->ssum[sb]) && walk_super(w, sb))
 			return 1;
 		if (s->suf) {
 			open = true;
@@ -232,6 +248,102 @@ static int on_unblocked_run(struct walk *w, uint64_t s, uint64_t e)
 	return 0;
 }
 
+/* Cost of the first r frames of granule g, or UINT64_MAX if one is blocked. */
+static uint64_t granule_prefix_cost(const struct vcma_fmap *fm, uint64_t g, uint64_t r)
+{
+	if (g >= fm->ngran || fm->gsum[g].unblocked.pre < r)
+		return UINT64_MAX;
+	return range_cost(fm, g << VCMA_FMAP_GRANULE_SHIFT, (g << VCMA_FMAP_GRANULE_SHIFT) + r);
+}
+
+/*
+ * Lent pass in granule mode: a dense walk over per-granule costs. Candidate starts
+ * are every step-th granule; the k whole granules' costs slide along, a blocked
+ * granule restarts the sum after it. A window starting in superblock S costs at least
+ * S's cheapest whole unblocked granule (its first granule is one), so S is skipped
+ * when that bound cannot beat the best window found so far; to find a good window
+ * early, the superblock with the lowest bound is scanned first.
+ */
+static void scan_granules(struct walk *w, uint64_t g, uint64_t g_end)
+{
+	const struct vcma_fmap *fm = w->fm;
+	const uint32_t *gc = fm->gcost;
+	uint64_t k = w->k, r = w->n & (VCMA_FMAP_GRANULE - 1);
+	uint64_t step = w->align >> VCMA_FMAP_GRANULE_SHIFT;
+	uint64_t gb = fm->base >> VCMA_FMAP_GRANULE_SHIFT;
+	uint64_t sum = 0;
+	bool valid = false;
+
+	g = ((gb + g + step - 1) & ~(step - 1)) - gb;
+	while (g < g_end && g + k <= fm->ngran) {
+		uint64_t sb = g >> VCMA_FMAP_SUPER_SHIFT, c, part;
+
+		if (!valid) {
+			uint64_t j, lb = fm->ssum[sb].mincost;
+
+			if (lb == UINT32_MAX || (w->found && (lb > w->best_cost ||
+			    (lb == w->best_cost && (g << VCMA_FMAP_GRANULE_SHIFT) > w->best_start)))) {
+				g = ((gb + ((sb + 1) << VCMA_FMAP_SUPER_SHIFT) + step - 1) & ~(step - 1)) - gb;
+				continue;
+			}
+			for (sum = 0, j = g; j < g + k && gc[j] != UINT32_MAX; j++)
+				sum += gc[j];
+			if (j < g + k) {
+				g = ((gb + j + 1 + step - 1) & ~(step - 1)) - gb;
+				continue;
+			}
+			valid = true;
+		}
+		part = r ? granule_prefix_cost(fm, g + k, r) : 0;
+		if (part != UINT64_MAX) {
+			c = sum + part;
+			if (!w->found || c < w->best_cost ||
+			    (c == w->best_cost && (g << VCMA_FMAP_GRANULE_SHIFT) < w->best_start)) {
+				w->found = true;
+				w->best_cost = c;
+				w->best_start = g << VCMA_FMAP_GRANULE_SHIFT;
+			}
+		}
+		/* slide to g + step; re-check the bound when entering a new superblock */
+		if (step >= k || g + step + k > fm->ngran ||
+		    ((g + step) >> VCMA_FMAP_SUPER_SHIFT) != sb) {
+			valid = false;
+			g += step;
+			continue;
+		}
+		for (uint64_t j = g + k; j < g + k + step; j++) {
+			if (gc[j] == UINT32_MAX) {
+				valid = false;
+				g = ((gb + j + 1 + step - 1) & ~(step - 1)) - gb;
+				break;
+			}
+			sum += gc[j];
+		}
+		if (!valid)
+			continue;
+		for (uint64_t j = g; j < g + step; j++)
+			sum -= gc[j];
+		g += step;
+	}
+}
+
+static void lent_pass_granules(struct walk *w)
+{
+	const struct vcma_fmap *fm = w->fm;
+	uint64_t seed = UINT64_MAX;
+	uint32_t lb = UINT32_MAX;
+
+	for (uint64_t sb = 0; sb < fm->nsuper; sb++)
+		if (fm->ssum[sb].mincost < lb) {
+			lb = fm->ssum[sb].mincost;
+			seed = sb;
+		}
+	if (seed == UINT64_MAX)
+		return; /* no whole unblocked granule anywhere */
+	scan_granules(w, seed << VCMA_FMAP_SUPER_SHIFT, (seed + 1) << VCMA_FMAP_SUPER_SHIFT);
+	scan_granules(w, 0, fm->ngran);
+}
+
 int vcma_fmap_search(const struct vcma_fmap *fm, uint64_t n, unsigned int align_order, struct vcma_window *out)
 {
 	struct walk w = {
@@ -243,6 +355,8 @@ int vcma_fmap_search(const struct vcma_fmap *fm, uint64_t n, unsigned int align_
 	if (n == 0 || n > fm->nframes || align_order > VCMA_FMAP_MAX_ORDER || !out)
 		return -EINVAL;
 
+	w.gmode = n >= VCMA_FMAP_GRANULE && w.align >= VCMA_FMAP_GRANULE && !(fm->base & (VCMA_FMAP_GRANULE - 1));
+	w.k = n >> VCMA_FMAP_GRANULE_SHIFT;
 	w.pred = PRED_FREE;
 	w.on_run = on_free_run;
 	walk_runs(&w);
@@ -250,7 +364,10 @@ int vcma_fmap_search(const struct vcma_fmap *fm, uint64_t n, unsigned int align_
 		w.pred = PRED_UNBLOCKED;
 		w.on_run = on_unblocked_run;
 		w.lower_bound = fm->cost_lf < fm->cost_lu ? fm->cost_lf : fm->cost_lu;
-		walk_runs(&w);
+		if (w.gmode)
+			lent_pass_granules(&w);
+		else
+			walk_runs(&w);
 	}
 	if (!w.found)
 		return -ENOSPC;

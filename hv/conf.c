@@ -1,0 +1,337 @@
+// SPDX-License-Identifier: MIT
+/*
+ * conf.c - vcmad.conf parsing.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+void vcmad_conf_defaults(struct vcmad_conf *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->runtime_dir, sizeof(c->runtime_dir), "%s", VCMAD_DEFAULT_RUNTIME_DIR);
+	snprintf(c->backend, sizeof(c->backend), "sim");
+	c->max_guests = 64;
+	c->machine_bytes = 1ull << 30;
+	c->limits.max_regions = 256;
+	c->limits.max_bytes = UINT64_MAX;
+	c->limits.rate = 20000;
+	c->limits.burst = 4096;
+	c->limits.max_ram = 4ull << 30;
+	c->limits.ring_slots = 64;
+}
+
+enum section { SEC_NONE, SEC_DAEMON, SEC_LIMITS, SEC_MACHINE, SEC_POOL };
+
+static int parse_u64(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	char *end;
+	unsigned long long x;
+
+	if (!isdigit((unsigned char)*v))
+		return -EINVAL;
+	errno = 0;
+	x = strtoull(v, &end, 10);
+	if (errno || *end || x < lo || x > hi)
+		return -EINVAL;
+	*out = x;
+	return 0;
+}
+
+/* One key of a non-pool section; returns 0, or -EINVAL with msg set. */
+static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const char *v, const char **msg)
+{
+	uint64_t x;
+
+	*msg = NULL;
+	if (sec == SEC_DAEMON && !strcmp(k, "runtime_dir")) {
+		if (v[0] != '/' || strlen(v) >= sizeof(c->runtime_dir) - 32) {
+			*msg = "expected an absolute path shorter than 224 characters";
+			return -EINVAL;
+		}
+		snprintf(c->runtime_dir, sizeof(c->runtime_dir), "%s", v);
+		return 0;
+	}
+	if (sec == SEC_DAEMON && !strcmp(k, "backend")) {
+		if (strcmp(v, "sim")) {
+			*msg = "expected sim (the only backend built in this version)";
+			return -EINVAL;
+		}
+		snprintf(c->backend, sizeof(c->backend), "%s", v);
+		return 0;
+	}
+	if (sec == SEC_DAEMON && !strcmp(k, "max_guests")) {
+		if (parse_u64(v, 1, 4096, &x)) {
+			*msg = "expected a number from 1 to 4096";
+			return -EINVAL;
+		}
+		c->max_guests = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_MACHINE && !strcmp(k, "memory")) {
+		if (vcma_parse_bytes(v, &x) || x < (16ull << 20) || x > (1ull << 40) || x % VCMA_PAGE_SIZE) {
+			*msg = "expected a page-aligned size from 16M to 1T";
+			return -EINVAL;
+		}
+		c->machine_bytes = x;
+		return 0;
+	}
+	if (sec == SEC_LIMITS && !strcmp(k, "max_regions_per_guest")) {
+		if (parse_u64(v, 1, 65536, &x)) {
+			*msg = "expected a number from 1 to 65536";
+			return -EINVAL;
+		}
+		c->limits.max_regions = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_LIMITS && !strcmp(k, "max_bytes_per_guest")) {
+		if (!strcmp(v, "none")) {
+			c->limits.max_bytes = UINT64_MAX;
+			return 0;
+		}
+		if (vcma_parse_bytes(v, &x) || x < VCMA_PAGE_SIZE) {
+			*msg = "expected a size like 256M, or none";
+			return -EINVAL;
+		}
+		c->limits.max_bytes = x;
+		return 0;
+	}
+	if (sec == SEC_LIMITS && !strcmp(k, "request_rate")) {
+		if (parse_u64(v, 1, 10000000, &x)) {
+			*msg = "expected requests per second from 1 to 10000000";
+			return -EINVAL;
+		}
+		c->limits.rate = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_LIMITS && !strcmp(k, "request_burst")) {
+		if (parse_u64(v, 1, 1000000, &x)) {
+			*msg = "expected a number from 1 to 1000000";
+			return -EINVAL;
+		}
+		c->limits.burst = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_LIMITS && !strcmp(k, "max_ram_per_guest")) {
+		if (vcma_parse_bytes(v, &x) || x < VCMA_PAGE_SIZE || x % VCMA_PAGE_SIZE) {
+			*msg = "expected a page-aligned size like 512M";
+			return -EINVAL;
+		}
+		c->limits.max_ram = x;
+		return 0;
+	}
+	if (sec == SEC_LIMITS && !strcmp(k, "ring_slots")) {
+		if (parse_u64(v, 8, 1024, &x) || (x & (x - 1))) {
+			*msg = "expected a power of two from 8 to 1024";
+			return -EINVAL;
+		}
+		c->limits.ring_slots = (uint32_t)x;
+		return 0;
+	}
+	*msg = "unknown key";
+	return -EINVAL;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, char *err, size_t errlen)
+{
+	enum section sec = SEC_NONE;
+	struct vcma_pool_config *pool = NULL;
+	unsigned int lineno = 0;
+	const char *p = text;
+
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		char line[1024], *s, *eq, *k, *v;
+
+		lineno++;
+		if (len >= sizeof(line)) {
+			seterr(err, errlen, "%s:%u: line too long", name, lineno);
+			return -EINVAL;
+		}
+		memcpy(line, p, len);
+		line[len] = '\0';
+		p = nl ? nl + 1 : p + len;
+		if ((s = strchr(line, '#')))
+			*s = '\0';
+		s = trim(line);
+		if (!*s)
+			continue;
+		if (*s == '[') {
+			char *end = strchr(s, ']');
+
+			if (!end || end[1]) {
+				seterr(err, errlen, "%s:%u: malformed section header '%s'", name, lineno, s);
+				return -EINVAL;
+			}
+			*end = '\0';
+			s = trim(s + 1);
+			pool = NULL;
+			if (!strcmp(s, "daemon")) {
+				sec = SEC_DAEMON;
+			} else if (!strcmp(s, "limits")) {
+				sec = SEC_LIMITS;
+			} else if (!strcmp(s, "machine")) {
+				sec = SEC_MACHINE;
+			} else if (!strncmp(s, "pool", 4) && isspace((unsigned char)s[4])) {
+				char perr[200];
+				const char *pname = trim(s + 5);
+
+				for (uint32_t i = 0; i < c->npools; i++)
+					if (!strcmp(c->pool[i].name, pname)) {
+						seterr(err, errlen, "%s:%u: pool '%s' defined twice", name, lineno, pname);
+						return -EINVAL;
+					}
+				if (c->npools >= VCMA_MAX_POOLS) {
+					seterr(err, errlen, "%s:%u: more than %u pools", name, lineno, VCMA_MAX_POOLS);
+					return -EINVAL;
+				}
+				pool = &c->pool[c->npools];
+				if (vcma_pool_config_init(pool, pname, perr, sizeof(perr))) {
+					seterr(err, errlen, "%s:%u: %s", name, lineno, perr);
+					return -EINVAL;
+				}
+				c->npools++;
+				sec = SEC_POOL;
+			} else {
+				seterr(err, errlen, "%s:%u: unknown section '[%s]'", name, lineno, s);
+				return -EINVAL;
+			}
+			continue;
+		}
+		eq = strchr(s, '=');
+		if (!eq) {
+			seterr(err, errlen, "%s:%u: expected 'key = value', got '%s'", name, lineno, s);
+			return -EINVAL;
+		}
+		*eq = '\0';
+		k = trim(s);
+		v = trim(eq + 1);
+		if (sec == SEC_NONE) {
+			seterr(err, errlen, "%s:%u: %s: key outside of any section", name, lineno, k);
+			return -EINVAL;
+		}
+		if (sec == SEC_POOL) {
+			char perr[200];
+
+			if (vcma_pool_config_set(pool, k, v, perr, sizeof(perr))) {
+				seterr(err, errlen, "%s:%u: pool %s: %s", name, lineno, pool->name, perr);
+				return -EINVAL;
+			}
+			continue;
+		}
+		const char *msg;
+
+		if (set_key(c, sec, k, v, &msg)) {
+			if (!strcmp(msg, "unknown key"))
+				seterr(err, errlen, "%s:%u: %s: unknown key in this section", name, lineno, k);
+			else
+				seterr(err, errlen, "%s:%u: %s: invalid value '%s' (%s)", name, lineno, k, v, msg);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int vcmad_conf_load(struct vcmad_conf *c, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	char *buf;
+	size_t n;
+	int rc;
+
+	if (!f) {
+		rc = -errno;
+		seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return rc;
+	}
+	buf = malloc(1 << 20);
+	if (!buf) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	n = fread(buf, 1, (1 << 20) - 1, f);
+	if (ferror(f) || !feof(f)) {
+		seterr(err, errlen, "%s: %s", path, ferror(f) ? "read error" : "larger than 1 MiB");
+		fclose(f);
+		free(buf);
+		return -EINVAL;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	if (memchr(buf, '\0', n)) {
+		seterr(err, errlen, "%s: contains a NUL byte", path);
+		free(buf);
+		return -EINVAL;
+	}
+	rc = vcmad_conf_parse(c, buf, path, err, errlen);
+	free(buf);
+	return rc;
+}
+
+int vcmad_conf_override_pool_size(struct vcmad_conf *c, const char *arg, char *err, size_t errlen)
+{
+	const char *eq = strchr(arg, '=');
+	char name[VCMA_POOL_NAME_MAX], perr[200];
+	size_t len;
+
+	if (!eq || eq == arg || (len = (size_t)(eq - arg)) >= sizeof(name)) {
+		seterr(err, errlen, "--pool-size: expected NAME=SIZE, got '%s'", arg);
+		return -EINVAL;
+	}
+	memcpy(name, arg, len);
+	name[len] = '\0';
+	for (uint32_t i = 0; i < c->npools; i++) {
+		if (strcmp(c->pool[i].name, name))
+			continue;
+		if (vcma_pool_config_override_size(&c->pool[i], eq + 1, perr, sizeof(perr))) {
+			seterr(err, errlen, "--pool-size: %s", perr);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	seterr(err, errlen, "--pool-size: no pool named '%s' in the configuration", name);
+	return -EINVAL;
+}
+
+int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen)
+{
+	if (!c->npools) {
+		seterr(err, errlen, "no [pool NAME] section: vcmad needs at least one pool");
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < c->npools; i++)
+		if (vcma_pool_config_validate(&c->pool[i], err, errlen))
+			return -EINVAL;
+	return 0;
+}

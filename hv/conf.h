@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conf.h - vcmad's configuration: an INI-style file, table-driven, every error as
+ * "file:line: key: message". Command-line overrides are applied on top.
+ *
+ *   [daemon]   runtime_dir, backend, max_guests
+ *   [limits]   max_regions_per_guest, max_bytes_per_guest, request_rate,
+ *              request_burst, max_ram_per_guest, ring_slots
+ *   [machine]  memory            (sim backend: simulated machine memory)
+ *   [pool NAME] any key of pool_config.h
+ */
+#ifndef VCMA_HV_CONF_H
+#define VCMA_HV_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+
+#define VCMAD_DEFAULT_CONFIG "/etc/vcma/vcmad.conf"
+#define VCMAD_DEFAULT_RUNTIME_DIR "/run/vcma"
+
+struct vcmad_limits {
+	uint32_t max_regions;  /* live regions per guest */
+	uint64_t max_bytes;    /* region bytes per guest */
+	uint32_t rate;         /* sustained requests per second per guest */
+	uint32_t burst;        /* requests a guest may send at once above the rate */
+	uint64_t max_ram;      /* RAM a simulated VM may ask vcmad to back */
+	uint32_t ring_slots;   /* request ring slots (power of two, 8..1024) */
+};
+
+struct vcmad_conf {
+	char runtime_dir[256];
+	char backend[16];
+	uint32_t max_guests;
+	uint64_t machine_bytes;
+	struct vcmad_limits limits;
+	uint32_t npools;
+	struct vcma_pool_config pool[VCMA_MAX_POOLS];
+};
+
+void vcmad_conf_defaults(struct vcmad_conf *c);
+/* Parse text (name is used in messages). */
+int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, char *err, size_t errlen);
+/* Read and parse a file. */
+int vcmad_conf_load(struct vcmad_conf *c, const char *path, char *err, size_t errlen);
+/* "NAME=SIZE": override one pool's size. */
+int vcmad_conf_override_pool_size(struct vcmad_conf *c, const char *arg, char *err, size_t errlen);
+/* Cross-checks after all input: pools valid, at least one pool. */
+int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen);
+
+#endif

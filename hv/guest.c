@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: MIT
+/*
+ * guest.c - one attached guest: its ring, its limits, its requests.
+ *
+ * Requests reach the core only as validated private copies (ring.c). Limits checked
+ * here: live regions and bytes per guest (VCMA_ST_LIMIT), and a token bucket on
+ * requests and kicks; a guest that runs the bucket dry is flooding and is cut off.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "vcmad.h"
+
+#define GUEST_BUDGET 64u /* requests per turn, so no guest starves the others */
+
+struct vcmad_guest *vcmad_guest_find(struct vcmad *d, uint32_t id)
+{
+	for (uint32_t i = 0; i < d->conf.max_guests; i++)
+		if (d->guest[i] && d->guest[i]->id == id)
+			return d->guest[i];
+	return NULL;
+}
+
+void vcmad_guest_notify(struct vcmad_guest *g)
+{
+	uint64_t one = 1;
+
+	/* eventfd write fails only if the counter would overflow: the guest has
+	 * a kick pending already, which is all a kick means */
+	if (write(g->irq_fd, &one, sizeof(one)) != sizeof(one) && errno != EAGAIN)
+		log_warn("guest %u (%s): irq eventfd: %s", g->id, g->name, strerror(errno));
+}
+
+static int32_t status_of(int err)
+{
+	switch (err) {
+	case 0: return VCMA_ST_OK;
+	case -EINVAL: return VCMA_ST_INVALID;
+	case -ERANGE: return VCMA_ST_USE_NORMAL;
+	case -ENODEV: return VCMA_ST_NO_POOL;
+	case -EACCES: return VCMA_ST_ACCESS;
+	case -EDQUOT: return VCMA_ST_QUOTA;
+	case -ENOSPC: return VCMA_ST_NO_SPACE;
+	case -E2BIG: return VCMA_ST_TOO_BIG;
+	case -EBUSY: case -ETIMEDOUT: return VCMA_ST_BUSY;
+	case -ENOENT: return VCMA_ST_NO_REGION;
+	case -ENOMEM: case -EUSERS: return VCMA_ST_NO_MEMORY;
+	default: return VCMA_ST_INTERNAL;
+	}
+}
+
+/* The wire name, already checked by vcma_req_check(): NUL-terminated or empty. */
+static const char *wire_name(const struct vcma_req *q, char *buf)
+{
+	memcpy(buf, q->name, VCMA_NAME_LEN);
+	buf[VCMA_NAME_LEN] = '\0';
+	return buf[0] ? buf : NULL;
+}
+
+static void do_hello(struct vcmad_guest *g, const struct vcma_req *q, struct vcma_rsp *rsp)
+{
+	uint32_t major = (uint32_t)(q->arg0 >> 16) & 0xffff;
+
+	rsp->val[1] = (uint64_t)VCMA_PROTO_MAJOR << 16 | VCMA_PROTO_MINOR;
+	if (major != VCMA_PROTO_MAJOR) {
+		rsp->status = VCMA_ST_VERSION;
+		return;
+	}
+	g->features = q->arg1 & g->ring.ctrl->host_features;
+	g->ring.ctrl->guest_features = g->features;
+	g->hello = true;
+	vcma_ring_host_set_state(&g->ring, VCMA_STATE_CONNECTED);
+	rsp->val[0] = g->features;
+	rsp->status = VCMA_ST_OK;
+}
+
+static void do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma_rsp *rsp)
+{
+	struct vcmad *d = g->d;
+	struct vcma_requester who = { .guest = g->id, .name = g->name, .devclass = g->devclass[0] ? g->devclass : NULL };
+	struct vcma_alloc_req req = { .bytes = q->length, .align_order = (unsigned int)q->arg0 };
+	struct vcma_region r;
+	char name[VCMA_NAME_LEN + 1];
+	uint64_t bytes = (q->length + VCMA_PAGE_SIZE - 1) & ~(uint64_t)(VCMA_PAGE_SIZE - 1);
+	int rc;
+
+	req.pool = wire_name(q, name);
+	if (req.pool && !(g->features & VCMA_F_NAMED_POOL)) {
+		rsp->status = VCMA_ST_INVALID;
+		return;
+	}
+	if (q->length == 0 || q->length > (1ull << 48)) {
+		rsp->status = q->length ? VCMA_ST_TOO_BIG : VCMA_ST_INVALID;
+		return;
+	}
+	if (g->nregions >= d->conf.limits.max_regions || bytes > d->conf.limits.max_bytes - g->bytes) {
+		rsp->status = VCMA_ST_LIMIT;
+		g->stats.alloc_fail++;
+		return;
+	}
+	rc = vcma_core_alloc(&d->core, &who, &req, NULL, &r);
+	if (!rc) {
+		/* whatever the frames held before (another guest's pages), the guest
+		 * gets zeros */
+		rc = d->be.ops->zero(&d->be, r.mfn, r.nframes);
+		if (rc) {
+			log_err("guest %u (%s): cannot clear region at mfn %#llx: %s", g->id, g->name,
+				(unsigned long long)r.mfn, strerror(-rc));
+			vcma_core_free(&d->core, g->id, r.handle);
+			rc = -EIO;
+		}
+	}
+	if (rc) {
+		rsp->status = status_of(rc);
+		g->stats.alloc_fail++;
+		return;
+	}
+	r.gpa = g->window_gpa + (r.mfn << VCMA_PAGE_SHIFT);
+	vcma_regions_set_gpa(&d->core.regions, g->id, r.handle, r.gpa);
+	g->nregions++;
+	g->bytes += r.nframes << VCMA_PAGE_SHIFT;
+	g->stats.alloc_ok++;
+	rsp->status = VCMA_ST_OK;
+	rsp->handle = r.handle;
+	rsp->gpa = r.gpa;
+	rsp->bus = r.mfn << VCMA_PAGE_SHIFT;
+	rsp->length = r.nframes << VCMA_PAGE_SHIFT;
+}
+
+static int free_region(struct vcmad_guest *g, uint64_t handle)
+{
+	struct vcmad *d = g->d;
+	const struct vcma_region *r = vcma_core_lookup(&d->core, g->id, handle);
+	uint64_t mfn, n;
+	int rc;
+
+	if (!r)
+		return -ENOENT;
+	mfn = r->mfn;
+	n = r->nframes;
+	rc = vcma_core_free(&d->core, g->id, handle);
+	if (rc)
+		return rc;
+	/* release the memory; the next owner gets zeros either way */
+	d->be.ops->zero(&d->be, mfn, n);
+	g->nregions--;
+	g->bytes -= n << VCMA_PAGE_SHIFT;
+	return 0;
+}
+
+static void do_free(struct vcmad_guest *g, const struct vcma_req *q, struct vcma_rsp *rsp)
+{
+	int rc = free_region(g, q->handle);
+
+	rsp->handle = q->handle;
+	rsp->status = status_of(rc);
+	if (!rc)
+		g->stats.frees++;
+}
+
+static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcma_rsp *rsp)
+{
+	struct vcmad *d = g->d;
+
+	g->stats.queries++;
+	if (q->handle) {
+		const struct vcma_region *r = vcma_core_lookup(&d->core, g->id, q->handle);
+
+		if (!r) {
+			rsp->status = VCMA_ST_NO_REGION;
+			return;
+		}
+		rsp->handle = r->handle;
+		rsp->gpa = r->gpa;
+		rsp->bus = r->mfn << VCMA_PAGE_SHIFT;
+		rsp->length = r->nframes << VCMA_PAGE_SHIFT;
+		rsp->status = VCMA_ST_OK;
+		return;
+	}
+
+	char name[VCMA_NAME_LEN + 1];
+	const char *pname = wire_name(q, name);
+	struct vcma_pool *p = NULL;
+	struct vcma_pool_counts c;
+	const struct vcma_guest_usage *u;
+
+	if (pname) {
+		p = vcma_core_pool_by_name(&d->core, pname);
+	} else {
+		for (uint32_t i = 0; i < d->core.npools && !p; i++)
+			if (d->core.pool[i]->cfg.mode == VCMA_POOL_SHARED)
+				p = d->core.pool[i];
+	}
+	if (!p) {
+		rsp->status = VCMA_ST_NO_POOL;
+		return;
+	}
+	vcma_pool_counts(p, &c);
+	u = vcma_pool_usage(p, g->id);
+	rsp->length = c.nframes << VCMA_PAGE_SHIFT;
+	rsp->val[0] = (c.nframes - c.region - c.reserved) << VCMA_PAGE_SHIFT;
+	rsp->val[1] = u ? u->bytes : 0;
+	rsp->status = VCMA_ST_OK;
+}
+
+static void handle_req(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp)
+{
+	struct vcmad_guest *g = ctx;
+
+	g->stats.requests++;
+	if (q->op == VCMA_OP_HELLO) {
+		do_hello(g, q, rsp);
+		return;
+	}
+	if (!g->hello) {
+		rsp->status = VCMA_ST_NOT_READY;
+		return;
+	}
+	if (g->d->stop) {
+		rsp->status = VCMA_ST_SHUTDOWN;
+		return;
+	}
+	switch (q->op) {
+	case VCMA_OP_ALLOC: do_alloc(g, q, rsp); break;
+	case VCMA_OP_FREE: do_free(g, q, rsp); break;
+	case VCMA_OP_QUERY: do_query(g, q, rsp); break;
+	default: rsp->status = VCMA_ST_INTERNAL; break; /* vcma_req_check() let it through */
+	}
+}
+
+static void refill(struct vcmad_guest *g)
+{
+	const struct vcmad_limits *l = &g->d->conf.limits;
+	uint64_t now = vcma_now_ns();
+
+	g->tokens += (double)(now - g->tokens_at) * 1e-9 * l->rate;
+	if (g->tokens > l->burst)
+		g->tokens = l->burst;
+	g->tokens_at = now;
+}
+
+/* One turn: up to GUEST_BUDGET requests. */
+void vcmad_guest_run(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+	const char *why;
+	bool notify, more;
+	int n;
+
+	refill(g);
+	n = vcma_ring_host_process(&g->ring, GUEST_BUDGET, handle_req, g, &notify, &more, &why);
+	if (n < 0) {
+		vcmad_guest_kill(g, why);
+		return;
+	}
+	if (notify)
+		vcmad_guest_notify(g);
+	g->tokens -= n ? n : 1; /* an empty kick costs a token too */
+	if (g->tokens < 0) {
+		vcmad_guest_kill(g, "flooding: requests above the configured request_rate/request_burst");
+		return;
+	}
+	if (more && !g->queued) {
+		g->queued = true;
+		g->next_run = d->runq;
+		d->runq = g;
+	}
+}
+
+void vcmad_guest_kick_cb(struct vcma_watch *w, uint32_t events)
+{
+	struct vcmad_guest *g = (struct vcmad_guest *)((char *)w - offsetof(struct vcmad_guest, kick_w));
+	uint64_t cnt;
+
+	if (g->dead)
+		return;
+	if (read(g->kick_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN) {
+		vcmad_guest_detach(g, "kick eventfd failed");
+		return;
+	}
+	g->stats.kicks++;
+	if (!g->queued)
+		vcmad_guest_run(g);
+}
+
+void vcmad_guest_sock_cb(struct vcma_watch *w, uint32_t events)
+{
+	struct vcmad_guest *g = (struct vcmad_guest *)((char *)w - offsetof(struct vcmad_guest, sock_w));
+	char buf[64];
+	ssize_t n;
+
+	if (g->dead)
+		return;
+	if (events & (EPOLLERR | EPOLLHUP)) {
+		vcmad_guest_detach(g, "connection closed");
+		return;
+	}
+	n = recv(g->sock, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		vcmad_guest_detach(g, n == 0 ? "connection closed" : "connection error");
+		return;
+	}
+	if (n > 0)
+		vcmad_guest_kill(g, "unexpected message on the attach socket");
+}
+
+void vcmad_guest_kill(struct vcmad_guest *g, const char *why)
+{
+	struct vcmad *d = g->d;
+
+	if (g->dead)
+		return;
+	d->stats.violations++;
+	log_warn("guest %u (%s): protocol violation: %s; disconnecting", g->id, g->name, why);
+	vcma_ring_host_set_state(&g->ring, VCMA_STATE_DEAD);
+	vcmad_guest_notify(g);
+	vcmad_guest_detach(g, "cut off");
+}
+
+void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
+{
+	struct vcmad *d = g->d;
+	int freed;
+
+	if (g->dead)
+		return;
+	/* off the run queue first: nothing may run this guest again */
+	for (struct vcmad_guest **pp = &d->runq; *pp; pp = &(*pp)->next_run)
+		if (*pp == g) {
+			*pp = g->next_run;
+			break;
+		}
+	freed = 0;
+	for (uint32_t cursor = 0;;) {
+		const struct vcma_region *r = vcma_regions_next(&d->core.regions, &cursor);
+
+		if (!r)
+			break;
+		if (r->guest == g->id && !free_region(g, r->handle))
+			freed++;
+	}
+	if (g->nram)
+		d->be.ops->ram_free(&d->be, g->ram, g->nram);
+	log_info("guest %u (%s) detached (%s): %d region(s) freed, %llu RAM frame(s) reclaimed", g->id, g->name, why,
+		 freed, (unsigned long long)g->ram_frames);
+	vcma_loop_del(&d->loop, &g->kick_w);
+	vcma_loop_del(&d->loop, &g->sock_w);
+	if (g->shm)
+		munmap(g->shm, g->shm_size);
+	if (g->shm_fd >= 0)
+		close(g->shm_fd);
+	if (g->kick_fd >= 0)
+		close(g->kick_fd);
+	if (g->irq_fd >= 0)
+		close(g->irq_fd);
+	if (g->sock >= 0)
+		close(g->sock);
+	for (uint32_t i = 0; i < d->conf.max_guests; i++)
+		if (d->guest[i] == g)
+			d->guest[i] = NULL;
+	d->nguests--;
+	d->stats.detaches++;
+	free(g->ram);
+	g->ram = NULL;
+	/* freed after this loop iteration: later events of the same batch may still
+	 * point at its watches */
+	g->dead = true;
+	g->next_run = d->zombies;
+	d->zombies = g;
+}

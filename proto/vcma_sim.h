@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vcma_sim.h - the sim transport's attach handshake (userspace only).
+ *
+ * A client connects to vcmad's SOCK_SEQPACKET socket ($rundir/vcmad.sock) and sends
+ * one struct vcma_sim_attach. vcmad answers with one struct vcma_sim_attach_rsp whose
+ * SCM_RIGHTS carry, in order:
+ *   [0] the shared ring memory (memfd, rsp.shm_size bytes: control page + rings)
+ *   [1] kick eventfd  (guest -> host: "requests published")
+ *   [2] irq eventfd   (host -> guest: "responses or events published")
+ *   [3] machine memory (memfd) - role VMM only
+ * A VMM then receives rsp.nruns p2m runs in struct vcma_sim_p2m messages, at most
+ * VCMA_SIM_P2M_RUNS per message, each run mapping [gfn, gfn+count) to
+ * [mfn, mfn+count).
+ *
+ * The connection lives as long as the guest: closing it detaches the guest, and
+ * vcmad reclaims its regions and memory. On a VMM connection vcmad later sends
+ * pause/remap requests (see docs/PROTOCOL.md, "sim VMM channel").
+ *
+ * Role GUEST is the guest driver alone (libvcma's vcma_attach()). Role VMM is a
+ * simulated VM's hypervisor-facing side (vcma-simvm): it is trusted the way QEMU is
+ * trusted with its guest's memory, and it passes the ring fds to its guest part.
+ */
+#ifndef VCMA_SIM_H
+#define VCMA_SIM_H
+
+#include <stdint.h>
+
+#define VCMA_SIM_MAGIC 0x4d495356u /* "VSIM" */
+#define VCMA_SIM_VERSION 1u
+#define VCMA_SIM_SOCKET "vcmad.sock"
+#define VCMA_SIM_NAME_LEN 32u
+
+enum vcma_sim_role {
+	VCMA_SIM_ROLE_GUEST = 1,
+	VCMA_SIM_ROLE_VMM = 2,
+};
+
+enum vcma_sim_msg_type {
+	VCMA_SIM_MSG_ATTACH = 1,
+	VCMA_SIM_MSG_ATTACH_RSP = 2,
+	VCMA_SIM_MSG_P2M = 3,
+};
+
+struct vcma_sim_attach {
+	uint32_t magic;   /* VCMA_SIM_MAGIC */
+	uint16_t version; /* VCMA_SIM_VERSION */
+	uint16_t type;    /* VCMA_SIM_MSG_ATTACH */
+	uint32_t role;    /* enum vcma_sim_role */
+	uint32_t flags;   /* 0 */
+	uint64_t ram_bytes; /* VMM: guest RAM to back, a multiple of 4096; GUEST: 0 */
+	char name[VCMA_SIM_NAME_LEN];     /* guest name, NUL-terminated, [A-Za-z0-9_.-] */
+	char devclass[VCMA_SIM_NAME_LEN]; /* device class, may be empty */
+};
+
+struct vcma_sim_attach_rsp {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;      /* VCMA_SIM_MSG_ATTACH_RSP */
+	int32_t status;     /* enum vcma_status; no fds unless VCMA_ST_OK */
+	uint32_t guest_id;
+	uint64_t shm_size;  /* bytes of fd [0] */
+	uint64_t ram_frames; /* VMM: guest RAM frames, gfn 0 .. ram_frames-1 */
+	uint64_t machine_bytes; /* VMM: size of fd [3] */
+	uint64_t window_gpa; /* guest-physical base above RAM where regions appear */
+	uint32_t nruns;      /* VMM: p2m runs that follow */
+	uint32_t nfds;       /* fds attached */
+};
+
+struct vcma_sim_run {
+	uint64_t gfn;
+	uint64_t mfn;
+	uint64_t count;
+};
+
+#define VCMA_SIM_P2M_RUNS 128u
+
+struct vcma_sim_p2m {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;   /* VCMA_SIM_MSG_P2M */
+	uint32_t nruns;  /* in this message */
+	uint32_t pad;
+	struct vcma_sim_run run[VCMA_SIM_P2M_RUNS];
+};
+
+_Static_assert(sizeof(struct vcma_sim_attach) == 88, "sim attach size");
+_Static_assert(sizeof(struct vcma_sim_attach_rsp) == 56, "sim attach response size");
+_Static_assert(sizeof(struct vcma_sim_p2m) == 16 + 24 * VCMA_SIM_P2M_RUNS, "sim p2m size");
+
+#endif
