@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: MIT
+/* vcmad.conf parsing: every section and key, file:line errors, overrides. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "conf.h"
+
+static char err[512];
+
+static int parse(struct vcmad_conf *c, const char *text)
+{
+	vcmad_conf_defaults(c);
+	err[0] = '\0';
+	return vcmad_conf_parse(c, text, "t.conf", err, sizeof(err));
+}
+
+static void test_defaults_and_full_file(void **unused)
+{
+	struct vcmad_conf c;
+	const char *text = "# comment\n"
+			   "[daemon]\nruntime_dir = /tmp/x\nbackend = sim\nmax_guests = 8\n"
+			   "[limits]\nmax_regions_per_guest = 10\nmax_bytes_per_guest = 64M\nrequest_rate = 500\n"
+			   "request_burst = 50\nmax_ram_per_guest = 128M\nring_slots = 32\n"
+			   "[machine]\nmemory = 1G  # trailing comment\n"
+			   "[pool main]\nsize = 25%\nquota = 8M\n"
+			   "[ pool   cam ]\nsize = 16M\nmode = exclusive\nbind = class:camera\n";
+
+	vcmad_conf_defaults(&c);
+	assert_string_equal(c.runtime_dir, "/run/vcma");
+	assert_int_equal(c.limits.ring_slots, 64);
+	assert_int_equal(parse(&c, text), 0);
+	assert_string_equal(c.runtime_dir, "/tmp/x");
+	assert_int_equal(c.max_guests, 8);
+	assert_int_equal(c.limits.max_regions, 10);
+	assert_int_equal(c.limits.max_bytes, 64ull << 20);
+	assert_int_equal(c.limits.rate, 500);
+	assert_int_equal(c.limits.burst, 50);
+	assert_int_equal(c.limits.max_ram, 128ull << 20);
+	assert_int_equal(c.limits.ring_slots, 32);
+	assert_int_equal(c.machine_bytes, 1ull << 30);
+	assert_int_equal(c.npools, 2);
+	assert_string_equal(c.pool[1].name, "cam");
+	assert_int_equal(c.pool[1].mode, VCMA_POOL_EXCLUSIVE);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), 0);
+}
+
+static void expect_error(const char *text, const char *needle)
+{
+	struct vcmad_conf c;
+
+	assert_int_equal(parse(&c, text), -EINVAL);
+	if (!strstr(err, needle))
+		fail_msg("error '%s' does not contain '%s'", err, needle);
+}
+
+static void test_errors_name_file_line_key(void **unused)
+{
+	expect_error("[daemon]\nmax_guests = 0\n", "t.conf:2: max_guests: invalid value '0'");
+	expect_error("[daemon]\nbackend = kvm\n", "t.conf:2: backend: invalid value 'kvm'");
+	expect_error("[daemon]\nruntime_dir = relative\n", "runtime_dir: invalid value 'relative'");
+	expect_error("\n\n[limits]\nring_slots = 48\n", "t.conf:4: ring_slots: invalid value '48'");
+	expect_error("[limits]\nmax_bytes_per_guest = lots\n", "max_bytes_per_guest: invalid value 'lots'");
+	expect_error("[machine]\nmemory = 1M\n", "t.conf:2: memory: invalid value '1M'");
+	expect_error("[machine]\ncolor = blue\n", "t.conf:2: color: unknown key");
+	expect_error("size = 1M\n", "t.conf:1: size: key outside of any section");
+	expect_error("[bogus]\n", "t.conf:1: unknown section '[bogus]'");
+	expect_error("[daemon\n", "t.conf:1: malformed section header");
+	expect_error("[daemon]\njust words\n", "t.conf:2: expected 'key = value'");
+	expect_error("[pool a]\nsize = 1M\n[pool a]\n", "t.conf:3: pool 'a' defined twice");
+	expect_error("[pool a]\nsize = 12Q\n", "t.conf:2: pool a: size: invalid value '12Q'");
+	expect_error("[pool bad/name]\n", "t.conf:1: pool name: invalid value 'bad/name'");
+}
+
+static void test_validate_and_override(void **unused)
+{
+	struct vcmad_conf c;
+
+	assert_int_equal(parse(&c, "[machine]\nmemory = 64M\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "at least one pool"));
+	assert_int_equal(parse(&c, "[pool a]\nmode = exclusive\nsize = 1M\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "bind"));
+	assert_int_equal(parse(&c, "[pool a]\nsize = 1M\n"), 0);
+	assert_int_equal(vcmad_conf_override_pool_size(&c, "a=2M", err, sizeof(err)), 0);
+	assert_int_equal(c.pool[0].size_override.bytes, 2ull << 20);
+	assert_int_equal(vcmad_conf_override_pool_size(&c, "b=2M", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "no pool named 'b'"));
+	assert_int_equal(vcmad_conf_override_pool_size(&c, "a=junk", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "junk"));
+	assert_int_equal(vcmad_conf_override_pool_size(&c, "noequals", err, sizeof(err)), -EINVAL);
+}
+
+static void test_load_missing_file(void **unused)
+{
+	struct vcmad_conf c;
+
+	vcmad_conf_defaults(&c);
+	assert_int_equal(vcmad_conf_load(&c, "/nonexistent/vcmad.conf", err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "/nonexistent/vcmad.conf: cannot open"));
+}
+
+static void test_example_config_is_valid(void **unused)
+{
+	struct vcmad_conf c;
+
+	vcmad_conf_defaults(&c);
+	assert_int_equal(vcmad_conf_load(&c, VCMA_SOURCE_DIR "/docs/examples/vcmad.conf", err, sizeof(err)), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), 0);
+	assert_int_equal(c.npools, 2);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults_and_full_file),
+		cmocka_unit_test(test_errors_name_file_line_key),
+		cmocka_unit_test(test_validate_and_override),
+		cmocka_unit_test(test_load_missing_file),
+		cmocka_unit_test(test_example_config_is_valid),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
