@@ -86,6 +86,14 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 		c->max_guests = (uint32_t)x;
 		return 0;
 	}
+	if (sec == SEC_DAEMON && !strcmp(k, "poll_us")) {
+		if (parse_u64(v, 0, 100000, &x)) {
+			*msg = "expected microseconds from 0 (off) to 100000";
+			return -EINVAL;
+		}
+		c->poll_us = (uint32_t)x;
+		return 0;
+	}
 	if (sec == SEC_MACHINE && !strcmp(k, "memory")) {
 		if (vcma_parse_bytes(v, &x) || x < (16ull << 20) || x > (1ull << 40) || x % VCMA_PAGE_SIZE) {
 			*msg = "expected a page-aligned size from 16M to 1T";

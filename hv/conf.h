@@ -3,7 +3,7 @@
  * conf.h - vcmad's configuration: an INI-style file, table-driven, every error as
  * "file:line: key: message". Command-line overrides are applied on top.
  *
- *   [daemon]   runtime_dir, backend, max_guests
+ *   [daemon]   runtime_dir, backend, max_guests, poll_us
  *   [limits]   max_regions_per_guest, max_bytes_per_guest, request_rate,
  *              request_burst, max_ram_per_guest, ring_slots
  *   [machine]  memory            (sim backend: simulated machine memory)
@@ -33,6 +33,7 @@ struct vcmad_conf {
 	char runtime_dir[256];
 	char backend[16];
 	uint32_t max_guests;
+	uint32_t poll_us; /* spin this long for more requests after serving some (0 = off) */
 	uint64_t machine_bytes;
 	struct vcmad_limits limits;
 	uint32_t npools;

@@ -261,6 +261,8 @@ void vcmad_guest_run(struct vcmad_guest *g)
 	}
 	if (notify)
 		vcmad_guest_notify(g);
+	if (n)
+		d->last_active_ns = vcma_now_ns();
 	g->tokens -= n ? n : 1; /* an empty kick costs a token too */
 	if (g->tokens < 0) {
 		vcmad_guest_kill(g, "flooding: requests above the configured request_rate/request_burst");

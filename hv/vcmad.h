@@ -88,6 +88,7 @@ struct vcmad {
 	struct vcmad_guest *runq;
 	struct vcmad_guest *zombies; /* detached, linked by next_run */
 	struct vcmad_stats stats;
+	uint64_t last_active_ns; /* when a guest last had requests served */
 	bool stop;
 	bool started;
 };

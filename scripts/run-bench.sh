@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Build optimized and run the benchmarks; each prints a table against its baselines.
+# Build optimized and run the benchmarks; each prints a table against baselines
+# measured in the same run. Pass --quick for a short smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
 [ -d build-release ] || meson setup build-release --buildtype=release >/dev/null
 meson compile -C build-release >/dev/null
-./build-release/bench/bench-search "$@"
+quick=()
+[ "${1:-}" = "--quick" ] && quick=(--quick)
+echo "== window search (hv/core) =="
+./build-release/bench/bench-search "${quick[@]}"
+echo
+echo "== ALLOC+FREE round trip (vcmad, sim backend) =="
+./build-release/bench/bench-rtt "${quick[@]}"

@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: MIT
+/*
+ * bench-rtt - ALLOC+FREE round trips through libvcma to a real vcmad, beside the
+ * floor measured in the same run: an eventfd ping-pong between two processes.
+ *
+ * Rows:
+ *   floor       eventfd ping-pong, two processes (one request/response exchange)
+ *   blocking    vcma_alloc(1 MiB) then vcma_free(): two exchanges per op
+ *   pipelined   FREE of the previous region and ALLOC of the next in one kick
+ *               (vcma_submit_*): one exchange per op
+ * and throughput from 8 guest processes at once.
+ *
+ * vcmad is started as a child with a temporary runtime directory; its path is
+ * --vcmad (default: ../hv/vcmad next to this binary).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vcma.h"
+
+#define MiB (1ull << 20)
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+struct dist {
+	double p50, p99, mean;
+};
+
+static struct dist summarize(uint64_t *v, size_t n)
+{
+	struct dist d = { 0, 0, 0 };
+	double sum = 0;
+
+	qsort(v, n, sizeof(*v), cmp_u64);
+	for (size_t i = 0; i < n; i++)
+		sum += (double)v[i];
+	d.p50 = (double)v[n / 2] / 1000.0;
+	d.p99 = (double)v[(size_t)((double)n * 0.99)] / 1000.0;
+	d.mean = sum / (double)n / 1000.0;
+	return d;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "bench-rtt: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* Floor: parent writes a, child reads a and writes b, parent reads b. */
+static struct dist floor_eventfd(size_t iters, size_t warm)
+{
+	int a = eventfd(0, EFD_CLOEXEC), b = eventfd(0, EFD_CLOEXEC);
+	uint64_t *t = calloc(iters, sizeof(*t)), v = 1;
+	pid_t pid;
+
+	if (a < 0 || b < 0 || !t)
+		die("eventfd");
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		for (size_t i = 0; i < iters + warm; i++) {
+			if (read(a, &v, sizeof(v)) != sizeof(v) || write(b, &v, sizeof(v)) != sizeof(v))
+				_exit(1);
+		}
+		_exit(0);
+	}
+	for (size_t i = 0; i < iters + warm; i++) {
+		uint64_t t0 = now_ns();
+
+		if (write(a, &v, sizeof(v)) != sizeof(v) || read(b, &v, sizeof(v)) != sizeof(v))
+			die("ping-pong");
+		if (i >= warm)
+			t[i - warm] = now_ns() - t0;
+	}
+	waitpid(pid, NULL, 0);
+	close(a);
+	close(b);
+	struct dist d = summarize(t, iters);
+
+	free(t);
+	return d;
+}
+
+static struct dist vcma_blocking(const char *sock, size_t iters, size_t warm)
+{
+	struct vcma *v;
+	uint64_t *t = calloc(iters, sizeof(*t));
+	int rc = vcma_attach(sock, "bench-blocking", NULL, &v);
+
+	if (rc || !t) {
+		fprintf(stderr, "bench-rtt: attach: %s\n", vcma_strerror(rc));
+		exit(1);
+	}
+	for (size_t i = 0; i < iters + warm; i++) {
+		struct vcma_region_info r;
+		uint64_t t0 = now_ns();
+
+		rc = vcma_alloc(v, MiB, 0, 0, NULL, &r);
+		if (!rc)
+			rc = vcma_free(v, r.handle);
+		if (rc) {
+			fprintf(stderr, "bench-rtt: alloc/free: %s\n", vcma_strerror(rc));
+			exit(1);
+		}
+		if (i >= warm)
+			t[i - warm] = now_ns() - t0;
+	}
+	vcma_detach(v);
+	struct dist d = summarize(t, iters);
+
+	free(t);
+	return d;
+}
+
+/* Wait until `want` completions arrived; returns the last ALLOC's handle. */
+static uint64_t harvest(struct vcma *v, int want, uint64_t *handle)
+{
+	struct vcma_completion c[4];
+	int got = 0;
+
+	while (got < want) {
+		struct pollfd p = { .fd = vcma_fd(v), .events = POLLIN };
+		int n = vcma_complete(v, c, 4);
+
+		if (n < 0) {
+			fprintf(stderr, "bench-rtt: complete: %s\n", vcma_strerror(n));
+			exit(1);
+		}
+		for (int i = 0; i < n; i++) {
+			if (c[i].result) {
+				fprintf(stderr, "bench-rtt: pipelined op %llu: %s\n", (unsigned long long)c[i].cookie,
+					vcma_strerror(c[i].result));
+				exit(1);
+			}
+			if (c[i].cookie & 1)
+				*handle = c[i].region.handle;
+		}
+		got += n;
+		if (got < want && !n && poll(&p, 1, 10000) <= 0) {
+			fprintf(stderr, "bench-rtt: no completion within 10 s\n");
+			exit(1);
+		}
+	}
+	return *handle;
+}
+
+static struct dist vcma_pipelined(const char *sock, size_t iters, size_t warm)
+{
+	struct vcma *v;
+	uint64_t *t = calloc(iters, sizeof(*t)), handle = 0;
+	int rc = vcma_attach(sock, "bench-pipelined", NULL, &v);
+
+	if (rc || !t) {
+		fprintf(stderr, "bench-rtt: attach: %s\n", vcma_strerror(rc));
+		exit(1);
+	}
+	/* cookies: odd = ALLOC, even = FREE */
+	if (vcma_submit_alloc(v, MiB, 0, NULL, 1))
+		exit(1);
+	harvest(v, 1, &handle);
+	for (size_t i = 0; i < iters + warm; i++) {
+		uint64_t t0 = now_ns(), prev = handle;
+
+		rc = vcma_submit_free(v, prev, 2);
+		if (!rc)
+			rc = vcma_submit_alloc(v, MiB, 0, NULL, 3);
+		if (rc) {
+			fprintf(stderr, "bench-rtt: submit: %s\n", vcma_strerror(rc));
+			exit(1);
+		}
+		harvest(v, 2, &handle);
+		if (i >= warm)
+			t[i - warm] = now_ns() - t0;
+	}
+	vcma_free(v, handle);
+	vcma_detach(v);
+	struct dist d = summarize(t, iters);
+
+	free(t);
+	return d;
+}
+
+/* nguests processes, each allocating and freeing 1 MiB for `secs`; ops/s in total. */
+static double throughput(const char *sock, int nguests, double secs)
+{
+	pid_t pid[64];
+	int pipes[64][2];
+	double total = 0;
+
+	for (int g = 0; g < nguests; g++) {
+		if (pipe(pipes[g]))
+			die("pipe");
+		pid[g] = fork();
+		if (pid[g] < 0)
+			die("fork");
+		if (pid[g] == 0) {
+			char name[32];
+			struct vcma *v;
+			uint64_t end = now_ns() + (uint64_t)(secs * 1e9), ops = 0;
+
+			snprintf(name, sizeof(name), "tput%d", g);
+			if (vcma_attach(sock, name, NULL, &v))
+				_exit(1);
+			while (now_ns() < end) {
+				struct vcma_region_info r;
+
+				if (vcma_alloc(v, MiB, 0, 0, NULL, &r) || vcma_free(v, r.handle))
+					_exit(1);
+				ops++;
+			}
+			vcma_detach(v);
+			if (write(pipes[g][1], &ops, sizeof(ops)) != sizeof(ops))
+				_exit(1);
+			_exit(0);
+		}
+		close(pipes[g][1]);
+	}
+	for (int g = 0; g < nguests; g++) {
+		uint64_t ops = 0;
+		int st;
+
+		if (read(pipes[g][0], &ops, sizeof(ops)) != sizeof(ops))
+			fprintf(stderr, "bench-rtt: guest %d failed\n", g);
+		close(pipes[g][0]);
+		waitpid(pid[g], &st, 0);
+		total += (double)ops;
+	}
+	return total / secs;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "vcmad", required_argument, NULL, 'd' },
+		{ "iterations", required_argument, NULL, 'n' },
+		{ "guests", required_argument, NULL, 'g' },
+		{ "seconds", required_argument, NULL, 's' },
+		{ "quick", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char vcmad[PATH_MAX], dir[] = "/tmp/vcma-bench-XXXXXX", conf[PATH_MAX], sock[PATH_MAX + 32];
+	size_t iters = 100000, warm = 2000;
+	int nguests = 8, c;
+	double secs = 3;
+	pid_t dpid;
+	FILE *f;
+
+	snprintf(vcmad, sizeof(vcmad), "%s", argv[0]);
+	{
+		char *slash = strrchr(vcmad, '/');
+
+		snprintf(slash ? slash + 1 : vcmad, sizeof(vcmad) - (size_t)(slash ? slash + 1 - vcmad : 0),
+			 "../hv/vcmad");
+	}
+	while ((c = getopt_long(argc, argv, "d:n:g:s:qh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': snprintf(vcmad, sizeof(vcmad), "%s", optarg); break;
+		case 'n': iters = strtoull(optarg, NULL, 10); break;
+		case 'g': nguests = atoi(optarg); break;
+		case 's': secs = atof(optarg); break;
+		case 'q': iters = 5000; warm = 500; secs = 1; break;
+		case 'h':
+			printf("usage: bench-rtt [--vcmad PATH] [--iterations N] [--guests N] [--seconds S] [--quick]\n");
+			return 0;
+		default: return 2;
+		}
+	}
+	if (iters < 100 || nguests < 1 || nguests > 64 || secs <= 0) {
+		fprintf(stderr, "bench-rtt: bad arguments\n");
+		return 2;
+	}
+	if (!mkdtemp(dir))
+		die("mkdtemp");
+	snprintf(conf, sizeof(conf), "%s/vcmad.conf", dir);
+	snprintf(sock, sizeof(sock), "%s/run/vcmad.sock", dir);
+	f = fopen(conf, "w");
+	if (!f)
+		die(conf);
+	fprintf(f, "[daemon]\nruntime_dir = %s/run\n[limits]\nrequest_rate = 10000000\nrequest_burst = 1000000\n"
+		   "[machine]\nmemory = 1G\n[pool main]\nsize = 256M\n",
+		dir);
+	fclose(f);
+	dpid = fork();
+	if (dpid < 0)
+		die("fork");
+	if (dpid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		if (null >= 0)
+			dup2(null, 2);
+		execl(vcmad, vcmad, "-c", conf, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && access(sock, F_OK); i++)
+		usleep(10000);
+	if (access(sock, F_OK)) {
+		fprintf(stderr, "bench-rtt: vcmad (%s) did not start\n", vcmad);
+		kill(dpid, SIGKILL);
+		return 1;
+	}
+
+	struct dist fl = floor_eventfd(iters, warm);
+	struct dist bl = vcma_blocking(sock, iters, warm);
+	struct dist pl = vcma_pipelined(sock, iters, warm);
+	double tp1 = throughput(sock, 1, secs), tpn = throughput(sock, nguests, secs);
+
+	kill(dpid, SIGTERM);
+	waitpid(dpid, NULL, 0);
+	unlink(conf);
+	rmdir(dir);
+
+	printf("bench-rtt: 1 MiB ALLOC+FREE through libvcma to vcmad (sim backend), %zu ops per row\n", iters);
+	printf("%-44s %10s %10s %10s %12s\n", "", "p50 us", "p99 us", "mean us", "p50 / floor");
+	printf("%-44s %10.2f %10.2f %10.2f %12s\n", "floor: eventfd ping-pong, 2 processes", fl.p50, fl.p99, fl.mean,
+	       "1.00x");
+	printf("%-44s %10.2f %10.2f %10.2f %11.2fx\n", "vcma blocking: alloc, then free (2 trips)", bl.p50, bl.p99,
+	       bl.mean, bl.p50 / fl.p50);
+	printf("%-44s %10.2f %10.2f %10.2f %11.2fx\n", "vcma pipelined: free+alloc per kick (1 trip)", pl.p50, pl.p99,
+	       pl.mean, pl.p50 / fl.p50);
+	printf("target: p50 <= 1.2x floor: blocking %s, pipelined %s\n", bl.p50 <= 1.2 * fl.p50 ? "PASS" : "MISS",
+	       pl.p50 <= 1.2 * fl.p50 ? "PASS" : "MISS");
+	printf("throughput (blocking alloc+free): 1 guest %.0f ops/s, %d guests at once %.0f ops/s\n", tp1, nguests,
+	       tpn);
+	return 0;
+}
