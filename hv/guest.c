@@ -72,6 +72,14 @@ static void do_hello(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 		rsp->status = VCMA_ST_VERSION;
 		return;
 	}
+	if (g->d->stop) {
+		rsp->status = VCMA_ST_SHUTDOWN;
+		return;
+	}
+	if (g->hello) {
+		rsp->status = VCMA_ST_INVALID; /* features are negotiated once per attach */
+		return;
+	}
 	g->features = q->arg1 & g->ring.ctrl->host_features;
 	g->ring.ctrl->guest_features = g->features;
 	g->hello = true;
@@ -190,6 +198,10 @@ static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 	struct vcma_pool_counts c;
 	const struct vcma_guest_usage *u;
 
+	if (pname && !(g->features & VCMA_F_NAMED_POOL)) {
+		rsp->status = VCMA_ST_INVALID;
+		return;
+	}
 	if (pname) {
 		p = vcma_core_pool_by_name(&d->core, pname);
 	} else {

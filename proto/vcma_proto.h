@@ -59,7 +59,7 @@ struct vcma_ctrl {
 	uint32_t evt_off, evt_slots; /* event ring offset (page aligned), slot count */
 	uint64_t window_off;     /* DMA window in this memory, 0 if none */
 	uint64_t window_size;
-	uint32_t max_outstanding; /* requests the host serves at once (<= req_slots) */
+	uint32_t max_outstanding; /* most requests a guest may have unanswered (<= req_slots) */
 	uint32_t max_regions;     /* live regions allowed to this guest */
 	uint64_t max_bytes;       /* region bytes allowed to this guest */
 	uint8_t reserved[40];     /* zero */
@@ -179,12 +179,14 @@ _Static_assert(sizeof(struct vcma_evt) == 32, "event slot is 32 bytes");
 
 #define VCMA_DEFAULT_REQ_SLOTS 64u
 #define VCMA_DEFAULT_EVT_SLOTS 64u
-#define VCMA_RING_BYTES(slots) (sizeof(struct vcma_ring_hdr) + (slots) * sizeof(union vcma_slot))
-#define VCMA_EVT_BYTES(slots) (sizeof(struct vcma_evt_hdr) + (slots) * sizeof(struct vcma_evt))
+/* 64-bit on every target: a hostile slot count must not wrap a size check. */
+#define VCMA_RING_BYTES(slots) \
+	((uint64_t)sizeof(struct vcma_ring_hdr) + (uint64_t)(slots) * (uint64_t)sizeof(union vcma_slot))
+#define VCMA_EVT_BYTES(slots) ((uint64_t)sizeof(struct vcma_evt_hdr) + (uint64_t)(slots) * (uint64_t)sizeof(struct vcma_evt))
 
-static inline uint32_t vcma_page_round(uint64_t bytes)
+static inline uint64_t vcma_page_round(uint64_t bytes)
 {
-	return (uint32_t)((bytes + VCMA_PROTO_PAGE - 1) & ~(uint64_t)(VCMA_PROTO_PAGE - 1));
+	return (bytes + VCMA_PROTO_PAGE - 1) & ~(uint64_t)(VCMA_PROTO_PAGE - 1);
 }
 
 static inline int vcma_is_pow2(uint32_t x)

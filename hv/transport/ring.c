@@ -56,7 +56,10 @@ int vcma_ring_host_init(struct vcma_ring_host *r, void *base, uint64_t size, con
 	r->evs = vcma_evt_slots(r->evh);
 	memset(r->req, 0, VCMA_RING_BYTES((uint64_t)p->req_slots));
 	memset(r->evh, 0, VCMA_EVT_BYTES((uint64_t)p->evt_slots));
-	r->req->req_event = 1; /* kick me for the first request */
+	/* as Xen's SHARED_RING_INIT: each side wants a kick for the first index */
+	r->req->req_event = 1;
+	r->req->rsp_event = 1;
+	r->evh->evt_event = 1;
 	/* the layout is complete before a guest can see READY */
 	vcma_store_release(&c->state, (uint32_t)VCMA_STATE_READY);
 	return 0;
@@ -106,7 +109,7 @@ int vcma_req_check(const struct vcma_req *q, const char **why)
 	else {
 		switch (q->op) {
 		case VCMA_OP_HELLO:
-			if (q->handle || q->length || !name_empty(q->name))
+			if (q->handle || q->length || (q->arg0 >> 32) || !name_empty(q->name))
 				*why = "HELLO with nonzero unused fields";
 			break;
 		case VCMA_OP_ALLOC:

@@ -134,6 +134,9 @@ static bool name_ok(const char *s, bool allow_empty)
 		      ch == '-' || ch == '.'))
 			return false;
 	}
+	for (size_t i = n; i < VCMA_SIM_NAME_LEN; i++)
+		if (s[i])
+			return false; /* NUL-padded, as on the ring */
 	return true;
 }
 

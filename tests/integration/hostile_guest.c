@@ -305,6 +305,12 @@ int main(int argc, char **argv)
 			q.op = VCMA_OP_HELLO;
 			q.arg0 = 7u << 16;
 			fails += expect_status(&r, &q, VCMA_ST_VERSION, "HELLO with major version 7");
+			q.arg0 = VCMA_PROTO_MAJOR << 16;
+			fails += expect_status(&r, &q, VCMA_ST_INVALID, "a second HELLO");
+			memset(&q, 0, sizeof(q));
+			q.op = VCMA_OP_QUERY;
+			memcpy(q.name, "nosuchpool", 10);
+			fails += expect_status(&r, &q, VCMA_ST_NO_POOL, "QUERY of an unknown pool");
 		} else {
 			uint64_t h;
 
