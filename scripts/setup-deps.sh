@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(
 	gcc libc6-dev pkg-config meson ninja-build   # build
 	libcmocka-dev                                 # unit tests
+	clang libclang-rt-14-dev                      # libFuzzer targets
 )
 
 missing=()

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Write the seed corpora in tests/fuzz/corpus/ (checked in; rerun after changing an
+input format). Usage: tests/fuzz/gen_corpus.py [OUTDIR]"""
+import os
+import struct
+import sys
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), 'corpus')
+
+# ---- struct vcma_req (proto/vcma_proto.h) ----
+HELLO, ALLOC, FREE, QUERY = 1, 2, 3, 4
+
+
+def req(op, id=1, flags=0, handle=0, length=0, arg0=0, arg1=0, name=b''):
+    return struct.pack('<QIIQQQQ16s', id, op, flags, handle, length, arg0, arg1, name)
+
+
+GOOD = [
+    req(HELLO, id=1, arg0=1 << 16, arg1=3),
+    req(ALLOC, id=2, length=1 << 20, arg0=0, name=b'main'),
+    req(ALLOC, id=3, length=4096, arg0=18),
+    req(FREE, id=4, handle=7),
+    req(QUERY, id=5, handle=7),
+    req(QUERY, id=6, name=b'123456789012345'),
+]
+BAD = [
+    req(9),                                  # unknown op
+    req(HELLO, flags=1),                     # flags
+    req(ALLOC, length=4096, arg0=19),        # order above 18
+    req(ALLOC, length=4096, name=b'a b'),    # bad character
+    req(QUERY, name=b'x\0y'),                # garbage after NUL
+    req(FREE, handle=1, name=b'main'),       # unused field
+    req(HELLO, arg0=1 << 32 | 1 << 16),      # HELLO arg0 bits 32..63
+]
+
+# ---- fuzz_ring.c's guest program (see the comment at its top) ----
+(OP_WRITE, OP_SLOT, OP_REQ, OP_PROD_ADD, OP_PROD_SET, OP_RSP_EVT, OP_PROCESS, OP_EVENT,
+ OP_CONS_SET, OP_CONS_ADD, OP_EVT_EVT, OP_PENDING, OP_STATE) = range(13)
+
+
+def op_req(kind, id, x):
+    return bytes([OP_REQ, kind]) + struct.pack('<Q', id) + bytes([x])
+
+
+def op_process(budget, handler_bytes):
+    return bytes([OP_PROCESS, budget - 1]) + bytes(handler_bytes)
+
+
+def op_event(type, handle=0):
+    return bytes([OP_EVENT]) + struct.pack('<IIQQQ', type, 0, handle, 0, 0)
+
+
+def op_slot(k, data):
+    return bytes([OP_SLOT, k]) + data
+
+
+def u32(op, v):
+    return bytes([op]) + struct.pack('<I', v)
+
+
+RING = {
+    # 64 slots: HELLO, ALLOC from "main", QUERY, FREE, answered in one turn; a notice
+    'hello_alloc': bytes([3]) + u32(OP_RSP_EVT, 1) + u32(OP_EVT_EVT, 1) + op_req(0, 1, 3) + op_req(1, 2, 1)
+    + op_req(3, 3, 1) + op_req(2, 4, 1) + op_process(64, [0, 0, 0, 0]) + op_event(1) + bytes([OP_PENDING]),
+    # 8 slots: more requests than the budget, then the rest
+    'budget': bytes([0]) + b''.join(op_req(1, i, i) for i in range(6)) + op_process(4, [0] * 4)
+    + op_process(8, [0] * 2) + op_process(8, []),
+    # a request slot written raw and published: valid, then one with an unknown op
+    'raw_slots': bytes([1]) + op_slot(0, GOOD[1]) + op_slot(1, BAD[0]) + bytes([OP_PROD_ADD, 2])
+    + op_process(16, [0]) + op_req(0, 9, 0) + op_process(16, [0]),
+    # req_prod far ahead of the responses: overflow
+    'overflow': bytes([2]) + u32(OP_PROD_SET, 1000) + op_process(32, []),
+    # a racing guest: while the host answers request 0 it rewrites slot 1 (already
+    # published); while it answers request 1 the host posts an event; then one more
+    'race': bytes([0]) + op_req(0, 1, 0) + op_req(2, 2, 0)
+    + op_process(8, [0x10, OP_SLOT, 1] + list(GOOD[3]) + [0x20] + list(struct.pack('<IIQQQ', 2, 0, 5, 0, 0)))
+    + op_req(1, 3, 1) + op_process(8, [0x10, OP_PROD_ADD, 0]),
+    # event ring: fill it, drop one, consume, post again
+    'events': bytes([0]) + b''.join(op_event(2, i) for i in range(65)) + bytes([OP_CONS_ADD, 10])
+    + op_event(3) + u32(OP_CONS_SET, 0xfffffff0) + op_event(3),
+    # the guest scribbles on the control page and the ring header, then asks
+    'scribble': bytes([3]) + bytes([OP_WRITE, 40, 0, 16]) + b'\xff' * 16
+    + bytes([OP_WRITE, 0x04, 0x10, 8]) + b'\xee' * 8
+    + bytes([OP_WRITE, 0x10, 0x10, 48]) + b'\xdd' * 48 + op_req(3, 1, 0) + op_process(1, [0])
+    + bytes([OP_STATE, 3]) + op_event(1),
+}
+
+CONFIG = {
+    'example.conf': open(os.path.join(os.path.dirname(os.path.abspath(__file__)), '../../docs/examples/vcmad.conf'),
+                         'rb').read(),
+    'full.conf': b'# comment\n[daemon]\nruntime_dir = /tmp/x\nbackend = sim\nmax_guests = 8\n'
+    b'[limits]\nmax_regions_per_guest = 10\nmax_bytes_per_guest = 64M\nrequest_rate = 500\n'
+    b'request_burst = 50\nmax_ram_per_guest = 128M\nring_slots = 32\n'
+    b'[machine]\nmemory = 1G  # trailing comment\n'
+    b'[pool main]\nsize = 25%\nquota = 8M\nlendable = yes\ncost_lent_free = 2\ncost_lent_used = 9\n'
+    b'[ pool   cam ]\nsize = max(16M,1.5%)\nmode = exclusive\nbind = class:camera\nbase = 0x40000000\n'
+    b'[pool dsp]\nsize = 64MiB\nmode = exclusive\nbind = guest:vm1\nalign_order = 4\nmin_request = 1\n'
+    b'quota = 12.5%\n',
+    'override.conf': b'[pool main]\nsize = 10%\n\0main=min(1G,50%)',
+    'errors.conf': b'[limits]\nring_slots = 48\n',
+    'nopool.conf': b'[daemon]\nmax_guests = 4096\n[machine]\nmemory = 16M\n',
+    # the longest line accepted (1023 bytes) and the most pools accepted (64)
+    'longline.conf': b'[daemon]\n#' + b'x' * 1022 + b'\nmax_guests = 2\n',
+    'maxpools.conf': b''.join(b'[pool p%d]\nsize=%dM\n' % (i, i + 1) for i in range(64)),
+}
+
+
+def write(sub, name, data):
+    d = os.path.join(OUT, sub)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), 'wb') as f:
+        f.write(data)
+
+
+for i, r in enumerate(GOOD):
+    write('reqcheck', 'good%d' % i, r)
+for i, r in enumerate(BAD):
+    write('reqcheck', 'bad%d' % i, r)
+write('reqcheck', 'mixed', b''.join(GOOD + BAD))
+for name, data in RING.items():
+    write('ring', name, data)
+for name, data in CONFIG.items():
+    write('config', name, data)
