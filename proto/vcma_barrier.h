@@ -43,10 +43,14 @@
 static inline void vcma_copy_from_shared(void *dst, const void *src, unsigned int len)
 {
 	const volatile uint64_t *s = (const volatile uint64_t *)src;
-	uint64_t *d = (uint64_t *)dst;
+	unsigned char *d = (unsigned char *)dst;
 
-	for (unsigned int i = 0; i < len / 8; i++)
-		d[i] = s[i];
+	/* each word is loaded once; memcpy stores it without aliasing the struct */
+	for (unsigned int i = 0; i < len / 8; i++) {
+		uint64_t w = s[i];
+
+		memcpy(d + 8 * i, &w, sizeof(w));
+	}
 }
 
 #endif

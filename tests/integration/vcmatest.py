@@ -1,10 +1,24 @@
 """Helpers for vcma integration tests: a vcmad in a temporary runtime directory."""
+import atexit
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+
+_running = []
+
+
+def _kill_leftovers():
+    for p in _running:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+atexit.register(_kill_leftovers)
 
 
 class Vcmad:
@@ -21,6 +35,7 @@ class Vcmad:
         self.log = open(self.logpath, "w")
         self.proc = subprocess.Popen([vcmad, "-c", self.conf, "-r", self.rundir],
                                      stdout=self.log, stderr=subprocess.STDOUT)
+        _running.append(self.proc)
         deadline = time.time() + 10
         while not os.path.exists(self.sock):
             if self.proc.poll() is not None or time.time() > deadline:

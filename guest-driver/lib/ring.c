@@ -1,0 +1,537 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ring.c - libvcma's ring engine: the guest side of docs/PROTOCOL.md §4.
+ *
+ * Every answer is copied out of shared memory once and only the copy is checked and
+ * used (XSA-155, the netfront lesson: the guest does not trust the host either). The
+ * private indices and geometry are never read back from shared memory. A host that
+ * breaks the ring rules (§8.3) makes the attachment dead with -EIO; a DEAD state, a new
+ * generation or a closed socket make it dead with -ECONNRESET. Dead is sticky.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vcma_barrier.h"
+#include "vcma_internal.h"
+
+#define VL_IDX_MASK ((1ull << VL_ID_IDX_BITS) - 1)
+
+uint64_t vl_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t vl_deadline(const struct vcma *v)
+{
+	return v->timeout_ms ? vl_now_ns() + (uint64_t)v->timeout_ms * 1000000ull : 0;
+}
+
+int vl_status_errno(int32_t status)
+{
+	switch (status) {
+	case VCMA_ST_OK: return 0;
+	case VCMA_ST_INVALID: return -EINVAL;
+	case VCMA_ST_USE_NORMAL: return -ERANGE;
+	case VCMA_ST_NO_POOL: return -ENODEV;
+	case VCMA_ST_ACCESS: return -EACCES;
+	case VCMA_ST_QUOTA: return -EDQUOT;
+	case VCMA_ST_NO_SPACE: return -ENOSPC;
+	case VCMA_ST_TOO_BIG: return -E2BIG;
+	case VCMA_ST_BUSY: return -EBUSY;
+	case VCMA_ST_NO_REGION: return -ENOENT;
+	case VCMA_ST_NO_MEMORY: return -ENOMEM;
+	case VCMA_ST_VERSION: return -EPROTONOSUPPORT;
+	case VCMA_ST_LIMIT: return -ENOBUFS;
+	case VCMA_ST_SHUTDOWN: return -ESHUTDOWN;
+	case VCMA_ST_NOT_READY: /* libvcma always says HELLO first: the host lost it */
+	case VCMA_ST_INTERNAL:
+	default: return -EIO; /* unknown statuses come from a later minor version */
+	}
+}
+
+int vl_ring_init(struct vcma *v, const struct vcma_ctrl *c)
+{
+	v->ctrl = (struct vcma_ctrl *)v->shm;
+	v->rh = (struct vcma_ring_hdr *)(v->shm + c->req_off);
+	v->slot = vcma_req_slots(v->rh);
+	v->eh = (struct vcma_evt_hdr *)(v->shm + c->evt_off);
+	v->evs = vcma_evt_slots(v->eh);
+	v->slots = c->req_slots;
+	v->evt_slots = c->evt_slots;
+	v->max_outstanding = c->max_outstanding;
+	v->generation = c->generation;
+	v->guest_id = c->guest_id;
+	v->region_max = c->max_regions && c->max_regions < VL_MAX_REGIONS ? c->max_regions : VL_MAX_REGIONS;
+
+	/* at most max_outstanding entries are published, at most max_outstanding async ones
+	 * wait for vcma_complete(), and one answered blocking call is being collected */
+	v->nreq = 2 * v->max_outstanding + 1;
+	v->req = calloc(v->nreq, sizeof(*v->req));
+	v->done = calloc(v->nreq, sizeof(*v->done));
+	if (!v->req || !v->done)
+		return -ENOMEM;
+	return 0;
+}
+
+void vl_ring_fini(struct vcma *v)
+{
+	free(v->req);
+	free(v->done);
+	free(v->region);
+	v->req = NULL;
+	v->done = NULL;
+	v->region = NULL;
+}
+
+static void done_push(struct vcma *v, uint32_t idx)
+{
+	/* each queued entry is a distinct table entry, so the FIFO cannot overflow */
+	v->done[v->done_tail] = idx;
+	v->done_tail = (v->done_tail + 1) % v->nreq;
+	v->ndone++;
+}
+
+static void entry_free(struct vl_req *e)
+{
+	memset(e, 0, sizeof(*e));
+}
+
+void vl_mark_dead(struct vcma *v, int err)
+{
+	if (v->dead)
+		return;
+	v->dead = err;
+	/* every request in flight fails with the same error; async ones still get
+	 * their completion, so each submission is answered exactly once */
+	for (uint32_t i = 0; i < v->nreq; i++) {
+		struct vl_req *e = &v->req[i];
+
+		switch (e->state) {
+		case VL_SENT:
+			e->result = err;
+			e->state = VL_DONE;
+			break;
+		case VL_ASYNC:
+			e->result = err;
+			e->state = VL_DONE_ASYNC;
+			done_push(v, i);
+			break;
+		case VL_ORPHAN:
+		case VL_INTERNAL:
+			entry_free(e);
+			break;
+		default:
+			break;
+		}
+	}
+	v->nsent = 0;
+	v->alloc_pending = 0;
+}
+
+/* §3: read state and generation on every wake-up. 0, -ESHUTDOWN, or dead. */
+static int state_check(struct vcma *v)
+{
+	uint32_t st, gen;
+
+	if (v->dead)
+		return v->dead;
+	st = vcma_load_acquire(&v->ctrl->state);
+	gen = vcma_read_once(&v->ctrl->generation);
+	if (gen != v->generation || st == VCMA_STATE_DEAD || st > VCMA_STATE_DEAD || st == VCMA_STATE_INIT ||
+	    (st == VCMA_STATE_READY && v->connected)) {
+		vl_mark_dead(v, -ECONNRESET);
+		return v->dead;
+	}
+	return st == VCMA_STATE_CLOSING ? -ESHUTDOWN : 0;
+}
+
+int vl_usable(struct vcma *v)
+{
+	return state_check(v);
+}
+
+bool vl_room(const struct vcma *v)
+{
+	return v->nsent < v->max_outstanding;
+}
+
+static int kick(struct vcma *v)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN: the counter is saturated, so a kick is pending already */
+	if (write(v->kick_fd, &one, sizeof(one)) != (ssize_t)sizeof(one) && errno != EAGAIN && errno != EINTR)
+		return -EIO;
+	return 0;
+}
+
+int vl_publish(struct vcma *v, struct vcma_req *q, uint32_t state, uint64_t cookie)
+{
+	uint32_t old = v->req_prod_pvt, idx;
+	struct vl_req *e = NULL;
+
+	if (v->dead)
+		return v->dead;
+	if (!vl_room(v))
+		return -EAGAIN;
+	for (idx = 0; idx < v->nreq; idx++)
+		if (v->req[idx].state == VL_FREE) {
+			e = &v->req[idx];
+			break;
+		}
+	if (!e)
+		return -EAGAIN;
+	e->id = (++v->seq << VL_ID_IDX_BITS) | idx;
+	e->state = state;
+	e->op = q->op;
+	e->cookie = cookie;
+	e->bytes = q->op == VCMA_OP_ALLOC ? q->length : 0;
+	e->handle = q->handle;
+	q->id = e->id;
+	q->flags = 0;
+
+	/* the whole slot, zeroes included (§4.2); the host reads it after req_prod */
+	memcpy(&v->slot[v->req_prod_pvt & (v->slots - 1)].req, q, sizeof(*q));
+	v->req_prod_pvt++;
+	v->nsent++;
+	if (q->op == VCMA_OP_ALLOC)
+		v->alloc_pending++;
+	if (state == VL_ASYNC)
+		v->nasync++;
+	vcma_store_release(&v->rh->req_prod, v->req_prod_pvt);
+	vcma_mb(); /* publish req_prod before reading the host's req_event */
+	if (vcma_need_notify(old, v->req_prod_pvt, vcma_read_once(&v->rh->req_event)) && kick(v))
+		vl_mark_dead(v, -EIO);
+	return (int)idx;
+}
+
+int vl_pace(struct vcma *v, bool wait, uint64_t deadline_ns)
+{
+	for (;;) {
+		uint64_t now = vl_now_ns();
+		struct timespec ts;
+		double need_ns;
+
+		if (!v->rate)
+			return 0;
+		v->tokens += (double)(now - v->tokens_at) * 1e-9 * v->rate;
+		if (v->tokens > v->burst)
+			v->tokens = v->burst;
+		v->tokens_at = now;
+		if (v->tokens >= 1.0) {
+			v->tokens -= 1.0;
+			return 0;
+		}
+		if (!wait)
+			return -EAGAIN;
+		need_ns = (1.0 - v->tokens) * 1e9 / v->rate + 1;
+		if (deadline_ns && now + (uint64_t)need_ns > deadline_ns)
+			return -ETIMEDOUT;
+		ts.tv_sec = (time_t)(need_ns / 1e9);
+		ts.tv_nsec = (long)(need_ns - (double)ts.tv_sec * 1e9);
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* A FREE the library sends on its own (an ALLOC nobody waits for any more, or a
+ * malformed one). Best effort: without room the host reclaims it at detach. */
+static void internal_free(struct vcma *v, uint64_t handle)
+{
+	struct vcma_req q;
+
+	memset(&q, 0, sizeof(q));
+	q.op = VCMA_OP_FREE;
+	q.handle = handle;
+	if (!v->dead && state_check(v) == 0 && vl_publish(v, &q, VL_INTERNAL, 0) >= 0 && v->rate)
+		v->tokens -= 1.0; /* charged without waiting: these are rare */
+}
+
+/* §5.3: the checks an OK ALLOC answer must pass. */
+static bool alloc_rsp_ok(const struct vcma *v, const struct vl_req *e, const struct vcma_rsp *r)
+{
+	if (!r->handle || !r->length || r->length % VCMA_PROTO_PAGE || r->length < e->bytes)
+		return false;
+	if (r->gpa % VCMA_PROTO_PAGE || r->bus % VCMA_PROTO_PAGE || r->gpa + r->length < r->gpa ||
+	    r->bus + r->length < r->bus)
+		return false;
+	if (v->has_window && r->gpa != v->window_gpa + r->bus)
+		return false;
+	return true;
+}
+
+/* Match one answer (a private copy) to its request. -EIO: the host is broken. */
+static int take(struct vcma *v, const struct vcma_rsp *r)
+{
+	uint64_t idx = r->id & VL_IDX_MASK, give_back = 0;
+	struct vl_req *e;
+
+	if (idx >= v->nreq)
+		goto broken;
+	e = &v->req[idx];
+	if (e->id != r->id ||
+	    (e->state != VL_SENT && e->state != VL_ASYNC && e->state != VL_ORPHAN && e->state != VL_INTERNAL))
+		goto broken;
+	v->nsent--;
+	e->rsp = *r;
+	e->result = vl_status_errno(r->status);
+	if (e->op == VCMA_OP_ALLOC) {
+		v->alloc_pending--;
+		if (!e->result) {
+			if (!alloc_rsp_ok(v, e, r)) {
+				/* fails only this call (§8.3); give back whatever it names */
+				e->result = -EIO;
+				give_back = r->handle;
+			} else if (e->state == VL_ORPHAN) {
+				give_back = r->handle;
+			} else {
+				vl_region_add(v, r);
+			}
+		}
+	} else if (e->op == VCMA_OP_FREE && (!e->result || e->result == -ENOENT)) {
+		vl_region_del(v, e->handle);
+	}
+	switch (e->state) {
+	case VL_SENT:
+		e->state = VL_DONE;
+		break;
+	case VL_ASYNC:
+		e->state = VL_DONE_ASYNC;
+		done_push(v, (uint32_t)idx);
+		break;
+	default:
+		entry_free(e);
+		break;
+	}
+	/* after the entry settled: this may publish, or find the attachment dead */
+	if (give_back)
+		internal_free(v, give_back);
+	return 0;
+broken:
+	vl_mark_dead(v, -EIO);
+	return -EIO;
+}
+
+int vl_harvest(struct vcma *v)
+{
+	uint32_t rp;
+	int rc, n = 0;
+
+	rc = state_check(v);
+	if (rc && rc != -ESHUTDOWN)
+		return rc;
+	/* read the producer index once; the slots it covers are read after it */
+	rp = vcma_load_acquire(&v->rh->rsp_prod);
+	if (rp - v->rsp_cons > v->req_prod_pvt - v->rsp_cons) {
+		/* more answers than questions (also catches rsp_prod running backwards) */
+		vl_mark_dead(v, -EIO);
+		return -EIO;
+	}
+	while (v->rsp_cons != rp && !v->dead) {
+		struct vcma_rsp r;
+
+		vl_copy_in(&r, &v->slot[v->rsp_cons & (v->slots - 1)].rsp, sizeof(r));
+		v->rsp_cons++;
+		rc = take(v, &r);
+		if (rc)
+			return rc;
+		n++;
+	}
+	return v->dead ? v->dead : n;
+}
+
+void vl_drain_irq(struct vcma *v)
+{
+	uint64_t cnt;
+
+	/* the fd is non-blocking: EAGAIN just means nothing was pending */
+	if (read(v->irq_fd, &cnt, sizeof(cnt)) < 0)
+		return;
+}
+
+int vl_check_sock(struct vcma *v)
+{
+	char buf[256];
+	ssize_t n;
+
+	if (v->sock < 0 || v->dead)
+		return v->dead;
+	n = recv(v->sock, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+		vl_mark_dead(v, -ECONNRESET); /* the host closed: it detached us */
+	/* n > 0: vcmad sends nothing to a guest after attach; the datagram is dropped */
+	return v->dead;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+int vl_wait(struct vcma *v, uint64_t deadline_ns)
+{
+	struct pollfd pfd[2];
+	uint64_t now;
+	int n, ms, nfds = 1;
+
+	n = vl_harvest(v);
+	if (n)
+		return n < 0 ? n : 0;
+	if (v->spin_us) {
+		uint64_t end = vl_now_ns() + (uint64_t)v->spin_us * 1000ull;
+
+		do {
+			for (int i = 0; i < 64; i++) {
+				if (vcma_load_acquire(&v->rh->rsp_prod) != v->rsp_cons)
+					return 0;
+				cpu_relax();
+			}
+		} while (vl_now_ns() < end);
+	}
+	/* ring.h's final check: ask for an irq, then look again for answers (and a state
+	 * change) that raced with it (§4.5 step 4) */
+	vcma_write_once(&v->rh->rsp_event, v->rsp_cons + 1);
+	vcma_mb();
+	if (vcma_load_acquire(&v->rh->rsp_prod) != v->rsp_cons)
+		return 0;
+	n = state_check(v);
+	if (n && n != -ESHUTDOWN)
+		return n;
+
+	now = vl_now_ns();
+	if (!deadline_ns) {
+		ms = -1;
+	} else if (now >= deadline_ns) {
+		return -ETIMEDOUT;
+	} else {
+		uint64_t left = (deadline_ns - now + 999999ull) / 1000000ull;
+
+		ms = left > INT_MAX ? INT_MAX : (int)left;
+	}
+	pfd[0].fd = v->irq_fd;
+	pfd[0].events = POLLIN;
+	pfd[0].revents = 0;
+	if (v->sock >= 0) {
+		pfd[1].fd = v->sock;
+		pfd[1].events = POLLIN;
+		pfd[1].revents = 0;
+		nfds = 2;
+	}
+	n = poll(pfd, (nfds_t)nfds, ms);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (n == 0)
+		return deadline_ns && vl_now_ns() >= deadline_ns ? -ETIMEDOUT : 0;
+	if (pfd[0].revents)
+		vl_drain_irq(v);
+	if (nfds == 2 && pfd[1].revents)
+		return vl_check_sock(v);
+	return 0;
+}
+
+int vl_call(struct vcma *v, struct vcma_req *q, struct vcma_rsp *rsp)
+{
+	uint64_t deadline = vl_deadline(v);
+	struct vl_req *e;
+	int rc, idx;
+
+	for (;;) {
+		rc = vl_usable(v);
+		if (rc)
+			return rc;
+		if (vl_room(v))
+			break;
+		/* async requests fill the ring: wait for answers to make room */
+		rc = vl_wait(v, deadline);
+		if (rc)
+			return rc;
+	}
+	rc = vl_pace(v, true, deadline);
+	if (rc)
+		return rc;
+	idx = vl_publish(v, q, VL_SENT, 0);
+	if (idx < 0)
+		return idx;
+	e = &v->req[idx];
+	while (e->state == VL_SENT) {
+		rc = vl_wait(v, deadline);
+		if (rc && e->state == VL_SENT) {
+			/* the answer may still come: keep the id reserved, drop the answer */
+			e->state = VL_ORPHAN;
+			return rc;
+		}
+	}
+	/* VL_DONE: answered, or failed by vl_mark_dead() */
+	if (rsp)
+		*rsp = e->rsp;
+	rc = e->result;
+	entry_free(e);
+	return rc;
+}
+
+/* ---- regions the library allocated ---- */
+
+struct vl_region *vl_region_find(struct vcma *v, uint64_t handle)
+{
+	for (uint32_t i = 0; i < v->nregion; i++)
+		if (v->region[i].handle == handle)
+			return &v->region[i];
+	return NULL;
+}
+
+/* Room in the table for one more ALLOC in flight, or -ENOBUFS / -ENOMEM. */
+int vl_region_reserve(struct vcma *v)
+{
+	uint32_t need = v->nregion + v->alloc_pending + 1;
+
+	if (need > v->region_max)
+		return -ENOBUFS;
+	if (need > v->region_cap) {
+		uint32_t cap = v->region_cap ? v->region_cap : 16;
+		struct vl_region *r;
+
+		while (cap < need)
+			cap *= 2;
+		if (cap > v->region_max)
+			cap = v->region_max;
+		r = realloc(v->region, (size_t)cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		v->region = r;
+		v->region_cap = cap;
+	}
+	return 0;
+}
+
+void vl_region_add(struct vcma *v, const struct vcma_rsp *rsp)
+{
+	struct vl_region *r;
+
+	/* room was reserved before the ALLOC went out */
+	if (v->nregion >= v->region_cap || vl_region_find(v, rsp->handle))
+		return;
+	r = &v->region[v->nregion++];
+	r->handle = rsp->handle;
+	r->gpa = rsp->gpa;
+	r->bus = rsp->bus;
+	r->size = rsp->length;
+	r->map = NULL;
+}
+
+void vl_region_del(struct vcma *v, uint64_t handle)
+{
+	struct vl_region *r = vl_region_find(v, handle);
+
+	if (r)
+		*r = v->region[--v->nregion];
+}

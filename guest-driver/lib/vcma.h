@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vcma.h - libvcma, the userspace guest client of the vcma protocol.
+ *
+ * A struct vcma is one attachment to vcmad: the shared control page and rings, a kick
+ * eventfd (to the host) and an irq eventfd (from the host). Calls on one handle are
+ * serialized internally; blocking calls wait on the irq eventfd. Event-loop users
+ * poll vcma_fd() and call vcma_complete() / vcma_next_event() when it is readable.
+ *
+ * Every function returns 0 or a count on success, a negative errno on failure;
+ * vcma_strerror() turns it into text. Host status codes map to errno values:
+ *   -EINVAL invalid request     -ERANGE below the pool's minimum: use normal memory
+ *   -ENODEV no such pool        -EACCES pool bound to another guest/class
+ *   -EDQUOT quota exhausted     -ENOSPC no contiguous window now
+ *   -E2BIG  larger than pool    -EBUSY  window could not be vacated in time
+ *   -ENOENT no such region      -ENOMEM host out of memory
+ *   -ENOBUFS per-guest limit    -EPROTONOSUPPORT version mismatch
+ *   -ESHUTDOWN host stopping    -ECONNRESET host cut this guest off / went away
+ *   -ETIMEDOUT no answer in time  -EIO host-side failure or malformed answer
+ *   -EAGAIN  (vcma_submit_*) too many requests in flight or above the rate limit
+ *   -EOPNOTSUPP VCMA_ALLOC_MAP without a mapper
+ *
+ * libvcma paces itself below vcmad's flood limit: 8000 requests/s with a burst of
+ * 1024 by default ($VCMA_RATE, $VCMA_BURST; VCMA_RATE=0 turns pacing off).
+ */
+#ifndef VCMA_H
+#define VCMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vcma;
+
+struct vcma_region_info {
+	uint64_t handle; /* daemon-issued, opaque */
+	uint64_t gpa;    /* guest-physical base */
+	uint64_t bus;    /* address for device DMA */
+	uint64_t size;   /* bytes (a multiple of 4096) */
+	void *map;       /* mapping in this process, or NULL */
+};
+
+struct vcma_pool_info {
+	uint64_t size;        /* pool bytes */
+	uint64_t allocatable; /* bytes not held by regions or reserved */
+	uint64_t mine;        /* bytes this guest holds in the pool */
+};
+
+/* Flags for vcma_alloc(). */
+#define VCMA_ALLOC_MAP (1u << 0) /* map the region here (needs a mapper, see below) */
+
+/* Default socket: $VCMA_SOCKET, else /run/vcma/vcmad.sock. */
+#define VCMA_DEFAULT_SOCKET "/run/vcma/vcmad.sock"
+
+/* Connect to vcmad as a guest (no RAM of its own) and say HELLO. name: 1-31 chars
+ * of [A-Za-z0-9_.-]; devclass may be NULL. */
+int vcma_attach(const char *socket_path, const char *name, const char *devclass, struct vcma **out);
+
+/* Attach to rings a VMM set up (vcma-simvm): takes ownership of the three fds, even
+ * on failure. Says HELLO. */
+int vcma_attach_fds(int shm_fd, size_t shm_size, int kick_fd, int irq_fd, struct vcma **out);
+
+/* Free every region this handle still holds (best effort), unmap, close. */
+void vcma_detach(struct vcma *v);
+
+/* How a region becomes visible in this process: the platform maps guest-physical
+ * memory (in the sim, the VMM maps machine memory at the region's gpa). */
+typedef int (*vcma_map_fn)(void *ctx, uint64_t gpa, uint64_t bus, uint64_t size, void **addr);
+typedef void (*vcma_unmap_fn)(void *ctx, void *addr, uint64_t size);
+void vcma_set_mapper(struct vcma *v, vcma_map_fn map, vcma_unmap_fn unmap, void *ctx);
+
+/* Milliseconds a blocking call waits for its answer (default 10000, or
+ * $VCMA_TIMEOUT_MS); 0 waits forever. */
+void vcma_set_timeout(struct vcma *v, unsigned int ms);
+
+/* Blocking API. pool may be NULL (the host picks). align_order 0 = natural. */
+int vcma_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, uint32_t flags, const char *pool,
+	       struct vcma_region_info *out);
+int vcma_free(struct vcma *v, uint64_t handle);
+int vcma_query_region(struct vcma *v, uint64_t handle, struct vcma_region_info *out);
+int vcma_query_pool(struct vcma *v, const char *pool, struct vcma_pool_info *out);
+
+/* Event-loop API. */
+int vcma_fd(const struct vcma *v); /* readable when responses or events are published */
+
+struct vcma_completion {
+	uint64_t cookie;              /* what the caller passed to vcma_submit_*() */
+	int result;                   /* 0 or -errno */
+	struct vcma_region_info region; /* ALLOC: the new region (map is NULL) */
+};
+
+int vcma_submit_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, const char *pool,
+		      uint64_t cookie);
+int vcma_submit_free(struct vcma *v, uint64_t handle, uint64_t cookie);
+/* Harvest up to max completions without blocking; returns how many. */
+int vcma_complete(struct vcma *v, struct vcma_completion *c, int max);
+
+/* Event types (the same values as VCMA_EVT_* in the protocol). */
+#define VCMA_EVENT_SHUTDOWN 1u     /* vcmad is stopping */
+#define VCMA_EVENT_REGION_GONE 2u  /* handle: the region was reclaimed */
+#define VCMA_EVENT_LENT_RECLAIM 3u /* arg0 = gfn: a page reported free was dropped */
+
+struct vcma_event {
+	uint32_t type; /* VCMA_EVENT_* */
+	uint64_t handle;
+	uint64_t arg0, arg1;
+};
+/* Next host notice: 1 and *ev filled, 0 if none, -errno. */
+int vcma_next_event(struct vcma *v, struct vcma_event *ev);
+
+/* Guest id and negotiated features of this attachment. */
+uint32_t vcma_guest_id(const struct vcma *v);
+uint64_t vcma_features(const struct vcma *v);
+
+const char *vcma_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

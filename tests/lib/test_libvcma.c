@@ -1,0 +1,1379 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_libvcma - libvcma against a fake host living in the same process.
+ *
+ * The fake host is a thread that owns the other end of an attachment: a memfd laid out
+ * as docs/PROTOCOL.md §2 says, a kick and an irq eventfd. It serves HELLO, ALLOC, FREE
+ * and QUERY from the ring with the host's rules (copy once, notify only when the guest
+ * asked, final check), checks every request the library sends for the things a real
+ * host disconnects for, and misbehaves on request: silence, held and reordered
+ * answers, unknown ids, a runaway rsp_prod, DEAD, malformed OK answers.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "vcma.h"
+#include "vcma_barrier.h"
+#include "vcma_proto.h"
+#include "vcma_sim.h"
+
+/* ---- the fake host ---- */
+
+enum fake_mode {
+	FAKE_SERVE,
+	FAKE_SILENT,   /* take requests, answer none (until fake_release) */
+	FAKE_HOLD,     /* answer once hold_n requests are queued, newest first */
+	FAKE_BAD_ID,   /* answer with an id nobody asked for */
+	FAKE_JUMP,     /* publish rsp_prod a ring and more ahead */
+	FAKE_DEAD,     /* cut the guest off on the next request */
+	FAKE_VERSION,  /* HELLO gets VCMA_ST_VERSION */
+	FAKE_BAD_ALLOC, /* ALLOC answers OK with a length that is not page-aligned */
+};
+
+#define FAKE_MAX_REGIONS 64
+#define FAKE_MAX_HELD 128
+#define FAKE_NO_STATUS INT32_MIN
+
+struct fake_region {
+	uint64_t handle, bus, len;
+};
+
+struct fake {
+	int shm_fd, kick_fd, irq_fd;
+	uint8_t *shm;
+	size_t size;
+	struct vcma_ctrl *ctrl;
+	struct vcma_ring_hdr *rh;
+	union vcma_slot *slot;
+	struct vcma_evt_hdr *eh;
+	struct vcma_evt *evs;
+	uint32_t slots, evt_slots;
+	uint32_t req_cons, rsp_prod_pvt, evt_prod_pvt;
+
+	pthread_t thr;
+	bool running;
+	atomic_bool stop;
+	pthread_mutex_t lock; /* everything below */
+	enum fake_mode mode;
+	int32_t next_status; /* answer the next non-HELLO request with this, unless FAKE_NO_STATUS */
+	unsigned int hold_n;
+	bool no_kicks; /* set req_event far ahead: "don't kick me" */
+	struct vcma_req held[FAKE_MAX_HELD];
+	unsigned int nheld;
+	struct fake_region region[FAKE_MAX_REGIONS];
+	unsigned int nregion;
+	uint64_t next_handle, next_bus;
+	unsigned int nreq, kicks, violations;
+	unsigned int nops[VCMA_OP_MAX + 1];
+	struct vcma_req last[VCMA_OP_MAX + 1];
+	char why[128];
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void violation(struct fake *f, const char *why)
+{
+	f->violations++;
+	snprintf(f->why, sizeof(f->why), "%s", why);
+}
+
+static bool wire_name_ok(const uint8_t *n, bool allow_empty)
+{
+	unsigned int i = 0;
+
+	for (; i < VCMA_NAME_LEN && n[i]; i++)
+		if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') || (n[i] >= '0' && n[i] <= '9') ||
+		      n[i] == '_' || n[i] == '-' || n[i] == '.'))
+			return false;
+	if (i == VCMA_NAME_LEN || (!i && !allow_empty))
+		return false;
+	for (; i < VCMA_NAME_LEN; i++)
+		if (n[i])
+			return false;
+	return true;
+}
+
+static bool name_zero(const uint8_t *n)
+{
+	for (unsigned int i = 0; i < VCMA_NAME_LEN; i++)
+		if (n[i])
+			return false;
+	return true;
+}
+
+/* What vcmad disconnects for (§8.2): the library must never send any of it. */
+static void check_req(struct fake *f, const struct vcma_req *q)
+{
+	if (q->flags)
+		violation(f, "nonzero flags");
+	switch (q->op) {
+	case VCMA_OP_HELLO:
+		if (q->handle || q->length || (q->arg0 >> 32) || !name_zero(q->name))
+			violation(f, "HELLO garbage");
+		break;
+	case VCMA_OP_ALLOC:
+		if (q->handle || q->arg1 || q->arg0 > 18 || !wire_name_ok(q->name, true))
+			violation(f, "ALLOC garbage");
+		break;
+	case VCMA_OP_FREE:
+		if (q->length || q->arg0 || q->arg1 || !name_zero(q->name))
+			violation(f, "FREE garbage");
+		break;
+	case VCMA_OP_QUERY:
+		if (q->length || q->arg0 || q->arg1 || (q->handle ? !name_zero(q->name) : !wire_name_ok(q->name, true)))
+			violation(f, "QUERY garbage");
+		break;
+	default:
+		violation(f, "unknown op");
+	}
+}
+
+static void irq(struct fake *f)
+{
+	uint64_t one = 1;
+
+	if (write(f->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		violation(f, "irq write failed");
+}
+
+static void publish_rsp(struct fake *f, const struct vcma_rsp *r)
+{
+	uint32_t old = f->rsp_prod_pvt;
+
+	memcpy(&f->slot[f->rsp_prod_pvt & (f->slots - 1)].rsp, r, sizeof(*r));
+	f->rsp_prod_pvt++;
+	vcma_store_release(&f->rh->rsp_prod, f->rsp_prod_pvt);
+	vcma_mb();
+	if (vcma_need_notify(old, f->rsp_prod_pvt, vcma_read_once(&f->rh->rsp_event)))
+		irq(f);
+}
+
+static struct fake_region *fake_find(struct fake *f, uint64_t handle)
+{
+	for (unsigned int i = 0; i < f->nregion; i++)
+		if (f->region[i].handle == handle)
+			return &f->region[i];
+	return NULL;
+}
+
+static void answer(struct fake *f, const struct vcma_req *q)
+{
+	struct vcma_rsp r;
+	struct fake_region *reg;
+
+	memset(&r, 0, sizeof(r));
+	r.id = q->id;
+	if (q->op == VCMA_OP_HELLO) {
+		r.val[1] = (uint64_t)VCMA_PROTO_MAJOR << 16 | VCMA_PROTO_MINOR;
+		if (f->mode == FAKE_VERSION) {
+			r.status = VCMA_ST_VERSION;
+		} else {
+			r.val[0] = q->arg1 & f->ctrl->host_features;
+			f->ctrl->guest_features = r.val[0];
+			vcma_store_release(&f->ctrl->state, (uint32_t)VCMA_STATE_CONNECTED);
+		}
+		publish_rsp(f, &r);
+		return;
+	}
+	if (f->next_status != FAKE_NO_STATUS) {
+		r.status = f->next_status;
+		f->next_status = FAKE_NO_STATUS;
+		publish_rsp(f, &r);
+		return;
+	}
+	switch (q->op) {
+	case VCMA_OP_ALLOC: {
+		uint64_t len = (q->length + 4095) & ~4095ull;
+
+		if (f->nregion == FAKE_MAX_REGIONS) {
+			r.status = VCMA_ST_LIMIT;
+			break;
+		}
+		reg = &f->region[f->nregion++];
+		reg->handle = f->next_handle++;
+		reg->bus = f->next_bus;
+		reg->len = len;
+		f->next_bus += len;
+		r.handle = reg->handle;
+		r.bus = reg->bus;
+		r.gpa = 0x40000000ull + reg->bus;
+		r.length = f->mode == FAKE_BAD_ALLOC ? len - 8 : len;
+		break;
+	}
+	case VCMA_OP_FREE:
+		reg = fake_find(f, q->handle);
+		r.handle = q->handle;
+		if (!reg) {
+			r.status = VCMA_ST_NO_REGION;
+			break;
+		}
+		*reg = f->region[--f->nregion];
+		break;
+	case VCMA_OP_QUERY:
+		if (!q->handle) {
+			r.length = 64ull << 20;
+			r.val[0] = 60ull << 20;
+			for (unsigned int i = 0; i < f->nregion; i++)
+				r.val[1] += f->region[i].len;
+			break;
+		}
+		reg = fake_find(f, q->handle);
+		if (!reg) {
+			r.status = VCMA_ST_NO_REGION;
+			break;
+		}
+		r.handle = reg->handle;
+		r.bus = reg->bus;
+		r.gpa = 0x40000000ull + reg->bus;
+		r.length = reg->len;
+		break;
+	}
+	if (f->mode == FAKE_BAD_ID)
+		r.id ^= 0x5a5a000000000000ull;
+	publish_rsp(f, &r);
+	if (f->mode == FAKE_JUMP) {
+		/* only the published index runs away; the fake's own count stays right */
+		vcma_store_release(&f->rh->rsp_prod, f->rsp_prod_pvt + f->slots + 2);
+		irq(f);
+	}
+}
+
+static void release_held(struct fake *f)
+{
+	/* newest first: answers need not come in request order */
+	while (f->nheld)
+		answer(f, &f->held[--f->nheld]);
+}
+
+static void process(struct fake *f)
+{
+	for (;;) {
+		uint32_t prod = vcma_load_acquire(&f->rh->req_prod);
+
+		if (prod - f->rsp_prod_pvt > f->slots)
+			violation(f, "request ring overflow");
+		while (f->req_cons != prod) {
+			struct vcma_req q;
+			uint64_t w[8];
+
+			/* copy once (into u64s: vcma_copy_from_shared stores through uint64_t *) */
+			vcma_copy_from_shared(w, &f->slot[f->req_cons & (f->slots - 1)].req, sizeof(w));
+			memcpy(&q, w, sizeof(q));
+			f->req_cons++;
+			f->nreq++;
+			check_req(f, &q);
+			if (q.op <= VCMA_OP_MAX) {
+				f->nops[q.op]++;
+				f->last[q.op] = q;
+			}
+			if (f->mode == FAKE_DEAD && q.op != VCMA_OP_HELLO) {
+				vcma_store_release(&f->ctrl->state, (uint32_t)VCMA_STATE_DEAD);
+				irq(f);
+				continue;
+			}
+			if ((f->mode == FAKE_SILENT || f->mode == FAKE_HOLD) && q.op != VCMA_OP_HELLO) {
+				if (f->nheld < FAKE_MAX_HELD)
+					f->held[f->nheld++] = q;
+				if (f->mode == FAKE_HOLD && f->nheld >= f->hold_n)
+					release_held(f);
+				continue;
+			}
+			answer(f, &q);
+		}
+		vcma_write_once(&f->rh->req_event, f->no_kicks ? f->req_cons + 1000000 : f->req_cons + 1);
+		vcma_mb();
+		if (vcma_load_acquire(&f->rh->req_prod) == f->req_cons)
+			return;
+	}
+}
+
+static void *fake_thread(void *arg)
+{
+	struct fake *f = arg;
+
+	while (!atomic_load(&f->stop)) {
+		struct pollfd pfd = { .fd = f->kick_fd, .events = POLLIN };
+		uint64_t cnt;
+
+		/* a short timeout: the fake also serves guests that were told not to kick */
+		if (poll(&pfd, 1, 5) > 0 && read(f->kick_fd, &cnt, sizeof(cnt)) == sizeof(cnt)) {
+			pthread_mutex_lock(&f->lock);
+			f->kicks++;
+			pthread_mutex_unlock(&f->lock);
+		}
+		pthread_mutex_lock(&f->lock);
+		if (vcma_load_acquire(&f->ctrl->state) != VCMA_STATE_DEAD)
+			process(f);
+		pthread_mutex_unlock(&f->lock);
+	}
+	return NULL;
+}
+
+static size_t area_size(uint32_t slots, uint32_t evt_slots)
+{
+	return VCMA_PROTO_PAGE + vcma_page_round(VCMA_RING_BYTES((uint64_t)slots)) +
+	       vcma_page_round(VCMA_EVT_BYTES((uint64_t)evt_slots));
+}
+
+/* Lay out an area (READY); the thread starts with fake_run(). */
+static struct fake *fake_new(uint32_t slots, uint32_t evt_slots)
+{
+	struct fake *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	f->slots = slots;
+	f->evt_slots = evt_slots;
+	f->size = area_size(slots, evt_slots);
+	f->shm_fd = memfd_create("fake-ring", MFD_CLOEXEC);
+	assert_true(f->shm_fd >= 0);
+	assert_int_equal(ftruncate(f->shm_fd, (off_t)f->size), 0);
+	f->shm = mmap(NULL, f->size, PROT_READ | PROT_WRITE, MAP_SHARED, f->shm_fd, 0);
+	assert_true(f->shm != MAP_FAILED);
+	f->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	f->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_true(f->kick_fd >= 0 && f->irq_fd >= 0);
+	pthread_mutex_init(&f->lock, NULL);
+	f->next_status = FAKE_NO_STATUS;
+	f->next_handle = 0x100000001ull;
+	f->next_bus = 0x10000000ull;
+
+	f->ctrl = (struct vcma_ctrl *)f->shm;
+	f->ctrl->magic = VCMA_PROTO_MAGIC;
+	f->ctrl->major = VCMA_PROTO_MAJOR;
+	f->ctrl->minor = VCMA_PROTO_MINOR;
+	f->ctrl->hdr_size = sizeof(struct vcma_ctrl);
+	f->ctrl->host_features = VCMA_F_KNOWN;
+	f->ctrl->generation = 1;
+	f->ctrl->guest_id = 7;
+	f->ctrl->req_off = VCMA_PROTO_PAGE;
+	f->ctrl->req_slots = slots;
+	f->ctrl->evt_off = VCMA_PROTO_PAGE + vcma_page_round(VCMA_RING_BYTES((uint64_t)slots));
+	f->ctrl->evt_slots = evt_slots;
+	f->ctrl->max_outstanding = slots;
+	f->ctrl->max_regions = 256;
+	f->ctrl->max_bytes = UINT64_MAX;
+	f->rh = vcma_req_ring(f->shm, f->ctrl);
+	f->slot = vcma_req_slots(f->rh);
+	f->eh = vcma_evt_ring(f->shm, f->ctrl);
+	f->evs = vcma_evt_slots(f->eh);
+	f->rh->req_event = f->rh->rsp_event = f->eh->evt_event = 1;
+	vcma_store_release(&f->ctrl->state, (uint32_t)VCMA_STATE_READY);
+	return f;
+}
+
+static void fake_run(struct fake *f)
+{
+	assert_int_equal(pthread_create(&f->thr, NULL, fake_thread, f), 0);
+	f->running = true;
+}
+
+static struct fake *fake_start(uint32_t slots, uint32_t evt_slots)
+{
+	struct fake *f = fake_new(slots, evt_slots);
+
+	fake_run(f);
+	return f;
+}
+
+static void fake_free(struct fake *f)
+{
+	if (f->running) {
+		atomic_store(&f->stop, true);
+		pthread_join(f->thr, NULL);
+	}
+	munmap(f->shm, f->size);
+	close(f->shm_fd);
+	close(f->kick_fd);
+	close(f->irq_fd);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+static int fake_attach_rc(struct fake *f, struct vcma **v)
+{
+	return vcma_attach_fds(dup(f->shm_fd), f->size, dup(f->kick_fd), dup(f->irq_fd), v);
+}
+
+static struct vcma *fake_attach(struct fake *f)
+{
+	struct vcma *v = NULL;
+
+	assert_int_equal(fake_attach_rc(f, &v), 0);
+	assert_non_null(v);
+	return v;
+}
+
+static void fake_set(struct fake *f, enum fake_mode mode)
+{
+	pthread_mutex_lock(&f->lock);
+	f->mode = mode;
+	pthread_mutex_unlock(&f->lock);
+}
+
+static void fake_status(struct fake *f, int32_t st)
+{
+	pthread_mutex_lock(&f->lock);
+	f->next_status = st;
+	pthread_mutex_unlock(&f->lock);
+}
+
+static unsigned int fake_get(struct fake *f, const unsigned int *field)
+{
+	unsigned int x;
+
+	pthread_mutex_lock(&f->lock);
+	x = *field;
+	pthread_mutex_unlock(&f->lock);
+	return x;
+}
+
+static struct vcma_req fake_last(struct fake *f, uint32_t op)
+{
+	struct vcma_req q;
+
+	pthread_mutex_lock(&f->lock);
+	q = f->last[op];
+	pthread_mutex_unlock(&f->lock);
+	return q;
+}
+
+static void fake_post_event(struct fake *f, uint32_t type, uint64_t handle, uint64_t arg0)
+{
+	struct vcma_evt e = { .type = type, .handle = handle, .arg0 = arg0 };
+	uint32_t old = f->evt_prod_pvt;
+
+	pthread_mutex_lock(&f->lock);
+	memcpy(&f->evs[f->evt_prod_pvt & (f->evt_slots - 1)], &e, sizeof(e));
+	f->evt_prod_pvt++;
+	vcma_store_release(&f->eh->evt_prod, f->evt_prod_pvt);
+	vcma_mb();
+	if (vcma_need_notify(old, f->evt_prod_pvt, vcma_read_once(&f->eh->evt_event)))
+		irq(f);
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Detach, then the fake must have seen nothing a real host disconnects for. */
+static void finish(struct fake *f, struct vcma *v)
+{
+	vcma_detach(v);
+	pthread_mutex_lock(&f->lock);
+	if (f->violations)
+		fail_msg("libvcma broke the protocol %u time(s), last: %s", f->violations, f->why);
+	pthread_mutex_unlock(&f->lock);
+	fake_free(f);
+}
+
+/* ---- HELLO and the control page ---- */
+
+static void test_hello(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+
+	assert_int_equal(vcma_guest_id(v), 7);
+	assert_int_equal(vcma_features(v), VCMA_F_KNOWN);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_HELLO]), 1);
+	assert_int_equal(fake_last(f, VCMA_OP_HELLO).arg0, (uint64_t)VCMA_PROTO_MAJOR << 16 | VCMA_PROTO_MINOR);
+	assert_int_equal(fake_last(f, VCMA_OP_HELLO).arg1, VCMA_F_KNOWN);
+	assert_int_equal(vcma_read_once(&f->ctrl->state), VCMA_STATE_CONNECTED);
+	assert_true(vcma_fd(v) >= 0);
+	finish(f, v);
+
+	/* the host offers less: the guest gets the intersection */
+	f = fake_new(8, 8);
+	f->ctrl->host_features = VCMA_F_EVENTS | (1ull << 40);
+	fake_run(f);
+	v = fake_attach(f);
+	assert_int_equal(vcma_features(v), VCMA_F_EVENTS);
+	finish(f, v);
+}
+
+static void test_version(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = (struct vcma *)1;
+
+	fake_set(f, FAKE_VERSION);
+	assert_int_equal(fake_attach_rc(f, &v), -EPROTONOSUPPORT);
+	assert_null(v);
+	fake_free(f);
+}
+
+/* §2.5: a bad control page is refused before anything is sent. */
+static void test_ctrl_checks(void **state)
+{
+	static const struct {
+		size_t off;
+		uint32_t val;
+		int rc;
+	} cases[] = {
+		{ offsetof(struct vcma_ctrl, magic), 0x12345678, -EIO },
+		{ offsetof(struct vcma_ctrl, req_slots), 6, -EIO },
+		{ offsetof(struct vcma_ctrl, evt_slots), 0, -EIO },
+		{ offsetof(struct vcma_ctrl, req_slots), 1u << 20, -EIO },
+		{ offsetof(struct vcma_ctrl, req_off), 100, -EIO },
+		{ offsetof(struct vcma_ctrl, req_off), 0, -EIO },
+		{ offsetof(struct vcma_ctrl, evt_off), VCMA_PROTO_PAGE, -EIO },     /* overlaps the request ring */
+		{ offsetof(struct vcma_ctrl, evt_off), 0x7ffff000u, -EIO },         /* outside the area */
+		{ offsetof(struct vcma_ctrl, max_outstanding), 0, -EIO },
+		{ offsetof(struct vcma_ctrl, max_outstanding), 9, -EIO },
+		{ offsetof(struct vcma_ctrl, hdr_size), 64, -EIO },
+		{ offsetof(struct vcma_ctrl, state), VCMA_STATE_DEAD, -ECONNRESET },
+		{ offsetof(struct vcma_ctrl, state), 9, -ECONNRESET },
+		{ offsetof(struct vcma_ctrl, state), VCMA_STATE_CLOSING, -ESHUTDOWN },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct fake *f = fake_new(8, 8);
+		struct vcma *v = NULL;
+
+		memcpy(f->shm + cases[i].off, &cases[i].val, sizeof(uint32_t));
+		fake_run(f);
+		if (fake_attach_rc(f, &v) != cases[i].rc)
+			fail_msg("case %zu: expected %d", i, cases[i].rc);
+		assert_null(v);
+		assert_int_equal(fake_get(f, &f->nreq), 0); /* nothing was sent */
+		fake_free(f);
+	}
+	{
+		struct fake *f = fake_new(8, 8);
+		struct vcma *v = NULL;
+
+		f->ctrl->major = 2;
+		assert_int_equal(fake_attach_rc(f, &v), -EPROTONOSUPPORT);
+		/* the size handed over must be the memfd's */
+		assert_int_equal(vcma_attach_fds(dup(f->shm_fd), f->size + 4096, dup(f->kick_fd), dup(f->irq_fd), &v),
+				 -EIO);
+		assert_int_equal(vcma_attach_fds(-1, f->size, dup(f->kick_fd), dup(f->irq_fd), &v), -EBADF);
+		assert_int_equal(vcma_attach_fds(dup(f->shm_fd), f->size, dup(f->kick_fd), dup(f->irq_fd), NULL), -EINVAL);
+		fake_free(f);
+	}
+}
+
+/* ---- requests ---- */
+
+static void test_alloc_free_query(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri, qi;
+	struct vcma_pool_info pi;
+
+	assert_int_equal(vcma_alloc(v, 3 << 20, 0, 0, "video", &ri), 0);
+	assert_int_equal(ri.handle, 0x100000001ull);
+	assert_int_equal(ri.bus, 0x10000000ull);
+	assert_int_equal(ri.gpa, 0x50000000ull);
+	assert_int_equal(ri.size, 3 << 20);
+	assert_null(ri.map);
+	assert_int_equal(fake_last(f, VCMA_OP_ALLOC).length, 3 << 20);
+	assert_memory_equal(fake_last(f, VCMA_OP_ALLOC).name, "video\0\0\0\0\0\0\0\0\0\0\0", VCMA_NAME_LEN);
+
+	assert_int_equal(vcma_alloc(v, 5000, 10, 0, NULL, &qi), 0);
+	assert_int_equal(qi.size, 8192);
+	assert_int_equal(fake_last(f, VCMA_OP_ALLOC).arg0, 10);
+	assert_true(name_zero(fake_last(f, VCMA_OP_ALLOC).name));
+
+	assert_int_equal(vcma_query_region(v, ri.handle, &qi), 0);
+	assert_int_equal(qi.handle, ri.handle);
+	assert_int_equal(qi.gpa, ri.gpa);
+	assert_int_equal(qi.bus, ri.bus);
+	assert_int_equal(qi.size, ri.size);
+
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	assert_int_equal(pi.size, 64 << 20);
+	assert_int_equal(pi.allocatable, 60 << 20);
+	assert_int_equal(pi.mine, (3 << 20) + 8192);
+	assert_int_equal(vcma_query_pool(v, "video", &pi), 0);
+	assert_memory_equal(fake_last(f, VCMA_OP_QUERY).name, "video\0\0\0\0\0\0\0\0\0\0\0", VCMA_NAME_LEN);
+	assert_int_equal(fake_last(f, VCMA_OP_QUERY).handle, 0);
+
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	assert_int_equal(fake_last(f, VCMA_OP_FREE).handle, ri.handle);
+	assert_int_equal(vcma_free(v, ri.handle), -ENOENT);
+	assert_int_equal(vcma_query_region(v, ri.handle, &qi), -ENOENT);
+	assert_int_equal(vcma_query_region(v, 0, &qi), -EINVAL);
+	finish(f, v); /* frees the 8 KiB region */
+}
+
+/* Garbage the host would disconnect for never leaves the library. */
+static void test_bad_args(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	struct vcma_pool_info pi;
+	unsigned int n = f->nreq;
+
+	assert_int_equal(vcma_alloc(v, 0, 0, 0, NULL, &ri), -EINVAL);
+	assert_int_equal(vcma_alloc(v, 4096, 19, 0, NULL, &ri), -EINVAL);
+	assert_int_equal(vcma_alloc(v, 4096, 0, 0x80, NULL, &ri), -EINVAL);
+	assert_int_equal(vcma_alloc(v, 4096, 0, 0, "0123456789abcdef", &ri), -EINVAL);
+	assert_int_equal(vcma_alloc(v, 4096, 0, 0, "bad name", &ri), -EINVAL);
+	assert_int_equal(vcma_alloc(v, 4096, 0, 0, "a/b", &ri), -EINVAL);
+	assert_int_equal(vcma_query_pool(v, "x\xff", &pi), -EINVAL);
+	assert_int_equal(vcma_submit_alloc(v, 4096, 40, NULL, 1), -EINVAL);
+	assert_int_equal(vcma_alloc(NULL, 4096, 0, 0, NULL, &ri), -EINVAL);
+	assert_int_equal(fake_get(f, &f->nreq), n);
+	/* the longest legal name passes */
+	assert_int_equal(vcma_alloc(v, 4096, 18, 0, "0123456789abcde", &ri), 0);
+	finish(f, v);
+
+	assert_int_equal(vcma_attach(NULL, "", NULL, &v), -EINVAL);
+	assert_int_equal(vcma_attach(NULL, "bad name", NULL, &v), -EINVAL);
+	assert_int_equal(vcma_attach(NULL, "ok", "bad/class", &v), -EINVAL);
+	assert_int_equal(vcma_attach(NULL, "0123456789012345678901234567890123", NULL, &v), -EINVAL);
+}
+
+static void test_status_errno(void **state)
+{
+	static const struct {
+		int32_t st;
+		int err;
+	} map[] = {
+		{ VCMA_ST_INVALID, -EINVAL },    { VCMA_ST_USE_NORMAL, -ERANGE },  { VCMA_ST_NO_POOL, -ENODEV },
+		{ VCMA_ST_ACCESS, -EACCES },     { VCMA_ST_QUOTA, -EDQUOT },       { VCMA_ST_NO_SPACE, -ENOSPC },
+		{ VCMA_ST_TOO_BIG, -E2BIG },     { VCMA_ST_BUSY, -EBUSY },         { VCMA_ST_NO_REGION, -ENOENT },
+		{ VCMA_ST_NO_MEMORY, -ENOMEM },  { VCMA_ST_NOT_READY, -EIO },      { VCMA_ST_VERSION, -EPROTONOSUPPORT },
+		{ VCMA_ST_LIMIT, -ENOBUFS },     { VCMA_ST_SHUTDOWN, -ESHUTDOWN }, { VCMA_ST_INTERNAL, -EIO },
+		{ 16, -EIO },                    { -3, -EIO },                     { 0x7fffffff, -EIO },
+	};
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	struct vcma_pool_info pi;
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		fake_status(f, map[i].st);
+		if (vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri) != map[i].err)
+			fail_msg("status %d: expected %d", map[i].st, map[i].err);
+		assert_int_equal(ri.handle, 0);
+	}
+	fake_status(f, VCMA_ST_NO_POOL);
+	assert_int_equal(vcma_query_pool(v, "nope", &pi), -ENODEV);
+	fake_status(f, VCMA_ST_ACCESS);
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, "theirs", 5), 0);
+	{
+		struct vcma_completion c;
+		uint64_t end = now_ns() + 2000000000ull;
+		int n = 0;
+
+		while (!n && now_ns() < end) {
+			struct pollfd pfd = { .fd = vcma_fd(v), .events = POLLIN };
+
+			poll(&pfd, 1, 100);
+			n = vcma_complete(v, &c, 1);
+		}
+		assert_int_equal(n, 1);
+		assert_int_equal(c.cookie, 5);
+		assert_int_equal(c.result, -EACCES);
+	}
+	/* the attachment is fine after failures */
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	finish(f, v);
+}
+
+/* ---- a host that does not answer, or answers wrongly ---- */
+
+static void test_timeout(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	struct vcma_pool_info pi;
+	uint64_t t0;
+
+	fake_set(f, FAKE_SILENT);
+	vcma_set_timeout(v, 50);
+	t0 = now_ns();
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), -ETIMEDOUT);
+	assert_true(now_ns() - t0 >= 45000000ull);
+	assert_true(now_ns() - t0 < 2000000000ull);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ETIMEDOUT);
+
+	/* the late answers come: the orphaned ALLOC is given back, nothing leaks */
+	pthread_mutex_lock(&f->lock);
+	f->mode = FAKE_SERVE;
+	release_held(f);
+	pthread_mutex_unlock(&f->lock);
+	vcma_set_timeout(v, 2000);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), 0); /* the internal FREE was taken before this */
+	assert_int_equal(fake_get(f, &f->nregion), 0);
+	assert_int_equal(pi.mine, 0);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), 1);
+	finish(f, v);
+}
+
+static void test_timeout_hello(void **state)
+{
+	struct fake *f = fake_new(8, 8);
+	struct vcma *v = NULL;
+
+	/* nobody serves the ring at all */
+	setenv("VCMA_TIMEOUT_MS", "30", 1);
+	assert_int_equal(fake_attach_rc(f, &v), -ETIMEDOUT);
+	/* a host stuck in INIT */
+	vcma_store_release(&f->ctrl->state, (uint32_t)VCMA_STATE_INIT);
+	assert_int_equal(fake_attach_rc(f, &v), -ETIMEDOUT);
+	unsetenv("VCMA_TIMEOUT_MS");
+	assert_null(v);
+	fake_free(f);
+}
+
+static void test_unknown_id(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	struct vcma_pool_info pi;
+
+	fake_set(f, FAKE_BAD_ID);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), -EIO);
+	fake_set(f, FAKE_SERVE);
+	/* broken is broken: every later call fails the same way, without sending */
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -EIO);
+	assert_int_equal(vcma_submit_free(v, 1, 1), -EIO);
+	finish(f, v);
+}
+
+static void test_rsp_overflow(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_pool_info pi;
+
+	fake_set(f, FAKE_JUMP);
+	/* the first answer may be taken before the jump is seen; the jump itself is -EIO */
+	int rc = vcma_query_pool(v, NULL, &pi);
+
+	if (rc == 0)
+		rc = vcma_query_pool(v, NULL, &pi);
+	assert_int_equal(rc, -EIO);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -EIO);
+	finish(f, v);
+}
+
+static void test_malformed_alloc(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	struct vcma_pool_info pi;
+
+	fake_set(f, FAKE_BAD_ALLOC);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), -EIO);
+	fake_set(f, FAKE_SERVE);
+	/* only that call failed; the region it named was given back */
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	assert_int_equal(fake_get(f, &f->nregion), 0);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), 1);
+	finish(f, v);
+}
+
+static void test_dead(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	struct vcma_pool_info pi;
+	struct vcma_event ev;
+	struct vcma_completion c;
+
+	fake_set(f, FAKE_DEAD);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), -ECONNRESET);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	assert_int_equal(vcma_next_event(v, &ev), -ECONNRESET);
+	assert_int_equal(vcma_complete(v, &c, 1), -ECONNRESET);
+	finish(f, v);
+
+	/* DEAD while idle, with async requests in flight: each gets its completion */
+	f = fake_start(8, 8);
+	v = fake_attach(f);
+	fake_set(f, FAKE_SILENT);
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, 11), 0);
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, 12), 0);
+	vcma_store_release(&f->ctrl->state, (uint32_t)VCMA_STATE_DEAD);
+	irq(f);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	{
+		struct vcma_completion cs[4];
+
+		assert_int_equal(vcma_complete(v, cs, 4), 2);
+		assert_int_equal(cs[0].cookie, 11);
+		assert_int_equal(cs[0].result, -ECONNRESET);
+		assert_int_equal(cs[1].cookie, 12);
+		assert_int_equal(cs[1].result, -ECONNRESET);
+		assert_int_equal(vcma_complete(v, cs, 4), -ECONNRESET);
+	}
+	finish(f, v);
+
+	/* a new generation means the old attachment is gone */
+	f = fake_start(8, 8);
+	v = fake_attach(f);
+	vcma_write_once(&f->ctrl->generation, 2u);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	finish(f, v);
+}
+
+static void test_closing(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	unsigned int n;
+
+	vcma_store_release(&f->ctrl->state, (uint32_t)VCMA_STATE_CLOSING);
+	n = fake_get(f, &f->nreq);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), -ESHUTDOWN);
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, 1), -ESHUTDOWN);
+	assert_int_equal(fake_get(f, &f->nreq), n);
+	finish(f, v);
+}
+
+/* ---- events ---- */
+
+static void test_events(void **state)
+{
+	struct fake *f = fake_start(8, 4);
+	struct vcma *v = fake_attach(f);
+	struct vcma_event ev;
+	uint64_t gfn = 100;
+
+	assert_int_equal(vcma_next_event(v, &ev), 0);
+	/* three rounds through a 4-slot ring, in order */
+	for (int round = 0; round < 3; round++) {
+		fake_post_event(f, VCMA_EVT_LENT_RECLAIM, 0, gfn);
+		fake_post_event(f, VCMA_EVT_REGION_GONE, 0x42, 0);
+		fake_post_event(f, 99, 1, 2); /* unknown types reach the caller, who ignores them */
+		assert_int_equal(vcma_next_event(v, &ev), 1);
+		assert_int_equal(ev.type, VCMA_EVT_LENT_RECLAIM);
+		assert_int_equal(ev.arg0, gfn);
+		assert_int_equal(vcma_next_event(v, &ev), 1);
+		assert_int_equal(ev.type, VCMA_EVT_REGION_GONE);
+		assert_int_equal(ev.handle, 0x42);
+		assert_int_equal(vcma_next_event(v, &ev), 1);
+		assert_int_equal(ev.type, 99);
+		assert_int_equal(ev.arg1, 0);
+		assert_int_equal(vcma_next_event(v, &ev), 0);
+		/* the guest published what it consumed and asked for an irq for the next */
+		assert_int_equal(vcma_read_once(&f->eh->evt_cons), (uint32_t)(round + 1) * 3);
+		assert_int_equal(vcma_read_once(&f->eh->evt_event), (uint32_t)(round + 1) * 3 + 1);
+		gfn++;
+	}
+	/* the irq fd tells an event loop about an event */
+	{
+		struct pollfd pfd = { .fd = vcma_fd(v), .events = POLLIN };
+
+		fake_post_event(f, VCMA_EVT_SHUTDOWN, 0, 0);
+		assert_int_equal(poll(&pfd, 1, 1000), 1);
+		assert_int_equal(vcma_next_event(v, &ev), 1);
+		assert_int_equal(ev.type, VCMA_EVT_SHUTDOWN);
+	}
+	/* evt_prod more than a ring ahead: the host is broken */
+	pthread_mutex_lock(&f->lock);
+	vcma_store_release(&f->eh->evt_prod, f->evt_prod_pvt + 5);
+	pthread_mutex_unlock(&f->lock);
+	assert_int_equal(vcma_next_event(v, &ev), -EIO);
+	finish(f, v);
+}
+
+/* ---- the event-loop API ---- */
+
+static int collect(struct vcma *v, struct vcma_completion *c, int want)
+{
+	uint64_t end = now_ns() + 3000000000ull;
+	int n = 0;
+
+	while (n < want && now_ns() < end) {
+		struct pollfd pfd = { .fd = vcma_fd(v), .events = POLLIN };
+		int k = vcma_complete(v, c + n, want - n);
+
+		if (k < 0)
+			return k;
+		n += k;
+		if (n < want)
+			poll(&pfd, 1, 100);
+	}
+	return n;
+}
+
+static void test_async(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_completion c[8];
+	struct vcma_region_info ri;
+	uint64_t handles[4];
+
+	assert_int_equal(vcma_complete(v, c, 8), 0);
+	/* four in flight, answered newest first */
+	pthread_mutex_lock(&f->lock);
+	f->mode = FAKE_HOLD;
+	f->hold_n = 4;
+	pthread_mutex_unlock(&f->lock);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(vcma_submit_alloc(v, (uint64_t)(i + 1) << 20, 0, NULL, 100 + i), 0);
+	assert_int_equal(collect(v, c, 4), 4);
+	for (int i = 0; i < 4; i++) {
+		int k = (int)(c[i].cookie - 100);
+
+		assert_true(k >= 0 && k < 4);
+		assert_int_equal(c[i].result, 0);
+		assert_int_equal(c[i].region.size, (uint64_t)(k + 1) << 20);
+		assert_null(c[i].region.map);
+		handles[k] = c[i].region.handle;
+	}
+	assert_int_equal(c[0].cookie, 103); /* newest first, as the fake answered */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(vcma_submit_free(v, handles[i], 200 + i), 0);
+	assert_int_equal(collect(v, c, 4), 4);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(c[i].result, 0);
+		assert_int_equal(c[i].region.handle, handles[c[i].cookie - 200]);
+	}
+	assert_int_equal(fake_get(f, &f->nregion), 0);
+
+	/* no more than max_outstanding at once: the rest is -EAGAIN, not a violation */
+	fake_set(f, FAKE_SILENT);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, (uint64_t)i), 0);
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, 9), -EAGAIN);
+	/* a blocking call meanwhile waits for room, and times out without sending */
+	vcma_set_timeout(v, 30);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), -ETIMEDOUT);
+	pthread_mutex_lock(&f->lock);
+	f->mode = FAKE_SERVE;
+	release_held(f);
+	pthread_mutex_unlock(&f->lock);
+	assert_int_equal(collect(v, c, 8), 8);
+	/* with room again, blocking calls and async ones mix */
+	vcma_set_timeout(v, 2000);
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, 77), 0);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	assert_int_equal(collect(v, c, 1), 1); /* harvested by the blocking call, delivered here */
+	assert_int_equal(c[0].cookie, 77);
+	assert_int_equal(vcma_complete(v, c, 0), 0);
+	assert_int_equal(vcma_complete(v, NULL, 1), -EINVAL);
+	finish(f, v); /* detach frees the ten regions */
+}
+
+/* ---- mapping ---- */
+
+struct map_log {
+	int maps, unmaps, fail;
+	uint64_t gpa, bus, size;
+	void *addr;
+	uint64_t unmap_size;
+	void *unmap_addr;
+};
+
+static int test_map(void *ctx, uint64_t gpa, uint64_t bus, uint64_t size, void **addr)
+{
+	struct map_log *l = ctx;
+
+	l->maps++;
+	l->gpa = gpa;
+	l->bus = bus;
+	l->size = size;
+	if (l->fail)
+		return l->fail;
+	l->addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (l->addr == MAP_FAILED)
+		return -errno;
+	*addr = l->addr;
+	return 0;
+}
+
+static void test_unmap(void *ctx, void *addr, uint64_t size)
+{
+	struct map_log *l = ctx;
+
+	l->unmaps++;
+	l->unmap_addr = addr;
+	l->unmap_size = size;
+	munmap(addr, size);
+}
+
+static void test_mapper(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct map_log log = { 0 };
+	struct vcma_region_info ri, qi;
+	struct vcma_event ev;
+	unsigned int n;
+
+	/* no mapper: refused before the host is asked, nothing to leak */
+	n = fake_get(f, &f->nreq);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, VCMA_ALLOC_MAP, NULL, &ri), -EOPNOTSUPP);
+	assert_int_equal(fake_get(f, &f->nreq), n);
+
+	vcma_set_mapper(v, test_map, test_unmap, &log);
+	assert_int_equal(vcma_alloc(v, 2 << 20, 0, VCMA_ALLOC_MAP, NULL, &ri), 0);
+	assert_int_equal(log.maps, 1);
+	assert_int_equal(log.gpa, ri.gpa);
+	assert_int_equal(log.bus, ri.bus);
+	assert_int_equal(log.gpa, 0x40000000ull + log.bus);
+	assert_int_equal(log.size, 2 << 20);
+	assert_ptr_equal(ri.map, log.addr);
+	memset(ri.map, 0xab, ri.size);
+	assert_int_equal(vcma_query_region(v, ri.handle, &qi), 0);
+	assert_ptr_equal(qi.map, ri.map);
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	assert_int_equal(log.unmaps, 1);
+	assert_ptr_equal(log.unmap_addr, ri.map);
+	assert_int_equal(log.unmap_size, 2 << 20);
+
+	/* without MAP the mapper is not called */
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	assert_int_equal(log.maps, 1);
+	assert_null(ri.map);
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	assert_int_equal(log.unmaps, 1);
+
+	/* the mapper fails: the region goes back to the host */
+	log.fail = -ENOMEM;
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, VCMA_ALLOC_MAP, NULL, &ri), -ENOMEM);
+	assert_int_equal(fake_get(f, &f->nregion), 0);
+	log.fail = 0;
+
+	/* a region the host reclaims is unmapped when its event is read */
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, VCMA_ALLOC_MAP, NULL, &ri), 0);
+	fake_post_event(f, VCMA_EVT_REGION_GONE, ri.handle, 0);
+	assert_int_equal(vcma_next_event(v, &ev), 1);
+	assert_int_equal(log.unmaps, 2);
+	assert_ptr_equal(log.unmap_addr, ri.map);
+
+	/* detach unmaps and frees what is left */
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, VCMA_ALLOC_MAP, NULL, &ri), 0);
+	pthread_mutex_lock(&f->lock);
+	n = f->nops[VCMA_OP_FREE];
+	pthread_mutex_unlock(&f->lock);
+	vcma_detach(v);
+	assert_int_equal(log.unmaps, 3);
+	/* the REGION_GONE one was not freed again (the fake never dropped it: 1 left) */
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), n + 1);
+	assert_int_equal(fake_get(f, &f->nregion), 1);
+	assert_int_equal(fake_get(f, &f->violations), 0);
+	fake_free(f);
+}
+
+/* ---- ring mechanics ---- */
+
+static void test_wrap_and_kicks(void **state)
+{
+	struct fake *f = fake_start(4, 4);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	struct vcma_pool_info pi;
+	unsigned int kicks;
+
+	/* many times around a 4-slot ring */
+	for (int i = 0; i < 200; i++) {
+		assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+		assert_int_equal(vcma_free(v, ri.handle), 0);
+	}
+	assert_true(fake_get(f, &f->kicks) > 0);
+	/* a host that does not want kicks gets none; it still sees the requests */
+	pthread_mutex_lock(&f->lock);
+	f->no_kicks = true;
+	vcma_write_once(&f->rh->req_event, f->req_cons + 1000000);
+	kicks = f->kicks;
+	pthread_mutex_unlock(&f->lock);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	assert_int_equal(fake_get(f, &f->kicks), kicks);
+	finish(f, v);
+}
+
+static void test_spin(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v;
+	struct vcma_pool_info pi;
+
+	setenv("VCMA_SPIN_US", "200", 1);
+	v = fake_attach(f);
+	unsetenv("VCMA_SPIN_US");
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	finish(f, v);
+}
+
+/* §8.1: the library never sends faster than burst + rate*t. */
+static void test_pacing(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v;
+	struct vcma_pool_info pi;
+	struct vcma_completion c[8];
+	uint64_t t0;
+	int n = 0, again = 0;
+
+	setenv("VCMA_RATE", "1000", 1);
+	setenv("VCMA_BURST", "5", 1);
+	v = fake_attach(f); /* HELLO took one token */
+	unsetenv("VCMA_RATE");
+	unsetenv("VCMA_BURST");
+	t0 = now_ns();
+	for (int i = 0; i < 24; i++)
+		assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	/* 4 from the burst, then 20 at 1 ms each */
+	assert_true(now_ns() - t0 >= 18000000ull);
+	/* async: over the rate is -EAGAIN, not a wait */
+	for (int i = 0; i < 8; i++) {
+		int rc = vcma_submit_alloc(v, 1 << 20, 0, NULL, (uint64_t)i);
+
+		if (rc == -EAGAIN) {
+			again++;
+		} else {
+			assert_int_equal(rc, 0);
+			n++;
+		}
+	}
+	assert_true(again > 0);
+	assert_int_equal(collect(v, c, n), n);
+	finish(f, v);
+}
+
+/* Blocking calls from several threads on one handle are serialized. */
+struct thr_arg {
+	struct vcma *v;
+	int errors;
+};
+
+static void *thr_main(void *p)
+{
+	struct thr_arg *a = p;
+
+	for (int i = 0; i < 50; i++) {
+		struct vcma_region_info ri;
+
+		if (vcma_alloc(a->v, 1 << 20, 0, 0, NULL, &ri) || vcma_free(a->v, ri.handle))
+			a->errors++;
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct thr_arg a[4];
+	pthread_t t[4];
+
+	for (int i = 0; i < 4; i++) {
+		a[i].v = v;
+		a[i].errors = 0;
+		assert_int_equal(pthread_create(&t[i], NULL, thr_main, &a[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(a[i].errors, 0);
+	}
+	assert_int_equal(fake_get(f, &f->nregion), 0);
+	finish(f, v);
+}
+
+/* ---- vcma_attach over a socket ---- */
+
+struct srv {
+	int listen_fd;
+	char path[108];
+	struct fake *f;
+	int32_t status;
+	int nfds;
+	int conn;
+	struct vcma_sim_attach got;
+};
+
+static void *srv_main(void *p)
+{
+	struct srv *s = p;
+	struct vcma_sim_attach_rsp rsp = {
+		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH_RSP,
+	};
+	char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+	struct iovec iov = { .iov_base = &rsp, .iov_len = sizeof(rsp) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	int fds[4];
+
+	s->conn = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (s->conn < 0 || recv(s->conn, &s->got, sizeof(s->got), 0) != (ssize_t)sizeof(s->got))
+		return NULL;
+	rsp.status = s->status;
+	if (!s->status) {
+		rsp.guest_id = 7;
+		rsp.shm_size = s->f->size;
+		rsp.window_gpa = 0x40000000ull;
+		rsp.nfds = 3;
+		fds[0] = s->f->shm_fd;
+		fds[1] = s->f->kick_fd;
+		fds[2] = s->f->irq_fd;
+		fds[3] = s->f->irq_fd; /* an extra the client must close */
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)s->nfds);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)s->nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)s->nfds);
+	}
+	if (sendmsg(s->conn, &mh, MSG_NOSIGNAL) < 0)
+		return NULL;
+	return NULL;
+}
+
+static void srv_listen(struct srv *s)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	snprintf(s->path, sizeof(s->path), "/tmp/test-libvcma-%d.sock", (int)getpid());
+	unlink(s->path);
+	memcpy(sa.sun_path, s->path, sizeof(s->path));
+	s->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(s->listen_fd >= 0);
+	assert_int_equal(bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(s->listen_fd, 4), 0);
+}
+
+static int srv_attach(struct srv *s, struct vcma **v)
+{
+	pthread_t t;
+	int rc;
+
+	s->conn = -1;
+	assert_int_equal(pthread_create(&t, NULL, srv_main, s), 0);
+	rc = vcma_attach(s->path, "cam0", "camera", v);
+	pthread_join(t, NULL);
+	return rc;
+}
+
+static void test_attach_socket(void **state)
+{
+	struct srv s = { .nfds = 4 };
+	struct vcma *v = NULL;
+	struct vcma_region_info ri;
+	struct vcma_pool_info pi;
+
+	s.f = fake_start(8, 8);
+	srv_listen(&s);
+	assert_int_equal(srv_attach(&s, &v), 0);
+	assert_int_equal(s.got.magic, VCMA_SIM_MAGIC);
+	assert_int_equal(s.got.role, VCMA_SIM_ROLE_GUEST);
+	assert_int_equal(s.got.ram_bytes, 0);
+	assert_string_equal(s.got.name, "cam0");
+	assert_string_equal(s.got.devclass, "camera");
+	assert_int_equal(vcma_guest_id(v), 7);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	assert_int_equal(ri.gpa, 0x40000000ull + ri.bus);
+	/* the host closes the connection: that is a detach */
+	fake_set(s.f, FAKE_SILENT);
+	close(s.conn);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	vcma_detach(v);
+	fake_free(s.f);
+
+	/* refusals map to errno; too few fds is a broken host */
+	s.f = fake_start(8, 8);
+	s.status = VCMA_ST_LIMIT;
+	assert_int_equal(srv_attach(&s, &v), -ENOBUFS);
+	close(s.conn);
+	s.status = VCMA_ST_OK;
+	s.nfds = 2;
+	assert_int_equal(srv_attach(&s, &v), -EIO);
+	close(s.conn);
+	assert_null(v);
+	fake_free(s.f);
+	close(s.listen_fd);
+
+	/* nobody listening */
+	unlink(s.path);
+	assert_int_equal(vcma_attach(s.path, "cam0", NULL, &v), -ENOENT);
+	setenv("VCMA_SOCKET", s.path, 1);
+	assert_int_equal(vcma_attach(NULL, "cam0", NULL, &v), -ENOENT);
+	unsetenv("VCMA_SOCKET");
+}
+
+/* ---- errors as text ---- */
+
+static void test_strerror(void **state)
+{
+	static const int codes[] = {
+		EINVAL, ERANGE, ENODEV, EACCES, EDQUOT, ENOSPC, E2BIG, EBUSY, ENOENT, ENOMEM, ENOBUFS,
+		EPROTONOSUPPORT, ESHUTDOWN, ECONNRESET, ETIMEDOUT, EIO, EOPNOTSUPP, EAGAIN,
+	};
+	const size_t n = sizeof(codes) / sizeof(codes[0]);
+
+	assert_string_equal(vcma_strerror(0), "success");
+	assert_string_equal(vcma_strerror(-ERANGE), "below the pool's minimum request size: use normal memory");
+	assert_string_equal(vcma_strerror(-ECONNRESET), "host cut this guest off or went away");
+	for (size_t i = 0; i < n; i++) {
+		const char *s = vcma_strerror(-(int)codes[i]);
+
+		assert_non_null(s);
+		assert_true(strlen(s) > 5);
+		assert_string_equal(s, vcma_strerror((int)codes[i])); /* either sign */
+		for (size_t j = 0; j < i; j++)
+			assert_string_not_equal(s, vcma_strerror(-(int)codes[j]));
+	}
+	assert_non_null(vcma_strerror(-12345));
+	assert_non_null(vcma_strerror(INT32_MIN + 1));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hello),
+		cmocka_unit_test(test_version),
+		cmocka_unit_test(test_ctrl_checks),
+		cmocka_unit_test(test_alloc_free_query),
+		cmocka_unit_test(test_bad_args),
+		cmocka_unit_test(test_status_errno),
+		cmocka_unit_test(test_timeout),
+		cmocka_unit_test(test_timeout_hello),
+		cmocka_unit_test(test_unknown_id),
+		cmocka_unit_test(test_rsp_overflow),
+		cmocka_unit_test(test_malformed_alloc),
+		cmocka_unit_test(test_dead),
+		cmocka_unit_test(test_closing),
+		cmocka_unit_test(test_events),
+		cmocka_unit_test(test_async),
+		cmocka_unit_test(test_mapper),
+		cmocka_unit_test(test_wrap_and_kicks),
+		cmocka_unit_test(test_spin),
+		cmocka_unit_test(test_pacing),
+		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_attach_socket),
+		cmocka_unit_test(test_strerror),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1303 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vcma-simvm - a simulated VM for the sim backend.
+ *
+ *   VMM part    connects to vcmad as role VMM (proto/vcma_sim.h), gets the ring fds,
+ *               machine memory and the p2m, and maps guest RAM gfn by gfn from machine
+ *               memory into one reserved guest-physical range (runs merged: the
+ *               kernel caps a process's mappings, vm.max_map_count). Keeps the socket
+ *               open (closing it detaches the VM); a thread reads it (pause/remap later).
+ *   vCPUs       threads that each own a slice of guest RAM and keep writing pages of
+ *               PRNG data with a checksum and verifying them, then verify every page.
+ *   guest part  libvcma on the ring fds (vcma_attach_fds) with a mapper that maps a
+ *               region's machine memory at its gpa; allocates and frees regions, writes
+ *               a DMA-like pattern into each and verifies it before the free.
+ *
+ * Exit: 0 ok, 1 corruption or unexpected error, 2 usage, 3 could not attach.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vcma.h"
+#include "vcma_barrier.h"
+#include "vcma_proto.h"
+#include "vcma_sim.h"
+
+#define PAGE 4096ull
+#define PAGE_WORDS (PAGE / 8)
+#define MAX_SIZES 16
+#define ATTACH_TIMEOUT_MS 10000
+#define MAX_LOGGED 10 /* corruption reports per kind, then only counted */
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_ATTACH = 3 };
+
+/* ---- options ---- */
+
+enum workload { WL_CHECKSUM, WL_IDLE };
+
+struct opts {
+	const char *socket, *name, *devclass, *pool;
+	uint64_t ram;
+	unsigned int vcpus;
+	enum workload workload;
+	uint64_t sizes[MAX_SIZES];
+	unsigned int nsizes;
+	unsigned int max_regions;
+	unsigned int interval_ms;
+	double duration;
+	uint64_t seed;
+	bool json;
+};
+
+/* ---- refusals: normal outcomes, counted per size ---- */
+
+static const struct {
+	int err;
+	const char *name;
+} refusal[] = {
+	{ ERANGE, "ERANGE" }, { EDQUOT, "EDQUOT" }, { ENOSPC, "ENOSPC" }, { EBUSY, "EBUSY" },
+	{ E2BIG, "E2BIG" },   { ENOBUFS, "ENOBUFS" }, { ENOMEM, "ENOMEM" },
+};
+#define NREFUSAL (sizeof(refusal) / sizeof(refusal[0]))
+
+struct size_stat {
+	uint64_t bytes;
+	uint64_t attempts, ok;
+	uint64_t refused[NREFUSAL];
+	uint64_t bytes_verified;
+	uint64_t pattern_errors;
+};
+
+/* Every region ever obtained: lets a test check that concurrently live regions of
+ * different guests never overlapped. alloc_ns is taken after ALLOC answered, free_ns
+ * before FREE was sent, so [alloc_ns, free_ns] lies inside the host's lifetime. */
+struct record {
+	uint64_t handle, gpa, bus, size;
+	uint64_t alloc_ns, free_ns;
+};
+
+struct held {
+	uint64_t handle, gpa, bus, size;
+	uint8_t *map;
+	size_t rec;
+	unsigned int size_idx;
+};
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned int idx;
+	uint64_t first, npages; /* gfn slice */
+	uint32_t *gen;          /* per page: last generation written, 0 = never */
+	uint64_t rng;
+	uint64_t written, verified, corrupt;
+	pthread_t thr;
+	bool started;
+};
+
+struct vm {
+	const struct opts *o;
+	int sock;
+	int machine_fd;
+	int wake_fd; /* wakes the VMM thread at exit */
+	int irq_fd;  /* the VMM's copy of the guest part's irq eventfd */
+	struct vcma_ctrl *ctrl; /* the VMM's view of the ring's control page */
+	uint32_t guest_id;
+	uint64_t shm_size, ram_frames, machine_bytes, window_gpa;
+	struct vcma_sim_run *runs;
+	uint32_t nruns;
+	uint32_t nmaps;
+	uint8_t *base;
+	uint64_t span;
+	struct vcma *v;
+
+	atomic_bool stop;
+	atomic_bool paused; /* vCPUs park between page operations while set */
+	atomic_uint parked;
+	atomic_bool host_gone;
+	pthread_t vmm_thr;
+	bool vmm_started;
+	atomic_uint vmm_msgs_ignored;
+
+	struct vcpu *vcpu;
+
+	/* allocation driver (main thread only, and the mapper it calls) */
+	struct held *held;
+	unsigned int nheld;
+	struct record *rec;
+	size_t nrec, rec_cap;
+	struct size_stat st[MAX_SIZES];
+	uint64_t errors;
+	uint64_t not_zeroed;
+	uint64_t pattern_logged;
+	atomic_uint_fast64_t corrupt_logged;
+	uint64_t held_at_end;
+	uint64_t start_ns, end_ns;
+};
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+	got_signal = sig;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+__attribute__((format(printf, 1, 2))) static void msg(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("vcma-simvm: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* splitmix64: the PRNG and the hash behind every pattern */
+static inline uint64_t mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static inline uint64_t rnd(uint64_t *s)
+{
+	*s += 0x9e3779b97f4a7c15ull;
+	return mix64(*s);
+}
+
+static bool stopping(struct vm *vm)
+{
+	return atomic_load_explicit(&vm->stop, memory_order_relaxed) || got_signal;
+}
+
+/*
+ * vcmad zeroes a VM's RAM and regions when it detaches it, before the VMM channel
+ * reports EOF. A mismatch is therefore only corruption if vcmad is still there a
+ * moment later (mismatches are rare, so the wait costs nothing in a good run).
+ */
+static bool host_left(struct vm *vm)
+{
+	for (int i = 0; i < 50 && !atomic_load(&vm->host_gone); i++) {
+		struct timespec ts = { 0, 4000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	return atomic_load(&vm->host_gone);
+}
+
+/* ---- vCPUs: checksummed pages of guest RAM ---- */
+
+static inline uint64_t page_key(const struct vm *vm, uint64_t gfn, uint32_t gen)
+{
+	return mix64(vm->o->seed ^ mix64(gfn * 0x100000001b3ull) ^ ((uint64_t)gen << 40) ^ gen);
+}
+
+static inline uint64_t page_sum(const uint64_t *w, uint64_t key)
+{
+	uint64_t h = key;
+
+	for (unsigned int i = 0; i < PAGE_WORDS - 1; i++)
+		h = (h ^ w[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static void page_write(struct vcpu *c, uint64_t page)
+{
+	uint64_t gfn = c->first + page;
+	uint64_t *w = (uint64_t *)(c->vm->base + gfn * PAGE);
+	uint32_t gen = c->gen[page] + 1 ? c->gen[page] + 1 : 1;
+	uint64_t key = page_key(c->vm, gfn, gen);
+
+	for (unsigned int i = 0; i < PAGE_WORDS - 1; i++)
+		w[i] = mix64(key + i);
+	w[PAGE_WORDS - 1] = page_sum(w, key);
+	c->gen[page] = gen;
+	c->written++;
+}
+
+static void page_verify(struct vcpu *c, uint64_t page)
+{
+	uint64_t gfn = c->first + page;
+	const volatile uint64_t *w = (const volatile uint64_t *)(c->vm->base + gfn * PAGE);
+	uint32_t gen = c->gen[page];
+	uint64_t key = page_key(c->vm, gfn, gen), h = key;
+	unsigned int bad = 0, first_bad = 0;
+
+	if (!gen)
+		return;
+	for (unsigned int i = 0; i < PAGE_WORDS - 1; i++) {
+		uint64_t x = w[i];
+
+		h = (h ^ x) * 0x100000001b3ull;
+		if (x != mix64(key + i) && !bad++)
+			first_bad = i;
+	}
+	if (w[PAGE_WORDS - 1] != h && !bad++)
+		first_bad = PAGE_WORDS - 1;
+	c->verified++;
+	if (bad && !host_left(c->vm)) {
+		c->corrupt++;
+		if (atomic_fetch_add(&c->vm->corrupt_logged, 1) < MAX_LOGGED)
+			msg("vCPU %u: CORRUPTION in gfn %#" PRIx64 " (generation %u): %u bad word(s), first at byte %u",
+			    c->idx, gfn, gen, bad, first_bad * 8);
+	}
+}
+
+/* Where a pause request will park the vCPUs (between page operations). */
+static void pause_point(struct vm *vm)
+{
+	if (!atomic_load_explicit(&vm->paused, memory_order_acquire))
+		return;
+	atomic_fetch_add(&vm->parked, 1);
+	while (atomic_load_explicit(&vm->paused, memory_order_acquire) && !stopping(vm)) {
+		struct timespec ts = { 0, 50000 };
+
+		nanosleep(&ts, NULL);
+	}
+	atomic_fetch_sub(&vm->parked, 1);
+}
+
+static void *vcpu_main(void *p)
+{
+	struct vcpu *c = p;
+	struct vm *vm = c->vm;
+
+	/* first touch every page, so the final pass covers all of RAM */
+	for (uint64_t page = 0; page < c->npages && !stopping(vm); page++) {
+		pause_point(vm);
+		page_write(c, page);
+	}
+	while (!stopping(vm)) {
+		uint64_t r = rnd(&c->rng), page = r % c->npages;
+
+		pause_point(vm);
+		if ((r >> 60) < 4) /* one in four: verify */
+			page_verify(c, page);
+		else
+			page_write(c, page);
+	}
+	/* the final pass: every page still holds what this vCPU last wrote */
+	for (uint64_t page = 0; page < c->npages && !atomic_load(&vm->host_gone); page++)
+		page_verify(c, page);
+	return NULL;
+}
+
+/* ---- region patterns: what a device would DMA ---- */
+
+static inline uint64_t region_word(uint32_t guest_id, uint64_t handle, uint64_t i)
+{
+	return mix64(mix64(((uint64_t)guest_id << 32) ^ handle ^ 0x5a17e5d0c0ffee00ull) + i);
+}
+
+/* Write the pattern; the region must arrive zeroed (docs/PROTOCOL.md §6). */
+static void region_fill(struct vm *vm, const struct held *h)
+{
+	volatile uint64_t *w = (volatile uint64_t *)h->map;
+	uint64_t n = h->size / 8, dirty = 0;
+
+	for (uint64_t i = 0; i < n; i++) {
+		if (w[i])
+			dirty++;
+		w[i] = region_word(vm->guest_id, h->handle, i);
+	}
+	if (dirty) {
+		vm->not_zeroed++;
+		vm->errors++;
+		msg("region %#" PRIx64 " (bus %#" PRIx64 ", %" PRIu64 " KiB) was not zeroed: %" PRIu64 " dirty word(s)",
+		    h->handle, h->bus, h->size >> 10, dirty);
+	}
+}
+
+static bool region_verify(struct vm *vm, const struct held *h)
+{
+	const volatile uint64_t *w = (const volatile uint64_t *)h->map;
+	uint64_t n = h->size / 8, bad = 0, first_bad = 0;
+
+	for (uint64_t i = 0; i < n; i++)
+		if (w[i] != region_word(vm->guest_id, h->handle, i) && !bad++)
+			first_bad = i;
+	vm->st[h->size_idx].bytes_verified += h->size;
+	if (!bad || host_left(vm))
+		return true;
+	vm->st[h->size_idx].pattern_errors++;
+	if (vm->pattern_logged++ < MAX_LOGGED)
+		msg("PATTERN MISMATCH in region %#" PRIx64 " (bus %#" PRIx64 ", %" PRIu64 " KiB): %" PRIu64
+		    " bad word(s), first at offset %#" PRIx64,
+		    h->handle, h->bus, h->size >> 10, bad, first_bad * 8);
+	return false;
+}
+
+/* ---- the mapper: regions appear at their guest-physical address ---- */
+
+static int vm_map(void *ctx, uint64_t gpa, uint64_t bus, uint64_t size, void **addr)
+{
+	struct vm *vm = ctx;
+	void *p;
+
+	if (!size || size % PAGE || gpa % PAGE || bus % PAGE)
+		return -EINVAL;
+	/* above RAM, inside the reserved range, backed by machine memory */
+	if (gpa < vm->ram_frames * PAGE || gpa > vm->span || size > vm->span - gpa || bus > vm->machine_bytes ||
+	    size > vm->machine_bytes - bus) {
+		msg("region at gpa %#" PRIx64 " bus %#" PRIx64 " size %#" PRIx64 " is outside guest-physical space",
+		    gpa, bus, size);
+		return -EINVAL;
+	}
+	if (gpa != vm->window_gpa + bus) {
+		msg("region gpa %#" PRIx64 " is not window_gpa %#" PRIx64 " + bus %#" PRIx64, gpa, vm->window_gpa, bus);
+		return -EINVAL;
+	}
+	for (unsigned int i = 0; i < vm->nheld; i++) {
+		const struct held *h = &vm->held[i];
+
+		if (bus < h->bus + h->size && h->bus < bus + size) {
+			msg("region bus %#" PRIx64 "+%#" PRIx64 " overlaps held region %#" PRIx64 " at %#" PRIx64 "+%#" PRIx64,
+			    bus, size, h->handle, h->bus, h->size);
+			return -EEXIST;
+		}
+	}
+	p = mmap(vm->base + gpa, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, vm->machine_fd, (off_t)bus);
+	if (p == MAP_FAILED)
+		return -errno;
+	*addr = p;
+	return 0;
+}
+
+static void vm_unmap(void *ctx, void *addr, uint64_t size)
+{
+	/* back to a hole: a stray access faults instead of reaching machine memory */
+	if (mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+		msg("cannot unmap region at %p: %s", addr, strerror(errno));
+}
+
+/* ---- allocation driver ---- */
+
+static int refusal_idx(int err)
+{
+	for (unsigned int i = 0; i < NREFUSAL; i++)
+		if (refusal[i].err == -err)
+			return (int)i;
+	return -1;
+}
+
+static int record_add(struct vm *vm, const struct vcma_region_info *ri)
+{
+	if (vm->nrec == vm->rec_cap) {
+		size_t cap = vm->rec_cap ? vm->rec_cap * 2 : 256;
+		struct record *r = realloc(vm->rec, cap * sizeof(*r));
+
+		if (!r)
+			return -ENOMEM;
+		vm->rec = r;
+		vm->rec_cap = cap;
+	}
+	vm->rec[vm->nrec] = (struct record){
+		.handle = ri->handle, .gpa = ri->gpa, .bus = ri->bus, .size = ri->size, .alloc_ns = now_ns(),
+	};
+	return (int)vm->nrec++;
+}
+
+static void unexpected(struct vm *vm, const char *what, int rc)
+{
+	vm->errors++;
+	msg("%s: %s (%s)", what, vcma_strerror(rc), strerror(-rc));
+	atomic_store(&vm->stop, true);
+}
+
+/* 1: a region is held now, 0: refused, -1: error. */
+static int do_alloc(struct vm *vm, uint64_t *rng)
+{
+	unsigned int si = (unsigned int)(rnd(rng) % vm->o->nsizes);
+	struct size_stat *st = &vm->st[si];
+	struct vcma_region_info ri;
+	struct held *h;
+	int rc, ref, rec;
+
+	st->attempts++;
+	rc = vcma_alloc(vm->v, st->bytes, 0, VCMA_ALLOC_MAP, vm->o->pool, &ri);
+	if (rc) {
+		ref = refusal_idx(rc);
+		if (ref < 0) {
+			unexpected(vm, "alloc", rc);
+			return -1;
+		}
+		st->refused[ref]++;
+		return 0;
+	}
+	st->ok++;
+	rec = record_add(vm, &ri);
+	if (rec < 0 || ri.size < st->bytes) {
+		unexpected(vm, rec < 0 ? "alloc bookkeeping" : "alloc returned a short region", rec < 0 ? rec : -EIO);
+		vcma_free(vm->v, ri.handle);
+		if (rec >= 0)
+			vm->rec[rec].free_ns = now_ns();
+		return -1;
+	}
+	h = &vm->held[vm->nheld++];
+	h->handle = ri.handle;
+	h->gpa = ri.gpa;
+	h->bus = ri.bus;
+	h->size = ri.size;
+	h->map = ri.map;
+	h->rec = (size_t)rec;
+	h->size_idx = si;
+	region_fill(vm, h);
+	region_verify(vm, h);
+	return 1;
+}
+
+static void do_free(struct vm *vm, unsigned int i)
+{
+	struct held h = vm->held[i];
+	int rc;
+
+	region_verify(vm, &h);
+	vm->held[i] = vm->held[--vm->nheld];
+	vm->rec[h.rec].free_ns = now_ns();
+	rc = vcma_free(vm->v, h.handle);
+	if (rc)
+		unexpected(vm, "free", rc);
+}
+
+static void sleep_ms(struct vm *vm, unsigned int ms)
+{
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000ull;
+
+	while (!stopping(vm)) {
+		uint64_t t = now_ns();
+		struct timespec ts;
+
+		if (t >= end)
+			break;
+		t = end - t > 50000000ull ? 50000000ull : end - t;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)t;
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void drive(struct vm *vm, uint64_t deadline)
+{
+	uint64_t rng = vm->o->seed ^ 0xa110ca7e;
+	bool refused = false;
+
+	while (!stopping(vm) && now_ns() < deadline) {
+		if (!vm->o->nsizes) {
+			sleep_ms(vm, (unsigned int)((deadline - now_ns()) / 1000000ull) + 1);
+			continue;
+		}
+		/* allocate up to --max-regions, then free one and allocate again; after a
+		 * refusal free one too, so a full pool or quota keeps the run moving */
+		if (vm->nheld < vm->o->max_regions && !(refused && vm->nheld)) {
+			refused = do_alloc(vm, &rng) == 0;
+		} else {
+			do_free(vm, (unsigned int)(rnd(&rng) % vm->nheld));
+			refused = false;
+		}
+		if (vm->o->interval_ms)
+			sleep_ms(vm, vm->o->interval_ms);
+	}
+}
+
+/* ---- VMM part: attach, p2m, guest RAM ---- */
+
+static void close_fds(int *fds, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+static int wait_readable(int fd, int ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int rc;
+
+	do
+		rc = poll(&pfd, 1, ms);
+	while (rc < 0 && errno == EINTR && !got_signal);
+	if (rc < 0)
+		return -errno;
+	return rc ? 0 : -ETIMEDOUT;
+}
+
+/* 0, or -errno with *why set; fds[4] are ours on success. */
+static int vmm_handshake(struct vm *vm, int fds[4], const char **why)
+{
+	const struct opts *o = vm->o;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct vcma_sim_attach a = {
+		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH,
+		.role = VCMA_SIM_ROLE_VMM, .ram_bytes = o->ram,
+	};
+	struct vcma_sim_attach_rsp rsp;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 8)];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = &rsp, .iov_len = sizeof(rsp) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf) };
+	int got = 0, rc;
+	ssize_t n;
+
+	for (int i = 0; i < 4; i++)
+		fds[i] = -1;
+	if (strlen(o->socket) >= sizeof(sa.sun_path)) {
+		*why = "socket path too long";
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, o->socket, strlen(o->socket) + 1);
+	vm->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (vm->sock < 0 || connect(vm->sock, (struct sockaddr *)&sa, sizeof(sa))) {
+		*why = "connect";
+		return -errno;
+	}
+	memcpy(a.name, o->name, strlen(o->name));
+	if (o->devclass)
+		memcpy(a.devclass, o->devclass, strlen(o->devclass));
+	n = send(vm->sock, &a, sizeof(a), MSG_NOSIGNAL);
+	if (n != (ssize_t)sizeof(a)) {
+		*why = "sending the attach message";
+		return n < 0 ? -errno : -EIO;
+	}
+	*why = "waiting for the attach response";
+	rc = wait_readable(vm->sock, ATTACH_TIMEOUT_MS);
+	if (rc)
+		return rc;
+	memset(&rsp, 0, sizeof(rsp));
+	n = recvmsg(vm->sock, &mh, MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return -errno;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			if (got < 4)
+				fds[got++] = fd;
+			else
+				close(fd);
+		}
+	}
+	*why = "malformed attach response";
+	if (n == 0) {
+		*why = "vcmad closed the connection without an answer";
+		rc = -ECONNRESET;
+	} else if (n != (ssize_t)sizeof(rsp) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || rsp.magic != VCMA_SIM_MAGIC ||
+		   rsp.version != VCMA_SIM_VERSION || rsp.type != VCMA_SIM_MSG_ATTACH_RSP) {
+		rc = -EIO;
+	} else if (rsp.status != VCMA_ST_OK) {
+		static const int err[] = { [VCMA_ST_INVALID] = EINVAL,   [VCMA_ST_VERSION] = EPROTONOSUPPORT,
+					   [VCMA_ST_LIMIT] = ENOBUFS,    [VCMA_ST_NO_MEMORY] = ENOMEM,
+					   [VCMA_ST_SHUTDOWN] = ESHUTDOWN, [VCMA_ST_ACCESS] = EACCES };
+
+		*why = "vcmad refused the attach";
+		rc = rsp.status > 0 && rsp.status < (int32_t)(sizeof(err) / sizeof(err[0])) && err[rsp.status] ?
+			     -err[rsp.status] : -EIO;
+	} else if (rsp.nfds != 4 || got != 4) {
+		*why = "attach response without the 4 fds of a VMM";
+		rc = -EIO;
+	} else if (rsp.ram_frames != o->ram / PAGE || !rsp.nruns || rsp.nruns > rsp.ram_frames ||
+		   !rsp.machine_bytes || rsp.machine_bytes % PAGE || rsp.window_gpa % PAGE ||
+		   rsp.window_gpa < o->ram || rsp.window_gpa > (1ull << 46) || rsp.machine_bytes > (1ull << 46)) {
+		*why = "attach response with an impossible geometry";
+		rc = -EIO;
+	} else {
+		rc = 0;
+	}
+	if (rc) {
+		close_fds(fds, 4);
+		return rc;
+	}
+	vm->guest_id = rsp.guest_id;
+	vm->shm_size = rsp.shm_size;
+	vm->ram_frames = rsp.ram_frames;
+	vm->machine_bytes = rsp.machine_bytes;
+	vm->window_gpa = rsp.window_gpa;
+	vm->nruns = rsp.nruns;
+	return 0;
+}
+
+/* Receive and check the p2m (docs/PROTOCOL.md §9.1): sorted, covering RAM once. */
+static int recv_p2m(struct vm *vm, const char **why)
+{
+	struct vcma_sim_p2m *m = malloc(sizeof(*m));
+	uint64_t next_gfn = 0, machine_frames = vm->machine_bytes / PAGE;
+	uint32_t have = 0;
+	int rc = 0;
+
+	vm->runs = calloc(vm->nruns, sizeof(*vm->runs));
+	if (!m || !vm->runs) {
+		free(m);
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	while (have < vm->nruns && !rc) {
+		ssize_t n;
+
+		*why = "waiting for the p2m";
+		rc = wait_readable(vm->sock, ATTACH_TIMEOUT_MS);
+		if (rc)
+			break;
+		n = recv(vm->sock, m, sizeof(*m), MSG_TRUNC);
+		*why = "malformed p2m message";
+		if (n <= 0) {
+			rc = n ? -errno : -ECONNRESET;
+			break;
+		}
+		if (n != (ssize_t)sizeof(*m) || m->magic != VCMA_SIM_MAGIC || m->version != VCMA_SIM_VERSION ||
+		    m->type != VCMA_SIM_MSG_P2M || !m->nruns || m->nruns > VCMA_SIM_P2M_RUNS || m->pad ||
+		    m->nruns > vm->nruns - have) {
+			rc = -EIO;
+			break;
+		}
+		for (uint32_t i = 0; i < m->nruns; i++) {
+			const struct vcma_sim_run *r = &m->run[i];
+
+			if (r->gfn != next_gfn || !r->count || r->count > vm->ram_frames - next_gfn ||
+			    r->mfn > machine_frames || r->count > machine_frames - r->mfn) {
+				*why = "p2m runs that are unsorted, overlapping or outside machine memory";
+				rc = -EIO;
+				break;
+			}
+			vm->runs[have++] = *r;
+			next_gfn += r->count;
+		}
+	}
+	if (!rc && next_gfn != vm->ram_frames) {
+		*why = "p2m does not cover guest RAM";
+		rc = -EIO;
+	}
+	free(m);
+	return rc;
+}
+
+/* Reserve guest-physical space and map RAM from machine memory, run by run. */
+static int map_ram(struct vm *vm, const char **why)
+{
+	uint32_t i = 0;
+
+	vm->span = vm->window_gpa + vm->machine_bytes;
+	vm->base = mmap(NULL, vm->span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->base == MAP_FAILED) {
+		vm->base = NULL;
+		*why = "reserving guest-physical address space";
+		return -errno;
+	}
+	while (i < vm->nruns) {
+		uint64_t gfn = vm->runs[i].gfn, mfn = vm->runs[i].mfn, count = vm->runs[i].count;
+
+		/* vcmad sends merged runs; merge again in case it did not */
+		for (i++; i < vm->nruns && vm->runs[i].gfn == gfn + count && vm->runs[i].mfn == mfn + count; i++)
+			count += vm->runs[i].count;
+		if (mmap(vm->base + gfn * PAGE, count * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+			 vm->machine_fd, (off_t)(mfn * PAGE)) == MAP_FAILED) {
+			*why = errno == ENOMEM ? "mapping guest RAM (too many mappings? see vm.max_map_count)"
+					       : "mapping guest RAM";
+			return -errno;
+		}
+		vm->nmaps++;
+	}
+	return 0;
+}
+
+/*
+ * vcmad is gone and nobody will answer the ring again. The VMM emulates the device, so
+ * it reports the device dead the way the host would (state DEAD, then an irq): the
+ * guest part's calls fail at once with -ECONNRESET instead of running into timeouts.
+ */
+static void device_gone(struct vm *vm)
+{
+	uint64_t one = 1;
+
+	if (!vm->ctrl)
+		return;
+	vcma_store_release(&vm->ctrl->state, (uint32_t)VCMA_STATE_DEAD);
+	if (write(vm->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		msg("cannot raise the guest part's irq: %s", strerror(errno));
+}
+
+/* The VMM channel: nothing is defined yet but EOF (vcmad went away). */
+static void *vmm_main(void *p)
+{
+	struct vm *vm = p;
+	char *buf = malloc(65536);
+
+	while (buf && !atomic_load(&vm->stop)) {
+		struct pollfd pfd[2] = { { .fd = vm->sock, .events = POLLIN }, { .fd = vm->wake_fd, .events = POLLIN } };
+		ssize_t n;
+
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		n = recv(vm->sock, buf, 65536, MSG_DONTWAIT | MSG_TRUNC);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0) {
+			if (!atomic_load(&vm->stop))
+				msg("vcmad went away (%s): stopping", n ? strerror(errno) : "connection closed");
+			atomic_store(&vm->host_gone, true);
+			atomic_store(&vm->stop, true);
+			device_gone(vm);
+			break;
+		}
+		if (atomic_fetch_add(&vm->vmm_msgs_ignored, 1) < MAX_LOGGED) {
+			uint16_t type = 0;
+
+			if (n >= 8)
+				memcpy(&type, buf + 6, sizeof(type));
+			msg("ignoring a %zd-byte message of type %u on the VMM channel", n, type);
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+/* ---- output ---- */
+
+static const char *fmt_size(uint64_t b, char buf[32])
+{
+	if (b && !(b % (1ull << 30)))
+		snprintf(buf, 32, "%" PRIu64 " GiB", b >> 30);
+	else if (b && !(b % (1ull << 20)))
+		snprintf(buf, 32, "%" PRIu64 " MiB", b >> 20);
+	else if (!(b % 1024))
+		snprintf(buf, 32, "%" PRIu64 " KiB", b >> 10);
+	else
+		snprintf(buf, 32, "%" PRIu64 " B", b);
+	return buf;
+}
+
+static void print_text(struct vm *vm, uint64_t written, uint64_t verified, uint64_t corrupt, uint64_t pattern)
+{
+	const struct opts *o = vm->o;
+	char buf[32];
+
+	printf("vcma-simvm: guest %s, id %u, seed %" PRIu64 ", %.2f s%s\n", o->name, vm->guest_id, o->seed,
+	       (double)(vm->end_ns - vm->start_ns) / 1e9,
+	       atomic_load(&vm->host_gone) ? " (vcmad went away)" : "");
+	printf("  RAM %s in %u mapping(s) from %u p2m run(s); %u vCPU(s), workload %s\n", fmt_size(o->ram, buf),
+	       vm->nmaps, vm->nruns, o->workload == WL_IDLE ? 0 : o->vcpus,
+	       o->workload == WL_IDLE ? "idle" : "checksum");
+	printf("  vCPU pages: %" PRIu64 " written, %" PRIu64 " verified, %" PRIu64 " corrupt\n", written, verified,
+	       corrupt);
+	for (unsigned int i = 0; i < o->nsizes; i++) {
+		const struct size_stat *st = &vm->st[i];
+		bool any = false;
+
+		printf("  alloc %8s: %" PRIu64 " attempts, %" PRIu64 " ok, refused:", fmt_size(st->bytes, buf), st->attempts,
+		       st->ok);
+		for (unsigned int r = 0; r < NREFUSAL; r++)
+			if (st->refused[r]) {
+				printf("%s %s %" PRIu64 " (%s)", any ? "," : "", refusal[r].name, st->refused[r],
+				       vcma_strerror(-refusal[r].err));
+				any = true;
+			}
+		printf("%s; %" PRIu64 " MiB verified, %" PRIu64 " pattern error(s)\n", any ? "" : " none",
+		       st->bytes_verified >> 20, st->pattern_errors);
+	}
+	printf("  regions: %zu obtained, %" PRIu64 " held at the end (%s), %" PRIu64 " not zeroed\n", vm->nrec,
+	       vm->held_at_end, atomic_load(&vm->host_gone) ? "reclaimed by vcmad" : "all freed before exit",
+	       vm->not_zeroed);
+	printf("  corruptions %" PRIu64 ", pattern errors %" PRIu64 ", errors %" PRIu64 "\n", corrupt, pattern,
+	       vm->errors);
+}
+
+static void print_json(struct vm *vm, uint64_t written, uint64_t verified, uint64_t corrupt, uint64_t pattern)
+{
+	const struct opts *o = vm->o;
+
+	printf("{\"name\":\"%s\",\"guest_id\":%u,\"seed\":%" PRIu64 ",\"duration_s\":%.3f,\"host_gone\":%s,"
+	       "\"ram_bytes\":%" PRIu64 ",\"mappings\":%u,\"p2m_runs\":%u,\"vcpus\":%u,"
+	       "\"corruptions\":%" PRIu64 ",\"pattern_errors\":%" PRIu64 ",\"vcpu_pages_written\":%" PRIu64
+	       ",\"vcpu_pages_verified\":%" PRIu64 ",\"regions_not_zeroed\":%" PRIu64 ",\"held_at_end\":%" PRIu64
+	       ",\"errors\":%" PRIu64 ",\"sizes\":[",
+	       o->name, vm->guest_id, o->seed, (double)(vm->end_ns - vm->start_ns) / 1e9,
+	       atomic_load(&vm->host_gone) ? "true" : "false", o->ram, vm->nmaps, vm->nruns,
+	       o->workload == WL_IDLE ? 0 : o->vcpus, corrupt, pattern, written, verified, vm->not_zeroed,
+	       vm->held_at_end, vm->errors);
+	for (unsigned int i = 0; i < o->nsizes; i++) {
+		const struct size_stat *st = &vm->st[i];
+		bool first = true;
+
+		printf("%s{\"bytes\":%" PRIu64 ",\"attempts\":%" PRIu64 ",\"ok\":%" PRIu64 ",\"refused\":{", i ? "," : "",
+		       st->bytes, st->attempts, st->ok);
+		for (unsigned int r = 0; r < NREFUSAL; r++)
+			if (st->refused[r]) {
+				printf("%s\"%s\":%" PRIu64, first ? "" : ",", refusal[r].name, st->refused[r]);
+				first = false;
+			}
+		printf("},\"bytes_verified\":%" PRIu64 ",\"pattern_errors\":%" PRIu64 "}", st->bytes_verified,
+		       st->pattern_errors);
+	}
+	printf("],\"regions\":[");
+	for (size_t i = 0; i < vm->nrec; i++) {
+		const struct record *r = &vm->rec[i];
+
+		printf("%s{\"handle\":%" PRIu64 ",\"gpa\":%" PRIu64 ",\"bus\":%" PRIu64 ",\"size\":%" PRIu64
+		       ",\"alloc_ns\":%" PRIu64 ",\"free_ns\":%" PRIu64 "}",
+		       i ? "," : "", r->handle, r->gpa, r->bus, r->size, r->alloc_ns, r->free_ns);
+	}
+	printf("]}\n");
+}
+
+/* ---- command line ---- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: vcma-simvm --name NAME [OPTION]...\n"
+		"A simulated VM for vcmad's sim backend: maps its RAM from machine memory as the p2m says,\n"
+		"runs vCPU threads that write and verify checksummed pages, and through libvcma allocates\n"
+		"regions, maps them at their guest-physical address and writes and verifies DMA-like patterns.\n"
+		"\n"
+		"  -s, --socket PATH       vcmad's socket (default $VCMA_SOCKET, else " VCMA_DEFAULT_SOCKET ")\n"
+		"  -n, --name NAME         guest name, 1-31 of [A-Za-z0-9_.-] (required)\n"
+		"  -c, --class CLASS       device class (default none)\n"
+		"  -r, --ram SIZE          guest RAM, K/M/G suffix, a multiple of 4K (default 64M)\n"
+		"  -p, --vcpus N           vCPU threads (default 2)\n"
+		"  -w, --workload KIND     checksum (vCPUs write and verify RAM) or idle (default checksum)\n"
+		"  -a, --alloc SIZES       region sizes to allocate, comma-separated (default 1M,2M,4M,8M);\n"
+		"                          'none' or '' allocates nothing\n"
+		"  -P, --pool NAME         pool to allocate from (default: vcmad picks)\n"
+		"  -k, --max-regions K     regions held at once (default 4)\n"
+		"  -i, --interval-ms N     pause between allocation steps (default 0)\n"
+		"  -d, --duration SECONDS  run time, fractions allowed (default 5)\n"
+		"  -S, --seed S            PRNG seed (default: from the clock and pid; printed)\n"
+		"  -j, --json              print the summary as one JSON object on stdout\n"
+		"  -h, --help              show this help and exit\n"
+		"\n"
+		"Allocation refusals (ERANGE, EDQUOT, ENOSPC, EBUSY, E2BIG, ENOBUFS, ENOMEM) are counted, not\n"
+		"errors. In --json output, regions[] lists every region obtained with its bus address, size\n"
+		"and CLOCK_MONOTONIC times: alloc_ns after the allocation answered, free_ns before the free\n"
+		"was sent.\n"
+		"\n"
+		"Exit status: 0 ok, 1 corruption or unexpected error, 2 usage error, 3 could not attach.\n");
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long x;
+	unsigned int shift = 0;
+
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (*end == 'i' && shift)
+		end++;
+	if ((*end == 'B' || *end == 'b') && shift)
+		end++;
+	if (*end || !x || x > (UINT64_MAX >> shift))
+		return -1;
+	*out = (uint64_t)x << shift;
+	return 0;
+}
+
+static int parse_uint(const char *s, unsigned int min, unsigned int max, unsigned int *out)
+{
+	char *end;
+	unsigned long x;
+
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	x = strtoul(s, &end, 10);
+	if (errno || *end || x < min || x > max)
+		return -1;
+	*out = (unsigned int)x;
+	return 0;
+}
+
+static bool name_ok(const char *s, size_t max, bool allow_empty)
+{
+	size_t n = strlen(s);
+
+	if (n > max || (!n && !allow_empty))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+		      s[i] == '_' || s[i] == '-' || s[i] == '.'))
+			return false;
+	return true;
+}
+
+static int parse_sizes(const char *s, struct opts *o)
+{
+	char buf[512], *save = NULL;
+
+	o->nsizes = 0;
+	if (!*s || !strcmp(s, "none"))
+		return 0;
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, strlen(s) + 1);
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		uint64_t x;
+
+		if (o->nsizes == MAX_SIZES || parse_size(tok, &x) || x > (1ull << 40))
+			return -1;
+		o->sizes[o->nsizes++] = x;
+	}
+	return o->nsizes ? 0 : -1;
+}
+
+static __attribute__((format(printf, 1, 2))) int bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("vcma-simvm: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs("\nTry 'vcma-simvm --help'.\n", stderr);
+	va_end(ap);
+	return EXIT_USAGE;
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option lo[] = {
+		{ "socket", required_argument, NULL, 's' },    { "name", required_argument, NULL, 'n' },
+		{ "class", required_argument, NULL, 'c' },     { "ram", required_argument, NULL, 'r' },
+		{ "vcpus", required_argument, NULL, 'p' },     { "workload", required_argument, NULL, 'w' },
+		{ "alloc", required_argument, NULL, 'a' },     { "pool", required_argument, NULL, 'P' },
+		{ "max-regions", required_argument, NULL, 'k' }, { "interval-ms", required_argument, NULL, 'i' },
+		{ "duration", required_argument, NULL, 'd' },  { "seed", required_argument, NULL, 'S' },
+		{ "json", no_argument, NULL, 'j' },            { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *env = getenv("VCMA_SOCKET");
+	bool seeded = false;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->socket = env && *env ? env : VCMA_DEFAULT_SOCKET;
+	o->ram = 64ull << 20;
+	o->vcpus = 2;
+	o->workload = WL_CHECKSUM;
+	parse_sizes("1M,2M,4M,8M", o);
+	o->max_regions = 4;
+	o->duration = 5.0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":s:n:c:r:p:w:a:P:k:i:d:S:jh", lo, NULL)) != -1) {
+		switch (c) {
+		case 's': o->socket = optarg; break;
+		case 'n':
+			if (!name_ok(optarg, VCMA_SIM_NAME_LEN - 1, false))
+				return bad_usage("--name: expected 1-31 characters of [A-Za-z0-9_.-]");
+			o->name = optarg;
+			break;
+		case 'c':
+			if (!name_ok(optarg, VCMA_SIM_NAME_LEN - 1, true))
+				return bad_usage("--class: expected up to 31 characters of [A-Za-z0-9_.-]");
+			o->devclass = optarg;
+			break;
+		case 'r':
+			if (parse_size(optarg, &o->ram) || o->ram % PAGE)
+				return bad_usage("--ram: expected a size such as 64M, a multiple of 4K");
+			break;
+		case 'p':
+			if (parse_uint(optarg, 1, 1024, &o->vcpus))
+				return bad_usage("--vcpus: expected 1..1024");
+			break;
+		case 'w':
+			if (!strcmp(optarg, "checksum"))
+				o->workload = WL_CHECKSUM;
+			else if (!strcmp(optarg, "idle"))
+				o->workload = WL_IDLE;
+			else
+				return bad_usage("--workload: expected checksum or idle");
+			break;
+		case 'a':
+			if (parse_sizes(optarg, o))
+				return bad_usage("--alloc: expected sizes such as 1M,2M,4M,8M (at most %d), or none",
+						 MAX_SIZES);
+			break;
+		case 'P':
+			if (!name_ok(optarg, VCMA_NAME_LEN - 1, false))
+				return bad_usage("--pool: expected 1-15 characters of [A-Za-z0-9_.-]");
+			o->pool = optarg;
+			break;
+		case 'k':
+			if (parse_uint(optarg, 1, 4096, &o->max_regions))
+				return bad_usage("--max-regions: expected 1..4096");
+			break;
+		case 'i':
+			if (parse_uint(optarg, 0, 3600000, &o->interval_ms))
+				return bad_usage("--interval-ms: expected 0..3600000");
+			break;
+		case 'd': {
+			char *end;
+
+			errno = 0;
+			o->duration = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !isfinite(o->duration) || o->duration < 0 ||
+			    o->duration > 1e7)
+				return bad_usage("--duration: expected seconds, e.g. 5 or 0.5");
+			break;
+		}
+		case 'S': {
+			char *end;
+
+			errno = 0;
+			o->seed = strtoull(optarg, &end, 0);
+			if (errno || end == optarg || *end || *optarg == '-')
+				return bad_usage("--seed: expected an unsigned integer");
+			seeded = true;
+			break;
+		}
+		case 'j': o->json = true; break;
+		case 'h': usage(stdout); return -1;
+		case ':':
+			if (optopt)
+				return bad_usage("option '-%c' needs an argument", optopt);
+			return bad_usage("option '%s' needs an argument", argv[optind - 1]);
+		default:
+			if (optopt)
+				return bad_usage("unknown option '-%c'", optopt);
+			return bad_usage("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return bad_usage("unexpected argument '%s'", argv[optind]);
+	if (!o->name)
+		return bad_usage("--name is required");
+	if (o->workload == WL_CHECKSUM && o->vcpus > o->ram / PAGE)
+		return bad_usage("--vcpus: more vCPUs than RAM pages");
+	if (!seeded)
+		o->seed = mix64(now_ns() ^ ((uint64_t)getpid() << 32));
+	return 0;
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	struct vm vm;
+	struct sigaction sa;
+	const char *why = NULL;
+	uint64_t written = 0, verified = 0, corrupt = 0, pattern = 0;
+	int fds[4], rc, ret;
+
+	rc = parse_args(argc, argv, &o);
+	if (rc)
+		return rc < 0 ? EXIT_OK : rc;
+
+	memset(&vm, 0, sizeof(vm));
+	vm.o = &o;
+	vm.sock = vm.machine_fd = vm.wake_fd = vm.irq_fd = -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* attach: the VMM side first, then the guest part on the ring fds */
+	rc = vmm_handshake(&vm, fds, &why);
+	if (!rc) {
+		vm.machine_fd = fds[3];
+		rc = recv_p2m(&vm, &why);
+	}
+	if (!rc) {
+		struct stat st;
+
+		why = "machine memory";
+		if (fstat(vm.machine_fd, &st))
+			rc = -errno;
+		else if ((uint64_t)st.st_size != vm.machine_bytes)
+			rc = -EIO;
+	}
+	if (!rc)
+		rc = map_ram(&vm, &why);
+	if (!rc) {
+		/* the VMM keeps its own view of the device: the control page and the irq */
+		why = "mapping the ring's control page";
+		vm.irq_fd = fcntl(fds[2], F_DUPFD_CLOEXEC, 0);
+		if (vm.irq_fd < 0) {
+			rc = -errno;
+		} else if (vm.shm_size < VCMA_PROTO_PAGE) {
+			rc = -EIO;
+		} else {
+			void *p = mmap(NULL, VCMA_PROTO_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+
+			if (p == MAP_FAILED)
+				rc = -errno;
+			else
+				vm.ctrl = p;
+		}
+	}
+	if (!rc) {
+		why = "libvcma attach on the ring";
+		rc = vcma_attach_fds(fds[0], (size_t)vm.shm_size, fds[1], fds[2], &vm.v);
+		fds[0] = fds[1] = fds[2] = -1; /* libvcma owns them now, even on failure */
+		if (!rc && vcma_guest_id(vm.v) != vm.guest_id) {
+			why = "guest id of the ring differs from the attach response";
+			rc = -EIO;
+		}
+	} else {
+		close_fds(fds, 3);
+	}
+	if (rc) {
+		msg("cannot attach to vcmad at %s: %s: %s", o.socket, why, strerror(-rc));
+		ret = EXIT_ATTACH;
+		goto out;
+	}
+	vcma_set_mapper(vm.v, vm_map, vm_unmap, &vm);
+	vm.held = calloc(o.max_regions, sizeof(*vm.held));
+	vm.wake_fd = eventfd(0, EFD_CLOEXEC);
+	rc = !vm.held ? ENOMEM : vm.wake_fd < 0 ? errno : pthread_create(&vm.vmm_thr, NULL, vmm_main, &vm);
+	if (rc) {
+		msg("cannot start: %s", strerror(rc));
+		ret = EXIT_FAIL;
+		goto out;
+	}
+	vm.vmm_started = true;
+	for (unsigned int i = 0; i < o.nsizes; i++)
+		vm.st[i].bytes = o.sizes[i];
+
+	/* vCPUs */
+	vm.start_ns = now_ns();
+	if (o.workload == WL_CHECKSUM) {
+		vm.vcpu = calloc(o.vcpus, sizeof(*vm.vcpu));
+		if (!vm.vcpu) {
+			msg("out of memory");
+			ret = EXIT_FAIL;
+			goto out;
+		}
+		for (unsigned int i = 0; i < o.vcpus; i++) {
+			struct vcpu *c = &vm.vcpu[i];
+
+			c->vm = &vm;
+			c->idx = i;
+			c->first = vm.ram_frames * i / o.vcpus;
+			c->npages = vm.ram_frames * (i + 1) / o.vcpus - c->first;
+			c->rng = o.seed ^ mix64(i + 1);
+			c->gen = calloc(c->npages, sizeof(*c->gen));
+			if (!c->gen || pthread_create(&c->thr, NULL, vcpu_main, c)) {
+				msg("cannot start vCPU %u", i);
+				atomic_store(&vm.stop, true);
+				vm.errors++;
+				break;
+			}
+			c->started = true;
+		}
+	}
+
+	drive(&vm, vm.start_ns + (uint64_t)(o.duration * 1e9));
+
+	/* stop: vCPUs make their final pass, then every region is checked and freed */
+	atomic_store(&vm.stop, true);
+	for (unsigned int i = 0; vm.vcpu && i < o.vcpus; i++) {
+		struct vcpu *c = &vm.vcpu[i];
+
+		if (c->started)
+			pthread_join(c->thr, NULL);
+		written += c->written;
+		verified += c->verified;
+		corrupt += c->corrupt;
+	}
+	vm.held_at_end = vm.nheld;
+	if (atomic_load(&vm.host_gone)) {
+		vm.errors++;
+		for (unsigned int i = 0; i < vm.nheld; i++)
+			vm.rec[vm.held[i].rec].free_ns = now_ns();
+		vm.nheld = 0;
+		vcma_set_timeout(vm.v, 1); /* nobody will answer the frees in detach */
+	}
+	while (vm.nheld)
+		do_free(&vm, vm.nheld - 1);
+	vm.end_ns = now_ns();
+	for (unsigned int i = 0; i < o.nsizes; i++)
+		pattern += vm.st[i].pattern_errors;
+
+	if (o.json)
+		print_json(&vm, written, verified, corrupt, pattern);
+	else
+		print_text(&vm, written, verified, corrupt, pattern);
+	fflush(stdout);
+	if (got_signal)
+		msg("stopped by signal %d", (int)got_signal);
+	ret = corrupt || pattern || vm.errors ? EXIT_FAIL : EXIT_OK;
+	if (corrupt || pattern)
+		msg("FAILED: %" PRIu64 " corrupt page(s), %" PRIu64 " pattern error(s)", corrupt, pattern);
+out:
+	atomic_store(&vm.stop, true);
+	vcma_detach(vm.v); /* unmaps and frees whatever is left */
+	if (vm.vmm_started) {
+		uint64_t one = 1;
+
+		if (write(vm.wake_fd, &one, sizeof(one)) != sizeof(one))
+			msg("cannot wake the VMM thread: %s", strerror(errno));
+		pthread_join(vm.vmm_thr, NULL);
+	}
+	for (unsigned int i = 0; vm.vcpu && i < o.vcpus; i++)
+		free(vm.vcpu[i].gen);
+	free(vm.vcpu);
+	if (vm.base)
+		munmap(vm.base, vm.span);
+	if (vm.machine_fd >= 0)
+		close(vm.machine_fd);
+	if (vm.wake_fd >= 0)
+		close(vm.wake_fd);
+	if (vm.irq_fd >= 0)
+		close(vm.irq_fd);
+	if (vm.ctrl)
+		munmap(vm.ctrl, VCMA_PROTO_PAGE);
+	if (vm.sock >= 0)
+		close(vm.sock); /* the VM detaches: vcmad reclaims its RAM */
+	free(vm.runs);
+	free(vm.held);
+	free(vm.rec);
+	return ret;
+}
