@@ -205,12 +205,9 @@ static int vacate_window(struct vcma_pool *p, const struct vcma_window *w, const
 	return rc;
 }
 
-static int alloc_in_pool(struct vcma_core *core, struct vcma_pool *p, const struct vcma_requester *who,
-			 const struct vcma_alloc_req *req, uint64_t nframes, const struct vcma_vacate_ops *ops,
-			 struct vcma_region *out)
+static int plan_in_pool(struct vcma_pool *p, const struct vcma_requester *who, const struct vcma_alloc_req *req,
+			uint64_t nframes, struct vcma_alloc_plan *plan)
 {
-	struct vcma_window w;
-	struct vcma_region r;
 	const struct vcma_guest_usage *u;
 	unsigned int order;
 	int rc;
@@ -225,76 +222,120 @@ static int alloc_in_pool(struct vcma_core *core, struct vcma_pool *p, const stru
 	if ((u ? u->bytes : 0) + (nframes << VCMA_PAGE_SHIFT) > p->quota)
 		return -EDQUOT;
 	order = vcma_pool_align_order(p, nframes, req->align_order);
-
-	rc = vcma_fmap_search(&p->fm, nframes, order, &w);
+	rc = vcma_fmap_search(&p->fm, nframes, order, &plan->w);
 	if (rc)
 		return rc;
-	rc = vcma_fmap_claim(&p->fm, w.start, nframes);
-	if (rc)
-		return rc;
-	if (w.nlent_free + w.nlent_used) {
-		rc = vacate_window(p, &w, ops);
-		if (rc)
-			goto unclaim;
-	}
-	rc = vcma_fmap_commit_region(&p->fm, w.start, nframes, who->guest);
-	if (rc)
-		goto unclaim;
-
-	memset(&r, 0, sizeof(r));
-	r.guest = who->guest;
-	r.pool = p->index;
-	r.mfn = p->fm.base + w.start;
-	r.nframes = nframes;
-	r.flags = req->flags;
-	rc = vcma_regions_insert(&core->regions, &r);
-	if (rc)
-		goto release;
-	rc = usage_add(p, who->guest, nframes << VCMA_PAGE_SHIFT);
-	if (rc) {
-		vcma_regions_remove(&core->regions, who->guest, r.handle, NULL);
-		goto release;
-	}
-	*out = r;
-	return 0;
-
-release:
-	vcma_fmap_release_region(&p->fm, w.start, nframes);
-	return rc;
-unclaim:
-	vcma_fmap_unclaim(&p->fm, w.start, nframes);
-	return rc;
+	return vcma_fmap_claim(&p->fm, plan->w.start, nframes);
 }
 
-int vcma_core_alloc(struct vcma_core *core, const struct vcma_requester *who, const struct vcma_alloc_req *req,
-		    const struct vcma_vacate_ops *ops, struct vcma_region *out)
+int vcma_core_alloc_begin(struct vcma_core *core, const struct vcma_requester *who, const struct vcma_alloc_req *req,
+			  struct vcma_alloc_plan *plan)
 {
-	uint64_t t0 = vcma_now_ns(), nframes;
+	uint64_t nframes = 0;
 	struct vcma_pool *p;
 	int rc = 0;
 
-	if (!who || !req || !out || who->guest > VCMA_GUEST_MAX)
+	if (!who || !req || !plan || who->guest > VCMA_GUEST_MAX)
 		return -EINVAL;
+	memset(plan, 0, sizeof(*plan));
 	p = pick_pool(core, who, req->pool, &rc);
 	if (!p)
 		return rc;
 	if (req->bytes == 0 || req->bytes > (VCMA_FMAP_MAX_FRAMES << VCMA_PAGE_SHIFT) ||
 	    req->align_order > VCMA_FMAP_MAX_ORDER) {
 		rc = -EINVAL;
-		nframes = 0;
 	} else {
 		nframes = (req->bytes + VCMA_PAGE_SIZE - 1) >> VCMA_PAGE_SHIFT;
-		rc = alloc_in_pool(core, p, who, req, nframes, ops, out);
+		rc = plan_in_pool(p, who, req, nframes, plan);
 	}
 	if (rc) {
 		p->stats.alloc_fail++;
 		p->stats.alloc_pages_fail += nframes;
 		return rc;
 	}
-	p->stats.alloc_success++;
-	p->stats.alloc_pages_success += nframes;
-	vcma_hist_record(&p->stats.alloc_latency, vcma_now_ns() - t0);
+	plan->pool = p;
+	plan->guest = who->guest;
+	plan->flags = req->flags;
+	plan->t0 = vcma_now_ns();
 	return 0;
+}
+
+void vcma_core_alloc_abort(struct vcma_core *core, struct vcma_alloc_plan *plan)
+{
+	struct vcma_pool *p = plan->pool;
+
+	if (!p)
+		return;
+	vcma_fmap_unclaim(&p->fm, plan->w.start, plan->w.count);
+	p->stats.alloc_fail++;
+	p->stats.alloc_pages_fail += plan->w.count;
+	plan->pool = NULL;
+}
+
+int vcma_core_alloc_finish(struct vcma_core *core, struct vcma_alloc_plan *plan, struct vcma_region *out)
+{
+	struct vcma_pool *p = plan->pool;
+	uint64_t n = plan->w.count;
+	struct vcma_region r;
+	int rc;
+
+	if (!p)
+		return -EINVAL;
+	/* every lent frame must have been vacated: the window is all FREE now */
+	rc = vcma_fmap_commit_region(&p->fm, plan->w.start, n, plan->guest);
+	if (rc)
+		return rc == -EBUSY ? -EBUSY : rc;
+	memset(&r, 0, sizeof(r));
+	r.guest = plan->guest;
+	r.pool = p->index;
+	r.mfn = p->fm.base + plan->w.start;
+	r.nframes = n;
+	r.flags = plan->flags;
+	rc = vcma_regions_insert(&core->regions, &r);
+	if (!rc) {
+		rc = usage_add(p, plan->guest, n << VCMA_PAGE_SHIFT);
+		if (rc)
+			vcma_regions_remove(&core->regions, plan->guest, r.handle, NULL);
+	}
+	if (rc) {
+		vcma_fmap_release_region(&p->fm, plan->w.start, n);
+		p->stats.alloc_fail++;
+		p->stats.alloc_pages_fail += n;
+		plan->pool = NULL;
+		return rc;
+	}
+	p->stats.alloc_success++;
+	p->stats.alloc_pages_success += n;
+	vcma_hist_record(&p->stats.alloc_latency, vcma_now_ns() - plan->t0);
+	plan->pool = NULL;
+	*out = r;
+	return 0;
+}
+
+int vcma_core_alloc(struct vcma_core *core, const struct vcma_requester *who, const struct vcma_alloc_req *req,
+		    const struct vcma_vacate_ops *ops, struct vcma_region *out)
+{
+	struct vcma_alloc_plan plan;
+	int rc;
+
+	if (!out)
+		return -EINVAL;
+	rc = vcma_core_alloc_begin(core, who, req, &plan);
+	if (rc)
+		return rc;
+	if (plan.w.nlent_free + plan.w.nlent_used) {
+		rc = vacate_window(plan.pool, &plan.w, ops);
+		if (rc) {
+			vcma_core_alloc_abort(core, &plan);
+			return rc;
+		}
+	}
+	rc = vcma_core_alloc_finish(core, &plan, out);
+	if (rc == -EBUSY) {
+		vcma_core_alloc_abort(core, &plan);
+		return -EIO; /* the window still holds a lent frame: the hook lied */
+	}
+	return rc;
 }
 
 int vcma_core_free(struct vcma_core *core, uint32_t guest, uint64_t handle)

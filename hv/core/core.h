@@ -100,6 +100,30 @@ struct vcma_alloc_req {
 int vcma_core_alloc(struct vcma_core *core, const struct vcma_requester *who,
 		    const struct vcma_alloc_req *req, const struct vcma_vacate_ops *ops,
 		    struct vcma_region *out);
+/*
+ * The same flow in steps, for callers that vacate asynchronously (vcmad):
+ *   begin   policy checks, search, claim: the errors above; 0 with *plan holding a
+ *           claimed window with plan->w.nlent_free + nlent_used lent frames
+ *   ...     the caller returns every lent frame of the window to FREE
+ *           (vcma_pool_unlend), over as many loop turns as it likes
+ *   finish  commit the region: 0, or -EBUSY if a frame is still lent (plan stays
+ *           claimed), or -ENOMEM/-ENOSPC (plan dropped, counted as failed)
+ *   abort   give the window up (frames already vacated stay FREE); counted as failed
+ * Claimed frames are invisible to every other search, so plans for disjoint windows
+ * proceed side by side.
+ */
+struct vcma_alloc_plan {
+	struct vcma_pool *pool; /* NULL once finished or aborted */
+	struct vcma_window w;
+	uint32_t guest;
+	uint32_t flags;
+	uint64_t t0;
+};
+int vcma_core_alloc_begin(struct vcma_core *core, const struct vcma_requester *who,
+			  const struct vcma_alloc_req *req, struct vcma_alloc_plan *plan);
+int vcma_core_alloc_finish(struct vcma_core *core, struct vcma_alloc_plan *plan, struct vcma_region *out);
+void vcma_core_alloc_abort(struct vcma_core *core, struct vcma_alloc_plan *plan);
+
 /* Free a region of guest. -ENOENT for a stale, foreign or garbage handle. */
 int vcma_core_free(struct vcma_core *core, uint32_t guest, uint64_t handle);
 /* Free every region of guest (it detached or died); returns how many. */

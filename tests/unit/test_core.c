@@ -246,6 +246,45 @@ static void test_fragmap(void **state)
 	assert_int_equal(vcma_pool_lend(vcma_core_pool_by_name(core, "cam"), 0, 1, 1, false), -EPERM);
 }
 
+/* The stepwise flow: two plans in one pool at once get disjoint windows; finish
+ * refuses while a frame is lent; abort keeps what was vacated. */
+static void test_plans_side_by_side(void **state)
+{
+	struct vcma_core *core = *state;
+	struct vcma_pool *p = vcma_core_pool_by_name(core, "main");
+	struct vcma_alloc_req req = { .bytes = 1 * MiB };
+	struct vcma_alloc_plan a, b;
+	struct vcma_vacate_item it[256];
+	struct vcma_region r;
+	int64_t n;
+
+	lend_everything(p);
+	assert_int_equal(vcma_core_alloc_begin(core, &guest1, &req, &a), 0);
+	assert_int_equal(vcma_core_alloc_begin(core, &guest2, &(struct vcma_alloc_req){ .bytes = 1 * MiB, .pool = "main" },
+					       &b), 0);
+	assert_true(a.w.start + a.w.count <= b.w.start || b.w.start + b.w.count <= a.w.start);
+	assert_int_equal(a.w.nlent_free + a.w.nlent_used, 256);
+	assert_int_equal(p->fm.nclaimed, 512);
+	assert_int_equal(vcma_core_alloc_finish(core, &a, &r), -EBUSY);
+	n = vcma_fmap_collect_lent(&p->fm, a.w.start, a.w.count, it, 256);
+	assert_int_equal(n, 256);
+	for (int64_t i = 0; i < n; i++)
+		assert_int_equal(vcma_pool_unlend(p, it[i].idx), 0);
+	assert_int_equal(vcma_core_alloc_finish(core, &a, &r), 0);
+	assert_int_equal(r.mfn, p->fm.base + a.w.start);
+	assert_null(a.pool);
+	/* b gives up after vacating 10 frames: those stay FREE, nothing stays claimed */
+	n = vcma_fmap_collect_lent(&p->fm, b.w.start, b.w.count, it, 256);
+	for (int64_t i = 0; i < 10; i++)
+		assert_int_equal(vcma_pool_unlend(p, it[i].idx), 0);
+	vcma_core_alloc_abort(core, &b);
+	assert_int_equal(p->fm.nclaimed, 0);
+	assert_int_equal(p->fm.count[VCMA_FRAME_FREE], 10);
+	assert_int_equal(p->stats.alloc_success, 1);
+	assert_int_equal(p->stats.alloc_fail, 1);
+	assert_int_equal(vcma_fmap_check(&p->fm), 0);
+}
+
 static void test_bad_pools(void **unused)
 {
 	struct vcma_core core;
@@ -269,6 +308,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_vacate_failure_rolls_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_and_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fragmap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plans_side_by_side, setup, teardown),
 		cmocka_unit_test(test_bad_pools),
 	};
 
