@@ -10,19 +10,7 @@
 #include <string.h>
 
 #include "conf.h"
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
+#include "errmsg.h"
 
 void vcmad_conf_defaults(struct vcmad_conf *c)
 {
@@ -30,6 +18,10 @@ void vcmad_conf_defaults(struct vcmad_conf *c)
 	snprintf(c->runtime_dir, sizeof(c->runtime_dir), "%s", VCMAD_DEFAULT_RUNTIME_DIR);
 	snprintf(c->backend, sizeof(c->backend), "sim");
 	c->max_guests = 64;
+	c->lend_share = 50;
+	c->pause_timeout_ms = 200;
+	c->max_pause_us = 1000;
+	c->relend_idle_ms = 200;
 	c->machine_bytes = 1ull << 30;
 	c->limits.max_regions = 256;
 	c->limits.max_bytes = UINT64_MAX;
@@ -86,12 +78,68 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 		c->max_guests = (uint32_t)x;
 		return 0;
 	}
+	if (sec == SEC_DAEMON && !strcmp(k, "lend_share")) {
+		size_t n = strlen(v);
+		char num[16];
+
+		if (n == 0 || n >= sizeof(num) || v[n - 1] != '%') {
+			*msg = "expected a percentage from 0% to 100%";
+			return -EINVAL;
+		}
+		memcpy(num, v, n - 1);
+		num[n - 1] = '\0';
+		if (parse_u64(num, 0, 100, &x)) {
+			*msg = "expected a percentage from 0% to 100%";
+			return -EINVAL;
+		}
+		c->lend_share = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_DAEMON && !strcmp(k, "pause_timeout_ms")) {
+		if (parse_u64(v, 1, 60000, &x)) {
+			*msg = "expected milliseconds from 1 to 60000";
+			return -EINVAL;
+		}
+		c->pause_timeout_ms = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_DAEMON && !strcmp(k, "max_pause_us")) {
+		if (parse_u64(v, 50, 1000000, &x)) {
+			*msg = "expected microseconds from 50 to 1000000";
+			return -EINVAL;
+		}
+		c->max_pause_us = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_DAEMON && !strcmp(k, "relend_idle_ms")) {
+		if (parse_u64(v, 1, 3600000, &x)) {
+			*msg = "expected milliseconds from 1 to 3600000";
+			return -EINVAL;
+		}
+		c->relend_idle_ms = (uint32_t)x;
+		return 0;
+	}
 	if (sec == SEC_DAEMON && !strcmp(k, "poll_us")) {
 		if (parse_u64(v, 0, 100000, &x)) {
 			*msg = "expected microseconds from 0 (off) to 100000";
 			return -EINVAL;
 		}
 		c->poll_us = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_DAEMON && !strcmp(k, "ctl_group")) {
+		static const char name_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+		size_t n = strlen(v);
+
+		if (!strcmp(v, "none")) {
+			c->ctl_group[0] = '\0';
+			return 0;
+		}
+		if (!n || n >= sizeof(c->ctl_group) || v[0] == '-' || strspn(v, name_chars) != n) {
+			*msg = "expected a group name (1-32 of A-Z a-z 0-9 _ . -), or none";
+			return -EINVAL;
+		}
+		memcpy(c->ctl_group, v, n + 1);
 		return 0;
 	}
 	if (sec == SEC_MACHINE && !strcmp(k, "memory")) {
@@ -184,7 +232,7 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 
 		lineno++;
 		if (len >= sizeof(line)) {
-			seterr(err, errlen, "%s:%u: line too long", name, lineno);
+			vcma_seterr(err, errlen, "%s:%u: line too long", name, lineno);
 			return -EINVAL;
 		}
 		memcpy(line, p, len);
@@ -199,7 +247,7 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 			char *end = strchr(s, ']');
 
 			if (!end || end[1]) {
-				seterr(err, errlen, "%s:%u: malformed section header '%s'", name, lineno, s);
+				vcma_seterr(err, errlen, "%s:%u: malformed section header '%s'", name, lineno, s);
 				return -EINVAL;
 			}
 			*end = '\0';
@@ -217,43 +265,43 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 
 				for (uint32_t i = 0; i < c->npools; i++)
 					if (!strcmp(c->pool[i].name, pname)) {
-						seterr(err, errlen, "%s:%u: pool '%s' defined twice", name, lineno, pname);
+						vcma_seterr(err, errlen, "%s:%u: pool '%s' defined twice", name, lineno, pname);
 						return -EINVAL;
 					}
 				if (c->npools >= VCMA_MAX_POOLS) {
-					seterr(err, errlen, "%s:%u: more than %u pools", name, lineno, VCMA_MAX_POOLS);
+					vcma_seterr(err, errlen, "%s:%u: more than %u pools", name, lineno, VCMA_MAX_POOLS);
 					return -EINVAL;
 				}
 				pool = &c->pool[c->npools];
 				if (vcma_pool_config_init(pool, pname, perr, sizeof(perr))) {
-					seterr(err, errlen, "%s:%u: %s", name, lineno, perr);
+					vcma_seterr(err, errlen, "%s:%u: %s", name, lineno, perr);
 					return -EINVAL;
 				}
 				c->npools++;
 				sec = SEC_POOL;
 			} else {
-				seterr(err, errlen, "%s:%u: unknown section '[%s]'", name, lineno, s);
+				vcma_seterr(err, errlen, "%s:%u: unknown section '[%s]'", name, lineno, s);
 				return -EINVAL;
 			}
 			continue;
 		}
 		eq = strchr(s, '=');
 		if (!eq) {
-			seterr(err, errlen, "%s:%u: expected 'key = value', got '%s'", name, lineno, s);
+			vcma_seterr(err, errlen, "%s:%u: expected 'key = value', got '%s'", name, lineno, s);
 			return -EINVAL;
 		}
 		*eq = '\0';
 		k = trim(s);
 		v = trim(eq + 1);
 		if (sec == SEC_NONE) {
-			seterr(err, errlen, "%s:%u: %s: key outside of any section", name, lineno, k);
+			vcma_seterr(err, errlen, "%s:%u: %s: key outside of any section", name, lineno, k);
 			return -EINVAL;
 		}
 		if (sec == SEC_POOL) {
 			char perr[200];
 
 			if (vcma_pool_config_set(pool, k, v, perr, sizeof(perr))) {
-				seterr(err, errlen, "%s:%u: pool %s: %s", name, lineno, pool->name, perr);
+				vcma_seterr(err, errlen, "%s:%u: pool %s: %s", name, lineno, pool->name, perr);
 				return -EINVAL;
 			}
 			continue;
@@ -262,9 +310,9 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 
 		if (set_key(c, sec, k, v, &msg)) {
 			if (!strcmp(msg, "unknown key"))
-				seterr(err, errlen, "%s:%u: %s: unknown key in this section", name, lineno, k);
+				vcma_seterr(err, errlen, "%s:%u: %s: unknown key in this section", name, lineno, k);
 			else
-				seterr(err, errlen, "%s:%u: %s: invalid value '%s' (%s)", name, lineno, k, v, msg);
+				vcma_seterr(err, errlen, "%s:%u: %s: invalid value '%s' (%s)", name, lineno, k, v, msg);
 			return -EINVAL;
 		}
 	}
@@ -280,7 +328,7 @@ int vcmad_conf_load(struct vcmad_conf *c, const char *path, char *err, size_t er
 
 	if (!f) {
 		rc = -errno;
-		seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		vcma_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return rc;
 	}
 	buf = malloc(1 << 20);
@@ -290,7 +338,7 @@ int vcmad_conf_load(struct vcmad_conf *c, const char *path, char *err, size_t er
 	}
 	n = fread(buf, 1, (1 << 20) - 1, f);
 	if (ferror(f) || !feof(f)) {
-		seterr(err, errlen, "%s: %s", path, ferror(f) ? "read error" : "larger than 1 MiB");
+		vcma_seterr(err, errlen, "%s: %s", path, ferror(f) ? "read error" : "larger than 1 MiB");
 		fclose(f);
 		free(buf);
 		return -EINVAL;
@@ -298,7 +346,7 @@ int vcmad_conf_load(struct vcmad_conf *c, const char *path, char *err, size_t er
 	fclose(f);
 	buf[n] = '\0';
 	if (memchr(buf, '\0', n)) {
-		seterr(err, errlen, "%s: contains a NUL byte", path);
+		vcma_seterr(err, errlen, "%s: contains a NUL byte", path);
 		free(buf);
 		return -EINVAL;
 	}
@@ -314,7 +362,7 @@ int vcmad_conf_override_pool_size(struct vcmad_conf *c, const char *arg, char *e
 	size_t len;
 
 	if (!eq || eq == arg || (len = (size_t)(eq - arg)) >= sizeof(name)) {
-		seterr(err, errlen, "--pool-size: expected NAME=SIZE, got '%s'", arg);
+		vcma_seterr(err, errlen, "--pool-size: expected NAME=SIZE, got '%s'", arg);
 		return -EINVAL;
 	}
 	memcpy(name, arg, len);
@@ -323,19 +371,19 @@ int vcmad_conf_override_pool_size(struct vcmad_conf *c, const char *arg, char *e
 		if (strcmp(c->pool[i].name, name))
 			continue;
 		if (vcma_pool_config_override_size(&c->pool[i], eq + 1, perr, sizeof(perr))) {
-			seterr(err, errlen, "--pool-size: %s", perr);
+			vcma_seterr(err, errlen, "--pool-size: %s", perr);
 			return -EINVAL;
 		}
 		return 0;
 	}
-	seterr(err, errlen, "--pool-size: no pool named '%s' in the configuration", name);
+	vcma_seterr(err, errlen, "--pool-size: no pool named '%s' in the configuration", name);
 	return -EINVAL;
 }
 
 int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen)
 {
 	if (!c->npools) {
-		seterr(err, errlen, "no [pool NAME] section: vcmad needs at least one pool");
+		vcma_seterr(err, errlen, "no [pool NAME] section: vcmad needs at least one pool");
 		return -EINVAL;
 	}
 	for (uint32_t i = 0; i < c->npools; i++)

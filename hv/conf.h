@@ -3,7 +3,8 @@
  * conf.h - vcmad's configuration: an INI-style file, table-driven, every error as
  * "file:line: key: message". Command-line overrides are applied on top.
  *
- *   [daemon]   runtime_dir, backend, max_guests, poll_us
+ *   [daemon]   runtime_dir, backend, max_guests, poll_us, lend_share,
+ *              pause_timeout_ms, max_pause_us, relend_idle_ms, ctl_group
  *   [limits]   max_regions_per_guest, max_bytes_per_guest, request_rate,
  *              request_burst, max_ram_per_guest, ring_slots
  *   [machine]  memory            (sim backend: simulated machine memory)
@@ -34,6 +35,11 @@ struct vcmad_conf {
 	char backend[16];
 	uint32_t max_guests;
 	uint32_t poll_us; /* spin this long for more requests after serving some (0 = off) */
+	uint32_t lend_share;       /* % of a VM's RAM backed by lendable pool frames */
+	uint32_t pause_timeout_ms; /* a VMM must answer PAUSE within this */
+	uint32_t max_pause_us;     /* target bound on one guest pause while vacating */
+	uint32_t relend_idle_ms;   /* quiet time before pages move back onto idle pool frames */
+	char ctl_group[33]; /* may use the control socket besides root; "" = root only */
 	uint64_t machine_bytes;
 	struct vcmad_limits limits;
 	uint32_t npools;

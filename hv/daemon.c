@@ -112,6 +112,7 @@ int vcmad_init(struct vcmad *d, const struct vcmad_conf *conf)
 	d->be.machine_fd = -1;
 	d->loop.epfd = -1;
 	d->next_id = 1;
+	d->vacate_batch = 256;
 	if (vcmad_conf_validate(&d->conf, err, sizeof(err))) {
 		log_err("%s", err);
 		return -EINVAL;
@@ -227,7 +228,11 @@ int vcmad_start(struct vcmad *d)
 	rc = vcmad_sim_listen(d);
 	if (rc)
 		return rc;
+	rc = vcmad_ctl_start(d);
+	if (rc)
+		return rc;
 	d->started = true;
+	d->last_alloc_ns = vcma_now_ns(); /* relending waits for quiet from now on */
 	log_notice("serving on %s (backend %s, %llu MiB machine memory, %u pool(s))", d->sock_path, d->be.ops->name,
 		   (unsigned long long)(d->conf.machine_bytes >> 20), d->core.npools);
 	rc = vcmad_sd_notify("READY=1\nSTATUS=serving");
@@ -280,7 +285,11 @@ int vcmad_run(struct vcmad *d)
 
 		if (d->conf.poll_us && !d->runq)
 			spin_for_requests(d);
-		rc = vcma_loop_once(&d->loop, d->runq ? 0 : 1000);
+		/* with vacate jobs in flight, wake up often enough to time out VMs */
+		int tmo = d->runq ? 0 : vcmad_vacate_timeout_ms(d);
+
+		/* at least once a second regardless: connection and zombie reaping */
+		rc = vcma_loop_once(&d->loop, tmo < 0 || tmo > 1000 ? 1000 : tmo);
 
 		if (rc < 0) {
 			log_err("epoll: %s", strerror(-rc));
@@ -299,6 +308,8 @@ int vcmad_run(struct vcmad *d)
 			if (!g->dead)
 				vcmad_guest_run(g);
 		}
+		vcmad_vacate_tick(d);
+		vcmad_vacate_reap(d);
 		free_zombies(d);
 		vcmad_sim_reap_conns(d, false);
 	}
@@ -308,6 +319,7 @@ int vcmad_run(struct vcmad *d)
 void vcmad_fini(struct vcmad *d)
 {
 	vcmad_sd_notify("STOPPING=1");
+	vcmad_vacate_cancel_all(d);
 	for (uint32_t i = 0; d->guest && i < d->conf.max_guests; i++) {
 		struct vcmad_guest *g = d->guest[i];
 		struct vcma_evt e = { .type = VCMA_EVT_SHUTDOWN };
@@ -322,6 +334,7 @@ void vcmad_fini(struct vcmad *d)
 	}
 	free_zombies(d);
 	vcmad_sim_reap_conns(d, true);
+	vcmad_ctl_stop(d);
 	if (d->listen_fd >= 0) {
 		vcma_loop_del(&d->loop, &d->listen_w);
 		close(d->listen_fd);

@@ -88,11 +88,12 @@ static void do_hello(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 	rsp->status = VCMA_ST_OK;
 }
 
-static void do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma_rsp *rsp)
+static int do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma_rsp *rsp)
 {
 	struct vcmad *d = g->d;
 	struct vcma_requester who = { .guest = g->id, .name = g->name, .devclass = g->devclass[0] ? g->devclass : NULL };
 	struct vcma_alloc_req req = { .bytes = q->length, .align_order = (unsigned int)q->arg0 };
+	struct vcma_alloc_plan plan;
 	struct vcma_region r;
 	char name[VCMA_NAME_LEN + 1];
 	uint64_t bytes = (q->length + VCMA_PAGE_SIZE - 1) & ~(uint64_t)(VCMA_PAGE_SIZE - 1);
@@ -101,18 +102,30 @@ static void do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 	req.pool = wire_name(q, name);
 	if (req.pool && !(g->features & VCMA_F_NAMED_POOL)) {
 		rsp->status = VCMA_ST_INVALID;
-		return;
+		return VCMA_RING_ANSWERED;
 	}
 	if (q->length == 0 || q->length > (1ull << 48)) {
 		rsp->status = q->length ? VCMA_ST_TOO_BIG : VCMA_ST_INVALID;
-		return;
+		return VCMA_RING_ANSWERED;
 	}
-	if (g->nregions >= d->conf.limits.max_regions || bytes > d->conf.limits.max_bytes - g->bytes) {
+	if (g->nregions + g->pending_allocs >= d->conf.limits.max_regions ||
+	    bytes > d->conf.limits.max_bytes - g->bytes) {
 		rsp->status = VCMA_ST_LIMIT;
 		g->stats.alloc_fail++;
-		return;
+		return VCMA_RING_ANSWERED;
 	}
-	rc = vcma_core_alloc(&d->core, &who, &req, NULL, &r);
+	rc = vcma_core_alloc_begin(&d->core, &who, &req, &plan);
+	if (!rc && plan.w.nlent_free + plan.w.nlent_used) {
+		/* lent frames in the window: answer when they are vacated */
+		rc = vcmad_vacate_start(g, q->id, &plan);
+		if (!rc)
+			return VCMA_RING_DEFERRED;
+		vcma_core_alloc_abort(&d->core, &plan);
+	} else if (!rc) {
+		rc = vcma_core_alloc_finish(&d->core, &plan, &r);
+		if (rc == -EBUSY)
+			vcma_core_alloc_abort(&d->core, &plan);
+	}
 	if (!rc) {
 		/* whatever the frames held before (another guest's pages), the guest
 		 * gets zeros */
@@ -127,7 +140,7 @@ static void do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 	if (rc) {
 		rsp->status = status_of(rc);
 		g->stats.alloc_fail++;
-		return;
+		return VCMA_RING_ANSWERED;
 	}
 	r.gpa = g->window_gpa + (r.mfn << VCMA_PAGE_SHIFT);
 	vcma_regions_set_gpa(&d->core.regions, g->id, r.handle, r.gpa);
@@ -139,6 +152,21 @@ static void do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 	rsp->gpa = r.gpa;
 	rsp->bus = r.mfn << VCMA_PAGE_SHIFT;
 	rsp->length = r.nframes << VCMA_PAGE_SHIFT;
+	return VCMA_RING_ANSWERED;
+}
+
+void vcmad_guest_respond(struct vcmad_guest *g, const struct vcma_rsp *rsp)
+{
+	bool notify;
+
+	if (g->dead)
+		return;
+	if (vcma_ring_host_respond(&g->ring, rsp, &notify)) {
+		log_err("guest %u (%s): no request waiting for a deferred answer", g->id, g->name);
+		return;
+	}
+	if (notify)
+		vcmad_guest_notify(g);
 }
 
 static int free_region(struct vcmad_guest *g, uint64_t handle)
@@ -221,29 +249,34 @@ static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 	rsp->status = VCMA_ST_OK;
 }
 
-static void handle_req(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp)
+static int handle_req(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp)
 {
 	struct vcmad_guest *g = ctx;
 
 	g->stats.requests++;
 	if (q->op == VCMA_OP_HELLO) {
 		do_hello(g, q, rsp);
-		return;
+		return VCMA_RING_ANSWERED;
 	}
 	if (!g->hello) {
 		rsp->status = VCMA_ST_NOT_READY;
-		return;
+		return VCMA_RING_ANSWERED;
 	}
 	if (g->d->stop) {
 		rsp->status = VCMA_ST_SHUTDOWN;
-		return;
+		return VCMA_RING_ANSWERED;
+	}
+	if (q->op == VCMA_OP_ALLOC || q->op == VCMA_OP_FREE) {
+		g->d->last_alloc_ns = vcma_now_ns();
+		vcmad_relend_kick(g->d);
 	}
 	switch (q->op) {
-	case VCMA_OP_ALLOC: do_alloc(g, q, rsp); break;
+	case VCMA_OP_ALLOC: return do_alloc(g, q, rsp);
 	case VCMA_OP_FREE: do_free(g, q, rsp); break;
 	case VCMA_OP_QUERY: do_query(g, q, rsp); break;
 	default: rsp->status = VCMA_ST_INTERNAL; break; /* vcma_req_check() let it through */
 	}
+	return VCMA_RING_ANSWERED;
 }
 
 static void refill(struct vcmad_guest *g)
@@ -306,22 +339,32 @@ void vcmad_guest_kick_cb(struct vcma_watch *w, uint32_t events)
 void vcmad_guest_sock_cb(struct vcma_watch *w, uint32_t events)
 {
 	struct vcmad_guest *g = (struct vcmad_guest *)((char *)w - offsetof(struct vcmad_guest, sock_w));
-	char buf[64];
+	static char buf[VCMA_SIM_MSG_MAX + 8];
+	const char *why;
 	ssize_t n;
 
 	if (g->dead)
 		return;
-	if (events & (EPOLLERR | EPOLLHUP)) {
+	/* drain: a VMM may have sent several messages */
+	for (int i = 0; i < 64 && !g->dead; i++) {
+		n = recv(g->sock, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			break;
+		if (n <= 0) {
+			vcmad_guest_detach(g, n == 0 ? "connection closed" : "connection error");
+			return;
+		}
+		if ((size_t)n > VCMA_SIM_MSG_MAX) {
+			vcmad_guest_kill(g, "oversized message on the attach socket");
+			return;
+		}
+		if (vcmad_vmm_message(g, buf, (size_t)n, &why)) {
+			vcmad_guest_kill(g, why);
+			return;
+		}
+	}
+	if (!g->dead && (events & (EPOLLERR | EPOLLHUP)))
 		vcmad_guest_detach(g, "connection closed");
-		return;
-	}
-	n = recv(g->sock, buf, sizeof(buf), MSG_DONTWAIT);
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-		vcmad_guest_detach(g, n == 0 ? "connection closed" : "connection error");
-		return;
-	}
-	if (n > 0)
-		vcmad_guest_kill(g, "unexpected message on the attach socket");
 }
 
 void vcmad_guest_kill(struct vcmad_guest *g, const char *why)
@@ -344,6 +387,8 @@ void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 
 	if (g->dead)
 		return;
+	/* jobs that wait for this guest, or that it asked for, let go of it first */
+	vcmad_vacate_guest_gone(g);
 	/* off the run queue first: nothing may run this guest again */
 	for (struct vcmad_guest **pp = &d->runq; *pp; pp = &(*pp)->next_run)
 		if (*pp == g) {
@@ -359,8 +404,7 @@ void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 		if (r->guest == g->id && !free_region(g, r->handle))
 			freed++;
 	}
-	if (g->nram)
-		d->be.ops->ram_free(&d->be, g->ram, g->nram);
+	vcmad_lend_release(g);
 	log_info("guest %u (%s) detached (%s): %d region(s) freed, %llu RAM frame(s) reclaimed", g->id, g->name, why,
 		 freed, (unsigned long long)g->ram_frames);
 	vcma_loop_del(&d->loop, &g->kick_w);
@@ -380,8 +424,6 @@ void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 			d->guest[i] = NULL;
 	d->nguests--;
 	d->stats.detaches++;
-	free(g->ram);
-	g->ram = NULL;
 	/* freed after this loop iteration: later events of the same batch may still
 	 * point at its watches */
 	g->dead = true;

@@ -22,6 +22,8 @@
 #include "vcma_sim.h"
 
 struct vcmad;
+struct vcmad_ctl;
+struct vcmad_job;
 
 struct vcmad_guest_stats {
 	uint64_t requests, alloc_ok, alloc_fail, frees, queries, kicks;
@@ -46,12 +48,18 @@ struct vcmad_guest {
 	uint64_t features;
 	uint32_t nregions;
 	uint64_t bytes;
+	uint32_t pending_allocs; /* ALLOCs waiting for a vacate */
+	bool no_lend;            /* drained: never back with pool frames again */
 	double tokens;
 	uint64_t tokens_at;
-	struct vcma_extent *ram; /* VMM: guest RAM runs, in gfn order */
-	uint32_t nram;
-	uint64_t ram_frames;
+	uint64_t ram_frames;     /* VMM: guest RAM, gfn 0 .. ram_frames-1 (see p2m) */
 	uint64_t window_gpa;
+	uint64_t *p2m;    /* VMM: mfn backing each gfn */
+	uint8_t *gflags;  /* VMM: VCMAD_GFN_* per gfn */
+	uint32_t vm_seq;  /* seq of the last PAUSE sent */
+	struct vcmad_job *pauser; /* the job holding this VM paused, or NULL */
+	uint64_t paused_at;
+	struct vcma_hist pause_hist; /* PAUSE sent -> RESUME sent, ns */
 	bool queued; /* on the run queue */
 	bool dead;   /* detached; freed at the end of the loop iteration */
 	struct vcmad_guest *next_run;
@@ -88,6 +96,15 @@ struct vcmad {
 	struct vcmad_guest *runq;
 	struct vcmad_guest *zombies; /* detached, linked by next_run */
 	struct vcmad_stats stats;
+	struct vcmad_ctl *ctl; /* control socket (hv/ctl), NULL until started */
+	struct vcmad_job *jobs;      /* vacate jobs in flight */
+	struct vcmad_job *done_jobs; /* finished, freed after the loop iteration */
+	uint32_t vacate_batch;       /* pages per pause, adapted to max_pause_us */
+	uint64_t ord_reserved;       /* ordinary frames promised to running vacate jobs */
+	struct vcma_hist pause_hist; /* every guest pause, ns */
+	uint64_t vacate_jobs_ok, vacate_jobs_failed;
+	uint64_t last_alloc_ns;      /* last ALLOC or FREE served: relend waits for quiet */
+	bool relend_dirty;           /* something changed since relending last found nothing */
 	uint64_t last_active_ns; /* when a guest last had requests served */
 	bool stop;
 	bool started;
@@ -118,6 +135,55 @@ void vcmad_guest_notify(struct vcmad_guest *g);
 int vcmad_sim_listen(struct vcmad *d);
 void vcmad_sim_accept_cb(struct vcma_watch *w, uint32_t events);
 void vcmad_sim_reap_conns(struct vcmad *d, bool all);
+
+#define VCMAD_GFN_PINNED 1u   /* never back with a lendable pool frame */
+#define VCMAD_GFN_REPORTED 2u /* the guest reported the page free */
+
+/* lend.c: guest RAM from pools and ordinary memory, and the VMM channel. */
+int vcmad_lend_ram(struct vcmad_guest *g);
+void vcmad_lend_release(struct vcmad_guest *g);
+int vcmad_lend_p2m_runs(struct vcmad_guest *g, struct vcma_sim_run **runs, uint32_t *nruns);
+struct vcma_pool *vcmad_pool_of(struct vcmad *d, uint64_t mfn);
+/* A message from a VMM: 0, or -EPROTO with *why (the caller cuts the VM off). */
+int vcmad_vmm_message(struct vcmad_guest *g, const void *buf, size_t len, const char **why);
+int vcmad_vmm_send(struct vcmad_guest *g, uint16_t type, uint32_t seq, int32_t status,
+		   const struct vcma_sim_run *runs, uint32_t n);
+
+/* vacate.c: move lent frames out of a claimed window by pause, copy, remap, resume. */
+int vcmad_vacate_start(struct vcmad_guest *req, uint64_t req_id, const struct vcma_alloc_plan *plan);
+void vcmad_vacate_paused(struct vcmad_guest *vm, uint32_t seq);
+void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status);
+void vcmad_vacate_guest_gone(struct vcmad_guest *g);
+void vcmad_vacate_tick(struct vcmad *d);
+void vcmad_vacate_reap(struct vcmad *d);
+void vcmad_vacate_cancel_all(struct vcmad *d);
+/* Milliseconds until the loop must run vacate_tick again (-1: no deadline). */
+int vcmad_vacate_timeout_ms(struct vcmad *d);
+/* Pool frames were freed or guest pages left a pool: relending may have work. */
+static inline void vcmad_relend_kick(struct vcmad *d)
+{
+	d->relend_dirty = true;
+}
+/* Evict the lent pages of pool p's cheapest window of `frames` (0: the whole pool)
+ * to ordinary memory, and keep the pool from being relent for a while. */
+int vcmad_vacate_compact(struct vcmad *d, struct vcma_pool *p, uint64_t frames, uint64_t *scheduled);
+/* Move every page of g that sits on a pool frame to ordinary memory; g is not lent
+ * pool frames again. */
+int vcmad_vacate_drain(struct vcmad *d, struct vcmad_guest *g, uint64_t *scheduled);
+/* Schedule moving the pages on lent frames idx[] of pool p to ordinary memory. */
+int vcmad_vacate_evict_frames(struct vcmad *d, struct vcma_pool *p, const uint64_t *idx, size_t n,
+			      uint64_t *scheduled);
+/* PIN from a VMM: mark the pages, move those on pool frames off, then PINNED. */
+int vcmad_pin(struct vcmad_guest *g, uint32_t seq, const struct vcma_sim_run *runs, uint32_t nruns);
+
+#define VCMAD_COMPACT_HOLD_NS (30ull * 1000000000ull) /* no relending after a compaction */
+#define VCMAD_RELEND_MAX 8192u                        /* pages per relend job */
+/* answer a deferred request of g */
+void vcmad_guest_respond(struct vcmad_guest *g, const struct vcma_rsp *rsp);
+
+/* ctl/ctl.c: the operator's control socket; stop is a no-op if start failed. */
+int vcmad_ctl_start(struct vcmad *d);
+void vcmad_ctl_stop(struct vcmad *d);
 
 /* sd_notify(3) without libsystemd: 0 if sent or NOTIFY_SOCKET unset. */
 int vcmad_sd_notify(const char *msg);

@@ -14,8 +14,8 @@
  * [mfn, mfn+count).
  *
  * The connection lives as long as the guest: closing it detaches the guest, and
- * vcmad reclaims its regions and memory. On a VMM connection vcmad later sends
- * pause/remap requests (see docs/PROTOCOL.md, "sim VMM channel").
+ * vcmad reclaims its regions and memory. On a VMM connection both sides then speak
+ * the VMM channel below (pause/remap for vacating, free page reporting).
  *
  * Role GUEST is the guest driver alone (libvcma's vcma_attach()). Role VMM is a
  * simulated VM's hypervisor-facing side (vcma-simvm): it is trusted the way QEMU is
@@ -84,6 +84,64 @@ struct vcma_sim_p2m {
 	struct vcma_sim_run run[VCMA_SIM_P2M_RUNS];
 };
 
+/*
+ * ---- the VMM channel: lending and vacating (role VMM only) ----
+ *
+ * After the p2m, the attach socket carries these messages both ways; each is one
+ * SOCK_SEQPACKET datagram: struct vcma_sim_msg followed by `count` runs (at most
+ * VCMA_SIM_MSG_RUNS). For REPORT/REUSE/PIN the runs' mfn is 0.
+ *
+ * host -> VMM
+ *   PAUSE    seq            park every vCPU (let it finish the page it is on), then PAUSED
+ *   REMAP    seq, runs      while paused: map [gfn, gfn+count) to machine [mfn, ...), then
+ *                           REMAPPED with status 0 or a positive errno
+ *   RESUME   seq            unpark the vCPUs; no answer
+ *   REUSED   seq            the REUSE with this seq is recorded: the pages may be written
+ *   PINNED   seq, status    the PIN with this seq is done: no pinned page is on a pool frame
+ * VMM -> host
+ *   PAUSED   seq            all vCPUs are parked
+ *   REMAPPED seq, status
+ *   REPORT   runs           the guest does not use these pages (free page reporting): their
+ *                           contents may be dropped at any time, they read back as zeros or
+ *                           stale data, until a REUSE for them is answered
+ *   REUSE    seq, runs      the guest wants to use these reported pages again; it does not
+ *                           touch them before REUSED
+ *   PIN      seq, runs      the guest will pin these pages (DMA): never back them with a
+ *                           lendable pool frame; answered by PINNED
+ *
+ * The host sends PAUSE, then REMAP(s), then RESUME, never two PAUSEs at once. A VMM
+ * that does not answer PAUSE within the host's pause timeout gets a RESUME for that
+ * seq (it must unpark whenever it sees RESUME, paused or not) and the vacate fails.
+ */
+enum vcma_sim_vmm_msg {
+	VCMA_SIM_MSG_PAUSE = 10,
+	VCMA_SIM_MSG_REMAP = 11,
+	VCMA_SIM_MSG_RESUME = 12,
+	VCMA_SIM_MSG_REUSED = 13,
+	VCMA_SIM_MSG_PINNED = 14,
+	VCMA_SIM_MSG_PAUSED = 20,
+	VCMA_SIM_MSG_REMAPPED = 21,
+	VCMA_SIM_MSG_REPORT = 22,
+	VCMA_SIM_MSG_REUSE = 23,
+	VCMA_SIM_MSG_PIN = 24,
+};
+
+#define VCMA_SIM_MSG_RUNS 128u
+
+struct vcma_sim_msg {
+	uint32_t magic;   /* VCMA_SIM_MAGIC */
+	uint16_t version; /* VCMA_SIM_VERSION */
+	uint16_t type;    /* enum vcma_sim_vmm_msg */
+	uint32_t seq;
+	int32_t status;   /* REMAPPED, PINNED: 0 or a positive errno */
+	uint32_t count;   /* runs that follow */
+	uint32_t pad;
+	struct vcma_sim_run run[];
+};
+
+#define VCMA_SIM_MSG_MAX (sizeof(struct vcma_sim_msg) + VCMA_SIM_MSG_RUNS * sizeof(struct vcma_sim_run))
+
+_Static_assert(sizeof(struct vcma_sim_msg) == 24, "sim VMM message header size");
 _Static_assert(sizeof(struct vcma_sim_attach) == 88, "sim attach size");
 _Static_assert(sizeof(struct vcma_sim_attach_rsp) == 56, "sim attach response size");
 _Static_assert(sizeof(struct vcma_sim_p2m) == 16 + 24 * VCMA_SIM_P2M_RUNS, "sim p2m size");

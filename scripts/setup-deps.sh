@@ -5,6 +5,7 @@ set -euo pipefail
 
 PKGS=(
 	gcc libc6-dev pkg-config meson ninja-build   # build
+	libjson-c-dev scdoc                           # control socket + vcmactl, man pages
 	libcmocka-dev                                 # unit tests
 	clang libclang-rt-14-dev                      # libFuzzer targets
 )

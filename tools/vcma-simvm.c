@@ -31,8 +31,10 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,32 +43,9 @@
 #include "vcma_barrier.h"
 #include "vcma_proto.h"
 #include "vcma_sim.h"
+#include "simvm-vm.h"
 
-#define PAGE 4096ull
-#define PAGE_WORDS (PAGE / 8)
-#define MAX_SIZES 16
 #define ATTACH_TIMEOUT_MS 10000
-#define MAX_LOGGED 10 /* corruption reports per kind, then only counted */
-
-enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_ATTACH = 3 };
-
-/* ---- options ---- */
-
-enum workload { WL_CHECKSUM, WL_IDLE };
-
-struct opts {
-	const char *socket, *name, *devclass, *pool;
-	uint64_t ram;
-	unsigned int vcpus;
-	enum workload workload;
-	uint64_t sizes[MAX_SIZES];
-	unsigned int nsizes;
-	unsigned int max_regions;
-	unsigned int interval_ms;
-	double duration;
-	uint64_t seed;
-	bool json;
-};
 
 /* ---- refusals: normal outcomes, counted per size ---- */
 
@@ -102,75 +81,14 @@ struct held {
 	unsigned int size_idx;
 };
 
-struct vm;
-
-struct vcpu {
-	struct vm *vm;
-	unsigned int idx;
-	uint64_t first, npages; /* gfn slice */
-	uint32_t *gen;          /* per page: last generation written, 0 = never */
-	uint64_t rng;
-	uint64_t written, verified, corrupt;
-	pthread_t thr;
-	bool started;
-};
-
-struct vm {
-	const struct opts *o;
-	int sock;
-	int machine_fd;
-	int wake_fd; /* wakes the VMM thread at exit */
-	int irq_fd;  /* the VMM's copy of the guest part's irq eventfd */
-	struct vcma_ctrl *ctrl; /* the VMM's view of the ring's control page */
-	uint32_t guest_id;
-	uint64_t shm_size, ram_frames, machine_bytes, window_gpa;
-	struct vcma_sim_run *runs;
-	uint32_t nruns;
-	uint32_t nmaps;
-	uint8_t *base;
-	uint64_t span;
-	struct vcma *v;
-
-	atomic_bool stop;
-	atomic_bool paused; /* vCPUs park between page operations while set */
-	atomic_uint parked;
-	atomic_bool host_gone;
-	pthread_t vmm_thr;
-	bool vmm_started;
-	atomic_uint vmm_msgs_ignored;
-
-	struct vcpu *vcpu;
-
-	/* allocation driver (main thread only, and the mapper it calls) */
-	struct held *held;
-	unsigned int nheld;
-	struct record *rec;
-	size_t nrec, rec_cap;
-	struct size_stat st[MAX_SIZES];
-	uint64_t errors;
-	uint64_t not_zeroed;
-	uint64_t pattern_logged;
-	atomic_uint_fast64_t corrupt_logged;
-	uint64_t held_at_end;
-	uint64_t start_ns, end_ns;
-};
-
-static volatile sig_atomic_t got_signal;
+volatile sig_atomic_t got_signal;
 
 static void on_signal(int sig)
 {
 	got_signal = sig;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-__attribute__((format(printf, 1, 2))) static void msg(const char *fmt, ...)
+void msg(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -179,26 +97,6 @@ __attribute__((format(printf, 1, 2))) static void msg(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
 	va_end(ap);
-}
-
-/* splitmix64: the PRNG and the hash behind every pattern */
-static inline uint64_t mix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static inline uint64_t rnd(uint64_t *s)
-{
-	*s += 0x9e3779b97f4a7c15ull;
-	return mix64(*s);
-}
-
-static bool stopping(struct vm *vm)
-{
-	return atomic_load_explicit(&vm->stop, memory_order_relaxed) || got_signal;
 }
 
 /*
@@ -274,42 +172,217 @@ static void page_verify(struct vcpu *c, uint64_t page)
 	}
 }
 
-/* Where a pause request will park the vCPUs (between page operations). */
-static void pause_point(struct vm *vm)
+/*
+ * A vCPU's pages: used[] (written and verified), rep[] (reported free, never touched)
+ * and reusing[] (REUSE sent, untouched until REUSED); pos[] is a page's index in
+ * used[] or rep[]. Pages [0, pin_end) of the slice are pinned and never reported.
+ */
+static void list_del(uint32_t *list, uint32_t *n, uint32_t *pos, uint32_t page)
 {
-	if (!atomic_load_explicit(&vm->paused, memory_order_acquire))
-		return;
-	atomic_fetch_add(&vm->parked, 1);
-	while (atomic_load_explicit(&vm->paused, memory_order_acquire) && !stopping(vm)) {
-		struct timespec ts = { 0, 50000 };
+	uint32_t i = pos[page], last = list[--*n];
 
-		nanosleep(&ts, NULL);
-	}
-	atomic_fetch_sub(&vm->parked, 1);
+	list[i] = last;
+	pos[last] = i;
 }
+
+static void list_add(uint32_t *list, uint32_t *n, uint32_t *pos, uint32_t page)
+{
+	pos[page] = *n;
+	list[(*n)++] = page;
+}
+
+static int slice_init(struct vm *vm, struct vcpu *c, unsigned int idx, unsigned int nslices)
+{
+	uint64_t pin_frames = vm->o->pin_bytes / PAGE;
+
+	c->vm = vm;
+	c->idx = idx;
+	c->first = vm->ram_frames * idx / nslices;
+	c->npages = vm->ram_frames * (idx + 1) / nslices - c->first;
+	c->pin_end = pin_frames <= c->first ? 0 : pin_frames - c->first < c->npages ? pin_frames - c->first : c->npages;
+	c->rng = vm->o->seed ^ mix64(idx + 1);
+	c->gen = calloc(c->npages, sizeof(*c->gen));
+	c->pstate = calloc(c->npages, sizeof(*c->pstate));
+	c->pos = calloc(c->npages, sizeof(*c->pos));
+	c->used = calloc(c->npages, sizeof(*c->used));
+	c->rep = calloc(c->npages, sizeof(*c->rep));
+	if (!c->gen || !c->pstate || !c->pos || !c->used || !c->rep)
+		return -ENOMEM;
+	for (uint32_t page = 0; page < c->npages; page++)
+		list_add(c->used, &c->nused, c->pos, page);
+	return 0;
+}
+
+static void slice_free(struct vcpu *c)
+{
+	free(c->gen);
+	free(c->pstate);
+	free(c->pos);
+	free(c->used);
+	free(c->rep);
+}
+
+/*
+ * Pick --report percent of the slice's (unpinned) pages as reported, in chunks of
+ * 1..32 pages at random places, as a guest's free page reporting hands over free
+ * buddy blocks of mixed orders. Nothing is sent here.
+ */
+static void slice_pick_reported(struct vcpu *c)
+{
+	uint64_t target = c->npages * c->vm->o->report_pct / 100, unpinned = c->npages - c->pin_end;
+
+	if (target > unpinned)
+		target = unpinned;
+	while (c->nrep < target) {
+		uint64_t r = rnd(&c->rng), len = 1ull << ((r >> 58) % 6);
+		uint64_t start = c->pin_end + r % unpinned;
+
+		for (uint64_t p = start; p < c->npages && p < start + len && c->nrep < target; p++) {
+			if (c->pstate[p] != PG_USED)
+				continue;
+			list_del(c->used, &c->nused, c->pos, (uint32_t)p);
+			c->pstate[p] = PG_REPORTED;
+			list_add(c->rep, &c->nrep, c->pos, (uint32_t)p);
+		}
+	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void sort_u64(uint64_t *v, unsigned int n)
+{
+	for (unsigned int i = 1; i < n; i++)
+		for (unsigned int j = i; j && v[j - 1] > v[j]; j--) {
+			uint64_t t = v[j];
+
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+}
+
+/*
+ * Rotation: stop using a few used pages (reported at once: from here on this vCPU
+ * neither writes nor verifies them) and ask for as many reported ones back (REUSE;
+ * they are written only after REUSED, with fresh data, their contents being garbage).
+ */
+static void rotate(struct vcpu *c)
+{
+	struct vm *vm = c->vm;
+	uint64_t rep[ROT_PAGES], reuse[ROT_PAGES];
+	unsigned int nrep = 0, want = c->nrep < ROT_PAGES ? c->nrep : ROT_PAGES;
+	uint32_t seq;
+	int rc;
+
+	if (atomic_load(&c->reuse_seq) || !want)
+		return;
+	for (unsigned int tries = 0; nrep < want && c->nused > 1 && tries < 4 * ROT_PAGES; tries++) {
+		uint32_t page = c->used[rnd(&c->rng) % c->nused];
+
+		if (page < c->pin_end)
+			continue;
+		list_del(c->used, &c->nused, c->pos, page);
+		c->pstate[page] = PG_REPORTED;
+		rep[nrep++] = c->first + page;
+	}
+	if (!nrep)
+		return;
+	/* take back as many from the pages reported before this rotation */
+	for (unsigned int i = 0; i < nrep; i++) {
+		uint32_t page = c->rep[rnd(&c->rng) % c->nrep];
+
+		list_del(c->rep, &c->nrep, c->pos, page);
+		c->pstate[page] = PG_REUSING;
+		c->reusing[i] = page;
+		reuse[i] = c->first + page;
+	}
+	c->nreusing = nrep;
+	for (unsigned int i = 0; i < nrep; i++)
+		list_add(c->rep, &c->nrep, c->pos, (uint32_t)(rep[i] - c->first));
+	sort_u64(rep, nrep);
+	sort_u64(reuse, nrep);
+	rc = vmm_send_gfns(vm, VCMA_SIM_MSG_REPORT, 0, rep, nrep);
+	if (rc > 0)
+		c->reports += (uint64_t)rc;
+	seq = vmm_next_seq(vm);
+	atomic_store(&c->reuse_seq, seq); /* before the send: REUSED may beat send()'s return */
+	rc = vmm_send_gfns(vm, VCMA_SIM_MSG_REUSE, seq, reuse, nrep);
+	if (rc > 0)
+		c->reuses++;
+	else if (!atomic_load(&vm->host_gone) && !stopping(vm))
+		msg("vCPU %u: cannot send REUSE: %s", c->idx, strerror(-rc));
+}
+
+/* REUSED arrived: the pages are this vCPU's again; write them before any verify. */
+static void take_back(struct vcpu *c)
+{
+	for (unsigned int i = 0; i < c->nreusing; i++) {
+		uint32_t page = c->reusing[i];
+
+		c->pstate[page] = PG_USED;
+		list_add(c->used, &c->nused, c->pos, page);
+		page_write(c, page);
+	}
+	c->reused_pages += c->nreusing;
+	c->nreusing = 0;
+	atomic_store(&c->reuse_done, false);
+	atomic_store(&c->reuse_seq, 0);
+}
+
+#define VCPU_NICE 10
+static atomic_bool nice_warned;
 
 static void *vcpu_main(void *p)
 {
 	struct vcpu *c = p;
 	struct vm *vm = c->vm;
+	bool rotating = vm->o->report_pct > 0;
 
-	/* first touch every page, so the final pass covers all of RAM */
+	/* A hypervisor stops a vCPU with an IPI, at once; our vCPUs stop only when
+	 * they reach a pause point. Running them at a lower priority than the VMM
+	 * thread (and vcmad) lets a PAUSE be seen promptly even on an oversubscribed
+	 * host, as it would be on a real one. Raising one's nice value always works. */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), VCPU_NICE) && !atomic_exchange(&nice_warned, true))
+		msg("cannot lower the vCPU threads' priority: %s", strerror(errno));
+
+	/* first touch every page in use, so the final pass covers all of them */
 	for (uint64_t page = 0; page < c->npages && !stopping(vm); page++) {
-		pause_point(vm);
-		page_write(c, page);
+		vmm_pause_point(vm);
+		if (c->pstate[page] == PG_USED)
+			page_write(c, page);
 	}
 	while (!stopping(vm)) {
-		uint64_t r = rnd(&c->rng), page = r % c->npages;
+		uint64_t r = rnd(&c->rng);
+		uint32_t page;
 
-		pause_point(vm);
+		vmm_pause_point(vm);
+		if (atomic_load_explicit(&c->reuse_done, memory_order_acquire))
+			take_back(c);
+		if (rotating && !(++c->ops % ROT_OPS))
+			rotate(c);
+		if (!c->nused) {
+			struct timespec ts = { 0, 1000000 };
+
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		page = c->used[r % c->nused];
 		if ((r >> 60) < 4) /* one in four: verify */
 			page_verify(c, page);
 		else
 			page_write(c, page);
 	}
-	/* the final pass: every page still holds what this vCPU last wrote */
-	for (uint64_t page = 0; page < c->npages && !atomic_load(&vm->host_gone); page++)
-		page_verify(c, page);
+	/* the final pass: every page in use still holds what this vCPU last wrote */
+	for (uint64_t page = 0; page < c->npages && !atomic_load(&vm->host_gone); page++) {
+		vmm_pause_point(vm);
+		if (c->pstate[page] == PG_USED)
+			page_verify(c, page);
+	}
+	vmm_vcpu_leave(vm);
 	return NULL;
 }
 
@@ -510,9 +583,10 @@ static void sleep_ms(struct vm *vm, unsigned int ms)
 static void drive(struct vm *vm, uint64_t deadline)
 {
 	uint64_t rng = vm->o->seed ^ 0xa110ca7e;
+	unsigned int attempts = 0;
 	bool refused = false;
 
-	while (!stopping(vm) && now_ns() < deadline) {
+	while (!stopping(vm) && now_ns() < deadline && !(vm->o->count && attempts >= vm->o->count)) {
 		if (!vm->o->nsizes) {
 			sleep_ms(vm, (unsigned int)((deadline - now_ns()) / 1000000ull) + 1);
 			continue;
@@ -521,6 +595,7 @@ static void drive(struct vm *vm, uint64_t deadline)
 		 * refusal free one too, so a full pool or quota keeps the run moving */
 		if (vm->nheld < vm->o->max_regions && !(refused && vm->nheld)) {
 			refused = do_alloc(vm, &rng) == 0;
+			attempts++;
 		} else {
 			do_free(vm, (unsigned int)(rnd(&rng) % vm->nheld));
 			refused = false;
@@ -736,62 +811,6 @@ static int map_ram(struct vm *vm, const char **why)
 	return 0;
 }
 
-/*
- * vcmad is gone and nobody will answer the ring again. The VMM emulates the device, so
- * it reports the device dead the way the host would (state DEAD, then an irq): the
- * guest part's calls fail at once with -ECONNRESET instead of running into timeouts.
- */
-static void device_gone(struct vm *vm)
-{
-	uint64_t one = 1;
-
-	if (!vm->ctrl)
-		return;
-	vcma_store_release(&vm->ctrl->state, (uint32_t)VCMA_STATE_DEAD);
-	if (write(vm->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		msg("cannot raise the guest part's irq: %s", strerror(errno));
-}
-
-/* The VMM channel: nothing is defined yet but EOF (vcmad went away). */
-static void *vmm_main(void *p)
-{
-	struct vm *vm = p;
-	char *buf = malloc(65536);
-
-	while (buf && !atomic_load(&vm->stop)) {
-		struct pollfd pfd[2] = { { .fd = vm->sock, .events = POLLIN }, { .fd = vm->wake_fd, .events = POLLIN } };
-		ssize_t n;
-
-		if (poll(pfd, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		if (pfd[1].revents)
-			break;
-		n = recv(vm->sock, buf, 65536, MSG_DONTWAIT | MSG_TRUNC);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (n <= 0) {
-			if (!atomic_load(&vm->stop))
-				msg("vcmad went away (%s): stopping", n ? strerror(errno) : "connection closed");
-			atomic_store(&vm->host_gone, true);
-			atomic_store(&vm->stop, true);
-			device_gone(vm);
-			break;
-		}
-		if (atomic_fetch_add(&vm->vmm_msgs_ignored, 1) < MAX_LOGGED) {
-			uint16_t type = 0;
-
-			if (n >= 8)
-				memcpy(&type, buf + 6, sizeof(type));
-			msg("ignoring a %zd-byte message of type %u on the VMM channel", n, type);
-		}
-	}
-	free(buf);
-	return NULL;
-}
-
 /* ---- output ---- */
 
 static const char *fmt_size(uint64_t b, char buf[32])
@@ -807,7 +826,14 @@ static const char *fmt_size(uint64_t b, char buf[32])
 	return buf;
 }
 
-static void print_text(struct vm *vm, uint64_t written, uint64_t verified, uint64_t corrupt, uint64_t pattern)
+/* what the summary adds up after the run */
+struct totals {
+	uint64_t written, verified, corrupt, pattern;
+	uint64_t reported_pages, reports, reuses, reused_pages;
+	struct vmm_summary vs;
+};
+
+static void print_text(struct vm *vm, const struct totals *t)
 {
 	const struct opts *o = vm->o;
 	char buf[32];
@@ -818,8 +844,18 @@ static void print_text(struct vm *vm, uint64_t written, uint64_t verified, uint6
 	printf("  RAM %s in %u mapping(s) from %u p2m run(s); %u vCPU(s), workload %s\n", fmt_size(o->ram, buf),
 	       vm->nmaps, vm->nruns, o->workload == WL_IDLE ? 0 : o->vcpus,
 	       o->workload == WL_IDLE ? "idle" : "checksum");
-	printf("  vCPU pages: %" PRIu64 " written, %" PRIu64 " verified, %" PRIu64 " corrupt\n", written, verified,
-	       corrupt);
+	printf("  vCPU pages: %" PRIu64 " written, %" PRIu64 " verified, %" PRIu64 " corrupt\n", t->written,
+	       t->verified, t->corrupt);
+	printf("  pauses: %" PRIu64 ", p50 %.1f us, p99 %.1f us, max %.1f us (PAUSE to RESUME); parked after p50 %.1f us,"
+	       " max %.1f us; running again after p50 %.1f us, max %.1f us (%" PRIu64 " of %" PRIu64 " from a futex sleep)\n",
+	       t->vs.pauses, t->vs.p50_us, t->vs.p99_us, t->vs.max_us, t->vs.park_p50_us, t->vs.park_max_us,
+	       t->vs.resume_p50_us, t->vs.resume_max_us, t->vs.slept, t->vs.unparks);
+	printf("  remapped %" PRIu64 " page(s) in %" PRIu64 " mmap call(s), %" PRIu64 " REMAP(s) refused; %" PRIu64
+	       " host message(s) ignored\n",
+	       t->vs.remapped_pages, t->vs.remap_calls, t->vs.remap_refused, t->vs.host_msgs_ignored);
+	printf("  free page reporting: %" PRIu64 " page(s) reported now, %" PRIu64 " REPORT(s), %" PRIu64
+	       " REUSE(s) taking back %" PRIu64 " page(s); %" PRIu64 " page(s) pinned\n",
+	       t->reported_pages, t->reports, t->reuses, t->reused_pages, vm->pinned_pages);
 	for (unsigned int i = 0; i < o->nsizes; i++) {
 		const struct size_stat *st = &vm->st[i];
 		bool any = false;
@@ -838,11 +874,11 @@ static void print_text(struct vm *vm, uint64_t written, uint64_t verified, uint6
 	printf("  regions: %zu obtained, %" PRIu64 " held at the end (%s), %" PRIu64 " not zeroed\n", vm->nrec,
 	       vm->held_at_end, atomic_load(&vm->host_gone) ? "reclaimed by vcmad" : "all freed before exit",
 	       vm->not_zeroed);
-	printf("  corruptions %" PRIu64 ", pattern errors %" PRIu64 ", errors %" PRIu64 "\n", corrupt, pattern,
+	printf("  corruptions %" PRIu64 ", pattern errors %" PRIu64 ", errors %" PRIu64 "\n", t->corrupt, t->pattern,
 	       vm->errors);
 }
 
-static void print_json(struct vm *vm, uint64_t written, uint64_t verified, uint64_t corrupt, uint64_t pattern)
+static void print_json(struct vm *vm, const struct totals *t)
 {
 	const struct opts *o = vm->o;
 
@@ -850,11 +886,21 @@ static void print_json(struct vm *vm, uint64_t written, uint64_t verified, uint6
 	       "\"ram_bytes\":%" PRIu64 ",\"mappings\":%u,\"p2m_runs\":%u,\"vcpus\":%u,"
 	       "\"corruptions\":%" PRIu64 ",\"pattern_errors\":%" PRIu64 ",\"vcpu_pages_written\":%" PRIu64
 	       ",\"vcpu_pages_verified\":%" PRIu64 ",\"regions_not_zeroed\":%" PRIu64 ",\"held_at_end\":%" PRIu64
-	       ",\"errors\":%" PRIu64 ",\"sizes\":[",
+	       ",\"errors\":%" PRIu64 ",",
 	       o->name, vm->guest_id, o->seed, (double)(vm->end_ns - vm->start_ns) / 1e9,
 	       atomic_load(&vm->host_gone) ? "true" : "false", o->ram, vm->nmaps, vm->nruns,
-	       o->workload == WL_IDLE ? 0 : o->vcpus, corrupt, pattern, written, verified, vm->not_zeroed,
+	       o->workload == WL_IDLE ? 0 : o->vcpus, t->corrupt, t->pattern, t->written, t->verified, vm->not_zeroed,
 	       vm->held_at_end, vm->errors);
+	printf("\"pauses\":{\"count\":%" PRIu64 ",\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"acks\":%" PRIu64
+	       ",\"ack_p50_us\":%.1f,\"ack_p99_us\":%.1f,\"ack_max_us\":%.1f,\"unparks\":%" PRIu64
+	       ",\"unpark_p50_us\":%.1f,\"unpark_p99_us\":%.1f,\"unpark_max_us\":%.1f,\"unparks_from_sleep\":%" PRIu64 "},"
+	       "\"remapped_pages\":%" PRIu64 ",\"remap_calls\":%" PRIu64 ",\"remaps_refused\":%" PRIu64
+	       ",\"reported_pages\":%" PRIu64 ",\"reports\":%" PRIu64 ",\"reuses\":%" PRIu64 ",\"reused_pages\":%" PRIu64
+	       ",\"pinned_pages\":%" PRIu64 ",\"host_msgs_ignored\":%" PRIu64 ",\"sizes\":[",
+	       t->vs.pauses, t->vs.p50_us, t->vs.p99_us, t->vs.max_us, t->vs.acks, t->vs.park_p50_us, t->vs.park_p99_us,
+	       t->vs.park_max_us, t->vs.unparks, t->vs.resume_p50_us, t->vs.resume_p99_us, t->vs.resume_max_us,
+	       t->vs.slept, t->vs.remapped_pages, t->vs.remap_calls, t->vs.remap_refused, t->reported_pages,
+	       t->reports, t->reuses, t->reused_pages, vm->pinned_pages, t->vs.host_msgs_ignored);
 	for (unsigned int i = 0; i < o->nsizes; i++) {
 		const struct size_stat *st = &vm->st[i];
 		bool first = true;
@@ -902,9 +948,23 @@ static void usage(FILE *f)
 		"  -k, --max-regions K     regions held at once (default 4)\n"
 		"  -i, --interval-ms N     pause between allocation steps (default 0)\n"
 		"  -d, --duration SECONDS  run time, fractions allowed (default 5)\n"
+		"      --count N           stop after N allocation attempts (or at --duration, first)\n"
 		"  -S, --seed S            PRNG seed (default: from the clock and pid; printed)\n"
 		"  -j, --json              print the summary as one JSON object on stdout\n"
 		"  -h, --help              show this help and exit\n"
+		"\n"
+		"The VMM channel (vcmad lends pool frames to the VM and vacates them: pause, copy, remap,\n"
+		"resume; the vCPUs keep verifying every page they use across it):\n"
+		"      --report PERCENT    free page reporting: each vCPU keeps this share of its pages\n"
+		"                          reported free (0..90, default 0 = off) and rotates a few of them\n"
+		"                          every 4096 page operations (REPORT some, REUSE as many back)\n"
+		"      --pin SIZE          pin the first SIZE bytes of RAM (PIN, wait for PINNED) before\n"
+		"                          the workload starts (default 0)\n"
+		"Fault injection, for vcmad's tests:\n"
+		"      --pause-delay-ms N  answer PAUSE only N ms after it arrived\n"
+		"      --no-pause-ack      never answer PAUSE (vCPUs still park, and RESUME unparks)\n"
+		"      --exit-on-pause     _exit(0) when the first PAUSE arrives, without answering\n"
+		"      --exit-after-pauses K  the same at the K-th PAUSE\n"
 		"\n"
 		"Allocation refusals (ERANGE, EDQUOT, ENOSPC, EBUSY, E2BIG, ENOBUFS, ENOMEM) are counted, not\n"
 		"errors. In --json output, regions[] lists every region obtained with its bus address, size\n"
@@ -1003,6 +1063,10 @@ static __attribute__((format(printf, 1, 2))) int bad_usage(const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+enum {
+	OPT_REPORT = 256, OPT_PIN, OPT_PAUSE_DELAY, OPT_NO_PAUSE_ACK, OPT_EXIT_ON_PAUSE, OPT_EXIT_AFTER_PAUSES, OPT_COUNT,
+};
+
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {
@@ -1013,6 +1077,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "max-regions", required_argument, NULL, 'k' }, { "interval-ms", required_argument, NULL, 'i' },
 		{ "duration", required_argument, NULL, 'd' },  { "seed", required_argument, NULL, 'S' },
 		{ "json", no_argument, NULL, 'j' },            { "help", no_argument, NULL, 'h' },
+		{ "report", required_argument, NULL, OPT_REPORT }, { "pin", required_argument, NULL, OPT_PIN },
+		{ "pause-delay-ms", required_argument, NULL, OPT_PAUSE_DELAY },
+		{ "no-pause-ack", no_argument, NULL, OPT_NO_PAUSE_ACK },
+		{ "exit-on-pause", no_argument, NULL, OPT_EXIT_ON_PAUSE },
+		{ "exit-after-pauses", required_argument, NULL, OPT_EXIT_AFTER_PAUSES },
+		{ "count", required_argument, NULL, OPT_COUNT },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *env = getenv("VCMA_SOCKET");
@@ -1097,8 +1167,32 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		}
 		case 'j': o->json = true; break;
 		case 'h': usage(stdout); return -1;
+		case OPT_REPORT:
+			if (parse_uint(optarg, 0, 90, &o->report_pct))
+				return bad_usage("--report: expected a percentage 0..90");
+			break;
+		case OPT_PIN:
+			if (strcmp(optarg, "0") && (parse_size(optarg, &o->pin_bytes) || o->pin_bytes % PAGE))
+				return bad_usage("--pin: expected a size such as 4M, a multiple of 4K");
+			if (!strcmp(optarg, "0"))
+				o->pin_bytes = 0;
+			break;
+		case OPT_PAUSE_DELAY:
+			if (parse_uint(optarg, 0, 3600000, &o->pause_delay_ms))
+				return bad_usage("--pause-delay-ms: expected 0..3600000");
+			break;
+		case OPT_COUNT:
+			if (parse_uint(optarg, 1, UINT32_MAX, &o->count))
+				return bad_usage("--count: expected 1 or more");
+			break;
+		case OPT_NO_PAUSE_ACK: o->no_pause_ack = true; break;
+		case OPT_EXIT_ON_PAUSE: o->exit_after_pauses = 1; break;
+		case OPT_EXIT_AFTER_PAUSES:
+			if (parse_uint(optarg, 1, UINT32_MAX, &o->exit_after_pauses))
+				return bad_usage("--exit-after-pauses: expected 1 or more");
+			break;
 		case ':':
-			if (optopt)
+			if (optopt > 0 && optopt < 256)
 				return bad_usage("option '-%c' needs an argument", optopt);
 			return bad_usage("option '%s' needs an argument", argv[optind - 1]);
 		default:
@@ -1113,6 +1207,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		return bad_usage("--name is required");
 	if (o->workload == WL_CHECKSUM && o->vcpus > o->ram / PAGE)
 		return bad_usage("--vcpus: more vCPUs than RAM pages");
+	if (o->pin_bytes > o->ram)
+		return bad_usage("--pin: more than the RAM (--ram)");
 	if (!seeded)
 		o->seed = mix64(now_ns() ^ ((uint64_t)getpid() << 32));
 	return 0;
@@ -1126,7 +1222,8 @@ int main(int argc, char **argv)
 	struct vm vm;
 	struct sigaction sa;
 	const char *why = NULL;
-	uint64_t written = 0, verified = 0, corrupt = 0, pattern = 0;
+	struct totals t;
+	bool chan = false;
 	int fds[4], rc, ret;
 
 	rc = parse_args(argc, argv, &o);
@@ -1134,8 +1231,17 @@ int main(int argc, char **argv)
 		return rc < 0 ? EXIT_OK : rc;
 
 	memset(&vm, 0, sizeof(vm));
+	memset(&t, 0, sizeof(t));
 	vm.o = &o;
 	vm.sock = vm.machine_fd = vm.wake_fd = vm.irq_fd = -1;
+	vm.st = calloc(MAX_SIZES, sizeof(*vm.st));
+	rc = vm.st ? vmm_channel_init(&vm) : -ENOMEM;
+	if (rc) {
+		msg("cannot start: %s", strerror(-rc));
+		free(vm.st);
+		return EXIT_FAIL;
+	}
+	chan = true;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
@@ -1196,7 +1302,22 @@ int main(int argc, char **argv)
 	vcma_set_mapper(vm.v, vm_map, vm_unmap, &vm);
 	vm.held = calloc(o.max_regions, sizeof(*vm.held));
 	vm.wake_fd = eventfd(0, EFD_CLOEXEC);
-	rc = !vm.held ? ENOMEM : vm.wake_fd < 0 ? errno : pthread_create(&vm.vmm_thr, NULL, vmm_main, &vm);
+	rc = !vm.held ? ENOMEM : vm.wake_fd < 0 ? errno : 0;
+	/* the vCPUs' slices of RAM, and the pages they start with reported (none sent yet);
+	 * the idle workload has one slice without a thread if it reports */
+	vm.nslices = o.workload == WL_CHECKSUM ? o.vcpus : o.report_pct ? 1 : 0;
+	if (!rc && vm.nslices) {
+		vm.vcpu = calloc(vm.nslices, sizeof(*vm.vcpu));
+		if (!vm.vcpu)
+			rc = ENOMEM;
+		for (unsigned int i = 0; !rc && i < vm.nslices; i++) {
+			rc = -slice_init(&vm, &vm.vcpu[i], i, vm.nslices);
+			if (!rc)
+				slice_pick_reported(&vm.vcpu[i]);
+		}
+	}
+	if (!rc)
+		rc = pthread_create(&vm.vmm_thr, NULL, vmm_main, &vm);
 	if (rc) {
 		msg("cannot start: %s", strerror(rc));
 		ret = EXIT_FAIL;
@@ -1206,47 +1327,85 @@ int main(int argc, char **argv)
 	for (unsigned int i = 0; i < o.nsizes; i++)
 		vm.st[i].bytes = o.sizes[i];
 
-	/* vCPUs */
-	vm.start_ns = now_ns();
-	if (o.workload == WL_CHECKSUM) {
-		vm.vcpu = calloc(o.vcpus, sizeof(*vm.vcpu));
-		if (!vm.vcpu) {
+	/* pin first: pinned pages must leave lendable frames before the guest uses them */
+	if (o.pin_bytes) {
+		rc = vmm_pin(&vm, o.pin_bytes / PAGE);
+		if (rc) {
+			char buf[32];
+
+			msg("cannot pin the first %s of RAM: %s%s", fmt_size(o.pin_bytes, buf),
+			    rc > 0 ? "vcmad answered " : "", strerror(rc > 0 ? rc : -rc));
+			ret = EXIT_FAIL;
+			goto out;
+		}
+	}
+	/* free page reporting: what the vCPUs start without */
+	if (o.report_pct) {
+		uint64_t n = 0, *gfns;
+
+		for (unsigned int i = 0; i < vm.nslices; i++)
+			n += vm.vcpu[i].nrep;
+		gfns = malloc((n ? n : 1) * sizeof(*gfns));
+		if (!gfns) {
 			msg("out of memory");
 			ret = EXIT_FAIL;
 			goto out;
 		}
-		for (unsigned int i = 0; i < o.vcpus; i++) {
-			struct vcpu *c = &vm.vcpu[i];
+		n = 0;
+		for (unsigned int i = 0; i < vm.nslices; i++) {
+			const struct vcpu *c = &vm.vcpu[i];
+			uint64_t from = n;
 
-			c->vm = &vm;
-			c->idx = i;
-			c->first = vm.ram_frames * i / o.vcpus;
-			c->npages = vm.ram_frames * (i + 1) / o.vcpus - c->first;
-			c->rng = o.seed ^ mix64(i + 1);
-			c->gen = calloc(c->npages, sizeof(*c->gen));
-			if (!c->gen || pthread_create(&c->thr, NULL, vcpu_main, c)) {
-				msg("cannot start vCPU %u", i);
-				atomic_store(&vm.stop, true);
-				vm.errors++;
-				break;
-			}
-			c->started = true;
+			for (uint32_t j = 0; j < c->nrep; j++)
+				gfns[n++] = c->first + c->rep[j];
+			qsort(gfns + from, n - from, sizeof(*gfns), cmp_u64); /* slices ascend: all sorted */
 		}
+		rc = vmm_send_gfns(&vm, VCMA_SIM_MSG_REPORT, 0, gfns, n);
+		free(gfns);
+		if (rc < 0) {
+			msg("cannot send the initial REPORT: %s", strerror(-rc));
+			ret = EXIT_FAIL;
+			goto out;
+		}
+		atomic_store(&vm.reports_init, (uint64_t)rc);
+	}
+
+	/* vCPUs */
+	vm.start_ns = now_ns();
+	for (unsigned int i = 0; o.workload == WL_CHECKSUM && i < vm.nslices; i++) {
+		struct vcpu *c = &vm.vcpu[i];
+
+		vmm_vcpu_enter(&vm); /* counted before it can run: a pause waits for it */
+		if (pthread_create(&c->thr, NULL, vcpu_main, c)) {
+			vmm_vcpu_leave(&vm);
+			msg("cannot start vCPU %u", i);
+			atomic_store(&vm.stop, true);
+			vm.errors++;
+			break;
+		}
+		c->started = true;
 	}
 
 	drive(&vm, vm.start_ns + (uint64_t)(o.duration * 1e9));
 
 	/* stop: vCPUs make their final pass, then every region is checked and freed */
 	atomic_store(&vm.stop, true);
-	for (unsigned int i = 0; vm.vcpu && i < o.vcpus; i++) {
+	t.reports = atomic_load(&vm.reports_init);
+	for (unsigned int i = 0; i < vm.nslices; i++) {
 		struct vcpu *c = &vm.vcpu[i];
 
 		if (c->started)
 			pthread_join(c->thr, NULL);
-		written += c->written;
-		verified += c->verified;
-		corrupt += c->corrupt;
+		t.written += c->written;
+		t.verified += c->verified;
+		t.corrupt += c->corrupt;
+		t.reported_pages += c->nrep + c->nreusing;
+		t.reports += c->reports;
+		t.reuses += c->reuses;
+		t.reused_pages += c->reused_pages;
 	}
+	if (atomic_load(&vm.vcpu_errors))
+		vm.errors++;
 	vm.held_at_end = vm.nheld;
 	if (atomic_load(&vm.host_gone)) {
 		vm.errors++;
@@ -1259,18 +1418,19 @@ int main(int argc, char **argv)
 		do_free(&vm, vm.nheld - 1);
 	vm.end_ns = now_ns();
 	for (unsigned int i = 0; i < o.nsizes; i++)
-		pattern += vm.st[i].pattern_errors;
+		t.pattern += vm.st[i].pattern_errors;
+	vmm_summary(&vm, &t.vs);
 
 	if (o.json)
-		print_json(&vm, written, verified, corrupt, pattern);
+		print_json(&vm, &t);
 	else
-		print_text(&vm, written, verified, corrupt, pattern);
+		print_text(&vm, &t);
 	fflush(stdout);
 	if (got_signal)
 		msg("stopped by signal %d", (int)got_signal);
-	ret = corrupt || pattern || vm.errors ? EXIT_FAIL : EXIT_OK;
-	if (corrupt || pattern)
-		msg("FAILED: %" PRIu64 " corrupt page(s), %" PRIu64 " pattern error(s)", corrupt, pattern);
+	ret = t.corrupt || t.pattern || vm.errors ? EXIT_FAIL : EXIT_OK;
+	if (t.corrupt || t.pattern)
+		msg("FAILED: %" PRIu64 " corrupt page(s), %" PRIu64 " pattern error(s)", t.corrupt, t.pattern);
 out:
 	atomic_store(&vm.stop, true);
 	vcma_detach(vm.v); /* unmaps and frees whatever is left */
@@ -1281,8 +1441,8 @@ out:
 			msg("cannot wake the VMM thread: %s", strerror(errno));
 		pthread_join(vm.vmm_thr, NULL);
 	}
-	for (unsigned int i = 0; vm.vcpu && i < o.vcpus; i++)
-		free(vm.vcpu[i].gen);
+	for (unsigned int i = 0; vm.vcpu && i < vm.nslices; i++)
+		slice_free(&vm.vcpu[i]);
 	free(vm.vcpu);
 	if (vm.base)
 		munmap(vm.base, vm.span);
@@ -1299,5 +1459,8 @@ out:
 	free(vm.runs);
 	free(vm.held);
 	free(vm.rec);
+	free(vm.st);
+	if (chan)
+		vmm_channel_fini(&vm);
 	return ret;
 }

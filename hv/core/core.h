@@ -46,6 +46,7 @@ struct vcma_pool {
 	struct vcma_pool_stats stats;
 	struct vcma_guest_usage *usage; /* unsorted, small */
 	uint32_t nusage, usage_cap;
+	uint64_t relend_hold_until; /* vcmad: no relending before this (ns) */
 };
 
 /* Called with the lent frames of a claimed window; must return every one of them to

@@ -10,23 +10,11 @@
 
 #include "fmap.h"
 #include "pool_config.h"
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
+#include "errmsg.h"
 
 static int bad(char *err, size_t errlen, const char *key, const char *value, const char *expected)
 {
-	seterr(err, errlen, "%s: invalid value '%s' (%s)", key, value, expected);
+	vcma_seterr(err, errlen, "%s: invalid value '%s' (%s)", key, value, expected);
 	return -EINVAL;
 }
 
@@ -330,7 +318,7 @@ int vcma_pool_config_init(struct vcma_pool_config *c, const char *name, char *er
 {
 	memset(c, 0, sizeof(*c));
 	if (!name || !valid_name(name, VCMA_POOL_NAME_MAX)) {
-		seterr(err, errlen, "pool name: invalid value '%s' (1-31 characters of A-Z a-z 0-9 _ - .)",
+		vcma_seterr(err, errlen, "pool name: invalid value '%s' (1-31 characters of A-Z a-z 0-9 _ - .)",
 		       name ? name : "");
 		return -EINVAL;
 	}
@@ -348,13 +336,13 @@ int vcma_pool_config_set(struct vcma_pool_config *c, const char *key, const char
 			 size_t errlen)
 {
 	if (!key || !value) {
-		seterr(err, errlen, "missing key or value");
+		vcma_seterr(err, errlen, "missing key or value");
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (!strcmp(keys[i].key, key))
 			return keys[i].set(c, key, value, err, errlen);
-	seterr(err, errlen, "%s: unknown key (value '%s')", key, value);
+	vcma_seterr(err, errlen, "%s: unknown key (value '%s')", key, value);
 	return -EINVAL;
 }
 
@@ -371,24 +359,24 @@ int vcma_pool_config_override_size(struct vcma_pool_config *c, const char *value
 int vcma_pool_config_validate(const struct vcma_pool_config *c, char *err, size_t errlen)
 {
 	if (c->size.kind == VCMA_SIZE_UNSET && c->size_override.kind == VCMA_SIZE_UNSET) {
-		seterr(err, errlen, "pool %s: size: missing (every pool needs a size)", c->name);
+		vcma_seterr(err, errlen, "pool %s: size: missing (every pool needs a size)", c->name);
 		return -EINVAL;
 	}
 	if (c->mode == VCMA_POOL_EXCLUSIVE && c->bind_kind == VCMA_BIND_NONE) {
-		seterr(err, errlen, "pool %s: bind: missing (an exclusive pool is bound to guest:NAME or class:NAME)",
+		vcma_seterr(err, errlen, "pool %s: bind: missing (an exclusive pool is bound to guest:NAME or class:NAME)",
 		       c->name);
 		return -EINVAL;
 	}
 	if (c->mode == VCMA_POOL_SHARED && c->bind_kind != VCMA_BIND_NONE) {
-		seterr(err, errlen, "pool %s: bind: '%s' needs mode = exclusive", c->name, c->bind_name);
+		vcma_seterr(err, errlen, "pool %s: bind: '%s' needs mode = exclusive", c->name, c->bind_name);
 		return -EINVAL;
 	}
 	if (c->mode == VCMA_POOL_EXCLUSIVE && c->lendable == 1) {
-		seterr(err, errlen, "pool %s: lendable: 'yes' is not allowed for an exclusive pool", c->name);
+		vcma_seterr(err, errlen, "pool %s: lendable: 'yes' is not allowed for an exclusive pool", c->name);
 		return -EINVAL;
 	}
 	if (c->cost_lent_free >= c->cost_lent_used) {
-		seterr(err, errlen, "pool %s: cost_lent_free: '%u' must be below cost_lent_used (%u)", c->name,
+		vcma_seterr(err, errlen, "pool %s: cost_lent_free: '%u' must be below cost_lent_used (%u)", c->name,
 		       c->cost_lent_free, c->cost_lent_used);
 		return -EINVAL;
 	}
@@ -413,17 +401,17 @@ int vcma_pool_config_resolve_size(const struct vcma_pool_config *c, uint64_t hos
 	case VCMA_SIZE_MIN: v = abs < pct ? abs : pct; break;
 	case VCMA_SIZE_MAX: v = abs > pct ? abs : pct; break;
 	default:
-		seterr(err, errlen, "pool %s: size: missing", c->name);
+		vcma_seterr(err, errlen, "pool %s: size: missing", c->name);
 		return -EINVAL;
 	}
 	v &= ~(uint64_t)(VCMA_PAGE_SIZE - 1);
 	if (v == 0) {
-		seterr(err, errlen, "pool %s: size: resolves to less than one page on a host of %llu bytes", c->name,
+		vcma_seterr(err, errlen, "pool %s: size: resolves to less than one page on a host of %llu bytes", c->name,
 		       (unsigned long long)host_bytes);
 		return -EINVAL;
 	}
 	if (v > host_bytes) {
-		seterr(err, errlen, "pool %s: size: resolves to %llu bytes, more than the host's %llu", c->name,
+		vcma_seterr(err, errlen, "pool %s: size: resolves to %llu bytes, more than the host's %llu", c->name,
 		       (unsigned long long)v, (unsigned long long)host_bytes);
 		return -EINVAL;
 	}

@@ -135,6 +135,21 @@ int vcma_req_check(const struct vcma_req *q, const char **why)
 	return *why ? -EPROTO : 0;
 }
 
+int vcma_ring_host_respond(struct vcma_ring_host *r, const struct vcma_rsp *rsp, bool *notify)
+{
+	uint32_t old = r->rsp_prod_pvt;
+
+	*notify = false;
+	if (r->rsp_prod_pvt == r->req_cons)
+		return -EINVAL;
+	memcpy(&r->slot[r->rsp_prod_pvt & (r->slots - 1)].rsp, rsp, sizeof(*rsp));
+	r->rsp_prod_pvt++;
+	vcma_store_release(&r->req->rsp_prod, r->rsp_prod_pvt);
+	vcma_mb();
+	*notify = vcma_need_notify(old, r->rsp_prod_pvt, vcma_read_once(&r->req->rsp_event));
+	return 0;
+}
+
 uint32_t vcma_ring_host_pending(const struct vcma_ring_host *r)
 {
 	uint32_t prod = vcma_load_acquire(&r->req->req_prod);
@@ -167,13 +182,14 @@ int vcma_ring_host_process(struct vcma_ring_host *r, uint32_t budget, vcma_req_f
 			return -EPROTO;
 		memset(&rsp, 0, sizeof(rsp));
 		rsp.id = q.id;
-		fn(ctx, &q, &rsp);
-		/* the request slot was consumed above, so its space takes the response */
+		n++;
+		if (fn(ctx, &q, &rsp) == VCMA_RING_DEFERRED)
+			continue;
+		/* requests up to req_cons were consumed, so slot rsp_prod_pvt is free */
 		memcpy(&r->slot[r->rsp_prod_pvt & (r->slots - 1)].rsp, &rsp, sizeof(rsp));
 		r->rsp_prod_pvt++;
-		n++;
 	}
-	if (n) {
+	if (r->rsp_prod_pvt != old) {
 		/* the responses' bytes are visible before the index that covers them */
 		vcma_store_release(&r->req->rsp_prod, r->rsp_prod_pvt);
 		vcma_mb(); /* publish rsp_prod before reading the guest's rsp_event */

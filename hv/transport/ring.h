@@ -46,7 +46,10 @@ int vcma_ring_host_init(struct vcma_ring_host *r, void *base, uint64_t size, con
 /* Check one request copy; 0, or -EPROTO with *why naming the violation. */
 int vcma_req_check(const struct vcma_req *q, const char **why);
 
-typedef void (*vcma_req_fn)(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp);
+/* Fill *rsp and return VCMA_RING_ANSWERED, or keep the request and return
+ * VCMA_RING_DEFERRED to answer it later with vcma_ring_host_respond(). */
+enum { VCMA_RING_ANSWERED = 0, VCMA_RING_DEFERRED = 1 };
+typedef int (*vcma_req_fn)(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp);
 
 /*
  * Take and answer up to `budget` requests. Returns how many, or -EPROTO with *why set.
@@ -55,6 +58,11 @@ typedef void (*vcma_req_fn)(void *ctx, const struct vcma_req *q, struct vcma_rsp
  */
 int vcma_ring_host_process(struct vcma_ring_host *r, uint32_t budget, vcma_req_fn fn, void *ctx, bool *notify,
 			   bool *more, const char **why);
+
+/* Answer a deferred request. Responses take slots in the order they are published;
+ * a deferred request's slot was consumed, so there is always room. -EINVAL if no
+ * request is waiting for an answer. */
+int vcma_ring_host_respond(struct vcma_ring_host *r, const struct vcma_rsp *rsp, bool *notify);
 
 /* Requests published but not yet taken (a hint for rate accounting). */
 uint32_t vcma_ring_host_pending(const struct vcma_ring_host *r);

@@ -25,7 +25,6 @@
 
 #define ATTACH_TIMEOUT_NS (5ull * 1000000000ull)
 #define MAX_PENDING_CONNS 64u
-#define MAX_RAM_RUNS 65536u
 
 int vcmad_sim_listen(struct vcmad *d)
 {
@@ -152,30 +151,23 @@ static uint32_t next_guest_id(struct vcmad *d)
 	return 0;
 }
 
-static int send_p2m(struct vcmad_guest *g)
+static int send_p2m(struct vcmad_guest *g, const struct vcma_sim_run *runs, uint32_t nruns)
 {
 	struct vcma_sim_p2m *m = calloc(1, sizeof(*m));
-	uint64_t gfn = 0;
 	uint32_t i = 0;
 	int rc = 0;
 
 	if (!m)
 		return -ENOMEM;
-	while (i < g->nram && !rc) {
+	while (i < nruns && !rc) {
 		ssize_t n;
 
 		memset(m, 0, sizeof(*m));
 		m->magic = VCMA_SIM_MAGIC;
 		m->version = VCMA_SIM_VERSION;
 		m->type = VCMA_SIM_MSG_P2M;
-		for (; i < g->nram && m->nruns < VCMA_SIM_P2M_RUNS; i++) {
-			struct vcma_sim_run *run = &m->run[m->nruns++];
-
-			run->gfn = gfn;
-			run->mfn = g->ram[i].start;
-			run->count = g->ram[i].count;
-			gfn += g->ram[i].count;
-		}
+		for (; i < nruns && m->nruns < VCMA_SIM_P2M_RUNS; i++)
+			m->run[m->nruns++] = runs[i];
 		n = send(g->sock, m, sizeof(*m), MSG_NOSIGNAL);
 		if (n != (ssize_t)sizeof(*m))
 			rc = n < 0 ? -errno : -EIO;
@@ -234,18 +226,14 @@ static struct vcmad_guest *guest_new(struct vcmad *d, int fd, const struct vcma_
 		goto fail;
 	if (a->role == VCMA_SIM_ROLE_VMM) {
 		g->ram_frames = a->ram_bytes >> VCMA_PAGE_SHIFT;
-		g->ram = calloc(MAX_RAM_RUNS, sizeof(*g->ram));
-		if (!g->ram)
-			goto fail;
-		rc = d->be.ops->ram_alloc(&d->be, g->ram_frames, g->ram, MAX_RAM_RUNS);
+		rc = vcmad_lend_ram(g);
 		if (rc < 0) {
 			*status = VCMA_ST_NO_MEMORY;
-			log_warn("attach %s: cannot back %llu MiB of guest RAM from ordinary memory", a->name,
-				 (unsigned long long)(a->ram_bytes >> 20));
+			log_warn("attach %s: cannot back %llu MiB of guest RAM: %s", a->name,
+				 (unsigned long long)(a->ram_bytes >> 20), strerror(-rc));
 			g->ram_frames = 0;
 			goto fail;
 		}
-		g->nram = (uint32_t)rc;
 	}
 	/* regions appear above RAM, at window_gpa + machine address */
 	g->window_gpa = (a->ram_bytes + (1ull << 30) - 1) & ~((1ull << 30) - 1);
@@ -257,9 +245,7 @@ static struct vcmad_guest *guest_new(struct vcmad *d, int fd, const struct vcma_
 	*status = VCMA_ST_OK;
 	return g;
 fail:
-	if (g->nram)
-		d->be.ops->ram_free(&d->be, g->ram, g->nram);
-	free(g->ram);
+	vcmad_lend_release(g);
 	if (g->shm)
 		munmap(g->shm, g->shm_size);
 	if (g->shm_fd >= 0)
@@ -333,16 +319,23 @@ static void attach(struct vcmad *d, struct vcmad_conn *c)
 	fds[1] = g->kick_fd;
 	fds[2] = g->irq_fd;
 	rsp.nfds = 3;
+	struct vcma_sim_run *runs = NULL;
+	uint32_t nruns = 0;
+
+	rc = 0;
 	if (g->role == VCMA_SIM_ROLE_VMM) {
+		rc = vcmad_lend_p2m_runs(g, &runs, &nruns);
 		rsp.ram_frames = g->ram_frames;
 		rsp.machine_bytes = d->be.machine_bytes;
-		rsp.nruns = g->nram;
+		rsp.nruns = nruns;
 		fds[3] = d->be.machine_fd;
 		rsp.nfds = 4;
 	}
-	rc = send_rsp(fd, &rsp, fds, rsp.nfds);
+	if (!rc)
+		rc = send_rsp(fd, &rsp, fds, rsp.nfds);
 	if (!rc && g->role == VCMA_SIM_ROLE_VMM)
-		rc = send_p2m(g);
+		rc = send_p2m(g, runs, nruns);
+	free(runs);
 	if (!rc)
 		rc = vcma_loop_add(&d->loop, &g->kick_w, g->kick_fd, EPOLLIN, vcmad_guest_kick_cb);
 	if (!rc)

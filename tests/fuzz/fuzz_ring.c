@@ -214,7 +214,7 @@ static void apply_pending(struct fz *f)
 	f->pending = false;
 }
 
-static void handler(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp)
+static int handler(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp)
 {
 	struct fz *f = ctx;
 	uint32_t i = f->ncalls++;
@@ -262,6 +262,7 @@ static void handler(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp)
 		}
 		f->nest--;
 	}
+	return VCMA_RING_ANSWERED;
 }
 
 /* Returns false when the guest was cut off. */

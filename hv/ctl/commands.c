@@ -1,0 +1,783 @@
+// SPDX-License-Identifier: MIT
+/*
+ * commands.c - what each control command answers, built from the daemon's state.
+ *
+ * Results are plain JSON objects; numbers are integers in their base unit (bytes,
+ * frames, nanoseconds) so clients never parse units, and region handles are hex
+ * strings because they use all 64 bits. Read-only commands never change state; alloc
+ * and free act only for the vcmactl pseudo-guest (VCMAD_CTL_ADMIN_GUEST).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "ctl.h"
+#include "log.h"
+#include "vcmad.h"
+
+#ifndef VCMA_VERSION
+#define VCMA_VERSION "unknown"
+#endif
+
+static void setmsg(char *msg, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void setmsg(char *msg, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, len, fmt, ap);
+	va_end(ap);
+}
+
+/* json-c stores a NULL value as JSON null, so a failed allocation of a leaf shows up
+ * as null in the answer rather than as a crash; containers are checked. */
+static void add_u64(struct json_object *o, const char *k, uint64_t v)
+{
+	json_object_object_add(o, k, json_object_new_uint64(v));
+}
+
+static void add_str(struct json_object *o, const char *k, const char *v)
+{
+	json_object_object_add(o, k, v ? json_object_new_string(v) : NULL);
+}
+
+static void add_bool(struct json_object *o, const char *k, bool v)
+{
+	json_object_object_add(o, k, json_object_new_boolean(v));
+}
+
+static void add_hex(struct json_object *o, const char *k, uint64_t v)
+{
+	char buf[24];
+
+	snprintf(buf, sizeof(buf), "0x%llx", (unsigned long long)v);
+	add_str(o, k, buf);
+}
+
+/* ---- guests by id ---- */
+
+struct gref {
+	uint32_t id;
+	const struct vcmad_guest *g;
+};
+
+struct gindex {
+	struct gref *v;
+	uint32_t n;
+};
+
+static int cmp_gref(const void *a, const void *b)
+{
+	const struct gref *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int gindex_build(struct vcmad *d, struct gindex *gi)
+{
+	gi->n = 0;
+	gi->v = calloc(d->conf.max_guests ? d->conf.max_guests : 1, sizeof(*gi->v));
+	if (!gi->v)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < d->conf.max_guests; i++) {
+		const struct vcmad_guest *g = d->guest[i];
+
+		if (g && !g->dead)
+			gi->v[gi->n++] = (struct gref){ .id = g->id, .g = g };
+	}
+	qsort(gi->v, gi->n, sizeof(*gi->v), cmp_gref);
+	return 0;
+}
+
+static const struct vcmad_guest *gindex_find(const struct gindex *gi, uint32_t id)
+{
+	struct gref key = { .id = id };
+	const struct gref *r = bsearch(&key, gi->v, gi->n, sizeof(*gi->v), cmp_gref);
+
+	return r ? r->g : NULL;
+}
+
+static const char *owner_name(const struct gindex *gi, uint32_t id)
+{
+	const struct vcmad_guest *g;
+
+	if (id == VCMAD_CTL_ADMIN_GUEST)
+		return VCMAD_CTL_ADMIN_NAME;
+	g = gindex_find(gi, id);
+	return g ? g->name : NULL;
+}
+
+/* The guest a request names (by id or name): its id, or -ENOENT. Names match live
+ * guests first, then the vcmactl pseudo-guest. */
+static int64_t resolve_guest(const struct gindex *gi, const struct vcmad_ctl_req *req, char *msg, size_t msglen)
+{
+	if (req->guest_name[0]) {
+		for (uint32_t i = 0; i < gi->n; i++)
+			if (!strcmp(gi->v[i].g->name, req->guest_name))
+				return gi->v[i].id;
+		if (!strcmp(req->guest_name, VCMAD_CTL_ADMIN_NAME))
+			return VCMAD_CTL_ADMIN_GUEST;
+		setmsg(msg, msglen, "no guest named '%s'", req->guest_name);
+		return -ENOENT;
+	}
+	if (req->guest_id == VCMAD_CTL_ADMIN_GUEST || gindex_find(gi, req->guest_id))
+		return req->guest_id;
+	setmsg(msg, msglen, "no guest with id %u", req->guest_id);
+	return -ENOENT;
+}
+
+/* ---- pools ---- */
+
+static struct json_object *frames_json(const struct vcma_pool_counts *c)
+{
+	struct json_object *f = json_object_new_object();
+
+	if (!f)
+		return NULL;
+	add_u64(f, "total", c->nframes);
+	add_u64(f, "free", c->free);
+	add_u64(f, "lent_free", c->lent_free);
+	add_u64(f, "lent_used", c->lent_used);
+	add_u64(f, "region", c->region);
+	add_u64(f, "reserved", c->reserved);
+	add_u64(f, "claimed", c->claimed);
+	return f;
+}
+
+static struct json_object *pool_json(const struct vcma_pool *p)
+{
+	const struct vcma_pool_config *cfg = &p->cfg;
+	struct json_object *o = json_object_new_object();
+	struct vcma_pool_counts c;
+	char bind[VCMA_BIND_NAME_MAX + 8];
+
+	if (!o)
+		return NULL;
+	vcma_pool_counts(p, &c);
+	add_str(o, "name", cfg->name);
+	add_u64(o, "index", p->index);
+	add_str(o, "mode", cfg->mode == VCMA_POOL_EXCLUSIVE ? "exclusive" : "shared");
+	if (cfg->bind_kind == VCMA_BIND_NONE) {
+		json_object_object_add(o, "bind", NULL);
+	} else {
+		snprintf(bind, sizeof(bind), "%s:%s", cfg->bind_kind == VCMA_BIND_GUEST ? "guest" : "class",
+			 cfg->bind_name);
+		add_str(o, "bind", bind);
+	}
+	add_bool(o, "lendable", cfg->lendable == 1);
+	add_u64(o, "base", p->fm.base << VCMA_PAGE_SHIFT);
+	add_u64(o, "size_bytes", c.nframes << VCMA_PAGE_SHIFT);
+	add_u64(o, "frame_bytes", VCMA_PAGE_SIZE);
+	json_object_object_add(o, "frames", frames_json(&c));
+	add_u64(o, "largest_free_run_frames", c.largest_free_run);
+	add_u64(o, "largest_free_run_bytes", c.largest_free_run << VCMA_PAGE_SHIFT);
+	add_u64(o, "regions", c.regions);
+	if (p->quota == UINT64_MAX)
+		json_object_object_add(o, "quota_bytes", NULL);
+	else
+		add_u64(o, "quota_bytes", p->quota);
+	add_u64(o, "align_order", cfg->align_order);
+	add_u64(o, "min_request_pages",
+		cfg->mode == VCMA_POOL_SHARED || cfg->min_request_set ? cfg->min_request : 1);
+	return o;
+}
+
+static struct json_object *cmd_pools(struct vcmad *d)
+{
+	struct json_object *res = json_object_new_object(), *arr = json_object_new_array();
+
+	if (!res || !arr) {
+		json_object_put(res);
+		json_object_put(arr);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < d->core.npools; i++)
+		json_object_array_add(arr, pool_json(d->core.pool[i]));
+	json_object_object_add(res, "pools", arr);
+	return res;
+}
+
+static struct json_object *legend_json(void)
+{
+	struct json_object *l = json_object_new_object();
+
+	if (!l)
+		return NULL;
+#define X(ch, text)                                 \
+	do {                                        \
+		char k[2] = { ch, '\0' };           \
+		add_str(l, k, text);                \
+	} while (0);
+	VCMAD_CTL_MAP_LEGEND
+#undef X
+	return l;
+}
+
+static struct json_object *cmd_pool(struct vcmad *d, const struct vcmad_ctl_req *req, int *err, char *msg,
+				    size_t msglen)
+{
+	struct vcma_pool *p = vcma_core_pool_by_name(&d->core, req->pool);
+	struct json_object *o, *map, *usage;
+	struct gindex gi;
+	uint64_t fpc;
+	char *buf;
+	size_t n;
+
+	if (!p) {
+		*err = -ENOENT;
+		setmsg(msg, msglen, "no pool named '%s'", req->pool);
+		return NULL;
+	}
+	if (gindex_build(d, &gi)) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	o = pool_json(p);
+	map = json_object_new_object();
+	usage = json_object_new_array();
+	buf = malloc(req->width + 1);
+	if (!o || !map || !usage || !buf) {
+		json_object_put(o);
+		json_object_put(map);
+		json_object_put(usage);
+		free(buf);
+		free(gi.v);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	fpc = (p->fm.nframes + req->width - 1) / req->width;
+	if (!fpc)
+		fpc = 1;
+	n = vcma_pool_fragmap(p, fpc, buf, req->width + 1);
+	add_str(map, "text", buf);
+	add_u64(map, "width", n);
+	add_u64(map, "frames_per_char", fpc);
+	add_u64(map, "bytes_per_char", fpc << VCMA_PAGE_SHIFT);
+	json_object_object_add(map, "legend", legend_json());
+	json_object_object_add(o, "map", map);
+	for (uint32_t i = 0; i < p->nusage; i++) {
+		const struct vcma_guest_usage *u = &p->usage[i];
+		struct json_object *e;
+
+		if (!u->regions && !u->bytes)
+			continue;
+		e = json_object_new_object();
+		if (!e)
+			continue;
+		add_u64(e, "guest", u->guest);
+		add_str(e, "name", owner_name(&gi, u->guest));
+		add_u64(e, "regions", u->regions);
+		add_u64(e, "bytes", u->bytes);
+		json_object_array_add(usage, e);
+	}
+	json_object_object_add(o, "usage", usage);
+	free(buf);
+	free(gi.v);
+	return o;
+}
+
+/* ---- status, guests, regions ---- */
+
+static uint64_t region_bytes(struct vcmad *d)
+{
+	uint64_t frames = 0;
+
+	for (uint32_t i = 0; i < d->core.npools; i++)
+		frames += d->core.pool[i]->fm.count[VCMA_FRAME_REGION];
+	return frames << VCMA_PAGE_SHIFT;
+}
+
+static struct json_object *cmd_status(struct vcmad_ctl *ctl)
+{
+	struct vcmad *d = ctl->d;
+	struct json_object *o = json_object_new_object();
+
+	if (!o)
+		return NULL;
+	add_str(o, "version", VCMA_VERSION);
+	add_u64(o, "protocol", VCMAD_CTL_VERSION);
+	add_u64(o, "pid", (uint64_t)getpid());
+	add_u64(o, "uptime_ns", vcma_now_ns() - ctl->start_ns);
+	add_str(o, "backend", d->be.ops ? d->be.ops->name : "none");
+	add_u64(o, "machine_bytes", d->conf.machine_bytes);
+	add_str(o, "runtime_dir", d->conf.runtime_dir);
+	add_u64(o, "pools", d->core.npools);
+	add_u64(o, "guests", d->nguests);
+	add_u64(o, "max_guests", d->conf.max_guests);
+	add_u64(o, "regions", d->core.regions.nlive);
+	add_u64(o, "region_bytes", region_bytes(d));
+	add_u64(o, "attaches", d->stats.attaches);
+	add_u64(o, "detaches", d->stats.detaches);
+	add_u64(o, "violations", d->stats.violations);
+	add_u64(o, "attach_refused", d->stats.attach_refused);
+	return o;
+}
+
+static const char *role_name(uint32_t role)
+{
+	switch (role) {
+	case VCMA_SIM_ROLE_GUEST: return "guest";
+	case VCMA_SIM_ROLE_VMM: return "vmm";
+	default: return "unknown";
+	}
+}
+
+static struct json_object *guest_json(uint32_t id, const char *name, const char *devclass, const char *role,
+				      uint64_t ram_bytes, uint32_t nregions, uint64_t bytes,
+				      const struct vcmad_guest_stats *st)
+{
+	struct json_object *o = json_object_new_object();
+
+	if (!o)
+		return NULL;
+	add_u64(o, "id", id);
+	add_str(o, "name", name);
+	add_str(o, "class", devclass);
+	add_str(o, "role", role);
+	add_u64(o, "ram_bytes", ram_bytes);
+	add_u64(o, "regions", nregions);
+	add_u64(o, "bytes", bytes);
+	add_u64(o, "requests", st->requests);
+	add_u64(o, "alloc_ok", st->alloc_ok);
+	add_u64(o, "alloc_fail", st->alloc_fail);
+	add_u64(o, "frees", st->frees);
+	add_u64(o, "queries", st->queries);
+	add_u64(o, "kicks", st->kicks);
+	return o;
+}
+
+static struct json_object *cmd_guests(struct vcmad_ctl *ctl, int *err)
+{
+	struct vcmad *d = ctl->d;
+	struct json_object *res = json_object_new_object(), *arr = json_object_new_array();
+	struct gindex gi;
+
+	if (!res || !arr || gindex_build(d, &gi)) {
+		json_object_put(res);
+		json_object_put(arr);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if (ctl->admin_regions) {
+		static const struct vcmad_guest_stats none;
+
+		json_object_array_add(arr, guest_json(VCMAD_CTL_ADMIN_GUEST, VCMAD_CTL_ADMIN_NAME, "", "admin", 0,
+						      ctl->admin_regions, ctl->admin_bytes, &none));
+	}
+	for (uint32_t i = 0; i < gi.n; i++) {
+		const struct vcmad_guest *g = gi.v[i].g;
+
+		json_object_array_add(arr, guest_json(g->id, g->name, g->devclass, role_name(g->role),
+						      g->ram_frames << VCMA_PAGE_SHIFT, g->nregions, g->bytes,
+						      &g->stats));
+	}
+	json_object_object_add(res, "guests", arr);
+	free(gi.v);
+	return res;
+}
+
+static struct json_object *region_json(struct vcmad *d, const struct gindex *gi, const struct vcma_region *r)
+{
+	struct json_object *o = json_object_new_object();
+
+	if (!o)
+		return NULL;
+	add_hex(o, "handle", r->handle);
+	add_u64(o, "guest", r->guest);
+	add_str(o, "guest_name", owner_name(gi, r->guest));
+	add_str(o, "pool", r->pool < d->core.npools ? d->core.pool[r->pool]->cfg.name : NULL);
+	add_u64(o, "mfn", r->mfn);
+	add_u64(o, "bus", r->mfn << VCMA_PAGE_SHIFT);
+	add_u64(o, "gpa", r->gpa);
+	add_u64(o, "size_bytes", r->nframes << VCMA_PAGE_SHIFT);
+	add_u64(o, "frames", r->nframes);
+	return o;
+}
+
+static struct json_object *cmd_regions(struct vcmad *d, const struct vcmad_ctl_req *req, int *err, char *msg,
+				       size_t msglen)
+{
+	struct json_object *res, *arr;
+	const struct vcma_pool *p = NULL;
+	struct gindex gi;
+	int64_t guest = -1;
+	uint64_t bytes = 0;
+
+	if (req->pool[0] && !(p = vcma_core_pool_by_name(&d->core, req->pool))) {
+		*err = -ENOENT;
+		setmsg(msg, msglen, "no pool named '%s'", req->pool);
+		return NULL;
+	}
+	if (gindex_build(d, &gi)) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if (req->has_guest) {
+		int64_t g = resolve_guest(&gi, req, msg, msglen);
+
+		if (g < 0) {
+			*err = (int)g;
+			free(gi.v);
+			return NULL;
+		}
+		/* a name may be shared by several guests: then match names, not one id */
+		if (!req->guest_name[0])
+			guest = g;
+	}
+	res = json_object_new_object();
+	arr = json_object_new_array();
+	if (!res || !arr) {
+		json_object_put(res);
+		json_object_put(arr);
+		free(gi.v);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	for (uint32_t cursor = 0;;) {
+		const struct vcma_region *r = vcma_regions_next(&d->core.regions, &cursor);
+		const char *owner;
+
+		if (!r)
+			break;
+		if (p && r->pool != p->index)
+			continue;
+		if (guest >= 0 && r->guest != (uint32_t)guest)
+			continue;
+		if (req->guest_name[0] && (!(owner = owner_name(&gi, r->guest)) || strcmp(owner, req->guest_name)))
+			continue;
+		json_object_array_add(arr, region_json(d, &gi, r));
+		bytes += r->nframes << VCMA_PAGE_SHIFT;
+	}
+	add_u64(res, "count", json_object_array_length(arr));
+	add_u64(res, "bytes", bytes);
+	json_object_object_add(res, "regions", arr);
+	free(gi.v);
+	return res;
+}
+
+/* ---- admin allocations ---- */
+
+static struct json_object *cmd_alloc(struct vcmad_ctl *ctl, const struct vcmad_ctl_req *req, int *err, char *msg,
+				     size_t msglen)
+{
+	struct vcmad *d = ctl->d;
+	struct vcma_requester who = { .guest = VCMAD_CTL_ADMIN_GUEST, .name = VCMAD_CTL_ADMIN_NAME };
+	struct vcma_alloc_req ar = { .bytes = req->bytes, .align_order = req->align_order,
+				     .pool = req->pool[0] ? req->pool : NULL };
+	uint64_t bytes = (req->bytes + VCMA_PAGE_SIZE - 1) & ~(uint64_t)(VCMA_PAGE_SIZE - 1);
+	struct vcma_region r;
+	struct gindex gi = { 0 };
+	struct json_object *o;
+	char sz[32];
+	int rc;
+
+	vcma_format_bytes(req->bytes, sz, sizeof(sz));
+	if (ctl->admin_regions >= d->conf.limits.max_regions || bytes > d->conf.limits.max_bytes - ctl->admin_bytes) {
+		*err = -EDQUOT;
+		setmsg(msg, msglen,
+		       "alloc %s: vcmactl already holds %u region(s), the per-guest limit "
+		       "([limits] max_regions_per_guest, max_bytes_per_guest)", sz, ctl->admin_regions);
+		return NULL;
+	}
+	rc = vcma_core_alloc(&d->core, &who, &ar, NULL, &r);
+	if (!rc) {
+		/* the frames may hold a guest's old data */
+		rc = d->be.ops->zero(&d->be, r.mfn, r.nframes);
+		if (rc) {
+			log_err("ctl: cannot clear region at mfn %#llx: %s", (unsigned long long)r.mfn, strerror(-rc));
+			vcma_core_free(&d->core, VCMAD_CTL_ADMIN_GUEST, r.handle);
+			rc = -EIO;
+		}
+	}
+	if (rc) {
+		*err = rc;
+		setmsg(msg, msglen, "alloc %s%s%s: %s", sz, ar.pool ? " in pool " : "", ar.pool ? ar.pool : "",
+		       rc == -ENODEV && ar.pool ? "no such pool" : vcma_core_strerror(rc));
+		return NULL;
+	}
+	ctl->admin_regions++;
+	ctl->admin_bytes += r.nframes << VCMA_PAGE_SHIFT;
+	log_info("ctl: admin region %#llx: %llu KiB at mfn %#llx in pool %s", (unsigned long long)r.handle,
+		 (unsigned long long)(r.nframes << 2), (unsigned long long)r.mfn, d->core.pool[r.pool]->cfg.name);
+	o = region_json(d, &gi, &r);
+	if (!o)
+		*err = -ENOMEM;
+	return o;
+}
+
+int vcmad_ctl_admin_free(struct vcmad_ctl *ctl, uint64_t handle)
+{
+	struct vcmad *d = ctl->d;
+	const struct vcma_region *r = vcma_core_lookup(&d->core, VCMAD_CTL_ADMIN_GUEST, handle);
+	uint64_t mfn, n;
+	int rc;
+
+	if (!r)
+		return -ENOENT;
+	mfn = r->mfn;
+	n = r->nframes;
+	rc = vcma_core_free(&d->core, VCMAD_CTL_ADMIN_GUEST, handle);
+	if (rc)
+		return rc;
+	d->be.ops->zero(&d->be, mfn, n); /* release the memory */
+	vcmad_relend_kick(d);
+	ctl->admin_regions--;
+	ctl->admin_bytes -= n << VCMA_PAGE_SHIFT;
+	return 0;
+}
+
+static struct json_object *cmd_free(struct vcmad_ctl *ctl, const struct vcmad_ctl_req *req, int *err, char *msg,
+				    size_t msglen)
+{
+	struct json_object *o;
+	int rc = vcmad_ctl_admin_free(ctl, req->handle);
+
+	if (rc == -ENOENT) {
+		/* say whose it is: the operator may have pasted a guest's handle */
+		for (uint32_t cursor = 0;;) {
+			const struct vcma_region *r = vcma_regions_next(&ctl->d->core.regions, &cursor);
+
+			if (!r)
+				break;
+			if (r->handle == req->handle) {
+				*err = -EPERM;
+				setmsg(msg, msglen,
+				       "region %#llx belongs to guest %u: vcmactl frees only its own allocations",
+				       (unsigned long long)req->handle, r->guest);
+				return NULL;
+			}
+		}
+	}
+	if (rc) {
+		*err = rc;
+		setmsg(msg, msglen, "free %#llx: %s", (unsigned long long)req->handle, vcma_core_strerror(rc));
+		return NULL;
+	}
+	log_info("ctl: admin region %#llx freed", (unsigned long long)req->handle);
+	o = json_object_new_object();
+	if (!o) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	add_hex(o, "handle", req->handle);
+	return o;
+}
+
+/* ---- compact, drain ---- */
+
+static struct json_object *vacate_json(struct vcmad *d, const struct vcmad_vacate_result *res)
+{
+	struct json_object *o = json_object_new_object(), *arr = json_object_new_array();
+
+	if (!o || !arr) {
+		json_object_put(o);
+		json_object_put(arr);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < res->npools; i++) {
+		const struct vcmad_vacate_pool *vp = &res->pool[i];
+		struct json_object *e = json_object_new_object();
+
+		if (!e)
+			continue;
+		add_str(e, "name", d->core.pool[vp->pool]->cfg.name);
+		add_u64(e, "lent_free", vp->lent_free);
+		add_u64(e, "lent_used", vp->lent_used);
+		add_u64(e, "moved", vp->moved);
+		add_u64(e, "largest_free_run_before_bytes", vp->largest_free_before << VCMA_PAGE_SHIFT);
+		add_u64(e, "largest_free_run_after_bytes", vp->largest_free_after << VCMA_PAGE_SHIFT);
+		json_object_array_add(arr, e);
+	}
+	json_object_object_add(o, "pools", arr);
+	add_u64(o, "lent_found", res->lent_found);
+	add_u64(o, "moved", res->moved);
+	return o;
+}
+
+static struct json_object *cmd_vacate(struct vcmad_ctl *ctl, const struct vcmad_ctl_req *req, int *err, char *msg,
+				      size_t msglen)
+{
+	struct vcmad *d = ctl->d;
+	struct vcmad_vacate_result *res = malloc(sizeof(*res));
+	struct json_object *o = NULL;
+	struct gindex gi;
+	int64_t guest = 0;
+	int rc;
+
+	if (!res || gindex_build(d, &gi)) {
+		free(res);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if (req->cmd == VCMAD_CTL_DRAIN) {
+		guest = resolve_guest(&gi, req, msg, msglen);
+		if (guest < 0) {
+			*err = (int)guest;
+			goto out;
+		}
+		rc = vcmad_drain(d, (uint32_t)guest, res);
+	} else {
+		rc = vcmad_compact(d, req->pool[0] ? req->pool : NULL, res);
+	}
+	if (rc == -ENOENT) {
+		setmsg(msg, msglen, "no pool named '%s'", req->pool);
+	} else if (rc == -EOPNOTSUPP) {
+		setmsg(msg, msglen, "%llu lent frame(s) found but this vcmad cannot vacate lent frames yet",
+		       (unsigned long long)res->lent_found);
+	} else if (rc) {
+		setmsg(msg, msglen, "%s", strerror(-rc));
+	}
+	if (rc) {
+		*err = rc;
+		goto out;
+	}
+	o = vacate_json(d, res);
+	if (!o) {
+		*err = -ENOMEM;
+		goto out;
+	}
+	if (req->cmd == VCMAD_CTL_DRAIN) {
+		add_u64(o, "guest", (uint64_t)guest);
+		add_str(o, "guest_name", owner_name(&gi, (uint32_t)guest));
+	}
+	log_info("ctl: %s: %llu lent frame(s) found, %llu moved", req->cmd == VCMAD_CTL_DRAIN ? "drain" : "compact",
+		 (unsigned long long)res->lent_found, (unsigned long long)res->moved);
+out:
+	free(gi.v);
+	free(res);
+	return o;
+}
+
+/* ---- stats ---- */
+
+static struct json_object *hist_json(const struct vcma_hist *h)
+{
+	struct json_object *o = json_object_new_object(), *arr = json_object_new_array();
+
+	if (!o || !arr) {
+		json_object_put(o);
+		json_object_put(arr);
+		return NULL;
+	}
+	add_u64(o, "count", h->count);
+	add_u64(o, "sum_ns", h->sum_ns);
+	add_u64(o, "max_ns", h->max_ns);
+	add_u64(o, "p50_ns", vcma_hist_quantile(h, 0.5));
+	add_u64(o, "p99_ns", vcma_hist_quantile(h, 0.99));
+	/* bucket b counts [2^b, 2^(b+1)) ns, the last one everything above: le is null */
+	for (unsigned int b = 0; b < VCMA_HIST_BUCKETS; b++) {
+		struct json_object *e = json_object_new_object();
+
+		if (!e)
+			continue;
+		if (b + 1 < VCMA_HIST_BUCKETS)
+			add_u64(e, "le_ns", 1ull << (b + 1));
+		else
+			json_object_object_add(e, "le_ns", NULL);
+		add_u64(e, "count", h->bucket[b]);
+		json_object_array_add(arr, e);
+	}
+	json_object_object_add(o, "buckets", arr);
+	return o;
+}
+
+static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
+{
+	struct vcmad *d = ctl->d;
+	struct json_object *res = json_object_new_object(), *arr = json_object_new_array(), *dm = json_object_new_object(),
+			   *c = json_object_new_object();
+	uint64_t requests = 0;
+
+	if (!res || !arr || !dm || !c) {
+		json_object_put(res);
+		json_object_put(arr);
+		json_object_put(dm);
+		json_object_put(c);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < d->core.npools; i++) {
+		const struct vcma_pool *p = d->core.pool[i];
+		const struct vcma_pool_stats *s = &p->stats;
+		struct json_object *e = json_object_new_object();
+		struct vcma_pool_counts cnt;
+
+		if (!e)
+			continue;
+		vcma_pool_counts(p, &cnt);
+		add_str(e, "name", p->cfg.name);
+		add_u64(e, "alloc_success", s->alloc_success);
+		add_u64(e, "alloc_fail", s->alloc_fail);
+		add_u64(e, "alloc_pages_success", s->alloc_pages_success);
+		add_u64(e, "alloc_pages_fail", s->alloc_pages_fail);
+		add_u64(e, "release_pages_success", s->release_pages_success);
+		add_u64(e, "vacated_lent_free", s->vacated_lent_free);
+		add_u64(e, "vacated_lent_used", s->vacated_lent_used);
+		json_object_object_add(e, "frames", frames_json(&cnt));
+		add_u64(e, "largest_free_run_bytes", cnt.largest_free_run << VCMA_PAGE_SHIFT);
+		add_u64(e, "regions", cnt.regions);
+		json_object_object_add(e, "alloc_latency", hist_json(&s->alloc_latency));
+		json_object_array_add(arr, e);
+	}
+	json_object_object_add(res, "pools", arr);
+	for (uint32_t i = 0; i < d->conf.max_guests; i++)
+		if (d->guest[i] && !d->guest[i]->dead)
+			requests += d->guest[i]->stats.requests;
+	add_u64(dm, "uptime_ns", vcma_now_ns() - ctl->start_ns);
+	add_u64(dm, "guests", d->nguests);
+	add_u64(dm, "regions", d->core.regions.nlive);
+	add_u64(dm, "attaches", d->stats.attaches);
+	add_u64(dm, "detaches", d->stats.detaches);
+	add_u64(dm, "violations", d->stats.violations);
+	add_u64(dm, "attach_refused", d->stats.attach_refused);
+	add_u64(dm, "guest_requests", requests);
+	add_u64(c, "clients", ctl->nclients);
+	add_u64(c, "accepted", ctl->stats.accepted);
+	add_u64(c, "refused", ctl->stats.refused);
+	add_u64(c, "busy", ctl->stats.busy);
+	add_u64(c, "requests", ctl->stats.requests);
+	add_u64(c, "errors", ctl->stats.errors);
+	add_u64(c, "dropped", ctl->stats.dropped);
+	json_object_object_add(dm, "ctl", c);
+	json_object_object_add(res, "daemon", dm);
+	return res;
+}
+
+struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, const struct vcmad_ctl_req *req, int *err, char *msg,
+				   size_t msglen)
+{
+	struct json_object *res = NULL;
+
+	*err = 0;
+	msg[0] = '\0';
+	switch (req->cmd) {
+	case VCMAD_CTL_STATUS: res = cmd_status(ctl); break;
+	case VCMAD_CTL_POOLS: res = cmd_pools(ctl->d); break;
+	case VCMAD_CTL_POOL: res = cmd_pool(ctl->d, req, err, msg, msglen); break;
+	case VCMAD_CTL_GUESTS: res = cmd_guests(ctl, err); break;
+	case VCMAD_CTL_REGIONS: res = cmd_regions(ctl->d, req, err, msg, msglen); break;
+	case VCMAD_CTL_ALLOC: res = cmd_alloc(ctl, req, err, msg, msglen); break;
+	case VCMAD_CTL_FREE: res = cmd_free(ctl, req, err, msg, msglen); break;
+	case VCMAD_CTL_COMPACT:
+	case VCMAD_CTL_DRAIN: res = cmd_vacate(ctl, req, err, msg, msglen); break;
+	case VCMAD_CTL_STATS: res = cmd_stats(ctl); break;
+	default:
+		*err = -EINVAL;
+		setmsg(msg, msglen, "unknown command");
+		return NULL;
+	}
+	if (!res && !*err)
+		*err = -ENOMEM;
+	if (*err && !msg[0])
+		setmsg(msg, msglen, "%s", strerror(-*err));
+	if (*err) {
+		json_object_put(res);
+		return NULL;
+	}
+	return res;
+}

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ctl.h - vcmad's control socket, the daemon side: the operator's view of pools,
+ * guests and regions, and a few actions. vcmactl is the client; the protocol is in
+ * ctl_proto.h.
+ *
+ *   vcmad_ctl ─┬─ listen socket   $runtime_dir/vcmad-ctl.sock, 0660, group ctl_group
+ *              ├─ client[]        at most VCMAD_CTL_MAX_CLIENTS: input line buffer,
+ *              │                  output queue, peer credentials
+ *              └─ run queue       clients with requests left after their turn, served
+ *                                 on the next loop iteration (an eventfd wakes it)
+ *
+ *   ctl.c       the socket: SO_PEERCRED check, buffering, bounds       (I/O)
+ *   request.c   parse + validate a line, response envelopes             (pure, fuzzed)
+ *   commands.c  one function per command, results from daemon state
+ *   actions.c   compact and drain: thin, the vacate machinery comes with lending
+ *
+ * Who may connect: uid 0, vcmad's own uid, and members of [daemon] ctl_group (primary
+ * or supplementary group of the peer at connect time). Others get one EACCES
+ * response and are closed.
+ *
+ * Single-threaded on the daemon's loop; nothing here blocks. A client's unread output
+ * is bounded (VCMAD_CTL_OUT_MAX): one that keeps asking without reading is dropped.
+ */
+#ifndef VCMA_HV_CTL_H
+#define VCMA_HV_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core.h"
+#include "ctl_proto.h"
+#include "loop.h"
+
+struct vcmad;
+
+#define VCMAD_CTL_MAX_CLIENTS 16u
+#define VCMAD_CTL_OUT_MAX (1u << 20) /* unread response bytes before a client is dropped */
+
+struct vcmad_ctl_client {
+	struct vcmad_ctl *ctl;
+	int fd;
+	struct vcma_watch w;
+	uint32_t events; /* epoll interest */
+	pid_t pid;
+	uid_t uid;
+	char *in; /* VCMAD_CTL_LINE_MAX + 1 bytes: one line and its newline */
+	size_t in_len;
+	char *out;
+	size_t out_off, out_len, out_cap;
+	bool closing; /* no more requests: close once out is flushed */
+	bool doomed;  /* shut down; freed by its own epoll callback */
+	bool queued;  /* on the run queue: complete lines left after its turn */
+	struct vcmad_ctl_client *next, *next_run;
+};
+
+struct vcmad_ctl_stats {
+	uint64_t accepted, refused, busy, requests, errors, dropped;
+};
+
+struct vcmad_ctl {
+	struct vcmad *d;
+	int fd;
+	struct vcma_watch w;
+	char path[108];
+	bool has_group;
+	gid_t gid;
+	uint64_t start_ns;
+	struct vcmad_ctl_client *clients;
+	uint32_t nclients;
+	struct vcmad_ctl_client *runq; /* clients with requests left over from their turn */
+	int run_fd;                    /* eventfd, readable while runq is not empty */
+	struct vcma_watch run_w;
+	bool run_armed;
+	uint32_t admin_regions; /* held by VCMAD_CTL_ADMIN_GUEST */
+	uint64_t admin_bytes;
+	struct vcmad_ctl_stats stats;
+};
+
+/* commands.c: run a validated request. Returns the result object, or NULL with *err
+ * (negative errno) and msg set. */
+struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, const struct vcmad_ctl_req *req, int *err, char *msg,
+				   size_t msglen);
+/* Free one admin region (zeroing its frames); -ENOENT if it is not one. */
+int vcmad_ctl_admin_free(struct vcmad_ctl *ctl, uint64_t handle);
+
+/*
+ * actions.c: move lent frames out of pools. A lent frame backs a guest page; moving
+ * it means backing that page elsewhere and returning the frame to FREE.
+ *
+ * Both walk the pools, count the lent frames in scope and move what they can. Today
+ * no frame is ever lent (lending arrives with the vacate machinery), so they find and
+ * move nothing and return 0. Should they find lent frames before that machinery is
+ * wired in here, they report the counts and return -EOPNOTSUPP rather than claim a
+ * move that did not happen.
+ */
+struct vcmad_vacate_pool {
+	uint32_t pool;                 /* index in the core */
+	uint64_t lent_free, lent_used; /* frames in scope found lent */
+	uint64_t moved;                /* of those, moved out */
+	uint64_t largest_free_before, largest_free_after; /* frames */
+};
+
+struct vcmad_vacate_result {
+	uint32_t npools;
+	struct vcmad_vacate_pool pool[VCMA_MAX_POOLS];
+	uint64_t lent_found, moved;
+};
+
+/* Compact one pool (name) or all (NULL): vacate every lent frame so free space joins
+ * up. -ENOENT for an unknown pool. */
+int vcmad_compact(struct vcmad *d, const char *pool, struct vcmad_vacate_result *res);
+/* Move the lent frames backing `guest`'s pages out of every pool. */
+int vcmad_drain(struct vcmad *d, uint32_t guest, struct vcmad_vacate_result *res);
+
+#endif

@@ -1,0 +1,850 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vacate.c - move lent frames out of a claimed window, asynchronously.
+ *
+ * A job holds an allocation plan (a claimed window) and the list of moves: for each
+ * lent frame in it, the (guest, gfn) it backs. Moves are done per VM in batches:
+ *
+ *   pick destinations (ordinary memory, contiguous runs first)      before pausing
+ *   PAUSE -> PAUSED
+ *   copy LENT_USED frames (LENT_FREE ones are dropped: destinations read as zeros)
+ *   REMAP -> REMAPPED; only now the p2m and frame map change
+ *   RESUME
+ *
+ * so a failure at any step leaves every page where the VM can find it: before
+ * REMAPPED nothing changed but scratch destinations, which go back to the allocator.
+ * The batch size adapts so one pause stays under max_pause_us. Jobs wait for each
+ * other only when they need the same VM; everything else, including jobs in other
+ * pools, proceeds between the steps of the loop.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "vcmad.h"
+
+#define MIN_BATCH 16u
+#define MAX_BATCH 4096u
+
+enum job_state { J_READY, J_WAIT_PAUSE, J_WAIT_REMAP, J_DONE };
+
+enum job_kind {
+	JOB_ALLOC,  /* empty a claimed window, then answer the ALLOC */
+	JOB_EVICT,  /* move pages off pool frames: compact, drain, pin */
+	JOB_RELEND, /* move pages from ordinary memory onto idle pool frames */
+};
+
+struct move {
+	uint32_t guest;
+	uint64_t gfn;
+	uint64_t src; /* mfn now backing gfn */
+};
+
+struct vcmad_job {
+	struct vcmad *d;
+	struct vcmad_job *next;
+	enum job_kind kind;
+	struct vcma_pool *dst_pool; /* RELEND: where destinations come from */
+	uint32_t pin_guest, pin_seq; /* EVICT for a PIN: whom to answer */
+	bool pin;
+	struct vcma_alloc_plan plan;
+	uint64_t reserved;  /* ordinary frames promised to the moves not yet in a batch */
+	uint32_t req_guest; /* who asked (0 once it is gone) */
+	uint64_t req_id;
+	struct move *mv;
+	size_t nmv, next_mv;
+	/* the batch in flight */
+	uint32_t vm;        /* guest id of the paused VM */
+	size_t b0, bn;
+	uint64_t *dst;      /* [bn] destination mfns */
+	struct vcma_sim_run runs[VCMA_SIM_MSG_RUNS];
+	uint32_t nruns;
+	uint32_t seq;
+	uint64_t deadline;
+	enum job_state st;
+};
+
+static int32_t status_of(int err)
+{
+	switch (err) {
+	case 0: return VCMA_ST_OK;
+	case -ETIMEDOUT: case -EBUSY: return VCMA_ST_BUSY;
+	case -ENOMEM: return VCMA_ST_NO_MEMORY;
+	case -ESHUTDOWN: return VCMA_ST_SHUTDOWN;
+	default: return VCMA_ST_INTERNAL;
+	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static bool move_valid(struct vcmad *d, const struct move *m, struct vcmad_guest **vmp)
+{
+	struct vcmad_guest *vm = vcmad_guest_find(d, m->guest);
+
+	*vmp = vm;
+	return vm && !vm->dead && vm->p2m && m->gfn < vm->ram_frames && vm->p2m[m->gfn] == m->src;
+}
+
+/* A job that moves pages to ordinary memory reserves a destination for every one of
+ * them before it pauses anybody: a window that cannot be emptied fails at once,
+ * with nothing moved, instead of halfway through. */
+static int reserve_ordinary(struct vcmad *d, struct vcmad_job *j, size_t n)
+{
+	uint64_t avail = d->be.ordinary.free_frames;
+
+	if (avail < d->ord_reserved || avail - d->ord_reserved < n)
+		return -ENOMEM;
+	d->ord_reserved += n;
+	j->reserved = n;
+	return 0;
+}
+
+/* Reservation <-> frames in hand: a batch takes n frames out of the reserve, a batch
+ * given up puts them back. */
+static void reserve_take(struct vcmad *d, struct vcmad_job *j, uint64_t n)
+{
+	if (n > j->reserved)
+		n = j->reserved;
+	j->reserved -= n;
+	d->ord_reserved -= n;
+}
+
+static void reserve_drop(struct vcmad *d, struct vcmad_job *j)
+{
+	d->ord_reserved -= j->reserved;
+	j->reserved = 0;
+}
+
+static void release_dst(struct vcmad_job *j)
+{
+	struct vcmad *d = j->d;
+
+	for (size_t i = 0; j->dst && i < j->bn; i++) {
+		struct vcma_extent e = { j->dst[i], 1 };
+
+		if (j->kind == JOB_RELEND)
+			vcma_fmap_unclaim(&j->dst_pool->fm, j->dst[i] - j->dst_pool->fm.base, 1);
+		else
+			d->be.ops->ram_free(&d->be, &e, 1);
+	}
+	if (j->dst && j->kind != JOB_RELEND) {
+		/* the moves will be retried (or the job ends): reserve their frames again */
+		j->reserved += j->bn;
+		d->ord_reserved += j->bn;
+	}
+	free(j->dst);
+	j->dst = NULL;
+	j->bn = 0;
+}
+
+static void complete(struct vcmad_job *j, int err)
+{
+	struct vcmad *d = j->d;
+	struct vcmad_guest *g = j->req_guest ? vcmad_guest_find(d, j->req_guest) : NULL;
+	struct vcma_rsp rsp = { .id = j->req_id };
+	struct vcma_region r;
+
+	if (j->dst)
+		release_dst(j);
+	reserve_drop(d, j);
+	if (j->kind == JOB_RELEND && err == -ENOMEM)
+		err = 0; /* no idle pool frame left: the pool is full again, the job is done */
+	if (err)
+		log_warn("vacate: %s job stopped after %zu of %zu page(s): %s",
+			 j->kind == JOB_ALLOC ? "allocation" : j->kind == JOB_RELEND ? "relend" : "evict", j->next_mv,
+			 j->nmv, strerror(-err));
+	if (j->kind != JOB_ALLOC) {
+		struct vcmad_guest *vm = j->pin ? vcmad_guest_find(d, j->pin_guest) : NULL;
+
+		if (err)
+			d->vacate_jobs_failed++;
+		else
+			d->vacate_jobs_ok++;
+		if (vm && !vm->dead && vcmad_vmm_send(vm, VCMA_SIM_MSG_PINNED, j->pin_seq, err ? -err : 0, NULL, 0))
+			log_warn("guest %u (%s): cannot answer PIN", vm->id, vm->name);
+		goto done;
+	}
+	if (g && g->dead)
+		g = NULL;
+	if (!err && !g)
+		err = -ESHUTDOWN; /* nobody to give the region to */
+	if (!err) {
+		err = vcma_core_alloc_finish(&d->core, &j->plan, &r);
+		if (err == -EBUSY) {
+			log_err("vacate: window in pool %s still holds a lent frame after all moves",
+				j->plan.pool->cfg.name);
+			err = -EIO;
+		}
+	}
+	if (err && j->plan.pool)
+		vcma_core_alloc_abort(&d->core, &j->plan);
+	if (!err) {
+		d->be.ops->zero(&d->be, r.mfn, r.nframes);
+		r.gpa = g->window_gpa + (r.mfn << VCMA_PAGE_SHIFT);
+		vcma_regions_set_gpa(&d->core.regions, g->id, r.handle, r.gpa);
+		g->nregions++;
+		g->bytes += r.nframes << VCMA_PAGE_SHIFT;
+		g->stats.alloc_ok++;
+		rsp.handle = r.handle;
+		rsp.gpa = r.gpa;
+		rsp.bus = r.mfn << VCMA_PAGE_SHIFT;
+		rsp.length = r.nframes << VCMA_PAGE_SHIFT;
+		d->vacate_jobs_ok++;
+	} else {
+		d->vacate_jobs_failed++;
+		if (g)
+			g->stats.alloc_fail++;
+	}
+	if (g) {
+		g->pending_allocs--;
+		rsp.status = status_of(err);
+		vcmad_guest_respond(g, &rsp);
+	}
+done:
+	vcmad_relend_kick(d);
+	j->st = J_DONE;
+	for (struct vcmad_job **pp = &d->jobs; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	j->next = d->done_jobs;
+	d->done_jobs = j;
+}
+
+/* A message to the VMM could not be sent. A closed connection is the VM going away
+ * (it exited, perhaps in the middle of a pause): an ordinary detach. A full socket
+ * means the VMM stopped reading: it is cut off, and its pages come back. */
+static void vmm_send_failed(struct vcmad_guest *vm, const char *what, int err)
+{
+	char why[96];
+
+	if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
+		vcmad_guest_detach(vm, "connection closed");
+		return;
+	}
+	snprintf(why, sizeof(why), "cannot send %s: %s", what,
+		 err == -EAGAIN ? "the VMM stopped reading its socket" : strerror(-err));
+	vcmad_guest_kill(vm, why);
+}
+
+static uint32_t merge_runs(struct vcmad_job *j, size_t upto)
+{
+	uint32_t n = 0;
+
+	for (size_t i = 0; i < upto; i++) {
+		const struct move *m = &j->mv[j->b0 + i];
+
+		if (n && j->runs[n - 1].gfn + j->runs[n - 1].count == m->gfn &&
+		    j->runs[n - 1].mfn + j->runs[n - 1].count == j->dst[i]) {
+			j->runs[n - 1].count++;
+			continue;
+		}
+		if (n == VCMA_SIM_MSG_RUNS)
+			return UINT32_MAX;
+		j->runs[n].gfn = m->gfn;
+		j->runs[n].mfn = j->dst[i];
+		j->runs[n].count = 1;
+		n++;
+	}
+	return n;
+}
+
+/* Is an allocation, compaction, drain or pin waiting? */
+static bool other_work(const struct vcmad *d)
+{
+	for (const struct vcmad_job *j = d->jobs; j; j = j->next)
+		if (j->kind != JOB_RELEND)
+			return true;
+	return false;
+}
+
+/* Advance a READY job: skip moves that no longer apply, then start the next batch. */
+static void step(struct vcmad_job *j)
+{
+	struct vcmad *d = j->d;
+	struct vcmad_guest *vm = NULL;
+	struct vcma_extent ext[VCMA_SIM_MSG_RUNS];
+	size_t bn;
+	int n, rc;
+
+	while (j->next_mv < j->nmv &&
+	       (!move_valid(d, &j->mv[j->next_mv], &vm) ||
+		(j->kind == JOB_RELEND && (vm->no_lend || (vm->gflags[j->mv[j->next_mv].gfn] & VCMAD_GFN_PINNED)))))
+		j->next_mv++; /* the VM went away (its frames are FREE now), the page moved, or
+			       * it may no longer go onto a pool frame */
+	if (j->next_mv == j->nmv) {
+		complete(j, 0);
+		return;
+	}
+	if (j->kind == JOB_RELEND && other_work(d)) {
+		/* relending is what the host does when it has nothing better to do: it
+		 * gives way between batches; the rest waits for the next quiet spell */
+		complete(j, 0);
+		return;
+	}
+	if (vm->pauser)
+		return; /* another job has this VM paused: wait our turn */
+	j->b0 = j->next_mv;
+	for (bn = 0; j->b0 + bn < j->nmv && bn < d->vacate_batch && j->mv[j->b0 + bn].guest == vm->id; bn++)
+		;
+	j->dst = calloc(bn, sizeof(*j->dst));
+	if (j->kind == JOB_RELEND) {
+		/* idle frames of the pool, from the top, claimed until the batch commits */
+		struct vcma_fmap *fm = &j->dst_pool->fm;
+
+		j->bn = 0;
+		for (uint64_t idx = fm->nframes; j->dst && idx-- > 0 && j->bn < bn;)
+			if (!vcma_fmap_claim(fm, idx, 1)) {
+				struct vcma_frame_info fi;
+
+				vcma_fmap_get(fm, idx, &fi);
+				if (fi.state != VCMA_FRAME_FREE) {
+					vcma_fmap_unclaim(fm, idx, 1);
+					continue;
+				}
+				j->dst[j->bn++] = fm->base + idx;
+			}
+		qsort(j->dst, j->bn, sizeof(*j->dst), cmp_u64);
+		n = j->bn ? 1 : -ENOMEM;
+	} else {
+		/* scattered ordinary memory: take fewer pages rather than fail; one REMAP
+		 * carries at most VCMA_SIM_MSG_RUNS runs anyway */
+		n = -ENOMEM;
+		while (j->dst && bn && (n = vcma_memrange_alloc(&d->be.ordinary, bn, ext, VCMA_SIM_MSG_RUNS)) < 0 &&
+		       d->be.ordinary.free_frames >= bn)
+			bn /= 2;
+		if (n >= 0) {
+			j->bn = 0;
+			for (int e = 0; e < n; e++)
+				for (uint64_t k = 0; k < ext[e].count; k++)
+					j->dst[j->bn++] = ext[e].start + k;
+			reserve_take(d, j, j->bn);
+		}
+	}
+	if (n < 0) {
+		/* destinations exhausted */
+		free(j->dst);
+		j->dst = NULL;
+		j->bn = 0;
+		if (j->kind != JOB_RELEND)
+			log_warn("vacate: no ordinary memory for %zu page(s) of guest %u", bn, vm->id);
+		complete(j, -ENOMEM);
+		return;
+	}
+	/* a REMAP message holds at most VCMA_SIM_MSG_RUNS runs: shrink the batch if the
+	 * destinations are that scattered */
+	while ((j->nruns = merge_runs(j, j->bn)) == UINT32_MAX) {
+		size_t keep = j->bn / 2;
+
+		for (size_t i = keep; i < j->bn; i++) {
+			struct vcma_extent e1 = { j->dst[i], 1 };
+
+			if (j->kind == JOB_RELEND)
+				vcma_fmap_unclaim(&j->dst_pool->fm, j->dst[i] - j->dst_pool->fm.base, 1);
+			else
+				d->be.ops->ram_free(&d->be, &e1, 1);
+		}
+		if (j->kind != JOB_RELEND) {
+			j->reserved += j->bn - keep;
+			d->ord_reserved += j->bn - keep;
+		}
+		j->bn = keep;
+	}
+	j->vm = vm->id;
+	j->seq = ++vm->vm_seq;
+	vm->pauser = j;
+	vm->paused_at = vcma_now_ns();
+	j->deadline = vm->paused_at + (uint64_t)d->conf.pause_timeout_ms * 1000000ull;
+	j->st = J_WAIT_PAUSE;
+	rc = vcmad_vmm_send(vm, VCMA_SIM_MSG_PAUSE, j->seq, 0, NULL, 0);
+	if (rc) {
+		vm->pauser = NULL;
+		release_dst(j);
+		j->st = J_READY;
+		vmm_send_failed(vm, "PAUSE", rc);
+	}
+}
+
+static void resume(struct vcmad_job *j, struct vcmad_guest *vm)
+{
+	struct vcmad *d = j->d;
+	uint64_t ns = vcma_now_ns() - vm->paused_at;
+
+	if (vcmad_vmm_send(vm, VCMA_SIM_MSG_RESUME, j->seq, 0, NULL, 0))
+		log_warn("guest %u (%s): cannot send RESUME", vm->id, vm->name);
+	vm->pauser = NULL;
+	vcma_hist_record(&vm->pause_hist, ns);
+	vcma_hist_record(&d->pause_hist, ns);
+	/* keep a pause under the bound: halve the batch when over, grow it when well under */
+	if (ns > (uint64_t)d->conf.max_pause_us * 1000 && d->vacate_batch > MIN_BATCH)
+		d->vacate_batch /= 2;
+	else if (ns < (uint64_t)d->conf.max_pause_us * 250 && j->bn == d->vacate_batch && d->vacate_batch < MAX_BATCH)
+		d->vacate_batch *= 2;
+}
+
+void vcmad_vacate_paused(struct vcmad_guest *vm, uint32_t seq)
+{
+	struct vcmad *d = vm->d;
+	struct vcmad_job *j = vm->pauser;
+	int rc;
+
+	if (!j || j->st != J_WAIT_PAUSE || j->seq != seq)
+		return; /* a late answer to a PAUSE that timed out */
+	for (size_t i = 0; i < j->bn; i++) {
+		const struct move *m = &j->mv[j->b0 + i];
+
+		/* the state now, not when the job began: the guest may have reported
+		 * the page free (or reused it) since; a reported page is dropped and its
+		 * destination reads as zeros */
+		if (!(vm->gflags[m->gfn] & VCMAD_GFN_REPORTED))
+			memcpy(d->be.machine + (j->dst[i] << VCMA_PAGE_SHIFT), d->be.machine + (m->src << VCMA_PAGE_SHIFT),
+			       VCMA_PAGE_SIZE);
+		else if (j->kind == JOB_RELEND)
+			d->be.ops->zero(&d->be, j->dst[i], 1);
+	}
+	j->st = J_WAIT_REMAP;
+	j->deadline = vcma_now_ns() + (uint64_t)d->conf.pause_timeout_ms * 1000000ull;
+	rc = vcmad_vmm_send(vm, VCMA_SIM_MSG_REMAP, j->seq, 0, j->runs, j->nruns);
+	if (rc)
+		vmm_send_failed(vm, "REMAP", rc);
+}
+
+void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status)
+{
+	struct vcmad *d = vm->d;
+	struct vcmad_job *j = vm->pauser;
+
+	if (!j || j->st != J_WAIT_REMAP || j->seq != seq)
+		return;
+	if (status) {
+		log_warn("guest %u (%s): REMAP failed (%s); vacate abandoned", vm->id, vm->name, strerror(status));
+		resume(j, vm);
+		release_dst(j);
+		complete(j, -EIO);
+		return;
+	}
+	for (size_t i = 0; i < j->bn; i++) {
+		const struct move *m = &j->mv[j->b0 + i];
+		struct vcma_pool *p = vcmad_pool_of(d, m->src);
+		bool reported = vm->gflags[m->gfn] & VCMAD_GFN_REPORTED;
+
+		vm->p2m[m->gfn] = j->dst[i];
+		if (p) {
+			vcma_pool_unlend(p, m->src - p->fm.base);
+			if (reported)
+				p->stats.vacated_lent_free++;
+			else
+				p->stats.vacated_lent_used++;
+		}
+		/* the old frame held the guest's page: zero it (and return it if ordinary) */
+		if (p) {
+			d->be.ops->zero(&d->be, m->src, 1);
+		} else {
+			struct vcma_extent e = { m->src, 1 };
+
+			d->be.ops->ram_free(&d->be, &e, 1);
+		}
+		if (j->kind == JOB_RELEND) {
+			struct vcma_fmap *fm = &j->dst_pool->fm;
+
+			vcma_fmap_unclaim(fm, j->dst[i] - fm->base, 1);
+			vcma_fmap_lend(fm, j->dst[i] - fm->base, vm->id, m->gfn, !reported);
+		}
+	}
+	resume(j, vm);
+	free(j->dst);
+	j->dst = NULL;
+	j->next_mv = j->b0 + j->bn;
+	j->bn = 0;
+	j->st = J_READY;
+	step(j);
+}
+
+static int cmp_move(const void *a, const void *b)
+{
+	const struct move *x = a, *y = b;
+
+	if (x->guest != y->guest)
+		return x->guest < y->guest ? -1 : 1;
+	return x->gfn < y->gfn ? -1 : x->gfn > y->gfn;
+}
+
+int vcmad_vacate_start(struct vcmad_guest *req, uint64_t req_id, const struct vcma_alloc_plan *plan)
+{
+	struct vcmad *d = req->d;
+	uint64_t nlent = plan->w.nlent_free + plan->w.nlent_used;
+	struct vcma_vacate_item *items = calloc(nlent, sizeof(*items));
+	struct vcmad_job *j = calloc(1, sizeof(*j));
+	int64_t got;
+
+	if (!items || !j || !(j->mv = calloc(nlent, sizeof(*j->mv)))) {
+		free(items);
+		if (j)
+			free(j->mv);
+		free(j);
+		return -ENOMEM;
+	}
+	got = vcma_fmap_collect_lent(&plan->pool->fm, plan->w.start, plan->w.count, items, nlent);
+	for (int64_t i = 0; i < got && (uint64_t)i < nlent; i++) {
+		j->mv[i].guest = items[i].guest;
+		j->mv[i].gfn = items[i].gfn;
+		j->mv[i].src = plan->pool->fm.base + items[i].idx;
+	}
+	free(items);
+	j->nmv = got < 0 ? 0 : (size_t)got;
+	if (reserve_ordinary(d, j, j->nmv)) {
+		/* refused before anybody is paused: the window stays as it was */
+		log_warn("vacate: window in pool %s needs %zu page(s) moved, more than the free ordinary memory",
+			 plan->pool->cfg.name, j->nmv);
+		free(j->mv);
+		free(j);
+		return -ENOMEM;
+	}
+	qsort(j->mv, j->nmv, sizeof(*j->mv), cmp_move);
+	j->d = d;
+	j->plan = *plan;
+	j->req_guest = req->id;
+	j->req_id = req_id;
+	j->st = J_READY;
+	j->next = d->jobs;
+	d->jobs = j;
+	req->pending_allocs++;
+	step(j);
+	return 0;
+}
+
+static struct vcmad_job *job_new(struct vcmad *d, enum job_kind kind, struct move *mv, size_t n)
+{
+	struct vcmad_job *j = calloc(1, sizeof(*j));
+
+	if (!j) {
+		free(mv);
+		return NULL;
+	}
+	if (kind != JOB_RELEND && reserve_ordinary(d, j, n)) {
+		log_warn("vacate: %zu page(s) to move but not that much ordinary memory free", n);
+		free(mv);
+		free(j);
+		return NULL;
+	}
+	qsort(mv, n, sizeof(*mv), cmp_move);
+	j->d = d;
+	j->kind = kind;
+	j->mv = mv;
+	j->nmv = n;
+	j->st = J_READY;
+	j->next = d->jobs;
+	d->jobs = j;
+	return j;
+}
+
+/* Moves for every page of the guests selected that sits on a lent frame of pool p
+ * (all guests when guest == 0) inside [start, start+n). */
+static size_t collect_pool_moves(struct vcma_pool *p, uint64_t start, uint64_t n, uint32_t guest, struct move **out)
+{
+	int64_t total = vcma_fmap_collect_lent(&p->fm, start, n, NULL, 0);
+	struct vcma_vacate_item *it;
+	struct move *mv;
+	size_t k = 0;
+
+	*out = NULL;
+	if (total <= 0)
+		return 0;
+	it = calloc((size_t)total, sizeof(*it));
+	mv = calloc((size_t)total, sizeof(*mv));
+	if (!it || !mv) {
+		free(it);
+		free(mv);
+		return 0;
+	}
+	vcma_fmap_collect_lent(&p->fm, start, n, it, (size_t)total);
+	for (int64_t i = 0; i < total; i++) {
+		if (guest && it[i].guest != guest)
+			continue;
+		mv[k].guest = it[i].guest;
+		mv[k].gfn = it[i].gfn;
+		mv[k].src = p->fm.base + it[i].idx;
+		k++;
+	}
+	free(it);
+	*out = mv;
+	return k;
+}
+
+int vcmad_vacate_compact(struct vcmad *d, struct vcma_pool *p, uint64_t frames, uint64_t *scheduled)
+{
+	struct vcma_window w;
+	struct move *mv;
+	size_t n;
+	int rc;
+
+	*scheduled = 0;
+	if (!frames || frames > p->fm.nframes)
+		frames = p->fm.nframes;
+	/* the cheapest window of that size: moving its lent pages out leaves a free
+	 * run of `frames` for the next allocation */
+	rc = vcma_fmap_search(&p->fm, frames, 0, &w);
+	if (rc)
+		return rc;
+	n = collect_pool_moves(p, w.start, w.count, 0, &mv);
+	p->relend_hold_until = vcma_now_ns() + VCMAD_COMPACT_HOLD_NS;
+	if (!n)
+		return 0;
+	if (!job_new(d, JOB_EVICT, mv, n))
+		return -ENOMEM;
+	*scheduled = n;
+	return 0;
+}
+
+int vcmad_vacate_evict_frames(struct vcmad *d, struct vcma_pool *p, const uint64_t *idx, size_t n,
+			      uint64_t *scheduled)
+{
+	struct move *mv = calloc(n ? n : 1, sizeof(*mv));
+	size_t k = 0;
+
+	*scheduled = 0;
+	if (!mv)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct vcma_frame_info fi;
+
+		if (vcma_fmap_get(&p->fm, idx[i], &fi) ||
+		    (fi.state != VCMA_FRAME_LENT_FREE && fi.state != VCMA_FRAME_LENT_USED))
+			continue;
+		mv[k++] = (struct move){ fi.guest, fi.gfn, p->fm.base + idx[i] };
+	}
+	if (!k) {
+		free(mv);
+		return 0;
+	}
+	if (!job_new(d, JOB_EVICT, mv, k))
+		return -ENOMEM;
+	*scheduled = k;
+	return 0;
+}
+
+int vcmad_vacate_drain(struct vcmad *d, struct vcmad_guest *g, uint64_t *scheduled)
+{
+	struct move *mv;
+	size_t n = 0;
+
+	*scheduled = 0;
+	if (!g->p2m)
+		return 0;
+	mv = calloc(g->ram_frames ? g->ram_frames : 1, sizeof(*mv));
+	if (!mv)
+		return -ENOMEM;
+	for (uint64_t gfn = 0; gfn < g->ram_frames; gfn++)
+		if (vcmad_pool_of(d, g->p2m[gfn]))
+			mv[n++] = (struct move){ g->id, gfn, g->p2m[gfn] };
+	if (n && !job_new(d, JOB_EVICT, mv, n))
+		return -ENOMEM;
+	if (!n)
+		free(mv);
+	g->no_lend = true; /* and keep it off the pools from now on */
+	*scheduled = n;
+	return 0;
+}
+
+int vcmad_pin(struct vcmad_guest *g, uint32_t seq, const struct vcma_sim_run *runs, uint32_t nruns)
+{
+	struct vcmad *d = g->d;
+	struct vcmad_job *j;
+	struct move *mv;
+	uint64_t total = 0;
+	size_t n = 0;
+
+	for (uint32_t i = 0; i < nruns; i++)
+		total += runs[i].count;
+	mv = calloc(total ? total : 1, sizeof(*mv));
+	if (!mv)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < nruns; i++)
+		for (uint64_t k = 0; k < runs[i].count; k++) {
+			uint64_t gfn = runs[i].gfn + k;
+
+			g->gflags[gfn] |= VCMAD_GFN_PINNED; /* relend skips it from now on */
+			if (vcmad_pool_of(d, g->p2m[gfn]))
+				mv[n++] = (struct move){ g->id, gfn, g->p2m[gfn] };
+		}
+	j = job_new(d, JOB_EVICT, mv, n);
+	if (!j)
+		return -ENOMEM;
+	j->pin = true;
+	j->pin_guest = g->id;
+	j->pin_seq = seq;
+	return 0;
+}
+
+/* When the host has been idle for a while, move guests' pages from ordinary memory
+ * back onto idle frames of lendable pools, so pool memory does not sit idle. */
+static uint64_t pool_room(const struct vcma_pool *p)
+{
+	if (!p->cfg.lendable || p->fm.count[VCMA_FRAME_FREE] < p->fm.nclaimed)
+		return 0;
+	return p->fm.count[VCMA_FRAME_FREE] - p->fm.nclaimed;
+}
+
+/* When relending may next find work: quiet for relend_idle_ms, and a pool with idle
+ * frames that no compaction holds back. UINT64_MAX: not until something changes. */
+static uint64_t relend_due_ns(const struct vcmad *d)
+{
+	uint64_t quiet = d->last_alloc_ns + (uint64_t)d->conf.relend_idle_ms * 1000000ull, due = UINT64_MAX;
+
+	if (!d->relend_dirty)
+		return UINT64_MAX;
+	for (uint32_t i = 0; i < d->core.npools; i++) {
+		const struct vcma_pool *p = d->core.pool[i];
+		uint64_t t = quiet > p->relend_hold_until ? quiet : p->relend_hold_until;
+
+		if (pool_room(p) && t < due)
+			due = t;
+	}
+	return due;
+}
+
+int vcmad_vacate_timeout_ms(struct vcmad *d)
+{
+	uint64_t due, now;
+
+	if (d->jobs)
+		return 5; /* wake up often enough to time out silent VMs */
+	due = relend_due_ns(d);
+	if (due == UINT64_MAX)
+		return -1;
+	now = vcma_now_ns();
+	if (due <= now)
+		return 0;
+	due = (due - now + 999999) / 1000000;
+	return due > 60000 ? 60000 : (int)due;
+}
+
+static void maybe_relend(struct vcmad *d)
+{
+	uint64_t now = vcma_now_ns();
+
+	if (d->jobs || relend_due_ns(d) > now)
+		return;
+	d->relend_dirty = false; /* unless a pool below finds work */
+	for (uint32_t i = 0; i < d->core.npools; i++) {
+		struct vcma_pool *p = d->core.pool[i];
+		uint64_t room = pool_room(p);
+		struct move *mv;
+		size_t n = 0;
+
+		if (!room)
+			continue;
+		if (now < p->relend_hold_until) {
+			d->relend_dirty = true; /* look again when the hold ends */
+			continue;
+		}
+		if (room > VCMAD_RELEND_MAX)
+			room = VCMAD_RELEND_MAX;
+		mv = calloc(room, sizeof(*mv));
+		if (!mv) {
+			d->relend_dirty = true;
+			return;
+		}
+		for (uint32_t k = 0; k < d->conf.max_guests && n < room; k++) {
+			struct vcmad_guest *g = d->guest[k];
+
+			if (!g || g->dead || !g->p2m || g->no_lend)
+				continue;
+			for (uint64_t gfn = 0; gfn < g->ram_frames && n < room; gfn++)
+				if (!(g->gflags[gfn] & VCMAD_GFN_PINNED) && !vcmad_pool_of(d, g->p2m[gfn]))
+					mv[n++] = (struct move){ g->id, gfn, g->p2m[gfn] };
+		}
+		if (!n) {
+			free(mv);
+			continue;
+		}
+		struct vcmad_job *j = job_new(d, JOB_RELEND, mv, n);
+
+		if (j)
+			j->dst_pool = p;
+		d->relend_dirty = true; /* its completion looks for more */
+		return; /* one job at a time */
+	}
+}
+
+void vcmad_vacate_guest_gone(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	for (struct vcmad_job *j = d->jobs; j; j = j->next) {
+		if (j->req_guest == g->id)
+			j->req_guest = 0; /* its window is given up when the job ends */
+		if (j->vm == g->id && (j->st == J_WAIT_PAUSE || j->st == J_WAIT_REMAP)) {
+			/* the batch never committed: the scratch destinations go back; the
+			 * VM's own frames are released by its detach */
+			release_dst(j);
+			j->st = J_READY;
+			j->vm = 0;
+		}
+	}
+	g->pauser = NULL;
+}
+
+/* Each loop turn: time out silent VMs, move READY jobs along. */
+void vcmad_vacate_tick(struct vcmad *d)
+{
+	uint64_t now = vcma_now_ns();
+	struct vcmad_job *j, *next;
+
+	maybe_relend(d);
+	for (j = d->jobs; j; j = next) {
+		struct vcmad_guest *vm;
+
+		next = j->next;
+		if (j->st == J_READY) {
+			step(j);
+			continue;
+		}
+		if (now < j->deadline)
+			continue;
+		vm = vcmad_guest_find(d, j->vm);
+		if (j->st == J_WAIT_PAUSE && vm) {
+			log_warn("guest %u (%s) did not answer PAUSE within %u ms; vacate abandoned", vm->id, vm->name,
+				 d->conf.pause_timeout_ms);
+			resume(j, vm); /* cancels the pause, whenever the VMM gets to it */
+			release_dst(j);
+			complete(j, -ETIMEDOUT);
+		} else if (j->st == J_WAIT_REMAP && vm) {
+			vcmad_guest_kill(vm, "paused VM did not answer REMAP in time");
+		}
+	}
+}
+
+void vcmad_vacate_reap(struct vcmad *d)
+{
+	while (d->done_jobs) {
+		struct vcmad_job *j = d->done_jobs;
+
+		d->done_jobs = j->next;
+		free(j->mv);
+		free(j->dst);
+		free(j);
+	}
+}
+
+void vcmad_vacate_cancel_all(struct vcmad *d)
+{
+	while (d->jobs) {
+		struct vcmad_job *j = d->jobs;
+		struct vcmad_guest *vm = vcmad_guest_find(d, j->vm);
+
+		if (vm && vm->pauser == j)
+			resume(j, vm);
+		release_dst(j);
+		complete(j, -ESHUTDOWN);
+	}
+	vcmad_vacate_reap(d);
+}

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * simvm-vm.h - vcma-simvm's shared state: the VM, its vCPUs and the options, shared
+ * by vcma-simvm.c (attach, vCPU workload, allocation driver, output) and
+ * simvm-vmm.c (the VMM channel: pause/remap/resume, free page reporting, pinning).
+ */
+#ifndef SIMVM_VM_H
+#define SIMVM_VM_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "vcma_sim.h"
+
+#define PAGE 4096ull
+#define PAGE_WORDS (PAGE / 8)
+#define MAX_SIZES 16
+#define MAX_LOGGED 10 /* corruption reports per kind, then only counted */
+
+/* free page reporting: each vCPU rotates ROT_PAGES pages every ROT_OPS page operations */
+#define ROT_OPS 4096u
+#define ROT_PAGES 8u
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_ATTACH = 3 };
+
+enum workload { WL_CHECKSUM, WL_IDLE };
+
+struct opts {
+	const char *socket, *name, *devclass, *pool;
+	uint64_t ram;
+	unsigned int vcpus;
+	enum workload workload;
+	uint64_t sizes[MAX_SIZES];
+	unsigned int nsizes;
+	unsigned int max_regions;
+	unsigned int interval_ms;
+	unsigned int count;           /* stop after this many allocation attempts, 0 = no limit */
+	double duration;
+	uint64_t seed;
+	bool json;
+	/* the VMM channel */
+	unsigned int report_pct;      /* share of each vCPU's pages kept reported, 0..90 */
+	uint64_t pin_bytes;           /* pin the first pin_bytes of RAM */
+	unsigned int pause_delay_ms;  /* fault injection: late PAUSED */
+	bool no_pause_ack;            /* fault injection: never PAUSED */
+	unsigned int exit_after_pauses; /* fault injection: _exit(0) at this PAUSE, 0 = never */
+};
+
+/* A vCPU page (index inside the vCPU's slice) is in exactly one state. */
+enum page_state {
+	PG_USED = 0,     /* written and verified; in used[] */
+	PG_REPORTED = 1, /* reported free: never touched; in rep[] */
+	PG_REUSING = 2,  /* REUSE sent, REUSED not yet seen: never touched; in reusing[] */
+};
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned int idx;
+	uint64_t first, npages; /* gfn slice */
+	uint64_t pin_end;       /* pages [0, pin_end) of the slice are pinned */
+	uint32_t *gen;          /* per page: last generation written, 0 = never */
+	uint8_t *pstate;        /* per page: enum page_state */
+	uint32_t *pos;          /* per page: index in used[] or rep[] */
+	uint32_t *used, nused;  /* pages in use */
+	uint32_t *rep, nrep;    /* pages reported (not counting reusing[]) */
+	uint32_t reusing[ROT_PAGES];
+	unsigned int nreusing;
+	atomic_uint reuse_seq;  /* seq of the outstanding REUSE, 0 = none */
+	atomic_bool reuse_done; /* set by the VMM thread on REUSED(reuse_seq) */
+	uint64_t ops;           /* page operations since the start of the random phase */
+	uint64_t rng;
+	uint64_t written, verified, corrupt;
+	uint64_t reports, reuses, reused_pages; /* REPORT / REUSE messages sent, pages taken back */
+	pthread_t thr;
+	bool started;
+};
+
+struct pause_stats {
+	uint64_t *dur_ns;    /* PAUSE received -> unparked by RESUME, one per pause */
+	uint64_t *park_ns;   /* PAUSE received -> all vCPUs parked (PAUSED sent next) */
+	uint64_t *resume_ns; /* RESUME received -> a vCPU runs again, one per vCPU and pause */
+	size_t n, npark, nresume, cap, cap_park, cap_resume;
+	uint64_t slept;      /* unparks that had gone to sleep on the futex */
+};
+
+struct vm {
+	const struct opts *o;
+	int sock;
+	int machine_fd;
+	int wake_fd; /* wakes the VMM thread at exit */
+	int irq_fd;  /* the VMM's copy of the guest part's irq eventfd */
+	struct vcma_ctrl *ctrl; /* the VMM's view of the ring's control page */
+	uint32_t guest_id;
+	uint64_t shm_size, ram_frames, machine_bytes, window_gpa;
+	struct vcma_sim_run *runs;
+	uint32_t nruns;
+	uint32_t nmaps;
+	uint8_t *base;
+	uint64_t span;
+	struct vcma *v;
+
+	atomic_bool stop;
+	atomic_bool host_gone;
+	pthread_t vmm_thr;
+	bool vmm_started;
+
+	/*
+	 * Pausing. pstate is also the futex word parked vCPUs sleep on: bit 0 set while
+	 * a pause is requested, and every change (pause or resume) adds 1, so a vCPU that
+	 * parked on one value sees any later one. nactive counts vCPU threads that may
+	 * touch guest RAM (set before a thread starts, dropped when it ends); the VM is
+	 * paused when pstate is odd and parked == nactive.
+	 */
+	atomic_uint pstate;
+	atomic_uint nactive;
+	atomic_uint parked;
+	atomic_uint sleepers;
+	atomic_uint pause_seq;
+	atomic_uint_fast64_t resume_ns; /* when the last RESUME unparked */
+	atomic_uint_fast64_t ack_not_before; /* --pause-delay-ms: no PAUSED before this */
+	bool ack_pending;                    /* under send_lock: PAUSED(pause_seq) is owed */
+	uint64_t pause_t0;                   /* under send_lock: when PAUSE arrived */
+	unsigned int pauses_seen;            /* VMM thread only */
+
+	/* the socket is written by the VMM thread, the vCPUs and the main thread */
+	pthread_mutex_t send_lock;
+	atomic_uint next_seq; /* VMM -> host requests (REUSE, PIN) */
+
+	/* PIN, waited for by the main thread */
+	atomic_uint pin_seq;
+	atomic_bool pin_done;
+	atomic_int pin_status;
+	uint64_t pinned_pages;
+
+	/* counters of the channel */
+	pthread_mutex_t stats_lock;
+	struct pause_stats ps;
+	atomic_uint_fast64_t remapped_pages, remap_calls, remap_refused, reports_init;
+	atomic_uint_fast64_t host_msgs_ignored;
+	atomic_uint_fast64_t logged_types; /* bit per unknown message type already logged */
+
+	struct vcpu *vcpu;
+	unsigned int nslices; /* vcpu[] entries: the vCPUs, or one slice for the idle workload */
+
+	/* allocation driver (main thread only, and the mapper it calls) */
+	struct held *held;
+	unsigned int nheld;
+	struct record *rec;
+	size_t nrec, rec_cap;
+	struct size_stat *st;
+	uint64_t errors;
+	uint64_t not_zeroed;
+	uint64_t pattern_logged;
+	atomic_uint_fast64_t corrupt_logged;
+	atomic_uint_fast64_t vcpu_errors; /* vCPUs that gave up waiting to be resumed */
+	atomic_bool park_gave_up;         /* ... after which nobody parks any more */
+	uint64_t held_at_end;
+	uint64_t start_ns, end_ns;
+};
+
+extern volatile sig_atomic_t got_signal;
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* splitmix64: the PRNG and the hash behind every pattern */
+static inline uint64_t mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static inline uint64_t rnd(uint64_t *s)
+{
+	*s += 0x9e3779b97f4a7c15ull;
+	return mix64(*s);
+}
+
+static inline bool stopping(struct vm *vm)
+{
+	return atomic_load_explicit(&vm->stop, memory_order_relaxed) || got_signal;
+}
+
+__attribute__((format(printf, 1, 2))) void msg(const char *fmt, ...);
+
+/* ---- simvm-vmm.c: the VMM channel ---- */
+
+int vmm_channel_init(struct vm *vm);
+void vmm_channel_fini(struct vm *vm);
+void *vmm_main(void *vm);
+
+/* vCPU side: park here between page operations while a pause is requested */
+void vmm_pause_point(struct vm *vm);
+/* a vCPU thread is about to start (before pthread_create) / has stopped touching RAM */
+void vmm_vcpu_enter(struct vm *vm);
+void vmm_vcpu_leave(struct vm *vm);
+
+uint32_t vmm_next_seq(struct vm *vm);
+/* Send `type` with the pages gfns[0..n) (sorted, distinct) as merged runs, at most
+ * VCMA_SIM_MSG_RUNS per message, all with `seq`. Returns messages sent or -errno. */
+int vmm_send_gfns(struct vm *vm, uint16_t type, uint32_t seq, const uint64_t *gfns, uint64_t n);
+/* PIN the first `frames` gfns and wait for PINNED: 0, a positive errno from the host,
+ * or -errno (host gone, timeout) */
+int vmm_pin(struct vm *vm, uint64_t frames);
+
+/* summary */
+struct vmm_summary {
+	uint64_t pauses;
+	double p50_us, p99_us, max_us;         /* pause durations */
+	double park_p50_us, park_p99_us, park_max_us; /* PAUSE -> all parked (PAUSED) */
+	double resume_p50_us, resume_p99_us, resume_max_us; /* RESUME -> a vCPU running */
+	uint64_t acks, unparks, slept;
+	uint64_t remapped_pages, remap_calls, remap_refused;
+	uint64_t host_msgs_ignored;
+};
+void vmm_summary(struct vm *vm, struct vmm_summary *s);
+
+#endif

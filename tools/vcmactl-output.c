@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vcmactl-output.c - how vcmactl shows things to a person (tables with units, the
+ * fragmentation map) and to Prometheus (text exposition format 0.0.4).
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "ctl_proto.h"
+#include "pool_config.h"
+#include "stats.h"
+#include "vcmactl.h"
+
+/* ---- JSON accessors ---- */
+
+struct json_object *jget(struct json_object *o, const char *key)
+{
+	struct json_object *v = NULL;
+
+	if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v))
+		return NULL;
+	return v;
+}
+
+const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v = jget(o, key);
+
+	return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+}
+
+uint64_t ju64(struct json_object *o, const char *key)
+{
+	struct json_object *v = jget(o, key);
+
+	return v && json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0 ? json_object_get_uint64(v)
+											    : 0;
+}
+
+bool jbool(struct json_object *o, const char *key)
+{
+	struct json_object *v = jget(o, key);
+
+	return v && json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
+}
+
+bool jnull(struct json_object *o, const char *key)
+{
+	return jget(o, key) == NULL;
+}
+
+/* ---- units ---- */
+
+const char *fmt_bytes(uint64_t bytes, char *buf, size_t len)
+{
+	return vcma_format_bytes(bytes, buf, len);
+}
+
+const char *fmt_ns(uint64_t ns, char *buf, size_t len)
+{
+	if (ns < 1000)
+		snprintf(buf, len, "%llu ns", (unsigned long long)ns);
+	else if (ns < 1000000)
+		snprintf(buf, len, "%.1f us", (double)ns / 1e3);
+	else if (ns < 1000000000)
+		snprintf(buf, len, "%.1f ms", (double)ns / 1e6);
+	else
+		snprintf(buf, len, "%.2f s", (double)ns / 1e9);
+	return buf;
+}
+
+const char *fmt_uptime(uint64_t ns, char *buf, size_t len)
+{
+	uint64_t s = ns / 1000000000ull;
+	unsigned long long d = s / 86400, h = s / 3600 % 24, m = s / 60 % 60, sec = s % 60;
+
+	if (d)
+		snprintf(buf, len, "%llud %02lluh %02llum", d, h, m);
+	else if (h)
+		snprintf(buf, len, "%lluh %02llum %02llus", h, m, sec);
+	else if (m)
+		snprintf(buf, len, "%llum %02llus", m, sec);
+	else
+		snprintf(buf, len, "%llus", sec);
+	return buf;
+}
+
+const char *fmt_hex(uint64_t v, char *buf, size_t len)
+{
+	snprintf(buf, len, "0x%llx", (unsigned long long)v);
+	return buf;
+}
+
+unsigned int term_columns(void)
+{
+	struct winsize ws;
+	const char *env = getenv("COLUMNS");
+	long c;
+
+	if (isatty(STDOUT_FILENO) && !ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) && ws.ws_col >= 20)
+		return ws.ws_col;
+	if (env && (c = strtol(env, NULL, 10)) >= 20 && c <= 10000)
+		return (unsigned int)c;
+	return 80;
+}
+
+/* ---- tables ---- */
+
+void table_init(struct table *t, unsigned int ncols, const char *const *head, const char *align)
+{
+	memset(t, 0, sizeof(*t));
+	t->ncols = ncols;
+	t->head = head;
+	t->align = align;
+}
+
+void table_cell(struct table *t, const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+
+	if (t->ncells == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 64;
+		char **p = realloc(t->cell, cap * sizeof(*p));
+
+		if (!p)
+			return; /* out of memory: the cell is left out */
+		t->cell = p;
+		t->cap = cap;
+	}
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	t->cell[t->ncells++] = s;
+}
+
+void table_print(struct table *t, FILE *f, const char *indent)
+{
+	size_t w[32] = { 0 };
+	unsigned int nc = t->ncols < 32 ? t->ncols : 32;
+
+	for (unsigned int c = 0; c < nc; c++)
+		w[c] = strlen(t->head[c]);
+	for (size_t i = 0; i < t->ncells; i++)
+		if (t->cell[i] && strlen(t->cell[i]) > w[i % t->ncols])
+			w[i % t->ncols] = strlen(t->cell[i]);
+	for (size_t row = 0; row <= (t->ncells + t->ncols - 1) / t->ncols; row++) {
+		fputs(indent, f);
+		for (unsigned int c = 0; c < nc; c++) {
+			size_t i = (row - 1) * t->ncols + c;
+			const char *s = !row ? t->head[c] : i < t->ncells && t->cell[i] ? t->cell[i] : "";
+			bool last = c + 1 == nc;
+
+			if (t->align[c] == 'r')
+				fprintf(f, "%*s%s", (int)w[c], s, last ? "" : "  ");
+			else
+				fprintf(f, "%-*s%s", last ? 0 : (int)w[c], s, last ? "" : "  ");
+		}
+		fputc('\n', f);
+	}
+	for (size_t i = 0; i < t->ncells; i++)
+		free(t->cell[i]);
+	free(t->cell);
+	memset(t, 0, sizeof(*t));
+}
+
+/* ---- the fragmentation map ---- */
+
+void print_legend(FILE *f)
+{
+	fputs("legend:", f);
+#define X(ch, text) fprintf(f, "  %c %s", ch, text);
+	VCMAD_CTL_MAP_LEGEND
+#undef X
+	fputc('\n', f);
+}
+
+void print_map(FILE *f, const char *map, uint64_t base, uint64_t bytes_per_char, unsigned int columns)
+{
+	size_t n = strlen(map), row = 8;
+	char addr[24];
+	int aw;
+
+	snprintf(addr, sizeof(addr), "0x%llx", (unsigned long long)(base + bytes_per_char * n));
+	aw = (int)strlen(addr);
+	while (row * 2 + (size_t)aw + 4 <= columns)
+		row *= 2;
+	for (size_t i = 0; i < n; i += row) {
+		fmt_hex(base + bytes_per_char * i, addr, sizeof(addr));
+		fprintf(f, "  %*s  %.*s\n", aw, addr, (int)(n - i < row ? n - i : row), map + i);
+	}
+}
+
+/* ---- Prometheus ---- */
+
+static void family(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value with \, " and newline escaped, as the format requires. */
+static void label(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			fputc('\\', f);
+		if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+static void pool_sample(FILE *f, const char *metric, struct json_object *pool, const char *extra, uint64_t v)
+{
+	fprintf(f, "%s{pool=\"", metric);
+	label(f, jstr(pool, "name"));
+	fprintf(f, "\"%s} %llu\n", extra ? extra : "", (unsigned long long)v);
+}
+
+void print_prometheus(FILE *f, struct json_object *stats)
+{
+	static const struct {
+		const char *key, *help;
+	} counters[] = {
+		{ "alloc_success", "Allocations that got a region." },
+		{ "alloc_fail", "Allocations refused or failed." },
+		{ "alloc_pages_success", "Frames handed out by successful allocations." },
+		{ "alloc_pages_fail", "Frames asked for by failed allocations." },
+		{ "release_pages_success", "Frames returned by frees." },
+		{ "vacated_lent_free", "Lent frames taken back without a copy." },
+		{ "vacated_lent_used", "Lent frames moved by copy and remap." },
+	};
+	static const char *const states[] = { "free", "lent_free", "lent_used", "region", "reserved", "claimed" };
+	struct json_object *pools = jget(stats, "pools"), *dm = jget(stats, "daemon"), *ctl = jget(dm, "ctl");
+	size_t np = pools && json_object_is_type(pools, json_type_array) ? json_object_array_length(pools) : 0;
+	char name[96];
+
+	for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
+		snprintf(name, sizeof(name), "vcma_pool_%s_total", counters[c].key);
+		family(f, name, "counter", counters[c].help);
+		for (size_t i = 0; i < np; i++)
+			pool_sample(f, name, json_object_array_get_idx(pools, i), NULL,
+				    ju64(json_object_array_get_idx(pools, i), counters[c].key));
+	}
+	family(f, "vcma_pool_frames", "gauge", "Frames of a pool by state (4 KiB each).");
+	for (size_t i = 0; i < np; i++)
+		for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
+			struct json_object *p = json_object_array_get_idx(pools, i);
+			char extra[48];
+
+			snprintf(extra, sizeof(extra), ",state=\"%s\"", states[s]);
+			pool_sample(f, "vcma_pool_frames", p, extra, ju64(jget(p, "frames"), states[s]));
+		}
+	family(f, "vcma_pool_size_bytes", "gauge", "Size of a pool.");
+	for (size_t i = 0; i < np; i++) {
+		struct json_object *p = json_object_array_get_idx(pools, i);
+
+		pool_sample(f, "vcma_pool_size_bytes", p, NULL, ju64(jget(p, "frames"), "total") * VCMA_PAGE_SIZE);
+	}
+	family(f, "vcma_pool_largest_free_run_bytes", "gauge", "Longest run of free frames in a pool.");
+	for (size_t i = 0; i < np; i++)
+		pool_sample(f, "vcma_pool_largest_free_run_bytes", json_object_array_get_idx(pools, i), NULL,
+			    ju64(json_object_array_get_idx(pools, i), "largest_free_run_bytes"));
+	family(f, "vcma_pool_regions", "gauge", "Live regions in a pool.");
+	for (size_t i = 0; i < np; i++)
+		pool_sample(f, "vcma_pool_regions", json_object_array_get_idx(pools, i), NULL,
+			    ju64(json_object_array_get_idx(pools, i), "regions"));
+
+	family(f, "vcma_alloc_latency_seconds", "histogram", "Time vcmad took to serve an allocation.");
+	for (size_t i = 0; i < np; i++) {
+		struct json_object *p = json_object_array_get_idx(pools, i), *h = jget(p, "alloc_latency"),
+				   *b = jget(h, "buckets");
+		size_t nb = b && json_object_is_type(b, json_type_array) ? json_object_array_length(b) : 0;
+		uint64_t cum = 0;
+		char extra[64];
+
+		for (size_t k = 0; k < nb; k++) {
+			struct json_object *e = json_object_array_get_idx(b, k);
+
+			cum += ju64(e, "count");
+			if (jnull(e, "le_ns"))
+				continue; /* the open-ended last bucket is +Inf below */
+			snprintf(extra, sizeof(extra), ",le=\"%.12g\"", (double)ju64(e, "le_ns") / 1e9);
+			pool_sample(f, "vcma_alloc_latency_seconds_bucket", p, extra, cum);
+		}
+		pool_sample(f, "vcma_alloc_latency_seconds_bucket", p, ",le=\"+Inf\"", ju64(h, "count"));
+		fprintf(f, "vcma_alloc_latency_seconds_sum{pool=\"");
+		label(f, jstr(p, "name"));
+		fprintf(f, "\"} %.9f\n", (double)ju64(h, "sum_ns") / 1e9);
+		pool_sample(f, "vcma_alloc_latency_seconds_count", p, NULL, ju64(h, "count"));
+	}
+
+	family(f, "vcmad_uptime_seconds", "gauge", "Seconds since vcmad started serving.");
+	fprintf(f, "vcmad_uptime_seconds %.3f\n", (double)ju64(dm, "uptime_ns") / 1e9);
+	family(f, "vcmad_guests", "gauge", "Attached guests.");
+	fprintf(f, "vcmad_guests %llu\n", (unsigned long long)ju64(dm, "guests"));
+	family(f, "vcmad_regions", "gauge", "Live regions in all pools.");
+	fprintf(f, "vcmad_regions %llu\n", (unsigned long long)ju64(dm, "regions"));
+	static const struct {
+		const char *metric, *key, *help;
+		bool ctl;
+	} dc[] = {
+		{ "vcmad_attaches_total", "attaches", "Guests that attached.", false },
+		{ "vcmad_detaches_total", "detaches", "Guests that detached or were cut off.", false },
+		{ "vcmad_violations_total", "violations", "Guests cut off for breaking the protocol.", false },
+		{ "vcmad_attach_refused_total", "attach_refused", "Attach requests refused.", false },
+		{ "vcmad_ctl_requests_total", "requests", "Control requests served.", true },
+		{ "vcmad_ctl_errors_total", "errors", "Control requests answered with an error.", true },
+		{ "vcmad_ctl_refused_total", "refused", "Control connections refused for their credentials.", true },
+		{ "vcmad_ctl_dropped_total", "dropped", "Control clients dropped for not reading.", true },
+	};
+	for (size_t i = 0; i < sizeof(dc) / sizeof(dc[0]); i++) {
+		family(f, dc[i].metric, "counter", dc[i].help);
+		fprintf(f, "%s %llu\n", dc[i].metric, (unsigned long long)ju64(dc[i].ctl ? ctl : dm, dc[i].key));
+	}
+}
