@@ -174,6 +174,12 @@ static void refresh(struct vcma_fmap *fm, uint64_t lo, uint64_t hi)
 {
 	uint64_t g0 = lo >> VCMA_FMAP_GRANULE_SHIFT, g1 = hi >> VCMA_FMAP_GRANULE_SHIFT;
 
+	if (fm->batch) {
+		for (uint64_t g = g0; g <= g1; g++)
+			bit_set(fm->gdirty, g);
+		return;
+	}
+
 	for (uint64_t g = g0; g <= g1; g++)
 		granule_update(fm, g);
 	for (uint64_t sb = g0 >> VCMA_FMAP_SUPER_SHIFT; sb <= g1 >> VCMA_FMAP_SUPER_SHIFT; sb++)
@@ -207,7 +213,8 @@ int vcma_fmap_init(struct vcma_fmap *fm, uint64_t base, uint64_t nframes, uint32
 	fm->gsum = calloc(fm->ngran, sizeof(*fm->gsum));
 	fm->gcost = calloc(fm->ngran, sizeof(*fm->gcost));
 	fm->ssum = calloc(fm->nsuper, sizeof(*fm->ssum));
-	if (!fm->ent || !fm->blocked || !fm->lf || !fm->lu || !fm->gsum || !fm->gcost || !fm->ssum) {
+	fm->gdirty = calloc((fm->ngran + 63) / 64, sizeof(uint64_t));
+	if (!fm->ent || !fm->blocked || !fm->lf || !fm->lu || !fm->gsum || !fm->gcost || !fm->ssum || !fm->gdirty) {
 		vcma_fmap_fini(fm);
 		return -ENOMEM;
 	}
@@ -221,6 +228,34 @@ int vcma_fmap_init(struct vcma_fmap *fm, uint64_t base, uint64_t nframes, uint32
 	return 0;
 }
 
+void vcma_fmap_batch_begin(struct vcma_fmap *fm)
+{
+	fm->batch++;
+}
+
+void vcma_fmap_batch_end(struct vcma_fmap *fm)
+{
+	uint64_t last_sb = UINT64_MAX;
+
+	if (!fm->batch || --fm->batch)
+		return;
+	for (uint64_t w = 0; w < (fm->ngran + 63) / 64; w++) {
+		while (fm->gdirty[w]) {
+			uint64_t g = w * 64 + (uint64_t)__builtin_ctzll(fm->gdirty[w]), sb = g >> VCMA_FMAP_SUPER_SHIFT;
+
+			fm->gdirty[w] &= fm->gdirty[w] - 1;
+			granule_update(fm, g);
+			/* granules come in ascending order: a superblock is done when the
+			 * next dirty granule is in another one */
+			if (sb != last_sb && last_sb != UINT64_MAX)
+				super_compute(fm, last_sb, &fm->ssum[last_sb]);
+			last_sb = sb;
+		}
+	}
+	if (last_sb != UINT64_MAX)
+		super_compute(fm, last_sb, &fm->ssum[last_sb]);
+}
+
 void vcma_fmap_fini(struct vcma_fmap *fm)
 {
 	free(fm->ent);
@@ -230,6 +265,7 @@ void vcma_fmap_fini(struct vcma_fmap *fm)
 	free(fm->gsum);
 	free(fm->gcost);
 	free(fm->ssum);
+	free(fm->gdirty);
 	memset(fm, 0, sizeof(*fm));
 }
 
@@ -509,7 +545,7 @@ size_t vcma_fmap_metadata_bytes(const struct vcma_fmap *fm)
 {
 	return fm->nframes * sizeof(*fm->ent) + 3 * fm->ngran * FMAP_GWORDS * sizeof(uint64_t) +
 	       fm->ngran * (sizeof(*fm->gsum) + sizeof(*fm->gcost)) + fm->nsuper * sizeof(*fm->ssum) +
-	       sizeof(*fm);
+	       (fm->ngran + 63) / 64 * sizeof(uint64_t) + sizeof(*fm);
 }
 
 int64_t vcma_fmap_collect_lent(const struct vcma_fmap *fm, uint64_t idx, uint64_t n,

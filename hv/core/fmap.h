@@ -75,6 +75,8 @@ struct vcma_fmap {
 	struct vcma_fsum *ssum; /* [nsuper] */
 	uint64_t count[VCMA_FRAME_NSTATES];
 	uint64_t nclaimed;
+	uint32_t batch;     /* open vcma_fmap_batch_begin()s: summaries deferred */
+	uint64_t *gdirty;   /* [ngran/64] granules whose summaries a batch left stale */
 };
 
 /* What a frame is; returned by vcma_fmap_get(). */
@@ -90,6 +92,16 @@ int vcma_fmap_init(struct vcma_fmap *fm, uint64_t base, uint64_t nframes, uint32
 void vcma_fmap_fini(struct vcma_fmap *fm);
 
 int vcma_fmap_get(const struct vcma_fmap *fm, uint64_t idx, struct vcma_frame_info *fi);
+
+/*
+ * Many changes in a row (a vacate batch commits thousands of frames): between
+ * batch_begin and batch_end the changes only mark their granules stale, and
+ * batch_end recomputes each stale granule and superblock once. Frame states,
+ * counts and vcma_fmap_get() stay exact inside a batch; the search summaries do
+ * not, so no search may run inside one. Batches nest.
+ */
+void vcma_fmap_batch_begin(struct vcma_fmap *fm);
+void vcma_fmap_batch_end(struct vcma_fmap *fm);
 
 /* FREE -> RESERVED over [idx, idx+n), all or nothing. */
 int vcma_fmap_reserve(struct vcma_fmap *fm, uint64_t idx, uint64_t n);

@@ -193,6 +193,62 @@ static void test_runs_across_superblocks(void **unused)
 	vcma_fmap_fini(&fm);
 }
 
+/* Changes inside a batch leave exactly the summaries that the same changes made one
+ * by one leave: a twin map takes every operation unbatched. */
+static void test_batch_matches_unbatched(void **unused)
+{
+	struct vcma_fmap a, b;
+	const uint64_t n = 3 * VCMA_FMAP_SUPER_FRAMES + 300;
+	uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+	assert_int_equal(vcma_fmap_init(&a, 0, n, 1, 16), 0);
+	assert_int_equal(vcma_fmap_init(&b, 0, n, 1, 16), 0);
+	for (int round = 0; round < 200; round++) {
+		vcma_fmap_batch_begin(&a);
+		if (round % 3 == 0)
+			vcma_fmap_batch_begin(&a); /* nested: only the outer end recomputes */
+		for (int k = 0; k < 100; k++) {
+			uint64_t idx, op;
+			struct vcma_frame_info fi;
+
+			rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+			idx = (rng >> 8) % n;
+			op = rng & 3;
+			/* a run of 1..64 frames now and then, like a commit of consecutive frames */
+			for (uint64_t i = idx; i < n && i < idx + (op == 3 ? (rng >> 40) % 64 + 1 : 1); i++) {
+				assert_int_equal(vcma_fmap_get(&b, i, &fi), 0);
+				if (fi.state == VCMA_FRAME_FREE && !fi.claimed) {
+					assert_int_equal(vcma_fmap_lend(&a, i, 1, i, op & 1), 0);
+					assert_int_equal(vcma_fmap_lend(&b, i, 1, i, op & 1), 0);
+				} else if (op == 0) {
+					assert_int_equal(vcma_fmap_unlend(&a, i), 0);
+					assert_int_equal(vcma_fmap_unlend(&b, i), 0);
+				} else {
+					assert_int_equal(vcma_fmap_set_used(&a, i, op == 1), 0);
+					assert_int_equal(vcma_fmap_set_used(&b, i, op == 1), 0);
+				}
+				/* frame states and counts are exact inside a batch */
+				assert_int_equal(state_of(&a, i), state_of(&b, i));
+			}
+		}
+		if (round % 3 == 0) {
+			vcma_fmap_batch_end(&a);
+			assert_int_equal(a.batch, 1);
+		}
+		vcma_fmap_batch_end(&a);
+		assert_int_equal(a.batch, 0);
+		assert_memory_equal(a.count, b.count, sizeof(a.count));
+		assert_memory_equal(a.gsum, b.gsum, a.ngran * sizeof(*a.gsum));
+		assert_memory_equal(a.gcost, b.gcost, a.ngran * sizeof(*a.gcost));
+		assert_memory_equal(a.ssum, b.ssum, a.nsuper * sizeof(*a.ssum));
+		assert_int_equal(vcma_fmap_check(&a), 0);
+	}
+	vcma_fmap_batch_end(&a); /* an unmatched end is ignored */
+	assert_int_equal(a.batch, 0);
+	vcma_fmap_fini(&a);
+	vcma_fmap_fini(&b);
+}
+
 static void test_metadata_budget(void **unused)
 {
 	struct vcma_fmap fm;
@@ -214,6 +270,7 @@ int main(void)
 		cmocka_unit_test(test_range_garbage),
 		cmocka_unit_test(test_collect_lent),
 		cmocka_unit_test(test_runs_across_superblocks),
+		cmocka_unit_test(test_batch_matches_unbatched),
 		cmocka_unit_test(test_metadata_budget),
 	};
 
