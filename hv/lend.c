@@ -76,11 +76,13 @@ int vcmad_lend_ram(struct vcmad_guest *g)
 			if (!vcma_fmap_get(&p->fm, lo, &fi) && fi.state == VCMA_FRAME_FREE && !fi.claimed)
 				got++;
 		}
+		vcma_fmap_batch_begin(&p->fm);
 		for (uint64_t idx = lo; idx < p->fm.nframes && gfn < want; idx++) {
 			if (vcma_pool_lend(p, idx, g->id, gfn, true))
 				continue; /* not FREE, or claimed */
 			g->p2m[gfn++] = p->fm.base + idx;
 		}
+		vcma_fmap_batch_end(&p->fm);
 	}
 	/* the rest from ordinary memory */
 	if (gfn < frames) {
@@ -119,6 +121,7 @@ void vcmad_lend_release(struct vcmad_guest *g)
 		return;
 	vcmad_relend_kick(d); /* its pool frames are idle now */
 	ord = malloc(g->ram_frames * sizeof(*ord) + 1);
+	vcmad_pools_batch_begin(d);
 	for (uint64_t gfn = 0; gfn < g->ram_frames; gfn++) {
 		uint64_t mfn = g->p2m[gfn];
 		struct vcma_pool *p = vcmad_pool_of(d, mfn);
@@ -132,6 +135,7 @@ void vcmad_lend_release(struct vcmad_guest *g)
 			ord[nord++] = mfn;
 		}
 	}
+	vcmad_pools_batch_end(d);
 	if (ord) {
 		free_ordinary(d, ord, nord);
 		free(ord);
@@ -249,9 +253,11 @@ int vcmad_vmm_message(struct vcmad_guest *g, const void *buf, size_t len, const 
 		return 0;
 	case VCMA_SIM_MSG_REPORT:
 	case VCMA_SIM_MSG_REUSE:
+		vcmad_pools_batch_begin(g->d);
 		for (uint32_t i = 0; i < m->count; i++)
 			for (uint64_t k = 0; k < m->run[i].count; k++)
 				mark_reported(g, m->run[i].gfn + k, m->type == VCMA_SIM_MSG_REPORT);
+		vcmad_pools_batch_end(g->d);
 		if (m->type == VCMA_SIM_MSG_REUSE && vcmad_vmm_send(g, VCMA_SIM_MSG_REUSED, m->seq, 0, NULL, 0))
 			log_warn("guest %u (%s): cannot answer REUSE", g->id, g->name);
 		return 0;

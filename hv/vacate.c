@@ -126,6 +126,7 @@ static void release_dst(struct vcmad_job *j)
 {
 	struct vcmad *d = j->d;
 
+	vcmad_pools_batch_begin(d);
 	for (size_t i = 0; j->dst && i < j->bn; i++) {
 		struct vcma_extent e = { j->dst[i], 1 };
 
@@ -134,6 +135,7 @@ static void release_dst(struct vcmad_job *j)
 		else
 			d->be.ops->ram_free(&d->be, &e, 1);
 	}
+	vcmad_pools_batch_end(d);
 	if (j->dst && j->kind != JOB_RELEND) {
 		/* the moves will be retried (or the job ends): reserve their frames again */
 		j->reserved += j->bn;
@@ -257,6 +259,13 @@ static uint32_t merge_runs(struct vcmad_job *j, size_t upto)
 	return n;
 }
 
+static bool frame_idle(const struct vcma_fmap *fm, uint64_t idx)
+{
+	struct vcma_frame_info fi;
+
+	return !vcma_fmap_get(fm, idx, &fi) && fi.state == VCMA_FRAME_FREE && !fi.claimed;
+}
+
 /* Is an allocation, compaction, drain or pin waiting? */
 static bool other_work(const struct vcmad *d)
 {
@@ -301,17 +310,21 @@ static void step(struct vcmad_job *j)
 		struct vcma_fmap *fm = &j->dst_pool->fm;
 
 		j->bn = 0;
-		for (uint64_t idx = fm->nframes; j->dst && idx-- > 0 && j->bn < bn;)
-			if (!vcma_fmap_claim(fm, idx, 1)) {
-				struct vcma_frame_info fi;
+		for (uint64_t idx = fm->nframes; j->dst && idx > 0 && j->bn < bn;) {
+			uint64_t hi = idx, lo;
 
-				vcma_fmap_get(fm, idx, &fi);
-				if (fi.state != VCMA_FRAME_FREE) {
-					vcma_fmap_unclaim(fm, idx, 1);
-					continue;
-				}
-				j->dst[j->bn++] = fm->base + idx;
-			}
+			/* the next run of FREE, unclaimed frames below idx, claimed as one:
+			 * claiming refreshes the map's summaries, so once per run, not per frame */
+			if (!frame_idle(fm, --idx))
+				continue;
+			for (lo = idx; lo > 0 && hi - lo < bn - j->bn && frame_idle(fm, lo - 1); lo--)
+				;
+			idx = lo;
+			if (vcma_fmap_claim(fm, lo, hi - lo))
+				continue;
+			for (uint64_t k = lo; k < hi; k++)
+				j->dst[j->bn++] = fm->base + k;
+		}
 		qsort(j->dst, j->bn, sizeof(*j->dst), cmp_u64);
 		n = j->bn ? 1 : -ENOMEM;
 	} else {
@@ -431,6 +444,12 @@ void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status)
 		complete(j, -EIO);
 		return;
 	}
+	/* The VM runs on its new frames from here: resume it first. The bookkeeping
+	 * below is the host's own and finishes before the loop reads another message
+	 * from this VM, so nothing can see it half done; the old frames are no longer
+	 * mapped by the VM. */
+	resume(j, vm);
+	vcmad_pools_batch_begin(d);
 	for (size_t i = 0; i < j->bn; i++) {
 		const struct move *m = &j->mv[j->b0 + i];
 		struct vcma_pool *p = vcmad_pool_of(d, m->src);
@@ -459,7 +478,7 @@ void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status)
 			vcma_fmap_lend(fm, j->dst[i] - fm->base, vm->id, m->gfn, !reported);
 		}
 	}
-	resume(j, vm);
+	vcmad_pools_batch_end(d);
 	free(j->dst);
 	j->dst = NULL;
 	j->next_mv = j->b0 + j->bn;
@@ -546,64 +565,6 @@ static struct vcmad_job *job_new(struct vcmad *d, enum job_kind kind, struct mov
 	return j;
 }
 
-/* Moves for every page of the guests selected that sits on a lent frame of pool p
- * (all guests when guest == 0) inside [start, start+n). */
-static size_t collect_pool_moves(struct vcma_pool *p, uint64_t start, uint64_t n, uint32_t guest, struct move **out)
-{
-	int64_t total = vcma_fmap_collect_lent(&p->fm, start, n, NULL, 0);
-	struct vcma_vacate_item *it;
-	struct move *mv;
-	size_t k = 0;
-
-	*out = NULL;
-	if (total <= 0)
-		return 0;
-	it = calloc((size_t)total, sizeof(*it));
-	mv = calloc((size_t)total, sizeof(*mv));
-	if (!it || !mv) {
-		free(it);
-		free(mv);
-		return 0;
-	}
-	vcma_fmap_collect_lent(&p->fm, start, n, it, (size_t)total);
-	for (int64_t i = 0; i < total; i++) {
-		if (guest && it[i].guest != guest)
-			continue;
-		mv[k].guest = it[i].guest;
-		mv[k].gfn = it[i].gfn;
-		mv[k].src = p->fm.base + it[i].idx;
-		k++;
-	}
-	free(it);
-	*out = mv;
-	return k;
-}
-
-int vcmad_vacate_compact(struct vcmad *d, struct vcma_pool *p, uint64_t frames, uint64_t *scheduled)
-{
-	struct vcma_window w;
-	struct move *mv;
-	size_t n;
-	int rc;
-
-	*scheduled = 0;
-	if (!frames || frames > p->fm.nframes)
-		frames = p->fm.nframes;
-	/* the cheapest window of that size: moving its lent pages out leaves a free
-	 * run of `frames` for the next allocation */
-	rc = vcma_fmap_search(&p->fm, frames, 0, &w);
-	if (rc)
-		return rc;
-	n = collect_pool_moves(p, w.start, w.count, 0, &mv);
-	p->relend_hold_until = vcma_now_ns() + VCMAD_COMPACT_HOLD_NS;
-	if (!n)
-		return 0;
-	if (!job_new(d, JOB_EVICT, mv, n))
-		return -ENOMEM;
-	*scheduled = n;
-	return 0;
-}
-
 int vcmad_vacate_evict_frames(struct vcmad *d, struct vcma_pool *p, const uint64_t *idx, size_t n,
 			      uint64_t *scheduled)
 {
@@ -628,29 +589,6 @@ int vcmad_vacate_evict_frames(struct vcmad *d, struct vcma_pool *p, const uint64
 	if (!job_new(d, JOB_EVICT, mv, k))
 		return -ENOMEM;
 	*scheduled = k;
-	return 0;
-}
-
-int vcmad_vacate_drain(struct vcmad *d, struct vcmad_guest *g, uint64_t *scheduled)
-{
-	struct move *mv;
-	size_t n = 0;
-
-	*scheduled = 0;
-	if (!g->p2m)
-		return 0;
-	mv = calloc(g->ram_frames ? g->ram_frames : 1, sizeof(*mv));
-	if (!mv)
-		return -ENOMEM;
-	for (uint64_t gfn = 0; gfn < g->ram_frames; gfn++)
-		if (vcmad_pool_of(d, g->p2m[gfn]))
-			mv[n++] = (struct move){ g->id, gfn, g->p2m[gfn] };
-	if (n && !job_new(d, JOB_EVICT, mv, n))
-		return -ENOMEM;
-	if (!n)
-		free(mv);
-	g->no_lend = true; /* and keep it off the pools from now on */
-	*scheduled = n;
 	return 0;
 }
 

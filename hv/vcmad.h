@@ -159,17 +159,25 @@ void vcmad_vacate_reap(struct vcmad *d);
 void vcmad_vacate_cancel_all(struct vcmad *d);
 /* Milliseconds until the loop must run vacate_tick again (-1: no deadline). */
 int vcmad_vacate_timeout_ms(struct vcmad *d);
+/* Around many frame map changes in a row: summaries are recomputed once at the
+ * end (vcma_fmap_batch_begin); no allocation or search may run in between. */
+static inline void vcmad_pools_batch_begin(struct vcmad *d)
+{
+	for (uint32_t i = 0; i < d->core.npools; i++)
+		vcma_fmap_batch_begin(&d->core.pool[i]->fm);
+}
+
+static inline void vcmad_pools_batch_end(struct vcmad *d)
+{
+	for (uint32_t i = 0; i < d->core.npools; i++)
+		vcma_fmap_batch_end(&d->core.pool[i]->fm);
+}
+
 /* Pool frames were freed or guest pages left a pool: relending may have work. */
 static inline void vcmad_relend_kick(struct vcmad *d)
 {
 	d->relend_dirty = true;
 }
-/* Evict the lent pages of pool p's cheapest window of `frames` (0: the whole pool)
- * to ordinary memory, and keep the pool from being relent for a while. */
-int vcmad_vacate_compact(struct vcmad *d, struct vcma_pool *p, uint64_t frames, uint64_t *scheduled);
-/* Move every page of g that sits on a pool frame to ordinary memory; g is not lent
- * pool frames again. */
-int vcmad_vacate_drain(struct vcmad *d, struct vcmad_guest *g, uint64_t *scheduled);
 /* Schedule moving the pages on lent frames idx[] of pool p to ordinary memory. */
 int vcmad_vacate_evict_frames(struct vcmad *d, struct vcma_pool *p, const uint64_t *idx, size_t n,
 			      uint64_t *scheduled);
