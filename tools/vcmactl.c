@@ -688,20 +688,20 @@ static int run_free(struct ctx *c, int argc, char **argv)
 static void vacate_report(struct json_object *r, const char *what)
 {
 	struct json_object *pools = jget(r, "pools");
-	char a[32], b[32];
+	char a[32];
 
 	for (size_t i = 0; pools && i < json_object_array_length(pools); i++) {
 		struct json_object *p = json_object_array_get_idx(pools, i);
 
-		printf("  %-12s %llu lent frame(s) found (%llu free, %llu used), %llu moved; largest free run %s -> %s\n",
+		printf("  %-12s %llu lent frame(s) found (%llu free, %llu used), %llu scheduled to move; largest free run %s\n",
 		       jstr(p, "name"), (unsigned long long)(ju64(p, "lent_free") + ju64(p, "lent_used")),
 		       (unsigned long long)ju64(p, "lent_free"), (unsigned long long)ju64(p, "lent_used"),
-		       (unsigned long long)ju64(p, "moved"), fmt_bytes(ju64(p, "largest_free_run_before_bytes"), a, sizeof(a)),
-		       fmt_bytes(ju64(p, "largest_free_run_after_bytes"), b, sizeof(b)));
+		       (unsigned long long)ju64(p, "scheduled"), fmt_bytes(ju64(p, "largest_free_run_bytes"), a, sizeof(a)));
 	}
-	printf("%s: %llu lent frame(s) found in %zu pool(s), %llu moved\n", what,
+	printf("%s: %llu lent frame(s) found in %zu pool(s), %llu scheduled to move%s\n", what,
 	       (unsigned long long)ju64(r, "lent_found"), pools ? json_object_array_length(pools) : 0,
-	       (unsigned long long)ju64(r, "moved"));
+	       (unsigned long long)ju64(r, "scheduled"),
+	       ju64(r, "scheduled") ? " (in the background: see 'vcmactl pool show')" : "");
 }
 
 static int run_compact(struct ctx *c, int argc, char **argv)
@@ -987,12 +987,13 @@ static const struct cmd cmds[] = {
 	{ "free", "HANDLE", "free a test region made by vcmactl alloc",
 	  "\nHANDLE is the hex handle alloc printed. Guests' regions cannot be freed here.\n", run_free, NULL, NULL },
 	{ "compact", "[POOL]", "move lent frames out of POOL (or of every pool)",
-	  "\nActs on lent frames, which exist once lending is configured. Lent frames this vcmad\n"
-	  "cannot move yet make it fail with EOPNOTSUPP and their count.\n",
+	  "\nEvery lent frame found is scheduled to move to ordinary memory; the moves finish in\n"
+	  "the background. The pool is not lent again for 30 s, so the free runs are there for\n"
+	  "the allocations ahead.\n",
 	  run_compact, NULL, NULL },
 	{ "drain", "GUEST", "move the frames lent to GUEST out of the pools",
-	  "\nGUEST is an id or a name. Acts on lent frames, which exist once lending is configured.\n"
-	  "Lent frames this vcmad cannot move yet make it fail with EOPNOTSUPP and their count.\n",
+	  "\nGUEST is an id or a name. Its pages on pool frames are scheduled to move to ordinary\n"
+	  "memory, and it is not lent pool frames again.\n",
 	  run_drain, NULL, NULL },
 	{ "stats", "[--prometheus]", "counters and allocation latency histograms",
 	  "\n  -P, --prometheus   print Prometheus text exposition format instead\n", run_stats, "P", stats_opts },

@@ -498,7 +498,10 @@ static struct json_object *cmd_alloc(struct vcmad_ctl *ctl, const struct vcmad_c
 	if (rc) {
 		*err = rc;
 		setmsg(msg, msglen, "alloc %s%s%s: %s", sz, ar.pool ? " in pool " : "", ar.pool ? ar.pool : "",
-		       rc == -ENODEV && ar.pool ? "no such pool" : vcma_core_strerror(rc));
+		       rc == -ENODEV && ar.pool ? "no such pool"
+		       : rc == -EBUSY ? "no free window that large; the cheapest one holds frames lent to guests, "
+					"which a test allocation does not vacate (run 'vcmactl compact' first)"
+				      : vcma_core_strerror(rc));
 		return NULL;
 	}
 	ctl->admin_regions++;
@@ -589,14 +592,13 @@ static struct json_object *vacate_json(struct vcmad *d, const struct vcmad_vacat
 		add_str(e, "name", d->core.pool[vp->pool]->cfg.name);
 		add_u64(e, "lent_free", vp->lent_free);
 		add_u64(e, "lent_used", vp->lent_used);
-		add_u64(e, "moved", vp->moved);
-		add_u64(e, "largest_free_run_before_bytes", vp->largest_free_before << VCMA_PAGE_SHIFT);
-		add_u64(e, "largest_free_run_after_bytes", vp->largest_free_after << VCMA_PAGE_SHIFT);
+		add_u64(e, "scheduled", vp->scheduled);
+		add_u64(e, "largest_free_run_bytes", vp->largest_free << VCMA_PAGE_SHIFT);
 		json_object_array_add(arr, e);
 	}
 	json_object_object_add(o, "pools", arr);
 	add_u64(o, "lent_found", res->lent_found);
-	add_u64(o, "moved", res->moved);
+	add_u64(o, "scheduled", res->scheduled);
 	return o;
 }
 
@@ -627,9 +629,9 @@ static struct json_object *cmd_vacate(struct vcmad_ctl *ctl, const struct vcmad_
 	}
 	if (rc == -ENOENT) {
 		setmsg(msg, msglen, "no pool named '%s'", req->pool);
-	} else if (rc == -EOPNOTSUPP) {
-		setmsg(msg, msglen, "%llu lent frame(s) found but this vcmad cannot vacate lent frames yet",
-		       (unsigned long long)res->lent_found);
+	} else if (rc == -ENOMEM) {
+		setmsg(msg, msglen, "%llu lent frame(s) found but not enough free ordinary memory to move them to; "
+			       "nothing scheduled for the pool(s) concerned", (unsigned long long)res->lent_found);
 	} else if (rc) {
 		setmsg(msg, msglen, "%s", strerror(-rc));
 	}
@@ -646,8 +648,8 @@ static struct json_object *cmd_vacate(struct vcmad_ctl *ctl, const struct vcmad_
 		add_u64(o, "guest", (uint64_t)guest);
 		add_str(o, "guest_name", owner_name(&gi, (uint32_t)guest));
 	}
-	log_info("ctl: %s: %llu lent frame(s) found, %llu moved", req->cmd == VCMAD_CTL_DRAIN ? "drain" : "compact",
-		 (unsigned long long)res->lent_found, (unsigned long long)res->moved);
+	log_info("ctl: %s: %llu lent frame(s) found, %llu scheduled to move", req->cmd == VCMAD_CTL_DRAIN ? "drain" : "compact",
+		 (unsigned long long)res->lent_found, (unsigned long long)res->scheduled);
 out:
 	free(gi.v);
 	free(res);

@@ -87,26 +87,28 @@ struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, const struct vcmad_ctl
 int vcmad_ctl_admin_free(struct vcmad_ctl *ctl, uint64_t handle);
 
 /*
- * actions.c: move lent frames out of pools. A lent frame backs a guest page; moving
- * it means backing that page elsewhere and returning the frame to FREE.
+ * actions.c: take lent frames back from the guests. A lent frame backs a guest page;
+ * moving it means backing that page with ordinary memory and returning the frame to
+ * FREE (hv/vacate.c: pause, copy, remap, resume per VM).
  *
- * Both walk the pools, count the lent frames in scope and move what they can. Today
- * no frame is ever lent (lending arrives with the vacate machinery), so they find and
- * move nothing and return 0. Should they find lent frames before that machinery is
- * wired in here, they report the counts and return -EOPNOTSUPP rather than claim a
- * move that did not happen.
+ * Both find the lent frames in scope and schedule every one to move, as one vacate
+ * job per pool; the moves complete in the background (`pool show` counts frames
+ * still being vacated). A job reserves ordinary memory for all its pages up front:
+ * when there is not enough, nothing is scheduled for that pool and the call returns
+ * -ENOMEM. compact keeps the pool from being relent for VCMAD_COMPACT_HOLD_NS;
+ * drain keeps the guest off every pool from then on.
  */
 struct vcmad_vacate_pool {
 	uint32_t pool;                 /* index in the core */
 	uint64_t lent_free, lent_used; /* frames in scope found lent */
-	uint64_t moved;                /* of those, moved out */
-	uint64_t largest_free_before, largest_free_after; /* frames */
+	uint64_t scheduled;            /* of those, scheduled to move out */
+	uint64_t largest_free;         /* frames, when the request was answered */
 };
 
 struct vcmad_vacate_result {
 	uint32_t npools;
 	struct vcmad_vacate_pool pool[VCMA_MAX_POOLS];
-	uint64_t lent_found, moved;
+	uint64_t lent_found, scheduled;
 };
 
 /* Compact one pool (name) or all (NULL): vacate every lent frame so free space joins
