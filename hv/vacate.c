@@ -275,6 +275,29 @@ static bool other_work(const struct vcmad *d)
 	return false;
 }
 
+/*
+ * Before the pause, not during it: destinations must read as zeros (a reported page
+ * is not copied; its destination is what the guest finds) and those that will
+ * receive a copy are faulted in now. Ordinary memory comes from the allocator
+ * zeroed; idle pool frames may still hold a vacated page, so relend clears them
+ * (one call per run, sorted).
+ */
+static void prepare_dst(struct vcmad_job *j)
+{
+	struct vcmad *d = j->d;
+	struct vcmad_guest *vm = vcmad_guest_find(d, j->mv[j->b0].guest);
+
+	if (j->kind == JOB_RELEND)
+		for (size_t i = 0, k; i < j->bn; i = k) {
+			for (k = i + 1; k < j->bn && j->dst[k] == j->dst[k - 1] + 1; k++)
+				;
+			d->be.ops->zero(&d->be, j->dst[i], k - i);
+		}
+	for (size_t i = 0; vm && i < j->bn; i++)
+		if (!(vm->gflags[j->mv[j->b0 + i].gfn] & VCMAD_GFN_REPORTED))
+			*(volatile uint8_t *)(d->be.machine + (j->dst[i] << VCMA_PAGE_SHIFT)) = 0;
+}
+
 /* Advance a READY job: skip moves that no longer apply, then start the next batch. */
 static void step(struct vcmad_job *j)
 {
@@ -371,6 +394,7 @@ static void step(struct vcmad_job *j)
 		}
 		j->bn = keep;
 	}
+	prepare_dst(j);
 	j->vm = vm->id;
 	j->seq = ++vm->vm_seq;
 	vm->pauser = j;
@@ -386,6 +410,31 @@ static void step(struct vcmad_job *j)
 	}
 }
 
+/*
+ * Keep a pause under max_pause_us: track what a pause costs per page (a moving
+ * average that counts the fixed part of a pause too, so it errs on the safe side)
+ * and size the next batch to fill 60% of the bound. A pause over the bound halves
+ * the batch at once; growth is at most 2x per pause, so one fast pause (the VM's
+ * vCPUs happened to be parked already) does not make the next one overshoot.
+ */
+static void adapt_batch(struct vcmad *d, uint64_t ns, size_t bn)
+{
+	uint64_t bound = (uint64_t)d->conf.max_pause_us * 1000, per_page, want;
+
+	if (!bn)
+		return;
+	per_page = ns / bn ? ns / bn : 1;
+	d->pause_ns_per_page = d->pause_ns_per_page ? (3 * d->pause_ns_per_page + per_page) / 4 : per_page;
+	if (ns > bound) {
+		want = d->vacate_batch / 2;
+	} else {
+		want = bound * 6 / 10 / d->pause_ns_per_page;
+		if (want > 2ull * d->vacate_batch)
+			want = 2ull * d->vacate_batch;
+	}
+	d->vacate_batch = (uint32_t)(want < MIN_BATCH ? MIN_BATCH : want > MAX_BATCH ? MAX_BATCH : want);
+}
+
 static void resume(struct vcmad_job *j, struct vcmad_guest *vm)
 {
 	struct vcmad *d = j->d;
@@ -396,11 +445,7 @@ static void resume(struct vcmad_job *j, struct vcmad_guest *vm)
 	vm->pauser = NULL;
 	vcma_hist_record(&vm->pause_hist, ns);
 	vcma_hist_record(&d->pause_hist, ns);
-	/* keep a pause under the bound: halve the batch when over, grow it when well under */
-	if (ns > (uint64_t)d->conf.max_pause_us * 1000 && d->vacate_batch > MIN_BATCH)
-		d->vacate_batch /= 2;
-	else if (ns < (uint64_t)d->conf.max_pause_us * 250 && j->bn == d->vacate_batch && d->vacate_batch < MAX_BATCH)
-		d->vacate_batch *= 2;
+	adapt_batch(d, ns, j->bn);
 }
 
 void vcmad_vacate_paused(struct vcmad_guest *vm, uint32_t seq)
@@ -420,8 +465,7 @@ void vcmad_vacate_paused(struct vcmad_guest *vm, uint32_t seq)
 		if (!(vm->gflags[m->gfn] & VCMAD_GFN_REPORTED))
 			memcpy(d->be.machine + (j->dst[i] << VCMA_PAGE_SHIFT), d->be.machine + (m->src << VCMA_PAGE_SHIFT),
 			       VCMA_PAGE_SIZE);
-		else if (j->kind == JOB_RELEND)
-			d->be.ops->zero(&d->be, j->dst[i], 1);
+		/* else: prepare_dst() left zeros */
 	}
 	j->st = J_WAIT_REMAP;
 	j->deadline = vcma_now_ns() + (uint64_t)d->conf.pause_timeout_ms * 1000000ull;
@@ -463,9 +507,14 @@ void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status)
 			else
 				p->stats.vacated_lent_used++;
 		}
-		/* the old frame held the guest's page: zero it (and return it if ordinary) */
+		/* the old frame held the guest's page. An ordinary one goes back to the
+		 * allocator (which zeroes it); a pool frame is now FREE, and every way out
+		 * of FREE clears it (a region when it is handed out, lending at attach,
+		 * relend's prepare_dst), so an allocation's window is cleared once, whole,
+		 * when it completes, rather than page by page here */
 		if (p) {
-			d->be.ops->zero(&d->be, m->src, 1);
+			if (j->kind != JOB_ALLOC)
+				d->be.ops->zero(&d->be, m->src, 1);
 		} else {
 			struct vcma_extent e = { m->src, 1 };
 

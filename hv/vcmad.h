@@ -100,6 +100,7 @@ struct vcmad {
 	struct vcmad_job *jobs;      /* vacate jobs in flight */
 	struct vcmad_job *done_jobs; /* finished, freed after the loop iteration */
 	uint32_t vacate_batch;       /* pages per pause, adapted to max_pause_us */
+	uint64_t pause_ns_per_page;  /* moving average: what a pause costs per page moved */
 	uint64_t ord_reserved;       /* ordinary frames promised to running vacate jobs */
 	struct vcma_hist pause_hist; /* every guest pause, ns */
 	uint64_t vacate_jobs_ok, vacate_jobs_failed;

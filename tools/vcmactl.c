@@ -754,17 +754,17 @@ static int run_drain(struct ctx *c, int argc, char **argv)
 	return VCMACTL_OK;
 }
 
-static void print_hist(struct json_object *h)
+static void print_hist(struct json_object *h, const char *what)
 {
 	struct json_object *b = jget(h, "buckets");
 	uint64_t count = ju64(h, "count"), top = 0;
 	char s1[32], s2[32], s3[32], s4[32];
 
 	if (!count) {
-		printf("  no allocations yet\n");
+		printf("  no %ss yet\n", what);
 		return;
 	}
-	printf("  %llu allocation(s): mean %s, p50 %s, p99 %s, max %s\n", (unsigned long long)count,
+	printf("  %llu %s(s): mean %s, p50 %s, p99 %s, max %s\n", (unsigned long long)count, what,
 	       fmt_ns(ju64(h, "sum_ns") / count, s1, sizeof(s1)), fmt_ns(ju64(h, "p50_ns"), s2, sizeof(s2)),
 	       fmt_ns(ju64(h, "p99_ns"), s3, sizeof(s3)), fmt_ns(ju64(h, "max_ns"), s4, sizeof(s4)));
 	for (size_t i = 0; b && i < json_object_array_length(b); i++)
@@ -837,9 +837,12 @@ static int run_stats(struct ctx *c, int argc, char **argv)
 		struct json_object *p = json_object_array_get_idx(pools, i);
 
 		printf("\nallocation latency, pool %s:\n", jstr(p, "name"));
-		print_hist(jget(p, "alloc_latency"));
+		print_hist(jget(p, "alloc_latency"), "allocation");
 	}
 	dm = jget(r, "daemon");
+	printf("\nVM pauses to vacate (PAUSE to RESUME); vacate jobs %llu done, %llu failed:\n",
+	       (unsigned long long)ju64(dm, "vacate_jobs_ok"), (unsigned long long)ju64(dm, "vacate_jobs_failed"));
+	print_hist(jget(dm, "pause_latency"), "pause");
 	ctl = jget(dm, "ctl");
 	printf("\ndaemon: up %s, %llu guest(s), %llu region(s); %llu attaches, %llu detaches, %llu violations, "
 	       "%llu attaches refused\n",

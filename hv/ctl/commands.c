@@ -738,6 +738,10 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(dm, "violations", d->stats.violations);
 	add_u64(dm, "attach_refused", d->stats.attach_refused);
 	add_u64(dm, "guest_requests", requests);
+	/* every VM pause for a vacate batch, PAUSE sent to RESUME sent */
+	json_object_object_add(dm, "pause_latency", hist_json(&d->pause_hist));
+	add_u64(dm, "vacate_jobs_ok", d->vacate_jobs_ok);
+	add_u64(dm, "vacate_jobs_failed", d->vacate_jobs_failed);
 	add_u64(c, "clients", ctl->nclients);
 	add_u64(c, "accepted", ctl->stats.accepted);
 	add_u64(c, "refused", ctl->stats.refused);

@@ -69,7 +69,12 @@ check(ok == attempts, "every one succeeded (%d of %d): free + lent frames always
 check(s["pattern_errors"] == 0, "every region's DMA pattern read back")
 
 r = subprocess.run([VCMACTL, "--socket", d.ctl, "--json", "stats"], capture_output=True, text=True, timeout=30)
-st = [p for p in json.loads(r.stdout)["pools"] if p["name"] == "main"][0]
+stats = json.loads(r.stdout)
+st = [p for p in stats["pools"] if p["name"] == "main"][0]
+pl = stats["daemon"]["pause_latency"]
+check(pl["count"] > 0 and pl["p50_ns"] <= pl["p99_ns"] <= pl["max_ns"] and stats["daemon"]["vacate_jobs_failed"] == 0,
+      "vcmad counted %d VM pauses (p50 %.0f us, p99 %.0f us, max %.0f us) and no failed vacate job"
+      % (pl["count"], pl["p50_ns"] / 1e3, pl["p99_ns"] / 1e3, pl["max_ns"] / 1e3))
 print("allocation took %.1f s; pages vacated: %d used (copied), %d free (dropped)"
       % (took, st["vacated_lent_used"], st["vacated_lent_free"]))
 check(st["vacated_lent_used"] >= 4 * 2048, "windows were really vacated: %d lent pages moved out"
