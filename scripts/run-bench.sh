@@ -13,3 +13,6 @@ echo "== window search (hv/core) =="
 echo
 echo "== ALLOC+FREE round trip (vcmad, sim backend) =="
 ./build-release/bench/bench-rtt "${quick[@]}"
+echo
+echo "== ALLOC of free / lent-free / lent-used windows: vacating (vcmad + vcma-simvm, sim backend) =="
+./build-release/bench/bench-vacate "${quick[@]}"

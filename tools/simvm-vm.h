@@ -43,7 +43,7 @@ struct opts {
 	uint64_t seed;
 	bool json;
 	/* the VMM channel */
-	unsigned int report_pct;      /* share of each vCPU's pages kept reported, 0..90 */
+	unsigned int report_pct;      /* share of each vCPU's pages kept reported: 0..90, 0..100 idle */
 	uint64_t pin_bytes;           /* pin the first pin_bytes of RAM */
 	unsigned int pause_delay_ms;  /* fault injection: late PAUSED */
 	bool no_pause_ack;            /* fault injection: never PAUSED */

@@ -233,6 +233,14 @@ static void slice_pick_reported(struct vcpu *c)
 
 	if (target > unpinned)
 		target = unpinned;
+	if (target == unpinned) { /* all of them (--report 100, or a big --pin): nothing to pick */
+		for (uint64_t p = c->pin_end; p < c->npages; p++) {
+			list_del(c->used, &c->nused, c->pos, (uint32_t)p);
+			c->pstate[p] = PG_REPORTED;
+			list_add(c->rep, &c->nrep, c->pos, (uint32_t)p);
+		}
+		return;
+	}
 	while (c->nrep < target) {
 		uint64_t r = rnd(&c->rng), len = 1ull << ((r >> 58) % 6);
 		uint64_t start = c->pin_end + r % unpinned;
@@ -957,7 +965,9 @@ static void usage(FILE *f)
 		"resume; the vCPUs keep verifying every page they use across it):\n"
 		"      --report PERCENT    free page reporting: each vCPU keeps this share of its pages\n"
 		"                          reported free (0..90, default 0 = off) and rotates a few of them\n"
-		"                          every 4096 page operations (REPORT some, REUSE as many back)\n"
+		"                          every 4096 page operations (REPORT some, REUSE as many back);\n"
+		"                          with --workload idle, 0..100 of RAM is reported at the start\n"
+		"                          and stays reported (100: every page not pinned)\n"
 		"      --pin SIZE          pin the first SIZE bytes of RAM (PIN, wait for PINNED) before\n"
 		"                          the workload starts (default 0)\n"
 		"Fault injection, for vcmad's tests:\n"
@@ -1168,8 +1178,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'j': o->json = true; break;
 		case 'h': usage(stdout); return -1;
 		case OPT_REPORT:
-			if (parse_uint(optarg, 0, 90, &o->report_pct))
-				return bad_usage("--report: expected a percentage 0..90");
+			if (parse_uint(optarg, 0, 100, &o->report_pct))
+				return bad_usage("--report: expected a percentage 0..100 (at most 90 with --workload checksum)");
 			break;
 		case OPT_PIN:
 			if (strcmp(optarg, "0") && (parse_size(optarg, &o->pin_bytes) || o->pin_bytes % PAGE))
@@ -1205,6 +1215,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
 	if (!o->name)
 		return bad_usage("--name is required");
+	if (o->workload == WL_CHECKSUM && o->report_pct > 90)
+		return bad_usage("--report: at most 90 with --workload checksum (its vCPUs need pages in use); "
+				 "up to 100 with --workload idle");
 	if (o->workload == WL_CHECKSUM && o->vcpus > o->ram / PAGE)
 		return bad_usage("--vcpus: more vCPUs than RAM pages");
 	if (o->pin_bytes > o->ram)
