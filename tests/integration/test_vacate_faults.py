@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Vacating when things go wrong: a VM that never answers PAUSE, no ordinary memory
-left to move pages to, and a VM that dies in the middle of being vacated. Each time
+left to move pages to, a VM that dies in the middle of being vacated, and an
+allocation stuck behind a silent VM while allocations in another pool carry on. Each time
 the allocation fails cleanly (or succeeds, when the dead VM's frames simply come
 back), nothing stays claimed, no frame is lost, and the other guests carry on."""
 import json
@@ -126,4 +127,38 @@ check(f["claimed"] == 0 and f["lent_used"] + f["lent_free"] == 0 and f["free"] =
       "no frame orphaned: with the VMs gone the pool is all free (%s)" % f)
 log = d.stop()
 check("doomed" in log and "detached" in log, "vcmad logged the dead VM's detach")
+
+# ---- 4. an allocation stuck on a silent VM holds up nobody else ----
+d = Vcmad(VCMAD, """
+[daemon]
+lend_share = 100%
+pause_timeout_ms = 4000
+relend_idle_ms = 100000
+[machine]
+memory = 512M
+[pool main]
+size = 32M
+[pool other]
+size = 32M
+lendable = no
+""")
+stuck = vm(d, "stuck", "--ram", "32M", "--vcpus", "1", "--no-pause-ack", "--alloc", "none", "--duration", "10")
+time.sleep(0.7)
+waiting = subprocess.Popen([SIMVM, "--socket", d.sock, "--name", "camera", "--ram", "4M", "--workload", "idle",
+                            "--alloc", "8M", "--pool", "main", "--max-regions", "1", "--count", "1", "--duration", "30",
+                            "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+time.sleep(0.3)  # its ALLOC is now waiting for the stuck VM's PAUSED
+other = subprocess.run([SIMVM, "--socket", d.sock, "--name", "codec", "--ram", "4M", "--workload", "idle",
+                        "--alloc", "1M,2M", "--pool", "other", "--max-regions", "1", "--count", "50", "--duration", "30",
+                        "--json"], capture_output=True, text=True, timeout=60)
+still_waiting = waiting.poll() is None
+o = json.loads(other.stdout)
+check(other.returncode == 0 and sum(z["ok"] for z in o["sizes"]) == 50,
+      "50 allocations in pool other were served while the one in pool main waited")
+check(still_waiting, "the allocation in pool main was still waiting for the silent VM when they were done")
+rc, w = summary(waiting, "waiting")
+check(w["sizes"][0]["refused"].get("EBUSY", 0) == 1, "and it then failed with EBUSY (%s)" % w["sizes"][0]["refused"])
+rc, s = summary(stuck, "stuck")
+check(rc == 0 and s["corruptions"] == 0, "the silent VM was resumed and ran on uncorrupted")
+d.stop()
 print("PASS")
