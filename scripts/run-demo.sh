@@ -63,10 +63,10 @@ ctl pool show main --width 64
 ctl stats
 
 echo
-echo "== the operator's tools: compaction, draining a VM, a test allocation =="
-ctl compact main
-sleep 0.5
+echo "== the operator's tools: draining a VM, compaction, a test allocation =="
 ctl drain ivi
+sleep 0.5
+ctl compact main
 sleep 0.5
 ctl pool show main --width 64
 handle=$(./build/tools/vcmactl --json alloc --pool main 16M | python3 -c 'import json,sys; print(json.load(sys.stdin)["handle"])')
