@@ -215,11 +215,49 @@ static void label(FILE *f, const char *s)
 	}
 }
 
+/* One sample; with pool, labelled pool="NAME" (and extra, which starts with a comma). */
 static void pool_sample(FILE *f, const char *metric, struct json_object *pool, const char *extra, uint64_t v)
 {
+	if (!pool) {
+		fprintf(f, "%s{%s} %llu\n", metric, extra ? extra + 1 : "", (unsigned long long)v);
+		return;
+	}
 	fprintf(f, "%s{pool=\"", metric);
 	label(f, jstr(pool, "name"));
 	fprintf(f, "\"%s} %llu\n", extra ? extra : "", (unsigned long long)v);
+}
+
+/* A histogram from vcmad's JSON (buckets of le_ns) as cumulative Prometheus buckets. */
+static void hist_samples(FILE *f, const char *metric, struct json_object *pool, struct json_object *h)
+{
+	struct json_object *b = jget(h, "buckets");
+	size_t nb = b && json_object_is_type(b, json_type_array) ? json_object_array_length(b) : 0;
+	uint64_t cum = 0;
+	char name[96], extra[64];
+
+	snprintf(name, sizeof(name), "%s_bucket", metric);
+	for (size_t k = 0; k < nb; k++) {
+		struct json_object *e = json_object_array_get_idx(b, k);
+
+		cum += ju64(e, "count");
+		if (jnull(e, "le_ns"))
+			continue; /* the open-ended last bucket is +Inf below */
+		snprintf(extra, sizeof(extra), ",le=\"%.12g\"", (double)ju64(e, "le_ns") / 1e9);
+		pool_sample(f, name, pool, extra, cum);
+	}
+	pool_sample(f, name, pool, ",le=\"+Inf\"", ju64(h, "count"));
+	if (pool) {
+		fprintf(f, "%s_sum{pool=\"", metric);
+		label(f, jstr(pool, "name"));
+		fprintf(f, "\"} %.9f\n", (double)ju64(h, "sum_ns") / 1e9);
+	} else {
+		fprintf(f, "%s_sum %.9f\n", metric, (double)ju64(h, "sum_ns") / 1e9);
+	}
+	snprintf(name, sizeof(name), "%s_count", metric);
+	if (pool)
+		pool_sample(f, name, pool, NULL, ju64(h, "count"));
+	else
+		fprintf(f, "%s %llu\n", name, (unsigned long long)ju64(h, "count"));
 }
 
 void print_prometheus(FILE *f, struct json_object *stats)
@@ -272,28 +310,12 @@ void print_prometheus(FILE *f, struct json_object *stats)
 			    ju64(json_object_array_get_idx(pools, i), "regions"));
 
 	family(f, "vcma_alloc_latency_seconds", "histogram", "Time vcmad took to serve an allocation.");
-	for (size_t i = 0; i < np; i++) {
-		struct json_object *p = json_object_array_get_idx(pools, i), *h = jget(p, "alloc_latency"),
-				   *b = jget(h, "buckets");
-		size_t nb = b && json_object_is_type(b, json_type_array) ? json_object_array_length(b) : 0;
-		uint64_t cum = 0;
-		char extra[64];
-
-		for (size_t k = 0; k < nb; k++) {
-			struct json_object *e = json_object_array_get_idx(b, k);
-
-			cum += ju64(e, "count");
-			if (jnull(e, "le_ns"))
-				continue; /* the open-ended last bucket is +Inf below */
-			snprintf(extra, sizeof(extra), ",le=\"%.12g\"", (double)ju64(e, "le_ns") / 1e9);
-			pool_sample(f, "vcma_alloc_latency_seconds_bucket", p, extra, cum);
-		}
-		pool_sample(f, "vcma_alloc_latency_seconds_bucket", p, ",le=\"+Inf\"", ju64(h, "count"));
-		fprintf(f, "vcma_alloc_latency_seconds_sum{pool=\"");
-		label(f, jstr(p, "name"));
-		fprintf(f, "\"} %.9f\n", (double)ju64(h, "sum_ns") / 1e9);
-		pool_sample(f, "vcma_alloc_latency_seconds_count", p, NULL, ju64(h, "count"));
-	}
+	for (size_t i = 0; i < np; i++)
+		hist_samples(f, "vcma_alloc_latency_seconds", json_object_array_get_idx(pools, i),
+			     jget(json_object_array_get_idx(pools, i), "alloc_latency"));
+	family(f, "vcmad_vacate_pause_seconds", "histogram",
+	       "How long VMs stayed paused while vcmad moved their pages (PAUSE sent to RESUME sent).");
+	hist_samples(f, "vcmad_vacate_pause_seconds", NULL, jget(dm, "pause_latency"));
 
 	family(f, "vcmad_uptime_seconds", "gauge", "Seconds since vcmad started serving.");
 	fprintf(f, "vcmad_uptime_seconds %.3f\n", (double)ju64(dm, "uptime_ns") / 1e9);
@@ -309,6 +331,8 @@ void print_prometheus(FILE *f, struct json_object *stats)
 		{ "vcmad_detaches_total", "detaches", "Guests that detached or were cut off.", false },
 		{ "vcmad_violations_total", "violations", "Guests cut off for breaking the protocol.", false },
 		{ "vcmad_attach_refused_total", "attach_refused", "Attach requests refused.", false },
+		{ "vcmad_vacate_jobs_ok_total", "vacate_jobs_ok", "Vacate jobs (allocation, evict, relend) completed.", false },
+		{ "vcmad_vacate_jobs_failed_total", "vacate_jobs_failed", "Vacate jobs that failed.", false },
 		{ "vcmad_ctl_requests_total", "requests", "Control requests served.", true },
 		{ "vcmad_ctl_errors_total", "errors", "Control requests answered with an error.", true },
 		{ "vcmad_ctl_refused_total", "refused", "Control connections refused for their credentials.", true },

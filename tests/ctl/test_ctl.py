@@ -389,8 +389,8 @@ for line in prom.splitlines():
         m = re.fullmatch(r'([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)', line)
         if not m:
             fail("not Prometheus text exposition: %r" % line)
-        fam = re.sub(r"_(bucket|sum|count)$", "", m.group(1)) if m.group(1).startswith("vcma_alloc_latency") \
-            else m.group(1)
+        fam = re.sub(r"_(bucket|sum|count)$", "", m.group(1)) \
+            if m.group(1).startswith(("vcma_alloc_latency", "vcmad_vacate_pause")) else m.group(1)
         if fam not in types:
             fail("sample before its # TYPE line: %r" % line)
         samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
@@ -404,6 +404,11 @@ vals = [v for _, v in buckets]
 check(vals == sorted(vals) and buckets[-1][0].endswith('le="+Inf"}') and vals[-1] == h["count"]
       and samples['vcma_alloc_latency_seconds_count{pool="main"}'] == vals[-1],
       "stats --prometheus: cumulative buckets ending in +Inf = _count")
+pause = js("stats")["daemon"]["pause_latency"]
+check(types.get("vcmad_vacate_pause_seconds") == "histogram"
+      and samples['vcmad_vacate_pause_seconds_bucket{le="+Inf"}'] == pause["count"]
+      and samples["vcmad_vacate_pause_seconds_count"] == pause["count"],
+      "stats --prometheus: the VM pause histogram, unlabelled, +Inf = _count = JSON count (%d)" % pause["count"])
 ok("free", held["handle"])
 
 # ---- watch ----
