@@ -309,9 +309,13 @@ static void step(struct vcmad_job *j)
 
 	while (j->next_mv < j->nmv &&
 	       (!move_valid(d, &j->mv[j->next_mv], &vm) ||
-		(j->kind == JOB_RELEND && (vm->no_lend || (vm->gflags[j->mv[j->next_mv].gfn] & VCMAD_GFN_PINNED)))))
-		j->next_mv++; /* the VM went away (its frames are FREE now), the page moved, or
-			       * it may no longer go onto a pool frame */
+		(j->kind == JOB_RELEND && (vm->no_lend || (vm->gflags[j->mv[j->next_mv].gfn] & VCMAD_GFN_PINNED))))) {
+		/* the VM went away (its frames are FREE now), the page moved (another job
+		 * took it), or it may no longer go onto a pool frame: no destination needed */
+		j->next_mv++;
+		if (j->kind != JOB_RELEND)
+			reserve_take(d, j, 1);
+	}
 	if (j->next_mv == j->nmv) {
 		complete(j, 0);
 		return;

@@ -742,6 +742,9 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	json_object_object_add(dm, "pause_latency", hist_json(&d->pause_hist));
 	add_u64(dm, "vacate_jobs_ok", d->vacate_jobs_ok);
 	add_u64(dm, "vacate_jobs_failed", d->vacate_jobs_failed);
+	/* ordinary memory: free frames, and those promised to running vacate jobs */
+	add_u64(dm, "ordinary_free_frames", d->be.ordinary.free_frames);
+	add_u64(dm, "ordinary_reserved_frames", d->ord_reserved);
 	add_u64(c, "clients", ctl->nclients);
 	add_u64(c, "accepted", ctl->stats.accepted);
 	add_u64(c, "refused", ctl->stats.refused);

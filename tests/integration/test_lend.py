@@ -87,6 +87,9 @@ while time.time() < deadline:
     if f["free"] == 0 and f["claimed"] == 0:
         break
     time.sleep(0.2)
+dm = json.loads(subprocess.run([VCMACTL, "--socket", d.ctl, "--json", "stats"], capture_output=True, text=True,
+                               timeout=30).stdout)["daemon"]
+check(dm["ordinary_reserved_frames"] == 0, "idle, no ordinary memory is reserved for moves")
 check(f["free"] == 0 and f["lent_used"] + f["lent_free"] == f["total"],
       "idle again, the pool is fully lent (free %d, lent %d of %d)" % (f["free"], f["lent_used"] + f["lent_free"],
                                                                       f["total"]))

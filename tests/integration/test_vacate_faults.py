@@ -95,6 +95,11 @@ z = allocate(d, "16M")
 check(z["ok"] == 0 and z["refused"].get("ENOMEM", 0) == z["attempts"],
       "with ordinary memory exhausted, a 16 MiB allocation is refused with ENOMEM (%s)" % z["refused"])
 after = frames(d)
+st = ctl(d, "stats")
+dm, mp = st["daemon"], st["pools"][0]
+check(dm["ordinary_reserved_frames"] == 0 and mp["alloc_fail"] == z["attempts"] and mp["vacated_lent_used"] == 0,
+      "refused up front: nothing moved, no ordinary memory left reserved (free %d frames), %d failures counted"
+      % (dm["ordinary_free_frames"], mp["alloc_fail"]))
 check(after["claimed"] == 0 and after["lent_used"] + after["lent_free"] == before["lent_used"] + before["lent_free"],
       "nothing claimed, every lent page still in place (before %s, after %s)" % (before, after))
 for p, n in ((big, "big"), (filler, "filler")):
