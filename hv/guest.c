@@ -18,6 +18,7 @@
 #include "vcmad.h"
 
 #define GUEST_BUDGET 64u /* requests per turn, so no guest starves the others */
+#define VMM_PAGE_BUDGET 65536u /* pages named by a VMM's messages per turn, likewise */
 
 struct vcmad_guest *vcmad_guest_find(struct vcmad *d, uint32_t id)
 {
@@ -345,8 +346,10 @@ void vcmad_guest_sock_cb(struct vcma_watch *w, uint32_t events)
 
 	if (g->dead)
 		return;
-	/* drain: a VMM may have sent several messages */
-	for (int i = 0; i < 64 && !g->dead; i++) {
+	/* drain: a VMM may have sent several messages; but per turn at most 64, and
+	 * only until they named VMM_PAGE_BUDGET pages: what is left waits for the next
+	 * turn (level-triggered), so a VMM that floods its channel delays itself only */
+	for (uint64_t i = 0, pages = 0; i < 64 && pages < VMM_PAGE_BUDGET && !g->dead; i++) {
 		n = recv(g->sock, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			break;
@@ -362,6 +365,9 @@ void vcmad_guest_sock_cb(struct vcma_watch *w, uint32_t events)
 			vcmad_guest_kill(g, why);
 			return;
 		}
+		/* checked: the runs are inside RAM and disjoint */
+		for (uint32_t r = 0; r < ((const struct vcma_sim_msg *)buf)->count; r++)
+			pages += ((const struct vcma_sim_msg *)buf)->run[r].count;
 	}
 	if (!g->dead && (events & (EPOLLERR | EPOLLHUP)))
 		vcmad_guest_detach(g, "connection closed");

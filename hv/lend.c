@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "vcmad.h"
+#include "vmm_msg.h"
 
 struct vcma_pool *vcmad_pool_of(struct vcmad *d, uint64_t mfn)
 {
@@ -210,8 +211,11 @@ static void mark_reported(struct vcmad_guest *g, uint64_t gfn, bool reported)
 {
 	struct vcmad *d = g->d;
 	uint64_t mfn = g->p2m[gfn];
-	struct vcma_pool *p = vcmad_pool_of(d, mfn);
+	struct vcma_pool *p;
 
+	if (!(g->gflags[gfn] & VCMAD_GFN_REPORTED) == !reported)
+		return; /* no change: a repeated REPORT or REUSE costs a flag test */
+	p = vcmad_pool_of(d, mfn);
 	if (reported)
 		g->gflags[gfn] |= VCMAD_GFN_REPORTED;
 	else
@@ -224,26 +228,16 @@ static void mark_reported(struct vcmad_guest *g, uint64_t gfn, bool reported)
 int vcmad_vmm_message(struct vcmad_guest *g, const void *buf, size_t len, const char **why)
 {
 	const struct vcma_sim_msg *m = buf;
+	int rc;
 
 	*why = NULL;
-	if (g->role != VCMA_SIM_ROLE_VMM || len < sizeof(*m)) {
+	if (g->role != VCMA_SIM_ROLE_VMM) {
 		*why = "unexpected message on the attach socket";
 		return -EPROTO;
 	}
-	if (m->magic != VCMA_SIM_MAGIC || m->version != VCMA_SIM_VERSION || m->count > VCMA_SIM_MSG_RUNS ||
-	    len != sizeof(*m) + m->count * sizeof(struct vcma_sim_run) || m->pad) {
-		*why = "malformed VMM message";
+	/* everything below may rely on what it checks (vmm_msg.h) */
+	if (vcmad_vmm_msg_check(buf, len, g->ram_frames, why))
 		return -EPROTO;
-	}
-	for (uint32_t i = 0; i < m->count; i++) {
-		const struct vcma_sim_run *r = &m->run[i];
-
-		if (!r->count || r->gfn >= g->ram_frames || r->count > g->ram_frames - r->gfn ||
-		    (m->type != VCMA_SIM_MSG_PAUSED && m->type != VCMA_SIM_MSG_REMAPPED && r->mfn)) {
-			*why = "VMM message run outside the VM's RAM";
-			return -EPROTO;
-		}
-	}
 	switch (m->type) {
 	case VCMA_SIM_MSG_PAUSED:
 		vcmad_vacate_paused(g, m->seq);
@@ -258,13 +252,13 @@ int vcmad_vmm_message(struct vcmad_guest *g, const void *buf, size_t len, const 
 			for (uint64_t k = 0; k < m->run[i].count; k++)
 				mark_reported(g, m->run[i].gfn + k, m->type == VCMA_SIM_MSG_REPORT);
 		vcmad_pools_batch_end(g->d);
-		if (m->type == VCMA_SIM_MSG_REUSE && vcmad_vmm_send(g, VCMA_SIM_MSG_REUSED, m->seq, 0, NULL, 0))
-			log_warn("guest %u (%s): cannot answer REUSE", g->id, g->name);
+		if (m->type == VCMA_SIM_MSG_REUSE && (rc = vcmad_vmm_send(g, VCMA_SIM_MSG_REUSED, m->seq, 0, NULL, 0)))
+			vcmad_vmm_send_failed(g, "REUSED", rc);
 		return 0;
 	case VCMA_SIM_MSG_PIN:
 		if (vcmad_pin(g, m->seq, m->run, m->count) &&
-		    vcmad_vmm_send(g, VCMA_SIM_MSG_PINNED, m->seq, ENOMEM, NULL, 0))
-			log_warn("guest %u (%s): cannot answer PIN", g->id, g->name);
+		    (rc = vcmad_vmm_send(g, VCMA_SIM_MSG_PINNED, m->seq, ENOMEM, NULL, 0)))
+			vcmad_vmm_send_failed(g, "PINNED", rc);
 		return 0;
 	default:
 		*why = "unknown VMM message type";

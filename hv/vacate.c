@@ -122,6 +122,15 @@ static void reserve_drop(struct vcmad *d, struct vcmad_job *j)
 	j->reserved = 0;
 }
 
+/* Does move m still make sense: its page is still where the job found it, and a
+ * relend may still put it on a pool frame? */
+static bool move_applies(const struct vcmad_job *j, const struct move *m, struct vcmad_guest **vmp)
+{
+	if (!move_valid(j->d, m, vmp))
+		return false;
+	return j->kind != JOB_RELEND || !((*vmp)->no_lend || ((*vmp)->gflags[m->gfn] & VCMAD_GFN_PINNED));
+}
+
 static void release_dst(struct vcmad_job *j)
 {
 	struct vcmad *d = j->d;
@@ -224,7 +233,7 @@ done:
 /* A message to the VMM could not be sent. A closed connection is the VM going away
  * (it exited, perhaps in the middle of a pause): an ordinary detach. A full socket
  * means the VMM stopped reading: it is cut off, and its pages come back. */
-static void vmm_send_failed(struct vcmad_guest *vm, const char *what, int err)
+void vcmad_vmm_send_failed(struct vcmad_guest *vm, const char *what, int err)
 {
 	char why[96];
 
@@ -307,9 +316,7 @@ static void step(struct vcmad_job *j)
 	size_t bn;
 	int n, rc;
 
-	while (j->next_mv < j->nmv &&
-	       (!move_valid(d, &j->mv[j->next_mv], &vm) ||
-		(j->kind == JOB_RELEND && (vm->no_lend || (vm->gflags[j->mv[j->next_mv].gfn] & VCMAD_GFN_PINNED))))) {
+	while (j->next_mv < j->nmv && !move_applies(j, &j->mv[j->next_mv], &vm)) {
 		/* the VM went away (its frames are FREE now), the page moved (another job
 		 * took it), or it may no longer go onto a pool frame: no destination needed */
 		j->next_mv++;
@@ -329,8 +336,15 @@ static void step(struct vcmad_job *j)
 	if (vm->pauser)
 		return; /* another job has this VM paused: wait our turn */
 	j->b0 = j->next_mv;
-	for (bn = 0; j->b0 + bn < j->nmv && bn < d->vacate_batch && j->mv[j->b0 + bn].guest == vm->id; bn++)
-		;
+	/* a batch is consecutive moves of one VM that all still apply: one that no longer
+	 * does (another job moved the page, or freed and reused its frame) ends the batch
+	 * and is skipped when the next one forms */
+	for (bn = 1; j->b0 + bn < j->nmv && bn < d->vacate_batch && j->mv[j->b0 + bn].guest == vm->id; bn++) {
+		struct vcmad_guest *same;
+
+		if (!move_applies(j, &j->mv[j->b0 + bn], &same))
+			break;
+	}
 	j->dst = calloc(bn, sizeof(*j->dst));
 	if (j->kind == JOB_RELEND) {
 		/* idle frames of the pool, from the top, claimed until the batch commits */
@@ -410,7 +424,7 @@ static void step(struct vcmad_job *j)
 		vm->pauser = NULL;
 		release_dst(j);
 		j->st = J_READY;
-		vmm_send_failed(vm, "PAUSE", rc);
+		vcmad_vmm_send_failed(vm, "PAUSE", rc);
 	}
 }
 
@@ -475,7 +489,7 @@ void vcmad_vacate_paused(struct vcmad_guest *vm, uint32_t seq)
 	j->deadline = vcma_now_ns() + (uint64_t)d->conf.pause_timeout_ms * 1000000ull;
 	rc = vcmad_vmm_send(vm, VCMA_SIM_MSG_REMAP, j->seq, 0, j->runs, j->nruns);
 	if (rc)
-		vmm_send_failed(vm, "REMAP", rc);
+		vcmad_vmm_send_failed(vm, "REMAP", rc);
 }
 
 void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status)

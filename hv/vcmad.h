@@ -158,6 +158,9 @@ void vcmad_vacate_guest_gone(struct vcmad_guest *g);
 void vcmad_vacate_tick(struct vcmad *d);
 void vcmad_vacate_reap(struct vcmad *d);
 void vcmad_vacate_cancel_all(struct vcmad *d);
+/* A message to g's VMM could not be sent (err < 0): a closed socket is a detach,
+ * a full one (the VMM stopped reading) cuts it off. */
+void vcmad_vmm_send_failed(struct vcmad_guest *g, const char *what, int err);
 /* Milliseconds until the loop must run vacate_tick again (-1: no deadline). */
 int vcmad_vacate_timeout_ms(struct vcmad *d);
 /* Around many frame map changes in a row: summaries are recomputed once at the

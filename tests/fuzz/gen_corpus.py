@@ -106,6 +106,40 @@ CONFIG = {
 }
 
 
+# ---- fuzz_vmm.c: byte 0 (misalignment, ram_frames width), ram_frames, a VMM message ----
+PAUSED, REMAPPED, REPORT, REUSE, PIN = 20, 21, 22, 23, 24
+
+
+def vmm_msg(type, seq=0, status=0, runs=(), magic=0x4d495356, version=1, count=None, pad=0):
+    return (struct.pack('<IHHIiII', magic, version, type, seq, status, len(runs) if count is None else count, pad)
+            + b''.join(struct.pack('<QQQ', *r) for r in runs))
+
+
+def vmm_in(msg, frames=1024, misalign=0):
+    if frames < 1 << 16:
+        return bytes([misalign]) + struct.pack('<H', frames) + msg
+    return bytes([0x80 | misalign]) + struct.pack('<Q', frames) + msg
+
+
+VMM = {
+    'report': vmm_in(vmm_msg(REPORT, runs=[(0, 0, 16), (100, 0, 924)])),
+    'reuse': vmm_in(vmm_msg(REUSE, seq=3, runs=[(5, 0, 1)]), misalign=3),
+    'pin': vmm_in(vmm_msg(PIN, seq=4, runs=[(0, 0, 256), (512, 0, 8), (256, 0, 1)])),
+    'paused': vmm_in(vmm_msg(PAUSED, seq=7)),
+    'remapped': vmm_in(vmm_msg(REMAPPED, seq=7, status=5, runs=[(3, 0x12345, 2)]), frames=1 << 40, misalign=5),
+    'report_full': vmm_in(vmm_msg(REPORT, runs=[(i * 8, 0, 8) for i in range(128)])),
+    'bad_magic': vmm_in(vmm_msg(REPORT, magic=0x4d495357)),
+    'bad_pad': vmm_in(vmm_msg(REPORT, pad=1)),
+    'bad_count': vmm_in(vmm_msg(REPORT, runs=[(0, 0, 1)], count=2)),
+    'bad_wrap': vmm_in(vmm_msg(PIN, runs=[(1, 0, (1 << 64) - 1)]), frames=1 << 63),
+    'bad_tail': vmm_in(vmm_msg(REUSE, runs=[(1023, 0, 2)])),
+    'bad_mfn': vmm_in(vmm_msg(REPORT, runs=[(0, 1, 1)])),
+    'bad_type': vmm_in(vmm_msg(11, runs=[])),
+    'bad_overlap': vmm_in(vmm_msg(PIN, runs=[(0, 0, 16), (32, 0, 1), (15, 0, 2)])),
+    'short': vmm_in(b'VSIM\x01\x00\x16\x00'),
+}
+
+
 def write(sub, name, data):
     d = os.path.join(OUT, sub)
     os.makedirs(d, exist_ok=True)
@@ -122,3 +156,5 @@ for name, data in RING.items():
     write('ring', name, data)
 for name, data in CONFIG.items():
     write('config', name, data)
+for name, data in VMM.items():
+    write('vmm', name, data)

@@ -25,6 +25,28 @@
  *   good        allocate and free 1-4 MiB for 3 s, every answer OK
  * Attach-level abuse (refused, never attached):
  *   bad-attach  wrong magic, short message, oversized message, bad name, RAM for a guest
+ *
+ * Hostile VMMs: attach with role VMM and 4 MiB of RAM, read the p2m, say HELLO on the
+ * ring, check that REPORT/REUSE is answered, then break the VMM channel. Cut off (ring
+ * DEAD, socket closed by the host):
+ *   vmm-magic, vmm-version, vmm-pad   a bad header field
+ *   vmm-short        less than a header
+ *   vmm-length       count 2, one run sent
+ *   vmm-count        count 2^32-1 in a full-size message
+ *   vmm-oversized    129 runs: longer than any VMM message
+ *   vmm-type         type 99
+ *   vmm-hosttype     REMAP, a host -> VMM type
+ *   vmm-gfn          REPORT of gfn ram_frames
+ *   vmm-tail         REUSE of the last page and one beyond
+ *   vmm-zero         REUSE run of 0 pages
+ *   vmm-wrap         PIN of gfn 1, 2^64-1 pages (gfn + count wraps)
+ *   vmm-mfn          REPORT run with an mfn
+ *   vmm-pin-overlap  PIN whose runs overlap
+ * Not violations (the VMM must stay served):
+ *   vmm-unsolicited  2000 PAUSED/REMAPPED with seqs vcmad never sent: ignored by design
+ *   vmm-flood        whole-RAM REPORTs and REUSEs as fast as vcmad takes them for 2 s:
+ *                    not a violation (a per-turn page budget confines the cost to
+ *                    this VMM); prints the rate it sustained
  */
 #include <errno.h>
 #include <poll.h>
@@ -34,6 +56,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -103,6 +126,24 @@ static int attach_raw(const void *msg, size_t len, struct vcma_sim_attach_rsp *r
 	return rsp->status;
 }
 
+/* The ring from an attach response: fds [0] shm, [1] kick, [2] irq. */
+static int raw_map(struct raw *r, const struct vcma_sim_attach_rsp *rsp, const int *fds)
+{
+	r->shm = mmap(NULL, rsp->shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	close(fds[0]);
+	if (r->shm == MAP_FAILED)
+		return -1;
+	r->size = rsp->shm_size;
+	r->kick = fds[1];
+	r->irq = fds[2];
+	r->ctrl = (struct vcma_ctrl *)r->shm;
+	r->hdr = vcma_req_ring(r->shm, r->ctrl);
+	r->slot = vcma_req_slots(r->hdr);
+	r->slots = r->ctrl->req_slots;
+	r->next_id = 1;
+	return 0;
+}
+
 static int raw_attach(struct raw *r, const char *name)
 {
 	struct vcma_sim_attach a = {
@@ -118,19 +159,7 @@ static int raw_attach(struct raw *r, const char *name)
 		fprintf(stderr, "hostile: attach failed\n");
 		return -1;
 	}
-	r->shm = mmap(NULL, rsp.shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
-	close(fds[0]);
-	if (r->shm == MAP_FAILED)
-		return -1;
-	r->size = rsp.shm_size;
-	r->kick = fds[1];
-	r->irq = fds[2];
-	r->ctrl = (struct vcma_ctrl *)r->shm;
-	r->hdr = vcma_req_ring(r->shm, r->ctrl);
-	r->slot = vcma_req_slots(r->hdr);
-	r->slots = r->ctrl->req_slots;
-	r->next_id = 1;
-	return 0;
+	return raw_map(r, &rsp, fds);
 }
 
 static void kick(struct raw *r)
@@ -267,6 +296,320 @@ static int scenario_bad_attach(void)
 	return fails ? 1 : 0;
 }
 
+/* ---- hostile VMMs: role VMM with 4 MiB of RAM, misbehaving on the VMM channel ---- */
+
+#define VMM_RAM (4ull << 20)
+
+union vmm_buf {
+	struct vcma_sim_msg m;
+	uint8_t b[VCMA_SIM_MSG_MAX + sizeof(struct vcma_sim_run)]; /* room for one run too many */
+};
+
+struct vmm {
+	struct raw r; /* the ring, as the VM's guest part would use it */
+	uint64_t frames;
+};
+
+/* One datagram within ms: its length (0: the host closed the socket), or -1. */
+static ssize_t recv_within(int fd, void *buf, size_t len, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	ssize_t n;
+
+	if (poll(&p, 1, ms) != 1)
+		return -1;
+	n = recv(fd, buf, len, MSG_DONTWAIT | MSG_TRUNC);
+	return n < 0 ? -1 : n;
+}
+
+/* Attach as a VMM, read the p2m (it must cover RAM), say HELLO on the ring. */
+static int vmm_attach(struct vmm *v, const char *name)
+{
+	struct vcma_sim_attach a = {
+		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH,
+		.role = VCMA_SIM_ROLE_VMM, .ram_bytes = VMM_RAM,
+	};
+	struct vcma_sim_attach_rsp rsp;
+	struct vcma_sim_p2m *p2m = malloc(sizeof(*p2m));
+	struct timeval tv = { .tv_sec = 5 };
+	uint64_t gfn = 0;
+	uint32_t have = 0;
+	int fds[8], nfds, st;
+
+	snprintf(a.name, sizeof(a.name), "%s", name);
+	memset(v, 0, sizeof(*v));
+	st = attach_raw(&a, sizeof(a), &rsp, fds, &nfds, &v->r.sock);
+	if (st != VCMA_ST_OK || nfds != 4 || !p2m) {
+		fprintf(stderr, "hostile: VMM attach failed (status %d, %d fds)\n", st, nfds);
+		free(p2m);
+		return -1;
+	}
+	close(fds[3]); /* machine memory: this VMM never touches guest RAM */
+	if (raw_map(&v->r, &rsp, fds) || rsp.ram_frames != VMM_RAM / VCMA_PROTO_PAGE || !rsp.nruns) {
+		fprintf(stderr, "hostile: VMM attach response unusable\n");
+		free(p2m);
+		return -1;
+	}
+	v->frames = rsp.ram_frames;
+	while (have < rsp.nruns) {
+		ssize_t n = recv_within(v->r.sock, p2m, sizeof(*p2m), 5000);
+
+		if (n != (ssize_t)sizeof(*p2m) || p2m->magic != VCMA_SIM_MAGIC || p2m->type != VCMA_SIM_MSG_P2M ||
+		    !p2m->nruns || p2m->nruns > VCMA_SIM_P2M_RUNS || p2m->nruns > rsp.nruns - have)
+			break;
+		for (uint32_t i = 0; i < p2m->nruns && gfn != UINT64_MAX; i++)
+			gfn = p2m->run[i].gfn == gfn ? gfn + p2m->run[i].count : UINT64_MAX;
+		have += p2m->nruns;
+	}
+	free(p2m);
+	if (have != rsp.nruns || gfn != v->frames) {
+		fprintf(stderr, "hostile: VMM got a bad p2m (%u of %u runs, up to gfn %#llx)\n", have, rsp.nruns,
+			(unsigned long long)gfn);
+		return -1;
+	}
+	/* a flooding VMM must not block for ever should vcmad stop reading */
+	if (setsockopt(v->r.sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)))
+		return -1;
+	if (hello(&v->r) != VCMA_ST_OK) {
+		fprintf(stderr, "hostile: VMM: HELLO on the ring failed\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* A well-formed VMM -> host message in u; returns its length. */
+static size_t vmm_build(union vmm_buf *u, uint16_t type, uint32_t seq, int32_t status,
+			const struct vcma_sim_run *runs, uint32_t n)
+{
+	memset(&u->m, 0, sizeof(u->m));
+	u->m.magic = VCMA_SIM_MAGIC;
+	u->m.version = VCMA_SIM_VERSION;
+	u->m.type = type;
+	u->m.seq = seq;
+	u->m.status = status;
+	u->m.count = n;
+	if (n)
+		memcpy(u->b + sizeof(u->m), runs, n * sizeof(*runs));
+	return sizeof(u->m) + n * sizeof(*runs);
+}
+
+static int vmm_send_raw(struct vmm *v, const void *buf, size_t len)
+{
+	return send(v->r.sock, buf, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+static int vmm_send(struct vmm *v, uint16_t type, uint32_t seq, int32_t status, const struct vcma_sim_run *runs,
+		    uint32_t n)
+{
+	union vmm_buf u;
+
+	return vmm_send_raw(v, u.b, vmm_build(&u, type, seq, status, runs, n));
+}
+
+/* Still served? REPORT one page and REUSE it: the REUSED for seq must come (host
+ * messages in between, such as a PAUSE, go unanswered), and the ring must answer a
+ * QUERY. *ms: how long the REUSED took. */
+static bool vmm_served(struct vmm *v, uint32_t seq, double *ms)
+{
+	struct vcma_sim_run run = { .gfn = v->frames / 2, .mfn = 0, .count = 1 };
+	struct timespec t0, t;
+	union vmm_buf u;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (vmm_send(v, VCMA_SIM_MSG_REPORT, 0, 0, &run, 1) || vmm_send(v, VCMA_SIM_MSG_REUSE, seq, 0, &run, 1)) {
+		fprintf(stderr, "hostile: cannot send REPORT/REUSE: %s\n", strerror(errno));
+		return false;
+	}
+	for (;;) {
+		ssize_t n = recv_within(v->r.sock, u.b, sizeof(u.b), 5000);
+
+		if (n <= 0) {
+			fprintf(stderr, "hostile: %s waiting for REUSED %u\n", n ? "timed out" : "socket closed", seq);
+			return false;
+		}
+		if (n >= (ssize_t)sizeof(u.m) && u.m.type == VCMA_SIM_MSG_REUSED && u.m.seq == seq)
+			break;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	if (ms)
+		*ms = (double)(t.tv_sec - t0.tv_sec) * 1e3 + (double)(t.tv_nsec - t0.tv_nsec) / 1e6;
+	if (!still_served(&v->r)) {
+		fprintf(stderr, "hostile: the ring no longer answers\n");
+		return false;
+	}
+	return true;
+}
+
+/* Cut off? ctrl.state DEAD within 3 s, and the socket closed by the host once what it
+ * sent before (a PAUSE, say) is read. */
+static bool vmm_cut_off(struct vmm *v)
+{
+	union vmm_buf u;
+
+	for (int i = 0; i < 300 && vcma_read_once(&v->r.ctrl->state) != VCMA_STATE_DEAD; i++)
+		usleep(10000);
+	if (vcma_read_once(&v->r.ctrl->state) != VCMA_STATE_DEAD) {
+		fprintf(stderr, "hostile: ctrl.state is %u, not DEAD\n", vcma_read_once(&v->r.ctrl->state));
+		return false;
+	}
+	for (int i = 0; i < 64; i++) {
+		ssize_t n = recv_within(v->r.sock, u.b, sizeof(u.b), 3000);
+
+		if (n == 0)
+			return true;
+		if (n < 0)
+			break;
+	}
+	fprintf(stderr, "hostile: the host did not close the VMM socket\n");
+	return false;
+}
+
+static uint64_t xorshift(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+/* PAUSED and REMAPPED nobody asked for, with seqs vcmad never sent (it counts from 1;
+ * these are 0 or have bit 31 set), random statuses, some with runs: by design they
+ * are ignored (late answers to a PAUSE that timed out look the same), so the VMM must
+ * stay served. */
+static int vmm_unsolicited(struct vmm *v)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+	unsigned int sent;
+
+	for (sent = 0; sent < 2000; sent++) {
+		uint64_t r = xorshift(&x);
+		struct vcma_sim_run run = { .gfn = (r >> 8) % v->frames, .mfn = r >> 40, .count = 1 };
+		uint32_t seq = sent ? (uint32_t)r | 0x80000000u : 0;
+		uint16_t type = sent & 1 ? VCMA_SIM_MSG_REMAPPED : VCMA_SIM_MSG_PAUSED;
+
+		if (vmm_send(v, type, seq, sent & 2 ? (int32_t)(r >> 32) : 0, &run, sent % 8 == 0)) {
+			fprintf(stderr, "hostile: vmm-unsolicited: send %u failed: %s\n", sent, strerror(errno));
+			return 1;
+		}
+	}
+	if (!vmm_served(v, 77, NULL)) {
+		fprintf(stderr, "hostile: vmm-unsolicited: no longer served after %u unsolicited messages\n", sent);
+		return 1;
+	}
+	printf("hostile: vmm-unsolicited: %u PAUSED/REMAPPED with seqs never sent were ignored; still served\n",
+	       sent);
+	return 0;
+}
+
+/* REPORTs and REUSEs of the whole of RAM, alternately (each one changes every page:
+ * the most work one message can ask for, its runs being disjoint), as fast as the
+ * socket takes them for 2 s. Not a violation: vcmad reads a VMM's channel only up to
+ * a page budget per turn, so the flood delays this VMM alone; the test watches that
+ * vcmad and its neighbours carry on. Prints what happened; exit 0 either way. */
+static int vmm_flood(struct vmm *v)
+{
+	struct vcma_sim_run run[1];
+	struct timespec t0, t;
+	union vmm_buf u;
+	unsigned long sent = 0;
+	double secs = 0, ms = 0;
+
+	run[0] = (struct vcma_sim_run){ .gfn = 0, .mfn = 0, .count = v->frames };
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (secs < 2 && !vmm_send(v, sent & 1 ? VCMA_SIM_MSG_REUSE : VCMA_SIM_MSG_REPORT, 0, 0, run, 1)) {
+		sent++;
+		/* take the REUSED answers: a VMM that stops reading is cut off */
+		while (recv(v->r.sock, u.b, sizeof(u.b), MSG_DONTWAIT) > 0)
+			;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		secs = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
+	}
+	if (vcma_read_once(&v->r.ctrl->state) == VCMA_STATE_DEAD) {
+		printf("hostile: vmm-flood: cut off after %lu REPORTs\n", sent);
+		return vmm_cut_off(v) ? 0 : 1;
+	}
+	if (!vmm_served(v, 99, &ms)) {
+		fprintf(stderr, "hostile: vmm-flood: neither served nor cut off after %lu REPORTs\n", sent);
+		return 1;
+	}
+	printf("hostile: vmm-flood: %lu REPORTs (%.0f/s, %.1fM page updates) and still served: REUSE answered "
+	       "in %.1f ms\n", sent, (double)sent / secs, (double)sent * (double)v->frames / 1e6, ms);
+	return 0;
+}
+
+/* The violations: after a good REPORT/REUSE round trip, one bad message, and vcmad
+ * must cut the VMM off. The rest: not violations, the VMM must stay served. */
+static int scenario_vmm(const char *sc)
+{
+	struct vcma_sim_run run[VCMA_SIM_MSG_RUNS + 1];
+	union vmm_buf u;
+	struct vmm v;
+	size_t len;
+
+	if (vmm_attach(&v, sc))
+		return 99;
+	if (!strcmp(sc, "vmm-unsolicited"))
+		return vmm_unsolicited(&v);
+	if (!strcmp(sc, "vmm-flood"))
+		return vmm_flood(&v);
+	if (!vmm_served(&v, 1, NULL))
+		return 99;
+	for (unsigned int i = 0; i <= VCMA_SIM_MSG_RUNS; i++)
+		run[i] = (struct vcma_sim_run){ .gfn = i, .mfn = 0, .count = 1 };
+	len = vmm_build(&u, VCMA_SIM_MSG_REPORT, 0, 0, run, 1);
+	if (!strcmp(sc, "vmm-magic")) {
+		u.m.magic = VCMA_SIM_MAGIC ^ 0x01000000u;
+	} else if (!strcmp(sc, "vmm-version")) {
+		u.m.version = VCMA_SIM_VERSION + 1;
+	} else if (!strcmp(sc, "vmm-short")) {
+		len = 10; /* less than a header */
+	} else if (!strcmp(sc, "vmm-length")) {
+		u.m.count = 2; /* one run sent */
+	} else if (!strcmp(sc, "vmm-count")) {
+		len = vmm_build(&u, VCMA_SIM_MSG_REPORT, 0, 0, run, VCMA_SIM_MSG_RUNS);
+		u.m.count = UINT32_MAX; /* a full-size message claiming 2^32-1 runs */
+	} else if (!strcmp(sc, "vmm-oversized")) {
+		len = vmm_build(&u, VCMA_SIM_MSG_REPORT, 0, 0, run, VCMA_SIM_MSG_RUNS + 1);
+	} else if (!strcmp(sc, "vmm-pad")) {
+		u.m.pad = 1;
+	} else if (!strcmp(sc, "vmm-type")) {
+		u.m.type = 99;
+	} else if (!strcmp(sc, "vmm-hosttype")) {
+		len = vmm_build(&u, VCMA_SIM_MSG_REMAP, 5, 0, NULL, 0); /* host -> VMM only */
+	} else if (!strcmp(sc, "vmm-gfn")) {
+		run[0] = (struct vcma_sim_run){ .gfn = v.frames, .mfn = 0, .count = 1 };
+		len = vmm_build(&u, VCMA_SIM_MSG_REPORT, 0, 0, run, 1);
+	} else if (!strcmp(sc, "vmm-tail")) {
+		run[1] = (struct vcma_sim_run){ .gfn = v.frames - 1, .mfn = 0, .count = 2 };
+		len = vmm_build(&u, VCMA_SIM_MSG_REUSE, 6, 0, run, 2);
+	} else if (!strcmp(sc, "vmm-zero")) {
+		run[0].count = 0;
+		len = vmm_build(&u, VCMA_SIM_MSG_REUSE, 7, 0, run, 1);
+	} else if (!strcmp(sc, "vmm-wrap")) {
+		run[0] = (struct vcma_sim_run){ .gfn = 1, .mfn = 0, .count = UINT64_MAX }; /* gfn + count wraps to 0 */
+		len = vmm_build(&u, VCMA_SIM_MSG_PIN, 8, 0, run, 1);
+	} else if (!strcmp(sc, "vmm-mfn")) {
+		run[0].mfn = 0x1000; /* REPORT/REUSE/PIN runs carry mfn 0 */
+		len = vmm_build(&u, VCMA_SIM_MSG_REPORT, 0, 0, run, 1);
+	} else if (!strcmp(sc, "vmm-pin-overlap")) {
+		run[0] = (struct vcma_sim_run){ .gfn = 0, .mfn = 0, .count = 16 };
+		run[1] = (struct vcma_sim_run){ .gfn = 32, .mfn = 0, .count = 4 };
+		run[2] = (struct vcma_sim_run){ .gfn = 8, .mfn = 0, .count = 16 };
+		len = vmm_build(&u, VCMA_SIM_MSG_PIN, 9, 0, run, 3);
+	} else {
+		fprintf(stderr, "hostile: unknown scenario '%s'\n", sc);
+		return 99;
+	}
+	if (vmm_send_raw(&v, u.b, len)) {
+		fprintf(stderr, "hostile: %s: send: %s\n", sc, strerror(errno));
+		return 99;
+	}
+	if (!vmm_cut_off(&v))
+		return 1;
+	printf("hostile: %s: cut off as expected\n", sc);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct vcma_req q;
@@ -282,6 +625,8 @@ int main(int argc, char **argv)
 	sc = argv[2];
 	if (!strcmp(sc, "bad-attach"))
 		return scenario_bad_attach();
+	if (!strncmp(sc, "vmm-", 4))
+		return scenario_vmm(sc);
 	if (raw_attach(&r, sc))
 		return 99;
 
