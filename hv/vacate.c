@@ -47,6 +47,7 @@ struct vcmad_job {
 	struct vcmad_job *next;
 	enum job_kind kind;
 	struct vcma_pool *dst_pool; /* RELEND: where destinations come from */
+	uint64_t scan_top;          /* RELEND: frames at and above this were looked at */
 	uint32_t pin_guest, pin_seq; /* EVICT for a PIN: whom to answer */
 	bool pin;
 	struct vcma_alloc_plan plan;
@@ -350,8 +351,12 @@ static void step(struct vcmad_job *j)
 		/* idle frames of the pool, from the top, claimed until the batch commits */
 		struct vcma_fmap *fm = &j->dst_pool->fm;
 
+		uint64_t idx = j->scan_top;
+
+		/* frames above scan_top were idle-and-claimed by earlier batches (now lent) or
+		 * not idle then; frames freed up there since wait for the next relend job */
 		j->bn = 0;
-		for (uint64_t idx = fm->nframes; j->dst && idx > 0 && j->bn < bn;) {
+		while (j->dst && idx > 0 && j->bn < bn) {
 			uint64_t hi = idx, lo;
 
 			/* the next run of FREE, unclaimed frames below idx, claimed as one:
@@ -366,6 +371,7 @@ static void step(struct vcmad_job *j)
 			for (uint64_t k = lo; k < hi; k++)
 				j->dst[j->bn++] = fm->base + k;
 		}
+		j->scan_top = idx;
 		qsort(j->dst, j->bn, sizeof(*j->dst), cmp_u64);
 		n = j->bn ? 1 : -ENOMEM;
 	} else {
@@ -773,8 +779,10 @@ static void maybe_relend(struct vcmad *d)
 		}
 		struct vcmad_job *j = job_new(d, JOB_RELEND, mv, n);
 
-		if (j)
+		if (j) {
 			j->dst_pool = p;
+			j->scan_top = p->fm.nframes;
+		}
 		d->relend_dirty = true; /* its completion looks for more */
 		return; /* one job at a time */
 	}
