@@ -53,6 +53,8 @@ struct vcmad_job {
 	struct vcma_alloc_plan plan;
 	uint64_t reserved;  /* ordinary frames promised to the moves not yet in a batch */
 	uint32_t req_guest; /* who asked (0 once it is gone) */
+	vcmad_alloc_done_fn done; /* or, for vcmad's own requesters: whom to tell */
+	void *done_arg;           /* NULL once the requester is gone */
 	uint64_t req_id;
 	struct move *mv;
 	size_t nmv, next_mv;
@@ -181,6 +183,27 @@ static void complete(struct vcmad_job *j, int err)
 			d->vacate_jobs_ok++;
 		if (vm && !vm->dead && vcmad_vmm_send(vm, VCMA_SIM_MSG_PINNED, j->pin_seq, err ? -err : 0, NULL, 0))
 			log_warn("guest %u (%s): cannot answer PIN", vm->id, vm->name);
+		goto done;
+	}
+	if (j->done) {
+		/* vcmad's own requester (the control socket): same commit, its callback */
+		if (!err && !j->done_arg) {
+			log_info("vacate: window in pool %s vacated for a requester that left: released",
+				 j->plan.pool->cfg.name);
+			err = -ESHUTDOWN;
+		}
+		if (!err && (err = vcma_core_alloc_finish(&d->core, &j->plan, &r)) == -EBUSY)
+			err = -EIO;
+		if (err && j->plan.pool)
+			vcma_core_alloc_abort(&d->core, &j->plan);
+		if (!err)
+			d->be.ops->zero(&d->be, r.mfn, r.nframes);
+		if (err)
+			d->vacate_jobs_failed++;
+		else
+			d->vacate_jobs_ok++;
+		if (j->done_arg)
+			j->done(j->done_arg, err, err ? NULL : &r);
 		goto done;
 	}
 	if (g && g->dead)
@@ -569,9 +592,9 @@ static int cmp_move(const void *a, const void *b)
 	return x->gfn < y->gfn ? -1 : x->gfn > y->gfn;
 }
 
-int vcmad_vacate_start(struct vcmad_guest *req, uint64_t req_id, const struct vcma_alloc_plan *plan)
+/* A job for an allocation plan whose window holds lent frames; not yet started. */
+static int alloc_job(struct vcmad *d, const struct vcma_alloc_plan *plan, struct vcmad_job **jp)
 {
-	struct vcmad *d = req->d;
 	uint64_t nlent = plan->w.nlent_free + plan->w.nlent_used;
 	struct vcma_vacate_item *items = calloc(nlent, sizeof(*items));
 	struct vcmad_job *j = calloc(1, sizeof(*j));
@@ -603,14 +626,50 @@ int vcmad_vacate_start(struct vcmad_guest *req, uint64_t req_id, const struct vc
 	qsort(j->mv, j->nmv, sizeof(*j->mv), cmp_move);
 	j->d = d;
 	j->plan = *plan;
+	j->st = J_READY;
+	*jp = j;
+	return 0;
+}
+
+static void job_go(struct vcmad_job *j)
+{
+	j->next = j->d->jobs;
+	j->d->jobs = j;
+	step(j);
+}
+
+int vcmad_vacate_start(struct vcmad_guest *req, uint64_t req_id, const struct vcma_alloc_plan *plan)
+{
+	struct vcmad_job *j;
+	int rc = alloc_job(req->d, plan, &j);
+
+	if (rc)
+		return rc;
 	j->req_guest = req->id;
 	j->req_id = req_id;
-	j->st = J_READY;
-	j->next = d->jobs;
-	d->jobs = j;
 	req->pending_allocs++;
-	step(j);
+	job_go(j);
 	return 0;
+}
+
+int vcmad_vacate_start_cb(struct vcmad *d, const struct vcma_alloc_plan *plan, vcmad_alloc_done_fn done, void *arg,
+			  struct vcmad_job **jobp)
+{
+	struct vcmad_job *j;
+	int rc = alloc_job(d, plan, &j);
+
+	if (rc)
+		return rc;
+	j->done = done;
+	j->done_arg = arg;
+	*jobp = j;
+	job_go(j); /* may complete at once (and call done) when nothing is left to move */
+	return 0;
+}
+
+void vcmad_vacate_forget(struct vcmad_job *j)
+{
+	j->done_arg = NULL;
 }
 
 static struct vcmad_job *job_new(struct vcmad *d, enum job_kind kind, struct move *mv, size_t n)

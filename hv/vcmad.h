@@ -152,6 +152,15 @@ int vcmad_vmm_send(struct vcmad_guest *g, uint16_t type, uint32_t seq, int32_t s
 
 /* vacate.c: move lent frames out of a claimed window by pause, copy, remap, resume. */
 int vcmad_vacate_start(struct vcmad_guest *req, uint64_t req_id, const struct vcma_alloc_plan *plan);
+/* The same for vcmad's own requesters: done(arg, 0, region) or done(arg, -errno, NULL)
+ * when the job ends, unless vcmad_vacate_forget() was called first. The plan is
+ * committed (the region belongs to plan's requester) or aborted before done runs.
+ * *jobp is valid until done runs or the job is forgotten. done may run before
+ * vcmad_vacate_start_cb returns. */
+typedef void (*vcmad_alloc_done_fn)(void *arg, int err, const struct vcma_region *r);
+int vcmad_vacate_start_cb(struct vcmad *d, const struct vcma_alloc_plan *plan, vcmad_alloc_done_fn done, void *arg,
+			  struct vcmad_job **jobp);
+void vcmad_vacate_forget(struct vcmad_job *j);
 void vcmad_vacate_paused(struct vcmad_guest *vm, uint32_t seq);
 void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status);
 void vcmad_vacate_guest_gone(struct vcmad_guest *g);

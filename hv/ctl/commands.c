@@ -463,55 +463,97 @@ static struct json_object *cmd_regions(struct vcmad *d, const struct vcmad_ctl_r
 
 /* ---- admin allocations ---- */
 
-static struct json_object *cmd_alloc(struct vcmad_ctl *ctl, const struct vcmad_ctl_req *req, int *err, char *msg,
-				     size_t msglen)
+static void alloc_errmsg(int rc, const char *what, bool pool, char *msg, size_t msglen)
+{
+	setmsg(msg, msglen, "%s: %s", what, rc == -ENODEV && pool ? "no such pool" : vcma_core_strerror(rc));
+}
+
+/* A region of the admin guest exists now: clear it, count it, describe it. */
+static struct json_object *admin_region(struct vcmad_ctl *ctl, const struct vcma_region *r, int *err, char *msg,
+					size_t msglen)
+{
+	struct vcmad *d = ctl->d;
+	struct gindex gi = { 0 };
+	struct json_object *o;
+	int rc;
+
+	/* the frames may hold a guest's old data */
+	rc = d->be.ops->zero(&d->be, r->mfn, r->nframes);
+	if (rc) {
+		log_err("ctl: cannot clear region at mfn %#llx: %s", (unsigned long long)r->mfn, strerror(-rc));
+		vcma_core_free(&d->core, VCMAD_CTL_ADMIN_GUEST, r->handle);
+		*err = -EIO;
+		setmsg(msg, msglen, "cannot clear the region: %s", strerror(-rc));
+		return NULL;
+	}
+	ctl->admin_regions++;
+	ctl->admin_bytes += r->nframes << VCMA_PAGE_SHIFT;
+	log_info("ctl: admin region %#llx: %llu KiB at mfn %#llx in pool %s", (unsigned long long)r->handle,
+		 (unsigned long long)(r->nframes << 2), (unsigned long long)r->mfn, d->core.pool[r->pool]->cfg.name);
+	o = region_json(d, &gi, r);
+	if (!o)
+		*err = -ENOMEM;
+	return o;
+}
+
+/*
+ * A test allocation is served as a guest's is: policy, search, and when the cheapest
+ * window holds lent frames, vacating them (hv/vacate.c); the answer then waits for
+ * the job and this client takes no further request meanwhile.
+ */
+static struct json_object *cmd_alloc(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, const struct vcmad_ctl_req *req,
+				     int *err, char *msg, size_t msglen)
 {
 	struct vcmad *d = ctl->d;
 	struct vcma_requester who = { .guest = VCMAD_CTL_ADMIN_GUEST, .name = VCMAD_CTL_ADMIN_NAME };
 	struct vcma_alloc_req ar = { .bytes = req->bytes, .align_order = req->align_order,
 				     .pool = req->pool[0] ? req->pool : NULL };
 	uint64_t bytes = (req->bytes + VCMA_PAGE_SIZE - 1) & ~(uint64_t)(VCMA_PAGE_SIZE - 1);
+	struct vcma_alloc_plan plan;
 	struct vcma_region r;
-	struct gindex gi = { 0 };
-	struct json_object *o;
-	char sz[32];
+	char sz[32], what[64];
 	int rc;
 
 	vcma_format_bytes(req->bytes, sz, sizeof(sz));
+	snprintf(what, sizeof(what), "alloc %s%s%s", sz, ar.pool ? " in pool " : "", ar.pool ? ar.pool : "");
 	if (ctl->admin_regions >= d->conf.limits.max_regions || bytes > d->conf.limits.max_bytes - ctl->admin_bytes) {
 		*err = -EDQUOT;
 		setmsg(msg, msglen,
-		       "alloc %s: vcmactl already holds %u region(s), the per-guest limit "
-		       "([limits] max_regions_per_guest, max_bytes_per_guest)", sz, ctl->admin_regions);
+		       "%s: vcmactl already holds %u region(s), the per-guest limit "
+		       "([limits] max_regions_per_guest, max_bytes_per_guest)", what, ctl->admin_regions);
 		return NULL;
 	}
-	rc = vcma_core_alloc(&d->core, &who, &ar, NULL, &r);
-	if (!rc) {
-		/* the frames may hold a guest's old data */
-		rc = d->be.ops->zero(&d->be, r.mfn, r.nframes);
-		if (rc) {
-			log_err("ctl: cannot clear region at mfn %#llx: %s", (unsigned long long)r.mfn, strerror(-rc));
-			vcma_core_free(&d->core, VCMAD_CTL_ADMIN_GUEST, r.handle);
-			rc = -EIO;
+	rc = vcma_core_alloc_begin(&d->core, &who, &ar, &plan);
+	if (!rc && plan.w.nlent_free + plan.w.nlent_used && c) {
+		memcpy(c->job_what, what, sizeof(c->job_what));
+		rc = vcmad_vacate_start_cb(d, &plan, vcmad_ctl_alloc_done, c, &c->job);
+		if (!rc) {
+			*err = -EINPROGRESS;
+			return NULL;
 		}
+		vcma_core_alloc_abort(&d->core, &plan);
+	} else if (!rc) {
+		rc = vcma_core_alloc_finish(&d->core, &plan, &r);
+		if (rc)
+			vcma_core_alloc_abort(&d->core, &plan);
 	}
 	if (rc) {
 		*err = rc;
-		setmsg(msg, msglen, "alloc %s%s%s: %s", sz, ar.pool ? " in pool " : "", ar.pool ? ar.pool : "",
-		       rc == -ENODEV && ar.pool ? "no such pool"
-		       : rc == -EBUSY ? "no free window that large; the cheapest one holds frames lent to guests, "
-					"which a test allocation does not vacate (run 'vcmactl compact' first)"
-				      : vcma_core_strerror(rc));
+		alloc_errmsg(rc, what, ar.pool, msg, msglen);
 		return NULL;
 	}
-	ctl->admin_regions++;
-	ctl->admin_bytes += r.nframes << VCMA_PAGE_SHIFT;
-	log_info("ctl: admin region %#llx: %llu KiB at mfn %#llx in pool %s", (unsigned long long)r.handle,
-		 (unsigned long long)(r.nframes << 2), (unsigned long long)r.mfn, d->core.pool[r.pool]->cfg.name);
-	o = region_json(d, &gi, &r);
-	if (!o)
-		*err = -ENOMEM;
-	return o;
+	return admin_region(ctl, &r, err, msg, msglen);
+}
+
+struct json_object *vcmad_ctl_alloc_answer(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, int *err, char *msg,
+					   size_t msglen)
+{
+	*err = c->job_err;
+	if (*err) {
+		alloc_errmsg(*err, c->job_what, strstr(c->job_what, " in pool ") != NULL, msg, msglen);
+		return NULL;
+	}
+	return admin_region(ctl, &c->job_r, err, msg, msglen);
 }
 
 int vcmad_ctl_admin_free(struct vcmad_ctl *ctl, uint64_t handle)
@@ -757,8 +799,8 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	return res;
 }
 
-struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, const struct vcmad_ctl_req *req, int *err, char *msg,
-				   size_t msglen)
+struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, const struct vcmad_ctl_req *req,
+				   int *err, char *msg, size_t msglen)
 {
 	struct json_object *res = NULL;
 
@@ -770,7 +812,7 @@ struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, const struct vcmad_ctl
 	case VCMAD_CTL_POOL: res = cmd_pool(ctl->d, req, err, msg, msglen); break;
 	case VCMAD_CTL_GUESTS: res = cmd_guests(ctl, err); break;
 	case VCMAD_CTL_REGIONS: res = cmd_regions(ctl->d, req, err, msg, msglen); break;
-	case VCMAD_CTL_ALLOC: res = cmd_alloc(ctl, req, err, msg, msglen); break;
+	case VCMAD_CTL_ALLOC: res = cmd_alloc(ctl, c, req, err, msg, msglen); break;
 	case VCMAD_CTL_FREE: res = cmd_free(ctl, req, err, msg, msglen); break;
 	case VCMAD_CTL_COMPACT:
 	case VCMAD_CTL_DRAIN: res = cmd_vacate(ctl, req, err, msg, msglen); break;

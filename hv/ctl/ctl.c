@@ -182,6 +182,9 @@ static void client_close(struct vcmad_ctl_client *c)
 			break;
 		}
 	vcma_loop_del(&ctl->d->loop, &c->w);
+	if (c->job)
+		vcmad_vacate_forget(c->job); /* the window is given up when the job ends */
+	json_object_put(c->job_id);
 	if (close(c->fd))
 		log_debug("ctl: close: %s", strerror(errno));
 	ctl->nclients--;
@@ -304,12 +307,51 @@ static void handle_line(struct vcmad_ctl_client *c, const char *line, size_t len
 		if (mutates(req.cmd))
 			log_info("ctl: %s requested by pid %d uid %u", vcmad_ctl_cmd_name(req.cmd), (int)c->pid,
 				 (unsigned int)c->uid);
-		res = vcmad_ctl_exec(ctl, &req, &err, msg, sizeof(msg));
+		res = vcmad_ctl_exec(ctl, c, &req, &err, msg, sizeof(msg));
 	} else {
 		log_debug("ctl: bad request from pid %d: %s", (int)c->pid, msg);
 	}
-	respond(c, req.id, res, err, msg);
+	if (err == -EINPROGRESS) {
+		/* answered when the vacate job ends (vcmad_ctl_alloc_done) */
+		c->job_waiting = true;
+		c->job_id = req.id ? json_object_get(req.id) : NULL;
+	} else {
+		respond(c, req.id, res, err, msg);
+	}
 	vcmad_ctl_req_fini(&req);
+}
+
+/* The vacate job of c's pending alloc ended (maybe inside vcmad_ctl_exec): note the
+ * outcome; the answer goes out on c's next turn, in request order. */
+void vcmad_ctl_alloc_done(void *client, int err, const struct vcma_region *r)
+{
+	struct vcmad_ctl_client *c = client;
+
+	c->job = NULL;
+	c->job_done = true;
+	c->job_err = err;
+	if (r)
+		c->job_r = *r;
+	enqueue(c);
+}
+
+/* Answer the pending alloc once its job is done; true if c may take more lines. */
+static bool job_answered(struct vcmad_ctl_client *c)
+{
+	struct json_object *res;
+	char msg[256] = "";
+	int err;
+
+	if (!c->job_waiting)
+		return true;
+	if (!c->job_done)
+		return false;
+	res = vcmad_ctl_alloc_answer(c->ctl, c, &err, msg, sizeof(msg));
+	respond(c, c->job_id, res, err, msg);
+	json_object_put(c->job_id);
+	c->job_id = NULL;
+	c->job_waiting = c->job_done = false;
+	return true;
 }
 
 static void set_events(struct vcmad_ctl_client *c, uint32_t ev)
@@ -358,7 +400,10 @@ static void process(struct vcmad_ctl_client *c, bool eof, bool *more)
 	char *nl;
 
 	*more = false;
-	while (!c->closing && !c->doomed && (nl = memchr(c->in + start, '\n', c->in_len - start))) {
+	eof = eof || c->eof;
+	if (!job_answered(c))
+		return; /* nothing else until the pending alloc is answered */
+	while (!c->closing && !c->doomed && !c->job_waiting && (nl = memchr(c->in + start, '\n', c->in_len - start))) {
 		size_t len = (size_t)(nl - (c->in + start));
 
 		if (done == CTL_BUDGET) {
@@ -373,7 +418,7 @@ static void process(struct vcmad_ctl_client *c, bool eof, bool *more)
 		memmove(c->in, c->in + start, c->in_len - start);
 		c->in_len -= start;
 	}
-	if (c->closing || c->doomed || *more)
+	if (c->closing || c->doomed || *more || c->job_waiting)
 		return;
 	if (c->in_len == CTL_IN_CAP) {
 		char msg[96];
@@ -421,6 +466,13 @@ static void client_turn(struct vcmad_ctl_client *c, uint32_t events)
 	} else if ((events & EPOLLHUP) && !(events & EPOLLIN)) {
 		eof = true;
 	}
+	c->eof = c->eof || eof;
+	if ((events & EPOLLHUP) && c->job_waiting && !c->job_done) {
+		/* gone for good while its alloc waits: nobody to answer; the job lets the
+		 * window go when it ends */
+		doom(c, NULL);
+		return;
+	}
 	dequeue(c);
 	process(c, eof, &more);
 	if (!c->doomed)
@@ -436,7 +488,9 @@ static void client_turn(struct vcmad_ctl_client *c, uint32_t events)
 	}
 	if (more)
 		enqueue(c); /* the rest next loop iteration, after the guests' turns */
-	set_events(c, (c->in_len < CTL_IN_CAP && !more ? EPOLLIN : 0) | (c->out_off < c->out_len ? EPOLLOUT : 0));
+	/* after EOF there is nothing more to read: waiting for EPOLLIN would spin */
+	set_events(c, (c->in_len < CTL_IN_CAP && !more && !c->eof ? EPOLLIN : 0) |
+			      (c->out_off < c->out_len ? EPOLLOUT : 0));
 }
 
 static void client_cb(struct vcma_watch *w, uint32_t events)

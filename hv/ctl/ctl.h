@@ -53,6 +53,15 @@ struct vcmad_ctl_client {
 	bool closing; /* no more requests: close once out is flushed */
 	bool doomed;  /* shut down; freed by its own epoll callback */
 	bool queued;  /* on the run queue: complete lines left after its turn */
+	bool eof;     /* the peer closed its side; lines left are still answered */
+	/* an alloc waiting for lent frames to be vacated: no further line is taken until
+	 * it is answered, so answers keep the order of requests */
+	struct vcmad_job *job;     /* the vacate job, while it runs */
+	bool job_waiting, job_done;
+	int job_err;
+	struct vcma_region job_r;
+	struct json_object *job_id; /* the request's id, echoed in the answer */
+	char job_what[64];          /* "alloc 8 MiB in pool main", for the message */
 	struct vcmad_ctl_client *next, *next_run;
 };
 
@@ -81,8 +90,14 @@ struct vcmad_ctl {
 
 /* commands.c: run a validated request. Returns the result object, or NULL with *err
  * (negative errno) and msg set. */
-struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, const struct vcmad_ctl_req *req, int *err, char *msg,
-				   size_t msglen);
+struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, const struct vcmad_ctl_req *req,
+				   int *err, char *msg, size_t msglen);
+/* An ALLOC whose window holds lent frames: vcmad_ctl_exec returns NULL with *err =
+ * -EINPROGRESS and c->job set; vcmad_ctl_alloc_done (ctl.c) records the outcome, and
+ * vcmad_ctl_alloc_answer builds the answer on the client's next turn. */
+void vcmad_ctl_alloc_done(void *client, int err, const struct vcma_region *r);
+struct json_object *vcmad_ctl_alloc_answer(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, int *err, char *msg,
+					   size_t msglen);
 /* Free one admin region (zeroing its frames); -ENOENT if it is not one. */
 int vcmad_ctl_admin_free(struct vcmad_ctl *ctl, uint64_t handle);
 
