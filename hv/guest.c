@@ -373,6 +373,22 @@ void vcmad_guest_sock_cb(struct vcma_watch *w, uint32_t events)
 		vcmad_guest_detach(g, "connection closed");
 }
 
+void vcmad_guest_close_io(struct vcmad_guest *g)
+{
+	if (g->shm)
+		munmap(g->shm, g->shm_size);
+	if (g->shm_fd >= 0)
+		close(g->shm_fd);
+	if (g->kick_fd >= 0)
+		close(g->kick_fd);
+	if (g->irq_fd >= 0)
+		close(g->irq_fd);
+	if (g->sock >= 0)
+		close(g->sock);
+	g->shm = NULL;
+	g->shm_fd = g->kick_fd = g->irq_fd = g->sock = -1;
+}
+
 void vcmad_guest_kill(struct vcmad_guest *g, const char *why)
 {
 	struct vcmad *d = g->d;
@@ -415,16 +431,7 @@ void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 		 freed, (unsigned long long)g->ram_frames);
 	vcma_loop_del(&d->loop, &g->kick_w);
 	vcma_loop_del(&d->loop, &g->sock_w);
-	if (g->shm)
-		munmap(g->shm, g->shm_size);
-	if (g->shm_fd >= 0)
-		close(g->shm_fd);
-	if (g->kick_fd >= 0)
-		close(g->kick_fd);
-	if (g->irq_fd >= 0)
-		close(g->irq_fd);
-	if (g->sock >= 0)
-		close(g->sock);
+	vcmad_guest_close_io(g);
 	for (uint32_t i = 0; i < d->conf.max_guests; i++)
 		if (d->guest[i] == g)
 			d->guest[i] = NULL;

@@ -126,6 +126,8 @@ struct vcmad_guest *vcmad_guest_find(struct vcmad *d, uint32_t id);
 void vcmad_guest_kick_cb(struct vcma_watch *w, uint32_t events);
 void vcmad_guest_sock_cb(struct vcma_watch *w, uint32_t events);
 void vcmad_guest_run(struct vcmad_guest *g);
+/* Unmap the shared area and close the guest's fds and socket (idempotent). */
+void vcmad_guest_close_io(struct vcmad_guest *g);
 /* Cut a guest off for breaking the protocol: log why, mark DEAD, kick, detach. */
 void vcmad_guest_kill(struct vcmad_guest *g, const char *why);
 /* Detach: free its regions and RAM, close everything. */

@@ -246,14 +246,7 @@ static struct vcmad_guest *guest_new(struct vcmad *d, int fd, const struct vcma_
 	return g;
 fail:
 	vcmad_lend_release(g);
-	if (g->shm)
-		munmap(g->shm, g->shm_size);
-	if (g->shm_fd >= 0)
-		close(g->shm_fd);
-	if (g->kick_fd >= 0)
-		close(g->kick_fd);
-	if (g->irq_fd >= 0)
-		close(g->irq_fd);
+	vcmad_guest_close_io(g); /* g->sock is still -1: the caller keeps the connection */
 	free(g);
 	return NULL;
 }
