@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "vcma_barrier.h"
+#include "vcma_guest_check.h"
 #include "vcma_internal.h"
 #include "vcma_sim.h"
 
@@ -104,47 +105,14 @@ static void vl_destroy(struct vcma *v)
 	free(v);
 }
 
-static bool range_ok(uint64_t off, uint64_t len, uint64_t size)
-{
-	return off <= size && len <= size - off;
-}
-
-static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-	return a < b + blen && b < a + alen;
-}
-
 /* §2.5 on the private copy. 0, -EPROTONOSUPPORT (major) or -EIO. */
 static int ctrl_check(const struct vcma_ctrl *c, uint64_t size)
 {
-	uint64_t req_len, evt_len;
-
-	if (c->magic != VCMA_PROTO_MAGIC)
-		return -EIO;
-	if (c->major != VCMA_PROTO_MAJOR)
-		return -EPROTONOSUPPORT;
-	if (c->hdr_size < sizeof(*c) || c->hdr_size > VCMA_PROTO_PAGE)
-		return -EIO;
-	if (!vcma_is_pow2(c->req_slots) || c->req_slots > VL_MAX_SLOTS || !vcma_is_pow2(c->evt_slots) ||
-	    c->evt_slots > VL_MAX_SLOTS)
-		return -EIO;
-	if (c->max_outstanding < 1 || c->max_outstanding > c->req_slots)
-		return -EIO;
-	if (c->req_off % VCMA_PROTO_PAGE || c->evt_off % VCMA_PROTO_PAGE || c->req_off < VCMA_PROTO_PAGE ||
-	    c->evt_off < VCMA_PROTO_PAGE)
-		return -EIO;
-	/* 64-bit arithmetic throughout: a 32-bit page_round of a huge ring wraps */
-	req_len = VCMA_RING_BYTES((uint64_t)c->req_slots);
-	evt_len = VCMA_EVT_BYTES((uint64_t)c->evt_slots);
-	if (!range_ok(c->req_off, req_len, size) || !range_ok(c->evt_off, evt_len, size) ||
-	    overlap(c->req_off, req_len, c->evt_off, evt_len))
-		return -EIO;
-	if (c->window_size &&
-	    (!range_ok(c->window_off, c->window_size, size) || overlap(c->window_off, c->window_size, 0, VCMA_PROTO_PAGE) ||
-	     overlap(c->window_off, c->window_size, c->req_off, req_len) ||
-	     overlap(c->window_off, c->window_size, c->evt_off, evt_len)))
-		return -EIO;
-	return 0;
+	switch (vcma_ctrl_check(c, size)) {
+	case VCMA_CTRL_OK: return 0;
+	case VCMA_CTRL_MAJOR: return -EPROTONOSUPPORT;
+	default: return -EIO;
+	}
 }
 
 static int hello(struct vcma *v, uint32_t initial_state)

@@ -22,9 +22,10 @@
 
 #include "vcma.h"
 #include "vcma_barrier.h"
+#include "vcma_guest_check.h"
 #include "vcma_proto.h"
 
-#define VL_MAX_SLOTS 65536u        /* largest ring a guest accepts (§2.5) */
+#define VL_MAX_SLOTS VCMA_GUEST_MAX_SLOTS /* largest ring a guest accepts (§2.5) */
 #define VL_MAX_ALIGN_ORDER 18u     /* ALLOC arg0 above this is a violation (§5.3) */
 #define VL_MAX_REGIONS 65536u      /* bound on the region table whatever the host says */
 #define VL_DEFAULT_TIMEOUT_MS 10000u
