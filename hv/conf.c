@@ -31,7 +31,7 @@ void vcmad_conf_defaults(struct vcmad_conf *c)
 	c->limits.ring_slots = 64;
 }
 
-enum section { SEC_NONE, SEC_DAEMON, SEC_LIMITS, SEC_MACHINE, SEC_POOL };
+enum section { SEC_NONE, SEC_DAEMON, SEC_LIMITS, SEC_MACHINE, SEC_POOL, SEC_GUEST };
 
 static int parse_u64(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 {
@@ -206,6 +206,53 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 	return -EINVAL;
 }
 
+static bool name_ok(const char *s, size_t max)
+{
+	static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+	size_t n = strlen(s);
+
+	return n && n < max && strspn(s, chars) == n;
+}
+
+/* One key of a [guest NAME] section. */
+static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *v, const char **msg)
+{
+	if (!strcmp(k, "backend")) {
+		if (strcmp(v, "qemu")) {
+			*msg = "expected qemu (the only guest backend in this version)";
+			return -EINVAL;
+		}
+		g->has_backend = true;
+		return 0;
+	}
+	if (!strcmp(k, "class")) {
+		if (!name_ok(v, sizeof(g->devclass))) {
+			*msg = "expected a device class name (1-31 of A-Z a-z 0-9 _ . -)";
+			return -EINVAL;
+		}
+		memcpy(g->devclass, v, strlen(v) + 1);
+		return 0;
+	}
+	if (!strcmp(k, "socket")) {
+		if (v[0] != '/' || strlen(v) >= sizeof(g->socket)) {
+			*msg = "expected an absolute path shorter than 108 characters";
+			return -EINVAL;
+		}
+		memcpy(g->socket, v, strlen(v) + 1);
+		return 0;
+	}
+	if (!strcmp(k, "hugepages")) {
+		if (strcmp(v, "on") && strcmp(v, "off")) {
+			*msg = "expected on or off";
+			return -EINVAL;
+		}
+		g->hugepages = !strcmp(v, "on");
+		return 0;
+	}
+	*msg = "unknown key";
+	return -EINVAL;
+}
+
 static char *trim(char *s)
 {
 	char *e;
@@ -222,6 +269,7 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 {
 	enum section sec = SEC_NONE;
 	struct vcma_pool_config *pool = NULL;
+	struct vcmad_guest_conf *guest = NULL;
 	unsigned int lineno = 0;
 	const char *p = text;
 
@@ -253,6 +301,7 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 			*end = '\0';
 			s = trim(s + 1);
 			pool = NULL;
+			guest = NULL;
 			if (!strcmp(s, "daemon")) {
 				sec = SEC_DAEMON;
 			} else if (!strcmp(s, "limits")) {
@@ -279,6 +328,28 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 				}
 				c->npools++;
 				sec = SEC_POOL;
+			} else if (!strncmp(s, "guest", 5) && isspace((unsigned char)s[5])) {
+				const char *gname = trim(s + 6);
+
+				if (!name_ok(gname, VCMAD_GUEST_NAME_MAX)) {
+					vcma_seterr(err, errlen, "%s:%u: guest name '%s': expected 1-31 of A-Z a-z 0-9 _ . -",
+						    name, lineno, gname);
+					return -EINVAL;
+				}
+				for (uint32_t i = 0; i < c->nqemu; i++)
+					if (!strcmp(c->qemu[i].name, gname)) {
+						vcma_seterr(err, errlen, "%s:%u: guest '%s' defined twice", name, lineno, gname);
+						return -EINVAL;
+					}
+				if (c->nqemu >= VCMAD_MAX_QEMU_GUESTS) {
+					vcma_seterr(err, errlen, "%s:%u: more than %u guests", name, lineno,
+						    VCMAD_MAX_QEMU_GUESTS);
+					return -EINVAL;
+				}
+				guest = &c->qemu[c->nqemu++];
+				memset(guest, 0, sizeof(*guest));
+				memcpy(guest->name, gname, strlen(gname) + 1);
+				sec = SEC_GUEST;
 			} else {
 				vcma_seterr(err, errlen, "%s:%u: unknown section '[%s]'", name, lineno, s);
 				return -EINVAL;
@@ -308,7 +379,7 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 		}
 		const char *msg;
 
-		if (set_key(c, sec, k, v, &msg)) {
+		if (sec == SEC_GUEST ? set_guest_key(guest, k, v, &msg) : set_key(c, sec, k, v, &msg)) {
 			if (!strcmp(msg, "unknown key"))
 				vcma_seterr(err, errlen, "%s:%u: %s: unknown key in this section", name, lineno, k);
 			else
@@ -389,5 +460,27 @@ int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen)
 	for (uint32_t i = 0; i < c->npools; i++)
 		if (vcma_pool_config_validate(&c->pool[i], err, errlen))
 			return -EINVAL;
+	for (uint32_t i = 0; i < c->nqemu; i++) {
+		if (!c->qemu[i].has_backend) {
+			vcma_seterr(err, errlen, "guest %s: no backend (expected 'backend = qemu')", c->qemu[i].name);
+			return -EINVAL;
+		}
+		if (!c->qemu[i].socket[0] &&
+		    strlen(c->runtime_dir) + 1 + strlen(c->qemu[i].name) + sizeof(".ivshmem") > sizeof(c->qemu[i].socket)) {
+			vcma_seterr(err, errlen, "guest %s: socket path %s/%s.ivshmem is too long: set 'socket'",
+				    c->qemu[i].name, c->runtime_dir, c->qemu[i].name);
+			return -EINVAL;
+		}
+		for (uint32_t j = 0; j < i; j++)
+			if (c->qemu[i].socket[0] && !strcmp(c->qemu[i].socket, c->qemu[j].socket)) {
+				vcma_seterr(err, errlen, "guests %s and %s: the same socket %s", c->qemu[j].name,
+					    c->qemu[i].name, c->qemu[i].socket);
+				return -EINVAL;
+			}
+	}
+	if (c->nqemu > c->max_guests) {
+		vcma_seterr(err, errlen, "%u [guest] sections but max_guests = %u", c->nqemu, c->max_guests);
+		return -EINVAL;
+	}
 	return 0;
 }

@@ -9,10 +9,13 @@
  *              request_burst, max_ram_per_guest, ring_slots
  *   [machine]  memory            (sim backend: simulated machine memory)
  *   [pool NAME] any key of pool_config.h
+ *   [guest NAME] backend (= qemu), class, socket, hugepages: a QEMU guest vcmad
+ *              serves over ivshmem-doorbell (hv/transport/ivshmem.c)
  */
 #ifndef VCMA_HV_CONF_H
 #define VCMA_HV_CONF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +33,18 @@ struct vcmad_limits {
 	uint32_t ring_slots;   /* request ring slots (power of two, 8..1024) */
 };
 
+#define VCMAD_MAX_QEMU_GUESTS 64u
+#define VCMAD_GUEST_NAME_MAX 32u /* NUL included, as the sim transport's names */
+
+/* One [guest NAME] section. */
+struct vcmad_guest_conf {
+	char name[VCMAD_GUEST_NAME_MAX];
+	char devclass[VCMAD_GUEST_NAME_MAX]; /* "" = none */
+	char socket[108];                    /* "" = $runtime_dir/NAME.ivshmem */
+	bool hugepages;                      /* back BAR2 with hugetlbfs (2 MiB pages) */
+	bool has_backend;                    /* backend = qemu was given */
+};
+
 struct vcmad_conf {
 	char runtime_dir[256];
 	char backend[16];
@@ -44,6 +59,8 @@ struct vcmad_conf {
 	struct vcmad_limits limits;
 	uint32_t npools;
 	struct vcma_pool_config pool[VCMA_MAX_POOLS];
+	uint32_t nqemu;
+	struct vcmad_guest_conf qemu[VCMAD_MAX_QEMU_GUESTS];
 };
 
 void vcmad_conf_defaults(struct vcmad_conf *c);

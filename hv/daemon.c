@@ -228,6 +228,9 @@ int vcmad_start(struct vcmad *d)
 	rc = vcmad_sim_listen(d);
 	if (rc)
 		return rc;
+	rc = vcmad_ivshmem_listen(d);
+	if (rc)
+		return rc;
 	rc = vcmad_ctl_start(d);
 	if (rc)
 		return rc;
@@ -334,6 +337,7 @@ void vcmad_fini(struct vcmad *d)
 	}
 	free_zombies(d);
 	vcmad_sim_reap_conns(d, true);
+	vcmad_ivshmem_close(d);
 	vcmad_ctl_stop(d);
 	if (d->listen_fd >= 0) {
 		vcma_loop_del(&d->loop, &d->listen_w);

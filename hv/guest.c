@@ -28,6 +28,27 @@ struct vcmad_guest *vcmad_guest_find(struct vcmad *d, uint32_t id)
 	return NULL;
 }
 
+int vcmad_guest_slot(struct vcmad *d, uint32_t *slot, uint32_t *id)
+{
+	uint32_t i;
+
+	for (i = 0; i < d->conf.max_guests && d->guest[i]; i++)
+		;
+	if (i == d->conf.max_guests)
+		return -ENOSPC;
+	for (uint32_t tries = 0; tries < VCMA_GUEST_MAX; tries++) {
+		uint32_t cand = d->next_id;
+
+		d->next_id = d->next_id >= VCMA_GUEST_MAX ? 1 : d->next_id + 1;
+		if (!vcmad_guest_find(d, cand)) {
+			*slot = i;
+			*id = cand;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
 void vcmad_guest_notify(struct vcmad_guest *g)
 {
 	uint64_t one = 1;
@@ -89,6 +110,56 @@ static void do_hello(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 	rsp->status = VCMA_ST_OK;
 }
 
+/* Where region r appears to g: sim, above its RAM at window_gpa + machine address;
+ * qemu, at its offset in BAR2's DMA window (gpa = bus, PROTOCOL.md §9.2). */
+static void region_addr(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, uint64_t *bus)
+{
+	if (g->ivs) {
+		*gpa = *bus = vcmad_ivshmem_offset(g->d, mfn);
+		return;
+	}
+	*bus = mfn << VCMA_PAGE_SHIFT;
+	*gpa = g->window_gpa + *bus;
+}
+
+/* Clear a region's memory: the machine frames, and for a qemu guest its window range. */
+static int region_clear(struct vcmad_guest *g, uint64_t mfn, uint64_t n)
+{
+	struct vcmad *d = g->d;
+	int rc = d->be.ops->zero(&d->be, mfn, n);
+
+	if (!rc && g->ivs)
+		rc = vcmad_ivshmem_clear(g, mfn, n);
+	return rc;
+}
+
+int vcmad_guest_take_region(struct vcmad_guest *g, struct vcma_region *r, struct vcma_rsp *rsp)
+{
+	struct vcmad *d = g->d;
+	uint64_t bus;
+	int rc;
+
+	/* whatever the frames (or the guest's window) held before, the guest gets zeros */
+	rc = region_clear(g, r->mfn, r->nframes);
+	if (rc) {
+		log_err("guest %u (%s): cannot clear region at mfn %#llx: %s", g->id, g->name,
+			(unsigned long long)r->mfn, strerror(-rc));
+		vcma_core_free(&d->core, g->id, r->handle);
+		return -EIO;
+	}
+	region_addr(g, r->mfn, &r->gpa, &bus);
+	vcma_regions_set_gpa(&d->core.regions, g->id, r->handle, r->gpa);
+	g->nregions++;
+	g->bytes += r->nframes << VCMA_PAGE_SHIFT;
+	g->stats.alloc_ok++;
+	rsp->status = VCMA_ST_OK;
+	rsp->handle = r->handle;
+	rsp->gpa = r->gpa;
+	rsp->bus = bus;
+	rsp->length = r->nframes << VCMA_PAGE_SHIFT;
+	return 0;
+}
+
 static int do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma_rsp *rsp)
 {
 	struct vcmad *d = g->d;
@@ -127,32 +198,13 @@ static int do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma
 		if (rc == -EBUSY)
 			vcma_core_alloc_abort(&d->core, &plan);
 	}
-	if (!rc) {
-		/* whatever the frames held before (another guest's pages), the guest
-		 * gets zeros */
-		rc = d->be.ops->zero(&d->be, r.mfn, r.nframes);
-		if (rc) {
-			log_err("guest %u (%s): cannot clear region at mfn %#llx: %s", g->id, g->name,
-				(unsigned long long)r.mfn, strerror(-rc));
-			vcma_core_free(&d->core, g->id, r.handle);
-			rc = -EIO;
-		}
-	}
+	if (!rc)
+		rc = vcmad_guest_take_region(g, &r, rsp);
 	if (rc) {
 		rsp->status = status_of(rc);
 		g->stats.alloc_fail++;
 		return VCMA_RING_ANSWERED;
 	}
-	r.gpa = g->window_gpa + (r.mfn << VCMA_PAGE_SHIFT);
-	vcma_regions_set_gpa(&d->core.regions, g->id, r.handle, r.gpa);
-	g->nregions++;
-	g->bytes += r.nframes << VCMA_PAGE_SHIFT;
-	g->stats.alloc_ok++;
-	rsp->status = VCMA_ST_OK;
-	rsp->handle = r.handle;
-	rsp->gpa = r.gpa;
-	rsp->bus = r.mfn << VCMA_PAGE_SHIFT;
-	rsp->length = r.nframes << VCMA_PAGE_SHIFT;
 	return VCMA_RING_ANSWERED;
 }
 
@@ -185,7 +237,7 @@ static int free_region(struct vcmad_guest *g, uint64_t handle)
 	if (rc)
 		return rc;
 	/* release the memory; the next owner gets zeros either way */
-	d->be.ops->zero(&d->be, mfn, n);
+	region_clear(g, mfn, n);
 	g->nregions--;
 	g->bytes -= n << VCMA_PAGE_SHIFT;
 	return 0;
@@ -214,8 +266,7 @@ static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 			return;
 		}
 		rsp->handle = r->handle;
-		rsp->gpa = r->gpa;
-		rsp->bus = r->mfn << VCMA_PAGE_SHIFT;
+		region_addr(g, r->mfn, &rsp->gpa, &rsp->bus);
 		rsp->length = r->nframes << VCMA_PAGE_SHIFT;
 		rsp->status = VCMA_ST_OK;
 		return;
@@ -427,6 +478,8 @@ void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 			freed++;
 	}
 	vcmad_lend_release(g);
+	if (g->ivs)
+		vcmad_ivshmem_detached(g);
 	log_info("guest %u (%s) detached (%s): %d region(s) freed, %llu RAM frame(s) reclaimed", g->id, g->name, why,
 		 freed, (unsigned long long)g->ram_frames);
 	vcma_loop_del(&d->loop, &g->kick_w);

@@ -220,17 +220,9 @@ static void complete(struct vcmad_job *j, int err)
 	}
 	if (err && j->plan.pool)
 		vcma_core_alloc_abort(&d->core, &j->plan);
+	if (!err)
+		err = vcmad_guest_take_region(g, &r, &rsp);
 	if (!err) {
-		d->be.ops->zero(&d->be, r.mfn, r.nframes);
-		r.gpa = g->window_gpa + (r.mfn << VCMA_PAGE_SHIFT);
-		vcma_regions_set_gpa(&d->core.regions, g->id, r.handle, r.gpa);
-		g->nregions++;
-		g->bytes += r.nframes << VCMA_PAGE_SHIFT;
-		g->stats.alloc_ok++;
-		rsp.handle = r.handle;
-		rsp.gpa = r.gpa;
-		rsp.bus = r.mfn << VCMA_PAGE_SHIFT;
-		rsp.length = r.nframes << VCMA_PAGE_SHIFT;
 		d->vacate_jobs_ok++;
 	} else {
 		d->vacate_jobs_failed++;

@@ -6,6 +6,7 @@
  *   vcmad ─┬─ vcma_core        pools + regions (hv/core)
  *          ├─ vcma_backend     machine memory (hv/backend: sim)
  *          ├─ listen socket    sim transport attach (hv/transport/sim.c)
+ *          ├─ vcmad_ivs[]      one ivshmem server socket per [guest] (hv/transport/ivshmem.c)
  *          └─ vcmad_guest[]    one per attached guest: ring, eventfds, limits
  */
 #ifndef VCMA_HV_VCMAD_H
@@ -23,6 +24,7 @@
 
 struct vcmad;
 struct vcmad_ctl;
+struct vcmad_ivs;
 struct vcmad_job;
 
 struct vcmad_guest_stats {
@@ -43,6 +45,7 @@ struct vcmad_guest {
 	int shm_fd;
 	void *shm;
 	uint64_t shm_size;
+	struct vcmad_ivs *ivs; /* qemu guest: its ivshmem server socket; NULL for sim */
 	struct vcma_ring_host ring;
 	bool hello;
 	uint64_t features;
@@ -93,6 +96,8 @@ struct vcmad {
 	uint32_t nguests;
 	uint32_t next_id;
 	struct vcmad_conn *conns;
+	struct vcmad_ivs *ivs;       /* [conf.nqemu] ivshmem server sockets */
+	uint64_t win_mfn, win_frames; /* qemu guests' DMA window: the span of the pools */
 	struct vcmad_guest *runq;
 	struct vcmad_guest *zombies; /* detached, linked by next_run */
 	struct vcmad_stats stats;
@@ -133,6 +138,24 @@ void vcmad_guest_kill(struct vcmad_guest *g, const char *why);
 /* Detach: free its regions and RAM, close everything. */
 void vcmad_guest_detach(struct vcmad_guest *g, const char *why);
 void vcmad_guest_notify(struct vcmad_guest *g);
+
+/* Guest id and d->guest[] slot for a new guest: 0 / -ENOSPC when full. */
+int vcmad_guest_slot(struct vcmad *d, uint32_t *slot, uint32_t *id);
+/* Give a committed region to g: clear its memory, record where g sees it, count it,
+ * fill an OK response. On error the region is freed again. */
+int vcmad_guest_take_region(struct vcmad_guest *g, struct vcma_region *r, struct vcma_rsp *rsp);
+
+/* transport/ivshmem.c: QEMU guests over ivshmem-doorbell, vcmad as the server */
+int vcmad_ivshmem_listen(struct vcmad *d);
+void vcmad_ivshmem_close(struct vcmad *d);
+/* Offset of machine frame mfn in a qemu guest's DMA window. */
+uint64_t vcmad_ivshmem_offset(const struct vcmad *d, uint64_t mfn);
+/* Punch a region's range out of g's window: zeros, and no memory held. */
+int vcmad_ivshmem_clear(struct vcmad_guest *g, uint64_t mfn, uint64_t n);
+/* A qemu guest detaches: punch its whole window, free its socket for a new QEMU. */
+void vcmad_ivshmem_detached(struct vcmad_guest *g);
+/* Read [off, off+len) of a region's bytes as the guest sees them. */
+int vcmad_region_read(struct vcmad *d, const struct vcma_region *r, uint64_t off, void *buf, size_t len);
 
 /* transport/sim.c */
 int vcmad_sim_listen(struct vcmad *d);

@@ -685,6 +685,33 @@ static int run_free(struct ctx *c, int argc, char **argv)
 	return VCMACTL_OK;
 }
 
+static int run_hash(struct ctx *c, int argc, char **argv)
+{
+	struct json_object *args, *r;
+	uint64_t h;
+	char b[32];
+	int rc;
+
+	if (plain_opts(c, argc, argv, &rc, 1, 1))
+		return rc;
+	if (!parse_u64(argv[optind], &h) || !h)
+		return usage_error("HANDLE: expected a region handle such as 0x100000001, got '%s'", argv[optind]);
+	args = json_object_new_object();
+	if (!args)
+		return VCMACTL_FAILED;
+	json_object_object_add(args, "handle", json_object_new_string(fmt_hex(h, b, sizeof(b))));
+	r = call(c, "hash", args);
+	if (!r)
+		return VCMACTL_FAILED;
+	if (c->json)
+		print_json(r);
+	else
+		printf("region %s (guest %llu, %s): fnv1a64 %s\n", jstr(r, "handle"), (unsigned long long)ju64(r, "guest"),
+		       fmt_bytes(ju64(r, "size_bytes"), b, sizeof(b)), jstr(r, "fnv1a64"));
+	json_object_put(r);
+	return VCMACTL_OK;
+}
+
 static void vacate_report(struct json_object *r, const char *what)
 {
 	struct json_object *pools = jget(r, "pools");
@@ -998,6 +1025,9 @@ static const struct cmd cmds[] = {
 	  "\nGUEST is an id or a name. Its pages on pool frames are scheduled to move to ordinary\n"
 	  "memory, and it is not lent pool frames again.\n",
 	  run_drain, NULL, NULL },
+	{ "hash", "HANDLE", "FNV-1a hash of a region's bytes as vcmad sees them",
+	  "\nHANDLE is any live region's handle (vcmactl regions lists them), a guest's too: the\n"
+	  "hash lets a test check what a guest wrote. Regions up to 64 MiB.\n", run_hash, NULL, NULL },
 	{ "stats", "[--prometheus]", "counters and allocation latency histograms",
 	  "\n  -P, --prometheus   print Prometheus text exposition format instead\n", run_stats, "P", stats_opts },
 	{ "watch", "[--interval SECONDS] [--count N]", "redraw the pools and their maps until interrupted",

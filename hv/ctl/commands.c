@@ -319,9 +319,12 @@ static struct json_object *cmd_status(struct vcmad_ctl *ctl)
 	return o;
 }
 
-static const char *role_name(uint32_t role)
+/* guest: a sim guest (libvcma); vmm: a simulated VM; qemu: vcma.ko in a QEMU guest */
+static const char *role_name(const struct vcmad_guest *g)
 {
-	switch (role) {
+	if (g->ivs)
+		return "qemu";
+	switch (g->role) {
 	case VCMA_SIM_ROLE_GUEST: return "guest";
 	case VCMA_SIM_ROLE_VMM: return "vmm";
 	default: return "unknown";
@@ -373,7 +376,7 @@ static struct json_object *cmd_guests(struct vcmad_ctl *ctl, int *err)
 	for (uint32_t i = 0; i < gi.n; i++) {
 		const struct vcmad_guest *g = gi.v[i].g;
 
-		json_object_array_add(arr, guest_json(g->id, g->name, g->devclass, role_name(g->role),
+		json_object_array_add(arr, guest_json(g->id, g->name, g->devclass, role_name(g),
 						      g->ram_frames << VCMA_PAGE_SHIFT, g->nregions, g->bytes,
 						      &g->stats));
 	}
@@ -614,6 +617,75 @@ static struct json_object *cmd_free(struct vcmad_ctl *ctl, const struct vcmad_ct
 	return o;
 }
 
+/* ---- hash: a region's bytes as the host sees them ---- */
+
+static uint64_t fnv1a64(uint64_t h, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+static struct json_object *cmd_hash(struct vcmad *d, const struct vcmad_ctl_req *req, int *err, char *msg,
+				    size_t msglen)
+{
+	const struct vcma_region *r = NULL;
+	struct json_object *o;
+	uint64_t h = 0xcbf29ce484222325ull, size;
+	uint8_t *buf;
+
+	for (uint32_t cursor = 0; !r;) {
+		const struct vcma_region *x = vcma_regions_next(&d->core.regions, &cursor);
+
+		if (!x)
+			break;
+		if (x->handle == req->handle)
+			r = x;
+	}
+	if (!r) {
+		*err = -ENOENT;
+		setmsg(msg, msglen, "no region %#llx", (unsigned long long)req->handle);
+		return NULL;
+	}
+	size = r->nframes << VCMA_PAGE_SHIFT;
+	if (size > VCMAD_CTL_HASH_MAX) {
+		*err = -EFBIG;
+		setmsg(msg, msglen, "region %#llx is %llu MiB: hash reads at most %llu MiB", (unsigned long long)r->handle,
+		       (unsigned long long)(size >> 20), VCMAD_CTL_HASH_MAX >> 20);
+		return NULL;
+	}
+	buf = malloc(1u << 20);
+	if (!buf) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	for (uint64_t off = 0; off < size; off += 1u << 20) {
+		size_t n = size - off < (1u << 20) ? (size_t)(size - off) : 1u << 20;
+
+		*err = vcmad_region_read(d, r, off, buf, n);
+		if (*err) {
+			free(buf);
+			setmsg(msg, msglen, "region %#llx: its memory cannot be read: %s", (unsigned long long)r->handle,
+			       strerror(-*err));
+			return NULL;
+		}
+		h = fnv1a64(h, buf, n);
+	}
+	free(buf);
+	o = json_object_new_object();
+	if (!o) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	add_hex(o, "handle", r->handle);
+	add_u64(o, "guest", r->guest);
+	add_u64(o, "size_bytes", size);
+	add_hex(o, "fnv1a64", h);
+	return o;
+}
+
 /* ---- compact, drain ---- */
 
 static struct json_object *vacate_json(struct vcmad *d, const struct vcmad_vacate_result *res)
@@ -817,6 +889,7 @@ struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, struct vcmad_ctl_clien
 	case VCMAD_CTL_COMPACT:
 	case VCMAD_CTL_DRAIN: res = cmd_vacate(ctl, req, err, msg, msglen); break;
 	case VCMAD_CTL_STATS: res = cmd_stats(ctl); break;
+	case VCMAD_CTL_HASH: res = cmd_hash(ctl->d, req, err, msg, msglen); break;
 	default:
 		*err = -EINVAL;
 		setmsg(msg, msglen, "unknown command");

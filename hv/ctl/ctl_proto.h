@@ -34,6 +34,7 @@ struct json_object;
 #define VCMAD_CTL_MAP_WIDTH_MAX 1024u
 #define VCMAD_CTL_ALLOC_MAX (1ull << 48)
 #define VCMAD_CTL_ALIGN_ORDER_MAX 18u /* 1 GiB, as the core accepts */
+#define VCMAD_CTL_HASH_MAX (64ull << 20) /* bytes hash reads in one request: the loop waits */
 
 /* The pseudo-guest that owns vcmactl's test allocations. Real guests start at 1. */
 #define VCMAD_CTL_ADMIN_GUEST 0u
@@ -61,6 +62,7 @@ enum vcmad_ctl_cmd {
 	VCMAD_CTL_COMPACT,
 	VCMAD_CTL_DRAIN,
 	VCMAD_CTL_STATS,
+	VCMAD_CTL_HASH,
 	VCMAD_CTL_NCMDS
 };
 
@@ -74,7 +76,7 @@ struct vcmad_ctl_req {
 	char guest_name[VCMAD_CTL_NAME_MAX];
 	uint64_t bytes;                     /* alloc */
 	uint32_t align_order;               /* alloc: explicit alignment, 0 = natural */
-	uint64_t handle;                    /* free */
+	uint64_t handle;                    /* free, hash */
 	uint32_t width;                     /* pool: map characters */
 };
 

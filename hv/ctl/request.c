@@ -45,6 +45,7 @@ static const struct {
 	[VCMAD_CTL_COMPACT] = { "compact", ARG_POOL, 0 },
 	[VCMAD_CTL_DRAIN] = { "drain", ARG_GUEST, ARG_GUEST },
 	[VCMAD_CTL_STATS] = { "stats", 0, 0 },
+	[VCMAD_CTL_HASH] = { "hash", ARG_HANDLE, ARG_HANDLE },
 };
 
 const char *vcmad_ctl_cmd_name(enum vcmad_ctl_cmd cmd)

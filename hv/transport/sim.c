@@ -139,18 +139,6 @@ static bool name_ok(const char *s, bool allow_empty)
 	return true;
 }
 
-static uint32_t next_guest_id(struct vcmad *d)
-{
-	for (uint32_t tries = 0; tries < VCMA_GUEST_MAX; tries++) {
-		uint32_t id = d->next_id;
-
-		d->next_id = d->next_id >= VCMA_GUEST_MAX ? 1 : d->next_id + 1;
-		if (!vcmad_guest_find(d, id))
-			return id;
-	}
-	return 0;
-}
-
 static int send_p2m(struct vcmad_guest *g, const struct vcma_sim_run *runs, uint32_t nruns)
 {
 	struct vcma_sim_p2m *m = calloc(1, sizeof(*m));
@@ -193,10 +181,7 @@ static struct vcmad_guest *guest_new(struct vcmad *d, int fd, const struct vcma_
 	g->d = d;
 	g->sock = -1;
 	g->kick_fd = g->irq_fd = g->shm_fd = -1;
-	for (slot = 0; slot < d->conf.max_guests && d->guest[slot]; slot++)
-		;
-	g->id = next_guest_id(d);
-	if (slot == d->conf.max_guests || !g->id) {
+	if (vcmad_guest_slot(d, &slot, &g->id)) {
 		*status = VCMA_ST_LIMIT;
 		free(g);
 		return NULL;

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""vcmad as QEMU's ivshmem server, driven by a client that does what QEMU's
+ivshmem-doorbell device and a guest driver do (no QEMU needed; tests/qemu boots the
+real thing): the handshake QEMU expects, BAR2's layout, requests over the ring with
+doorbell and irq eventfds, regions in the DMA window checked through vcmactl hash,
+memory punched on free, one connection per guest, detach on disconnect, and a
+hostile guest cut off while another is served.
+
+usage: test_ivshmem.py VCMAD VCMACTL
+"""
+import json
+import mmap
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from vcmatest import Vcmad, check, fail
+
+VCMAD, VCMACTL = sys.argv[1], sys.argv[2]
+MiB = 1 << 20
+
+CONFIG = """
+[daemon]
+max_guests = 8
+[machine]
+memory = 512M
+[pool main]
+size = 64M
+[pool camera]
+size = 16M
+mode = exclusive
+bind = class:camera
+[guest cam0]
+backend = qemu
+class = camera
+[guest evil]
+backend = qemu
+"""
+
+d = Vcmad(VCMAD, CONFIG)
+
+
+def ctl(*args):
+    r = subprocess.run([VCMACTL, "-s", os.path.join(d.rundir, "vcmad-ctl.sock"), "--json", *args],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        fail("vcmactl %s: %s" % (" ".join(args), r.stderr))
+    return json.loads(r.stdout)
+
+
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return h
+
+
+class FakeQemu:
+    """The ivshmem-doorbell device's side of the server protocol, plus a guest
+    driver's use of the ring."""
+
+    def __init__(self, name):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(os.path.join(d.rundir, name + ".ivshmem"))
+        self.s.settimeout(5)
+        self.msgs = []
+        # QEMU reads until the shm message, then the peers' eventfds
+        for _ in range(6):
+            data, fds, _, _ = socket.recv_fds(self.s, 8, 1)
+            if len(data) != 8:
+                fail("%s: short handshake message %r" % (name, data))
+            self.msgs.append((struct.unpack("<q", data)[0], fds[0] if fds else None))
+        self.shm_fd = self.msgs[2][1]
+        self.kick_fd = self.msgs[3][1]
+        self.irq_fd = self.msgs[4][1]
+        self.size = os.fstat(self.shm_fd).st_size
+        self.m = mmap.mmap(self.shm_fd, self.size)
+        (self.magic, _, _, _, self.state, _, _, _, self.guest_id, self.req_off, self.slots, _, _,
+         self.window_off, self.window_size) = struct.unpack_from("<IHHIIQQIIIIIIQQ", self.m, 0)
+        self.n = 0
+
+    def shape(self):
+        return [(v, fd is not None) for v, fd in self.msgs]
+
+    def irq_pending(self, timeout):
+        return bool(select.select([self.irq_fd], [], [], timeout)[0])
+
+    def call(self, op, handle=0, length=0, a0=0, a1=0, name=b""):
+        slot = self.req_off + 64 + (self.n % self.slots) * 64
+        struct.pack_into("<QIIQQQQ16s", self.m, slot, 1000 + self.n, op, 0, handle, length, a0, a1, name)
+        self.n += 1
+        struct.pack_into("<I", self.m, self.req_off, self.n)
+        os.write(self.kick_fd, struct.pack("<Q", 1))  # the doorbell: QEMU writes vcmad's eventfd
+        if not self.irq_pending(5):
+            fail("no irq for request %d" % self.n)
+        os.read(self.irq_fd, 8)
+        if struct.unpack_from("<I", self.m, self.req_off + 8)[0] != self.n:
+            fail("irq without a response")
+        rid, status, _, handle, gpa, bus, length, v0, v1 = struct.unpack_from("<QiIQQQQQQ", self.m, slot)
+        struct.pack_into("<I", self.m, self.req_off + 12, self.n + 1)  # rsp_event: irq me for the next one
+        if rid != 1000 + self.n - 1:
+            fail("response id %d for request %d" % (rid, 1000 + self.n - 1))
+        return status, handle, gpa, bus, length, v0, v1
+
+    def window(self, off, n):
+        return self.m[self.window_off + off:self.window_off + off + n]
+
+    def close(self):
+        self.m.close()
+        for _, fd in self.msgs:
+            if fd is not None:
+                os.close(fd)
+        self.s.close()
+
+
+q = FakeQemu("cam0")
+check(q.shape() == [(0, False), (1, False), (-1, True), (0, True), (1, True), (1, True)],
+      "handshake: version 0, peer id 1, -1 with the memfd, vcmad's doorbell fd (peer 0), two irq fds: %s"
+      % q.shape())
+check(q.size & (q.size - 1) == 0 and q.size >= q.window_off + q.window_size,
+      "BAR2 is a power of two (%d MiB) holding the window" % (q.size >> 20))
+check(q.magic == 0x414d4356 and q.state == 1 and q.window_off == 2 * MiB and q.window_size == 80 * MiB,
+      "control page at BAR2 offset 0: READY, window at 2 MiB spanning both pools (80 MiB)")
+seals = 0
+try:
+    import fcntl
+    seals = fcntl.fcntl(q.shm_fd, 1034)  # F_GET_SEALS
+except OSError:
+    pass
+check(seals & 0x6 == 0x6, "the memfd is sealed against shrinking and growing")
+
+st, *_ = q.call(1, a0=1 << 16, a1=3)
+check(st == 0, "HELLO over the doorbell answered OK with an irq")
+guests = {g["name"]: g for g in ctl("guests")["guests"]}
+check(guests.get("cam0", {}).get("role") == "qemu" and guests["cam0"]["class"] == "camera",
+      "vcmactl guests: cam0 is a qemu guest of class camera")
+
+# a region: contiguous in the window; the guest writes, the host hashes the same bytes
+st, h, gpa, bus, length, _, _ = q.call(2, length=4 * MiB, name=b"camera")
+check(st == 0 and length == 4 * MiB and gpa == bus and bus % (4 * MiB) == 0 and bus + length <= q.window_size,
+      "ALLOC 4 MiB from the camera pool: gpa = bus = window offset %#x" % bus)
+check(q.window(bus, length) == bytes(length), "the region reads as zeros")
+pattern = bytes((i * 7 + (i >> 12)) & 0xff for i in range(length))
+q.m[q.window_off + bus:q.window_off + bus + length] = pattern
+hr = ctl("hash", hex(h))
+check(int(hr["fnv1a64"], 16) == fnv1a64(pattern) and hr["size_bytes"] == length,
+      "vcmactl hash sees the guest's bytes (fnv1a64 %s)" % hr["fnv1a64"])
+
+# a shared-pool region lands at its pool's offset in the window
+st, h2, _, bus2, len2, _, _ = q.call(2, length=2 * MiB, name=b"main")
+regions = {int(r["handle"], 16): r for r in ctl("regions", "--guest", "cam0")["regions"]}
+check(st == 0 and regions[h2]["pool"] == "main" and regions[h]["pool"] == "camera" and 16 * MiB <= bus2 and bus2 + len2 <= 80 * MiB,
+      "ALLOC 2 MiB from the shared pool lands at that pool's place in the window")
+
+# the guest scribbles on a page outside its regions; an ALLOC there gets zeros anyway
+st, *_ = q.call(3, handle=h2)
+check(st == 0, "FREE the shared-pool region")
+check(q.window(bus2, len2) == bytes(len2), "freed memory is punched: zeros")
+q.m[q.window_off + bus2:q.window_off + bus2 + 4096] = b"\xaa" * 4096
+st, h3, _, bus3, len3, _, _ = q.call(2, length=2 * MiB, name=b"main")
+check(st == 0 and bus3 == bus2 and q.window(bus3, len3) == bytes(len3),
+      "a new region over bytes the guest scribbled there reads as zeros")
+
+# one QEMU per guest socket
+s2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s2.connect(os.path.join(d.rundir, "cam0.ivshmem"))
+s2.settimeout(5)
+check(s2.recv(8) == b"", "a second connection to an attached guest's socket is closed at once")
+s2.close()
+
+# a hostile guest: ring index overflow -> DEAD, final irq, connection closed
+e = FakeQemu("evil")
+st, *_ = e.call(1, a0=1 << 16, a1=3)
+struct.pack_into("<I", e.m, e.req_off, e.n + 1000)
+os.write(e.kick_fd, struct.pack("<Q", 1))
+check(e.irq_pending(5), "the hostile guest gets its final irq")
+check(struct.unpack_from("<I", e.m, 12)[0] == 4, "and its control page says DEAD")
+check(e.s.recv(8) == b"", "vcmad closed the hostile guest's connection")
+check("evil" not in {g["name"] for g in ctl("guests")["guests"]}, "the hostile guest is gone from vcmactl guests")
+check("protocol violation: request ring overflow" in d.logtext(), "vcmad logged why it cut the guest off")
+st, h4, *_ = q.call(2, length=1 * MiB)
+check(st == 0, "cam0 is still served after the hostile guest was cut off")
+e.close()
+
+# QEMU goes away: the guest detaches and its regions are freed; a new QEMU attaches
+gid = q.guest_id
+q.close()
+deadline = time.time() + 5
+while time.time() < deadline and ctl("regions")["count"]:
+    time.sleep(0.05)
+check(ctl("regions")["count"] == 0, "QEMU's disconnect detached cam0 and freed its regions")
+q = FakeQemu("cam0")
+check(q.guest_id != gid and q.call(1, a0=1 << 16, a1=3)[0] == 0, "a new QEMU attaches to the same socket")
+st, *_ = q.call(2, length=8 * MiB, name=b"camera")
+check(st == 0, "and allocates")
+q.close()
+
+log = d.stop()
+check(not os.path.exists(os.path.join(d.rundir, "cam0.ivshmem")), "vcmad removed its ivshmem sockets")
+print("PASS")
