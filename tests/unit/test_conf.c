@@ -96,6 +96,42 @@ static void test_validate_and_override(void **unused)
 	assert_int_equal(vcmad_conf_override_pool_size(&c, "noequals", err, sizeof(err)), -EINVAL);
 }
 
+static void test_qemu_guests(void **unused)
+{
+	struct vcmad_conf c;
+
+	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n[guest cam0]\nbackend = qemu\nclass = camera\n"
+				   "hugepages = on\n[guest dsp]\nbackend = qemu\nsocket = /run/x/dsp.sock\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), 0);
+	assert_int_equal(c.nqemu, 2);
+	assert_string_equal(c.qemu[0].name, "cam0");
+	assert_string_equal(c.qemu[0].devclass, "camera");
+	assert_true(c.qemu[0].hugepages);
+	assert_string_equal(c.qemu[0].socket, "");
+	assert_false(c.qemu[1].hugepages);
+	assert_string_equal(c.qemu[1].socket, "/run/x/dsp.sock");
+
+	expect_error("[guest g]\nbackend = xen\n", "t.conf:2: backend: invalid value 'xen' (expected qemu");
+	expect_error("[guest g]\nbackend = qemu\nclass = a b\n", "t.conf:3: class: invalid value 'a b'");
+	expect_error("[guest g]\nsocket = rel\n", "t.conf:2: socket: invalid value 'rel'");
+	expect_error("[guest g]\nhugepages = yes\n", "t.conf:2: hugepages: invalid value 'yes'");
+	expect_error("[guest g]\nram = 1G\n", "t.conf:2: ram: unknown key");
+	expect_error("[guest bad/name]\n", "t.conf:1: guest name 'bad/name'");
+	expect_error("[guest g]\n[guest g]\n", "t.conf:2: guest 'g' defined twice");
+
+	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n[guest g]\nclass = x\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "guest g: no backend"));
+	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n[guest g]\nbackend = qemu\nsocket = /s\n"
+				   "[guest h]\nbackend = qemu\nsocket = /s\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "guests g and h: the same socket /s"));
+	assert_int_equal(parse(&c, "[daemon]\nmax_guests = 1\n[pool a]\nsize = 4M\n[guest g]\nbackend = qemu\n"
+				   "[guest h]\nbackend = qemu\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "2 [guest] sections but max_guests = 1"));
+}
+
 static void test_load_missing_file(void **unused)
 {
 	struct vcmad_conf c;
@@ -121,6 +157,7 @@ int main(void)
 		cmocka_unit_test(test_defaults_and_full_file),
 		cmocka_unit_test(test_errors_name_file_line_key),
 		cmocka_unit_test(test_validate_and_override),
+		cmocka_unit_test(test_qemu_guests),
 		cmocka_unit_test(test_load_missing_file),
 		cmocka_unit_test(test_example_config_is_valid),
 	};
