@@ -39,6 +39,9 @@ backend = qemu
 class = camera
 [guest evil]
 backend = qemu
+[guest huge]
+backend = qemu
+hugepages = on
 """
 
 d = Vcmad(VCMAD, CONFIG)
@@ -143,9 +146,12 @@ check(guests.get("cam0", {}).get("role") == "qemu" and guests["cam0"]["class"] =
 st, h, gpa, bus, length, _, _ = q.call(2, length=4 * MiB, name=b"camera")
 check(st == 0 and length == 4 * MiB and gpa == bus and bus % (4 * MiB) == 0 and bus + length <= q.window_size,
       "ALLOC 4 MiB from the camera pool: gpa = bus = window offset %#x" % bus)
+committed0 = os.fstat(q.shm_fd).st_blocks * 512  # the shared area so far: nothing else is committed
 check(q.window(bus, length) == bytes(length), "the region reads as zeros")
 pattern = bytes((i * 7 + (i >> 12)) & 0xff for i in range(length))
 q.m[q.window_off + bus:q.window_off + bus + length] = pattern
+check(os.fstat(q.shm_fd).st_blocks * 512 - committed0 >= length,
+      "writing the region commits its memory in the memfd (%d KiB)" % (os.fstat(q.shm_fd).st_blocks // 2))
 hr = ctl("hash", hex(h))
 check(int(hr["fnv1a64"], 16) == fnv1a64(pattern) and hr["size_bytes"] == length,
       "vcmactl hash sees the guest's bytes (fnv1a64 %s)" % hr["fnv1a64"])
@@ -157,8 +163,11 @@ check(st == 0 and regions[h2]["pool"] == "main" and regions[h]["pool"] == "camer
       "ALLOC 2 MiB from the shared pool lands at that pool's place in the window")
 
 # the guest scribbles on a page outside its regions; an ALLOC there gets zeros anyway
+q.m[q.window_off + bus2:q.window_off + bus2 + len2] = b"\x55" * len2
+before = os.fstat(q.shm_fd).st_blocks * 512
 st, *_ = q.call(3, handle=h2)
 check(st == 0, "FREE the shared-pool region")
+check(before - os.fstat(q.shm_fd).st_blocks * 512 >= len2, "FREE gives the region's memory back to the host")
 check(q.window(bus2, len2) == bytes(len2), "freed memory is punched: zeros")
 q.m[q.window_off + bus2:q.window_off + bus2 + 4096] = b"\xaa" * 4096
 st, h3, _, bus3, len3, _, _ = q.call(2, length=2 * MiB, name=b"main")
@@ -185,6 +194,44 @@ check("protocol violation: request ring overflow" in d.logtext(), "vcmad logged 
 st, h4, *_ = q.call(2, length=1 * MiB)
 check(st == 0, "cam0 is still served after the hostile guest was cut off")
 e.close()
+
+# hugetlbfs backing: regions in huge pages, committed only while held
+NR = "/proc/sys/vm/nr_hugepages"
+
+
+def huge_free():
+    with open("/proc/meminfo") as f:
+        return int(next(line for line in f if line.startswith("HugePages_Free")).split()[1])
+
+
+try:
+    with open(NR) as f:
+        nr0 = int(f.read())
+    with open(NR, "w") as f:
+        f.write(str(nr0 + 72))  # QEMU's mapping reserves the whole 128 MiB BAR
+    have_huge = huge_free() >= 72
+except OSError:
+    have_huge = False
+if not have_huge:
+    print("skip: hugepages = on: cannot reserve 72 huge pages here (needs root and free memory)")
+else:
+    try:
+        hq = FakeQemu("huge")
+        st, *_ = hq.call(1, a0=1 << 16, a1=3)
+        free0 = huge_free()
+        st, hh, _, hbus, hlen, _, _ = hq.call(2, length=2 * MiB, name=b"main")
+        hq.m[hq.window_off + hbus:hq.window_off + hbus + hlen] = b"\x77" * hlen
+        hr = ctl("hash", hex(hh))
+        check(st == 0 and int(hr["fnv1a64"], 16) == fnv1a64(b"\x77" * hlen),
+              "hugepages = on: a 2 MiB region in a huge-page memfd, bytes checked by hash")
+        check(huge_free() == free0 - 1, "writing it took one huge page")
+        st, *_ = hq.call(3, handle=hh)
+        check(st == 0 and huge_free() == free0 and hq.window(hbus, hlen) == bytes(hlen),
+              "FREE punched the huge page back: zeros, and the page is free again")
+        hq.close()
+    finally:
+        with open(NR, "w") as f:
+            f.write(str(nr0))
 
 # QEMU goes away: the guest detaches and its regions are freed; a new QEMU attaches
 gid = q.guest_id
