@@ -8,6 +8,8 @@ PKGS=(
 	libjson-c-dev scdoc                           # control socket + vcmactl, man pages
 	libcmocka-dev                                 # unit tests
 	clang libclang-rt-14-dev                      # libFuzzer targets
+	qemu-system-x86 busybox-static                # real guests: QEMU (TCG) and an initramfs
+	linux-image-amd64 linux-headers-amd64         # Debian's guest kernel, and headers for vcma.ko
 )
 
 missing=()
