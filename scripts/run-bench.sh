@@ -16,3 +16,6 @@ echo "== ALLOC+FREE round trip (vcmad, sim backend) =="
 echo
 echo "== ALLOC of free / lent-free / lent-used windows: vacating (vcmad + vcma-simvm, sim backend) =="
 ./build-release/bench/bench-vacate "${quick[@]}"
+echo
+echo "== ALLOC+FREE from a real guest: vcma.ko in Debian's kernel under QEMU (TCG) =="
+python3 bench/bench-qemu.py build-release/hv/vcmad . "${quick[@]}" || [ $? -eq 77 ]

@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vcma_buf.c - regions: allocation at vcmad, refcounting, dma-buf export, and the
+ * in-kernel API of vcma_kapi.h.
+ *
+ * A region is counted by its holders: a /dev/vcma handle, its dma-buf, a kernel
+ * user. The last one to let go sends FREE. The memory is BAR2, which has no struct
+ * page: a device gets it through a one-entry sg_table from dma_map_resource(), and
+ * userspace through remap_pfn_range().
+ */
+#include <linux/dma-buf.h>
+#include <linux/dma-mapping.h>
+#include <linux/iosys-map.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+
+#include "vcma.h"
+#include "vcma_kapi.h"
+
+static DEFINE_MUTEX(primary_lock);
+static struct vcma_dev *primary; /* the device /dev/vcma and the kernel API use */
+
+static void dev_release(struct kref *ref)
+{
+	kfree(container_of(ref, struct vcma_dev, ref));
+}
+
+void vcma_dev_put(struct vcma_dev *dev)
+{
+	kref_put(&dev->ref, dev_release);
+}
+
+struct vcma_dev *vcma_primary_get(void)
+{
+	struct vcma_dev *dev;
+
+	mutex_lock(&primary_lock);
+	dev = primary;
+	if (dev)
+		kref_get(&dev->ref);
+	mutex_unlock(&primary_lock);
+	return dev;
+}
+
+/* First device to probe serves /dev/vcma and the kernel API. */
+bool vcma_primary_claim(struct vcma_dev *dev)
+{
+	bool claimed = false;
+
+	mutex_lock(&primary_lock);
+	if (!primary) {
+		primary = dev;
+		claimed = true;
+	}
+	mutex_unlock(&primary_lock);
+	return claimed;
+}
+
+void vcma_primary_release(struct vcma_dev *dev)
+{
+	mutex_lock(&primary_lock);
+	if (primary == dev)
+		primary = NULL;
+	mutex_unlock(&primary_lock);
+}
+
+static void region_release(struct kref *ref)
+{
+	struct vcma_region *r = container_of(ref, struct vcma_region, ref);
+	struct vcma_dev *dev = r->dev;
+	struct vcma_req q = { .op = VCMA_OP_FREE, .handle = r->handle };
+	struct vcma_rsp rsp;
+
+	mutex_lock(&dev->rlock);
+	list_del(&r->node);
+	if (!r->orphan && !dev->gone && (vcma_call(dev, &q, &rsp) || rsp.status != VCMA_ST_OK))
+		dev_warn(&dev->pdev->dev, "FREE of region %#llx failed\n", r->handle);
+	mutex_unlock(&dev->rlock);
+	vcma_dev_put(dev);
+	kfree(r);
+}
+
+void vcma_region_put(struct vcma_region *r)
+{
+	kref_put(&r->ref, region_release);
+}
+
+/* ALLOC at vcmad; the answer is checked as 5.3 says, and against the window. */
+struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned int align_order, const char *pool)
+{
+	struct vcma_req q = { .op = VCMA_OP_ALLOC, .length = length, .arg0 = align_order };
+	struct vcma_region *r;
+	struct vcma_rsp rsp;
+	int err;
+
+	if (!length || align_order > 18 || (pool && !vcma_pool_name_ok(pool)))
+		return ERR_PTR(-EINVAL);
+	if (pool && pool[0]) {
+		if (!(dev->features & VCMA_F_NAMED_POOL))
+			return ERR_PTR(-EINVAL);
+		strscpy((char *)q.name, pool, sizeof(q.name));
+	}
+	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	if (!r)
+		return ERR_PTR(-ENOMEM);
+	mutex_lock(&dev->rlock);
+	err = dev->gone ? -ENODEV : vcma_call(dev, &q, &rsp);
+	if (!err)
+		err = vcma_status_errno(rsp.status);
+	if (!err && (!rsp.handle || rsp.length % PAGE_SIZE || rsp.length < length || rsp.bus % PAGE_SIZE ||
+		     rsp.bus > dev->ctrl.window_size || rsp.length > dev->ctrl.window_size - rsp.bus)) {
+		struct vcma_req f = { .op = VCMA_OP_FREE, .handle = rsp.handle };
+
+		dev_err(&dev->pdev->dev, "malformed ALLOC answer (handle %#llx, %#llx+%#llx)\n", rsp.handle,
+			rsp.bus, rsp.length);
+		if (rsp.handle)
+			vcma_call(dev, &f, &rsp);
+		err = -EIO;
+	}
+	if (err) {
+		mutex_unlock(&dev->rlock);
+		kfree(r);
+		return ERR_PTR(err);
+	}
+	kref_init(&r->ref);
+	kref_get(&dev->ref);
+	r->dev = dev;
+	r->handle = rsp.handle;
+	r->offset = rsp.bus;
+	r->size = rsp.length;
+	r->phys = dev->shm_phys + dev->ctrl.window_off + rsp.bus;
+	r->vaddr = (u8 *)dev->shm + dev->ctrl.window_off + rsp.bus;
+	list_add(&r->node, &dev->regions);
+	mutex_unlock(&dev->rlock);
+	return r;
+}
+
+/*
+ * The device is going away with regions still held: take the CPU mappings away,
+ * free them at vcmad while the ring still works, and leave husks that fail every use
+ * until their holders let go.
+ */
+void vcma_dev_orphan_regions(struct vcma_dev *dev)
+{
+	struct vcma_region *r;
+	struct vcma_req q = { .op = VCMA_OP_FREE };
+	struct vcma_rsp rsp;
+
+	mutex_lock(&dev->rlock);
+	list_for_each_entry(r, &dev->regions, node) {
+		if (r->dmabuf)
+			unmap_mapping_range(r->dmabuf->file->f_mapping, 0, 0, 1);
+		q.handle = r->handle;
+		if (!vcma_call(dev, &q, &rsp) && rsp.status == VCMA_ST_OK)
+			dev_warn(&dev->pdev->dev, "region %#llx freed while still held\n", r->handle);
+		r->orphan = true;
+		r->vaddr = NULL;
+	}
+	dev->gone = true;
+	mutex_unlock(&dev->rlock);
+}
+
+/* ---- dma-buf ---- */
+
+static struct sg_table *buf_map(struct dma_buf_attachment *at, enum dma_data_direction dir)
+{
+	struct vcma_region *r = at->dmabuf->priv;
+	struct sg_table *sgt;
+	dma_addr_t addr;
+	int err;
+
+	if (READ_ONCE(r->orphan))
+		return ERR_PTR(-ENODEV);
+	sgt = kzalloc(sizeof(*sgt), GFP_KERNEL);
+	if (!sgt)
+		return ERR_PTR(-ENOMEM);
+	err = sg_alloc_table(sgt, 1, GFP_KERNEL);
+	if (err) {
+		kfree(sgt);
+		return ERR_PTR(err);
+	}
+	addr = dma_map_resource(at->dev, r->phys, r->size, dir, 0);
+	if (dma_mapping_error(at->dev, addr)) {
+		sg_free_table(sgt);
+		kfree(sgt);
+		return ERR_PTR(-EIO);
+	}
+	sg_dma_address(sgt->sgl) = addr;
+	sg_dma_len(sgt->sgl) = r->size;
+	return sgt;
+}
+
+static void buf_unmap(struct dma_buf_attachment *at, struct sg_table *sgt, enum dma_data_direction dir)
+{
+	struct vcma_region *r = at->dmabuf->priv;
+
+	dma_unmap_resource(at->dev, sg_dma_address(sgt->sgl), r->size, dir, 0);
+	sg_free_table(sgt);
+	kfree(sgt);
+}
+
+static int buf_mmap(struct dma_buf *buf, struct vm_area_struct *vma)
+{
+	struct vcma_region *r = buf->priv;
+	unsigned long len = vma->vm_end - vma->vm_start;
+
+	if (READ_ONCE(r->orphan))
+		return -ENODEV;
+	if (vma->vm_pgoff > r->size >> PAGE_SHIFT || len > r->size - (vma->vm_pgoff << PAGE_SHIFT))
+		return -EINVAL;
+	vma->vm_flags |= VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP;
+	return remap_pfn_range(vma, vma->vm_start, (r->phys >> PAGE_SHIFT) + vma->vm_pgoff, len, vma->vm_page_prot);
+}
+
+static int buf_vmap(struct dma_buf *buf, struct iosys_map *map)
+{
+	struct vcma_region *r = buf->priv;
+
+	if (READ_ONCE(r->orphan))
+		return -ENODEV;
+	iosys_map_set_vaddr(map, r->vaddr);
+	return 0;
+}
+
+static void buf_release(struct dma_buf *buf)
+{
+	vcma_region_put(buf->priv);
+}
+
+static const struct dma_buf_ops vcma_dmabuf_ops = {
+	.map_dma_buf = buf_map,
+	.unmap_dma_buf = buf_unmap,
+	.mmap = buf_mmap,
+	.vmap = buf_vmap,
+	.release = buf_release,
+};
+
+/* A dma-buf for r; it holds a reference of its own. */
+int vcma_region_export(struct vcma_region *r, struct dma_buf **out)
+{
+	DEFINE_DMA_BUF_EXPORT_INFO(exp);
+	struct dma_buf *buf;
+
+	exp.ops = &vcma_dmabuf_ops;
+	exp.size = r->size;
+	exp.flags = O_RDWR | O_CLOEXEC;
+	exp.priv = r;
+	kref_get(&r->ref);
+	buf = dma_buf_export(&exp);
+	if (IS_ERR(buf)) {
+		kref_put(&r->ref, region_release);
+		return PTR_ERR(buf);
+	}
+	r->dmabuf = buf;
+	*out = buf;
+	return 0;
+}
+
+/* ---- in-kernel API ---- */
+
+struct vcma_region *vcma_region_alloc(size_t size, unsigned int align_order, const char *pool)
+{
+	struct vcma_dev *dev = vcma_primary_get();
+	struct vcma_region *r;
+
+	if (!dev)
+		return ERR_PTR(-ENODEV);
+	r = vcma_region_new(dev, size, align_order, pool);
+	vcma_dev_put(dev);
+	return r;
+}
+EXPORT_SYMBOL_GPL(vcma_region_alloc);
+
+void vcma_region_free(struct vcma_region *r)
+{
+	if (!IS_ERR_OR_NULL(r))
+		vcma_region_put(r);
+}
+EXPORT_SYMBOL_GPL(vcma_region_free);
+
+dma_addr_t vcma_region_dma_addr(const struct vcma_region *r)
+{
+	return r->phys; /* no IOMMU in front of guest devices here: bus = guest-physical */
+}
+EXPORT_SYMBOL_GPL(vcma_region_dma_addr);
+
+void *vcma_region_vaddr(const struct vcma_region *r)
+{
+	return READ_ONCE(r->vaddr);
+}
+EXPORT_SYMBOL_GPL(vcma_region_vaddr);
+
+size_t vcma_region_size(const struct vcma_region *r)
+{
+	return r->size;
+}
+EXPORT_SYMBOL_GPL(vcma_region_size);
+
+u64 vcma_region_handle(const struct vcma_region *r)
+{
+	return r->handle;
+}
+EXPORT_SYMBOL_GPL(vcma_region_handle);

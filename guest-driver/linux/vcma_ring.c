@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vcma_ring.c - the guest side of the vcma ring (PROTOCOL.md 4.2, 4.5, 4.6, 8.3).
+ *
+ * Callers sleep until their answer: a request takes a free in-flight entry and a
+ * ring slot under dev->lock, the interrupt handler takes responses (each slot copied
+ * once, the copy checked) and completes the entry with the matching id. A host that
+ * answers an id not in flight, publishes an impossible index, goes DEAD or changes
+ * generation fails every call from then on; so does one that does not answer within
+ * VCMA_REQ_TIMEOUT.
+ */
+#include <linux/io.h>
+#include <linux/sched.h>
+
+#include "vcma.h"
+#include "vcma_barrier.h"
+#include "vcma_guest_check.h"
+
+#define VCMA_DOORBELL 12 /* BAR0: (peer << 16) | vector; vcmad is peer 0 */
+
+int vcma_status_errno(s32 status)
+{
+	static const int map[] = {
+		[VCMA_ST_OK] = 0,		[VCMA_ST_INVALID] = -EINVAL,
+		[VCMA_ST_USE_NORMAL] = -ERANGE, [VCMA_ST_NO_POOL] = -ENODEV,
+		[VCMA_ST_ACCESS] = -EACCES,	[VCMA_ST_QUOTA] = -EDQUOT,
+		[VCMA_ST_NO_SPACE] = -ENOSPC,	[VCMA_ST_TOO_BIG] = -E2BIG,
+		[VCMA_ST_BUSY] = -EBUSY,	[VCMA_ST_NO_REGION] = -ENOENT,
+		[VCMA_ST_NO_MEMORY] = -ENOMEM,	[VCMA_ST_NOT_READY] = -EIO,
+		[VCMA_ST_VERSION] = -EPROTONOSUPPORT, [VCMA_ST_LIMIT] = -ENOBUFS,
+		[VCMA_ST_SHUTDOWN] = -ESHUTDOWN, [VCMA_ST_INTERNAL] = -EIO,
+	};
+
+	return status >= 0 && status <= VCMA_ST_MAX ? map[status] : -EIO;
+}
+
+/* Called with dev->lock held. */
+static void fail_locked(struct vcma_dev *dev, int err)
+{
+	if (!dev->broken) {
+		dev->broken = err;
+		if (err != -ENODEV)
+			dev_err(&dev->pdev->dev, "host unusable (%d): failing every request\n", err);
+	}
+	wake_up_all(&dev->wq);
+}
+
+void vcma_ring_fail(struct vcma_dev *dev, int err)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&dev->lock, flags);
+	fail_locked(dev, err);
+	spin_unlock_irqrestore(&dev->lock, flags);
+}
+
+/* State and generation, re-read on every wake-up (3). */
+static int state_check_locked(struct vcma_dev *dev)
+{
+	u32 st = smp_load_acquire(&((struct vcma_ctrl *)dev->shm)->state);
+
+	if (READ_ONCE(((struct vcma_ctrl *)dev->shm)->generation) != dev->ctrl.generation)
+		return -ECONNRESET;
+	switch (st) {
+	case VCMA_STATE_READY:
+		return dev->connected ? -ECONNRESET : 0; /* before HELLO's answer, READY is normal */
+	case VCMA_STATE_CONNECTED:
+		return 0;
+	case VCMA_STATE_CLOSING:
+		return -ESHUTDOWN;
+	default:
+		return -ECONNRESET; /* DEAD, a value above it, or back to INIT/READY */
+	}
+}
+
+static struct vcma_inflight *inflight_find(struct vcma_dev *dev, u64 id)
+{
+	for (u32 i = 0; i < dev->ninflight_max; i++)
+		if (dev->inflight[i].used && !dev->inflight[i].done && dev->inflight[i].id == id)
+			return &dev->inflight[i];
+	return NULL;
+}
+
+static void take_events_locked(struct vcma_dev *dev)
+{
+	u32 prod = smp_load_acquire(&dev->eh->evt_prod);
+	struct vcma_evt e;
+
+	if (prod - dev->evt_cons > dev->ctrl.evt_slots) {
+		fail_locked(dev, -EIO);
+		return;
+	}
+	while (dev->evt_cons != prod) {
+		vcma_copy_from_shared(&e, &dev->evs[dev->evt_cons & (dev->ctrl.evt_slots - 1)], sizeof(e));
+		dev->evt_cons++;
+		smp_store_release(&dev->eh->evt_cons, dev->evt_cons);
+		if (e.type == VCMA_EVT_REGION_GONE)
+			dev_warn_ratelimited(&dev->pdev->dev, "vcmad reclaimed region %#llx\n", e.handle);
+		else if (e.type == VCMA_EVT_SHUTDOWN)
+			dev_info(&dev->pdev->dev, "vcmad is shutting down\n");
+	}
+	WRITE_ONCE(dev->eh->evt_event, dev->evt_cons + 1);
+}
+
+static void poll_locked(struct vcma_dev *dev)
+{
+	struct vcma_rsp rsp;
+	int err;
+	u32 rp;
+
+	if (dev->broken)
+		return;
+	for (;;) {
+		rp = smp_load_acquire(&dev->rh->rsp_prod);
+		if (rp - dev->rsp_cons > dev->req_prod_pvt - dev->rsp_cons) {
+			fail_locked(dev, -EIO); /* more answers than requests */
+			return;
+		}
+		while (dev->rsp_cons != rp) {
+			struct vcma_inflight *f;
+
+			vcma_copy_from_shared(&rsp, &dev->slots[dev->rsp_cons & (dev->ctrl.req_slots - 1)], sizeof(rsp));
+			dev->rsp_cons++;
+			f = inflight_find(dev, rsp.id);
+			if (!f) {
+				fail_locked(dev, -EIO); /* an id we never sent, or sent and had answered */
+				return;
+			}
+			f->rsp = rsp;
+			f->done = true;
+		}
+		if (dev->features & VCMA_F_EVENTS)
+			take_events_locked(dev);
+		err = state_check_locked(dev);
+		if (err) {
+			fail_locked(dev, err);
+			return;
+		}
+		WRITE_ONCE(dev->rh->rsp_event, dev->rsp_cons + 1);
+		smp_mb();
+		if (READ_ONCE(dev->rh->rsp_prod) == rp &&
+		    (!(dev->features & VCMA_F_EVENTS) || READ_ONCE(dev->eh->evt_prod) == dev->evt_cons))
+			break;
+	}
+	wake_up_all(&dev->wq);
+}
+
+void vcma_ring_poll(struct vcma_dev *dev)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&dev->lock, flags);
+	if (!dev->gone)
+		poll_locked(dev);
+	spin_unlock_irqrestore(&dev->lock, flags);
+}
+
+/* Publish *q if there is room: 0 with *slot set, -EAGAIN, or the device's error. */
+static int try_submit(struct vcma_dev *dev, struct vcma_req *q, int *slot)
+{
+	unsigned long flags;
+	u32 old;
+	int i, rc = -EAGAIN;
+
+	spin_lock_irqsave(&dev->lock, flags);
+	if (dev->broken) {
+		rc = dev->broken;
+		goto out;
+	}
+	if (dev->req_prod_pvt - dev->rsp_cons >= dev->ctrl.max_outstanding)
+		goto out;
+	for (i = 0; i < dev->ninflight_max && dev->inflight[i].used; i++)
+		;
+	if (i == dev->ninflight_max)
+		goto out;
+	q->id = dev->next_id++;
+	dev->inflight[i] = (struct vcma_inflight){ .id = q->id, .used = true };
+	memcpy(&dev->slots[dev->req_prod_pvt & (dev->ctrl.req_slots - 1)], q, sizeof(*q));
+	old = dev->req_prod_pvt++;
+	smp_store_release(&dev->rh->req_prod, dev->req_prod_pvt);
+	smp_mb();
+	if (vcma_need_notify(old, dev->req_prod_pvt, READ_ONCE(dev->rh->req_event)))
+		writel(0, dev->regs + VCMA_DOORBELL);
+	*slot = i;
+	rc = 0;
+out:
+	spin_unlock_irqrestore(&dev->lock, flags);
+	return rc;
+}
+
+static bool answered(struct vcma_dev *dev, int slot, struct vcma_rsp *rsp, int *err)
+{
+	unsigned long flags;
+	bool done;
+
+	spin_lock_irqsave(&dev->lock, flags);
+	done = dev->inflight[slot].done || dev->broken;
+	if (dev->inflight[slot].done) {
+		*rsp = dev->inflight[slot].rsp;
+		*err = 0;
+	} else {
+		*err = dev->broken;
+	}
+	if (done)
+		dev->inflight[slot].used = false;
+	spin_unlock_irqrestore(&dev->lock, flags);
+	return done;
+}
+
+/*
+ * Send one request and sleep until its answer. Returns 0 with *rsp filled (its
+ * status may still say no), or a negative errno when the host is unusable.
+ */
+int vcma_call(struct vcma_dev *dev, struct vcma_req *q, struct vcma_rsp *rsp)
+{
+	int slot = -1, err = 0;
+	long left;
+
+	left = wait_event_timeout(dev->wq, (err = try_submit(dev, q, &slot)) != -EAGAIN, VCMA_REQ_TIMEOUT);
+	if (!left)
+		err = -ETIMEDOUT;
+	if (err)
+		return err;
+	left = wait_event_timeout(dev->wq, answered(dev, slot, rsp, &err), VCMA_REQ_TIMEOUT);
+	if (!left) {
+		/* a host that keeps a request longer than this is broken: the slot stays
+		 * in flight, and nothing is sent again */
+		vcma_ring_fail(dev, -ETIMEDOUT);
+		return -ETIMEDOUT;
+	}
+	return err;
+}
+
+/* Check the control page, take over the ring, say HELLO (2.5, 3, 5.2). */
+int vcma_ring_attach(struct vcma_dev *dev)
+{
+	struct vcma_ctrl *c = &dev->ctrl;
+	struct vcma_req q = { .op = VCMA_OP_HELLO };
+	struct vcma_rsp rsp;
+	u32 st;
+	int err;
+
+	st = smp_load_acquire(&((struct vcma_ctrl *)dev->shm)->state);
+	vcma_copy_from_shared(c, dev->shm, sizeof(*c));
+	switch (vcma_ctrl_check(c, dev->shm_len)) {
+	case VCMA_CTRL_OK:
+		break;
+	case VCMA_CTRL_MAJOR:
+		dev_err(&dev->pdev->dev, "vcma protocol %u.%u: this driver speaks %u\n", c->major, c->minor,
+			VCMA_PROTO_MAJOR);
+		return -EPROTONOSUPPORT;
+	default:
+		return -ENODEV;
+	}
+	if (!c->window_size || c->window_size % PAGE_SIZE || c->window_off % PAGE_SIZE) {
+		dev_err(&dev->pdev->dev, "no usable DMA window in BAR2\n");
+		return -ENODEV;
+	}
+	if (st != VCMA_STATE_READY && st != VCMA_STATE_CONNECTED) {
+		dev_err(&dev->pdev->dev, "vcmad does not serve this device (state %u)\n", st);
+		return -ENODEV;
+	}
+	dev->rh = vcma_req_ring(dev->shm, c);
+	dev->slots = vcma_req_slots(dev->rh);
+	dev->eh = vcma_evt_ring(dev->shm, c);
+	dev->evs = vcma_evt_slots(dev->eh);
+	dev->ninflight_max = min(c->max_outstanding, VCMA_MAX_INFLIGHT);
+	dev->next_id = 1;
+	/* a fresh area starts at 0; one already CONNECTED (the driver was reloaded)
+	 * continues where it is, and only if nothing is in flight there */
+	dev->req_prod_pvt = READ_ONCE(dev->rh->req_prod);
+	dev->rsp_cons = dev->req_prod_pvt;
+	dev->evt_cons = READ_ONCE(dev->eh->evt_prod);
+	if (READ_ONCE(dev->rh->rsp_prod) != dev->req_prod_pvt)
+		return -EBUSY;
+	if (st == VCMA_STATE_CONNECTED) {
+		dev->features = READ_ONCE(((struct vcma_ctrl *)dev->shm)->guest_features) & VCMA_F_KNOWN;
+		dev->connected = true;
+		dev_info(&dev->pdev->dev, "taking over a connected ring (guest %u)\n", c->guest_id);
+		return 0;
+	}
+	q.arg0 = (u64)VCMA_PROTO_MAJOR << 16 | VCMA_PROTO_MINOR;
+	q.arg1 = VCMA_F_EVENTS | VCMA_F_NAMED_POOL;
+	dev->features = 0;
+	err = vcma_call(dev, &q, &rsp);
+	if (err)
+		return err;
+	err = vcma_status_errno(rsp.status);
+	if (err)
+		return err;
+	dev->features = rsp.val[0] & (VCMA_F_EVENTS | VCMA_F_NAMED_POOL);
+	dev->connected = true;
+	return 0;
+}

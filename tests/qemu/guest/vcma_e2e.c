@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vcma_e2e.c - the guest half of the QEMU end-to-end test and benchmark, a static
+ * program in the initramfs. It talks to the host harness over the serial console:
+ * it prints VCMA-* lines and, where the host must look first, waits for a line
+ * starting with VCMA-OK.
+ *
+ *   vcma-e2e check       1, 2, 4, 8 MiB through dma-bufs, error paths, lifetime
+ *   vcma-e2e alloc MB    one region, checked by the host, freed
+ *   vcma-e2e bench N     ioctl floor, QUERY round trip, ALLOC+FREE: p50/p99
+ *
+ * The pattern: 64-bit words w[i] = splitmix64(seed + i), seed = size ^ golden ratio;
+ * the hash: FNV-1a 64 over the bytes (tests/qemu/guestbuild.py has the same).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vcma_uapi.h"
+
+#define MiB (1ull << 20)
+
+static int vfd;
+
+static void die(const char *what)
+{
+	printf("VCMA-ERROR %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static uint64_t splitmix64(uint64_t x)
+{
+	uint64_t z = x + 0x9e3779b97f4a7c15ull;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+#define FNV0 0xcbf29ce484222325ull
+
+/* The pattern's hash, from the generator alone. */
+static uint64_t pattern_fnv(uint64_t size)
+{
+	uint64_t seed = size ^ 0x9e3779b97f4a7c15ull, h = FNV0;
+
+	for (uint64_t i = 0; i < size / 8; i++) {
+		uint64_t w = splitmix64(seed + i);
+
+		h = fnv(h, (const uint8_t *)&w, 8); /* x86: little-endian */
+	}
+	return h;
+}
+
+static void wait_ok(void)
+{
+	char line[128];
+
+	fflush(stdout);
+	while (fgets(line, sizeof(line), stdin)) {
+		if (!strncmp(line, "VCMA-OK", 7))
+			return;
+		if (!strncmp(line, "VCMA-FAIL", 9))
+			exit(1);
+	}
+	exit(1); /* EOF */
+}
+
+static int alloc(uint64_t len, uint32_t align, const char *pool, struct vcma_ioc_alloc *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->length = len;
+	a->align_order = align;
+	if (pool) /* NUL-padded; a name of 16 or more characters is the driver's to refuse */
+		memcpy(a->pool, pool, strnlen(pool, sizeof(a->pool)));
+	return ioctl(vfd, VCMA_IOC_ALLOC, a) ? -errno : 0;
+}
+
+static int vfree(uint64_t handle)
+{
+	struct vcma_ioc_free f = { .handle = handle };
+
+	return ioctl(vfd, VCMA_IOC_FREE, &f) ? -errno : 0;
+}
+
+/* Allocate, write the pattern, re-map, hash; the host checks the same bytes. */
+static struct vcma_ioc_alloc checked_region(uint64_t size)
+{
+	struct vcma_ioc_alloc a;
+	uint64_t seed = size ^ 0x9e3779b97f4a7c15ull, *w;
+	void *p;
+
+	if (alloc(size, 0, NULL, &a))
+		die("VCMA_IOC_ALLOC");
+	p = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap of the dma-buf");
+	w = p;
+	for (uint64_t i = 0; i < size / 8; i++)
+		w[i] = splitmix64(seed + i);
+	munmap(p, a.size);
+	p = mmap(NULL, a.size, PROT_READ, MAP_SHARED, a.fd, 0);
+	if (p == MAP_FAILED)
+		die("second mmap of the dma-buf");
+	printf("VCMA-CHECK handle=0x%llx size=%llu offset=0x%llx dma=0x%llx fnv=0x%016llx expect=0x%016llx\n",
+	       (unsigned long long)a.handle, (unsigned long long)a.size, (unsigned long long)a.offset,
+	       (unsigned long long)a.dma_addr, (unsigned long long)fnv(FNV0, p, a.size),
+	       (unsigned long long)pattern_fnv(size));
+	munmap(p, a.size);
+	wait_ok();
+	return a;
+}
+
+static void release(struct vcma_ioc_alloc *a)
+{
+	close(a->fd);
+	if (vfree(a->handle))
+		die("VCMA_IOC_FREE");
+	printf("VCMA-FREED handle=0x%llx\n", (unsigned long long)a->handle);
+}
+
+static int check_errors(void)
+{
+	struct vcma_ioc_alloc a;
+	struct vcma_ioc_query q;
+	uint64_t h;
+	int ok = 1, rc;
+
+	ok &= alloc(0, 0, NULL, &a) == -EINVAL;
+	ok &= alloc(MiB, 19, NULL, &a) == -EINVAL;
+	ok &= alloc(MiB, 0, "bad/name", &a) == -EINVAL;
+	ok &= vfree(0x7777) == -ENOENT;
+	ok &= alloc(MiB, 0, "nosuchpool", &a) == -ENODEV;
+	rc = alloc(1ull << 40, 0, NULL, &a);
+	ok &= rc == -E2BIG || rc == -ENOSPC;
+	if (alloc(MiB, 0, NULL, &a))
+		return 0;
+	h = a.handle;
+	close(a.fd);
+	ok &= vfree(h) == 0;
+	memset(&q, 0, sizeof(q));
+	q.handle = h;
+	ok &= ioctl(vfd, VCMA_IOC_QUERY, &q) && errno == ENOENT;
+	ok &= ioctl(vfd, _IO('V', 99)) && errno == ENOTTY;
+	return ok;
+}
+
+static void lifetime(void)
+{
+	struct vcma_ioc_alloc a;
+	void *p;
+
+	if (alloc(MiB, 0, NULL, &a))
+		die("VCMA_IOC_ALLOC");
+	p = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap");
+	if (vfree(a.handle))
+		die("VCMA_IOC_FREE");
+	memset(p, 0x5a, a.size); /* still ours: the dma-buf holds it */
+	printf("VCMA-HELD handle=0x%llx\n", (unsigned long long)a.handle);
+	wait_ok();
+	munmap(p, a.size);
+	close(a.fd);
+	printf("VCMA-RELEASED handle=0x%llx\n", (unsigned long long)a.handle);
+	wait_ok();
+}
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void report(const char *op, double *t, int n)
+{
+	double sum = 0;
+
+	for (int i = 0; i < n; i++)
+		sum += t[i];
+	qsort(t, n, sizeof(*t), cmp_double);
+	printf("VCMA-BENCH op=%s n=%d p50_us=%.1f p99_us=%.1f mean_us=%.1f\n", op, n, t[n / 2],
+	       t[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], sum / n);
+}
+
+static void bench(int n)
+{
+	double *t = calloc(n, sizeof(*t));
+	struct vcma_ioc_query q;
+	struct vcma_ioc_alloc a;
+
+	if (!t)
+		die("calloc");
+	for (int i = 0; i < n; i++) {
+		double t0 = now_us();
+
+		ioctl(vfd, _IO('V', 99)); /* ENOTTY: the syscall alone */
+		t[i] = now_us() - t0;
+	}
+	report("nop", t, n);
+	for (int i = 0; i < n; i++) {
+		double t0 = now_us();
+
+		memset(&q, 0, sizeof(q));
+		if (ioctl(vfd, VCMA_IOC_QUERY, &q))
+			die("VCMA_IOC_QUERY");
+		t[i] = now_us() - t0;
+	}
+	report("query", t, n);
+	for (int i = 0; i < n; i++) {
+		double t0 = now_us();
+
+		if (alloc(MiB, 0, NULL, &a))
+			die("VCMA_IOC_ALLOC");
+		close(a.fd);
+		if (vfree(a.handle))
+			die("VCMA_IOC_FREE");
+		t[i] = now_us() - t0;
+	}
+	report("alloc_free", t, n);
+	free(t);
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	vfd = open(VCMA_DEV_PATH, O_RDWR | O_CLOEXEC);
+	if (vfd < 0)
+		die("open " VCMA_DEV_PATH);
+	if (argc == 2 && !strcmp(argv[1], "check")) {
+		struct vcma_ioc_alloc r[4];
+		struct vcma_ioc_query q = { 0 };
+
+		if (ioctl(vfd, VCMA_IOC_QUERY, &q))
+			die("VCMA_IOC_QUERY");
+		printf("VCMA-POOL id=%u size=%llu free=%llu\n", q.guest_id, (unsigned long long)q.size,
+		       (unsigned long long)q.free_bytes);
+		for (int i = 0; i < 4; i++)
+			r[i] = checked_region(MiB << i);
+		for (int i = 0; i < 4; i++)
+			release(&r[i]);
+		if (check_errors())
+			printf("VCMA-ERRORS ok\n");
+		else
+			printf("VCMA-ERRORS failed\n");
+		lifetime();
+		printf("VCMA-DONE\n");
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "alloc")) {
+		struct vcma_ioc_alloc a = checked_region(strtoull(argv[2], NULL, 0) * MiB);
+
+		release(&a);
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "bench")) {
+		bench(atoi(argv[2]) > 0 ? atoi(argv[2]) : 100);
+		return 0;
+	}
+	fprintf(stderr, "usage: vcma-e2e check | alloc MB | bench N\n");
+	return 2;
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""End to end with a real guest: vcma.ko in Debian's stock kernel under QEMU (TCG),
+two ivshmem-doorbell devices served by vcmad.
+
+In the guest: 1, 2, 4 and 8 MiB regions through dma-bufs (pattern written, re-read
+through a new mapping; the host hashes the same bytes with vcmactl hash), error paths,
+the handle/dma-buf lifetime, the in-kernel API through vcma_kapi_test.ko; then a
+hostile program unbinds the second device and writes garbage to its rings: vcmad cuts
+it off and the first device is still served. Any WARNING, BUG or Oops in the guest's
+dmesg fails the test, as does vcmad not exiting cleanly.
+
+usage: test_qemu_e2e.py VCMAD VCMACTL SOURCE_ROOT
+Exit 77 (skip) only when QEMU, the guest kernel, its headers or busybox cannot be had.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+sys.path.insert(0, HERE)
+
+from vcmatest import Vcmad, check, fail  # noqa: E402
+import guestbuild  # noqa: E402
+
+VCMAD, VCMACTL, ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
+MiB = 1 << 20
+GOOD, EVIL = "0000:00:04.0", "0000:00:05.0"
+
+CONFIG = """
+[daemon]
+max_guests = 8
+[machine]
+memory = 512M
+[pool main]
+size = 64M
+[guest good]
+backend = qemu
+[guest evil]
+backend = qemu
+"""
+
+INIT = r"""#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo VCMA-BOOTED
+insmod /vcma.ko; echo "VCMA-EXIT insmod $?"
+/vcma-e2e check; echo "VCMA-EXIT check $?"
+insmod /vcma_kapi_test.ko; echo "VCMA-EXIT kapi_load $?"
+dmesg | grep 'vcma_kapi_test: handle='
+read answer
+rmmod vcma_kapi_test; echo "VCMA-EXIT kapi_unload $?"
+/vcma-hostile %(evil)s; echo "VCMA-EXIT hostile $?"
+/vcma-e2e alloc 2; echo "VCMA-EXIT alloc $?"
+rmmod vcma; echo "VCMA-EXIT rmmod $?"
+echo VCMA-DMESG-BEGIN
+dmesg
+echo VCMA-DMESG-END
+poweroff -f
+""" % {"evil": EVIL}
+
+parts = guestbuild.prepare(ROOT)  # exits 77 when the parts cannot be had
+d = Vcmad(VCMAD, CONFIG)
+ctlsock = os.path.join(d.rundir, "vcmad-ctl.sock")
+
+
+def ctl(*args):
+    r = subprocess.run([VCMACTL, "-s", ctlsock, "--json", *args], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        fail("vcmactl %s: %s" % (" ".join(args), r.stderr))
+    return json.loads(r.stdout)
+
+
+def regions_of(name):
+    return {int(r["handle"], 16): r for r in ctl("regions")["regions"] if r["guest_name"] == name}
+
+
+vm = guestbuild.boot(parts, INIT, [(os.path.join(d.rundir, "good.ivshmem"), GOOD),
+                                   (os.path.join(d.rundir, "evil.ivshmem"), EVIL)])
+try:
+    vm.expect(r"VCMA-BOOTED", 120)
+    check(vm.expect(r"VCMA-EXIT insmod (\d+)", 60).group(1) == "0", "vcma.ko loads in Debian's stock kernel")
+    guests = {g["name"]: g for g in ctl("guests")["guests"]}
+    check(guests.get("good", {}).get("role") == "qemu" and guests.get("evil", {}).get("role") == "qemu",
+          "both ivshmem devices attached to vcmad as qemu guests")
+
+    m = vm.expect(r"VCMA-POOL id=(\d+) size=(\d+) free=(\d+)", 60)
+    check(int(m.group(1)) == guests["good"]["id"] and int(m.group(2)) == 64 * MiB,
+          "QUERY from guest userspace: vcmad's id for this guest, pool of 64 MiB")
+
+    sizes = []
+    while len(sizes) < 4:
+        m = vm.expect(r"VCMA-CHECK handle=(0x[0-9a-f]+) size=(\d+) offset=(0x[0-9a-f]+) dma=(0x[0-9a-f]+) "
+                      r"fnv=(0x[0-9a-f]+) expect=(0x[0-9a-f]+)", 120)
+        h, size, off, dma, fnv, expect = (int(m.group(i), 16) if i != 2 else int(m.group(i)) for i in range(1, 7))
+        regs = regions_of("good")
+        host = int(ctl("hash", hex(h))["fnv1a64"], 16)
+        ok = (fnv == expect and host == fnv and h in regs and regs[h]["size_bytes"] == size
+              and off % min(size, MiB) == 0 and dma % 4096 == 0)
+        vm.send_line("VCMA-OK" if ok else "VCMA-FAIL")
+        check(ok, "%d MiB region %#x at window offset %#x: the guest's bytes re-read through a new dma-buf "
+              "mapping, and vcmactl hash on the host, match the pattern (%#018x)" % (size // MiB, h, off, fnv))
+        sizes.append(size)
+    check(sizes == [1 * MiB, 2 * MiB, 4 * MiB, 8 * MiB], "allocated 1, 2, 4 and 8 MiB")
+    for _ in range(4):
+        vm.expect(r"VCMA-FREED handle=", 60)
+    check(not regions_of("good"), "closing the dma-bufs and VCMA_IOC_FREE returned every region to vcmad")
+    vm.expect(r"VCMA-ERRORS ok", 60)
+    check(True, "error paths: EINVAL, ENOENT, ENODEV, E2BIG/ENOSPC as PROTOCOL.md 5.6 says")
+
+    m = vm.expect(r"VCMA-HELD handle=(0x[0-9a-f]+)", 60)
+    held = int(m.group(1), 16)
+    ok = held in regions_of("good")
+    vm.send_line("VCMA-OK" if ok else "VCMA-FAIL")
+    check(ok, "after VCMA_IOC_FREE the region lives on while its dma-buf is mapped")
+    vm.expect(r"VCMA-RELEASED handle=", 60)
+    deadline = time.time() + 5
+    while held in regions_of("good") and time.time() < deadline:
+        time.sleep(0.05)
+    ok = held not in regions_of("good")
+    vm.send_line("VCMA-OK" if ok else "VCMA-FAIL")
+    check(ok, "unmapping and closing the dma-buf freed it at vcmad")
+    vm.expect(r"VCMA-DONE", 60)
+    check(vm.expect(r"VCMA-EXIT check (\d+)", 60).group(1) == "0", "vcma-e2e check exited 0")
+
+    # the in-kernel API, as another guest driver would use it
+    check(vm.expect(r"VCMA-EXIT kapi_load (\d+)", 60).group(1) == "0", "vcma_kapi_test.ko loads")
+    m = vm.expect(r"vcma_kapi_test: handle=(0x[0-9a-f]+) size=(\d+) dma=(0x[0-9a-f]+) fnv=(0x[0-9a-f]+)", 30)
+    h, fnv = int(m.group(1), 16), int(m.group(4), 16)
+    host = int(ctl("hash", hex(h))["fnv1a64"], 16)
+    check(int(m.group(2)) == MiB and host == fnv and guestbuild.pattern_fnv(MiB) == fnv,
+          "vcma_region_alloc: a kernel driver's 1 MiB region holds its pattern, as vcmad sees it")
+    vm.send_line("go")
+    check(vm.expect(r"VCMA-EXIT kapi_unload (\d+)", 60).group(1) == "0" and h not in regions_of("good"),
+          "unloading it freed the region through vcma_region_free")
+
+    # a hostile program in the guest, on the second device's BAR
+    m = vm.expect(r"HOSTILE-STATE (\d+)", 90)
+    check(m.group(1) == "4", "the hostile program sees its control page go DEAD")
+    check(vm.expect(r"VCMA-EXIT hostile (\d+)", 30).group(1) == "0", "vcma-hostile exited 0")
+    check("guest" in d.logtext() and re.search(r"guest \d+ \(evil\): protocol violation", d.logtext()),
+          "vcmad logged the violation and cut the hostile device off")
+    check("evil" not in {g["name"] for g in ctl("guests")["guests"]}, "the hostile device is gone from vcmactl guests")
+    m = vm.expect(r"VCMA-CHECK handle=(0x[0-9a-f]+) size=(\d+) offset=(0x[0-9a-f]+) dma=(0x[0-9a-f]+) "
+                  r"fnv=(0x[0-9a-f]+) expect=(0x[0-9a-f]+)", 60)
+    h, fnv = int(m.group(1), 16), int(m.group(5), 16)
+    ok = int(ctl("hash", hex(h))["fnv1a64"], 16) == fnv == int(m.group(6), 16)
+    vm.send_line("VCMA-OK" if ok else "VCMA-FAIL")
+    check(ok, "the good device is still served after that: 2 MiB allocated and checked")
+    check(vm.expect(r"VCMA-EXIT alloc (\d+)", 60).group(1) == "0", "vcma-e2e alloc exited 0")
+    check(vm.expect(r"VCMA-EXIT rmmod (\d+)", 60).group(1) == "0", "rmmod vcma: clean unload")
+
+    dmesg = vm.dmesg(60)
+    bad = guestbuild.dmesg_problems(dmesg)
+    check(dmesg and not bad, "no WARNING, BUG or Oops in the guest's dmesg (%d lines)%s"
+          % (len(dmesg), "".join("\n  " + line for line in bad)))
+    vm.wait_exit(60)
+finally:
+    vm.kill()
+
+check(not regions_of("good"), "no region left at vcmad")
+d.stop()
+print("PASS")
