@@ -208,6 +208,8 @@ static int buf_mmap(struct dma_buf *buf, struct vm_area_struct *vma)
 
 	if (READ_ONCE(r->orphan))
 		return -ENODEV;
+	if (!(vma->vm_flags & VM_SHARED))
+		return -EINVAL; /* device memory: no private copies */
 	if (vma->vm_pgoff > r->size >> PAGE_SHIFT || len > r->size - (vma->vm_pgoff << PAGE_SHIFT))
 		return -EINVAL;
 	vma->vm_flags |= VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP;

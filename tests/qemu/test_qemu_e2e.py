@@ -56,12 +56,13 @@ read answer
 rmmod vcma_kapi_test; echo "VCMA-EXIT kapi_unload $?"
 /vcma-hostile %(evil)s; echo "VCMA-EXIT hostile $?"
 /vcma-e2e alloc 2; echo "VCMA-EXIT alloc $?"
+/vcma-e2e unbind %(good)s; echo "VCMA-EXIT unbind $?"
 rmmod vcma; echo "VCMA-EXIT rmmod $?"
 echo VCMA-DMESG-BEGIN
 dmesg
 echo VCMA-DMESG-END
 poweroff -f
-""" % {"evil": EVIL}
+""" % {"evil": EVIL, "good": GOOD}
 
 parts = guestbuild.prepare(ROOT)  # exits 77 when the parts cannot be had
 d = Vcmad(VCMAD, CONFIG)
@@ -108,7 +109,9 @@ try:
     check(sizes == [1 * MiB, 2 * MiB, 4 * MiB, 8 * MiB], "allocated 1, 2, 4 and 8 MiB")
     for _ in range(4):
         vm.expect(r"VCMA-FREED handle=", 60)
-    check(not regions_of("good"), "closing the dma-bufs and VCMA_IOC_FREE returned every region to vcmad")
+    left = regions_of("good")
+    vm.send_line("VCMA-OK" if not left else "VCMA-FAIL")
+    check(not left, "closing the dma-bufs and VCMA_IOC_FREE returned every region to vcmad %s" % (list(left) or ""))
     vm.expect(r"VCMA-ERRORS ok", 60)
     check(True, "error paths: EINVAL, ENOENT, ENODEV, E2BIG/ENOSPC as PROTOCOL.md 5.6 says")
 
@@ -152,6 +155,27 @@ try:
     vm.send_line("VCMA-OK" if ok else "VCMA-FAIL")
     check(ok, "the good device is still served after that: 2 MiB allocated and checked")
     check(vm.expect(r"VCMA-EXIT alloc (\d+)", 60).group(1) == "0", "vcma-e2e alloc exited 0")
+
+    # the device goes away under an open, mapped region, and comes back
+    m = vm.expect(r"VCMA-OPEN handle=(0x[0-9a-f]+)", 60)
+    h = int(m.group(1), 16)
+    ok = h in regions_of("good")
+    vm.send_line("VCMA-OK" if ok else "VCMA-FAIL")
+    check(ok, "a region open and mapped in guest userspace")
+    m = vm.expect(r"VCMA-UNBOUND signal=(\d+) remap_errno=(\d+) alloc_errno=(\d+)", 60)
+    ok = h not in regions_of("good")
+    vm.send_line("VCMA-OK" if ok else "VCMA-FAIL")
+    check(m.group(1) == "7" and m.group(2) == "19" and m.group(3) == "19" and ok,
+          "unbinding the device revoked the mapping (SIGBUS), the dma-buf and the open file fail with "
+          "ENODEV, and vcmad has the region back")
+    m = vm.expect(r"VCMA-CHECK handle=(0x[0-9a-f]+) size=(\d+) offset=(0x[0-9a-f]+) dma=(0x[0-9a-f]+) "
+                  r"fnv=(0x[0-9a-f]+) expect=(0x[0-9a-f]+)", 60)
+    h, fnv = int(m.group(1), 16), int(m.group(5), 16)
+    ok = int(ctl("hash", hex(h))["fnv1a64"], 16) == fnv == int(m.group(6), 16)
+    vm.send_line("VCMA-OK" if ok else "VCMA-FAIL")
+    vm.expect(r"VCMA-REBOUND ok", 60)
+    check(ok and vm.expect(r"VCMA-EXIT unbind (\d+)", 60).group(1) == "0",
+          "rebinding takes over the connected ring: a 2 MiB region allocated and checked")
     check(vm.expect(r"VCMA-EXIT rmmod (\d+)", 60).group(1) == "0", "rmmod vcma: clean unload")
 
     dmesg = vm.dmesg(60)

@@ -7,12 +7,15 @@
  *
  *   vcma-e2e check       1, 2, 4, 8 MiB through dma-bufs, error paths, lifetime
  *   vcma-e2e alloc MB    one region, checked by the host, freed
+ *   vcma-e2e unbind PCI  unbind the device under an open, mapped region; rebind
  *   vcma-e2e bench N     ioctl floor, QUERY round trip, ALLOC+FREE: p50/p99
  *
  * The pattern: 64-bit words w[i] = splitmix64(seed + i), seed = size ^ golden ratio;
  * the hash: FNV-1a 64 over the bytes (tests/qemu/guestbuild.py has the same).
  */
 #include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -180,6 +183,64 @@ static void lifetime(void)
 	wait_ok();
 }
 
+static sigjmp_buf fault_jmp;
+
+static void on_sigbus(int sig)
+{
+	siglongjmp(fault_jmp, sig);
+}
+
+static void sysfs_write(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY);
+
+	if (fd < 0 || write(fd, val, strlen(val)) < 0)
+		die(path);
+	close(fd);
+}
+
+/* The device goes away while a region is open and mapped: the mapping is revoked
+ * (SIGBUS), the dma-buf is a husk, vcmad has the region back; a rebind takes over
+ * the ring and serves again. */
+static void unbind_test(const char *addr)
+{
+	struct vcma_ioc_alloc a, b;
+	volatile uint8_t *p;
+	int faulted, remap_err, alloc_err;
+
+	if (alloc(MiB, 0, NULL, &a))
+		die("VCMA_IOC_ALLOC");
+	p = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap");
+	memset((void *)p, 0x33, a.size);
+	printf("VCMA-OPEN handle=0x%llx\n", (unsigned long long)a.handle);
+	wait_ok();
+	sysfs_write("/sys/bus/pci/drivers/vcma/unbind", addr);
+	signal(SIGBUS, on_sigbus);
+	signal(SIGSEGV, on_sigbus);
+	faulted = sigsetjmp(fault_jmp, 1);
+	if (!faulted)
+		(void)p[4096];
+	signal(SIGBUS, SIG_DFL);
+	signal(SIGSEGV, SIG_DFL);
+	remap_err = mmap(NULL, a.size, PROT_READ, MAP_SHARED, a.fd, 0) == MAP_FAILED ? errno : 0;
+	alloc_err = -alloc(MiB, 0, NULL, &b);
+	munmap((void *)p, a.size);
+	close(a.fd);
+	vfree(a.handle);
+	close(vfd);
+	printf("VCMA-UNBOUND signal=%d remap_errno=%d alloc_errno=%d\n", faulted, remap_err, alloc_err);
+	wait_ok();
+	sysfs_write("/sys/bus/pci/drivers/vcma/bind", addr);
+	vfd = open(VCMA_DEV_PATH, O_RDWR | O_CLOEXEC);
+	if (vfd < 0)
+		die("open " VCMA_DEV_PATH " after rebind");
+	b = checked_region(2 * MiB);
+	release(&b);
+	printf("VCMA-REBOUND ok\n");
+}
+
 static double now_us(void)
 {
 	struct timespec ts;
@@ -262,6 +323,7 @@ int main(int argc, char **argv)
 			r[i] = checked_region(MiB << i);
 		for (int i = 0; i < 4; i++)
 			release(&r[i]);
+		wait_ok(); /* the host looks at its regions before the next ones come */
 		if (check_errors())
 			printf("VCMA-ERRORS ok\n");
 		else
@@ -276,10 +338,14 @@ int main(int argc, char **argv)
 		release(&a);
 		return 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "unbind")) {
+		unbind_test(argv[2]);
+		return 0;
+	}
 	if (argc == 3 && !strcmp(argv[1], "bench")) {
 		bench(atoi(argv[2]) > 0 ? atoi(argv[2]) : 100);
 		return 0;
 	}
-	fprintf(stderr, "usage: vcma-e2e check | alloc MB | bench N\n");
+	fprintf(stderr, "usage: vcma-e2e check | alloc MB | unbind PCI_ADDR | bench N\n");
 	return 2;
 }
