@@ -161,6 +161,7 @@ r = subprocess.run([VCMACTL], capture_output=True, text=True)
 check(r.returncode == 2 and "Usage" in r.stderr, "no command: usage on stderr, exit 2")
 USAGE_ERRORS = (["bogus"], ["pools", "extra"], ["pool", "show"], ["pool", "list", "main"], ["alloc"],
                 ["alloc", "2Q"], ["alloc", "--align", "3M", "2M"], ["free", "nothex"], ["free"], ["drain"],
+                ["hash"], ["hash", "0"], ["hash", "1", "2"],
                 ["stats", "--prometheus", "--json"], ["watch", "--count", "0"], ["watch", "--interval", "x"],
                 ["pool", "show", "main", "--width", "5000"], ["status", "--nope"], ["--nope", "status"])
 for args in USAGE_ERRORS:
@@ -171,7 +172,8 @@ check(r.returncode == 1 and "cannot connect" in r.stderr, "an unreachable socket
 r = subprocess.run([VCMACTL, "status"], capture_output=True, text=True,
                    env=dict(os.environ, VCMA_CTL_SOCKET=CTL))
 check(r.returncode == 0 and "vcmad" in r.stdout, "$VCMA_CTL_SOCKET selects the socket")
-for c in ("status", "pools", "pool", "guests", "regions", "alloc", "free", "compact", "drain", "stats", "watch"):
+for c in ("status", "pools", "pool", "guests", "regions", "alloc", "free", "compact", "drain", "hash", "stats",
+          "watch"):
     r = subprocess.run([VCMACTL, c, "--help"], capture_output=True, text=True)
     if r.returncode != 0 or ("vcmactl [OPTION]... " + c) not in r.stdout:
         fail("vcmactl %s --help: exit %d, %r" % (c, r.returncode, r.stdout[:200]))
@@ -338,6 +340,15 @@ out = ok("alloc", "--align", "4M", "1M")
 m = re.search(r"allocated 1 MiB in pool main: handle (0x[0-9a-f]+) at bus address (0x[0-9a-f]+)", out)
 check(m and int(m.group(2), 16) % (4 * MiB) == 0, "alloc --align 4M: the text names handle and a 4 MiB aligned address")
 h2 = m.group(1)
+hs = js("hash", a["handle"])
+zeros = 0xcbf29ce484222325
+for _ in range(2 * MiB):
+    zeros = (zeros * 0x100000001b3) & 0xffffffffffffffff  # FNV-1a of a zero byte: xor is a no-op
+check(hs["handle"] == a["handle"] and hs["guest"] == 0 and hs["size_bytes"] == 2 * MiB
+      and int(hs["fnv1a64"], 16) == zeros, "hash --json: FNV-1a of the zeroed 2 MiB region")
+check(re.search(r"region %s \(guest 0, 2 MiB\): fnv1a64 0x[0-9a-f]+" % a["handle"], ok("hash", a["handle"])),
+      "hash: the text names region, owner, size and hash")
+check("ENOENT" in failed(1, "hash", "0x7777"), "hash of an unknown handle: ENOENT, exit 1")
 check("freed region " + h2 in ok("free", h2), "free: the text confirms")
 f = js("free", a["handle"])
 check(f["handle"] == a["handle"], "free --json: the handle")

@@ -34,6 +34,10 @@ size = 64M
 size = 16M
 mode = exclusive
 bind = class:camera
+[pool big]
+size = 96M
+mode = exclusive
+bind = guest:cam0
 [guest cam0]
 backend = qemu
 class = camera
@@ -126,8 +130,8 @@ check(q.shape() == [(0, False), (1, False), (-1, True), (0, True), (1, True), (1
       % q.shape())
 check(q.size & (q.size - 1) == 0 and q.size >= q.window_off + q.window_size,
       "BAR2 is a power of two (%d MiB) holding the window" % (q.size >> 20))
-check(q.magic == 0x414d4356 and q.state == 1 and q.window_off == 2 * MiB and q.window_size == 80 * MiB,
-      "control page at BAR2 offset 0: READY, window at 2 MiB spanning both pools (80 MiB)")
+check(q.magic == 0x414d4356 and q.state == 1 and q.window_off == 2 * MiB and q.window_size == 176 * MiB,
+      "control page at BAR2 offset 0: READY, window at 2 MiB spanning the pools (176 MiB)")
 seals = 0
 try:
     import fcntl
@@ -156,10 +160,17 @@ hr = ctl("hash", hex(h))
 check(int(hr["fnv1a64"], 16) == fnv1a64(pattern) and hr["size_bytes"] == length,
       "vcmactl hash sees the guest's bytes (fnv1a64 %s)" % hr["fnv1a64"])
 
+# hash reads at most 64 MiB while vcmad's loop waits
+st, hb, *_ = q.call(2, length=72 * MiB, name=b"big")
+r = subprocess.run([VCMACTL, "-s", os.path.join(d.rundir, "vcmad-ctl.sock"), "hash", hex(hb)],
+                   capture_output=True, text=True)
+check(st == 0 and r.returncode == 1 and "(EFBIG)" in r.stderr, "vcmactl hash of a 72 MiB region: EFBIG, exit 1")
+check(q.call(3, handle=hb)[0] == 0, "FREE it")
+
 # a shared-pool region lands at its pool's offset in the window
 st, h2, _, bus2, len2, _, _ = q.call(2, length=2 * MiB, name=b"main")
 regions = {int(r["handle"], 16): r for r in ctl("regions", "--guest", "cam0")["regions"]}
-check(st == 0 and regions[h2]["pool"] == "main" and regions[h]["pool"] == "camera" and 16 * MiB <= bus2 and bus2 + len2 <= 80 * MiB,
+check(st == 0 and regions[h2]["pool"] == "main" and regions[h]["pool"] == "camera" and bus2 + len2 <= 176 * MiB,
       "ALLOC 2 MiB from the shared pool lands at that pool's place in the window")
 
 # the guest scribbles on a page outside its regions; an ALLOC there gets zeros anyway
@@ -204,16 +215,17 @@ def huge_free():
         return int(next(line for line in f if line.startswith("HugePages_Free")).split()[1])
 
 
+need = q.size // (2 * MiB)  # QEMU's mapping reserves huge pages for the whole BAR
 try:
     with open(NR) as f:
         nr0 = int(f.read())
     with open(NR, "w") as f:
-        f.write(str(nr0 + 72))  # QEMU's mapping reserves the whole 128 MiB BAR
-    have_huge = huge_free() >= 72
+        f.write(str(nr0 + need))
+    have_huge = huge_free() >= need
 except OSError:
     have_huge = False
 if not have_huge:
-    print("skip: hugepages = on: cannot reserve 72 huge pages here (needs root and free memory)")
+    print("skip: hugepages = on: cannot reserve %d huge pages here (needs root and free memory)" % need)
 else:
     try:
         hq = FakeQemu("huge")
