@@ -15,6 +15,7 @@
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
+#include <linux/rwsem.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
 
@@ -50,7 +51,8 @@ struct vcma_dev {
 	struct vcma_inflight inflight[VCMA_MAX_INFLIGHT];
 	wait_queue_head_t wq;
 
-	struct mutex rlock;        /* regions list, gone */
+	struct rw_semaphore sem;   /* read: a call to vcmad; write: the device goes away */
+	struct mutex rlock;        /* the regions list */
 	struct list_head regions;
 	bool gone;                 /* removed: regions are husks */
 	u64 features;

@@ -73,10 +73,12 @@ static void region_release(struct kref *ref)
 	struct vcma_req q = { .op = VCMA_OP_FREE, .handle = r->handle };
 	struct vcma_rsp rsp;
 
-	mutex_lock(&dev->rlock);
-	list_del(&r->node);
+	down_read(&dev->sem);
 	if (!r->orphan && !dev->gone && (vcma_call(dev, &q, &rsp) || rsp.status != VCMA_ST_OK))
 		dev_warn(&dev->pdev->dev, "FREE of region %#llx failed\n", r->handle);
+	up_read(&dev->sem);
+	mutex_lock(&dev->rlock);
+	list_del(&r->node);
 	mutex_unlock(&dev->rlock);
 	vcma_dev_put(dev);
 	kfree(r);
@@ -95,17 +97,17 @@ struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned i
 	struct vcma_rsp rsp;
 	int err;
 
-	if (!length || align_order > 18 || (pool && !vcma_pool_name_ok(pool)))
+	if (!length || align_order > 18)
 		return ERR_PTR(-EINVAL);
-	if (pool && pool[0]) {
-		if (!(dev->features & VCMA_F_NAMED_POOL))
-			return ERR_PTR(-EINVAL);
-		strscpy((char *)q.name, pool, sizeof(q.name));
-	}
+	/* a C string from a kernel caller, NUL-padded here as the wire wants it */
+	if (pool && (strscpy((char *)q.name, pool, sizeof(q.name)) < 0 || !vcma_pool_name_ok((char *)q.name)))
+		return ERR_PTR(-EINVAL);
+	if (q.name[0] && !(dev->features & VCMA_F_NAMED_POOL))
+		return ERR_PTR(-EINVAL);
 	r = kzalloc(sizeof(*r), GFP_KERNEL);
 	if (!r)
 		return ERR_PTR(-ENOMEM);
-	mutex_lock(&dev->rlock);
+	down_read(&dev->sem);
 	err = dev->gone ? -ENODEV : vcma_call(dev, &q, &rsp);
 	if (!err)
 		err = vcma_status_errno(rsp.status);
@@ -120,7 +122,7 @@ struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned i
 		err = -EIO;
 	}
 	if (err) {
-		mutex_unlock(&dev->rlock);
+		up_read(&dev->sem);
 		kfree(r);
 		return ERR_PTR(err);
 	}
@@ -132,8 +134,10 @@ struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned i
 	r->size = rsp.length;
 	r->phys = dev->shm_phys + dev->ctrl.window_off + rsp.bus;
 	r->vaddr = (u8 *)dev->shm + dev->ctrl.window_off + rsp.bus;
+	mutex_lock(&dev->rlock);
 	list_add(&r->node, &dev->regions);
 	mutex_unlock(&dev->rlock);
+	up_read(&dev->sem);
 	return r;
 }
 
@@ -148,6 +152,7 @@ void vcma_dev_orphan_regions(struct vcma_dev *dev)
 	struct vcma_req q = { .op = VCMA_OP_FREE };
 	struct vcma_rsp rsp;
 
+	down_write(&dev->sem); /* no call to vcmad is under way, and none starts */
 	mutex_lock(&dev->rlock);
 	list_for_each_entry(r, &dev->regions, node) {
 		if (r->dmabuf)
@@ -160,6 +165,7 @@ void vcma_dev_orphan_regions(struct vcma_dev *dev)
 	}
 	dev->gone = true;
 	mutex_unlock(&dev->rlock);
+	up_write(&dev->sem);
 }
 
 /* ---- dma-buf ---- */

@@ -156,9 +156,9 @@ static long ioc_query(struct vcma_file *vf, void __user *uarg)
 		if (a.pool[0] && !(dev->features & VCMA_F_NAMED_POOL))
 			return -EINVAL;
 		memcpy(q.name, a.pool, sizeof(q.name));
-		mutex_lock(&dev->rlock);
+		down_read(&dev->sem);
 		err = dev->gone ? -ENODEV : vcma_call(dev, &q, &rsp);
-		mutex_unlock(&dev->rlock);
+		up_read(&dev->sem);
 		if (!err)
 			err = vcma_status_errno(rsp.status);
 		if (err)

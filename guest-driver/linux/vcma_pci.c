@@ -40,6 +40,7 @@ static int vcma_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	dev->pdev = pdev;
 	spin_lock_init(&dev->lock);
 	init_waitqueue_head(&dev->wq);
+	init_rwsem(&dev->sem);
 	mutex_init(&dev->rlock);
 	INIT_LIST_HEAD(&dev->regions);
 	dev->shm_phys = pci_resource_start(pdev, 2);

@@ -4,7 +4,8 @@ two ivshmem-doorbell devices served by vcmad.
 
 In the guest: 1, 2, 4 and 8 MiB regions through dma-bufs (pattern written, re-read
 through a new mapping; the host hashes the same bytes with vcmactl hash), error paths,
-the handle/dma-buf lifetime, the in-kernel API through vcma_kapi_test.ko; then a
+the handle/dma-buf lifetime, the in-kernel API and a dma-buf import by another driver
+(vcma_kapi_test.ko); the device unbound under a mapped region and rebound; then a
 hostile program unbinds the second device and writes garbage to its rings: vcmad cuts
 it off and the first device is still served. Any WARNING, BUG or Oops in the guest's
 dmesg fails the test, as does vcmad not exiting cleanly.
@@ -52,6 +53,7 @@ insmod /vcma.ko; echo "VCMA-EXIT insmod $?"
 /vcma-e2e check; echo "VCMA-EXIT check $?"
 insmod /vcma_kapi_test.ko; echo "VCMA-EXIT kapi_load $?"
 dmesg | grep 'vcma_kapi_test: handle='
+/vcma-e2e import; echo "VCMA-EXIT import $?"
 read answer
 rmmod vcma_kapi_test; echo "VCMA-EXIT kapi_unload $?"
 /vcma-hostile %(evil)s; echo "VCMA-EXIT hostile $?"
@@ -137,6 +139,13 @@ try:
     host = int(ctl("hash", hex(h))["fnv1a64"], 16)
     check(int(m.group(2)) == MiB and host == fnv and guestbuild.pattern_fnv(MiB) == fnv,
           "vcma_region_alloc: a kernel driver's 1 MiB region holds its pattern, as vcmad sees it")
+    m = vm.expect(r"VCMA-IMPORT dma_addr=(0x[0-9a-f]+) size=(\d+) expect=(0x[0-9a-f]+) imported: "
+                  r"dma=(0x[0-9a-f]+) len=(\d+) nents=(\d+) fnv=(0x[0-9a-f]+)", 60)
+    check(m.group(1) == m.group(4) and m.group(2) == m.group(5) and m.group(6) == "1"
+          and int(m.group(3), 16) == int(m.group(7), 16),
+          "another driver attaches a /dev/vcma dma-buf: one contiguous DMA segment at the region's address, "
+          "and vmap reads the pattern userspace wrote")
+    check(vm.expect(r"VCMA-EXIT import (\d+)", 30).group(1) == "0", "vcma-e2e import exited 0")
     vm.send_line("go")
     check(vm.expect(r"VCMA-EXIT kapi_unload (\d+)", 60).group(1) == "0" and h not in regions_of("good"),
           "unloading it freed the region through vcma_region_free")

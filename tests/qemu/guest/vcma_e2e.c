@@ -8,6 +8,8 @@
  *   vcma-e2e check       1, 2, 4, 8 MiB through dma-bufs, error paths, lifetime
  *   vcma-e2e alloc MB    one region, checked by the host, freed
  *   vcma-e2e unbind PCI  unbind the device under an open, mapped region; rebind
+ *   vcma-e2e import      hand a dma-buf to another driver (vcma_kapi_test.ko), which
+ *                        attaches, maps and reads it
  *   vcma-e2e bench N     ioctl floor, QUERY round trip, ALLOC+FREE: p50/p99
  *
  * The pattern: 64-bit words w[i] = splitmix64(seed + i), seed = size ^ golden ratio;
@@ -241,6 +243,40 @@ static void unbind_test(const char *addr)
 	printf("VCMA-REBOUND ok\n");
 }
 
+static void import_test(void)
+{
+	struct vcma_ioc_alloc a;
+	uint64_t seed, *w;
+	char num[16], res[160];
+	ssize_t n;
+	int fd;
+
+	if (alloc(2 * MiB, 0, NULL, &a))
+		die("VCMA_IOC_ALLOC");
+	w = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
+	if (w == MAP_FAILED)
+		die("mmap");
+	seed = a.size ^ 0x9e3779b97f4a7c15ull;
+	for (uint64_t i = 0; i < a.size / 8; i++)
+		w[i] = splitmix64(seed + i);
+	munmap(w, a.size);
+	fd = open("/dev/vcma_import_test", O_RDWR);
+	if (fd < 0)
+		die("open /dev/vcma_import_test");
+	snprintf(num, sizeof(num), "%d", a.fd);
+	if (write(fd, num, strlen(num)) < 0)
+		die("import");
+	n = pread(fd, res, sizeof(res) - 1, 0);
+	if (n <= 0)
+		die("read the import result");
+	res[n] = '\0';
+	res[strcspn(res, "\n")] = '\0';
+	close(fd);
+	printf("VCMA-IMPORT dma_addr=0x%llx size=%llu expect=0x%016llx imported: %s\n", (unsigned long long)a.dma_addr,
+	       (unsigned long long)a.size, (unsigned long long)pattern_fnv(a.size), res);
+	release(&a);
+}
+
 static double now_us(void)
 {
 	struct timespec ts;
@@ -338,6 +374,10 @@ int main(int argc, char **argv)
 		release(&a);
 		return 0;
 	}
+	if (argc == 2 && !strcmp(argv[1], "import")) {
+		import_test();
+		return 0;
+	}
 	if (argc == 3 && !strcmp(argv[1], "unbind")) {
 		unbind_test(argv[2]);
 		return 0;
@@ -346,6 +386,6 @@ int main(int argc, char **argv)
 		bench(atoi(argv[2]) > 0 ? atoi(argv[2]) : 100);
 		return 0;
 	}
-	fprintf(stderr, "usage: vcma-e2e check | alloc MB | unbind PCI_ADDR | bench N\n");
+	fprintf(stderr, "usage: vcma-e2e check | alloc MB | unbind PCI_ADDR | import | bench N\n");
 	return 2;
 }
