@@ -96,8 +96,8 @@ int main(int argc, char **argv)
 	if (rc)
 		return 2;
 	if (check) {
-		printf("configuration %s is valid: %u pool(s), %llu MiB machine memory\n", config, d.core.npools,
-		       (unsigned long long)(conf.machine_bytes >> 20));
+		printf("configuration %s is valid: %u pool(s), %llu MiB machine memory, %u QEMU guest(s)\n", config,
+		       d.core.npools, (unsigned long long)(conf.machine_bytes >> 20), conf.nqemu);
 		vcmad_fini(&d);
 		return 0;
 	}

@@ -49,6 +49,14 @@ hugepages = on
 """
 
 d = Vcmad(VCMAD, CONFIG)
+r = subprocess.run([VCMAD, "--check-config", "-c", d.conf], capture_output=True, text=True)
+check(r.returncode == 0 and "3 QEMU guest(s)" in r.stdout, "vcmad --check-config counts the [guest] sections")
+bad = os.path.join(d.dir, "bad.conf")
+with open(bad, "w") as f:
+    f.write("[pool a]\nsize = 4M\n[guest g]\nclass = x\n")
+r = subprocess.run([VCMAD, "--check-config", "-c", bad], capture_output=True, text=True)
+check(r.returncode == 2 and "guest g: no backend (expected 'backend = qemu')" in r.stderr,
+      "a [guest] section without backend = qemu is refused with the reason")
 
 
 def ctl(*args):
