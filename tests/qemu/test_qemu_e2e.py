@@ -13,6 +13,7 @@ dmesg fails the test, as does vcmad not exiting cleanly.
 usage: test_qemu_e2e.py VCMAD VCMACTL SOURCE_ROOT
 Exit 77 (skip) only when QEMU, the guest kernel, its headers or busybox cannot be had.
 """
+import errno
 import json
 import os
 import re
@@ -59,6 +60,8 @@ rmmod vcma_kapi_test; echo "VCMA-EXIT kapi_unload $?"
 /vcma-hostile %(evil)s; echo "VCMA-EXIT hostile $?"
 /vcma-e2e alloc 2; echo "VCMA-EXIT alloc $?"
 /vcma-e2e unbind %(good)s; echo "VCMA-EXIT unbind $?"
+/vcma-e2e stress 4 40; echo "VCMA-EXIT stress $?"
+/vcma-e2e shutdown; echo "VCMA-EXIT shutdown $?"
 rmmod vcma; echo "VCMA-EXIT rmmod $?"
 echo VCMA-DMESG-BEGIN
 dmesg
@@ -185,6 +188,20 @@ try:
     vm.expect(r"VCMA-REBOUND ok", 60)
     check(ok and vm.expect(r"VCMA-EXIT unbind (\d+)", 60).group(1) == "0",
           "rebinding takes over the connected ring: a 2 MiB region allocated and checked")
+
+    # several processes at once: one ring, one in-flight table
+    m = vm.expect(r"VCMA-STRESS procs=(\d+) n=(\d+) failed=(\d+)", 300)
+    check(m.group(3) == "0" and vm.expect(r"VCMA-EXIT stress (\d+)", 30).group(1) == "0",
+          "4 processes x 40 allocations of 1-4 MiB at once: every region verified and freed")
+    check(not regions_of("good"), "and none is left at vcmad")
+
+    # vcmad stops while the guest is up
+    vm.expect(r"VCMA-SHUTDOWN-READY", 60)
+    d.stop()
+    vm.send_line("VCMA-OK")
+    m = vm.expect(r"VCMA-AFTER-SHUTDOWN query_errno=(\d+) alloc_errno=(\d+)", 60)
+    check(m.group(1) == m.group(2) == str(errno.ESHUTDOWN),
+          "vcmad stopped cleanly with QEMU attached; the guest's calls then fail with ESHUTDOWN")
     check(vm.expect(r"VCMA-EXIT rmmod (\d+)", 60).group(1) == "0", "rmmod vcma: clean unload")
 
     dmesg = vm.dmesg(60)
@@ -194,7 +211,4 @@ try:
     vm.wait_exit(60)
 finally:
     vm.kill()
-
-check(not regions_of("good"), "no region left at vcmad")
-d.stop()
 print("PASS")

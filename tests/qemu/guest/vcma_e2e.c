@@ -10,6 +10,8 @@
  *   vcma-e2e unbind PCI  unbind the device under an open, mapped region; rebind
  *   vcma-e2e import      hand a dma-buf to another driver (vcma_kapi_test.ko), which
  *                        attaches, maps and reads it
+ *   vcma-e2e stress P N  P processes, N allocations each, 1-4 MiB, verified
+ *   vcma-e2e shutdown    wait while the host stops vcmad, then see every call fail
  *   vcma-e2e bench N     ioctl floor, QUERY round trip, ALLOC+FREE: p50/p99
  *
  * The pattern: 64-bit words w[i] = splitmix64(seed + i), seed = size ^ golden ratio;
@@ -25,6 +27,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -277,6 +280,66 @@ static void import_test(void)
 	release(&a);
 }
 
+/* Concurrent callers share the ring and the in-flight table: each child allocates,
+ * fills, verifies and frees, and reports failure by its exit status. */
+static int stress_child(int seed, int n)
+{
+	for (int i = 0; i < n; i++) {
+		uint64_t size = MiB << ((seed + i) % 3), salt = (uint64_t)seed << 40 | (uint64_t)i, *w;
+		struct vcma_ioc_alloc a;
+		int rc = alloc(size, 0, NULL, &a);
+
+		if (rc == -ENOSPC || rc == -EBUSY)
+			continue; /* the pool is shared by the siblings: full is an answer, not a bug */
+		if (rc)
+			return 1;
+		w = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
+		if (w == MAP_FAILED)
+			return 1;
+		for (uint64_t k = 0; k < a.size / 8; k += 512)
+			w[k] = splitmix64(salt + k);
+		for (uint64_t k = 0; k < a.size / 8; k += 512)
+			if (w[k] != splitmix64(salt + k))
+				return 1;
+		munmap(w, a.size);
+		close(a.fd);
+		if (vfree(a.handle))
+			return 1;
+	}
+	return 0;
+}
+
+static void stress(int procs, int n)
+{
+	int bad = 0, st;
+
+	for (int p = 0; p < procs; p++) {
+		pid_t pid = fork();
+
+		if (pid < 0)
+			die("fork");
+		if (!pid)
+			_exit(stress_child(p + 1, n));
+	}
+	while (wait(&st) > 0)
+		bad += !WIFEXITED(st) || WEXITSTATUS(st);
+	printf("VCMA-STRESS procs=%d n=%d failed=%d\n", procs, n, bad);
+}
+
+/* vcmad stops under us: its CLOSING state turns every call into ESHUTDOWN. */
+static void shutdown_test(void)
+{
+	struct vcma_ioc_query q = { 0 };
+	struct vcma_ioc_alloc a;
+	int qerr, aerr;
+
+	printf("VCMA-SHUTDOWN-READY\n");
+	wait_ok();
+	qerr = ioctl(vfd, VCMA_IOC_QUERY, &q) ? errno : 0;
+	aerr = -alloc(MiB, 0, NULL, &a);
+	printf("VCMA-AFTER-SHUTDOWN query_errno=%d alloc_errno=%d\n", qerr, aerr);
+}
+
 static double now_us(void)
 {
 	struct timespec ts;
@@ -374,6 +437,14 @@ int main(int argc, char **argv)
 		release(&a);
 		return 0;
 	}
+	if (argc == 4 && !strcmp(argv[1], "stress")) {
+		stress(atoi(argv[2]), atoi(argv[3]));
+		return 0;
+	}
+	if (argc == 2 && !strcmp(argv[1], "shutdown")) {
+		shutdown_test();
+		return 0;
+	}
 	if (argc == 2 && !strcmp(argv[1], "import")) {
 		import_test();
 		return 0;
@@ -386,6 +457,6 @@ int main(int argc, char **argv)
 		bench(atoi(argv[2]) > 0 ? atoi(argv[2]) : 100);
 		return 0;
 	}
-	fprintf(stderr, "usage: vcma-e2e check | alloc MB | unbind PCI_ADDR | import | bench N\n");
+	fprintf(stderr, "usage: vcma-e2e check | alloc MB | unbind PCI_ADDR | import | stress P N | shutdown | bench N\n");
 	return 2;
 }
