@@ -20,28 +20,13 @@
 #include <linux/uaccess.h>
 
 #include "vcma_kapi.h"
+#include "vcma_test_pattern.h"
 
 static unsigned int size_mb = 1;
 module_param(size_mb, uint, 0444);
 MODULE_PARM_DESC(size_mb, "region size in MiB (default 1)");
 
 static struct vcma_region *region;
-
-static u64 splitmix64(u64 x)
-{
-	u64 z = x + 0x9e3779b97f4a7c15ull;
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static u64 fnv1a(u64 h, const u8 *b, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 0x100000001b3ull;
-	return h;
-}
 
 static DEFINE_MUTEX(import_lock);
 static char import_result[160];
@@ -71,7 +56,7 @@ static int import_fd(int fd, struct device *dev)
 	if (!err) {
 		snprintf(import_result, sizeof(import_result), "dma=0x%llx len=%u nents=%u fnv=0x%016llx\n",
 			 (unsigned long long)sg_dma_address(sgt->sgl), sg_dma_len(sgt->sgl), sgt->nents,
-			 fnv1a(0xcbf29ce484222325ull, map.vaddr, buf->size));
+			 vcma_tp_fnv(VCMA_TP_FNV0, map.vaddr, buf->size));
 		dma_buf_vunmap(buf, &map);
 	}
 	dma_buf_unmap_attachment(at, sgt, DMA_BIDIRECTIONAL);
@@ -125,19 +110,14 @@ static struct miscdevice import_misc = {
 static int __init kapi_test_init(void)
 {
 	size_t size = (size_t)size_mb << 20;
-	u64 seed = size ^ 0x9e3779b97f4a7c15ull, h = 0xcbf29ce484222325ull;
-	u64 *w;
-	u8 *b;
+	u64 h;
 	int err;
 
 	region = vcma_region_alloc(size, 0, NULL);
 	if (IS_ERR(region))
 		return PTR_ERR(region);
-	w = vcma_region_vaddr(region);
-	for (size_t i = 0; i < size / 8; i++)
-		w[i] = cpu_to_le64(splitmix64(seed + i));
-	b = vcma_region_vaddr(region);
-	h = fnv1a(h, b, size);
+	vcma_tp_fill(vcma_region_vaddr(region), size);
+	h = vcma_tp_fnv(VCMA_TP_FNV0, vcma_region_vaddr(region), size);
 	pr_info("vcma_kapi_test: handle=0x%llx size=%zu dma=0x%llx fnv=0x%016llx\n", vcma_region_handle(region),
 		vcma_region_size(region), (unsigned long long)vcma_region_dma_addr(region), h);
 	err = misc_register(&import_misc);

@@ -14,8 +14,8 @@
  *   vcma-e2e shutdown    wait while the host stops vcmad, then see every call fail
  *   vcma-e2e bench N     ioctl floor, QUERY round trip, ALLOC+FREE: p50/p99
  *
- * The pattern: 64-bit words w[i] = splitmix64(seed + i), seed = size ^ golden ratio;
- * the hash: FNV-1a 64 over the bytes (tests/qemu/guestbuild.py has the same).
+ * The pattern and its hash are vcma_test_pattern.h's (guest-driver/linux/), which
+ * tests/qemu/guestbuild.py repeats in Python.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vcma_test_pattern.h"
 #include "vcma_uapi.h"
 
 #define MiB (1ull << 20)
@@ -43,33 +44,15 @@ static void die(const char *what)
 	exit(1);
 }
 
-static uint64_t splitmix64(uint64_t x)
-{
-	uint64_t z = x + 0x9e3779b97f4a7c15ull;
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 0x100000001b3ull;
-	return h;
-}
-
-#define FNV0 0xcbf29ce484222325ull
-
 /* The pattern's hash, from the generator alone. */
 static uint64_t pattern_fnv(uint64_t size)
 {
-	uint64_t seed = size ^ 0x9e3779b97f4a7c15ull, h = FNV0;
+	uint64_t seed = size ^ VCMA_TP_GOLDEN, h = VCMA_TP_FNV0;
 
 	for (uint64_t i = 0; i < size / 8; i++) {
-		uint64_t w = splitmix64(seed + i);
+		uint64_t w = vcma_tp_splitmix64(seed + i);
 
-		h = fnv(h, (const uint8_t *)&w, 8); /* x86: little-endian */
+		h = vcma_tp_fnv(h, &w, 8); /* x86: little-endian */
 	}
 	return h;
 }
@@ -109,7 +92,6 @@ static int vfree(uint64_t handle)
 static struct vcma_ioc_alloc checked_region(uint64_t size)
 {
 	struct vcma_ioc_alloc a;
-	uint64_t seed = size ^ 0x9e3779b97f4a7c15ull, *w;
 	void *p;
 
 	if (alloc(size, 0, NULL, &a))
@@ -117,16 +99,14 @@ static struct vcma_ioc_alloc checked_region(uint64_t size)
 	p = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
 	if (p == MAP_FAILED)
 		die("mmap of the dma-buf");
-	w = p;
-	for (uint64_t i = 0; i < size / 8; i++)
-		w[i] = splitmix64(seed + i);
+	vcma_tp_fill(p, size);
 	munmap(p, a.size);
 	p = mmap(NULL, a.size, PROT_READ, MAP_SHARED, a.fd, 0);
 	if (p == MAP_FAILED)
 		die("second mmap of the dma-buf");
 	printf("VCMA-CHECK handle=0x%llx size=%llu offset=0x%llx dma=0x%llx fnv=0x%016llx expect=0x%016llx\n",
 	       (unsigned long long)a.handle, (unsigned long long)a.size, (unsigned long long)a.offset,
-	       (unsigned long long)a.dma_addr, (unsigned long long)fnv(FNV0, p, a.size),
+	       (unsigned long long)a.dma_addr, (unsigned long long)vcma_tp_fnv(VCMA_TP_FNV0, p, a.size),
 	       (unsigned long long)pattern_fnv(size));
 	munmap(p, a.size);
 	wait_ok();
@@ -249,7 +229,7 @@ static void unbind_test(const char *addr)
 static void import_test(void)
 {
 	struct vcma_ioc_alloc a;
-	uint64_t seed, *w;
+	uint64_t *w;
 	char num[16], res[160];
 	ssize_t n;
 	int fd;
@@ -259,9 +239,7 @@ static void import_test(void)
 	w = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
 	if (w == MAP_FAILED)
 		die("mmap");
-	seed = a.size ^ 0x9e3779b97f4a7c15ull;
-	for (uint64_t i = 0; i < a.size / 8; i++)
-		w[i] = splitmix64(seed + i);
+	vcma_tp_fill(w, a.size);
 	munmap(w, a.size);
 	fd = open("/dev/vcma_import_test", O_RDWR);
 	if (fd < 0)
@@ -297,9 +275,9 @@ static int stress_child(int seed, int n)
 		if (w == MAP_FAILED)
 			return 1;
 		for (uint64_t k = 0; k < a.size / 8; k += 512)
-			w[k] = splitmix64(salt + k);
+			w[k] = vcma_tp_splitmix64(salt + k);
 		for (uint64_t k = 0; k < a.size / 8; k += 512)
-			if (w[k] != splitmix64(salt + k))
+			if (w[k] != vcma_tp_splitmix64(salt + k))
 				return 1;
 		munmap(w, a.size);
 		close(a.fd);
