@@ -659,55 +659,58 @@ static int run_alloc(struct ctx *c, int argc, char **argv)
 	return VCMACTL_OK;
 }
 
-static int run_free(struct ctx *c, int argc, char **argv)
+/* free and hash: one HANDLE, one request. Returns the result (NULL with *rc set). */
+static struct json_object *call_with_handle(struct ctx *c, int argc, char **argv, const char *cmd, int *rc)
 {
 	struct json_object *args, *r;
 	uint64_t h;
 	char b[32];
-	int rc;
 
-	if (plain_opts(c, argc, argv, &rc, 1, 1))
-		return rc;
-	if (!parse_u64(argv[optind], &h) || !h)
-		return usage_error("HANDLE: expected a region handle such as 0x100000001, got '%s'", argv[optind]);
+	if (plain_opts(c, argc, argv, rc, 1, 1))
+		return NULL;
+	if (!parse_u64(argv[optind], &h) || !h) {
+		*rc = usage_error("HANDLE: expected a region handle such as 0x100000001, got '%s'", argv[optind]);
+		return NULL;
+	}
+	*rc = VCMACTL_FAILED;
 	args = json_object_new_object();
 	if (!args)
-		return VCMACTL_FAILED;
+		return NULL;
 	json_object_object_add(args, "handle", json_object_new_string(fmt_hex(h, b, sizeof(b))));
-	r = call(c, "free", args);
-	if (!r)
-		return VCMACTL_FAILED;
-	if (c->json)
+	r = call(c, cmd, args);
+	if (r && c->json) {
 		print_json(r);
-	else
-		printf("freed region %s\n", jstr(r, "handle"));
+		json_object_put(r);
+		*rc = VCMACTL_OK;
+		return NULL;
+	}
+	return r;
+}
+
+static int run_free(struct ctx *c, int argc, char **argv)
+{
+	struct json_object *r;
+	int rc;
+
+	r = call_with_handle(c, argc, argv, "free", &rc);
+	if (!r)
+		return rc;
+	printf("freed region %s\n", jstr(r, "handle"));
 	json_object_put(r);
 	return VCMACTL_OK;
 }
 
 static int run_hash(struct ctx *c, int argc, char **argv)
 {
-	struct json_object *args, *r;
-	uint64_t h;
+	struct json_object *r;
 	char b[32];
 	int rc;
 
-	if (plain_opts(c, argc, argv, &rc, 1, 1))
-		return rc;
-	if (!parse_u64(argv[optind], &h) || !h)
-		return usage_error("HANDLE: expected a region handle such as 0x100000001, got '%s'", argv[optind]);
-	args = json_object_new_object();
-	if (!args)
-		return VCMACTL_FAILED;
-	json_object_object_add(args, "handle", json_object_new_string(fmt_hex(h, b, sizeof(b))));
-	r = call(c, "hash", args);
+	r = call_with_handle(c, argc, argv, "hash", &rc);
 	if (!r)
-		return VCMACTL_FAILED;
-	if (c->json)
-		print_json(r);
-	else
-		printf("region %s (guest %llu, %s): fnv1a64 %s\n", jstr(r, "handle"), (unsigned long long)ju64(r, "guest"),
-		       fmt_bytes(ju64(r, "size_bytes"), b, sizeof(b)), jstr(r, "fnv1a64"));
+		return rc;
+	printf("region %s (guest %llu, %s): fnv1a64 %s\n", jstr(r, "handle"), (unsigned long long)ju64(r, "guest"),
+	       fmt_bytes(ju64(r, "size_bytes"), b, sizeof(b)), jstr(r, "fnv1a64"));
 	json_object_put(r);
 	return VCMACTL_OK;
 }
