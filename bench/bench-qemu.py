@@ -38,11 +38,7 @@ size = 64M
 backend = qemu
 """
 
-INIT = r"""#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-insmod /vcma.ko
+INIT = r"""insmod /vcma.ko
 /vcma-e2e bench %d
 echo "VCMA-EXIT bench $?"
 poweroff -f

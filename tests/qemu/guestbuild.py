@@ -79,12 +79,20 @@ def _version_key(path):
     return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", path)]
 
 
+INIT_HEAD = """#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+"""
+
+
 def boot(parts, init_script, devices, memory="512M"):
-    """Boot Debian's kernel with an initramfs running init_script; devices is a list of
-    (ivshmem socket path, PCI address). Returns a running qemuvm.QemuVM."""
+    """Boot Debian's kernel with an initramfs whose /init mounts /proc, /sys and /dev,
+    then runs init_script (shell); devices is a list of (ivshmem socket path, PCI
+    address). Returns a running qemuvm.QemuVM."""
     init = os.path.join(parts["dir"], "init.sh")
     with open(init, "w") as f:
-        f.write(init_script)
+        f.write(INIT_HEAD + init_script)
     img = os.path.join(parts["dir"], "initramfs.cpio.gz")
     files = ["%s:/%s:0755" % (parts[p], p) for p in PROGRAMS]
     files += ["%s:/%s:0644" % (parts[k], k) for k in ("vcma.ko", "vcma_kapi_test.ko")]

@@ -45,11 +45,7 @@ backend = qemu
 backend = qemu
 """
 
-INIT = r"""#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-echo VCMA-BOOTED
+INIT = r"""echo VCMA-BOOTED
 insmod /vcma.ko; echo "VCMA-EXIT insmod $?"
 /vcma-e2e check; echo "VCMA-EXIT check $?"
 insmod /vcma_kapi_test.ko; echo "VCMA-EXIT kapi_load $?"

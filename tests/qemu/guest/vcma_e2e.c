@@ -88,17 +88,26 @@ static int vfree(uint64_t handle)
 	return ioctl(vfd, VCMA_IOC_FREE, &f) ? -errno : 0;
 }
 
+/* A region of size bytes, mapped read-write through its dma-buf; dies on failure. */
+static void *alloc_mapped(uint64_t size, struct vcma_ioc_alloc *a)
+{
+	void *p;
+
+	if (alloc(size, 0, NULL, a))
+		die("VCMA_IOC_ALLOC");
+	p = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap of the dma-buf");
+	return p;
+}
+
 /* Allocate, write the pattern, re-map, hash; the host checks the same bytes. */
 static struct vcma_ioc_alloc checked_region(uint64_t size)
 {
 	struct vcma_ioc_alloc a;
 	void *p;
 
-	if (alloc(size, 0, NULL, &a))
-		die("VCMA_IOC_ALLOC");
-	p = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
-	if (p == MAP_FAILED)
-		die("mmap of the dma-buf");
+	p = alloc_mapped(size, &a);
 	vcma_tp_fill(p, size);
 	munmap(p, a.size);
 	p = mmap(NULL, a.size, PROT_READ, MAP_SHARED, a.fd, 0);
@@ -152,11 +161,7 @@ static void lifetime(void)
 	struct vcma_ioc_alloc a;
 	void *p;
 
-	if (alloc(MiB, 0, NULL, &a))
-		die("VCMA_IOC_ALLOC");
-	p = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
-	if (p == MAP_FAILED)
-		die("mmap");
+	p = alloc_mapped(MiB, &a);
 	if (vfree(a.handle))
 		die("VCMA_IOC_FREE");
 	memset(p, 0x5a, a.size); /* still ours: the dma-buf holds it */
@@ -193,11 +198,7 @@ static void unbind_test(const char *addr)
 	volatile uint8_t *p;
 	int faulted, remap_err, alloc_err;
 
-	if (alloc(MiB, 0, NULL, &a))
-		die("VCMA_IOC_ALLOC");
-	p = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
-	if (p == MAP_FAILED)
-		die("mmap");
+	p = alloc_mapped(MiB, &a);
 	memset((void *)p, 0x33, a.size);
 	printf("VCMA-OPEN handle=0x%llx\n", (unsigned long long)a.handle);
 	wait_ok();
@@ -234,11 +235,7 @@ static void import_test(void)
 	ssize_t n;
 	int fd;
 
-	if (alloc(2 * MiB, 0, NULL, &a))
-		die("VCMA_IOC_ALLOC");
-	w = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
-	if (w == MAP_FAILED)
-		die("mmap");
+	w = alloc_mapped(2 * MiB, &a);
 	vcma_tp_fill(w, a.size);
 	munmap(w, a.size);
 	fd = open("/dev/vcma_import_test", O_RDWR);
