@@ -132,7 +132,17 @@ class FakeQemu:
         self.s.close()
 
 
+# A control client stalled half-way through a request must not hold up QEMU, which
+# reads the handshake synchronously while it realizes the device.
+stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+stalled.connect(os.path.join(d.rundir, "vcmad-ctl.sock"))
+stalled.sendall(b'{"version":1,"id":5,"cmd":"sta')
 q = FakeQemu("cam0")
+check(q.magic == 0x414d4356, "QEMU gets its handshake while a control client is stalled mid-request")
+stalled.settimeout(5)
+stalled.sendall(b'tus"}\n')
+check(json.loads(stalled.makefile().readline()).get("id") == 5, "and the stalled client is answered once it finishes")
+stalled.close()
 check(q.shape() == [(0, False), (1, False), (-1, True), (0, True), (1, True), (1, True)],
       "handshake: version 0, peer id 1, -1 with the memfd, vcmad's doorbell fd (peer 0), two irq fds: %s"
       % q.shape())

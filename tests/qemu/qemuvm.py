@@ -18,7 +18,7 @@ def newest_kernel():
 
 
 class QemuVM:
-    def __init__(self, initrd, devices, memory="512M", kernel=None, append=""):
+    def __init__(self, initrd, devices, memory="512M", kernel=None, append="", extra=()):
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1", "-nographic",
                "-no-reboot", "-nic", "none", "-serial", "stdio", "-monitor", "none",
                "-kernel", kernel or newest_kernel(), "-initrd", initrd,
@@ -27,6 +27,7 @@ class QemuVM:
             slot = int(addr.split(":")[2].split(".")[0], 16)
             cmd += ["-chardev", "socket,path=%s,id=ivs%d" % (sock, i),
                     "-device", "ivshmem-doorbell,chardev=ivs%d,vectors=2,addr=0x%x" % (i, slot)]
+        cmd += list(extra)
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)

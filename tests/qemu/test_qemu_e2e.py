@@ -30,7 +30,7 @@ import guestbuild  # noqa: E402
 
 VCMAD, VCMACTL, ROOT = sys.argv[1], sys.argv[2], sys.argv[3]
 MiB = 1 << 20
-GOOD, EVIL = "0000:00:04.0", "0000:00:05.0"
+GOOD, EVIL, FOREIGN = "0000:00:04.0", "0000:00:05.0", "0000:00:06.0"
 
 CONFIG = """
 [daemon]
@@ -47,6 +47,7 @@ backend = qemu
 
 INIT = r"""echo VCMA-BOOTED
 insmod /vcma.ko; echo "VCMA-EXIT insmod $?"
+[ -e /sys/bus/pci/devices/%(foreign)s/driver ] && echo VCMA-FOREIGN bound || echo VCMA-FOREIGN unbound
 /vcma-e2e check; echo "VCMA-EXIT check $?"
 insmod /vcma_kapi_test.ko; echo "VCMA-EXIT kapi_load $?"
 dmesg | grep 'vcma_kapi_test: handle='
@@ -63,7 +64,7 @@ echo VCMA-DMESG-BEGIN
 dmesg
 echo VCMA-DMESG-END
 poweroff -f
-""" % {"evil": EVIL, "good": GOOD}
+""" % {"evil": EVIL, "good": GOOD, "foreign": FOREIGN}
 
 parts = guestbuild.prepare(ROOT)  # exits 77 when the parts cannot be had
 d = Vcmad(VCMAD, CONFIG)
@@ -81,14 +82,22 @@ def regions_of(name):
     return {int(r["handle"], 16): r for r in ctl("regions")["regions"] if r["guest_name"] == name}
 
 
+# A third ivshmem device that is not vcmad's: plain shared memory holding garbage.
+foreign = os.path.join(d.rundir, "foreign.shm")
+with open(foreign, "wb") as f:
+    f.write(bytes(range(256)) * (MiB // 256))
 vm = guestbuild.boot(parts, INIT, [(os.path.join(d.rundir, "good.ivshmem"), GOOD),
-                                   (os.path.join(d.rundir, "evil.ivshmem"), EVIL)])
+                                   (os.path.join(d.rundir, "evil.ivshmem"), EVIL)],
+                     extra=["-object", "memory-backend-file,id=foreign,mem-path=%s,size=1M,share=on" % foreign,
+                            "-device", "ivshmem-plain,memdev=foreign,addr=0x6"])
 try:
     vm.expect(r"VCMA-BOOTED", 120)
     check(vm.expect(r"VCMA-EXIT insmod (\d+)", 60).group(1) == "0", "vcma.ko loads in Debian's stock kernel")
     guests = {g["name"]: g for g in ctl("guests")["guests"]}
     check(guests.get("good", {}).get("role") == "qemu" and guests.get("evil", {}).get("role") == "qemu",
           "both ivshmem devices attached to vcmad as qemu guests")
+    check(vm.expect(r"VCMA-FOREIGN (\w+)", 30).group(1) == "unbound",
+          "vcma.ko left the foreign ivshmem device (no vcma control page) unclaimed")
 
     m = vm.expect(r"VCMA-POOL id=(\d+) size=(\d+) free=(\d+)", 60)
     check(int(m.group(1)) == guests["good"]["id"] and int(m.group(2)) == 64 * MiB,
@@ -202,6 +211,8 @@ try:
 
     dmesg = vm.dmesg(60)
     bad = guestbuild.dmesg_problems(dmesg)
+    check(any(FOREIGN in line and "without a vcma control page (magic 0x3020100)" in line for line in dmesg),
+          "and said in dmesg why: no vcma control page, magic 0x3020100")
     check(dmesg and not bad, "no WARNING, BUG or Oops in the guest's dmesg (%d lines)%s"
           % (len(dmesg), "".join("\n  " + line for line in bad)))
     vm.wait_exit(60)
