@@ -27,6 +27,8 @@
 struct vcma_inflight {
 	u64 id;
 	bool used, done;
+	bool posted;               /* nobody waits: the answer is checked and dropped */
+	u32 op;
 	struct vcma_rsp rsp;
 };
 
@@ -72,6 +74,8 @@ struct vcma_region {
 /* vcma_ring.c */
 int vcma_ring_attach(struct vcma_dev *dev);
 int vcma_call(struct vcma_dev *dev, struct vcma_req *q, struct vcma_rsp *rsp);
+int vcma_post(struct vcma_dev *dev, struct vcma_req *q);
+void vcma_ring_drain(struct vcma_dev *dev);
 void vcma_ring_poll(struct vcma_dev *dev);
 void vcma_ring_fail(struct vcma_dev *dev, int err);
 int vcma_status_errno(s32 status);

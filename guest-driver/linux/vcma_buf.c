@@ -71,15 +71,19 @@ static void region_release(struct kref *ref)
 	struct vcma_region *r = container_of(ref, struct vcma_region, ref);
 	struct vcma_dev *dev = r->dev;
 	struct vcma_req q = { .op = VCMA_OP_FREE, .handle = r->handle };
-	struct vcma_rsp rsp;
+	int err;
 
+	/* posted, not awaited: the next request on this ring is answered after it */
 	down_read(&dev->sem);
-	if (!r->orphan && !dev->gone && (vcma_call(dev, &q, &rsp) || rsp.status != VCMA_ST_OK))
-		dev_warn(&dev->pdev->dev, "FREE of region %#llx failed\n", r->handle);
-	up_read(&dev->sem);
+	if (!r->orphan && !dev->gone) {
+		err = vcma_post(dev, &q);
+		if (err)
+			dev_warn(&dev->pdev->dev, "FREE of region %#llx not sent: %d\n", r->handle, err);
+	}
 	mutex_lock(&dev->rlock);
 	list_del(&r->node);
 	mutex_unlock(&dev->rlock);
+	up_read(&dev->sem);
 	vcma_dev_put(dev);
 	kfree(r);
 }
@@ -165,6 +169,7 @@ void vcma_dev_orphan_regions(struct vcma_dev *dev)
 	}
 	dev->gone = true;
 	mutex_unlock(&dev->rlock);
+	vcma_ring_drain(dev); /* FREEs posted before this */
 	up_write(&dev->sem);
 }
 

@@ -126,6 +126,13 @@ static void poll_locked(struct vcma_dev *dev)
 				fail_locked(dev, -EIO); /* an id we never sent, or sent and had answered */
 				return;
 			}
+			if (f->posted) {
+				if (rsp.status != VCMA_ST_OK)
+					dev_warn_ratelimited(&dev->pdev->dev, "request %llu (op %u) failed at vcmad: %d\n",
+							     rsp.id, f->op, rsp.status);
+				f->used = false;
+				continue;
+			}
 			f->rsp = rsp;
 			f->done = true;
 		}
@@ -156,7 +163,7 @@ void vcma_ring_poll(struct vcma_dev *dev)
 }
 
 /* Publish *q if there is room: 0 with *slot set, -EAGAIN, or the device's error. */
-static int try_submit(struct vcma_dev *dev, struct vcma_req *q, int *slot)
+static int try_submit(struct vcma_dev *dev, struct vcma_req *q, int *slot, bool posted)
 {
 	unsigned long flags;
 	u32 old;
@@ -174,7 +181,7 @@ static int try_submit(struct vcma_dev *dev, struct vcma_req *q, int *slot)
 	if (i == dev->ninflight_max)
 		goto out;
 	q->id = dev->next_id++;
-	dev->inflight[i] = (struct vcma_inflight){ .id = q->id, .used = true };
+	dev->inflight[i] = (struct vcma_inflight){ .id = q->id, .op = q->op, .used = true, .posted = posted };
 	memcpy(&dev->slots[dev->req_prod_pvt & (dev->ctrl.req_slots - 1)], q, sizeof(*q));
 	old = dev->req_prod_pvt++;
 	smp_store_release(&dev->rh->req_prod, dev->req_prod_pvt);
@@ -207,6 +214,16 @@ static bool answered(struct vcma_dev *dev, int slot, struct vcma_rsp *rsp, int *
 	return done;
 }
 
+/* Wait for room in the ring, then publish *q. */
+static int submit(struct vcma_dev *dev, struct vcma_req *q, int *slot, bool posted)
+{
+	int err = 0;
+
+	if (!wait_event_timeout(dev->wq, (err = try_submit(dev, q, slot, posted)) != -EAGAIN, VCMA_REQ_TIMEOUT))
+		return -ETIMEDOUT;
+	return err;
+}
+
 /*
  * Send one request and sleep until its answer. Returns 0 with *rsp filled (its
  * status may still say no), or a negative errno when the host is unusable.
@@ -216,9 +233,7 @@ int vcma_call(struct vcma_dev *dev, struct vcma_req *q, struct vcma_rsp *rsp)
 	int slot = -1, err = 0;
 	long left;
 
-	left = wait_event_timeout(dev->wq, (err = try_submit(dev, q, &slot)) != -EAGAIN, VCMA_REQ_TIMEOUT);
-	if (!left)
-		err = -ETIMEDOUT;
+	err = submit(dev, q, &slot, false);
 	if (err)
 		return err;
 	left = wait_event_timeout(dev->wq, answered(dev, slot, rsp, &err), VCMA_REQ_TIMEOUT);
@@ -229,6 +244,41 @@ int vcma_call(struct vcma_dev *dev, struct vcma_req *q, struct vcma_rsp *rsp)
 		return -ETIMEDOUT;
 	}
 	return err;
+}
+
+/*
+ * Send one request without waiting for its answer (a FREE: nobody could act on a
+ * refusal, and vcmad takes requests in ring order, so whatever the caller asks next
+ * is answered after it). Sleeps only for room in the ring; the answer is checked
+ * when it comes, and a failure is logged.
+ */
+int vcma_post(struct vcma_dev *dev, struct vcma_req *q)
+{
+	int slot;
+
+	return submit(dev, q, &slot, true);
+}
+
+static bool ring_idle(struct vcma_dev *dev)
+{
+	unsigned long flags;
+	bool idle;
+
+	spin_lock_irqsave(&dev->lock, flags);
+	idle = dev->broken || dev->rsp_cons == dev->req_prod_pvt;
+	spin_unlock_irqrestore(&dev->lock, flags);
+	return idle;
+}
+
+/*
+ * Wait until every posted request is answered (the device is going away: a driver
+ * bound to it next takes over the ring only when nothing is in flight). Call with
+ * no vcma_call under way.
+ */
+void vcma_ring_drain(struct vcma_dev *dev)
+{
+	if (!wait_event_timeout(dev->wq, ring_idle(dev), VCMA_REQ_TIMEOUT))
+		vcma_ring_fail(dev, -ETIMEDOUT);
 }
 
 /* Check the control page, take over the ring, say HELLO (2.5, 3, 5.2). */
