@@ -341,55 +341,61 @@ static void report(const char *op, double *t, int n)
 	       t[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], sum / n);
 }
 
+static void op_nop(void)
+{
+	ioctl(vfd, _IO('V', 99)); /* ENOTTY: the syscall alone */
+}
+
+static void op_query(void)
+{
+	struct vcma_ioc_query q;
+
+	memset(&q, 0, sizeof(q));
+	if (ioctl(vfd, VCMA_IOC_QUERY, &q))
+		die("VCMA_IOC_QUERY");
+}
+
+static void op_alloc_free(void)
+{
+	struct vcma_ioc_alloc a;
+
+	if (alloc(MiB, 0, NULL, &a))
+		die("VCMA_IOC_ALLOC");
+	close(a.fd);
+	if (vfree(a.handle))
+		die("VCMA_IOC_FREE");
+}
+
+static void op_alloc_free_query(void)
+{
+	op_alloc_free();
+	op_query(); /* answered after vcmad took the posted FREE */
+}
+
 static void bench(int n)
 {
+	static const struct {
+		const char *name;
+		void (*op)(void);
+	} ops[] = {
+		{ "nop", op_nop },
+		{ "query", op_query },
+		{ "alloc_free", op_alloc_free },
+		{ "alloc_free_query", op_alloc_free_query },
+	};
 	double *t = calloc(n, sizeof(*t));
-	struct vcma_ioc_query q;
-	struct vcma_ioc_alloc a;
 
 	if (!t)
 		die("calloc");
-	for (int i = 0; i < n; i++) {
-		double t0 = now_us();
+	for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
+		for (int i = 0; i < n; i++) {
+			double t0 = now_us();
 
-		ioctl(vfd, _IO('V', 99)); /* ENOTTY: the syscall alone */
-		t[i] = now_us() - t0;
+			ops[k].op();
+			t[i] = now_us() - t0;
+		}
+		report(ops[k].name, t, n);
 	}
-	report("nop", t, n);
-	for (int i = 0; i < n; i++) {
-		double t0 = now_us();
-
-		memset(&q, 0, sizeof(q));
-		if (ioctl(vfd, VCMA_IOC_QUERY, &q))
-			die("VCMA_IOC_QUERY");
-		t[i] = now_us() - t0;
-	}
-	report("query", t, n);
-	for (int i = 0; i < n; i++) {
-		double t0 = now_us();
-
-		if (alloc(MiB, 0, NULL, &a))
-			die("VCMA_IOC_ALLOC");
-		close(a.fd);
-		if (vfree(a.handle))
-			die("VCMA_IOC_FREE");
-		t[i] = now_us() - t0;
-	}
-	report("alloc_free", t, n);
-	for (int i = 0; i < n; i++) {
-		double t0 = now_us();
-
-		if (alloc(MiB, 0, NULL, &a))
-			die("VCMA_IOC_ALLOC");
-		close(a.fd);
-		if (vfree(a.handle))
-			die("VCMA_IOC_FREE");
-		memset(&q, 0, sizeof(q)); /* answered after vcmad took the posted FREE */
-		if (ioctl(vfd, VCMA_IOC_QUERY, &q))
-			die("VCMA_IOC_QUERY");
-		t[i] = now_us() - t0;
-	}
-	report("alloc_free_query", t, n);
 	free(t);
 }
 
