@@ -56,7 +56,8 @@ static void check_req(const struct vcmad_ctl_req *r)
 		FUZZ_CHECK(r->bytes >= 1, "alloc of 0 bytes accepted");
 		break;
 	case VCMAD_CTL_FREE:
-		FUZZ_CHECK(r->handle != 0, "free of handle 0 accepted");
+	case VCMAD_CTL_HASH:
+		FUZZ_CHECK(r->handle != 0, "%s of handle 0 accepted", vcmad_ctl_cmd_name(r->cmd));
 		break;
 	case VCMAD_CTL_DRAIN:
 		FUZZ_CHECK(r->has_guest, "drain without a guest");
