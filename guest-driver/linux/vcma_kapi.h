@@ -11,7 +11,9 @@
  *	...
  *	vcma_region_free(r);	// after the device stopped DMA to it
  *
- * Allocation sleeps (it waits for vcmad's answer): process context only. Errors are
+ * Allocation sleeps (it waits for vcmad's answer): process context only. Free sends
+ * the FREE without waiting for the answer (it may sleep for room in the ring); vcmad
+ * takes it before any later request. Errors are
  * ERR_PTR(-errno) as in vcma_uapi.h. A region outlives the device only as a husk:
  * if the vcma device goes away first, vaddr is NULL and free just releases memory.
  */
