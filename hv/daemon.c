@@ -315,6 +315,7 @@ int vcmad_run(struct vcmad *d)
 		vcmad_vacate_reap(d);
 		free_zombies(d);
 		vcmad_sim_reap_conns(d, false);
+		vcmad_ivshmem_audit(d);
 	}
 	return 0;
 }

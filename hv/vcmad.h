@@ -29,6 +29,7 @@ struct vcmad_job;
 
 struct vcmad_guest_stats {
 	uint64_t requests, alloc_ok, alloc_fail, frees, queries, kicks;
+	uint64_t stray_reclaims, stray_bytes; /* qemu: memory written outside regions, released */
 };
 
 struct vcmad_guest {
@@ -46,6 +47,7 @@ struct vcmad_guest {
 	void *shm;
 	uint64_t shm_size;
 	struct vcmad_ivs *ivs; /* qemu guest: its ivshmem server socket; NULL for sim */
+	uint64_t audit_at, stray_logged_at; /* qemu guest: last stray-memory audit, last log of one */
 	struct vcma_ring_host ring;
 	bool hello;
 	uint64_t features;
@@ -154,6 +156,8 @@ uint64_t vcmad_ivshmem_offset(const struct vcmad *d, uint64_t mfn);
 int vcmad_ivshmem_clear(struct vcmad_guest *g, uint64_t mfn, uint64_t n);
 /* A qemu guest detaches: punch its whole window, free its socket for a new QEMU. */
 void vcmad_ivshmem_detached(struct vcmad_guest *g);
+/* Release memory qemu guests wrote outside their regions (each guest once a second). */
+void vcmad_ivshmem_audit(struct vcmad *d);
 /* Read [off, off+len) of a region's bytes as the guest sees them. */
 int vcmad_region_read(struct vcmad *d, const struct vcma_region *r, uint64_t off, void *buf, size_t len);
 

@@ -352,6 +352,8 @@ static struct json_object *guest_json(uint32_t id, const char *name, const char 
 	add_u64(o, "frees", st->frees);
 	add_u64(o, "queries", st->queries);
 	add_u64(o, "kicks", st->kicks);
+	add_u64(o, "stray_reclaims", st->stray_reclaims);
+	add_u64(o, "stray_bytes", st->stray_bytes);
 	return o;
 }
 

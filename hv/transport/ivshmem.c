@@ -36,6 +36,7 @@
 
 #define VCMAD_IVS_WINDOW_OFF (2ull << 20) /* shared area padded to one huge page */
 #define VCMAD_IVS_HUGE (2ull << 20)
+#define VCMAD_IVS_AUDIT_NS 1000000000ull /* stray-memory audit period per guest */
 #define IVSHMEM_PROTOCOL_VERSION 0
 #define IVS_HOST_PEER 0 /* vcmad: the virtual peer a guest's doorbell reaches */
 #define IVS_GUEST_PEER 1
@@ -84,6 +85,117 @@ int vcmad_ivshmem_clear(struct vcmad_guest *g, uint64_t mfn, uint64_t n)
 		return 0; /* detaching: the memfd is gone with the guest */
 	/* hugetlbfs punches whole huge pages and zeroes the partial ones at the edges */
 	return punch(g, off, len);
+}
+
+/* ---- stray memory: guest writes outside its regions (PROTOCOL.md 9.2, Memory) ---- */
+
+struct win_range {
+	uint64_t off, len; /* in the memfd */
+};
+
+static int range_cmp(const void *a, const void *b)
+{
+	const struct win_range *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static uint64_t committed(const struct vcmad_guest *g)
+{
+	struct stat st;
+
+	return fstat(g->shm_fd, &st) ? 0 : (uint64_t)st.st_blocks * 512;
+}
+
+/* g's live regions as memfd ranges, sorted; NULL with *n = 0 when it has none. */
+static struct win_range *region_ranges(struct vcmad_guest *g, size_t *n, int *err)
+{
+	const struct vcma_region *r;
+	struct win_range *v;
+	uint32_t cur = 0;
+	size_t k = 0;
+
+	*n = 0;
+	*err = 0;
+	while ((r = vcma_regions_next(&g->d->core.regions, &cur)))
+		k += r->guest == g->id;
+	if (!k)
+		return NULL;
+	v = calloc(k, sizeof(*v));
+	if (!v) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	cur = 0;
+	while ((r = vcma_regions_next(&g->d->core.regions, &cur)) && *n < k)
+		if (r->guest == g->id)
+			v[(*n)++] = (struct win_range){ VCMAD_IVS_WINDOW_OFF + vcmad_ivshmem_offset(g->d, r->mfn),
+							r->nframes << VCMA_PAGE_SHIFT };
+	qsort(v, *n, sizeof(*v), range_cmp);
+	return v;
+}
+
+/* Punch everything from the window's start to the memfd's end that no region holds. */
+static int punch_stray(struct vcmad_guest *g)
+{
+	uint64_t at = VCMAD_IVS_WINDOW_OFF;
+	struct win_range *v;
+	size_t n;
+	int err;
+
+	v = region_ranges(g, &n, &err);
+	if (err)
+		return err;
+	for (size_t i = 0; i <= n && !err; i++) {
+		uint64_t end = i < n ? v[i].off : g->shm_size;
+
+		if (end > at)
+			err = punch(g, at, end - at);
+		if (i < n && v[i].off + v[i].len > at)
+			at = v[i].off + v[i].len;
+	}
+	free(v);
+	return err;
+}
+
+static void audit(struct vcmad_guest *g, uint64_t now)
+{
+	uint64_t slack = g->ivs->conf->hugepages ? 2 * VCMAD_IVS_HUGE * g->nregions : 0;
+	uint64_t allowed = VCMAD_IVS_WINDOW_OFF + g->bytes + slack, before, after;
+	int rc;
+
+	g->audit_at = now;
+	before = committed(g);
+	if (before <= allowed)
+		return;
+	rc = punch_stray(g);
+	after = committed(g);
+	if (rc) {
+		log_warn("guest %u (%s): cannot release memory written outside its regions: %s", g->id, g->name,
+			 strerror(-rc));
+		return;
+	}
+	g->stats.stray_reclaims++;
+	g->stats.stray_bytes += before > after ? before - after : 0;
+	/* the first time, then at most once a minute: a hostile guest may do this forever */
+	if (g->stats.stray_reclaims == 1 || now - g->stray_logged_at >= 60 * VCMAD_IVS_AUDIT_NS) {
+		g->stray_logged_at = now;
+		log_warn("guest %u (%s) wrote outside its regions: %llu KiB released (%llu time(s) so far)", g->id,
+			 g->name, (unsigned long long)((before > after ? before - after : 0) >> 10),
+			 (unsigned long long)g->stats.stray_reclaims);
+	}
+}
+
+void vcmad_ivshmem_audit(struct vcmad *d)
+{
+	uint64_t now = vcma_now_ns();
+
+	for (uint32_t i = 0; d->guest && i < d->conf.max_guests; i++) {
+		struct vcmad_guest *g = d->guest[i];
+
+		if (g && !g->dead && g->ivs && g->shm_fd >= 0 && now - g->audit_at >= VCMAD_IVS_AUDIT_NS)
+			audit(g, now);
+	}
 }
 
 void vcmad_ivshmem_detached(struct vcmad_guest *g)

@@ -12,6 +12,7 @@ import json
 import mmap
 import os
 import select
+import re
 import socket
 import struct
 import subprocess
@@ -202,6 +203,29 @@ q.m[q.window_off + bus2:q.window_off + bus2 + 4096] = b"\xaa" * 4096
 st, h3, _, bus3, len3, _, _ = q.call(2, length=2 * MiB, name=b"main")
 check(st == 0 and bus3 == bus2 and q.window(bus3, len3) == bytes(len3),
       "a new region over bytes the guest scribbled there reads as zeros")
+
+# the guest writes outside its regions: in the window's free part and past the window;
+# vcmad's audit (once a second) gives that memory back and leaves the regions alone
+q.m[q.window_off + bus3:q.window_off + bus3 + len3] = b"\x33" * len3
+held = os.fstat(q.shm_fd).st_blocks * 512
+stray_off = q.window_off + q.window_size - 16 * MiB
+q.m[stray_off:stray_off + 8 * MiB] = b"\xee" * (8 * MiB)
+q.m[q.size - MiB:q.size] = b"\xee" * MiB
+deadline = time.time() + 5
+while os.fstat(q.shm_fd).st_blocks * 512 > held and time.time() < deadline:
+    time.sleep(0.1)
+check(os.fstat(q.shm_fd).st_blocks * 512 <= held, "vcmad released it within seconds (%d KiB committed, %d before)"
+      % (os.fstat(q.shm_fd).st_blocks // 2, held >> 10))
+check(q.m[stray_off:stray_off + 8 * MiB] == bytes(8 * MiB) and q.m[q.size - MiB:q.size] == bytes(MiB),
+      "the stray bytes read as zeros")
+check(int(ctl("hash", hex(h))["fnv1a64"], 16) == fnv1a64(pattern) and q.window(bus3, len3) == b"\x33" * len3,
+      "the guest's regions kept their bytes")
+g = {x["name"]: x for x in ctl("guests")["guests"]}["cam0"]
+check(g["stray_reclaims"] >= 1 and g["stray_bytes"] >= 9 * MiB,
+      "vcmactl guests counts the 9 MiB committed and released: %d reclaim(s), %d KiB"
+      % (g["stray_reclaims"], g["stray_bytes"] >> 10))
+check(re.search(r"guest \d+ \(cam0\) wrote outside its regions: \d+ KiB released", d.logtext()),
+      "and vcmad logged it")
 
 # one QEMU per guest socket
 s2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -208,6 +208,8 @@ try:
     check(m.group(3) == "0" and vm.expect(r"VCMA-EXIT stress (\d+)", 30).group(1) == "0",
           "4 processes x 40 allocations of 1-4 MiB at once: every region verified and freed")
     check(not left_after_free("good"), "and none is left at vcmad")
+    g = {x["name"]: x for x in ctl("guests")["guests"]}["good"]
+    check(g["stray_reclaims"] == 0, "vcma.ko wrote nothing outside its regions (vcmad's audit found no stray memory)")
 
     # vcmad stops while the guest is up
     vm.expect(r"VCMA-SHUTDOWN-READY", 60)
