@@ -135,17 +135,12 @@ static struct win_range *region_ranges(struct vcmad_guest *g, size_t *n, int *er
 	return v;
 }
 
-/* Punch everything from the window's start to the memfd's end that no region holds. */
-static int punch_stray(struct vcmad_guest *g)
+/* Punch everything from the window's start to the memfd's end that no region in v holds. */
+static int punch_stray(struct vcmad_guest *g, const struct win_range *v, size_t n)
 {
 	uint64_t at = VCMAD_IVS_WINDOW_OFF;
-	struct win_range *v;
-	size_t n;
-	int err;
+	int err = 0;
 
-	v = region_ranges(g, &n, &err);
-	if (err)
-		return err;
 	for (size_t i = 0; i <= n && !err; i++) {
 		uint64_t end = i < n ? v[i].off : g->shm_size;
 
@@ -154,21 +149,48 @@ static int punch_stray(struct vcmad_guest *g)
 		if (i < n && v[i].off + v[i].len > at)
 			at = v[i].off + v[i].len;
 	}
-	free(v);
 	return err;
+}
+
+/* What the regions in v may commit on hugetlbfs: whole huge pages, each counted once. */
+static uint64_t huge_span(const struct win_range *v, size_t n)
+{
+	uint64_t total = 0, at = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t lo = v[i].off & ~(VCMAD_IVS_HUGE - 1);
+		uint64_t hi = (v[i].off + v[i].len + VCMAD_IVS_HUGE - 1) & ~(VCMAD_IVS_HUGE - 1);
+
+		if (lo < at)
+			lo = at;
+		if (hi > lo)
+			total += hi - lo;
+		if (hi > at)
+			at = hi;
+	}
+	return total;
 }
 
 static void audit(struct vcmad_guest *g, uint64_t now)
 {
-	uint64_t slack = g->ivs->conf->hugepages ? 2 * VCMAD_IVS_HUGE * g->nregions : 0;
-	uint64_t allowed = VCMAD_IVS_WINDOW_OFF + g->bytes + slack, before, after;
+	uint64_t before, after;
+	struct win_range *v;
+	size_t n;
 	int rc;
 
 	g->audit_at = now;
 	before = committed(g);
-	if (before <= allowed)
+	/* the usual case, one fstat: no more than the shared area and the regions' bytes */
+	if (before <= VCMAD_IVS_WINDOW_OFF + g->bytes)
 		return;
-	rc = punch_stray(g);
+	v = region_ranges(g, &n, &rc);
+	if (!rc && g->ivs->conf->hugepages && before <= VCMAD_IVS_WINDOW_OFF + huge_span(v, n)) {
+		free(v); /* regions that share or only partly fill huge pages */
+		return;
+	}
+	if (!rc)
+		rc = punch_stray(g, v, n);
+	free(v);
 	after = committed(g);
 	if (rc) {
 		log_warn("guest %u (%s): cannot release memory written outside its regions: %s", g->id, g->name,

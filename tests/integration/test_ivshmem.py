@@ -279,6 +279,13 @@ else:
         check(st == 0 and int(hr["fnv1a64"], 16) == fnv1a64(b"\x77" * hlen),
               "hugepages = on: a 2 MiB region in a huge-page memfd, bytes checked by hash")
         check(huge_free() == free0 - 1, "writing it took one huge page")
+        hstray = hq.window_off + hq.window_size - 8 * MiB
+        hq.m[hstray:hstray + 4 * MiB] = b"\xee" * (4 * MiB)
+        deadline = time.time() + 5
+        while huge_free() != free0 - 1 and time.time() < deadline:
+            time.sleep(0.1)
+        check(huge_free() == free0 - 1 and hq.window(hbus, hlen) == b"\x77" * hlen,
+              "two huge pages written outside the region are released by the audit; the region keeps its bytes")
         st, *_ = hq.call(3, handle=hh)
         check(st == 0 and huge_free() == free0 and hq.window(hbus, hlen) == bytes(hlen),
               "FREE punched the huge page back: zeros, and the page is free again")
