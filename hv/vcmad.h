@@ -156,6 +156,8 @@ uint64_t vcmad_ivshmem_offset(const struct vcmad *d, uint64_t mfn);
 int vcmad_ivshmem_clear(struct vcmad_guest *g, uint64_t mfn, uint64_t n);
 /* A qemu guest detaches: punch its whole window, free its socket for a new QEMU. */
 void vcmad_ivshmem_detached(struct vcmad_guest *g);
+/* Host memory a qemu guest's memfd holds now (its BAR2: shared area, regions, strays). */
+uint64_t vcmad_ivshmem_committed(const struct vcmad_guest *g);
 /* Release memory qemu guests wrote outside their regions (each guest once a second). */
 void vcmad_ivshmem_audit(struct vcmad *d);
 /* Read [off, off+len) of a region's bytes as the guest sees them. */

@@ -377,10 +377,15 @@ static struct json_object *cmd_guests(struct vcmad_ctl *ctl, int *err)
 	}
 	for (uint32_t i = 0; i < gi.n; i++) {
 		const struct vcmad_guest *g = gi.v[i].g;
+		struct json_object *o = guest_json(g->id, g->name, g->devclass, role_name(g),
+						   g->ram_frames << VCMA_PAGE_SHIFT, g->nregions, g->bytes, &g->stats);
 
-		json_object_array_add(arr, guest_json(g->id, g->name, g->devclass, role_name(g),
-						      g->ram_frames << VCMA_PAGE_SHIFT, g->nregions, g->bytes,
-						      &g->stats));
+		if (o && g->ivs) {
+			add_u64(o, "bar_bytes", g->shm_size);
+			add_u64(o, "window_bytes", d->win_frames << VCMA_PAGE_SHIFT);
+			add_u64(o, "committed_bytes", vcmad_ivshmem_committed(g));
+		}
+		json_object_array_add(arr, o);
 	}
 	json_object_object_add(res, "guests", arr);
 	free(gi.v);

@@ -100,11 +100,11 @@ static int range_cmp(const void *a, const void *b)
 	return x->off < y->off ? -1 : x->off > y->off;
 }
 
-static uint64_t committed(const struct vcmad_guest *g)
+uint64_t vcmad_ivshmem_committed(const struct vcmad_guest *g)
 {
 	struct stat st;
 
-	return fstat(g->shm_fd, &st) ? 0 : (uint64_t)st.st_blocks * 512;
+	return g->shm_fd < 0 || fstat(g->shm_fd, &st) ? 0 : (uint64_t)st.st_blocks * 512;
 }
 
 /* g's live regions as memfd ranges, sorted; NULL with *n = 0 when it has none. */
@@ -179,7 +179,7 @@ static void audit(struct vcmad_guest *g, uint64_t now)
 	int rc;
 
 	g->audit_at = now;
-	before = committed(g);
+	before = vcmad_ivshmem_committed(g);
 	/* the usual case, one fstat: no more than the shared area and the regions' bytes */
 	if (before <= VCMAD_IVS_WINDOW_OFF + g->bytes)
 		return;
@@ -191,7 +191,7 @@ static void audit(struct vcmad_guest *g, uint64_t now)
 	if (!rc)
 		rc = punch_stray(g, v, n);
 	free(v);
-	after = committed(g);
+	after = vcmad_ivshmem_committed(g);
 	if (rc) {
 		log_warn("guest %u (%s): cannot release memory written outside its regions: %s", g->id, g->name,
 			 strerror(-rc));

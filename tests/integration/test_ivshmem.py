@@ -175,6 +175,10 @@ pattern = bytes((i * 7 + (i >> 12)) & 0xff for i in range(length))
 q.m[q.window_off + bus:q.window_off + bus + length] = pattern
 check(os.fstat(q.shm_fd).st_blocks * 512 - committed0 >= length,
       "writing the region commits its memory in the memfd (%d KiB)" % (os.fstat(q.shm_fd).st_blocks // 2))
+g = {x["name"]: x for x in ctl("guests")["guests"]}["cam0"]
+check(g["bar_bytes"] == q.size and g["window_bytes"] == q.window_size
+      and g["committed_bytes"] == os.fstat(q.shm_fd).st_blocks * 512,
+      "vcmactl guests shows BAR2's size and the memory it holds (%d KiB)" % (g["committed_bytes"] >> 10))
 hr = ctl("hash", hex(h))
 check(int(hr["fnv1a64"], 16) == fnv1a64(pattern) and hr["size_bytes"] == length,
       "vcmactl hash sees the guest's bytes (fnv1a64 %s)" % hr["fnv1a64"])
