@@ -224,6 +224,9 @@ try:
     bad = guestbuild.dmesg_problems(dmesg)
     check(any(FOREIGN in line and "without a vcma control page (magic 0x3020100)" in line for line in dmesg),
           "and said in dmesg why: no vcma control page, magic 0x3020100")
+    refused = [line for line in dmesg if re.search(r"failed at vcmad|not sent|malformed ALLOC answer", line)]
+    check(dmesg and not refused, "vcmad took every FREE vcma.ko posted, and every answer was well-formed%s"
+          % "".join("\n  " + line for line in refused))
     check(dmesg and not bad, "no WARNING, BUG or Oops in the guest's dmesg (%d lines)%s"
           % (len(dmesg), "".join("\n  " + line for line in bad)))
     vm.wait_exit(60)
