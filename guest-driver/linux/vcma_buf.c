@@ -167,9 +167,9 @@ void vcma_dev_orphan_regions(struct vcma_dev *dev)
 		r->orphan = true;
 		r->vaddr = NULL;
 	}
-	dev->gone = true;
 	mutex_unlock(&dev->rlock);
-	vcma_ring_drain(dev); /* FREEs posted before this */
+	vcma_ring_drain(dev); /* FREEs posted before this; the irq handler works until gone */
+	dev->gone = true;
 	up_write(&dev->sem);
 }
 

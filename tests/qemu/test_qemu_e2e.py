@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +58,7 @@ rmmod vcma_kapi_test; echo "VCMA-EXIT kapi_unload $?"
 /vcma-hostile %(evil)s; echo "VCMA-EXIT hostile $?"
 /vcma-e2e alloc 2; echo "VCMA-EXIT alloc $?"
 /vcma-e2e unbind %(good)s; echo "VCMA-EXIT unbind $?"
+/vcma-e2e posted %(good)s; echo "VCMA-EXIT posted $?"
 /vcma-e2e stress 4 40; echo "VCMA-EXIT stress $?"
 /vcma-e2e shutdown; echo "VCMA-EXIT shutdown $?"
 rmmod vcma; echo "VCMA-EXIT rmmod $?"
@@ -202,6 +204,24 @@ try:
     vm.expect(r"VCMA-REBOUND ok", 60)
     check(ok and vm.expect(r"VCMA-EXIT unbind (\d+)", 60).group(1) == "0",
           "rebinding takes over the connected ring: a 2 MiB region allocated and checked")
+
+    # a FREE in flight (vcmad stopped) when the device goes away
+    m = vm.expect(r"VCMA-POSTED-HELD handle=(0x[0-9a-f]+)", 60)
+    h = int(m.group(1), 16)
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        vm.send_line("VCMA-OK")
+        vm.expect(r"VCMA-POSTED-FREED", 30)
+        time.sleep(1)  # the guest's unbind is waiting for the FREE's answer
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    m = vm.expect(r"VCMA-POSTED-UNBOUND after_ms=(\d+)", 20)
+    check(int(m.group(1)) >= 900 and not left_after_free("good", [h]),
+          "unbinding with a FREE posted to a stopped vcmad waited for its answer (%s ms), and vcmad freed it"
+          % m.group(1))
+    vm.expect(r"VCMA-POSTED-REBOUND ok", 60)
+    check(vm.expect(r"VCMA-EXIT posted (\d+)", 60).group(1) == "0",
+          "the driver bound again took over the idle ring: ALLOC and FREE work")
 
     # several processes at once: one ring, one in-flight table
     m = vm.expect(r"VCMA-STRESS procs=(\d+) n=(\d+) failed=(\d+)", 300)

@@ -8,6 +8,7 @@
  *   vcma-e2e check       1, 2, 4, 8 MiB through dma-bufs, error paths, lifetime
  *   vcma-e2e alloc MB    one region, checked by the host, freed
  *   vcma-e2e unbind PCI  unbind the device under an open, mapped region; rebind
+ *   vcma-e2e posted PCI  unbind while a posted FREE waits for a stopped vcmad; rebind
  *   vcma-e2e import      hand a dma-buf to another driver (vcma_kapi_test.ko), which
  *                        attaches, maps and reads it
  *   vcma-e2e stress P N  P processes, N allocations each, 1-4 MiB, verified
@@ -323,6 +324,41 @@ static double now_us(void)
 	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/*
+ * A FREE posted while the host holds vcmad stopped, then the device unbound: removal
+ * waits for vcmad's answer (the host resumes it), and the driver bound again takes
+ * over a ring with nothing in flight.
+ */
+static void posted_test(const char *addr)
+{
+	struct vcma_ioc_alloc a;
+	double t0;
+
+	if (alloc(MiB, 0, NULL, &a))
+		die("VCMA_IOC_ALLOC");
+	printf("VCMA-POSTED-HELD handle=0x%llx\n", (unsigned long long)a.handle);
+	wait_ok(); /* vcmad is stopped now */
+	close(a.fd);
+	if (vfree(a.handle)) /* posted: returns without vcmad's answer */
+		die("VCMA_IOC_FREE");
+	close(vfd);
+	printf("VCMA-POSTED-FREED\n");
+	fflush(stdout);
+	t0 = now_us();
+	sysfs_write("/sys/bus/pci/drivers/vcma/unbind", addr);
+	printf("VCMA-POSTED-UNBOUND after_ms=%.0f\n", (now_us() - t0) / 1000);
+	sysfs_write("/sys/bus/pci/drivers/vcma/bind", addr);
+	vfd = open(VCMA_DEV_PATH, O_RDWR | O_CLOEXEC);
+	if (vfd < 0)
+		die("open " VCMA_DEV_PATH " after rebind");
+	if (alloc(MiB, 0, NULL, &a))
+		die("VCMA_IOC_ALLOC after rebind");
+	close(a.fd);
+	if (vfree(a.handle))
+		die("VCMA_IOC_FREE after rebind");
+	printf("VCMA-POSTED-REBOUND ok\n");
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -446,6 +482,10 @@ int main(int argc, char **argv)
 	}
 	if (argc == 3 && !strcmp(argv[1], "unbind")) {
 		unbind_test(argv[2]);
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "posted")) {
+		posted_test(argv[2]);
 		return 0;
 	}
 	if (argc == 3 && !strcmp(argv[1], "bench")) {
