@@ -102,9 +102,14 @@ static long ioc_alloc(struct vcma_file *vf, void __user *uarg)
 	if (err)
 		goto put_fd;
 	if (copy_to_user(uarg, &a, sizeof(a))) {
-		xa_erase(&vf->handles, r->handle);
-		err = -EFAULT;
-		goto put_fd;
+		/* another thread may have freed the handle meanwhile: its reference went with it */
+		bool ours = xa_erase(&vf->handles, r->handle) == r;
+
+		put_unused_fd(fd);
+		dma_buf_put(buf);
+		if (ours)
+			vcma_region_put(r);
+		return -EFAULT;
 	}
 	fd_install(fd, buf->file); /* the dma-buf's reference now belongs to the fd */
 	return 0;
@@ -145,12 +150,17 @@ static long ioc_query(struct vcma_file *vf, void __user *uarg)
 		return -EINVAL;
 	a.guest_id = dev->ctrl.guest_id;
 	if (a.handle) {
+		/* under the lock FREE erases with: the handle's reference keeps r meanwhile */
+		xa_lock(&vf->handles);
 		r = xa_load(&vf->handles, a.handle);
+		if (r) {
+			a.size = r->size;
+			a.dma_addr = r->phys;
+			a.offset = r->offset;
+		}
+		xa_unlock(&vf->handles);
 		if (!r)
 			return -ENOENT;
-		a.size = r->size;
-		a.dma_addr = r->phys;
-		a.offset = r->offset;
 		a.free_bytes = a.guest_bytes = 0;
 	} else {
 		if (a.pool[0] && !(dev->features & VCMA_F_NAMED_POOL))

@@ -60,6 +60,7 @@ rmmod vcma_kapi_test; echo "VCMA-EXIT kapi_unload $?"
 /vcma-e2e unbind %(good)s; echo "VCMA-EXIT unbind $?"
 /vcma-e2e posted %(good)s; echo "VCMA-EXIT posted $?"
 /vcma-e2e stress 4 40; echo "VCMA-EXIT stress $?"
+/vcma-e2e race 300; echo "VCMA-EXIT race $?"
 /vcma-e2e shutdown; echo "VCMA-EXIT shutdown $?"
 rmmod vcma; echo "VCMA-EXIT rmmod $?"
 echo VCMA-DMESG-BEGIN
@@ -228,6 +229,12 @@ try:
     check(m.group(3) == "0" and vm.expect(r"VCMA-EXIT stress (\d+)", 30).group(1) == "0",
           "4 processes x 40 allocations of 1-4 MiB at once: every region verified and freed")
     check(not left_after_free("good"), "and none is left at vcmad")
+    m = vm.expect(r"VCMA-RACE n=(\d+) frees=(\d+) child_frees=(\d+) bad=(\d+)", 120)
+    n, frees, child_frees, bad = (int(x) for x in m.groups())
+    check(bad == 0 and frees + child_frees == n and child_frees > 0 and not left_after_free("good")
+          and vm.expect(r"VCMA-EXIT race (\d+)", 30).group(1) == "0",
+          "two processes racing QUERY and FREE on the same handles: every answer whole, exactly one FREE of "
+          "each of %d handles succeeded (%d by the racer), none left at vcmad" % (n, child_frees))
     g = {x["name"]: x for x in ctl("guests")["guests"]}["good"]
     check(g["stray_reclaims"] == 0, "vcma.ko wrote nothing outside its regions (vcmad's audit found no stray memory)")
 

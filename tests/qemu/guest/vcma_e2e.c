@@ -12,6 +12,7 @@
  *   vcma-e2e import      hand a dma-buf to another driver (vcma_kapi_test.ko), which
  *                        attaches, maps and reads it
  *   vcma-e2e stress P N  P processes, N allocations each, 1-4 MiB, verified
+ *   vcma-e2e race N      two processes QUERY and FREE the same handles at once
  *   vcma-e2e shutdown    wait while the host stops vcmad, then see every call fail
  *   vcma-e2e bench N     ioctl floor, QUERY round trip, ALLOC+FREE (and + QUERY): p50/p99
  *
@@ -302,6 +303,90 @@ static void stress(int procs, int n)
 	printf("VCMA-STRESS procs=%d n=%d failed=%d\n", procs, n, bad);
 }
 
+/*
+ * Two processes sharing one /dev/vcma file race on the same handle: the parent
+ * allocates and frees it, the child keeps querying and now and then frees it too.
+ * Every QUERY must see the region whole or not at all, and exactly one FREE of each
+ * handle may succeed.
+ */
+struct race {
+	volatile uint64_t handle, size; /* the parent's current region; 0 between rounds */
+	volatile int stop;
+	volatile long frees, bad;       /* the child's successful FREEs, wrong answers */
+};
+
+static void race_child(struct race *sh)
+{
+	struct vcma_ioc_query q;
+	unsigned int k = 0;
+
+	while (!sh->stop) {
+		uint64_t h = sh->handle, size = sh->size;
+
+		if (!h)
+			continue;
+		memset(&q, 0, sizeof(q));
+		q.handle = h;
+		if (!ioctl(vfd, VCMA_IOC_QUERY, &q)) {
+			if (q.size != size || q.dma_addr % 4096)
+				sh->bad++;
+		} else if (errno != ENOENT) {
+			sh->bad++;
+		}
+		if (++k % 16 == 0) {
+			int rc = vfree(h);
+
+			if (!rc)
+				sh->frees++;
+			else if (rc != -ENOENT)
+				sh->bad++;
+		}
+	}
+	_exit(0);
+}
+
+static void race_test(int n)
+{
+	struct race *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	long frees = 0, bad = 0;
+	pid_t pid;
+	int st;
+
+	if (sh == MAP_FAILED)
+		die("mmap");
+	memset(sh, 0, sizeof(*sh));
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (!pid)
+		race_child(sh);
+	for (int i = 0; i < n; i++) {
+		struct vcma_ioc_alloc a;
+		int rc;
+
+		if (alloc(MiB << (i % 2), 0, NULL, &a))
+			die("VCMA_IOC_ALLOC");
+		close(a.fd);
+		sh->size = a.size;
+		__sync_synchronize();
+		sh->handle = a.handle;
+		if (i % 3) /* one vCPU: let the child run against this handle a while */
+			usleep(50 * (i % 3));
+		rc = vfree(a.handle);
+		if (!rc)
+			frees++;
+		else if (rc != -ENOENT)
+			bad++;
+		sh->handle = 0;
+		__sync_synchronize();
+	}
+	sh->stop = 1;
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
+		bad++;
+	printf("VCMA-RACE n=%d frees=%ld child_frees=%ld bad=%ld\n", n, frees, sh->frees, bad + sh->bad);
+	munmap(sh, sizeof(*sh));
+}
+
 /* vcmad stops under us: its CLOSING state turns every call into ESHUTDOWN. */
 static void shutdown_test(void)
 {
@@ -482,6 +567,10 @@ int main(int argc, char **argv)
 	}
 	if (argc == 3 && !strcmp(argv[1], "unbind")) {
 		unbind_test(argv[2]);
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "race")) {
+		race_test(atoi(argv[2]));
 		return 0;
 	}
 	if (argc == 3 && !strcmp(argv[1], "posted")) {
