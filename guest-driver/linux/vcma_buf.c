@@ -24,7 +24,11 @@ static struct vcma_dev *primary; /* the device /dev/vcma and the kernel API use 
 
 static void dev_release(struct kref *ref)
 {
-	kfree(container_of(ref, struct vcma_dev, ref));
+	struct vcma_dev *dev = container_of(ref, struct vcma_dev, ref);
+
+	if (dev->shm)
+		memunmap(dev->shm);
+	kfree(dev);
 }
 
 void vcma_dev_put(struct vcma_dev *dev)
@@ -217,14 +221,20 @@ static int buf_mmap(struct dma_buf *buf, struct vm_area_struct *vma)
 	struct vcma_region *r = buf->priv;
 	unsigned long len = vma->vm_end - vma->vm_start;
 
-	if (READ_ONCE(r->orphan))
-		return -ENODEV;
+	int err;
+
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL; /* device memory: no private copies */
 	if (vma->vm_pgoff > r->size >> PAGE_SHIFT || len > r->size - (vma->vm_pgoff << PAGE_SHIFT))
 		return -EINVAL;
 	vma->vm_flags |= VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP;
-	return remap_pfn_range(vma, vma->vm_start, (r->phys >> PAGE_SHIFT) + vma->vm_pgoff, len, vma->vm_page_prot);
+	/* orphaning zaps the mappings under rlock: no mapping may appear behind it, or it
+	 * would outlive the region into whatever vcmad hands out there next */
+	mutex_lock(&r->dev->rlock);
+	err = r->orphan ? -ENODEV :
+		remap_pfn_range(vma, vma->vm_start, (r->phys >> PAGE_SHIFT) + vma->vm_pgoff, len, vma->vm_page_prot);
+	mutex_unlock(&r->dev->rlock);
+	return err;
 }
 
 static int buf_vmap(struct dma_buf *buf, struct iosys_map *map)
@@ -239,7 +249,12 @@ static int buf_vmap(struct dma_buf *buf, struct iosys_map *map)
 
 static void buf_release(struct dma_buf *buf)
 {
-	vcma_region_put(buf->priv);
+	struct vcma_region *r = buf->priv;
+
+	mutex_lock(&r->dev->rlock); /* orphaning looks at r->dmabuf under it */
+	r->dmabuf = NULL;
+	mutex_unlock(&r->dev->rlock);
+	vcma_region_put(r);
 }
 
 static const struct dma_buf_ops vcma_dmabuf_ops = {

@@ -45,9 +45,11 @@ static int vcma_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	INIT_LIST_HEAD(&dev->regions);
 	dev->shm_phys = pci_resource_start(pdev, 2);
 	dev->shm_len = pci_resource_len(pdev, 2);
-	dev->shm = devm_memremap(&pdev->dev, dev->shm_phys, dev->shm_len, MEMREMAP_WB);
-	if (IS_ERR(dev->shm)) {
-		err = PTR_ERR(dev->shm);
+	/* not devm: the mapping lives as long as the device's last reference, so a
+	 * kernel importer's vmap of a region stays valid after removal (zeros by then) */
+	dev->shm = memremap(dev->shm_phys, dev->shm_len, MEMREMAP_WB);
+	if (!dev->shm) {
+		err = -ENOMEM;
 		goto fail;
 	}
 	magic = READ_ONCE(((struct vcma_ctrl *)dev->shm)->magic);

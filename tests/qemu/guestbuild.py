@@ -86,10 +86,11 @@ mount -t devtmpfs dev /dev
 """
 
 
-def boot(parts, init_script, devices, memory="512M", extra=()):
+def boot(parts, init_script, devices, memory="512M", extra=(), append=""):
     """Boot Debian's kernel with an initramfs whose /init mounts /proc, /sys and /dev,
     then runs init_script (shell); devices is a list of (ivshmem socket path, PCI
-    address); extra, more QEMU arguments. Returns a running qemuvm.QemuVM."""
+    address); extra, more QEMU arguments; append, more kernel parameters. Returns a
+    running qemuvm.QemuVM."""
     init = os.path.join(parts["dir"], "init.sh")
     with open(init, "w") as f:
         f.write(INIT_HEAD + init_script)
@@ -97,7 +98,7 @@ def boot(parts, init_script, devices, memory="512M", extra=()):
     files = ["%s:/%s:0755" % (parts[p], p) for p in PROGRAMS]
     files += ["%s:/%s:0644" % (parts[k], k) for k in ("vcma.ko", "vcma_kapi_test.ko")]
     mkinitramfs.build(img, files, init)
-    return qemuvm.QemuVM(img, devices, memory=memory, extra=extra)
+    return qemuvm.QemuVM(img, devices, memory=memory, extra=extra, append=append)
 
 
 def splitmix64(x):

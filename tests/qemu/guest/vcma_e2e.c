@@ -196,13 +196,17 @@ static void sysfs_write(const char *path, const char *val)
  * the ring and serves again. */
 static void unbind_test(const char *addr)
 {
-	struct vcma_ioc_alloc a, b;
+	struct vcma_ioc_alloc a, b, c;
 	volatile uint8_t *p;
-	int faulted, remap_err, alloc_err;
+	int faulted, remap_err, alloc_err, free_c;
 
 	p = alloc_mapped(MiB, &a);
 	memset((void *)p, 0x33, a.size);
-	printf("VCMA-OPEN handle=0x%llx\n", (unsigned long long)a.handle);
+	if (alloc(MiB, 0, NULL, &c)) /* and one held by its handle alone */
+		die("VCMA_IOC_ALLOC");
+	close(c.fd);
+	printf("VCMA-OPEN handle=0x%llx handle_only=0x%llx\n", (unsigned long long)a.handle,
+	       (unsigned long long)c.handle);
 	wait_ok();
 	sysfs_write("/sys/bus/pci/drivers/vcma/unbind", addr);
 	signal(SIGBUS, on_sigbus);
@@ -217,8 +221,10 @@ static void unbind_test(const char *addr)
 	munmap((void *)p, a.size);
 	close(a.fd);
 	vfree(a.handle);
+	free_c = -vfree(c.handle); /* a husk: dropping the handle just lets go */
 	close(vfd);
-	printf("VCMA-UNBOUND signal=%d remap_errno=%d alloc_errno=%d\n", faulted, remap_err, alloc_err);
+	printf("VCMA-UNBOUND signal=%d remap_errno=%d alloc_errno=%d free_errno=%d\n", faulted, remap_err, alloc_err,
+	       free_c);
 	wait_ok();
 	sysfs_write("/sys/bus/pci/drivers/vcma/bind", addr);
 	vfd = open(VCMA_DEV_PATH, O_RDWR | O_CLOEXEC);
