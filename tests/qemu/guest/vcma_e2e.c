@@ -13,6 +13,7 @@
  *                        attaches, maps and reads it
  *   vcma-e2e stress P N  P processes, N allocations each, 1-4 MiB, verified
  *   vcma-e2e race N      two processes QUERY and FREE the same handles at once
+ *   vcma-e2e try MB      ALLOC (and FREE): print the errno, whatever the host answers
  *   vcma-e2e shutdown    wait while the host stops vcmad, then see every call fail
  *   vcma-e2e bench N     ioctl floor, QUERY round trip, ALLOC+FREE (and + QUERY): p50/p99
  *
@@ -573,6 +574,17 @@ int main(int argc, char **argv)
 	}
 	if (argc == 3 && !strcmp(argv[1], "unbind")) {
 		unbind_test(argv[2]);
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "try")) {
+		struct vcma_ioc_alloc a;
+		int rc = alloc(strtoull(argv[2], NULL, 0) * MiB, 0, NULL, &a);
+
+		if (!rc) {
+			close(a.fd);
+			rc = vfree(a.handle);
+		}
+		printf("VCMA-TRY errno=%d\n", -rc);
 		return 0;
 	}
 	if (argc == 3 && !strcmp(argv[1], "race")) {
