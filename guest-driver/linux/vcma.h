@@ -18,6 +18,7 @@
 #include <linux/rwsem.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 
 #include "vcma_proto.h"
 
@@ -53,6 +54,10 @@ struct vcma_dev {
 	struct vcma_inflight inflight[VCMA_MAX_INFLIGHT];
 	wait_queue_head_t wq;
 
+	u64 abandoned[VCMA_MAX_INFLIGHT]; /* regions whose ALLOC's caller was killed: to FREE */
+	u32 nabandoned;            /* under lock */
+	struct work_struct free_work;
+
 	struct rw_semaphore sem;   /* read: a call to vcmad; write: the device goes away */
 	struct mutex rlock;        /* the regions list */
 	struct list_head regions;
@@ -76,6 +81,8 @@ int vcma_ring_attach(struct vcma_dev *dev);
 int vcma_call(struct vcma_dev *dev, struct vcma_req *q, struct vcma_rsp *rsp);
 int vcma_post(struct vcma_dev *dev, struct vcma_req *q);
 void vcma_ring_drain(struct vcma_dev *dev);
+void vcma_ring_free_abandoned(struct vcma_dev *dev);
+void vcma_ring_free_work(struct work_struct *w);
 void vcma_ring_poll(struct vcma_dev *dev);
 void vcma_ring_fail(struct vcma_dev *dev, int err);
 int vcma_status_errno(s32 status);

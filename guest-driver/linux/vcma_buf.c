@@ -126,7 +126,7 @@ struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned i
 		dev_err(&dev->pdev->dev, "malformed ALLOC answer (handle %#llx, %#llx+%#llx)\n", rsp.handle,
 			rsp.bus, rsp.length);
 		if (rsp.handle)
-			vcma_call(dev, &f, &rsp);
+			vcma_post(dev, &f);
 		err = -EIO;
 	}
 	if (err) {
@@ -158,7 +158,6 @@ void vcma_dev_orphan_regions(struct vcma_dev *dev)
 {
 	struct vcma_region *r;
 	struct vcma_req q = { .op = VCMA_OP_FREE };
-	struct vcma_rsp rsp;
 
 	down_write(&dev->sem); /* no call to vcmad is under way, and none starts */
 	mutex_lock(&dev->rlock);
@@ -166,13 +165,15 @@ void vcma_dev_orphan_regions(struct vcma_dev *dev)
 		if (r->dmabuf)
 			unmap_mapping_range(r->dmabuf->file->f_mapping, 0, 0, 1);
 		q.handle = r->handle;
-		if (!vcma_call(dev, &q, &rsp) && rsp.status == VCMA_ST_OK)
+		if (!vcma_post(dev, &q))
 			dev_warn(&dev->pdev->dev, "region %#llx freed while still held\n", r->handle);
 		r->orphan = true;
 		r->vaddr = NULL;
 	}
 	mutex_unlock(&dev->rlock);
-	vcma_ring_drain(dev); /* FREEs posted before this; the irq handler works until gone */
+	/* these FREEs, those posted before, and abandoned ALLOCs' regions; the irq
+	 * handler works until gone */
+	vcma_ring_drain(dev);
 	dev->gone = true;
 	up_write(&dev->sem);
 }

@@ -41,6 +41,7 @@ static int vcma_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	spin_lock_init(&dev->lock);
 	init_waitqueue_head(&dev->wq);
 	init_rwsem(&dev->sem);
+	INIT_WORK(&dev->free_work, vcma_ring_free_work);
 	mutex_init(&dev->rlock);
 	INIT_LIST_HEAD(&dev->regions);
 	dev->shm_phys = pci_resource_start(pdev, 2);
@@ -89,6 +90,7 @@ fail_ring:
 	vcma_ring_fail(dev, -ENODEV);
 	dev->gone = true;
 	devm_free_irq(&pdev->dev, pci_irq_vector(pdev, 0), dev);
+	cancel_work_sync(&dev->free_work);
 fail:
 	vcma_dev_put(dev);
 	return err;
@@ -104,6 +106,7 @@ static void vcma_remove(struct pci_dev *pdev)
 	/* the irq handler looks at nothing once gone is set; devres frees it and unmaps
 	 * the BARs after this returns, while late holders keep only the husk */
 	devm_free_irq(&pdev->dev, pci_irq_vector(pdev, 0), dev);
+	cancel_work_sync(&dev->free_work); /* nothing is left for it: the drain FREEd all */
 	vcma_dev_put(dev);
 }
 

@@ -7,7 +7,9 @@
  * once, the copy checked) and completes the entry with the matching id. A host that
  * answers an id not in flight, publishes an impossible index, goes DEAD or changes
  * generation fails every call from then on; so does one that does not answer within
- * VCMA_REQ_TIMEOUT.
+ * VCMA_REQ_TIMEOUT. FREE is posted: nobody waits, the answer is checked and dropped.
+ * A caller killed while it waits leaves its request posted; if it was an ALLOC that
+ * succeeds after all, a work item FREEs the region nobody will know about.
  */
 #include <linux/io.h>
 #include <linux/sched.h>
@@ -102,6 +104,19 @@ static void take_events_locked(struct vcma_dev *dev)
 	WRITE_ONCE(dev->eh->evt_event, dev->evt_cons + 1);
 }
 
+/* The answer to an ALLOC whose caller is gone: a region it made is to be FREEd. */
+static void abandon_locked(struct vcma_dev *dev, const struct vcma_rsp *rsp)
+{
+	if (rsp->status != VCMA_ST_OK || !rsp->handle)
+		return;
+	if (dev->nabandoned == VCMA_MAX_INFLIGHT) { /* cannot happen: one per in-flight entry */
+		dev_warn_ratelimited(&dev->pdev->dev, "region %#llx left at vcmad until detach\n", rsp->handle);
+		return;
+	}
+	dev->abandoned[dev->nabandoned++] = rsp->handle;
+	schedule_work(&dev->free_work);
+}
+
 static void poll_locked(struct vcma_dev *dev)
 {
 	struct vcma_rsp rsp;
@@ -127,7 +142,9 @@ static void poll_locked(struct vcma_dev *dev)
 				return;
 			}
 			if (f->posted) {
-				if (rsp.status != VCMA_ST_OK)
+				if (f->op == VCMA_OP_ALLOC)
+					abandon_locked(dev, &rsp);
+				else if (rsp.status != VCMA_ST_OK)
 					dev_warn_ratelimited(&dev->pdev->dev, "request %llu (op %u) failed at vcmad: %d\n",
 							     rsp.id, f->op, rsp.status);
 				f->used = false;
@@ -214,14 +231,45 @@ static bool answered(struct vcma_dev *dev, int slot, struct vcma_rsp *rsp, int *
 	return done;
 }
 
-/* Wait for room in the ring, then publish *q. */
+/*
+ * Wait for room in the ring, then publish *q. A call's caller may be killed while it
+ * waits; a posted request is often sent by an exiting task (the last close of a
+ * dma-buf), so it waits regardless.
+ */
 static int submit(struct vcma_dev *dev, struct vcma_req *q, int *slot, bool posted)
 {
+	long left;
 	int err = 0;
 
-	if (!wait_event_timeout(dev->wq, (err = try_submit(dev, q, slot, posted)) != -EAGAIN, VCMA_REQ_TIMEOUT))
+	if (posted)
+		left = wait_event_timeout(dev->wq, (err = try_submit(dev, q, slot, true)) != -EAGAIN, VCMA_REQ_TIMEOUT);
+	else
+		left = wait_event_killable_timeout(dev->wq, (err = try_submit(dev, q, slot, false)) != -EAGAIN,
+						   VCMA_REQ_TIMEOUT);
+	if (left < 0)
+		return -EINTR;
+	if (!left)
 		return -ETIMEDOUT;
 	return err;
+}
+
+/* The caller of the request in slot was killed: whatever the answer, nobody takes it. */
+static void abandon(struct vcma_dev *dev, int slot)
+{
+	struct vcma_inflight *f = &dev->inflight[slot];
+	unsigned long flags;
+
+	spin_lock_irqsave(&dev->lock, flags);
+	if (f->done) {
+		if (f->op == VCMA_OP_ALLOC)
+			abandon_locked(dev, &f->rsp);
+		f->used = false;
+	} else if (!dev->broken) {
+		f->posted = true;
+	} else {
+		f->used = false;
+	}
+	spin_unlock_irqrestore(&dev->lock, flags);
 }
 
 /*
@@ -236,7 +284,11 @@ int vcma_call(struct vcma_dev *dev, struct vcma_req *q, struct vcma_rsp *rsp)
 	err = submit(dev, q, &slot, false);
 	if (err)
 		return err;
-	left = wait_event_timeout(dev->wq, answered(dev, slot, rsp, &err), VCMA_REQ_TIMEOUT);
+	left = wait_event_killable_timeout(dev->wq, answered(dev, slot, rsp, &err), VCMA_REQ_TIMEOUT);
+	if (left < 0) {
+		abandon(dev, slot);
+		return -EINTR;
+	}
 	if (!left) {
 		/* a host that keeps a request longer than this is broken: the slot stays
 		 * in flight, and nothing is sent again */
@@ -259,26 +311,68 @@ int vcma_post(struct vcma_dev *dev, struct vcma_req *q)
 	return submit(dev, q, &slot, true);
 }
 
+/* FREE the regions of killed callers' ALLOCs (process context). */
+void vcma_ring_free_abandoned(struct vcma_dev *dev)
+{
+	struct vcma_req q = { .op = VCMA_OP_FREE };
+	unsigned long flags;
+
+	for (;;) {
+		spin_lock_irqsave(&dev->lock, flags);
+		if (!dev->nabandoned) {
+			spin_unlock_irqrestore(&dev->lock, flags);
+			return;
+		}
+		q.handle = dev->abandoned[--dev->nabandoned];
+		spin_unlock_irqrestore(&dev->lock, flags);
+		if (vcma_post(dev, &q))
+			dev_warn(&dev->pdev->dev, "region %#llx left at vcmad until detach\n", q.handle);
+		else
+			dev_info(&dev->pdev->dev, "freed region %#llx: its caller was killed while vcmad made it\n",
+				 q.handle);
+	}
+}
+
+void vcma_ring_free_work(struct work_struct *w)
+{
+	struct vcma_dev *dev = container_of(w, struct vcma_dev, free_work);
+
+	down_read(&dev->sem);
+	if (!dev->gone) /* removal FREEs them itself before it sets gone */
+		vcma_ring_free_abandoned(dev);
+	up_read(&dev->sem);
+}
+
 static bool ring_idle(struct vcma_dev *dev)
 {
 	unsigned long flags;
 	bool idle;
 
 	spin_lock_irqsave(&dev->lock, flags);
-	idle = dev->broken || dev->rsp_cons == dev->req_prod_pvt;
+	idle = dev->broken || (dev->rsp_cons == dev->req_prod_pvt && !dev->nabandoned);
 	spin_unlock_irqrestore(&dev->lock, flags);
 	return idle;
 }
 
 /*
- * Wait until every posted request is answered (the device is going away: a driver
- * bound to it next takes over the ring only when nothing is in flight). Call with
- * no vcma_call under way.
+ * Wait until every posted request is answered and every abandoned region FREEd (the
+ * device is going away: a driver bound to it next takes over the ring only when
+ * nothing is in flight). Call with dev->sem held for writing.
  */
 void vcma_ring_drain(struct vcma_dev *dev)
 {
-	if (!wait_event_timeout(dev->wq, ring_idle(dev), VCMA_REQ_TIMEOUT))
-		vcma_ring_fail(dev, -ETIMEDOUT);
+	long left = VCMA_REQ_TIMEOUT;
+
+	for (;;) {
+		vcma_ring_free_abandoned(dev); /* the work item waits for the caller's lock */
+		if (ring_idle(dev))
+			return;
+		left = wait_event_timeout(dev->wq, ring_idle(dev) || READ_ONCE(dev->nabandoned), left);
+		if (!left) {
+			vcma_ring_fail(dev, -ETIMEDOUT);
+			return;
+		}
+	}
 }
 
 /* Check the control page, take over the ring, say HELLO (2.5, 3, 5.2). */

@@ -154,7 +154,7 @@ try:
           "vcma.ko attaches to a server written from PROTOCOL.md alone (HELLO answered)")
 
     e = int(vm.expect(r"VCMA-TRY errno=(\d+)", 60).group(1))
-    check(e == errno.EIO and (FREE, BAD_HANDLE) in host.requests(),
+    check(e == errno.EIO and host.wait_for((FREE, BAD_HANDLE)),
           "an ALLOC answered with a region outside the DMA window fails with EIO, and the driver FREEs the handle")
 
     e = int(vm.expect(r"VCMA-TRY errno=(\d+)", 60).group(1))

@@ -61,6 +61,7 @@ rmmod vcma_kapi_test; echo "VCMA-EXIT kapi_unload $?"
 /vcma-e2e posted %(good)s; echo "VCMA-EXIT posted $?"
 /vcma-e2e stress 4 40; echo "VCMA-EXIT stress $?"
 /vcma-e2e race 300; echo "VCMA-EXIT race $?"
+/vcma-e2e kill; echo "VCMA-EXIT kill $?"
 /vcma-e2e shutdown; echo "VCMA-EXIT shutdown $?"
 rmmod vcma; echo "VCMA-EXIT rmmod $?"
 echo VCMA-DMESG-BEGIN
@@ -238,6 +239,30 @@ try:
           and vm.expect(r"VCMA-EXIT race (\d+)", 30).group(1) == "0",
           "two processes racing QUERY and FREE on the same handles: every answer whole, exactly one FREE of "
           "each of %d handles succeeded (%d by the racer), none left at vcmad" % (n, child_frees))
+    # a process killed while its ALLOC waits on a stopped vcmad
+    vm.expect(r"VCMA-KILL-READY", 60)
+    g0 = {x["name"]: x for x in ctl("guests")["guests"]}["good"]
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        vm.send_line("VCMA-OK")
+        m = vm.expect(r"VCMA-KILLED after_ms=(\d+) signal=(\d+)", 20)
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    check(m.group(2) == str(int(signal.SIGKILL)) and int(m.group(1)) < 5000,
+          "a process killed while its ALLOC waits on a stopped vcmad dies at once (%s ms, not the 30 s "
+          "request timeout)" % m.group(1))
+    deadline = time.time() + 5
+    while True:
+        g = {x["name"]: x for x in ctl("guests")["guests"]}["good"]
+        done = g["alloc_ok"] == g0["alloc_ok"] + 1 and g["frees"] == g0["frees"] + 1 and not regions_of("good")
+        if done or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    check(done, "vcmad made the region after all, and vcma.ko FREEd it: nobody would ever have used it")
+    vm.send_line("VCMA-OK")
+    vm.expect(r"VCMA-KILL-AFTER ok", 60)
+    check(vm.expect(r"VCMA-EXIT kill (\d+)", 30).group(1) == "0", "the ring works on: QUERY, ALLOC and FREE")
+
     g = {x["name"]: x for x in ctl("guests")["guests"]}["good"]
     check(g["stray_reclaims"] == 0, "vcma.ko wrote nothing outside its regions (vcmad's audit found no stray memory)")
 
@@ -254,6 +279,8 @@ try:
     bad = guestbuild.dmesg_problems(dmesg)
     check(any(FOREIGN in line and "without a vcma control page (magic 0x3020100)" in line for line in dmesg),
           "and said in dmesg why: no vcma control page, magic 0x3020100")
+    check(any("its caller was killed while vcmad made it" in line for line in dmesg),
+          "and said so in dmesg")
     refused = [line for line in dmesg if re.search(r"failed at vcmad|not sent|malformed ALLOC answer", line)]
     check(dmesg and not refused, "vcmad took every FREE vcma.ko posted, and every answer was well-formed%s"
           % "".join("\n  " + line for line in refused))

@@ -14,6 +14,7 @@
  *   vcma-e2e stress P N  P processes, N allocations each, 1-4 MiB, verified
  *   vcma-e2e race N      two processes QUERY and FREE the same handles at once
  *   vcma-e2e try MB      ALLOC (and FREE): print the errno, whatever the host answers
+ *   vcma-e2e kill        a process killed while its ALLOC waits on a stopped vcmad
  *   vcma-e2e shutdown    wait while the host stops vcmad, then see every call fail
  *   vcma-e2e bench N     ioctl floor, QUERY round trip, ALLOC+FREE (and + QUERY): p50/p99
  *
@@ -527,6 +528,45 @@ static void bench(int n)
 	free(t);
 }
 
+/*
+ * A process killed while its ALLOC waits on a stopped vcmad dies at once; when vcmad
+ * answers after all, the driver FREEs the region nobody will know about, and the
+ * ring works on.
+ */
+static void kill_test(void)
+{
+	struct vcma_ioc_query q = { 0 };
+	struct vcma_ioc_alloc a;
+	double t0;
+	pid_t pid;
+	int st;
+
+	printf("VCMA-KILL-READY\n");
+	wait_ok(); /* vcmad is stopped now */
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (!pid) {
+		alloc(MiB, 0, NULL, &a); /* sleeps for the answer */
+		_exit(0);
+	}
+	usleep(300 * 1000);
+	t0 = now_us();
+	kill(pid, SIGKILL);
+	if (waitpid(pid, &st, 0) != pid)
+		die("waitpid");
+	printf("VCMA-KILLED after_ms=%.0f signal=%d\n", (now_us() - t0) / 1000, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	wait_ok(); /* vcmad runs again */
+	if (ioctl(vfd, VCMA_IOC_QUERY, &q))
+		die("VCMA_IOC_QUERY after the kill");
+	if (alloc(MiB, 0, NULL, &a))
+		die("VCMA_IOC_ALLOC after the kill");
+	close(a.fd);
+	if (vfree(a.handle))
+		die("VCMA_IOC_FREE after the kill");
+	printf("VCMA-KILL-AFTER ok\n");
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -574,6 +614,10 @@ int main(int argc, char **argv)
 	}
 	if (argc == 3 && !strcmp(argv[1], "unbind")) {
 		unbind_test(argv[2]);
+		return 0;
+	}
+	if (argc == 2 && !strcmp(argv[1], "kill")) {
+		kill_test();
 		return 0;
 	}
 	if (argc == 3 && !strcmp(argv[1], "try")) {
