@@ -2,6 +2,7 @@
 # build.sh OUTDIR [KDIR] - build vcma.ko and vcma_kapi_test.ko out of tree into OUTDIR.
 # KDIR defaults to the newest /usr/src/linux-headers-*-amd64 (Debian's guest kernel):
 # the build machine may run another kernel, so `uname -r` is not used.
+# VCMA_WERROR=1 turns the modules' warnings into errors (meson -Dwerror, the tests).
 set -eu
 src=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build.sh OUTDIR [KDIR]}
@@ -16,4 +17,6 @@ out=$(cd "$out" && pwd)
 for f in "$src"/*.c "$src"/*.h "$src"/Kbuild; do
 	ln -sf "$f" "$out/"
 done
-exec make -s -C "$kdir" M="$out" VCMA_PROTO="$src/../../proto" VCMA_SRC="$src" modules
+set -- -s -C "$kdir" M="$out" VCMA_PROTO="$src/../../proto" VCMA_SRC="$src"
+[ "${VCMA_WERROR:-0}" = 1 ] && set -- "$@" KCFLAGS=-Werror
+exec make "$@" modules

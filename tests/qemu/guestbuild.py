@@ -41,8 +41,8 @@ def _skip(msg):
     sys.exit(77)
 
 
-def _run(cmd, what):
-    r = subprocess.run(cmd, capture_output=True, text=True)
+def _run(cmd, what, env=None):
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         print("FAIL: %s:\n%s%s" % (what, r.stdout[-4000:], r.stderr[-4000:]))
         sys.exit(1)
@@ -62,7 +62,7 @@ def prepare(root):
     out = tempfile.mkdtemp(prefix="vcma-guest-")
     kdir = sorted(glob.glob("/usr/src/linux-headers-*-amd64"), key=_version_key)[-1]
     _run([os.path.join(root, "guest-driver", "linux", "build.sh"), os.path.join(out, "kmod"), kdir],
-         "building vcma.ko against " + kdir)
+         "building vcma.ko against " + kdir, env=dict(os.environ, VCMA_WERROR="1"))
     parts = {"dir": out, "kdir": kdir,
              "vcma.ko": os.path.join(out, "kmod", "vcma.ko"),
              "vcma_kapi_test.ko": os.path.join(out, "kmod", "vcma_kapi_test.ko")}
