@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The documentation says what the programs do: vcmactl --help and vcmactl(1) list the
 same commands and options, vcmad --help and vcmad(8) the same options, vcmad(8)
-every configuration key vcmad accepts, and the bash completion knows every command
-and option.
+every configuration key vcmad accepts, vcma(4) every ioctl, field and errno of the
+guest driver, and the bash completion knows every command and option.
 
 usage: test_ctl_docs.py VCMACTL VCMAD SOURCE_ROOT
 """
@@ -96,6 +96,25 @@ for sig in ("SIGTERM", "SIGINT"):
         fail("vcmad(8) SIGNALS lacks %s" % sig)
 check("vcmad-ctl.sock" in section(man8, "SOCKETS") and "vcmad.sock" in section(man8, "SOCKETS"),
       "vcmad(8) documents both sockets")
+
+# ---- vcma(4): the guest driver's ioctls, fields and errors ----
+man4 = read(os.path.join(ROOT, "docs/man/vcma.4.scd"))
+uapi = read(os.path.join(ROOT, "guest-driver/linux/vcma_uapi.h"))
+iocs = re.findall(r"#define (VCMA_IOC_[A-Z]+) _IO", uapi)
+missing = [i for i in iocs if "*%s*" % i not in section(man4, "IOCTLS")]
+check(len(iocs) == 3 and not missing, "vcma(4) documents every ioctl of vcma_uapi.h %s" % (missing or iocs))
+fields = set(re.findall(r"^\s+(?:__[us]\d+|char) (\w+)(?:\[[A-Z_]+\])?;", uapi, re.M)) - {"pad", "flags"}
+missing = sorted(f for f in fields if "*%s*" % f not in section(man4, "IOCTLS"))
+check(len(fields) > 10 and not missing, "vcma(4) documents every field of the ioctl structures%s"
+      % ("; missing: %s" % missing if missing else ""))
+ring = read(os.path.join(ROOT, "guest-driver/linux/vcma_ring.c"))
+errnos = set(re.findall(r"-(E[A-Z0-9]+)", ring[ring.index("int vcma_status_errno"):ring.index("/* Called with")]))
+errnos |= {"ECONNRESET", "ENODEV", "ETIMEDOUT", "EINTR", "ESHUTDOWN"}  # from the ring's state checks and waits
+errs = section(man4, "ERRORS")
+missing = sorted(e for e in errnos if "*%s*" % e not in errs and e not in ("ENOMEM",))
+check(len(errnos) > 12 and not missing and "ENOMEM" in errs,
+      "vcma(4) documents every errno vcmad's statuses map to, and the driver's own%s"
+      % ("; missing: %s" % missing if missing else ""))
 
 # ---- bash completion ----
 comp = read(COMPLETION)
