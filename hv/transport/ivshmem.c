@@ -77,14 +77,42 @@ static int punch(struct vcmad_guest *g, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* Does a live region of g hold any of the memfd's bytes [a, b)? */
+static bool range_held(struct vcmad_guest *g, uint64_t a, uint64_t b)
+{
+	const struct vcma_region *r;
+	uint32_t cur = 0;
+
+	while ((r = vcma_regions_next(&g->d->core.regions, &cur))) {
+		uint64_t off = VCMAD_IVS_WINDOW_OFF + vcmad_ivshmem_offset(g->d, r->mfn);
+
+		if (r->guest == g->id && off < b && a < off + (r->nframes << VCMA_PAGE_SHIFT))
+			return true;
+	}
+	return false;
+}
+
 int vcmad_ivshmem_clear(struct vcmad_guest *g, uint64_t mfn, uint64_t n)
 {
 	uint64_t off = VCMAD_IVS_WINDOW_OFF + vcmad_ivshmem_offset(g->d, mfn), len = n << VCMA_PAGE_SHIFT;
+	uint64_t page[2] = { off & ~(VCMAD_IVS_HUGE - 1), (off + len - 1) & ~(VCMAD_IVS_HUGE - 1) };
+	int rc;
 
 	if (g->shm_fd < 0)
 		return 0; /* detaching: the memfd is gone with the guest */
-	/* hugetlbfs punches whole huge pages and zeroes the partial ones at the edges */
-	return punch(g, off, len);
+	/* hugetlbfs frees the whole huge pages in the range and only zeroes the partial
+	 * ones at its ends: free those too when no live region of the guest uses them
+	 * (a freed region is out of the table by now; a new one is in it) */
+	rc = punch(g, off, len);
+	if (rc || !g->ivs->conf->hugepages)
+		return rc;
+	for (int i = 0; i < (page[1] != page[0] ? 2 : 1) && !rc; i++) {
+		bool partial = page[i] < off || page[i] + VCMAD_IVS_HUGE > off + len;
+
+		if (partial && !range_held(g, page[i], page[i] + VCMAD_IVS_HUGE))
+			rc = punch(g, page[i], VCMAD_IVS_HUGE);
+	}
+	return rc;
 }
 
 /* ---- stray memory: guest writes outside its regions (PROTOCOL.md 9.2, Memory) ---- */

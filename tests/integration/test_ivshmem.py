@@ -293,6 +293,23 @@ else:
         st, *_ = hq.call(3, handle=hh)
         check(st == 0 and huge_free() == free0 and hq.window(hbus, hlen) == bytes(hlen),
               "FREE punched the huge page back: zeros, and the page is free again")
+        # two 1 MiB regions sharing one huge page: the page goes back with the last
+        strays0 = {x["name"]: x for x in ctl("guests")["guests"]}["huge"]["stray_reclaims"]
+        st1, ha, _, abus, alen, _, _ = hq.call(2, length=MiB, name=b"main")
+        st2, hb2, _, bbus, blen, _, _ = hq.call(2, length=MiB, name=b"main")
+        check(st1 == 0 and st2 == 0 and abus // (2 * MiB) == bbus // (2 * MiB),
+              "two 1 MiB regions in one huge page (window offsets %#x, %#x)" % (abus, bbus))
+        hq.m[hq.window_off + abus:hq.window_off + abus + alen] = b"\x11" * alen
+        hq.m[hq.window_off + bbus:hq.window_off + bbus + blen] = b"\x22" * blen
+        check(huge_free() == free0 - 1, "writing both takes one huge page")
+        check(hq.call(3, handle=ha)[0] == 0 and huge_free() == free0 - 1
+              and hq.window(bbus, blen) == b"\x22" * blen and hq.window(abus, alen) == bytes(alen),
+              "freeing one zeroes its half; the page stays for the other, whose bytes are intact")
+        check(hq.call(3, handle=hb2)[0] == 0 and huge_free() == free0,
+              "freeing the other gives the whole huge page back")
+        time.sleep(1.2)  # an audit period
+        g = {x["name"]: x for x in ctl("guests")["guests"]}["huge"]
+        check(g["stray_reclaims"] == strays0, "and vcmad's audit found nothing more to clean up")
         hq.close()
     finally:
         with open(NR, "w") as f:

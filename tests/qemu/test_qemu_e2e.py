@@ -42,9 +42,33 @@ memory = 512M
 size = 64M
 [guest good]
 backend = qemu
+%s
 [guest evil]
 backend = qemu
 """
+NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+HUGE_NEED = 64  # the good device's BAR2 (128 MiB) in 2 MiB pages: QEMU maps all of it
+
+
+def hugepages_free():
+    with open("/proc/meminfo") as f:
+        return int(next(line for line in f if line.startswith("HugePages_Free")).split()[1])
+
+
+def reserve_hugepages(n):
+    """Reserve n more huge pages; returns the count to restore, or None if impossible."""
+    try:
+        with open(NR_HUGEPAGES) as f:
+            nr0 = int(f.read())
+        with open(NR_HUGEPAGES, "w") as f:
+            f.write(str(nr0 + n))
+        if hugepages_free() >= n:
+            return nr0
+        with open(NR_HUGEPAGES, "w") as f:
+            f.write(str(nr0))
+    except OSError:
+        pass
+    return None
 
 INIT = r"""echo VCMA-BOOTED
 insmod /vcma.ko; echo "VCMA-EXIT insmod $?"
@@ -71,7 +95,12 @@ poweroff -f
 """ % {"evil": EVIL, "good": GOOD, "foreign": FOREIGN}
 
 parts = guestbuild.prepare(ROOT)  # exits 77 when the parts cannot be had
-d = Vcmad(VCMAD, CONFIG)
+# the good device on hugetlbfs (hugepages = on) when huge pages can be reserved here
+nr_huge0 = reserve_hugepages(HUGE_NEED)
+HUGE = nr_huge0 is not None
+print("the good device's BAR2 is %s" % ("a hugetlbfs memfd (%d huge pages reserved for the test)" % HUGE_NEED
+                                        if HUGE else "an ordinary memfd: huge pages cannot be reserved here"))
+d = Vcmad(VCMAD, CONFIG % ("hugepages = on" if HUGE else ""))
 ctlsock = os.path.join(d.rundir, "vcmad-ctl.sock")
 
 
@@ -129,11 +158,14 @@ try:
         h, size, off, dma, fnv, expect = (int(m.group(i), 16) if i != 2 else int(m.group(i)) for i in range(1, 7))
         regs = regions_of("good")
         host = int(ctl("hash", hex(h))["fnv1a64"], 16)
+        committed = {g["name"]: g for g in ctl("guests")["guests"]}["good"]["committed_bytes"]
         ok = (fnv == expect and host == fnv and h in regs and regs[h]["size_bytes"] == size
-              and off % min(size, MiB) == 0 and dma % 4096 == 0)
+              and off % min(size, MiB) == 0 and dma % 4096 == 0 and committed >= size
+              and (not HUGE or committed % (2 * MiB) == 0))
         vm.send_line("VCMA-OK" if ok else "VCMA-FAIL")
         check(ok, "%d MiB region %#x at window offset %#x: the guest's bytes re-read through a new dma-buf "
-              "mapping, and vcmactl hash on the host, match the pattern (%#018x)" % (size // MiB, h, off, fnv))
+              "mapping, and vcmactl hash on the host, match the pattern (%#018x)%s"
+              % (size // MiB, h, off, fnv, "; held in huge pages" if HUGE else ""))
         sizes.append(size)
     check(sizes == [1 * MiB, 2 * MiB, 4 * MiB, 8 * MiB], "allocated 1, 2, 4 and 8 MiB")
     for _ in range(4):
@@ -289,4 +321,10 @@ try:
     vm.wait_exit(60)
 finally:
     vm.kill()
+    if d.proc.poll() is None:  # the test stops it itself; this is for a failure on the way
+        d.proc.kill()
+        d.proc.wait()
+    if HUGE:  # the memfds are closed: give the pages back
+        with open(NR_HUGEPAGES, "w") as f:
+            f.write(str(nr_huge0))
 print("PASS")
