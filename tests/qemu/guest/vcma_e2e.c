@@ -422,6 +422,8 @@ static double now_us(void)
  * waits for vcmad's answer (the host resumes it), and the driver bound again takes
  * over a ring with nothing in flight.
  */
+static void op_alloc_free(void);
+
 static void posted_test(const char *addr)
 {
 	struct vcma_ioc_alloc a;
@@ -444,11 +446,7 @@ static void posted_test(const char *addr)
 	vfd = open(VCMA_DEV_PATH, O_RDWR | O_CLOEXEC);
 	if (vfd < 0)
 		die("open " VCMA_DEV_PATH " after rebind");
-	if (alloc(MiB, 0, NULL, &a))
-		die("VCMA_IOC_ALLOC after rebind");
-	close(a.fd);
-	if (vfree(a.handle))
-		die("VCMA_IOC_FREE after rebind");
+	op_alloc_free();
 	printf("VCMA-POSTED-REBOUND ok\n");
 }
 
@@ -559,11 +557,7 @@ static void kill_test(void)
 	wait_ok(); /* vcmad runs again */
 	if (ioctl(vfd, VCMA_IOC_QUERY, &q))
 		die("VCMA_IOC_QUERY after the kill");
-	if (alloc(MiB, 0, NULL, &a))
-		die("VCMA_IOC_ALLOC after the kill");
-	close(a.fd);
-	if (vfree(a.handle))
-		die("VCMA_IOC_FREE after the kill");
+	op_alloc_free();
 	printf("VCMA-KILL-AFTER ok\n");
 }
 
