@@ -3,9 +3,8 @@
 # measured in the same run. Pass --quick for a short smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-deps.sh
-[ -d build-release ] || meson setup build-release --buildtype=release >/dev/null
-meson compile -C build-release >/dev/null
+scripts/setup-deps.sh --for bench
+scripts/build.sh build-release --buildtype=release
 quick=()
 [ "${1:-}" = "--quick" ] && quick=(--quick)
 echo "== window search (hv/core) =="

@@ -5,9 +5,8 @@
 # compaction, draining a VM, a test allocation, and the counters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-deps.sh
-[ -d build ] || meson setup build >/dev/null
-meson compile -C build >/dev/null
+scripts/setup-deps.sh --for demo
+scripts/build.sh build
 
 dir=$(mktemp -d /tmp/vcma-demo.XXXXXX)
 pids=()

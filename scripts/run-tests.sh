@@ -1,31 +1,34 @@
 #!/usr/bin/env bash
 # Install what is missing, then build and run the whole test suite: under
 # AddressSanitizer + UBSan, the libFuzzer targets for a bounded time (clang), then a
-# -Werror build whose summary ends the run.
-set -euo pipefail
+# -Werror build whose summary ends the run. Every pass runs even when an earlier one
+# failed; the exit status is non-zero if any did.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-deps.sh
+scripts/setup-deps.sh --for tests || exit 1
 
-setup() { # dir, options...
-	local dir=$1
-	shift
-	if [ -d "$dir" ]; then
-		meson setup --reconfigure "$dir" "$@" >/dev/null
-	else
-		meson setup "$dir" "$@" >/dev/null
+failed=()
+pass() { # name, build dir, meson test options...; SETUP holds the meson setup options
+	local name=$1 dir=$2
+	shift 2
+	echo "== $name pass =="
+	if ! scripts/build.sh "$dir" "${SETUP[@]}"; then
+		failed+=("$name (build)")
+		return
 	fi
+	meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" || failed+=("$name")
 }
 
-echo "== sanitizer pass (address,undefined) =="
-setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+SETUP=(-Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false)
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	meson test -C build-asan --print-errorlogs --num-processes 2
+	pass "sanitizer (address,undefined)" build-asan
 
-echo "== fuzz pass (clang libFuzzer, ${VCMA_FUZZ_SECONDS:-30} s per target) =="
-CC=clang setup build-fuzz -Dwerror=true -Dfuzz=enabled -Db_sanitize=address,undefined -Db_lundef=false \
-	-Dfuzz_seconds="${VCMA_FUZZ_SECONDS:-30}"
-meson test -C build-fuzz --suite fuzz --print-errorlogs --num-processes 2
+SETUP=(-Dwerror=true -Dfuzz=enabled -Db_sanitize=address,undefined -Db_lundef=false
+	-Dfuzz_seconds="${VCMA_FUZZ_SECONDS:-30}")
+CC=clang pass "fuzz (clang libFuzzer, ${VCMA_FUZZ_SECONDS:-30} s per target)" build-fuzz --suite fuzz
 
-echo "== test pass (-Werror) =="
-setup build-test -Dwerror=true
-meson test -C build-test --print-errorlogs --num-processes 2
+# the last pass's summary ends the run: say first what failed before it
+[ ${#failed[@]} -eq 0 ] || echo "run-tests: FAILED before the last pass: ${failed[*]}"
+SETUP=(-Dwerror=true)
+pass "test (-Werror)" build-test
+[ ${#failed[@]} -eq 0 ]

@@ -1,16 +1,47 @@
 #!/usr/bin/env bash
-# Install what vcma needs to build and test on Debian 12, only what is missing.
+# Install what vcma needs on Debian 12, only what is missing.
 # Every package the project uses is listed here and nowhere else.
+#
+#   setup-deps.sh [--for demo|tests|bench|all] [--list]
+#
+#   demo   build the daemon, the CLI and the simulated VMs (the main job)
+#   tests  the whole test suite: unit tests, libFuzzer targets (clang), man pages,
+#          and real guests under QEMU (the guest kernel, its headers, make for Kbuild)
+#   bench  the benchmarks, including the one that boots a real guest under QEMU
+#   all    everything (the default)
+#   --list print the packages the purpose needs and exit
 set -euo pipefail
 
-PKGS=(
-	gcc libc6-dev pkg-config meson ninja-build   # build
-	libjson-c-dev scdoc                           # control socket + vcmactl, man pages
-	libcmocka-dev                                 # unit tests
-	clang libclang-rt-14-dev                      # libFuzzer targets
-	qemu-system-x86 busybox-static                # real guests: QEMU (TCG) and an initramfs
-	linux-image-amd64 linux-headers-amd64         # Debian's guest kernel, and headers for vcma.ko
-)
+# build: compiler, meson, the control socket's JSON library; python3 runs the tests
+# and the demo's JSON handling (meson pulls it in, but we name what we use)
+BUILD=(gcc libc6-dev pkg-config meson ninja-build python3 libjson-c-dev)
+MAN=(scdoc)                                        # man pages vcmactl(1), vcmad(8), vcma(4)
+UNIT=(libcmocka-dev)                               # unit tests
+FUZZ=(clang libclang-rt-14-dev)                    # libFuzzer targets
+GUEST=(make qemu-system-x86 busybox-static          # real guests: Kbuild runs make; QEMU (TCG),
+	linux-image-amd64 linux-headers-amd64)      # Debian's guest kernel and its headers
+
+purpose=all list=false
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--for) purpose=${2:-}; shift 2 || { echo "setup-deps: --for needs demo, tests, bench or all" >&2; exit 2; } ;;
+	--for=*) purpose=${1#--for=}; shift ;;
+	--list) list=true; shift ;;
+	-h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "setup-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+	esac
+done
+case "$purpose" in
+demo) PKGS=("${BUILD[@]}") ;;
+tests) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}") ;;
+bench) PKGS=("${BUILD[@]}" "${GUEST[@]}") ;;
+all) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}") ;;
+*) echo "setup-deps: --for must be demo, tests, bench or all, not '$purpose'" >&2; exit 2 ;;
+esac
+if $list; then
+	echo "${PKGS[*]}"
+	exit 0
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -23,7 +54,15 @@ if [ "$(id -u)" -ne 0 ]; then
 	command -v sudo >/dev/null || { echo "setup-deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
 	SUDO=sudo
 fi
-echo "setup-deps: installing ${missing[*]}"
+echo "setup-deps ($purpose): installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+log=$(mktemp /tmp/vcma-setup-deps.XXXXXX)
+trap 'rm -f "$log"' EXIT
+# apt's progress goes to a log: a newcomer sees one line per step, and all of it on failure
+if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+	>"$log" 2>&1; then
+	tail -n 40 "$log" >&2
+	echo "setup-deps: apt-get could not install: ${missing[*]} (see above)" >&2
+	exit 1
+fi
+echo "setup-deps ($purpose): done"

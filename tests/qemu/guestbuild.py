@@ -3,7 +3,7 @@ vcma_kapi_test.ko against Debian's guest kernel headers, the static guest progra
 an initramfs around them, and a QEMU (TCG) booting Debian's stock kernel with it.
 
 prepare() installs what is missing (scripts/setup-deps.sh, as root) and exits 77 only
-when QEMU, the kernel, its headers or busybox cannot be had."""
+when QEMU, the kernel, its headers, make or busybox cannot be had."""
 import glob
 import os
 import re
@@ -33,6 +33,8 @@ def _missing():
         need.append("linux-headers-amd64")
     if not os.path.exists("/bin/busybox"):
         need.append("busybox-static")
+    if not shutil.which("make"):
+        need.append("make")  # Kbuild runs it to build vcma.ko
     return need
 
 
@@ -54,7 +56,7 @@ def prepare(root):
     need = _missing()
     if need and os.geteuid() == 0:
         print("installing what the QEMU test needs: " + " ".join(need))
-        subprocess.run([os.path.join(root, "scripts", "setup-deps.sh")], check=False)
+        subprocess.run([os.path.join(root, "scripts", "setup-deps.sh"), "--for", "tests"], check=False)
         need = _missing()
     if need:
         _skip("cannot install %s (not root, or no package source); the guest side cannot run here"
