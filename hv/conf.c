@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pwd.h>
 #include <string.h>
 
 #include "conf.h"
@@ -18,10 +19,12 @@ void vcmad_conf_defaults(struct vcmad_conf *c)
 	snprintf(c->runtime_dir, sizeof(c->runtime_dir), "%s", VCMAD_DEFAULT_RUNTIME_DIR);
 	snprintf(c->backend, sizeof(c->backend), "sim");
 	c->max_guests = 64;
+	c->open_attach = true;
 	c->lend_share = 50;
 	c->pause_timeout_ms = 200;
 	c->max_pause_us = 1000;
 	c->relend_idle_ms = 200;
+	c->shutdown_grace_ms = 2000;
 	c->machine_bytes = 1ull << 30;
 	c->limits.max_regions = 256;
 	c->limits.max_bytes = UINT64_MAX;
@@ -45,6 +48,25 @@ static int parse_u64(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 	if (errno || *end || x < lo || x > hi)
 		return -EINVAL;
 	*out = x;
+	return 0;
+}
+
+static const char name_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+
+/* A group name, or none (""). */
+static int set_group(char *dst, size_t len, const char *v, const char **msg)
+{
+	size_t n = strlen(v);
+
+	if (!strcmp(v, "none")) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if (!n || n >= len || v[0] == '-' || strspn(v, name_chars) != n) {
+		*msg = "expected a group name (1-32 of A-Z a-z 0-9 _ . -), or none";
+		return -EINVAL;
+	}
+	memcpy(dst, v, n + 1);
 	return 0;
 }
 
@@ -119,6 +141,14 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 		c->relend_idle_ms = (uint32_t)x;
 		return 0;
 	}
+	if (sec == SEC_DAEMON && !strcmp(k, "shutdown_grace_ms")) {
+		if (parse_u64(v, 0, 600000, &x)) {
+			*msg = "expected milliseconds from 0 to 600000";
+			return -EINVAL;
+		}
+		c->shutdown_grace_ms = (uint32_t)x;
+		return 0;
+	}
 	if (sec == SEC_DAEMON && !strcmp(k, "poll_us")) {
 		if (parse_u64(v, 0, 100000, &x)) {
 			*msg = "expected microseconds from 0 (off) to 100000";
@@ -127,19 +157,16 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 		c->poll_us = (uint32_t)x;
 		return 0;
 	}
-	if (sec == SEC_DAEMON && !strcmp(k, "ctl_group")) {
-		static const char name_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
-		size_t n = strlen(v);
-
-		if (!strcmp(v, "none")) {
-			c->ctl_group[0] = '\0';
-			return 0;
-		}
-		if (!n || n >= sizeof(c->ctl_group) || v[0] == '-' || strspn(v, name_chars) != n) {
-			*msg = "expected a group name (1-32 of A-Z a-z 0-9 _ . -), or none";
+	if (sec == SEC_DAEMON && !strcmp(k, "ctl_group"))
+		return set_group(c->ctl_group, sizeof(c->ctl_group), v, msg);
+	if (sec == SEC_DAEMON && !strcmp(k, "attach_group"))
+		return set_group(c->attach_group, sizeof(c->attach_group), v, msg);
+	if (sec == SEC_DAEMON && !strcmp(k, "open_attach")) {
+		if (strcmp(v, "yes") && strcmp(v, "no")) {
+			*msg = "expected yes or no";
 			return -EINVAL;
 		}
-		memcpy(c->ctl_group, v, n + 1);
+		c->open_attach = !strcmp(v, "yes");
 		return 0;
 	}
 	if (sec == SEC_MACHINE && !strcmp(k, "memory")) {
@@ -206,23 +233,115 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 	return -EINVAL;
 }
 
-static bool name_ok(const char *s, size_t max)
+static char *trim(char *s)
 {
-	static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
-	size_t n = strlen(s);
+	char *e;
 
-	return n && n < max && strspn(s, chars) == n;
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
 }
 
-/* One key of a [guest NAME] section. */
+static bool name_ok(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	return n && n < max && strspn(s, name_chars) == n;
+}
+
+/* users = a comma-separated list of user names or numeric uids */
+static int set_users(struct vcmad_guest_conf *g, const char *v, const char **msg)
+{
+	char buf[512], *save = NULL;
+
+	if (strlen(v) >= sizeof(buf)) {
+		*msg = "too long";
+		return -EINVAL;
+	}
+	memcpy(buf, v, strlen(v) + 1);
+	g->nusers = 0;
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		uint64_t uid;
+
+		t = trim(t);
+		if (g->nusers == VCMAD_GUEST_MAX_USERS) {
+			*msg = "at most 8 users";
+			return -EINVAL;
+		}
+		if (!parse_u64(t, 0, UINT32_MAX - 1, &uid)) {
+			g->users[g->nusers++] = (uint32_t)uid;
+			continue;
+		}
+		struct passwd pw, *res = NULL;
+		char pwbuf[1024];
+
+		if (!name_ok(t, 33) || getpwnam_r(t, &pw, pwbuf, sizeof(pwbuf), &res) || !res) {
+			*msg = "expected user names or uids, comma-separated (a name here is not a user)";
+			return -EINVAL;
+		}
+		g->users[g->nusers++] = (uint32_t)res->pw_uid;
+	}
+	if (!g->nusers) {
+		*msg = "expected user names or uids, comma-separated";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Keys that belong to one backend: set in g? */
+static bool has_qemu_keys(const struct vcmad_guest_conf *g)
+{
+	return g->socket[0] || g->hugepages;
+}
+
+static bool has_sim_keys(const struct vcmad_guest_conf *g)
+{
+	return g->nusers || g->vmm_set;
+}
+
+static bool is_qemu_key(const char *k)
+{
+	return !strcmp(k, "socket") || !strcmp(k, "hugepages");
+}
+
+static bool is_sim_key(const char *k)
+{
+	return !strcmp(k, "users") || !strcmp(k, "vmm");
+}
+
+/* One key of a [guest NAME] section. A key of the other backend is refused, in
+ * whichever order the section gives `backend` and its keys. */
 static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *v, const char **msg)
 {
 	if (!strcmp(k, "backend")) {
-		if (strcmp(v, "qemu")) {
-			*msg = "expected qemu (the only guest backend in this version)";
+		if (strcmp(v, "qemu") && strcmp(v, "sim")) {
+			*msg = "expected qemu (a QEMU guest over ivshmem) or sim (a client of the sim attach socket)";
 			return -EINVAL;
 		}
-		g->has_backend = true;
+		g->kind = !strcmp(v, "qemu") ? VCMAD_GUEST_QEMU : VCMAD_GUEST_SIM;
+		if (g->kind == VCMAD_GUEST_QEMU ? has_sim_keys(g) : has_qemu_keys(g)) {
+			*msg = "the section already has a key of the other backend";
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if ((g->kind == VCMAD_GUEST_SIM && is_qemu_key(k)) || (g->kind == VCMAD_GUEST_QEMU && is_sim_key(k))) {
+		*msg = g->kind == VCMAD_GUEST_SIM ? "a key of backend = qemu, in a backend = sim section"
+						  : "a key of backend = sim, in a backend = qemu section";
+		return -EINVAL;
+	}
+	if (!strcmp(k, "users"))
+		return set_users(g, v, msg);
+	if (!strcmp(k, "vmm")) {
+		if (strcmp(v, "yes") && strcmp(v, "no")) {
+			*msg = "expected yes or no";
+			return -EINVAL;
+		}
+		g->vmm = !strcmp(v, "yes");
+		g->vmm_set = true;
 		return 0;
 	}
 	if (!strcmp(k, "class")) {
@@ -251,18 +370,6 @@ static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *
 	}
 	*msg = "unknown key";
 	return -EINVAL;
-}
-
-static char *trim(char *s)
-{
-	char *e;
-
-	while (isspace((unsigned char)*s))
-		s++;
-	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
-		*--e = '\0';
-	return s;
 }
 
 int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, char *err, size_t errlen)
@@ -336,18 +443,23 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 						    name, lineno, gname);
 					return -EINVAL;
 				}
-				for (uint32_t i = 0; i < c->nqemu; i++)
-					if (!strcmp(c->qemu[i].name, gname)) {
-						vcma_seterr(err, errlen, "%s:%u: guest '%s' defined twice", name, lineno, gname);
-						return -EINVAL;
-					}
-				if (c->nqemu >= VCMAD_MAX_QEMU_GUESTS) {
-					vcma_seterr(err, errlen, "%s:%u: more than %u guests", name, lineno,
-						    VCMAD_MAX_QEMU_GUESTS);
+				if (vcmad_conf_guest(c, gname)) {
+					vcma_seterr(err, errlen, "%s:%u: guest '%s' defined twice", name, lineno, gname);
 					return -EINVAL;
 				}
-				guest = &c->qemu[c->nqemu++];
+				if (!strcmp(gname, VCMAD_RESERVED_GUEST_NAME)) {
+					vcma_seterr(err, errlen, "%s:%u: guest name '%s' is reserved (vcmactl's own allocations)",
+						    name, lineno, gname);
+					return -EINVAL;
+				}
+				if (c->nguests >= VCMAD_MAX_CONF_GUESTS) {
+					vcma_seterr(err, errlen, "%s:%u: more than %u guests", name, lineno,
+						    VCMAD_MAX_CONF_GUESTS);
+					return -EINVAL;
+				}
+				guest = &c->guests[c->nguests++];
 				memset(guest, 0, sizeof(*guest));
+				guest->vmm = true;
 				memcpy(guest->name, gname, strlen(gname) + 1);
 				sec = SEC_GUEST;
 			} else {
@@ -460,27 +572,50 @@ int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen)
 	for (uint32_t i = 0; i < c->npools; i++)
 		if (vcma_pool_config_validate(&c->pool[i], err, errlen))
 			return -EINVAL;
-	for (uint32_t i = 0; i < c->nqemu; i++) {
-		if (!c->qemu[i].has_backend) {
-			vcma_seterr(err, errlen, "guest %s: no backend (expected 'backend = qemu')", c->qemu[i].name);
+	for (uint32_t i = 0; i < c->nguests; i++) {
+		const struct vcmad_guest_conf *g = &c->guests[i];
+
+		if (g->kind == VCMAD_GUEST_NONE) {
+			vcma_seterr(err, errlen, "guest %s: no backend (expected 'backend = qemu' or 'backend = sim')",
+				    g->name);
 			return -EINVAL;
 		}
-		if (!c->qemu[i].socket[0] &&
-		    strlen(c->runtime_dir) + 1 + strlen(c->qemu[i].name) + sizeof(".ivshmem") > sizeof(c->qemu[i].socket)) {
+		if (g->kind != VCMAD_GUEST_QEMU)
+			continue;
+		if (!g->socket[0] &&
+		    strlen(c->runtime_dir) + 1 + strlen(g->name) + sizeof(".ivshmem") > sizeof(g->socket)) {
 			vcma_seterr(err, errlen, "guest %s: socket path %s/%s.ivshmem is too long: set 'socket'",
-				    c->qemu[i].name, c->runtime_dir, c->qemu[i].name);
+				    g->name, c->runtime_dir, g->name);
 			return -EINVAL;
 		}
 		for (uint32_t j = 0; j < i; j++)
-			if (c->qemu[i].socket[0] && !strcmp(c->qemu[i].socket, c->qemu[j].socket)) {
-				vcma_seterr(err, errlen, "guests %s and %s: the same socket %s", c->qemu[j].name,
-					    c->qemu[i].name, c->qemu[i].socket);
+			if (g->socket[0] && !strcmp(g->socket, c->guests[j].socket)) {
+				vcma_seterr(err, errlen, "guests %s and %s: the same socket %s", c->guests[j].name,
+					    g->name, g->socket);
 				return -EINVAL;
 			}
 	}
-	if (c->nqemu > c->max_guests) {
-		vcma_seterr(err, errlen, "%u [guest] sections but max_guests = %u", c->nqemu, c->max_guests);
+	/* every configured guest has a slot of its own (vcmad_guest_slot) */
+	if (c->nguests > c->max_guests) {
+		vcma_seterr(err, errlen, "%u [guest] sections but max_guests = %u", c->nguests, c->max_guests);
 		return -EINVAL;
 	}
 	return 0;
+}
+
+const struct vcmad_guest_conf *vcmad_conf_guest(const struct vcmad_conf *c, const char *name)
+{
+	for (uint32_t i = 0; i < c->nguests; i++)
+		if (!strcmp(c->guests[i].name, name))
+			return &c->guests[i];
+	return NULL;
+}
+
+uint32_t vcmad_conf_count_guests(const struct vcmad_conf *c, enum vcmad_guest_kind kind)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < c->nguests; i++)
+		n += c->guests[i].kind == kind;
+	return n;
 }

@@ -9,8 +9,11 @@
  *              request_burst, max_ram_per_guest, ring_slots
  *   [machine]  memory            (sim backend: simulated machine memory)
  *   [pool NAME] any key of pool_config.h
- *   [guest NAME] backend (= qemu), class, socket, hugepages: a QEMU guest vcmad
- *              serves over ivshmem-doorbell (hv/transport/ivshmem.c)
+ *   [guest NAME] a guest vcmad knows by name, and the identity it gets:
+ *              backend = qemu: class, socket, hugepages; a QEMU guest vcmad serves
+ *                over ivshmem-doorbell (hv/transport/ivshmem.c); its socket is its name
+ *              backend = sim: class, users, vmm; a client of the sim attach socket
+ *                may take this name only if its uid is root, vcmad's, or in users
  */
 #ifndef VCMA_HV_CONF_H
 #define VCMA_HV_CONF_H
@@ -33,16 +36,26 @@ struct vcmad_limits {
 	uint32_t ring_slots;   /* request ring slots (power of two, 8..1024) */
 };
 
-#define VCMAD_MAX_QEMU_GUESTS 64u
+#define VCMAD_MAX_CONF_GUESTS 64u
 #define VCMAD_GUEST_NAME_MAX 32u /* NUL included, as the sim transport's names */
+#define VCMAD_GUEST_MAX_USERS 8u
+#define VCMAD_RESERVED_GUEST_NAME "vcmactl" /* the owner of vcmactl's test allocations */
+
+enum vcmad_guest_kind { VCMAD_GUEST_NONE, VCMAD_GUEST_QEMU, VCMAD_GUEST_SIM };
 
 /* One [guest NAME] section. */
 struct vcmad_guest_conf {
 	char name[VCMAD_GUEST_NAME_MAX];
+	enum vcmad_guest_kind kind;          /* from `backend`; NONE until given */
 	char devclass[VCMAD_GUEST_NAME_MAX]; /* "" = none */
+	/* qemu */
 	char socket[108];                    /* "" = $runtime_dir/NAME.ivshmem */
 	bool hugepages;                      /* back BAR2 with hugetlbfs (2 MiB pages) */
-	bool has_backend;                    /* backend = qemu was given */
+	/* sim */
+	uint32_t nusers;
+	uint32_t users[VCMAD_GUEST_MAX_USERS]; /* uids that may attach as NAME, beside root and vcmad's */
+	bool vmm;                              /* may attach as a VMM (maps machine memory) */
+	bool vmm_set;
 };
 
 struct vcmad_conf {
@@ -54,13 +67,16 @@ struct vcmad_conf {
 	uint32_t pause_timeout_ms; /* a VMM must answer PAUSE within this */
 	uint32_t max_pause_us;     /* target bound on one guest pause while vacating */
 	uint32_t relend_idle_ms;   /* quiet time before pages move back onto idle pool frames */
+	uint32_t shutdown_grace_ms; /* on SIGTERM, how long guests get to detach */
 	char ctl_group[33]; /* may use the control socket besides root; "" = root only */
+	char attach_group[33]; /* may connect to the sim attach socket besides root; "" = root only */
+	bool open_attach;      /* unconfigured names may attach (as plain guests, no class) */
 	uint64_t machine_bytes;
 	struct vcmad_limits limits;
 	uint32_t npools;
 	struct vcma_pool_config pool[VCMA_MAX_POOLS];
-	uint32_t nqemu;
-	struct vcmad_guest_conf qemu[VCMAD_MAX_QEMU_GUESTS];
+	uint32_t nguests;
+	struct vcmad_guest_conf guests[VCMAD_MAX_CONF_GUESTS];
 };
 
 void vcmad_conf_defaults(struct vcmad_conf *c);
@@ -72,5 +88,9 @@ int vcmad_conf_load(struct vcmad_conf *c, const char *path, char *err, size_t er
 int vcmad_conf_override_pool_size(struct vcmad_conf *c, const char *arg, char *err, size_t errlen);
 /* Cross-checks after all input: pools valid, at least one pool. */
 int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen);
+/* The [guest NAME] section of that name, or NULL. */
+const struct vcmad_guest_conf *vcmad_conf_guest(const struct vcmad_conf *c, const char *name);
+/* How many [guest] sections have this backend. */
+uint32_t vcmad_conf_count_guests(const struct vcmad_conf *c, enum vcmad_guest_kind kind);
 
 #endif

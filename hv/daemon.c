@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "peerfd.h"
 #include "vcmad.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -207,6 +208,12 @@ int vcmad_start(struct vcmad *d)
 	rc = vcma_loop_init(&d->loop);
 	if (rc)
 		return rc;
+	/* the watchdog that keeps a peer's eventfd from blocking this thread (peerfd.h) */
+	rc = vcmad_peerfd_init();
+	if (rc) {
+		log_err("cannot set up the peer fd watchdog: %s", strerror(-rc));
+		return rc;
+	}
 	rc = mkdir_p(d->conf.runtime_dir);
 	if (rc) {
 		log_err("cannot create runtime directory %s: %s", d->conf.runtime_dir, strerror(-rc));
@@ -281,15 +288,61 @@ static void spin_for_requests(struct vcmad *d)
 	}
 }
 
+/*
+ * SIGTERM: every guest goes CLOSING and gets a SHUTDOWN event (PROTOCOL.md §3);
+ * from now on each request is answered SHUTDOWN and no guest attaches, but regions
+ * stay valid until their guest detaches. vcmad waits up to shutdown_grace_ms for the
+ * guests to go, then exits without touching what the others still hold.
+ */
+static void begin_closing(struct vcmad *d)
+{
+	uint32_t n = 0;
+
+	d->closing = true;
+	d->closing_until = vcma_now_ns() + (uint64_t)d->conf.shutdown_grace_ms * 1000000ull;
+	vcmad_sd_notify("STOPPING=1");
+	/* allocations waiting for a vacate are answered SHUTDOWN; windows released */
+	vcmad_vacate_cancel_all(d);
+	for (uint32_t i = 0; i < d->conf.max_guests; i++) {
+		struct vcmad_guest *g = d->guest[i];
+		struct vcma_evt e = { .type = VCMA_EVT_SHUTDOWN };
+		bool notify;
+
+		if (!g || g->dead)
+			continue;
+		n++;
+		vcma_ring_host_set_state(&g->ring, VCMA_STATE_CLOSING);
+		if (g->features & VCMA_F_EVENTS)
+			vcma_ring_host_post_event(&g->ring, &e, &notify);
+		vcmad_guest_notify(g);
+	}
+	if (n)
+		log_notice("closing: %u guest(s) attached; waiting up to %u ms for them to detach", n,
+			   d->conf.shutdown_grace_ms);
+}
+
 int vcmad_run(struct vcmad *d)
 {
-	while (!d->stop) {
+	for (;;) {
 		int rc;
 
-		if (d->conf.poll_us && !d->runq)
+		if (d->stop && !d->closing)
+			begin_closing(d);
+		if (d->closing) {
+			uint64_t now = vcma_now_ns();
+
+			if (!d->nguests)
+				break;
+			if (now >= d->closing_until) {
+				log_notice("closing: %u guest(s) still attached after %u ms; leaving them what they hold",
+					   d->nguests, d->conf.shutdown_grace_ms);
+				break;
+			}
+		}
+		if (d->conf.poll_us && !d->runq && !d->closing)
 			spin_for_requests(d);
 		/* with vacate jobs in flight, wake up often enough to time out VMs */
-		int tmo = d->runq ? 0 : vcmad_vacate_timeout_ms(d);
+		int tmo = d->runq ? 0 : d->closing ? 50 : vcmad_vacate_timeout_ms(d);
 
 		/* at least once a second regardless: connection and zombie reaping */
 		rc = vcma_loop_once(&d->loop, tmo < 0 || tmo > 1000 ? 1000 : tmo);
@@ -316,26 +369,21 @@ int vcmad_run(struct vcmad *d)
 		free_zombies(d);
 		vcmad_sim_reap_conns(d, false);
 		vcmad_ivshmem_audit(d);
+		vcmad_ctl_tick(d);
 	}
 	return 0;
 }
 
 void vcmad_fini(struct vcmad *d)
 {
-	vcmad_sd_notify("STOPPING=1");
+	if (!d->closing)
+		vcmad_sd_notify("STOPPING=1");
 	vcmad_vacate_cancel_all(d);
-	for (uint32_t i = 0; d->guest && i < d->conf.max_guests; i++) {
-		struct vcmad_guest *g = d->guest[i];
-		struct vcma_evt e = { .type = VCMA_EVT_SHUTDOWN };
-		bool notify;
-
-		if (!g)
-			continue;
-		vcma_ring_host_set_state(&g->ring, VCMA_STATE_CLOSING);
-		vcma_ring_host_post_event(&g->ring, &e, &notify);
-		vcmad_guest_notify(g);
-		vcmad_guest_detach(g, "vcmad shutting down");
-	}
+	/* guests still attached keep what they hold: vcmad's exit hands their memory to
+	 * nobody else, so their regions stay valid until they let go (§3, CLOSING) */
+	for (uint32_t i = 0; d->guest && i < d->conf.max_guests; i++)
+		if (d->guest[i])
+			vcmad_guest_abandon(d->guest[i]);
 	free_zombies(d);
 	vcmad_sim_reap_conns(d, true);
 	vcmad_ivshmem_close(d);
@@ -349,6 +397,7 @@ void vcmad_fini(struct vcmad *d)
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);
 	vcma_loop_fini(&d->loop);
+	vcmad_peerfd_fini();
 	free(d->guest);
 	if (d->be.ops)
 		d->be.ops->fini(&d->be);

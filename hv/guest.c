@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "peerfd.h"
 #include "vcmad.h"
 
 #define GUEST_BUDGET 64u /* requests per turn, so no guest starves the others */
@@ -28,10 +29,22 @@ struct vcmad_guest *vcmad_guest_find(struct vcmad *d, uint32_t id)
 	return NULL;
 }
 
-int vcmad_guest_slot(struct vcmad *d, uint32_t *slot, uint32_t *id)
+struct vcmad_guest *vcmad_guest_by_name(struct vcmad *d, const char *name)
 {
-	uint32_t i;
+	for (uint32_t i = 0; i < d->conf.max_guests; i++)
+		if (d->guest[i] && !strcmp(d->guest[i]->name, name))
+			return d->guest[i];
+	return NULL;
+}
 
+int vcmad_guest_slot(struct vcmad *d, bool configured, uint32_t *slot, uint32_t *id)
+{
+	uint32_t i, others = 0;
+
+	for (i = 0; i < d->conf.max_guests; i++)
+		others += d->guest[i] && !d->guest[i]->conf;
+	if (!configured && others >= d->conf.max_guests - d->conf.nguests)
+		return -ENOSPC;
 	for (i = 0; i < d->conf.max_guests && d->guest[i]; i++)
 		;
 	if (i == d->conf.max_guests)
@@ -51,12 +64,19 @@ int vcmad_guest_slot(struct vcmad *d, uint32_t *slot, uint32_t *id)
 
 void vcmad_guest_notify(struct vcmad_guest *g)
 {
-	uint64_t one = 1;
+	int rc;
 
-	/* eventfd write fails only if the counter would overflow: the guest has
-	 * a kick pending already, which is all a kick means */
-	if (write(g->irq_fd, &one, sizeof(one)) != sizeof(one) && errno != EAGAIN)
-		log_warn("guest %u (%s): irq eventfd: %s", g->id, g->name, strerror(errno));
+	if (g->irq_fd < 0 || g->irq_stuck)
+		return;
+	/* a full counter on a non-blocking fd is an irq already pending, which is all
+	 * an irq means; a write that would sleep is the peer's doing (peerfd.h) */
+	rc = vcmad_peerfd_signal(g->irq_fd);
+	if (rc == -EPERM) {
+		g->irq_stuck = true; /* no final irq either: it would stall again */
+		vcmad_guest_kill(g, "irq eventfd made blocking and held full");
+	} else if (rc) {
+		log_warn("guest %u (%s): irq eventfd: %s", g->id, g->name, strerror(-rc));
+	}
 }
 
 static int32_t status_of(int err)
@@ -180,8 +200,10 @@ static int do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma
 		rsp->status = q->length ? VCMA_ST_TOO_BIG : VCMA_ST_INVALID;
 		return VCMA_RING_ANSWERED;
 	}
+	/* limits count what is promised as well as what is granted: ALLOCs waiting for
+	 * a vacate hold their share (g->bytes + g->pending_bytes <= max_bytes) */
 	if (g->nregions + g->pending_allocs >= d->conf.limits.max_regions ||
-	    bytes > d->conf.limits.max_bytes - g->bytes) {
+	    bytes > d->conf.limits.max_bytes - g->bytes - g->pending_bytes) {
 		rsp->status = VCMA_ST_LIMIT;
 		g->stats.alloc_fail++;
 		return VCMA_RING_ANSWERED;
@@ -293,6 +315,13 @@ static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 		rsp->status = VCMA_ST_NO_POOL;
 		return;
 	}
+	/* a pool bound to another guest or class is not this guest's to look at either */
+	struct vcma_requester who = { .guest = g->id, .name = g->name, .devclass = g->devclass[0] ? g->devclass : NULL };
+
+	if (!vcma_pool_serves(p, &who)) {
+		rsp->status = VCMA_ST_ACCESS;
+		return;
+	}
 	vcma_pool_counts(p, &c);
 	u = vcma_pool_usage(p, g->id);
 	rsp->length = c.nframes << VCMA_PAGE_SHIFT;
@@ -358,6 +387,8 @@ void vcmad_guest_run(struct vcmad_guest *g)
 	}
 	if (notify)
 		vcmad_guest_notify(g);
+	if (g->dead)
+		return; /* the notification cut it off */
 	if (n)
 		d->last_active_ns = vcma_now_ns();
 	g->tokens -= n ? n : 1; /* an empty kick costs a token too */
@@ -376,10 +407,18 @@ void vcmad_guest_kick_cb(struct vcma_watch *w, uint32_t events)
 {
 	struct vcmad_guest *g = (struct vcmad_guest *)((char *)w - offsetof(struct vcmad_guest, kick_w));
 	uint64_t cnt;
+	int rc;
 
 	if (g->dead)
 		return;
-	if (read(g->kick_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN) {
+	/* never blocks, whatever the peer did to the fd; a kick it consumed itself
+	 * reads as none, and the turn below costs a token like any empty kick */
+	rc = vcmad_peerfd_drain(g->kick_fd, &cnt);
+	if (rc == -EPERM) {
+		vcmad_guest_kill(g, "kick eventfd made blocking and drained by the guest");
+		return;
+	}
+	if (rc) {
 		vcmad_guest_detach(g, "kick eventfd failed");
 		return;
 	}
@@ -453,6 +492,46 @@ void vcmad_guest_kill(struct vcmad_guest *g, const char *why)
 	vcmad_guest_detach(g, "cut off");
 }
 
+/* Off the run queue and out of the guest table; freed after this loop iteration,
+ * because later events of the same epoll batch may still point at its watches. */
+static void guest_unlink(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	for (struct vcmad_guest **pp = &d->runq; *pp; pp = &(*pp)->next_run)
+		if (*pp == g) {
+			*pp = g->next_run;
+			break;
+		}
+	vcma_loop_del(&d->loop, &g->kick_w);
+	vcma_loop_del(&d->loop, &g->sock_w);
+	vcmad_guest_close_io(g);
+	for (uint32_t i = 0; i < d->conf.max_guests; i++)
+		if (d->guest[i] == g)
+			d->guest[i] = NULL;
+	d->nguests--;
+	g->dead = true;
+	g->next_run = d->zombies;
+	d->zombies = g;
+}
+
+void vcmad_guest_abandon(struct vcmad_guest *g)
+{
+	if (g->dead)
+		return;
+	vcmad_vacate_guest_gone(g);
+	log_info("guest %u (%s) left attached at exit: its %u region(s) and RAM stay as they are", g->id, g->name,
+		 g->nregions);
+	/* the bookkeeping goes, the memory stays: no region freed, nothing zeroed */
+	free(g->p2m);
+	free(g->gflags);
+	g->p2m = NULL;
+	g->gflags = NULL;
+	if (g->ivs)
+		vcmad_ivshmem_forget(g);
+	guest_unlink(g);
+}
+
 void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 {
 	struct vcmad *d = g->d;
@@ -466,6 +545,7 @@ void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 	for (struct vcmad_guest **pp = &d->runq; *pp; pp = &(*pp)->next_run)
 		if (*pp == g) {
 			*pp = g->next_run;
+			g->queued = false;
 			break;
 		}
 	freed = 0;
@@ -482,17 +562,6 @@ void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 		vcmad_ivshmem_detached(g);
 	log_info("guest %u (%s) detached (%s): %d region(s) freed, %llu RAM frame(s) reclaimed", g->id, g->name, why,
 		 freed, (unsigned long long)g->ram_frames);
-	vcma_loop_del(&d->loop, &g->kick_w);
-	vcma_loop_del(&d->loop, &g->sock_w);
-	vcmad_guest_close_io(g);
-	for (uint32_t i = 0; i < d->conf.max_guests; i++)
-		if (d->guest[i] == g)
-			d->guest[i] = NULL;
-	d->nguests--;
 	d->stats.detaches++;
-	/* freed after this loop iteration: later events of the same batch may still
-	 * point at its watches */
-	g->dead = true;
-	g->next_run = d->zombies;
-	d->zombies = g;
+	guest_unlink(g);
 }

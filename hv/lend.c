@@ -131,6 +131,8 @@ void vcmad_lend_release(struct vcmad_guest *g)
 			if (vcma_pool_unlend(p, mfn - p->fm.base))
 				log_err("guest %u: gfn %#llx: pool %s frame %#llx was not lent", g->id,
 					(unsigned long long)gfn, p->cfg.name, (unsigned long long)mfn);
+			if ((g->gflags[gfn] & VCMAD_GFN_QUARANTINED) && !vcma_fmap_unclaim(&p->fm, mfn - p->fm.base, 1))
+				p->quarantined--; /* the VM was unresponsive */
 			d->be.ops->zero(&d->be, mfn, 1); /* the guest's data must not outlive it */
 		} else if (ord) {
 			ord[nord++] = mfn;

@@ -97,7 +97,7 @@ int main(int argc, char **argv)
 		return 2;
 	if (check) {
 		printf("configuration %s is valid: %u pool(s), %llu MiB machine memory, %u QEMU guest(s)\n", config,
-		       d.core.npools, (unsigned long long)(conf.machine_bytes >> 20), conf.nqemu);
+		       d.core.npools, (unsigned long long)(conf.machine_bytes >> 20), vcmad_conf_count_guests(&conf, VCMAD_GUEST_QEMU));
 		vcmad_fini(&d);
 		return 0;
 	}

@@ -231,6 +231,7 @@ static void complete(struct vcmad_job *j, int err)
 	}
 	if (g) {
 		g->pending_allocs--;
+		g->pending_bytes -= j->plan.w.count << VCMA_PAGE_SHIFT;
 		rsp.status = status_of(err);
 		vcmad_guest_respond(g, &rsp);
 	}
@@ -332,9 +333,12 @@ static void step(struct vcmad_job *j)
 	size_t bn;
 	int n, rc;
 
-	while (j->next_mv < j->nmv && !move_applies(j, &j->mv[j->next_mv], &vm)) {
+	while (j->next_mv < j->nmv && (!move_applies(j, &j->mv[j->next_mv], &vm) ||
+				       (vm->unresponsive && j->kind != JOB_ALLOC))) {
 		/* the VM went away (its frames are FREE now), the page moved (another job
-		 * took it), or it may no longer go onto a pool frame: no destination needed */
+		 * took it), or it may no longer go onto a pool frame; or the VM does not
+		 * answer PAUSE, and only an allocation needs its pages moved: no
+		 * destination needed */
 		j->next_mv++;
 		if (j->kind != JOB_RELEND)
 			reserve_take(d, j, 1);
@@ -347,6 +351,12 @@ static void step(struct vcmad_job *j)
 		/* relending is what the host does when it has nothing better to do: it
 		 * gives way between batches; the rest waits for the next quiet spell */
 		complete(j, 0);
+		return;
+	}
+	if (vm->unresponsive) {
+		/* an allocation cannot have its window without this VM's pages: give up
+		 * now rather than after another PAUSE timeout */
+		complete(j, -EBUSY);
 		return;
 	}
 	if (vm->pauser)
@@ -495,6 +505,7 @@ void vcmad_vacate_paused(struct vcmad_guest *vm, uint32_t seq)
 
 	if (!j || j->st != J_WAIT_PAUSE || j->seq != seq)
 		return; /* a late answer to a PAUSE that timed out */
+	vm->pause_misses = 0;
 	for (size_t i = 0; i < j->bn; i++) {
 		const struct move *m = &j->mv[j->b0 + i];
 
@@ -640,6 +651,7 @@ int vcmad_vacate_start(struct vcmad_guest *req, uint64_t req_id, const struct vc
 	j->req_guest = req->id;
 	j->req_id = req_id;
 	req->pending_allocs++;
+	req->pending_bytes += plan->w.count << VCMA_PAGE_SHIFT;
 	job_go(j);
 	return 0;
 }
@@ -793,7 +805,7 @@ static void maybe_relend(struct vcmad *d)
 {
 	uint64_t now = vcma_now_ns();
 
-	if (d->jobs || relend_due_ns(d) > now)
+	if (d->jobs || d->stop || relend_due_ns(d) > now)
 		return;
 	d->relend_dirty = false; /* unless a pool below finds work */
 	for (uint32_t i = 0; i < d->core.npools; i++) {
@@ -857,6 +869,32 @@ void vcmad_vacate_guest_gone(struct vcmad_guest *g)
 	g->pauser = NULL;
 }
 
+/* A VMM missed VCMAD_PAUSE_MISSES PAUSEs in a row: claim every pool frame it holds
+ * that no job has claimed, so searches go around them; stop lending to it. The
+ * claims go when it detaches (vcmad_lend_release). */
+static void quarantine(struct vcmad_guest *vm)
+{
+	struct vcmad *d = vm->d;
+	uint64_t n = 0;
+
+	vm->unresponsive = true;
+	vm->no_lend = true;
+	vcmad_pools_batch_begin(d);
+	for (uint64_t gfn = 0; gfn < vm->ram_frames; gfn++) {
+		struct vcma_pool *p = vcmad_pool_of(d, vm->p2m[gfn]);
+
+		if (p && !vcma_fmap_claim(&p->fm, vm->p2m[gfn] - p->fm.base, 1)) {
+			vm->gflags[gfn] |= VCMAD_GFN_QUARANTINED;
+			p->quarantined++;
+			n++;
+		}
+	}
+	vcmad_pools_batch_end(d);
+	log_warn("guest %u (%s) left %u PAUSEs in a row unanswered: unresponsive; its %llu pool frame(s) are kept out "
+		 "of allocations until it detaches, and it is lent no more", vm->id, vm->name, VCMAD_PAUSE_MISSES,
+		 (unsigned long long)n);
+}
+
 /* Each loop turn: time out silent VMs, move READY jobs along. */
 void vcmad_vacate_tick(struct vcmad *d)
 {
@@ -881,6 +919,8 @@ void vcmad_vacate_tick(struct vcmad *d)
 			resume(j, vm); /* cancels the pause, whenever the VMM gets to it */
 			release_dst(j);
 			complete(j, -ETIMEDOUT);
+			if (++vm->pause_misses == VCMAD_PAUSE_MISSES && !vm->unresponsive)
+				quarantine(vm);
 		} else if (j->st == J_WAIT_REMAP && vm) {
 			vcmad_guest_kill(vm, "paused VM did not answer REMAP in time");
 		}

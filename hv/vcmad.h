@@ -38,11 +38,14 @@ struct vcmad_guest {
 	uint32_t role; /* enum vcma_sim_role */
 	char name[VCMA_SIM_NAME_LEN];
 	char devclass[VCMA_SIM_NAME_LEN];
+	const struct vcmad_guest_conf *conf; /* its [guest NAME] section, NULL if unconfigured */
+	uint32_t uid;                        /* the peer's, at attach (SO_PEERCRED); qemu: QEMU's */
 	int sock;
 	struct vcma_watch sock_w;
 	int kick_fd;
 	struct vcma_watch kick_w;
 	int irq_fd;
+	bool irq_stuck; /* the peer made irq_fd blocking and full: never written again */
 	int shm_fd;
 	void *shm;
 	uint64_t shm_size;
@@ -54,7 +57,10 @@ struct vcmad_guest {
 	uint32_t nregions;
 	uint64_t bytes;
 	uint32_t pending_allocs; /* ALLOCs waiting for a vacate */
-	bool no_lend;            /* drained: never back with pool frames again */
+	uint64_t pending_bytes;  /* their bytes: limits count what is promised */
+	bool no_lend;            /* drained or unresponsive: never back with pool frames again */
+	uint32_t pause_misses;   /* PAUSEs in a row it did not answer in time */
+	bool unresponsive;       /* VCMAD_PAUSE_MISSES of them: its pool frames quarantined */
 	double tokens;
 	uint64_t tokens_at;
 	uint64_t ram_frames;     /* VMM: guest RAM, gfn 0 .. ram_frames-1 (see p2m) */
@@ -75,6 +81,8 @@ struct vcmad_guest {
 struct vcmad_conn {
 	struct vcmad *d;
 	int fd;
+	uint32_t uid, gid; /* the peer's credentials when it connected */
+	int32_t pid;
 	struct vcma_watch w;
 	uint64_t deadline_ns;
 	struct vcmad_conn *next;
@@ -82,6 +90,7 @@ struct vcmad_conn {
 
 struct vcmad_stats {
 	uint64_t attaches, detaches, violations, attach_refused;
+	uint64_t conns_refused; /* closed at once: too many connections waiting to attach */
 };
 
 struct vcmad {
@@ -98,7 +107,8 @@ struct vcmad {
 	uint32_t nguests;
 	uint32_t next_id;
 	struct vcmad_conn *conns;
-	struct vcmad_ivs *ivs;       /* [conf.nqemu] ivshmem server sockets */
+	struct vcmad_ivs *ivs;       /* [nivs] ivshmem server sockets, one per qemu [guest] */
+	uint32_t nivs;
 	uint64_t win_mfn, win_frames; /* qemu guests' DMA window: the span of the pools */
 	struct vcmad_guest *runq;
 	struct vcmad_guest *zombies; /* detached, linked by next_run */
@@ -115,6 +125,8 @@ struct vcmad {
 	bool relend_dirty;           /* something changed since relending last found nothing */
 	uint64_t last_active_ns; /* when a guest last had requests served */
 	bool stop;
+	bool closing;           /* stop seen: guests told, waiting for them to detach */
+	uint64_t closing_until; /* then exit anyway */
 	bool started;
 };
 
@@ -139,10 +151,15 @@ void vcmad_guest_close_io(struct vcmad_guest *g);
 void vcmad_guest_kill(struct vcmad_guest *g, const char *why);
 /* Detach: free its regions and RAM, close everything. */
 void vcmad_guest_detach(struct vcmad_guest *g, const char *why);
+/* vcmad exits with g attached: close everything but leave its memory as it is. */
+void vcmad_guest_abandon(struct vcmad_guest *g);
 void vcmad_guest_notify(struct vcmad_guest *g);
 
-/* Guest id and d->guest[] slot for a new guest: 0 / -ENOSPC when full. */
-int vcmad_guest_slot(struct vcmad *d, uint32_t *slot, uint32_t *id);
+/* Guest id and d->guest[] slot for a new guest: 0 / -ENOSPC when full. Every
+ * configured guest ([guest NAME]) has a slot of its own; the others share the rest
+ * of max_guests, so sim clients can never crowd out a configured guest. */
+int vcmad_guest_slot(struct vcmad *d, bool configured, uint32_t *slot, uint32_t *id);
+struct vcmad_guest *vcmad_guest_by_name(struct vcmad *d, const char *name);
 /* Give a committed region to g: clear its memory, record where g sees it, count it,
  * fill an OK response. On error the region is freed again. */
 int vcmad_guest_take_region(struct vcmad_guest *g, struct vcma_region *r, struct vcma_rsp *rsp);
@@ -156,6 +173,8 @@ uint64_t vcmad_ivshmem_offset(const struct vcmad *d, uint64_t mfn);
 int vcmad_ivshmem_clear(struct vcmad_guest *g, uint64_t mfn, uint64_t n);
 /* A qemu guest detaches: punch its whole window, free its socket for a new QEMU. */
 void vcmad_ivshmem_detached(struct vcmad_guest *g);
+/* The same without touching its memory (vcmad exits with the guest attached). */
+void vcmad_ivshmem_forget(struct vcmad_guest *g);
 /* Host memory a qemu guest's memfd holds now (its BAR2: shared area, regions, strays). */
 uint64_t vcmad_ivshmem_committed(const struct vcmad_guest *g);
 /* Release memory qemu guests wrote outside their regions (each guest once a second). */
@@ -170,6 +189,12 @@ void vcmad_sim_reap_conns(struct vcmad *d, bool all);
 
 #define VCMAD_GFN_PINNED 1u   /* never back with a lendable pool frame */
 #define VCMAD_GFN_REPORTED 2u /* the guest reported the page free */
+#define VCMAD_GFN_QUARANTINED 4u /* its pool frame is claimed while the VM is unresponsive */
+
+/* A VMM that leaves this many PAUSEs in a row unanswered is unresponsive: it is lent
+ * no more pool frames, and those it holds are claimed (no window search picks them)
+ * until it detaches, so allocations go around it instead of waiting on it. */
+#define VCMAD_PAUSE_MISSES 3u
 
 /* lend.c: guest RAM from pools and ordinary memory, and the VMM channel. */
 int vcmad_lend_ram(struct vcmad_guest *g);
@@ -236,6 +261,8 @@ void vcmad_guest_respond(struct vcmad_guest *g, const struct vcma_rsp *rsp);
 /* ctl/ctl.c: the operator's control socket; stop is a no-op if start failed. */
 int vcmad_ctl_start(struct vcmad *d);
 void vcmad_ctl_stop(struct vcmad *d);
+/* Once a second: close control clients stalled in the middle of a request line. */
+void vcmad_ctl_tick(struct vcmad *d);
 
 /* sd_notify(3) without libsystemd: 0 if sent or NOTIFY_SOCKET unset. */
 int vcmad_sd_notify(const char *msg);

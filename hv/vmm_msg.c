@@ -30,25 +30,33 @@ int vcmad_vmm_msg_check(const void *buf, size_t len, uint64_t ram_frames, const 
 		*why = "malformed VMM message";
 		return -EPROTO;
 	}
-	for (uint32_t i = 0; i < m.count; i++) {
-		run_at(buf, i, &r);
-		if (!r.count || r.gfn >= ram_frames || r.count > ram_frames - r.gfn ||
-		    (m.type != VCMA_SIM_MSG_PAUSED && m.type != VCMA_SIM_MSG_REMAPPED && r.mfn)) {
-			*why = "VMM message run outside the VM's RAM";
-			return -EPROTO;
-		}
-	}
 	switch (m.type) {
 	case VCMA_SIM_MSG_PAUSED:
 	case VCMA_SIM_MSG_REMAPPED:
+		/* answers carry no runs; PAUSED no status, REMAPPED 0 or a positive errno */
+		if (m.count || (m.type == VCMA_SIM_MSG_PAUSED ? m.status != 0 : m.status < 0)) {
+			*why = m.count ? "PAUSED or REMAPPED with runs" : "PAUSED or REMAPPED with a bad status";
+			return -EPROTO;
+		}
 		return 0;
 	case VCMA_SIM_MSG_REPORT:
 	case VCMA_SIM_MSG_REUSE:
 	case VCMA_SIM_MSG_PIN:
+		if (m.status) {
+			*why = "REPORT, REUSE or PIN with a status";
+			return -EPROTO;
+		}
 		break;
 	default:
 		*why = "unknown VMM message type";
 		return -EPROTO;
+	}
+	for (uint32_t i = 0; i < m.count; i++) {
+		run_at(buf, i, &r);
+		if (!r.count || r.gfn >= ram_frames || r.count > ram_frames - r.gfn || r.mfn) {
+			*why = "VMM message run outside the VM's RAM";
+			return -EPROTO;
+		}
 	}
 	/* Runs must be disjoint. PIN: every page it names becomes a move of the pin's
 	 * job, and a page named twice would be copied to two destinations, one of which

@@ -15,10 +15,13 @@
  * whose RAM is gfns 0 .. ram_frames-1. Accepted (0, *why = NULL) when:
  *   - magic, version are right and pad is 0;
  *   - count <= VCMA_SIM_MSG_RUNS and len is exactly the header plus count runs;
- *   - every run has count > 0 and lies inside RAM (gfn + count <= ram_frames, no
- *     wrap-around); its mfn is 0 except in PAUSED and REMAPPED (which vcmad ignores);
  *   - the type is one a VMM sends: PAUSED, REMAPPED, REPORT, REUSE or PIN;
- *   - the runs of a PIN do not overlap (each would become a move of its own).
+ *   - PAUSED and REMAPPED have no runs; PAUSED has status 0, REMAPPED 0 or a
+ *     positive errno; REPORT, REUSE and PIN have status 0;
+ *   - every run has count > 0, mfn 0, and lies inside RAM (gfn + count <=
+ *     ram_frames, no wrap-around);
+ *   - the runs of a message do not overlap (a PIN's would each become a move of
+ *     their own; a REPORT's would multiply its work).
  * Otherwise -EPROTO and *why, a constant string for the log: the caller cuts the VM
  * off. Reads only its arguments; writes only *why.
  */

@@ -336,7 +336,9 @@ void print_prometheus(FILE *f, struct json_object *stats)
 		{ "vcmad_ctl_requests_total", "requests", "Control requests served.", true },
 		{ "vcmad_ctl_errors_total", "errors", "Control requests answered with an error.", true },
 		{ "vcmad_ctl_refused_total", "refused", "Control connections refused for their credentials.", true },
-		{ "vcmad_ctl_dropped_total", "dropped", "Control clients dropped for not reading.", true },
+		{ "vcmad_ctl_dropped_total", "dropped", "Control clients dropped for not reading or a stalled request.",
+		  true },
+		{ "vcmad_ctl_evicted_total", "evicted", "Idle control clients closed to make room for a new one.", true },
 	};
 	for (size_t i = 0; i < sizeof(dc) / sizeof(dc[0]); i++) {
 		family(f, dc[i].metric, "counter", dc[i].help);

@@ -455,6 +455,9 @@ static void pool_summary(struct json_object *p, FILE *f)
 		(unsigned long long)ju64(fr, "lent_free"), (unsigned long long)ju64(fr, "lent_used"),
 		(unsigned long long)ju64(fr, "region"), (unsigned long long)ju64(fr, "reserved"),
 		(unsigned long long)ju64(fr, "claimed"), (unsigned long long)ju64(p, "regions"));
+	if (ju64(fr, "quarantined"))
+		fprintf(f, "kept out of allocations: %llu lent frame(s) of unresponsive VMs (vcmactl guests)\n",
+			(unsigned long long)ju64(fr, "quarantined"));
 	fprintf(f, "largest free run: %s (%llu frames)\n", fmt_bytes(ju64(p, "largest_free_run_bytes"), a, sizeof(a)),
 		(unsigned long long)ju64(p, "largest_free_run_frames"));
 }
@@ -539,7 +542,8 @@ static int run_guests(struct ctx *c, int argc, char **argv)
 		table_cell(&t, "%llu", (unsigned long long)ju64(e, "id"));
 		table_cell(&t, "%s", jstr(e, "name"));
 		table_cell(&t, "%s", *jstr(e, "class") ? jstr(e, "class") : "-");
-		table_cell(&t, "%s", jstr(e, "role"));
+		/* a VM that left PAUSEs unanswered is worth seeing at a glance */
+		table_cell(&t, "%s%s", jstr(e, "role"), jbool(e, "unresponsive") ? " (unresponsive)" : "");
 		table_cell(&t, "%s", fmt_bytes(ju64(e, "ram_bytes"), b, sizeof(b)));
 		table_cell(&t, "%llu", (unsigned long long)ju64(e, "regions"));
 		table_cell(&t, "%s", fmt_bytes(ju64(e, "bytes"), b, sizeof(b)));

@@ -96,19 +96,24 @@ const struct vcma_guest_usage *vcma_pool_usage(const struct vcma_pool *p, uint32
 	return usage_find(p, guest);
 }
 
-static int usage_add(struct vcma_pool *p, uint32_t guest, uint64_t bytes)
+static struct vcma_guest_usage *usage_get(struct vcma_pool *p, uint32_t guest, int *err)
 {
 	struct vcma_guest_usage *u = usage_find(p, guest);
 
+	*err = 0;
 	if (!u) {
-		if (p->nusage >= VCMA_POOL_MAX_GUESTS)
-			return -EUSERS;
+		if (p->nusage >= VCMA_POOL_MAX_GUESTS) {
+			*err = -EUSERS;
+			return NULL;
+		}
 		if (p->nusage == p->usage_cap) {
 			uint32_t cap = p->usage_cap ? p->usage_cap * 2 : 8;
 			struct vcma_guest_usage *nu = realloc(p->usage, cap * sizeof(*nu));
 
-			if (!nu)
-				return -ENOMEM;
+			if (!nu) {
+				*err = -ENOMEM;
+				return NULL;
+			}
 			p->usage = nu;
 			p->usage_cap = cap;
 		}
@@ -116,9 +121,14 @@ static int usage_add(struct vcma_pool *p, uint32_t guest, uint64_t bytes)
 		memset(u, 0, sizeof(*u));
 		u->guest = guest;
 	}
-	u->bytes += bytes;
-	u->regions++;
-	return 0;
+	return u;
+}
+
+/* An entry with nothing granted or promised goes away. */
+static void usage_put(struct vcma_pool *p, struct vcma_guest_usage *u)
+{
+	if (!u->regions && !u->pending)
+		*u = p->usage[--p->nusage];
 }
 
 static void usage_sub(struct vcma_pool *p, uint32_t guest, uint64_t bytes)
@@ -130,8 +140,20 @@ static void usage_sub(struct vcma_pool *p, uint32_t guest, uint64_t bytes)
 	u->bytes -= bytes < u->bytes ? bytes : u->bytes;
 	if (u->regions)
 		u->regions--;
-	if (!u->regions)
-		*u = p->usage[--p->nusage];
+	usage_put(p, u);
+}
+
+/* begin: bytes promised; finish: promised -> granted; abort: promise dropped */
+static void usage_unpromise(struct vcma_pool *p, uint32_t guest, uint64_t bytes)
+{
+	struct vcma_guest_usage *u = usage_find(p, guest);
+
+	if (!u)
+		return;
+	u->promised -= bytes < u->promised ? bytes : u->promised;
+	if (u->pending)
+		u->pending--;
+	usage_put(p, u);
 }
 
 static bool names_match(const char *bound, const char *who)
@@ -139,7 +161,7 @@ static bool names_match(const char *bound, const char *who)
 	return who && !strcmp(bound, who);
 }
 
-static bool pool_serves(const struct vcma_pool *p, const struct vcma_requester *who)
+bool vcma_pool_serves(const struct vcma_pool *p, const struct vcma_requester *who)
 {
 	if (p->cfg.mode == VCMA_POOL_SHARED)
 		return true;
@@ -155,11 +177,11 @@ static struct vcma_pool *pick_pool(struct vcma_core *core, const struct vcma_req
 
 	if (name) {
 		p = vcma_core_pool_by_name(core, name);
-		*err = !p ? -ENODEV : !pool_serves(p, who) ? -EACCES : 0;
+		*err = !p ? -ENODEV : !vcma_pool_serves(p, who) ? -EACCES : 0;
 		return *err ? NULL : p;
 	}
 	for (uint32_t i = 0; i < core->npools; i++)
-		if (core->pool[i]->cfg.mode == VCMA_POOL_EXCLUSIVE && pool_serves(core->pool[i], who))
+		if (core->pool[i]->cfg.mode == VCMA_POOL_EXCLUSIVE && vcma_pool_serves(core->pool[i], who))
 			return core->pool[i];
 	for (uint32_t i = 0; i < core->npools; i++)
 		if (core->pool[i]->cfg.mode == VCMA_POOL_SHARED)
@@ -218,8 +240,10 @@ static int plan_in_pool(struct vcma_pool *p, const struct vcma_requester *who, c
 		return -ERANGE;
 	if (nframes > p->fm.nframes)
 		return -E2BIG;
+	/* what the guest holds and what it has been promised: allocations waiting for
+	 * a vacate count, so a batch of them cannot pass the quota together */
 	u = usage_find(p, who->guest);
-	if ((u ? u->bytes : 0) + (nframes << VCMA_PAGE_SHIFT) > p->quota)
+	if ((u ? u->bytes + u->promised : 0) + (nframes << VCMA_PAGE_SHIFT) > p->quota)
 		return -EDQUOT;
 	order = vcma_pool_align_order(p, nframes, req->align_order);
 	rc = vcma_fmap_search(&p->fm, nframes, order, &plan->w);
@@ -248,6 +272,16 @@ int vcma_core_alloc_begin(struct vcma_core *core, const struct vcma_requester *w
 		nframes = (req->bytes + VCMA_PAGE_SIZE - 1) >> VCMA_PAGE_SHIFT;
 		rc = plan_in_pool(p, who, req, nframes, plan);
 	}
+	if (!rc) {
+		struct vcma_guest_usage *u = usage_get(p, who->guest, &rc);
+
+		if (u) {
+			u->promised += nframes << VCMA_PAGE_SHIFT;
+			u->pending++;
+		} else {
+			vcma_fmap_unclaim(&p->fm, plan->w.start, plan->w.count);
+		}
+	}
 	if (rc) {
 		p->stats.alloc_fail++;
 		p->stats.alloc_pages_fail += nframes;
@@ -267,6 +301,7 @@ void vcma_core_alloc_abort(struct vcma_core *core, struct vcma_alloc_plan *plan)
 	if (!p)
 		return;
 	vcma_fmap_unclaim(&p->fm, plan->w.start, plan->w.count);
+	usage_unpromise(p, plan->guest, plan->w.count << VCMA_PAGE_SHIFT);
 	p->stats.alloc_fail++;
 	p->stats.alloc_pages_fail += plan->w.count;
 	plan->pool = NULL;
@@ -293,10 +328,13 @@ int vcma_core_alloc_finish(struct vcma_core *core, struct vcma_alloc_plan *plan,
 	r.flags = plan->flags;
 	rc = vcma_regions_insert(&core->regions, &r);
 	if (!rc) {
-		rc = usage_add(p, plan->guest, n << VCMA_PAGE_SHIFT);
-		if (rc)
-			vcma_regions_remove(&core->regions, plan->guest, r.handle, NULL);
+		struct vcma_guest_usage *u = usage_find(p, plan->guest);
+
+		/* the promise made at begin becomes the region */
+		u->bytes += n << VCMA_PAGE_SHIFT;
+		u->regions++;
 	}
+	usage_unpromise(p, plan->guest, n << VCMA_PAGE_SHIFT);
 	if (rc) {
 		vcma_fmap_release_region(&p->fm, plan->w.start, n);
 		p->stats.alloc_fail++;
@@ -408,7 +446,8 @@ void vcma_pool_counts(const struct vcma_pool *p, struct vcma_pool_counts *c)
 	c->lent_used = fm->count[VCMA_FRAME_LENT_USED];
 	c->region = fm->count[VCMA_FRAME_REGION];
 	c->reserved = fm->count[VCMA_FRAME_RESERVED];
-	c->claimed = fm->nclaimed;
+	c->quarantined = p->quarantined <= fm->nclaimed ? p->quarantined : fm->nclaimed;
+	c->claimed = fm->nclaimed - c->quarantined;
 	c->largest_free_run = vcma_fmap_largest_free_run(fm);
 	c->regions = regions;
 }

@@ -32,10 +32,15 @@ struct vcma_requester {
 	const char *devclass;
 };
 
+/* A guest's share of a pool. The quota counts what is promised as well as what is
+ * granted: an allocation holds its bytes in `promised` from begin (its window is
+ * claimed) until finish moves them to `bytes`, or abort drops them. */
 struct vcma_guest_usage {
 	uint32_t guest;
-	uint64_t bytes;
+	uint64_t bytes;    /* in live regions */
 	uint32_t regions;
+	uint64_t promised; /* in allocations begun and not yet finished or aborted */
+	uint32_t pending;
 };
 
 struct vcma_pool {
@@ -47,6 +52,7 @@ struct vcma_pool {
 	struct vcma_guest_usage *usage; /* unsorted, small */
 	uint32_t nusage, usage_cap;
 	uint64_t relend_hold_until; /* vcmad: no relending before this (ns) */
+	uint64_t quarantined;       /* vcmad: of the claimed frames, those held for an unresponsive VM */
 };
 
 /* Called with the lent frames of a claimed window; must return every one of them to
@@ -72,6 +78,8 @@ void vcma_core_fini(struct vcma_core *core);
 int vcma_core_add_pool(struct vcma_core *core, const struct vcma_pool_config *cfg,
 		       uint64_t base_mfn, uint64_t nframes);
 struct vcma_pool *vcma_core_pool_by_name(struct vcma_core *core, const char *name);
+/* May who allocate from (and learn about) p: shared, or bound to its name or class? */
+bool vcma_pool_serves(const struct vcma_pool *p, const struct vcma_requester *who);
 
 /* Alignment order a request of nframes gets in pool p with an explicit minimum
  * explicit_order (0 for none). */
@@ -139,7 +147,9 @@ int vcma_pool_unlend(struct vcma_pool *p, uint64_t idx);
 
 /* Live counters of a pool. */
 struct vcma_pool_counts {
-	uint64_t nframes, free, lent_free, lent_used, region, reserved, claimed;
+	uint64_t nframes, free, lent_free, lent_used, region, reserved;
+	uint64_t claimed;     /* by allocations vacating their windows */
+	uint64_t quarantined; /* lent to unresponsive VMs, kept out of allocations */
 	uint64_t largest_free_run;
 	uint32_t regions;
 };

@@ -147,6 +147,7 @@ static struct json_object *frames_json(const struct vcma_pool_counts *c)
 	add_u64(f, "region", c->region);
 	add_u64(f, "reserved", c->reserved);
 	add_u64(f, "claimed", c->claimed);
+	add_u64(f, "quarantined", c->quarantined);
 	return f;
 }
 
@@ -380,6 +381,16 @@ static struct json_object *cmd_guests(struct vcmad_ctl *ctl, int *err)
 		struct json_object *o = guest_json(g->id, g->name, g->devclass, role_name(g),
 						   g->ram_frames << VCMA_PAGE_SHIFT, g->nregions, g->bytes, &g->stats);
 
+		if (o) {
+			/* configured: the identity comes from a [guest] section; pending: ALLOCs
+			 * waiting for a vacate; unresponsive: left PAUSEs unanswered (vcmad(8)) */
+			json_object_object_add(o, "configured", json_object_new_boolean(g->conf != NULL));
+			add_u64(o, "uid", g->uid);
+			add_u64(o, "pending_allocs", g->pending_allocs);
+			add_u64(o, "pending_bytes", g->pending_bytes);
+			json_object_object_add(o, "lending", json_object_new_boolean(g->p2m && !g->no_lend));
+			json_object_object_add(o, "unresponsive", json_object_new_boolean(g->unresponsive));
+		}
 		if (o && g->ivs) {
 			add_u64(o, "bar_bytes", g->shm_size);
 			add_u64(o, "window_bytes", d->win_frames << VCMA_PAGE_SHIFT);
@@ -526,6 +537,11 @@ static struct json_object *cmd_alloc(struct vcmad_ctl *ctl, struct vcmad_ctl_cli
 
 	vcma_format_bytes(req->bytes, sz, sizeof(sz));
 	snprintf(what, sizeof(what), "alloc %s%s%s", sz, ar.pool ? " in pool " : "", ar.pool ? ar.pool : "");
+	if (d->stop) {
+		*err = -ESHUTDOWN;
+		setmsg(msg, msglen, "%s: vcmad is shutting down", what);
+		return NULL;
+	}
 	if (ctl->admin_regions >= d->conf.limits.max_regions || bytes > d->conf.limits.max_bytes - ctl->admin_bytes) {
 		*err = -EDQUOT;
 		setmsg(msg, msglen,
@@ -873,6 +889,7 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(c, "requests", ctl->stats.requests);
 	add_u64(c, "errors", ctl->stats.errors);
 	add_u64(c, "dropped", ctl->stats.dropped);
+	add_u64(c, "evicted", ctl->stats.evicted);
 	json_object_object_add(dm, "ctl", c);
 	json_object_object_add(res, "daemon", dm);
 	return res;

@@ -38,6 +38,12 @@
 #define CTL_BACKLOG 16
 #define CTL_IN_CAP (VCMAD_CTL_LINE_MAX + 1u)
 #define CTL_OUT_KEEP (64u << 10) /* an idle client keeps at most this much output buffer */
+/* Clients that hold a slot without using it: with all VCMAD_CTL_MAX_CLIENTS slots
+ * taken, a new connection closes the client idle longest (waiting for input, nothing
+ * in flight or unsent) once it has been idle CTL_EVICT_NS; and a request line left
+ * unfinished for CTL_STALL_NS closes its client whatever the load. */
+#define CTL_EVICT_NS (1000ull * 1000000ull)
+#define CTL_STALL_NS (10000ull * 1000000ull)
 
 static struct vcma_ratelimit refuse_rl, accept_rl;
 
@@ -417,6 +423,7 @@ static void process(struct vcmad_ctl_client *c, bool eof, bool *more)
 	if (start) {
 		memmove(c->in, c->in + start, c->in_len - start);
 		c->in_len -= start;
+		c->active_at = c->line_since = vcma_now_ns(); /* what is left began now */
 	}
 	if (c->closing || c->doomed || *more || c->job_waiting)
 		return;
@@ -461,8 +468,11 @@ static void client_turn(struct vcmad_ctl_client *c, uint32_t events)
 		}
 		if (n == 0)
 			eof = true;
-		if (n > 0)
+		if (n > 0) {
+			if (!c->in_len)
+				c->line_since = vcma_now_ns();
 			c->in_len += (size_t)n;
+		}
 	} else if ((events & EPOLLHUP) && !(events & EPOLLIN)) {
 		eof = true;
 	}
@@ -548,6 +558,56 @@ static void refuse(int fd, int err, const char *msg)
 		log_debug("ctl: close: %s", strerror(errno));
 }
 
+/* Clients not on their way out (doomed ones are freed by their own callback). */
+static uint32_t live_clients(const struct vcmad_ctl *ctl)
+{
+	uint32_t n = 0;
+
+	for (const struct vcmad_ctl_client *c = ctl->clients; c; c = c->next)
+		n += !c->doomed;
+	return n;
+}
+
+static bool idle(const struct vcmad_ctl_client *c)
+{
+	return !c->doomed && !c->closing && !c->queued && !c->job_waiting && c->out_off == c->out_len;
+}
+
+/* Make room: close the client idle longest, if one has been idle CTL_EVICT_NS. */
+static bool evict_idle(struct vcmad_ctl *ctl)
+{
+	static struct vcma_ratelimit rl;
+	struct vcmad_ctl_client *victim = NULL;
+	uint64_t now = vcma_now_ns();
+
+	for (struct vcmad_ctl_client *c = ctl->clients; c; c = c->next)
+		if (idle(c) && now - c->active_at >= CTL_EVICT_NS && (!victim || c->active_at < victim->active_at))
+			victim = c;
+	if (!victim)
+		return false;
+	ctl->stats.evicted++;
+	if (vcma_ratelimit_ok(&rl, 5, 10ull * 1000000000ull))
+		log_warn("ctl: all %u client slots taken: closing pid %d uid %u, idle %llu ms%s", VCMAD_CTL_MAX_CLIENTS,
+			 (int)victim->pid, (unsigned int)victim->uid,
+			 (unsigned long long)((now - victim->active_at) / 1000000),
+			 victim->in_len ? " with an unfinished request" : "");
+	doom(victim, NULL);
+	return true;
+}
+
+void vcmad_ctl_tick(struct vcmad *d)
+{
+	struct vcmad_ctl *ctl = d->ctl;
+	uint64_t now = vcma_now_ns();
+
+	if (!ctl || now - ctl->ticked_at < 1000000000ull)
+		return;
+	ctl->ticked_at = now;
+	for (struct vcmad_ctl_client *c = ctl->clients; c; c = c->next)
+		if (c->in_len && !c->doomed && !c->job_waiting && now - c->line_since >= CTL_STALL_NS)
+			doom(c, "a request line unfinished for 10 s");
+}
+
 static void accept_one(struct vcmad_ctl *ctl, int fd)
 {
 	struct ucred uc;
@@ -574,9 +634,9 @@ static void accept_one(struct vcmad_ctl *ctl, int fd)
 		refuse(fd, -EACCES, msg);
 		return;
 	}
-	if (ctl->nclients >= VCMAD_CTL_MAX_CLIENTS) {
+	if (live_clients(ctl) >= VCMAD_CTL_MAX_CLIENTS && !evict_idle(ctl)) {
 		ctl->stats.busy++;
-		refuse(fd, -EBUSY, "too many control clients connected (16); try again later");
+		refuse(fd, -EBUSY, "too many control clients connected (16), all busy; try again later");
 		return;
 	}
 	c = calloc(1, sizeof(*c));
@@ -590,6 +650,7 @@ static void accept_one(struct vcmad_ctl *ctl, int fd)
 	}
 	c->ctl = ctl;
 	c->fd = fd;
+	c->active_at = vcma_now_ns();
 	c->pid = uc.pid;
 	c->uid = uc.uid;
 	c->events = EPOLLIN;

@@ -54,6 +54,8 @@ struct vcmad_ctl_client {
 	bool doomed;  /* shut down; freed by its own epoll callback */
 	bool queued;  /* on the run queue: complete lines left after its turn */
 	bool eof;     /* the peer closed its side; lines left are still answered */
+	uint64_t active_at;  /* connected, or last request taken (ns): idle since */
+	uint64_t line_since; /* the unfinished line in `in` began (ns) */
 	/* an alloc waiting for lent frames to be vacated: no further line is taken until
 	 * it is answered, so answers keep the order of requests */
 	struct vcmad_job *job;     /* the vacate job, while it runs */
@@ -66,7 +68,7 @@ struct vcmad_ctl_client {
 };
 
 struct vcmad_ctl_stats {
-	uint64_t accepted, refused, busy, requests, errors, dropped;
+	uint64_t accepted, refused, busy, requests, errors, dropped, evicted;
 };
 
 struct vcmad_ctl {
@@ -83,6 +85,7 @@ struct vcmad_ctl {
 	int run_fd;                    /* eventfd, readable while runq is not empty */
 	struct vcma_watch run_w;
 	bool run_armed;
+	uint64_t ticked_at;     /* vcmad_ctl_tick's last sweep */
 	uint32_t admin_regions; /* held by VCMAD_CTL_ADMIN_GUEST */
 	uint64_t admin_bytes;
 	struct vcmad_ctl_stats stats;

@@ -336,7 +336,7 @@ const char *vcmad_ctl_errname(int err)
 		{ ERANGE, "ERANGE" }, { ENODEV, "ENODEV" },   { EDQUOT, "EDQUOT" },         { EBUSY, "EBUSY" },
 		{ ENOMEM, "ENOMEM" }, { EUSERS, "EUSERS" },   { EIO, "EIO" },               { ENOSYS, "ENOSYS" },
 		{ EAGAIN, "EAGAIN" }, { EEXIST, "EEXIST" },   { EOPNOTSUPP, "EOPNOTSUPP" }, { ETIMEDOUT, "ETIMEDOUT" },
-		{ EDOM, "EDOM" },     { ENOBUFS, "ENOBUFS" },   { EFBIG, "EFBIG" },
+		{ EDOM, "EDOM" },     { ENOBUFS, "ENOBUFS" },   { EFBIG, "EFBIG" },           { ESHUTDOWN, "ESHUTDOWN" },
 	};
 
 	if (err < 0)

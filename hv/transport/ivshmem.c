@@ -257,6 +257,11 @@ void vcmad_ivshmem_detached(struct vcmad_guest *g)
 	rc = punch(g, VCMAD_IVS_WINDOW_OFF, d->win_frames << VCMA_PAGE_SHIFT);
 	if (rc)
 		log_warn("guest %u (%s): cannot release its window: %s", g->id, g->name, strerror(-rc));
+	vcmad_ivshmem_forget(g);
+}
+
+void vcmad_ivshmem_forget(struct vcmad_guest *g)
+{
 	g->ivs->g = NULL;
 	g->ivs = NULL;
 }
@@ -327,6 +332,14 @@ static int handshake(struct vcmad_guest *g, int irq1_fd)
 }
 
 /* QEMU never talks after the handshake: a byte, EOF or an error is a detach. */
+static bool qemu_gone(struct vcmad_guest *g)
+{
+	char b;
+	ssize_t n = recv(g->sock, &b, 1, MSG_DONTWAIT | MSG_PEEK);
+
+	return n >= 0 || (errno != EAGAIN && errno != EINTR);
+}
+
 static void qemu_sock_cb(struct vcma_watch *w, uint32_t events)
 {
 	struct vcmad_guest *g = (struct vcmad_guest *)((char *)w - offsetof(struct vcmad_guest, sock_w));
@@ -390,10 +403,10 @@ static void attach(struct vcmad_ivs *ivs, int fd)
 		close(fd);
 		return;
 	}
-	if (vcmad_guest_slot(d, &slot, &g->id)) {
+	if (vcmad_guest_slot(d, true, &slot, &g->id)) {
+		/* cannot happen: a configured guest has a slot of its own */
 		d->stats.attach_refused++;
-		log_warn("guest %s: QEMU connected but vcmad serves max_guests guests already; closing the connection",
-			 ivs->conf->name);
+		log_err("guest %s: QEMU connected but no guest slot is free; closing the connection", ivs->conf->name);
 		free(g);
 		close(fd);
 		return;
@@ -403,6 +416,7 @@ static void attach(struct vcmad_ivs *ivs, int fd)
 	g->sock = -1;
 	g->kick_fd = g->irq_fd = g->shm_fd = -1;
 	snprintf(g->name, sizeof(g->name), "%s", ivs->conf->name);
+	g->conf = ivs->conf;
 	snprintf(g->devclass, sizeof(g->devclass), "%s", ivs->conf->devclass);
 	g->tokens = d->conf.limits.burst;
 	g->tokens_at = vcma_now_ns();
@@ -462,6 +476,17 @@ static void accept_cb(struct vcma_watch *w, uint32_t events)
 				log_warn("guest %s: accept: %s", ivs->conf->name, strerror(errno));
 			return;
 		}
+		if (ivs->d->closing) {
+			ivs->d->stats.attach_refused++;
+			log_warn("guest %s: QEMU connected while vcmad is shutting down; closing it", ivs->conf->name);
+			close(fd);
+			continue;
+		}
+		if (ivs->g && qemu_gone(ivs->g)) {
+			/* a QEMU that reconnects at once: its old connection's EOF may still
+			 * wait in this loop turn's events; the new one must not pay for that */
+			vcmad_guest_detach(ivs->g, "QEMU disconnected");
+		}
 		if (ivs->g) {
 			/* one QEMU per guest: a second device on the same socket is refused */
 			ivs->d->stats.attach_refused++;
@@ -514,7 +539,8 @@ int vcmad_ivshmem_listen(struct vcmad *d)
 	uint64_t lo = UINT64_MAX, hi = 0;
 	int rc;
 
-	if (!d->conf.nqemu)
+	d->nivs = vcmad_conf_count_guests(&d->conf, VCMAD_GUEST_QEMU);
+	if (!d->nivs)
 		return 0;
 	for (uint32_t i = 0; i < d->core.npools; i++) {
 		const struct vcma_pool *p = d->core.pool[i];
@@ -526,15 +552,18 @@ int vcmad_ivshmem_listen(struct vcmad *d)
 	}
 	d->win_mfn = lo;
 	d->win_frames = hi - lo;
-	d->ivs = calloc(d->conf.nqemu, sizeof(*d->ivs));
+	d->ivs = calloc(d->nivs, sizeof(*d->ivs));
 	if (!d->ivs)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < d->conf.nqemu; i++) {
-		d->ivs[i].d = d;
-		d->ivs[i].conf = &d->conf.qemu[i];
-		d->ivs[i].fd = -1;
+	for (uint32_t i = 0, k = 0; i < d->conf.nguests; i++) {
+		if (d->conf.guests[i].kind != VCMAD_GUEST_QEMU)
+			continue;
+		d->ivs[k].d = d;
+		d->ivs[k].conf = &d->conf.guests[i];
+		d->ivs[k].fd = -1;
+		k++;
 	}
-	for (uint32_t i = 0; i < d->conf.nqemu; i++) {
+	for (uint32_t i = 0; i < d->nivs; i++) {
 		rc = listen_one(d, &d->ivs[i]);
 		if (rc)
 			return rc;
@@ -546,7 +575,7 @@ int vcmad_ivshmem_listen(struct vcmad *d)
 
 void vcmad_ivshmem_close(struct vcmad *d)
 {
-	for (uint32_t i = 0; d->ivs && i < d->conf.nqemu; i++) {
+	for (uint32_t i = 0; d->ivs && i < d->nivs; i++) {
 		struct vcmad_ivs *ivs = &d->ivs[i];
 
 		if (ivs->fd < 0)

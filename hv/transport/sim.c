@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,20 @@ int vcmad_sim_listen(struct vcmad *d)
 		log_err("cannot listen on %s: %s", d->sock_path, strerror(errno));
 		close(fd);
 		return rc;
+	}
+	if (d->conf.attach_group[0]) {
+		/* who may connect at all; what a peer may attach as is decided per attach */
+		struct group gr, *res = NULL;
+		char buf[1024];
+
+		if (getgrnam_r(d->conf.attach_group, &gr, buf, sizeof(buf), &res) || !res ||
+		    chown(d->sock_path, (uid_t)-1, res->gr_gid)) {
+			rc = res ? -errno : -ENOENT;
+			log_err("attach_group %s: %s", d->conf.attach_group, res ? strerror(errno) : "no such group");
+			close(fd);
+			unlink(d->sock_path);
+			return rc;
+		}
 	}
 	d->listen_fd = fd;
 	return vcma_loop_add(&d->loop, &d->listen_w, fd, EPOLLIN, vcmad_sim_accept_cb);
@@ -115,8 +130,12 @@ static void refuse(struct vcmad *d, int fd, int32_t status, const char *why)
 		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH_RSP, .status = status,
 	};
 
+	static struct vcma_ratelimit rl;
+
 	d->stats.attach_refused++;
-	log_warn("attach refused: %s", why);
+	/* a client can be refused as fast as it connects: rate-limited */
+	if (vcma_ratelimit_ok(&rl, 20, 10ull * 1000000000ull))
+		log_warn("attach refused: %s", why);
 	send_rsp(fd, &rsp, NULL, 0); /* best effort: the client may be gone */
 }
 
@@ -164,7 +183,8 @@ static int send_p2m(struct vcmad_guest *g, const struct vcma_sim_run *runs, uint
 	return rc;
 }
 
-static struct vcmad_guest *guest_new(struct vcmad *d, int fd, const struct vcma_sim_attach *a, int32_t *status)
+static struct vcmad_guest *guest_new(struct vcmad *d, int fd, const struct vcma_sim_attach *a,
+				     const struct vcmad_guest_conf *gc, uint32_t uid, int32_t *status)
 {
 	const struct vcmad_limits *lim = &d->conf.limits;
 	struct vcma_ring_params rp = {
@@ -181,14 +201,20 @@ static struct vcmad_guest *guest_new(struct vcmad *d, int fd, const struct vcma_
 	g->d = d;
 	g->sock = -1;
 	g->kick_fd = g->irq_fd = g->shm_fd = -1;
-	if (vcmad_guest_slot(d, &slot, &g->id)) {
+	if (vcmad_guest_slot(d, gc != NULL, &slot, &g->id)) {
 		*status = VCMA_ST_LIMIT;
 		free(g);
 		return NULL;
 	}
 	g->role = a->role;
+	g->conf = gc;
+	g->uid = uid;
 	memcpy(g->name, a->name, sizeof(g->name));
-	memcpy(g->devclass, a->devclass, sizeof(g->devclass));
+	/* a configured guest's class is the config's (the attach may only repeat it) */
+	if (gc)
+		snprintf(g->devclass, sizeof(g->devclass), "%s", gc->devclass);
+	else
+		memcpy(g->devclass, a->devclass, sizeof(g->devclass));
 	g->tokens = lim->burst;
 	g->tokens_at = vcma_now_ns();
 	g->shm_size = vcma_ring_shm_size(rp.req_slots, rp.evt_slots);
@@ -236,15 +262,89 @@ fail:
 	return NULL;
 }
 
+/* Is this peer as trusted as vcmad itself (it could read vcmad's memory anyway)? */
+static bool privileged(uint32_t uid)
+{
+	return uid == 0 || uid == (uint32_t)geteuid();
+}
+
+/*
+ * Who the client may be (PROTOCOL.md §9.1, Identity): the name decides, and the
+ * peer's credentials, never what the attach message claims about itself.
+ *   - a name configured for a QEMU guest, or reserved: nobody;
+ *   - a name configured as [guest NAME] backend = sim: a privileged peer or one of
+ *     its users; the class is the config's; VMM only with vmm = yes;
+ *   - any other name: a privileged peer as it says; others (with open_attach) as a
+ *     plain guest without a class;
+ *   - a name attached already: nobody (BUSY).
+ * 0 with *gc set (NULL: unconfigured), or a status with *why for the log.
+ */
+static int32_t identity(struct vcmad *d, uint32_t uid, const struct vcma_sim_attach *a,
+			const struct vcmad_guest_conf **gc, const char **why)
+{
+	const struct vcmad_guest_conf *conf = vcmad_conf_guest(&d->conf, a->name);
+	bool priv = privileged(uid);
+
+	*gc = conf;
+	if (!strcmp(a->name, VCMAD_RESERVED_GUEST_NAME)) {
+		*why = "the name is reserved for vcmactl";
+		return VCMA_ST_ACCESS;
+	}
+	if (conf && conf->kind != VCMAD_GUEST_SIM) {
+		*why = "the name belongs to a QEMU guest (its ivshmem socket is its identity)";
+		return VCMA_ST_ACCESS;
+	}
+	if (conf) {
+		bool listed = priv;
+
+		for (uint32_t i = 0; i < conf->nusers && !listed; i++)
+			listed = conf->users[i] == uid;
+		if (!listed) {
+			*why = "the peer's uid is not one of the guest's users";
+			return VCMA_ST_ACCESS;
+		}
+		if (a->devclass[0] && strcmp(a->devclass, conf->devclass)) {
+			*why = "the class differs from the one configured for the guest";
+			return VCMA_ST_ACCESS;
+		}
+		if (a->role == VCMA_SIM_ROLE_VMM && !conf->vmm) {
+			*why = "the guest is configured with vmm = no";
+			return VCMA_ST_ACCESS;
+		}
+	} else if (!priv) {
+		if (!d->conf.open_attach) {
+			*why = "the name is not configured and open_attach = no";
+			return VCMA_ST_ACCESS;
+		}
+		if (a->devclass[0]) {
+			*why = "only a configured guest or a privileged peer may have a class";
+			return VCMA_ST_ACCESS;
+		}
+		if (a->role == VCMA_SIM_ROLE_VMM) {
+			*why = "only a configured guest or a privileged peer may attach as a VMM";
+			return VCMA_ST_ACCESS;
+		}
+	}
+	if (vcmad_guest_by_name(d, a->name)) {
+		*why = "a guest of that name is attached";
+		return VCMA_ST_BUSY;
+	}
+	return VCMA_ST_OK;
+}
+
 static void attach(struct vcmad *d, struct vcmad_conn *c)
 {
 	struct vcma_sim_attach a;
 	struct vcma_sim_attach_rsp rsp = {
 		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH_RSP,
 	};
+	const struct vcmad_guest_conf *gc;
 	struct vcmad_guest *g;
 	int fd = c->fd, fds[4], rc;
-	int32_t status;
+	uint32_t uid = c->uid;
+	int32_t pid = c->pid, status;
+	const char *why;
+	char msg[160];
 	ssize_t n;
 
 	n = recv(fd, &a, sizeof(a), MSG_DONTWAIT | MSG_TRUNC);
@@ -283,7 +383,20 @@ static void attach(struct vcmad *d, struct vcmad_conn *c)
 		close(fd);
 		return;
 	}
-	g = guest_new(d, fd, &a, &status);
+	if (d->closing) {
+		refuse(d, fd, VCMA_ST_SHUTDOWN, "vcmad is shutting down");
+		close(fd);
+		return;
+	}
+	status = identity(d, uid, &a, &gc, &why);
+	if (status != VCMA_ST_OK) {
+		snprintf(msg, sizeof(msg), "pid %d uid %u may not attach as %s%s%s: %s", (int)pid, (unsigned int)uid,
+			 a.role == VCMA_SIM_ROLE_VMM ? "VMM " : "", a.name, a.devclass[0] ? " with a class" : "", why);
+		refuse(d, fd, status, msg);
+		close(fd);
+		return;
+	}
+	g = guest_new(d, fd, &a, gc, uid, &status);
 	if (!g) {
 		refuse(d, fd, status, status == VCMA_ST_LIMIT ? "too many guests" : "out of resources");
 		close(fd);
@@ -355,10 +468,28 @@ void vcmad_sim_accept_cb(struct vcma_watch *w, uint32_t events)
 		}
 		c = pending < MAX_PENDING_CONNS ? calloc(1, sizeof(*c)) : NULL;
 		if (!c) {
-			log_warn("too many connections waiting to attach; closing one");
+			/* a client may open connections faster than anyone reads logs */
+			static struct vcma_ratelimit rl;
+
+			d->stats.conns_refused++;
+			if (vcma_ratelimit_ok(&rl, 1, 10ull * 1000000000ull))
+				log_warn("too many connections waiting to attach (%u); closing new ones (%llu so far)",
+					 MAX_PENDING_CONNS, (unsigned long long)d->stats.conns_refused);
 			close(fd);
 			continue;
 		}
+		struct ucred cr;
+		socklen_t crlen = sizeof(cr);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen)) {
+			log_warn("accept: SO_PEERCRED: %s", strerror(errno));
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->uid = cr.uid;
+		c->gid = cr.gid;
+		c->pid = cr.pid;
 		c->d = d;
 		c->fd = fd;
 		c->deadline_ns = vcma_now_ns() + ATTACH_TIMEOUT_NS;

@@ -14,9 +14,9 @@
  *     on failure is not a non-empty printable string;
  *   - the check changed the message, or answers the same input differently twice;
  *   - an accepted message breaks a promise: len exactly header + count runs, count
- *     <= VCMA_SIM_MSG_RUNS, magic, version, pad 0, a VMM -> host type, every run with
- *     count > 0 inside [0, ram_frames), mfn 0 outside PAUSED/REMAPPED, PIN runs
- *     disjoint;
+ *     <= VCMA_SIM_MSG_RUNS, magic, version, pad 0, a VMM -> host type, no runs in
+ *     PAUSED/REMAPPED, every run with count > 0 inside [0, ram_frames) and mfn 0,
+ *     runs disjoint;
  *   - it disagrees with ref_violation(), an independent reading of those rules, in
  *     either direction (or on which rule breaks first, for the log's sake).
  */
@@ -70,16 +70,22 @@ static const char *ref_violation(const uint8_t *msg, size_t len, uint64_t frames
 	if (le32(msg) != 0x4d495356u || le16(msg + 4) != 1 || count > 128 || len != 24 + 24 * (uint64_t)count ||
 	    le32(msg + 20))
 		return "malformed";
+	if (type < 20 || type > 24)
+		return "type";
+	/* PAUSED (20), REMAPPED (21): no runs; PAUSED status 0, REMAPPED 0 or a positive
+	 * errno; REPORT, REUSE, PIN: status 0 */
+	if ((type == 20 || type == 21) && count)
+		return "answer-runs";
+	if ((type == 20 && le32(msg + 12)) || (type == 21 && (int32_t)le32(msg + 12) < 0))
+		return "answer-status";
+	if (type >= 22 && le32(msg + 12))
+		return "status";
 	for (uint32_t i = 0; i < count; i++) {
 		struct run r = run_at(msg, i);
 
-		if (r.count == 0 || r.gfn + r.count < r.gfn || r.gfn + r.count > frames)
-			return "run";
-		if (r.mfn && type != 20 && type != 21)
+		if (r.count == 0 || r.gfn + r.count < r.gfn || r.gfn + r.count > frames || r.mfn)
 			return "run";
 	}
-	if (type < 20 || type > 24)
-		return "type";
 	if (type == 22 || type == 23 || type == 24) /* REPORT, REUSE, PIN */
 		for (uint32_t i = 0; i < count; i++)
 			for (uint32_t k = i + 1; k < count; k++) {
@@ -95,8 +101,11 @@ static const char *ref_violation(const uint8_t *msg, size_t len, uint64_t frames
 static const char *const reason[][2] = {
 	{ "short", "unexpected message on the attach socket" },
 	{ "malformed", "malformed VMM message" },
-	{ "run", "VMM message run outside the VM's RAM" },
 	{ "type", "unknown VMM message type" },
+	{ "answer-runs", "PAUSED or REMAPPED with runs" },
+	{ "answer-status", "PAUSED or REMAPPED with a bad status" },
+	{ "status", "REPORT, REUSE or PIN with a status" },
+	{ "run", "VMM message run outside the VM's RAM" },
 	{ "overlap", "VMM message runs overlap" },
 };
 
@@ -128,9 +137,10 @@ static void check_accepted(const uint8_t *msg, size_t len, uint64_t frames)
 		FUZZ_CHECK(r.count > 0 && r.gfn < frames && r.count <= frames - r.gfn,
 			   "accepted run %u [%#llx, +%#llx) with RAM of %#llx frames", i, (unsigned long long)r.gfn,
 			   (unsigned long long)r.count, (unsigned long long)frames);
-		FUZZ_CHECK(!r.mfn || type == VCMA_SIM_MSG_PAUSED || type == VCMA_SIM_MSG_REMAPPED,
-			   "accepted mfn %#llx in type %u", (unsigned long long)r.mfn, type);
+		FUZZ_CHECK(!r.mfn, "accepted mfn %#llx in type %u", (unsigned long long)r.mfn, type);
 	}
+	FUZZ_CHECK(!count || (type != VCMA_SIM_MSG_PAUSED && type != VCMA_SIM_MSG_REMAPPED),
+		   "accepted %u runs in an answer (type %u)", count, type);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

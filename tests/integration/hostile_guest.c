@@ -26,6 +26,28 @@
  * Attach-level abuse (refused, never attached):
  *   bad-attach  wrong magic, short message, oversized message, bad name, RAM for a guest
  *
+ * Shared fds, limits, identity, shutdown (exit 0 when vcmad did what PROTOCOL.md says):
+ *   irq-block      make the irq eventfd blocking and fill it to 2^64-2, then send a
+ *                  request: vcmad must not block writing the irq; it cuts us off
+ *   kick-steal     make the kick eventfd blocking; four threads take kicks from it
+ *                  just after they become visible, while requests go in for 2 s:
+ *                  vcmad must not block reading it, and we are still served after
+ *   batch-quota    post ring_slots-1 ALLOCs of 8 MiB in one batch (the pool is lent
+ *                  out, so they wait for vacates) and print how many got each status
+ *   query-access   QUERY of an exclusive pool bound to a class we are not: ACCESS
+ *   closing        a VMM with a region it wrote: on SIGTERM (sent by the test after
+ *                  "ready") the state goes CLOSING, a SHUTDOWN event arrives, requests
+ *                  get SHUTDOWN, the region's bytes stay; then detach
+ *   closing-stay   the same, but stay attached: vcmad exits after its grace period
+ *                  and the region's bytes are still there after it is gone
+ *   identity       (run with --uid of an unprivileged user) claim a class, a QEMU
+ *                  guest's name, the reserved name, the VMM role, a configured sim
+ *                  guest's name, a name in use: each refused; a plain name and a
+ *                  configured guest listing our uid attach
+ *   identity-root  (as root) a configured guest's name with another class, vcmactl
+ *                  and a QEMU guest's name are refused; the configured name attaches
+ *                  with the configured class
+ *
  * Hostile VMMs: attach with role VMM and 4 MiB of RAM, read the p2m, say HELLO on the
  * ring, check that REPORT/REUSE is answered, then break the VMM channel. Cut off (ring
  * DEAD, socket closed by the host):
@@ -42,6 +64,8 @@
  *   vmm-wrap         PIN of gfn 1, 2^64-1 pages (gfn + count wraps)
  *   vmm-mfn          REPORT run with an mfn
  *   vmm-pin-overlap  PIN whose runs overlap
+ *   vmm-paused-runs, vmm-paused-status, vmm-remapped-status, vmm-report-status
+ *                    an answer with runs or a status the message may not carry
  * Not violations (the VMM must stay served):
  *   vmm-unsolicited  2000 PAUSED/REMAPPED with seqs vcmad never sent: ignored by design
  *   vmm-flood        whole-RAM REPORTs and REUSEs as fast as vcmad takes them for 2 s:
@@ -49,7 +73,10 @@
  *                    this VMM); prints the rate it sustained
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -473,9 +500,9 @@ static uint64_t xorshift(uint64_t *x)
 }
 
 /* PAUSED and REMAPPED nobody asked for, with seqs vcmad never sent (it counts from 1;
- * these are 0 or have bit 31 set), random statuses, some with runs: by design they
- * are ignored (late answers to a PAUSE that timed out look the same), so the VMM must
- * stay served. */
+ * these are 0 or have bit 31 set), REMAPPED with random positive statuses: by design
+ * they are ignored (late answers to a PAUSE that timed out look the same), so the
+ * VMM must stay served. */
 static int vmm_unsolicited(struct vmm *v)
 {
 	uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
@@ -483,11 +510,12 @@ static int vmm_unsolicited(struct vmm *v)
 
 	for (sent = 0; sent < 2000; sent++) {
 		uint64_t r = xorshift(&x);
-		struct vcma_sim_run run = { .gfn = (r >> 8) % v->frames, .mfn = r >> 40, .count = 1 };
 		uint32_t seq = sent ? (uint32_t)r | 0x80000000u : 0;
 		uint16_t type = sent & 1 ? VCMA_SIM_MSG_REMAPPED : VCMA_SIM_MSG_PAUSED;
+		/* well-formed: no runs; REMAPPED may carry a positive errno */
+		int32_t status = type == VCMA_SIM_MSG_REMAPPED && (sent & 2) ? (int32_t)((r >> 32) & 0x7fffffff) : 0;
 
-		if (vmm_send(v, type, seq, sent & 2 ? (int32_t)(r >> 32) : 0, &run, sent % 8 == 0)) {
+		if (vmm_send(v, type, seq, status, NULL, 0)) {
 			fprintf(stderr, "hostile: vmm-unsolicited: send %u failed: %s\n", sent, strerror(errno));
 			return 1;
 		}
@@ -591,6 +619,14 @@ static int scenario_vmm(const char *sc)
 	} else if (!strcmp(sc, "vmm-mfn")) {
 		run[0].mfn = 0x1000; /* REPORT/REUSE/PIN runs carry mfn 0 */
 		len = vmm_build(&u, VCMA_SIM_MSG_REPORT, 0, 0, run, 1);
+	} else if (!strcmp(sc, "vmm-paused-runs")) {
+		len = vmm_build(&u, VCMA_SIM_MSG_PAUSED, 0, 0, run, 1); /* an answer carries no runs */
+	} else if (!strcmp(sc, "vmm-paused-status")) {
+		len = vmm_build(&u, VCMA_SIM_MSG_PAUSED, 0, 5, NULL, 0);
+	} else if (!strcmp(sc, "vmm-remapped-status")) {
+		len = vmm_build(&u, VCMA_SIM_MSG_REMAPPED, 0, -1, NULL, 0); /* 0 or a positive errno */
+	} else if (!strcmp(sc, "vmm-report-status")) {
+		len = vmm_build(&u, VCMA_SIM_MSG_REPORT, 0, 1, run, 1);
 	} else if (!strcmp(sc, "vmm-pin-overlap")) {
 		run[0] = (struct vcma_sim_run){ .gfn = 0, .mfn = 0, .count = 16 };
 		run[1] = (struct vcma_sim_run){ .gfn = 32, .mfn = 0, .count = 4 };
@@ -610,6 +646,383 @@ static int scenario_vmm(const char *sc)
 	return 0;
 }
 
+/* ---- shared fds: nothing a guest does to them may block vcmad ---- */
+
+static int set_blocking(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) ? -1 : 0;
+}
+
+static int scenario_irq_block(struct raw *r)
+{
+	uint64_t full = 0xfffffffffffffffeull;
+	struct vcma_req q = { .id = 7, .op = VCMA_OP_QUERY };
+
+	uint64_t v;
+
+	if (hello(r) != VCMA_ST_OK)
+		return 99;
+	/* the irq counter at its maximum and the shared file description blocking: an
+	 * eventfd write of 1 would sleep until somebody reads (first take the HELLO's irq) */
+	if (read(r->irq, &v, sizeof(v)) != sizeof(v) || set_blocking(r->irq) ||
+	    write(r->irq, &full, sizeof(full)) != sizeof(full)) {
+		fprintf(stderr, "hostile: irq-block: cannot prepare the irq fd: %s\n", strerror(errno));
+		return 99;
+	}
+	vcma_write_once(&r->hdr->rsp_event, r->cons + 1); /* ask for the irq the answer raises */
+	vcma_mb();
+	put(r, &q);
+	if (!cut_off(r))
+		return 1;
+	printf("hostile: irq-block: cut off, vcmad did not block on the irq eventfd\n");
+	return 0;
+}
+
+struct thief {
+	int fd;
+	volatile int stop;
+	int running; /* atomic */
+	unsigned long stolen;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Steal kicks in the window that hurts: after the kick is visible (vcmad's epoll may
+ * have reported it) and before vcmad reads it. A reader blocked in read() would take
+ * every kick before epoll could report it; so wait until the kick is visible, let a
+ * few microseconds pass, then take it with a blocking read, which waits for the next
+ * kick when vcmad was first. */
+static void *thief_run(void *arg)
+{
+	struct thief *t = arg;
+	uint64_t v, x = (uint64_t)(uintptr_t)&v ^ now_ns();
+
+	while (!t->stop) {
+		struct pollfd p = { .fd = t->fd, .events = POLLIN };
+		uint64_t until;
+
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		for (until = now_ns() + x % 20000; now_ns() < until;)
+			;
+		if (read(t->fd, &v, sizeof(v)) == sizeof(v))
+			__atomic_fetch_add(&t->stolen, 1, __ATOMIC_RELAXED);
+	}
+	__atomic_fetch_sub(&t->running, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static int scenario_kick_steal(struct raw *r)
+{
+	struct thief t = { .fd = r->kick };
+	pthread_t th[4];
+	struct timespec t0, t1;
+	unsigned long sent = 0, answered = 0;
+	uint64_t one = 1;
+
+	if (hello(r) != VCMA_ST_OK)
+		return 99;
+	if (set_blocking(r->kick))
+		return 99;
+	t.running = 4;
+	for (int i = 0; i < 4; i++)
+		if (pthread_create(&th[i], NULL, thief_run, &t))
+			return 99;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		struct vcma_req q = { .op = VCMA_OP_QUERY };
+		uint32_t rp = vcma_load_acquire(&r->hdr->rsp_prod);
+
+		/* take whatever was answered; publish one more if there is room */
+		while (r->cons != rp) {
+			r->cons++;
+			answered++;
+		}
+		if (r->prod - r->cons < r->slots) {
+			q.id = r->next_id++;
+			put(r, &q);
+			sent++;
+		} else {
+			kick(r);
+		}
+		if (vcma_read_once(&r->ctrl->state) == VCMA_STATE_DEAD) {
+			fprintf(stderr, "hostile: kick-steal: cut off (kicks stolen are not a violation)\n");
+			return 1;
+		}
+		usleep(2000);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+	} while (t1.tv_sec - t0.tv_sec < 2);
+	t.stop = 1;
+	/* wake the thieves: vcmad may take a kick before they do, so kick until both left */
+	for (int i = 0; i < 5000 && __atomic_load_n(&t.running, __ATOMIC_ACQUIRE); i++) {
+		if (write(r->kick, &one, sizeof(one)) != sizeof(one))
+			break;
+		usleep(1000);
+	}
+	if (__atomic_load_n(&t.running, __ATOMIC_ACQUIRE)) {
+		fprintf(stderr, "hostile: kick-steal: the reader threads did not stop\n");
+		return 99;
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	fcntl(r->kick, F_SETFL, fcntl(r->kick, F_GETFL) | O_NONBLOCK);
+	/* answers to what the thieves' stolen kicks hid arrive with the next kick */
+	for (int i = 0; i < 300 && r->cons != r->prod; i++) {
+		uint32_t rp;
+
+		kick(r);
+		usleep(10000);
+		rp = vcma_load_acquire(&r->hdr->rsp_prod);
+		while (r->cons != rp) {
+			r->cons++;
+			answered++;
+		}
+	}
+	if (r->cons != r->prod || !still_served(r)) {
+		fprintf(stderr, "hostile: kick-steal: not served after the thieves stopped (%lu of %lu answered)\n",
+			answered, sent);
+		return 1;
+	}
+	printf("hostile: kick-steal: %lu requests, %lu kicks stolen by blocking readers; all answered, still served\n",
+	       sent, t.stolen);
+	return 0;
+}
+
+/* ---- limits count what is promised ---- */
+
+static int scenario_batch_quota(struct raw *r)
+{
+	uint32_t n = r->slots - 1, got = 0, st[32] = { 0 };
+	uint64_t *handles = calloc(n, sizeof(*handles));
+	uint32_t nh = 0;
+
+	if (!handles || hello(r) != VCMA_ST_OK)
+		return 99;
+	for (uint32_t i = 0; i < n; i++) {
+		struct vcma_req q = { .id = r->next_id++, .op = VCMA_OP_ALLOC, .length = 8ull << 20 };
+
+		memcpy(&r->slot[r->prod & (r->slots - 1)].req, &q, sizeof(q));
+		r->prod++;
+	}
+	vcma_store_release(&r->hdr->req_prod, r->prod); /* one batch, one kick */
+	kick(r);
+	for (int i = 0; i < 60000 && got < n; i++) {
+		uint32_t rp = vcma_load_acquire(&r->hdr->rsp_prod);
+
+		while (r->cons != rp && got < n) {
+			struct vcma_rsp rsp;
+
+			vcma_copy_from_shared(&rsp, &r->slot[r->cons & (r->slots - 1)].rsp, sizeof(rsp));
+			r->cons++;
+			got++;
+			st[rsp.status >= 0 && rsp.status < 32 ? rsp.status : 31]++;
+			if (rsp.status == VCMA_ST_OK)
+				handles[nh++] = rsp.handle;
+		}
+		if (vcma_read_once(&r->ctrl->state) == VCMA_STATE_DEAD)
+			return 1;
+		usleep(1000);
+	}
+	printf("hostile: batch-quota: posted %u, answered %u: ok=%u quota=%u limit=%u nospace=%u busy=%u other=%u\n",
+	       n, got, st[VCMA_ST_OK], st[VCMA_ST_QUOTA], st[VCMA_ST_LIMIT], st[VCMA_ST_NO_SPACE], st[VCMA_ST_BUSY],
+	       got - st[VCMA_ST_OK] - st[VCMA_ST_QUOTA] - st[VCMA_ST_LIMIT] - st[VCMA_ST_NO_SPACE] - st[VCMA_ST_BUSY]);
+	for (uint32_t i = 0; i < nh; i++) {
+		struct vcma_req q = { .op = VCMA_OP_FREE, .handle = handles[i] };
+		struct vcma_rsp rsp;
+
+		if (call(r, &q, &rsp) != VCMA_ST_OK)
+			return 1;
+	}
+	free(handles);
+	return got == n ? 0 : 1;
+}
+
+static int scenario_query_access(struct raw *r)
+{
+	struct vcma_req q = { .op = VCMA_OP_QUERY };
+	int fails = 0;
+
+	if (hello(r) != VCMA_ST_OK)
+		return 99;
+	memcpy(q.name, "camera", 6);
+	fails += expect_status(r, &q, VCMA_ST_ACCESS, "QUERY of a pool bound to class camera");
+	memset(&q, 0, sizeof(q));
+	q.op = VCMA_OP_QUERY;
+	memcpy(q.name, "main", 4);
+	fails += expect_status(r, &q, VCMA_ST_OK, "QUERY of the shared pool");
+	return fails ? 1 : 0;
+}
+
+/* ---- CLOSING: requests answered SHUTDOWN, regions valid until we detach ---- */
+
+static uint64_t pattern_word(uint64_t i)
+{
+	return (i + 1) * 0x9e3779b97f4a7c15ull;
+}
+
+static int scenario_closing(bool stay)
+{
+	struct vcma_sim_attach a = {
+		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH,
+		.role = VCMA_SIM_ROLE_VMM, .ram_bytes = 4ull << 20,
+	};
+	struct vcma_sim_attach_rsp arsp;
+	struct vcma_req q;
+	struct vcma_rsp rsp;
+	struct raw r;
+	int fds[8], nfds;
+	uint64_t *win, words = (1ull << 20) / 8;
+	struct vcma_evt_hdr *eh;
+	bool shutdown_evt = false;
+
+	snprintf(a.name, sizeof(a.name), "%s", stay ? "closing-stay" : "closing");
+	memset(&r, 0, sizeof(r));
+	if (attach_raw(&a, sizeof(a), &arsp, fds, &nfds, &r.sock) != VCMA_ST_OK || nfds != 4 || raw_map(&r, &arsp, fds))
+		return 99;
+	if (hello(&r) != VCMA_ST_OK)
+		return 99;
+	memset(&q, 0, sizeof(q));
+	q.op = VCMA_OP_ALLOC;
+	q.length = 1ull << 20;
+	if (call(&r, &q, &rsp) != VCMA_ST_OK)
+		return 99;
+	win = mmap(NULL, 1ull << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fds[3], (off_t)rsp.bus);
+	if (win == MAP_FAILED)
+		return 99;
+	for (uint64_t i = 0; i < words; i++)
+		win[i] = pattern_word(i);
+	printf("ready\n");
+	fflush(stdout);
+	for (int i = 0; i < 2000 && vcma_load_acquire(&r.ctrl->state) != VCMA_STATE_CLOSING; i++)
+		usleep(10000);
+	if (vcma_load_acquire(&r.ctrl->state) != VCMA_STATE_CLOSING) {
+		fprintf(stderr, "hostile: closing: state %u, never CLOSING\n", vcma_read_once(&r.ctrl->state));
+		return 1;
+	}
+	eh = (struct vcma_evt_hdr *)(r.shm + r.ctrl->evt_off);
+	for (uint32_t i = 0; i < vcma_load_acquire(&eh->evt_prod); i++) {
+		struct vcma_evt *e = (struct vcma_evt *)((uint8_t *)eh + 64 + 32 * (i & (r.ctrl->evt_slots - 1)));
+
+		shutdown_evt |= e->type == VCMA_EVT_SHUTDOWN;
+	}
+	memset(&q, 0, sizeof(q));
+	q.op = VCMA_OP_ALLOC;
+	q.length = 1ull << 20;
+	if (!shutdown_evt || expect_status(&r, &q, VCMA_ST_SHUTDOWN, "ALLOC while CLOSING"))
+		return 1;
+	memset(&q, 0, sizeof(q));
+	q.op = VCMA_OP_QUERY;
+	q.handle = rsp.handle;
+	if (expect_status(&r, &q, VCMA_ST_SHUTDOWN, "QUERY while CLOSING"))
+		return 1;
+	if (stay) {
+		/* vcmad leaves after its grace period: the socket closes (after the p2m
+		 * messages this VMM never read) */
+		union vmm_buf u;
+		ssize_t n;
+
+		while ((n = recv_within(r.sock, u.b, sizeof(u.b), 30000)) > 0)
+			;
+		if (n != 0) {
+			fprintf(stderr, "hostile: closing-stay: vcmad did not close the connection\n");
+			return 1;
+		}
+	} else {
+		usleep(300000);
+	}
+	for (uint64_t i = 0; i < words; i++)
+		if (win[i] != pattern_word(i)) {
+			fprintf(stderr, "hostile: closing: the region changed at byte %#llx while still ours\n",
+				(unsigned long long)(i * 8));
+			return 1;
+		}
+	printf("hostile: %s: CLOSING, SHUTDOWN event, requests answered SHUTDOWN, region intact%s\n",
+	       stay ? "closing-stay" : "closing", stay ? " after vcmad exited" : "; detaching");
+	return 0;
+}
+
+/* ---- identity: from the config and the peer's credentials, not the attach ---- */
+
+static int try_attach(const char *name, const char *devclass, uint32_t role, int want, int *sock)
+{
+	struct vcma_sim_attach a = {
+		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH, .role = role,
+		.ram_bytes = role == VCMA_SIM_ROLE_VMM ? 4ull << 20 : 0,
+	};
+	struct vcma_sim_attach_rsp rsp;
+	int fds[8], nfds, st;
+
+	snprintf(a.name, sizeof(a.name), "%s", name);
+	snprintf(a.devclass, sizeof(a.devclass), "%s", devclass);
+	st = attach_raw(&a, sizeof(a), &rsp, fds, &nfds, sock);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (st != want) {
+		fprintf(stderr, "hostile: attach as %s%s%s%s: status %d, expected %d\n",
+			role == VCMA_SIM_ROLE_VMM ? "VMM " : "", name, devclass[0] ? " class " : "", devclass, st, want);
+		return 1;
+	}
+	printf("hostile: attach as %s%s%s%s: status %d as expected\n", role == VCMA_SIM_ROLE_VMM ? "VMM " : "", name,
+	       devclass[0] ? " class " : "", devclass, st);
+	if (st != VCMA_ST_OK && sock && *sock >= 0) {
+		close(*sock);
+		*sock = -1;
+	}
+	return 0;
+}
+
+static int scenario_identity(bool root)
+{
+	int fails = 0, s1 = -1, s2 = -1, s3 = -1;
+	struct raw r;
+	struct vcma_req q = { .op = VCMA_OP_QUERY };
+
+	fails += try_attach("vcmactl", "", VCMA_SIM_ROLE_GUEST, VCMA_ST_ACCESS, NULL);
+	fails += try_attach("cam0", "", VCMA_SIM_ROLE_GUEST, VCMA_ST_ACCESS, NULL);
+	fails += try_attach("ivi", "camera", VCMA_SIM_ROLE_GUEST, VCMA_ST_ACCESS, NULL);
+	if (root) {
+		/* the configured name with its configured class: attached, and the class
+		 * (display) is what the pools see */
+		if (raw_attach(&r, "ivi") || hello(&r) != VCMA_ST_OK)
+			return 1;
+		memcpy(q.name, "camera", 6);
+		fails += expect_status(&r, &q, VCMA_ST_ACCESS, "ivi: QUERY of the camera class's pool");
+		memset(&q, 0, sizeof(q));
+		q.op = VCMA_OP_QUERY;
+		memcpy(q.name, "display", 7);
+		fails += expect_status(&r, &q, VCMA_ST_OK, "ivi: QUERY of the display class's pool");
+		fails += try_attach("ivi", "", VCMA_SIM_ROLE_GUEST, VCMA_ST_BUSY, NULL);
+		return fails ? 1 : 0;
+	}
+	fails += try_attach("ivi", "", VCMA_SIM_ROLE_GUEST, VCMA_ST_ACCESS, NULL);
+	fails += try_attach("anon-1", "camera", VCMA_SIM_ROLE_GUEST, VCMA_ST_ACCESS, NULL);
+	fails += try_attach("anon-2", "", VCMA_SIM_ROLE_VMM, VCMA_ST_ACCESS, NULL);
+	fails += try_attach("anon-3", "", VCMA_SIM_ROLE_GUEST, VCMA_ST_OK, &s1);
+	fails += try_attach("anon-3", "", VCMA_SIM_ROLE_GUEST, VCMA_ST_BUSY, &s2);
+	/* a configured guest that lists our uid: attaches, and gets its class */
+	fails += try_attach("friend", "", VCMA_SIM_ROLE_VMM, VCMA_ST_OK, &s3);
+	if (s3 >= 0)
+		close(s3);
+	if (raw_attach(&r, "friend2") || hello(&r) != VCMA_ST_OK)
+		return 1;
+	memcpy(q.name, "camera", 6);
+	fails += expect_status(&r, &q, VCMA_ST_OK, "friend2 (configured class camera): QUERY of the camera pool");
+	if (s1 >= 0)
+		close(s1);
+	return fails ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct vcma_req q;
@@ -617,14 +1030,29 @@ int main(int argc, char **argv)
 	struct raw r;
 	const char *sc;
 
+	if (argc == 5 && !strcmp(argv[1], "--uid")) {
+		/* be an unprivileged peer: the identity scenarios */
+		uid_t uid = (uid_t)strtoul(argv[2], NULL, 10);
+
+		if (setgroups(0, NULL) || setgid(uid) || setuid(uid)) {
+			fprintf(stderr, "hostile: cannot become uid %u: %s\n", (unsigned int)uid, strerror(errno));
+			return 99;
+		}
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc != 3) {
-		fprintf(stderr, "usage: hostile_guest SOCKET SCENARIO\n");
+		fprintf(stderr, "usage: hostile_guest [--uid UID] SOCKET SCENARIO\n");
 		return 99;
 	}
 	sock_path = argv[1];
 	sc = argv[2];
 	if (!strcmp(sc, "bad-attach"))
 		return scenario_bad_attach();
+	if (!strcmp(sc, "closing") || !strcmp(sc, "closing-stay"))
+		return scenario_closing(!strcmp(sc, "closing-stay"));
+	if (!strcmp(sc, "identity") || !strcmp(sc, "identity-root"))
+		return scenario_identity(!strcmp(sc, "identity-root"));
 	if (!strncmp(sc, "vmm-", 4))
 		return scenario_vmm(sc);
 	if (raw_attach(&r, sc))
@@ -690,6 +1118,14 @@ int main(int argc, char **argv)
 		return fails ? 1 : 0;
 	}
 
+	if (!strcmp(sc, "irq-block"))
+		return scenario_irq_block(&r);
+	if (!strcmp(sc, "kick-steal"))
+		return scenario_kick_steal(&r);
+	if (!strcmp(sc, "batch-quota"))
+		return scenario_batch_quota(&r);
+	if (!strcmp(sc, "query-access"))
+		return scenario_query_access(&r);
 	if (hello(&r) != VCMA_ST_OK) {
 		fprintf(stderr, "hostile: HELLO failed\n");
 		return 99;

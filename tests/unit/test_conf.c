@@ -103,13 +103,13 @@ static void test_qemu_guests(void **unused)
 	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n[guest cam0]\nbackend = qemu\nclass = camera\n"
 				   "hugepages = on\n[guest dsp]\nbackend = qemu\nsocket = /run/x/dsp.sock\n"), 0);
 	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), 0);
-	assert_int_equal(c.nqemu, 2);
-	assert_string_equal(c.qemu[0].name, "cam0");
-	assert_string_equal(c.qemu[0].devclass, "camera");
-	assert_true(c.qemu[0].hugepages);
-	assert_string_equal(c.qemu[0].socket, "");
-	assert_false(c.qemu[1].hugepages);
-	assert_string_equal(c.qemu[1].socket, "/run/x/dsp.sock");
+	assert_int_equal(c.nguests, 2);
+	assert_string_equal(c.guests[0].name, "cam0");
+	assert_string_equal(c.guests[0].devclass, "camera");
+	assert_true(c.guests[0].hugepages);
+	assert_string_equal(c.guests[0].socket, "");
+	assert_false(c.guests[1].hugepages);
+	assert_string_equal(c.guests[1].socket, "/run/x/dsp.sock");
 
 	expect_error("[guest g]\nbackend = xen\n", "t.conf:2: backend: invalid value 'xen' (expected qemu");
 	expect_error("[guest g]\nbackend = qemu\nclass = a b\n", "t.conf:3: class: invalid value 'a b'");
@@ -130,6 +130,42 @@ static void test_qemu_guests(void **unused)
 				   "[guest h]\nbackend = qemu\n"), 0);
 	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "2 [guest] sections but max_guests = 1"));
+}
+
+static void test_sim_guests(void **unused)
+{
+	struct vcmad_conf c;
+
+	assert_int_equal(parse(&c, "[daemon]\nattach_group = nogroup\nopen_attach = no\n[pool a]\nsize = 4M\n"
+				   "[guest ivi]\nbackend = sim\nclass = display\nusers = 1000, root,65534\nvmm = no\n"
+				   "[guest cl]\nusers = 7\nbackend = sim\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.attach_group, "nogroup");
+	assert_false(c.open_attach);
+	assert_int_equal(c.nguests, 2);
+	assert_int_equal(c.guests[0].kind, VCMAD_GUEST_SIM);
+	assert_string_equal(c.guests[0].devclass, "display");
+	assert_int_equal(c.guests[0].nusers, 3);
+	assert_int_equal(c.guests[0].users[0], 1000);
+	assert_int_equal(c.guests[0].users[1], 0);
+	assert_int_equal(c.guests[0].users[2], 65534);
+	assert_false(c.guests[0].vmm);
+	assert_true(c.guests[1].vmm); /* a sim guest may be a VMM unless told otherwise */
+	assert_int_equal(vcmad_conf_count_guests(&c, VCMAD_GUEST_SIM), 2);
+	assert_int_equal(vcmad_conf_count_guests(&c, VCMAD_GUEST_QEMU), 0);
+	assert_ptr_equal(vcmad_conf_guest(&c, "cl"), &c.guests[1]);
+	assert_null(vcmad_conf_guest(&c, "nope"));
+
+	/* keys of the other backend, in either order */
+	expect_error("[guest g]\nbackend = sim\nsocket = /s\n", "t.conf:3: socket: invalid value '/s' (a key of backend = qemu");
+	expect_error("[guest g]\nhugepages = on\nbackend = sim\n", "t.conf:3: backend: invalid value 'sim' (the section");
+	expect_error("[guest g]\nbackend = qemu\nusers = root\n", "t.conf:3: users: invalid value 'root' (a key of backend = sim");
+	expect_error("[guest g]\nbackend = sim\nusers = no-such-user-here\n", "t.conf:3: users: invalid value");
+	expect_error("[guest g]\nbackend = sim\nusers = 1,2,3,4,5,6,7,8,9\n", "at most 8 users");
+	expect_error("[guest g]\nbackend = sim\nvmm = maybe\n", "t.conf:3: vmm: invalid value 'maybe'");
+	expect_error("[guest vcmactl]\nbackend = sim\n", "t.conf:1: guest name 'vcmactl' is reserved");
+	expect_error("[daemon]\nopen_attach = 1\n", "t.conf:2: open_attach: invalid value '1'");
+	expect_error("[daemon]\nattach_group = -x\n", "t.conf:2: attach_group: invalid value '-x'");
 }
 
 static void test_load_missing_file(void **unused)
@@ -158,6 +194,7 @@ int main(void)
 		cmocka_unit_test(test_errors_name_file_line_key),
 		cmocka_unit_test(test_validate_and_override),
 		cmocka_unit_test(test_qemu_guests),
+		cmocka_unit_test(test_sim_guests),
 		cmocka_unit_test(test_load_missing_file),
 		cmocka_unit_test(test_example_config_is_valid),
 	};

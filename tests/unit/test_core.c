@@ -285,6 +285,42 @@ static void test_plans_side_by_side(void **state)
 	assert_int_equal(vcma_fmap_check(&p->fm), 0);
 }
 
+/* The quota counts what is promised: plans begun and not finished hold their bytes,
+ * so a batch of allocations that all wait for a vacate cannot pass it together. */
+static void test_quota_counts_promises(void **state)
+{
+	struct vcma_core *core = *state;
+	struct vcma_pool *p = vcma_core_pool_by_name(core, "main");
+	struct vcma_alloc_req req = { .bytes = 2 * MiB };
+	struct vcma_alloc_plan plan[5];
+	struct vcma_region r, mine;
+
+	/* quota 8M: four 2 MiB plans in flight fill it, the fifth is refused */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(vcma_core_alloc_begin(core, &guest1, &req, &plan[i]), 0);
+	assert_int_equal(vcma_core_alloc_begin(core, &guest1, &req, &plan[4]), -EDQUOT);
+	assert_int_equal(vcma_pool_usage(p, 1)->promised, 8 * MiB);
+	assert_int_equal(vcma_pool_usage(p, 1)->pending, 4);
+	assert_int_equal(vcma_pool_usage(p, 1)->bytes, 0);
+	/* another guest's quota is its own */
+	assert_int_equal(alloc(core, &guest2, 2 * MiB, "main", NULL, &r), 0);
+	/* finish turns a promise into a region; abort gives one back */
+	assert_int_equal(vcma_core_alloc_finish(core, &plan[0], &mine), 0);
+	assert_int_equal(vcma_pool_usage(p, 1)->bytes, 2 * MiB);
+	assert_int_equal(vcma_pool_usage(p, 1)->promised, 6 * MiB);
+	vcma_core_alloc_abort(core, &plan[1]);
+	assert_int_equal(vcma_pool_usage(p, 1)->promised, 4 * MiB);
+	assert_int_equal(vcma_core_alloc_begin(core, &guest1, &req, &plan[1]), 0);
+	assert_int_equal(vcma_core_alloc_begin(core, &guest1, &req, &plan[4]), -EDQUOT);
+	for (int i = 1; i < 4; i++)
+		vcma_core_alloc_abort(core, &plan[i]);
+	assert_int_equal(vcma_pool_usage(p, 1)->promised, 0);
+	assert_int_equal(vcma_pool_usage(p, 1)->pending, 0);
+	/* with its region freed and nothing promised, the guest has no usage entry */
+	assert_int_equal(vcma_core_free(core, 1, mine.handle), 0);
+	assert_null(vcma_pool_usage(p, 1));
+}
+
 static void test_bad_pools(void **unused)
 {
 	struct vcma_core core;
@@ -309,6 +345,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_free_and_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fragmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plans_side_by_side, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quota_counts_promises, setup, teardown),
 		cmocka_unit_test(test_bad_pools),
 	};
 
