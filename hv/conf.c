@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "errmsg.h"
+#include "vcma_name.h"
 
 void vcmad_conf_defaults(struct vcmad_conf *c)
 {
@@ -51,8 +52,6 @@ static int parse_u64(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 	return 0;
 }
 
-static const char name_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
-
 /* A group name, or none (""). */
 static int set_group(char *dst, size_t len, const char *v, const char **msg)
 {
@@ -62,7 +61,7 @@ static int set_group(char *dst, size_t len, const char *v, const char **msg)
 		dst[0] = '\0';
 		return 0;
 	}
-	if (!n || n >= len || v[0] == '-' || strspn(v, name_chars) != n) {
+	if (v[0] == '-' || !vcma_name_ok(v, n, len)) {
 		*msg = "expected a group name (1-32 of A-Z a-z 0-9 _ . -), or none";
 		return -EINVAL;
 	}
@@ -245,13 +244,6 @@ static char *trim(char *s)
 	return s;
 }
 
-static bool name_ok(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	return n && n < max && strspn(s, name_chars) == n;
-}
-
 /* users = a comma-separated list of user names or numeric uids */
 static int set_users(struct vcmad_guest_conf *g, const char *v, const char **msg)
 {
@@ -278,7 +270,7 @@ static int set_users(struct vcmad_guest_conf *g, const char *v, const char **msg
 		struct passwd pw, *res = NULL;
 		char pwbuf[1024];
 
-		if (!name_ok(t, 33) || getpwnam_r(t, &pw, pwbuf, sizeof(pwbuf), &res) || !res) {
+		if (!vcma_name_str_ok(t, 33) || getpwnam_r(t, &pw, pwbuf, sizeof(pwbuf), &res) || !res) {
 			*msg = "expected user names or uids, comma-separated (a name here is not a user)";
 			return -EINVAL;
 		}
@@ -345,7 +337,7 @@ static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *
 		return 0;
 	}
 	if (!strcmp(k, "class")) {
-		if (!name_ok(v, sizeof(g->devclass))) {
+		if (!vcma_name_str_ok(v, sizeof(g->devclass))) {
 			*msg = "expected a device class name (1-31 of A-Z a-z 0-9 _ . -)";
 			return -EINVAL;
 		}
@@ -438,7 +430,7 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 			} else if (!strncmp(s, "guest", 5) && isspace((unsigned char)s[5])) {
 				const char *gname = trim(s + 6);
 
-				if (!name_ok(gname, VCMAD_GUEST_NAME_MAX)) {
+				if (!vcma_name_str_ok(gname, VCMAD_GUEST_NAME_MAX)) {
 					vcma_seterr(err, errlen, "%s:%u: guest name '%s': expected 1-31 of A-Z a-z 0-9 _ . -",
 						    name, lineno, gname);
 					return -EINVAL;

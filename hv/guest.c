@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "peerfd.h"
+#include "vcma_status.h"
 #include "vcmad.h"
 
 #define GUEST_BUDGET 64u /* requests per turn, so no guest starves the others */
@@ -76,24 +77,6 @@ void vcmad_guest_notify(struct vcmad_guest *g)
 		vcmad_guest_kill(g, "irq eventfd made blocking and held full");
 	} else if (rc) {
 		log_warn("guest %u (%s): irq eventfd: %s", g->id, g->name, strerror(-rc));
-	}
-}
-
-static int32_t status_of(int err)
-{
-	switch (err) {
-	case 0: return VCMA_ST_OK;
-	case -EINVAL: return VCMA_ST_INVALID;
-	case -ERANGE: return VCMA_ST_USE_NORMAL;
-	case -ENODEV: return VCMA_ST_NO_POOL;
-	case -EACCES: return VCMA_ST_ACCESS;
-	case -EDQUOT: return VCMA_ST_QUOTA;
-	case -ENOSPC: return VCMA_ST_NO_SPACE;
-	case -E2BIG: return VCMA_ST_TOO_BIG;
-	case -EBUSY: case -ETIMEDOUT: return VCMA_ST_BUSY;
-	case -ENOENT: return VCMA_ST_NO_REGION;
-	case -ENOMEM: case -EUSERS: return VCMA_ST_NO_MEMORY;
-	default: return VCMA_ST_INTERNAL;
 	}
 }
 
@@ -223,7 +206,7 @@ static int do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma
 	if (!rc)
 		rc = vcmad_guest_take_region(g, &r, rsp);
 	if (rc) {
-		rsp->status = status_of(rc);
+		rsp->status = vcma_errno_status(rc);
 		g->stats.alloc_fail++;
 		return VCMA_RING_ANSWERED;
 	}
@@ -270,7 +253,7 @@ static void do_free(struct vcmad_guest *g, const struct vcma_req *q, struct vcma
 	int rc = free_region(g, q->handle);
 
 	rsp->handle = q->handle;
-	rsp->status = status_of(rc);
+	rsp->status = vcma_errno_status(rc);
 	if (!rc)
 		g->stats.frees++;
 }

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "vcma_status.h"
 #include "vcmad.h"
 
 #define MIN_BATCH 16u
@@ -68,17 +69,6 @@ struct vcmad_job {
 	uint64_t deadline;
 	enum job_state st;
 };
-
-static int32_t status_of(int err)
-{
-	switch (err) {
-	case 0: return VCMA_ST_OK;
-	case -ETIMEDOUT: case -EBUSY: return VCMA_ST_BUSY;
-	case -ENOMEM: return VCMA_ST_NO_MEMORY;
-	case -ESHUTDOWN: return VCMA_ST_SHUTDOWN;
-	default: return VCMA_ST_INTERNAL;
-	}
-}
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -232,7 +222,7 @@ static void complete(struct vcmad_job *j, int err)
 	if (g) {
 		g->pending_allocs--;
 		g->pending_bytes -= j->plan.w.count << VCMA_PAGE_SHIFT;
-		rsp.status = status_of(err);
+		rsp.status = vcma_errno_status(err);
 		vcmad_guest_respond(g, &rsp);
 	}
 done:

@@ -42,7 +42,9 @@
 #include "vcma.h"
 #include "vcma_barrier.h"
 #include "vcma_proto.h"
+#include "vcma_name.h"
 #include "vcma_sim.h"
+#include "vcma_status.h"
 #include "simvm-vm.h"
 
 #define ATTACH_TIMEOUT_MS 10000
@@ -705,13 +707,10 @@ static int vmm_handshake(struct vm *vm, int fds[4], const char **why)
 		   rsp.version != VCMA_SIM_VERSION || rsp.type != VCMA_SIM_MSG_ATTACH_RSP) {
 		rc = -EIO;
 	} else if (rsp.status != VCMA_ST_OK) {
-		static const int err[] = { [VCMA_ST_INVALID] = EINVAL,   [VCMA_ST_VERSION] = EPROTONOSUPPORT,
-					   [VCMA_ST_LIMIT] = ENOBUFS,    [VCMA_ST_NO_MEMORY] = ENOMEM,
-					   [VCMA_ST_SHUTDOWN] = ESHUTDOWN, [VCMA_ST_ACCESS] = EACCES };
-
 		*why = "vcmad refused the attach";
-		rc = rsp.status > 0 && rsp.status < (int32_t)(sizeof(err) / sizeof(err[0])) && err[rsp.status] ?
-			     -err[rsp.status] : -EIO;
+		rc = vcma_status_errno(rsp.status);
+		if (!rc)
+			rc = -EIO;
 	} else if (rsp.nfds != 4 || got != 4) {
 		*why = "attach response without the 4 fds of a VMM";
 		rc = -EIO;
@@ -1030,15 +1029,7 @@ static int parse_uint(const char *s, unsigned int min, unsigned int max, unsigne
 
 static bool name_ok(const char *s, size_t max, bool allow_empty)
 {
-	size_t n = strlen(s);
-
-	if (n > max || (!n && !allow_empty))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-		      s[i] == '_' || s[i] == '-' || s[i] == '.'))
-			return false;
-	return true;
+	return *s ? vcma_name_str_ok(s, max + 1) : allow_empty;
 }
 
 static int parse_sizes(const char *s, struct opts *o)

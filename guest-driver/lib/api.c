@@ -17,6 +17,7 @@
 
 #include "vcma_barrier.h"
 #include "vcma_internal.h"
+#include "vcma_name.h"
 
 /* Pool names on the wire: empty, or 1..15 of [A-Za-z0-9_.-], NUL-padded (§5.1). */
 static int wire_name(uint8_t name[VCMA_NAME_LEN], const char *pool)
@@ -27,15 +28,8 @@ static int wire_name(uint8_t name[VCMA_NAME_LEN], const char *pool)
 	if (!pool)
 		return 0;
 	n = strnlen(pool, VCMA_NAME_LEN);
-	if (n >= VCMA_NAME_LEN)
+	if (!vcma_name_ok(pool, n, VCMA_NAME_LEN))
 		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		char ch = pool[i];
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-		      ch == '-' || ch == '.'))
-			return -EINVAL;
-	}
 	memcpy(name, pool, n);
 	return 0;
 }

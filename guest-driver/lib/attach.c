@@ -24,6 +24,7 @@
 #include "vcma_guest_check.h"
 #include "vcma_internal.h"
 #include "vcma_sim.h"
+#include "vcma_name.h"
 
 #define VL_MAX_RECV_FDS 8
 
@@ -48,23 +49,15 @@ static void close_fd(int fd)
 		close(fd);
 }
 
+/* A name of at most max characters, or (allow_empty) none. */
 static bool name_ok(const char *s, size_t max, bool allow_empty)
 {
 	size_t n;
 
-	if (!s)
+	if (!s || !*s)
 		return allow_empty;
 	n = strnlen(s, max + 1);
-	if (n > max || (!n && !allow_empty))
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-		      ch == '-' || ch == '.'))
-			return false;
-	}
-	return true;
+	return vcma_name_ok(s, n, max + 1);
 }
 
 static struct vcma *vl_new(int sock, int shm_fd, int kick_fd, int irq_fd)
@@ -298,7 +291,7 @@ static int recv_attach_rsp(int sock, unsigned int timeout_ms, struct vcma_sim_at
 	else if (rsp->magic != VCMA_SIM_MAGIC || rsp->version != VCMA_SIM_VERSION || rsp->type != VCMA_SIM_MSG_ATTACH_RSP)
 		rc = -EIO;
 	else if (rsp->status != VCMA_ST_OK)
-		rc = vl_status_errno(rsp->status);
+		rc = vcma_status_errno(rsp->status);
 	else if (rsp->nfds != 3 || ngot < 3)
 		rc = -EIO;
 	else

@@ -35,29 +35,6 @@ uint64_t vl_deadline(const struct vcma *v)
 	return v->timeout_ms ? vl_now_ns() + (uint64_t)v->timeout_ms * 1000000ull : 0;
 }
 
-int vl_status_errno(int32_t status)
-{
-	switch (status) {
-	case VCMA_ST_OK: return 0;
-	case VCMA_ST_INVALID: return -EINVAL;
-	case VCMA_ST_USE_NORMAL: return -ERANGE;
-	case VCMA_ST_NO_POOL: return -ENODEV;
-	case VCMA_ST_ACCESS: return -EACCES;
-	case VCMA_ST_QUOTA: return -EDQUOT;
-	case VCMA_ST_NO_SPACE: return -ENOSPC;
-	case VCMA_ST_TOO_BIG: return -E2BIG;
-	case VCMA_ST_BUSY: return -EBUSY;
-	case VCMA_ST_NO_REGION: return -ENOENT;
-	case VCMA_ST_NO_MEMORY: return -ENOMEM;
-	case VCMA_ST_VERSION: return -EPROTONOSUPPORT;
-	case VCMA_ST_LIMIT: return -ENOBUFS;
-	case VCMA_ST_SHUTDOWN: return -ESHUTDOWN;
-	case VCMA_ST_NOT_READY: /* libvcma always says HELLO first: the host lost it */
-	case VCMA_ST_INTERNAL:
-	default: return -EIO; /* unknown statuses come from a later minor version */
-	}
-}
-
 int vl_ring_init(struct vcma *v, const struct vcma_ctrl *c)
 {
 	v->ctrl = (struct vcma_ctrl *)v->shm;
@@ -282,7 +259,7 @@ static int take(struct vcma *v, const struct vcma_rsp *r)
 		goto broken;
 	v->nsent--;
 	e->rsp = *r;
-	e->result = vl_status_errno(r->status);
+	e->result = vcma_status_errno(r->status);
 	if (e->op == VCMA_OP_ALLOC) {
 		v->alloc_pending--;
 		if (!e->result) {

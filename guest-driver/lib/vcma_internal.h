@@ -24,6 +24,7 @@
 #include "vcma_barrier.h"
 #include "vcma_guest_check.h"
 #include "vcma_proto.h"
+#include "vcma_status.h"
 
 #define VL_MAX_SLOTS VCMA_GUEST_MAX_SLOTS /* largest ring a guest accepts (§2.5) */
 #define VL_MAX_ALIGN_ORDER 18u     /* ALLOC arg0 above this is a violation (§5.3) */
@@ -151,7 +152,6 @@ void vl_drain_irq(struct vcma *v);
 int vl_check_sock(struct vcma *v);
 uint64_t vl_now_ns(void);
 uint64_t vl_deadline(const struct vcma *v);
-int vl_status_errno(int32_t status);
 
 /* regions */
 struct vl_region *vl_region_find(struct vcma *v, uint64_t handle);

@@ -21,6 +21,7 @@
 #include <linux/workqueue.h>
 
 #include "vcma_proto.h"
+#include "vcma_status.h"
 
 #define VCMA_MAX_INFLIGHT 64u
 #define VCMA_REQ_TIMEOUT (30 * HZ)
@@ -85,7 +86,6 @@ void vcma_ring_free_abandoned(struct vcma_dev *dev);
 void vcma_ring_free_work(struct work_struct *w);
 void vcma_ring_poll(struct vcma_dev *dev);
 void vcma_ring_fail(struct vcma_dev *dev, int err);
-int vcma_status_errno(s32 status);
 
 /* vcma_buf.c */
 struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned int align_order,

@@ -17,6 +17,7 @@
 
 #include "vcma.h"
 #include "vcma_uapi.h"
+#include "vcma_name.h"
 
 struct vcma_file {
 	struct vcma_dev *dev;
@@ -26,17 +27,7 @@ struct vcma_file {
 /* 1-15 of [A-Za-z0-9_.-] then NULs, or all zero (5.1). */
 int vcma_pool_name_ok(const char *name)
 {
-	size_t n = strnlen(name, VCMA_POOL_NAME_LEN);
-
-	if (n == VCMA_POOL_NAME_LEN)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum(name[i]) && name[i] != '_' && name[i] != '.' && name[i] != '-')
-			return 0;
-	for (size_t i = n; i < VCMA_POOL_NAME_LEN; i++)
-		if (name[i])
-			return 0;
-	return 1;
+	return vcma_name_field_ok(name, VCMA_POOL_NAME_LEN, true);
 }
 
 static int vcma_open(struct inode *inode, struct file *f)

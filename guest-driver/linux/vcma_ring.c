@@ -20,22 +20,6 @@
 
 #define VCMA_DOORBELL 12 /* BAR0: (peer << 16) | vector; vcmad is peer 0 */
 
-int vcma_status_errno(s32 status)
-{
-	static const int map[] = {
-		[VCMA_ST_OK] = 0,		[VCMA_ST_INVALID] = -EINVAL,
-		[VCMA_ST_USE_NORMAL] = -ERANGE, [VCMA_ST_NO_POOL] = -ENODEV,
-		[VCMA_ST_ACCESS] = -EACCES,	[VCMA_ST_QUOTA] = -EDQUOT,
-		[VCMA_ST_NO_SPACE] = -ENOSPC,	[VCMA_ST_TOO_BIG] = -E2BIG,
-		[VCMA_ST_BUSY] = -EBUSY,	[VCMA_ST_NO_REGION] = -ENOENT,
-		[VCMA_ST_NO_MEMORY] = -ENOMEM,	[VCMA_ST_NOT_READY] = -EIO,
-		[VCMA_ST_VERSION] = -EPROTONOSUPPORT, [VCMA_ST_LIMIT] = -ENOBUFS,
-		[VCMA_ST_SHUTDOWN] = -ESHUTDOWN, [VCMA_ST_INTERNAL] = -EIO,
-	};
-
-	return status >= 0 && status <= VCMA_ST_MAX ? map[status] : -EIO;
-}
-
 /* Called with dev->lock held. */
 static void fail_locked(struct vcma_dev *dev, int err)
 {

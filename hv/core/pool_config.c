@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fmap.h"
+#include "vcma_name.h"
 #include "pool_config.h"
 #include "errmsg.h"
 
@@ -138,18 +139,6 @@ static int parse_uint(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 	return 0;
 }
 
-static bool valid_name(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n >= max)
-		return false;
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
-			return false;
-	return true;
-}
-
 #define SIZE_EXPECT "expected a size like 256M, a percentage like 10%, min(256M,10%) or max(256M,10%)"
 
 static int set_size(struct vcma_pool_config *c, const char *k, const char *v, char *err, size_t errlen)
@@ -236,7 +225,7 @@ static int set_bind(struct vcma_pool_config *c, const char *k, const char *v, ch
 	} else {
 		return bad(err, errlen, k, v, "expected guest:NAME or class:NAME");
 	}
-	if (!valid_name(name, VCMA_BIND_NAME_MAX))
+	if (!vcma_name_str_ok(name, VCMA_BIND_NAME_MAX))
 		return bad(err, errlen, k, v, "NAME must be 1-63 characters of A-Z a-z 0-9 _ - .");
 	c->bind_kind = kind;
 	snprintf(c->bind_name, sizeof(c->bind_name), "%s", name);
@@ -317,7 +306,7 @@ static const struct {
 int vcma_pool_config_init(struct vcma_pool_config *c, const char *name, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
-	if (!name || !valid_name(name, VCMA_POOL_NAME_MAX)) {
+	if (!name || !vcma_name_str_ok(name, VCMA_POOL_NAME_MAX)) {
 		vcma_seterr(err, errlen, "pool name: invalid value '%s' (1-31 characters of A-Z a-z 0-9 _ - .)",
 		       name ? name : "");
 		return -EINVAL;

@@ -18,6 +18,7 @@
 
 #include "ctl_proto.h"
 #include "errmsg.h"
+#include "vcma_name.h"
 
 enum {
 	ARG_POOL = 1u << 0,
@@ -69,20 +70,6 @@ static const char *show(const char *s, size_t n, char *buf, size_t len)
 	return buf;
 }
 
-static bool name_ok(const char *s, size_t n)
-{
-	if (!n || n >= VCMAD_CTL_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-		      c == '-' || c == '.'))
-			return false;
-	}
-	return true;
-}
-
 /* A non-negative JSON integer (json-c keeps integers beyond INT64_MAX as uint64). */
 static bool get_u64(struct json_object *v, uint64_t *out)
 {
@@ -104,7 +91,7 @@ static int get_name(struct json_object *v, const char *what, char *dst, char *er
 	}
 	s = json_object_get_string(v);
 	n = (size_t)json_object_get_string_len(v);
-	if (!name_ok(s, n)) {
+	if (!vcma_name_ok(s, n, VCMAD_CTL_NAME_MAX)) {
 		vcma_seterr(err, errlen, "'%s': invalid name '%s' (1-31 characters of A-Z a-z 0-9 _ . -)", what,
 		       show(s, n, q, sizeof(q)));
 		return -EINVAL;

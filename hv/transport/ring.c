@@ -7,6 +7,7 @@
 
 #include "ring.h"
 #include "vcma_barrier.h"
+#include "vcma_name.h"
 
 uint64_t vcma_ring_shm_size(uint32_t req_slots, uint32_t evt_slots)
 {
@@ -70,27 +71,6 @@ void vcma_ring_host_set_state(struct vcma_ring_host *r, enum vcma_ctrl_state st)
 	vcma_store_release(&r->ctrl->state, (uint32_t)st);
 }
 
-static int name_ok(const uint8_t *name, bool allow_empty)
-{
-	unsigned int i = 0;
-
-	for (; i < VCMA_NAME_LEN && name[i]; i++) {
-		uint8_t ch = name[i];
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-		      ch == '-' || ch == '.'))
-			return 0;
-	}
-	if (i == VCMA_NAME_LEN)
-		return 0; /* not terminated */
-	if (i == 0 && !allow_empty)
-		return 0;
-	for (; i < VCMA_NAME_LEN; i++)
-		if (name[i])
-			return 0; /* garbage after the terminator */
-	return 1;
-}
-
 static int name_empty(const uint8_t *name)
 {
 	for (unsigned int i = 0; i < VCMA_NAME_LEN; i++)
@@ -117,7 +97,7 @@ int vcma_req_check(const struct vcma_req *q, const char **why)
 				*why = "ALLOC with nonzero unused fields";
 			else if (q->arg0 > 18)
 				*why = "ALLOC alignment order above 18";
-			else if (!name_ok(q->name, true))
+			else if (!vcma_name_field_ok((const char *)q->name, VCMA_NAME_LEN, true))
 				*why = "ALLOC with a malformed pool name";
 			break;
 		case VCMA_OP_FREE:
@@ -127,7 +107,7 @@ int vcma_req_check(const struct vcma_req *q, const char **why)
 		case VCMA_OP_QUERY:
 			if (q->length || q->arg0 || q->arg1)
 				*why = "QUERY with nonzero unused fields";
-			else if (q->handle ? !name_empty(q->name) : !name_ok(q->name, true))
+			else if (q->handle ? !name_empty(q->name) : !vcma_name_field_ok((const char *)q->name, VCMA_NAME_LEN, true))
 				*why = "QUERY with a malformed pool name";
 			break;
 		}

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "vcma_name.h"
 #include "vcmad.h"
 
 #define ATTACH_TIMEOUT_NS (5ull * 1000000000ull)
@@ -137,25 +138,6 @@ static void refuse(struct vcmad *d, int fd, int32_t status, const char *why)
 	if (vcma_ratelimit_ok(&rl, 20, 10ull * 1000000000ull))
 		log_warn("attach refused: %s", why);
 	send_rsp(fd, &rsp, NULL, 0); /* best effort: the client may be gone */
-}
-
-static bool name_ok(const char *s, bool allow_empty)
-{
-	size_t n = strnlen(s, VCMA_SIM_NAME_LEN);
-
-	if (n == VCMA_SIM_NAME_LEN || (!n && !allow_empty))
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-		      ch == '-' || ch == '.'))
-			return false;
-	}
-	for (size_t i = n; i < VCMA_SIM_NAME_LEN; i++)
-		if (s[i])
-			return false; /* NUL-padded, as on the ring */
-	return true;
 }
 
 static int send_p2m(struct vcmad_guest *g, const struct vcma_sim_run *runs, uint32_t nruns)
@@ -374,7 +356,7 @@ static void attach(struct vcmad *d, struct vcmad_conn *c)
 		close(fd);
 		return;
 	}
-	if (!name_ok(a.name, false) || !name_ok(a.devclass, true) ||
+	if (!vcma_name_field_ok(a.name, sizeof(a.name), false) || !vcma_name_field_ok(a.devclass, sizeof(a.devclass), true) ||
 	    (a.role != VCMA_SIM_ROLE_GUEST && a.role != VCMA_SIM_ROLE_VMM) ||
 	    (a.role == VCMA_SIM_ROLE_GUEST && a.ram_bytes) ||
 	    (a.role == VCMA_SIM_ROLE_VMM &&

@@ -107,8 +107,9 @@ fields = set(re.findall(r"^\s+(?:__[us]\d+|char) (\w+)(?:\[[A-Z_]+\])?;", uapi, 
 missing = sorted(f for f in fields if "*%s*" % f not in section(man4, "IOCTLS"))
 check(len(fields) > 10 and not missing, "vcma(4) documents every field of the ioctl structures%s"
       % ("; missing: %s" % missing if missing else ""))
-ring = read(os.path.join(ROOT, "guest-driver/linux/vcma_ring.c"))
-errnos = set(re.findall(r"-(E[A-Z0-9]+)", ring[ring.index("int vcma_status_errno"):ring.index("/* Called with")]))
+status = read(os.path.join(ROOT, "proto/vcma_status.h"))  # the map vcma.ko uses
+errnos = set(re.findall(r"-(E[A-Z0-9]+)", status[status.index("int vcma_status_errno"):
+                                                  status.index("int32_t vcma_errno_status")]))
 errnos |= {"ECONNRESET", "ENODEV", "ETIMEDOUT", "EINTR", "ESHUTDOWN"}  # from the ring's state checks and waits
 errs = section(man4, "ERRORS")
 missing = sorted(e for e in errnos if "*%s*" % e not in errs and e not in ("ENOMEM",))

@@ -14,9 +14,13 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <errno.h>
+
 #include "vcma_barrier.h"
+#include "vcma_name.h"
 #include "vcma_proto.h"
 #include "vcma_sim.h"
+#include "vcma_status.h"
 
 #define FSZ(type, field) sizeof(((type *)0)->field)
 
@@ -515,6 +519,61 @@ static void test_ring_round_trip_across_wrap(void **state)
 	assert_true((uint32_t)(rsp_prod_pvt - 1) - rsp_prod_pvt > n);
 }
 
+/* §5.6: every status has its errno, and the host maps each of those back to it. */
+static void test_status_errno(void **unused)
+{
+	static const struct {
+		int32_t st;
+		int err;
+	} tab[] = {
+		{ VCMA_ST_OK, 0 },	      { VCMA_ST_INVALID, -EINVAL },	{ VCMA_ST_USE_NORMAL, -ERANGE },
+		{ VCMA_ST_NO_POOL, -ENODEV }, { VCMA_ST_ACCESS, -EACCES },	{ VCMA_ST_QUOTA, -EDQUOT },
+		{ VCMA_ST_NO_SPACE, -ENOSPC }, { VCMA_ST_TOO_BIG, -E2BIG },	{ VCMA_ST_BUSY, -EBUSY },
+		{ VCMA_ST_NO_REGION, -ENOENT }, { VCMA_ST_NO_MEMORY, -ENOMEM }, { VCMA_ST_NOT_READY, -EIO },
+		{ VCMA_ST_VERSION, -EPROTONOSUPPORT }, { VCMA_ST_LIMIT, -ENOBUFS }, { VCMA_ST_SHUTDOWN, -ESHUTDOWN },
+		{ VCMA_ST_INTERNAL, -EIO },
+	};
+
+	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		assert_int_equal(vcma_status_errno(tab[i].st), tab[i].err);
+		if (tab[i].err != -EIO)
+			assert_int_equal(vcma_errno_status(tab[i].err), tab[i].st);
+	}
+	assert_int_equal(vcma_status_errno(VCMA_ST_MAX + 1), -EIO); /* a later minor version's */
+	assert_int_equal(vcma_status_errno(-1), -EIO);
+	assert_int_equal(vcma_errno_status(-EIO), VCMA_ST_INTERNAL);
+	assert_int_equal(vcma_errno_status(-ETIMEDOUT), VCMA_ST_BUSY);
+	assert_int_equal(vcma_errno_status(-EUSERS), VCMA_ST_NO_MEMORY);
+	assert_int_equal(vcma_errno_status(-EXDEV), VCMA_ST_INTERNAL);
+}
+
+/* §5.1 and §9.1: what a name is, in a C string and in a fixed field. */
+static void test_names(void **unused)
+{
+	char f[16];
+
+	assert_true(vcma_name_str_ok("main", 16));
+	assert_true(vcma_name_str_ok("a.b-c_9", 16));
+	assert_false(vcma_name_str_ok("", 16));
+	assert_false(vcma_name_str_ok("a b", 16));
+	assert_false(vcma_name_str_ok("../x", 16));
+	assert_false(vcma_name_str_ok("0123456789abcdef", 16)); /* 16 characters need 17 bytes */
+	assert_true(vcma_name_str_ok("0123456789abcde", 16));
+	assert_false(vcma_name_ok("ab\0c", 4, 16)); /* a NUL inside is not a character of a name */
+	memset(f, 0, sizeof(f));
+	assert_true(vcma_name_field_ok(f, sizeof(f), true));
+	assert_false(vcma_name_field_ok(f, sizeof(f), false));
+	memcpy(f, "video", 5);
+	assert_true(vcma_name_field_ok(f, sizeof(f), false));
+	f[9] = 'x'; /* garbage after the terminator */
+	assert_false(vcma_name_field_ok(f, sizeof(f), true));
+	memset(f, 'm', sizeof(f)); /* no terminator */
+	assert_false(vcma_name_field_ok(f, sizeof(f), true));
+	memset(f, 0, sizeof(f));
+	f[0] = '/';
+	assert_false(vcma_name_field_ok(f, sizeof(f), true));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -535,6 +594,8 @@ int main(void)
 		cmocka_unit_test(test_copy_from_shared),
 		cmocka_unit_test(test_default_layout),
 		cmocka_unit_test(test_ring_round_trip_across_wrap),
+		cmocka_unit_test(test_status_errno),
+		cmocka_unit_test(test_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
