@@ -15,9 +15,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ctl/ctl.h"
+#include "daemon.h"
+#include "guest.h"
 #include "log.h"
 #include "peerfd.h"
-#include "vcmad.h"
+#include "relend.h"
+#include "vacate.h"
+#include "vm.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define cpu_relax() __builtin_ia32_pause()
@@ -104,18 +109,21 @@ int vcmad_init(struct vcmad *d, const struct vcmad_conf *conf)
 {
 	struct placed pl[VCMA_MAX_POOLS];
 	struct vcma_pool_range ranges[VCMA_MAX_POOLS];
+	const struct vcmad_backend_type *bt;
 	char err[256];
 	int rc;
 
 	memset(d, 0, sizeof(*d));
 	d->conf = *conf;
-	d->listen_fd = d->signal_fd = -1;
-	d->be.machine_fd = -1;
+	d->signal_fd = -1;
 	d->loop.epfd = -1;
-	d->next_id = 1;
-	d->vacate_batch = 256;
 	if (vcmad_conf_validate(&d->conf, err, sizeof(err))) {
 		log_err("%s", err);
+		return -EINVAL;
+	}
+	bt = vcmad_backend_find(d->conf.backend);
+	if (!bt) {
+		log_err("backend %s is not built into this vcmad", d->conf.backend);
 		return -EINVAL;
 	}
 	rc = vcma_core_init(&d->core);
@@ -128,12 +136,12 @@ int vcmad_init(struct vcmad *d, const struct vcmad_conf *conf)
 		ranges[i].mfn = pl[i].mfn;
 		ranges[i].count = pl[i].frames;
 	}
-	d->be.ops = &vcma_backend_sim;
-	rc = d->be.ops->init(&d->be, d->conf.machine_bytes, ranges, d->conf.npools);
+	d->be.type = bt;
+	rc = bt->mem->init(&d->be, d->conf.machine_bytes, ranges, d->conf.npools);
 	if (rc) {
-		log_err("sim backend: cannot create %llu MiB of machine memory: %s",
+		log_err("%s backend: cannot create %llu MiB of machine memory: %s", bt->name,
 			(unsigned long long)(d->conf.machine_bytes >> 20), strerror(-rc));
-		d->be.ops = NULL;
+		d->be.type = NULL;
 		goto fail_core;
 	}
 	/* pools join the core in configuration order, so pool indices follow the file */
@@ -152,15 +160,17 @@ int vcmad_init(struct vcmad *d, const struct vcmad_conf *conf)
 				 d->conf.pool[i].mode == VCMA_POOL_SHARED ? "" : d->conf.pool[i].bind_name);
 		}
 	}
-	d->guest = calloc(d->conf.max_guests, sizeof(*d->guest));
-	if (!d->guest) {
-		rc = -ENOMEM;
+	rc = vcmad_guests_init(d);
+	if (rc)
 		goto fail_be;
-	}
+	vcmad_vacate_init(d);
+	vcmad_relend_init(d);
+	d->links[0] = (struct vcmad_link){ .ops = &vcmad_link_sim, .d = d };
+	d->links[1] = (struct vcmad_link){ .ops = &vcmad_link_ivshmem, .d = d };
 	return 0;
 fail_be:
-	d->be.ops->fini(&d->be);
-	d->be.ops = NULL;
+	bt->mem->fini(&d->be);
+	d->be.type = NULL;
 fail_core:
 	vcma_core_fini(&d->core);
 	return rc;
@@ -232,19 +242,24 @@ int vcmad_start(struct vcmad *d)
 	rc = vcma_loop_add(&d->loop, &d->signal_w, d->signal_fd, EPOLLIN, signal_cb);
 	if (rc)
 		return rc;
-	rc = vcmad_sim_listen(d);
-	if (rc)
-		return rc;
-	rc = vcmad_ivshmem_listen(d);
-	if (rc)
-		return rc;
+	d->relend.last_alloc_ns = vcmad_now(d); /* relending waits for quiet from now on */
+	for (uint32_t i = 0; i < VCMAD_NLINKS; i++) {
+		rc = d->links[i].ops->start(&d->links[i]);
+		if (rc)
+			return rc;
+	}
+	/* the configured guests: a QEMU guest gets its socket now */
+	for (uint32_t i = 0; i < d->conf.nguests; i++) {
+		rc = vcmad_guest_expect(d, &d->conf.guests[i]);
+		if (rc) {
+			log_err("guest %s: %s", d->conf.guests[i].name, strerror(-rc));
+			return rc;
+		}
+	}
 	rc = vcmad_ctl_start(d);
 	if (rc)
 		return rc;
 	d->started = true;
-	d->last_alloc_ns = vcma_now_ns(); /* relending waits for quiet from now on */
-	log_notice("serving on %s (backend %s, %llu MiB machine memory, %u pool(s))", d->sock_path, d->be.ops->name,
-		   (unsigned long long)(d->conf.machine_bytes >> 20), d->core.npools);
 	rc = vcmad_sd_notify("READY=1\nSTATUS=serving");
 	if (rc)
 		log_warn("sd_notify: %s", strerror(-rc));
@@ -256,16 +271,6 @@ void vcmad_request_stop(struct vcmad *d)
 	d->stop = true;
 }
 
-static void free_zombies(struct vcmad *d)
-{
-	while (d->zombies) {
-		struct vcmad_guest *g = d->zombies;
-
-		d->zombies = g->next_run;
-		free(g);
-	}
-}
-
 /*
  * Adaptive polling: for poll_us after the last served request, look at the rings
  * instead of sleeping, so a guest that follows up quickly is served without a
@@ -275,14 +280,14 @@ static void spin_for_requests(struct vcmad *d)
 {
 	uint64_t end = d->last_active_ns + (uint64_t)d->conf.poll_us * 1000;
 
-	while (vcma_now_ns() < end && !d->runq) {
+	while (vcmad_now(d) < end && !d->guests.runq) {
 		for (uint32_t i = 0; i < d->conf.max_guests; i++) {
-			struct vcmad_guest *g = d->guest[i];
+			struct vcmad_guest *g = d->guests.slot[i];
 
 			if (g && !g->dead && !g->queued && vcma_ring_host_pending(&g->ring))
 				vcmad_guest_run(g);
 		}
-		if (d->guest && vcma_loop_once(&d->loop, 0) != 0)
+		if (vcma_loop_once(&d->loop, 0) != 0)
 			return; /* some fd is ready: handle it in the main loop */
 		cpu_relax();
 	}
@@ -296,82 +301,61 @@ static void spin_for_requests(struct vcmad *d)
  */
 static void begin_closing(struct vcmad *d)
 {
-	uint32_t n = 0;
+	uint32_t n;
 
 	d->closing = true;
-	d->closing_until = vcma_now_ns() + (uint64_t)d->conf.shutdown_grace_ms * 1000000ull;
+	d->closing_until = vcmad_now(d) + (uint64_t)d->conf.shutdown_grace_ms * 1000000ull;
 	vcmad_sd_notify("STOPPING=1");
 	/* allocations waiting for a vacate are answered SHUTDOWN; windows released */
 	vcmad_vacate_cancel_all(d);
-	for (uint32_t i = 0; i < d->conf.max_guests; i++) {
-		struct vcmad_guest *g = d->guest[i];
-		struct vcma_evt e = { .type = VCMA_EVT_SHUTDOWN };
-		bool notify;
-
-		if (!g || g->dead)
-			continue;
-		n++;
-		vcma_ring_host_set_state(&g->ring, VCMA_STATE_CLOSING);
-		if (g->features & VCMA_F_EVENTS)
-			vcma_ring_host_post_event(&g->ring, &e, &notify);
-		vcmad_guest_notify(g);
-	}
+	n = vcmad_guests_closing(d);
 	if (n)
 		log_notice("closing: %u guest(s) attached; waiting up to %u ms for them to detach", n,
 			   d->conf.shutdown_grace_ms);
 }
 
+int vcmad_run_once(struct vcmad *d, int max_ms)
+{
+	int rc, tmo = max_ms;
+
+	if (d->stop && !d->closing)
+		begin_closing(d);
+	if (d->closing) {
+		uint64_t now = vcmad_now(d);
+
+		if (!d->guests.n)
+			return 0;
+		if (now >= d->closing_until) {
+			log_notice("closing: %u guest(s) still attached after %u ms; leaving them what they hold",
+				   d->guests.n, d->conf.shutdown_grace_ms);
+			return 0;
+		}
+		if (tmo < 0 || tmo > 50)
+			tmo = 50;
+	}
+	if (d->conf.poll_us && !d->guests.runq && !d->closing)
+		spin_for_requests(d);
+	if (d->guests.runq)
+		tmo = 0;
+	rc = vcma_loop_once(&d->loop, tmo);
+	if (rc < 0) {
+		log_err("epoll: %s", strerror(-rc));
+		return rc;
+	}
+	/* guests left with requests after their turn get another one */
+	vcmad_guests_run_queued(d);
+	vcmad_vacate_reap(d);
+	vcmad_guests_reap(d);
+	return 1;
+}
+
 int vcmad_run(struct vcmad *d)
 {
-	for (;;) {
-		int rc;
+	int rc;
 
-		if (d->stop && !d->closing)
-			begin_closing(d);
-		if (d->closing) {
-			uint64_t now = vcma_now_ns();
-
-			if (!d->nguests)
-				break;
-			if (now >= d->closing_until) {
-				log_notice("closing: %u guest(s) still attached after %u ms; leaving them what they hold",
-					   d->nguests, d->conf.shutdown_grace_ms);
-				break;
-			}
-		}
-		if (d->conf.poll_us && !d->runq && !d->closing)
-			spin_for_requests(d);
-		/* with vacate jobs in flight, wake up often enough to time out VMs */
-		int tmo = d->runq ? 0 : d->closing ? 50 : vcmad_vacate_timeout_ms(d);
-
-		/* at least once a second regardless: connection and zombie reaping */
-		rc = vcma_loop_once(&d->loop, tmo < 0 || tmo > 1000 ? 1000 : tmo);
-
-		if (rc < 0) {
-			log_err("epoll: %s", strerror(-rc));
-			return rc;
-		}
-		/* guests left with requests after their turn get another one */
-		struct vcmad_guest *q = d->runq;
-
-		d->runq = NULL;
-		while (q) {
-			struct vcmad_guest *g = q;
-
-			q = g->next_run;
-			g->queued = false;
-			g->next_run = NULL;
-			if (!g->dead)
-				vcmad_guest_run(g);
-		}
-		vcmad_vacate_tick(d);
-		vcmad_vacate_reap(d);
-		free_zombies(d);
-		vcmad_sim_reap_conns(d, false);
-		vcmad_ivshmem_audit(d);
-		vcmad_ctl_tick(d);
-	}
-	return 0;
+	while ((rc = vcmad_run_once(d, -1)) > 0)
+		;
+	return rc;
 }
 
 void vcmad_fini(struct vcmad *d)
@@ -381,28 +365,25 @@ void vcmad_fini(struct vcmad *d)
 	vcmad_vacate_cancel_all(d);
 	/* guests still attached keep what they hold: vcmad's exit hands their memory to
 	 * nobody else, so their regions stay valid until they let go (§3, CLOSING) */
-	for (uint32_t i = 0; d->guest && i < d->conf.max_guests; i++)
-		if (d->guest[i])
-			vcmad_guest_abandon(d->guest[i]);
-	free_zombies(d);
-	vcmad_sim_reap_conns(d, true);
-	vcmad_ivshmem_close(d);
+	for (uint32_t i = 0; d->guests.slot && i < d->conf.max_guests; i++)
+		if (d->guests.slot[i])
+			vcmad_guest_abandon(d->guests.slot[i]);
+	vcmad_guests_reap(d);
 	vcmad_ctl_stop(d);
-	if (d->listen_fd >= 0) {
-		vcma_loop_del(&d->loop, &d->listen_w);
-		close(d->listen_fd);
-		if (d->started)
-			unlink(d->sock_path);
-	}
+	for (uint32_t i = 0; i < VCMAD_NLINKS; i++)
+		if (d->links[i].ops && d->links[i].priv)
+			d->links[i].ops->stop(&d->links[i]);
+	vcma_timer_cancel(&d->loop, &d->relend.timer);
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);
 	vcma_loop_fini(&d->loop);
 	vcmad_peerfd_fini();
-	free(d->guest);
-	if (d->be.ops)
-		d->be.ops->fini(&d->be);
+	vcmad_guests_fini(d);
+	while (d->vms)
+		vcmad_vm_abandon(d->vms);
+	if (d->be.type)
+		d->be.type->mem->fini(&d->be);
 	vcma_core_fini(&d->core);
-	d->guest = NULL;
 }
 
 int vcmad_sd_notify(const char *msg)

@@ -1,60 +1,83 @@
 // SPDX-License-Identifier: MIT
 /*
- * guest.c - one attached guest: its ring, its limits, its requests.
- *
- * Requests reach the core only as validated private copies (ring.c). Limits checked
- * here: live regions and bytes per guest (VCMA_ST_LIMIT), and a token bucket on
- * requests and kicks; a guest that runs the bucket dry is flooding and is cut off.
+ * guest.c - one attached guest, whatever its link: its ring, its limits, its
+ * requests; the guest table and the guests vcmad expects by name (guest.h).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
+#include "alloc.h"
+#include "guest.h"
 #include "log.h"
-#include "peerfd.h"
+#include "vacate.h"
 #include "vcma_status.h"
 #include "vcmad.h"
+#include "vm.h"
 
 #define GUEST_BUDGET 64u /* requests per turn, so no guest starves the others */
-#define VMM_PAGE_BUDGET 65536u /* pages named by a VMM's messages per turn, likewise */
+
+/* ---- the table ---- */
+
+int vcmad_guests_init(struct vcmad *d)
+{
+	struct vcmad_guests *gs = &d->guests;
+
+	memset(gs, 0, sizeof(*gs));
+	gs->next_id = 1;
+	gs->slot = calloc(d->conf.max_guests, sizeof(*gs->slot));
+	return gs->slot ? 0 : -ENOMEM;
+}
+
+void vcmad_guests_fini(struct vcmad *d)
+{
+	struct vcmad_guests *gs = &d->guests;
+
+	vcmad_guests_reap(d);
+	for (uint32_t i = 0; i < gs->nknown; i++)
+		free(gs->known[i]);
+	free(gs->known);
+	free(gs->slot);
+	memset(gs, 0, sizeof(*gs));
+}
 
 struct vcmad_guest *vcmad_guest_find(struct vcmad *d, uint32_t id)
 {
 	for (uint32_t i = 0; i < d->conf.max_guests; i++)
-		if (d->guest[i] && d->guest[i]->id == id)
-			return d->guest[i];
+		if (d->guests.slot[i] && d->guests.slot[i]->id == id)
+			return d->guests.slot[i];
 	return NULL;
 }
 
 struct vcmad_guest *vcmad_guest_by_name(struct vcmad *d, const char *name)
 {
 	for (uint32_t i = 0; i < d->conf.max_guests; i++)
-		if (d->guest[i] && !strcmp(d->guest[i]->name, name))
-			return d->guest[i];
+		if (d->guests.slot[i] && !strcmp(d->guests.slot[i]->name, name))
+			return d->guests.slot[i];
 	return NULL;
 }
 
-int vcmad_guest_slot(struct vcmad *d, bool configured, uint32_t *slot, uint32_t *id)
+/* A slot and an id. Every configured guest has a slot of its own; the others share
+ * the rest of max_guests, so sim clients can never crowd out a configured guest. */
+static int take_slot(struct vcmad *d, bool configured, uint32_t *slot, uint32_t *id)
 {
+	struct vcmad_guests *gs = &d->guests;
 	uint32_t i, others = 0;
 
 	for (i = 0; i < d->conf.max_guests; i++)
-		others += d->guest[i] && !d->guest[i]->conf;
-	if (!configured && others >= d->conf.max_guests - d->conf.nguests)
+		others += gs->slot[i] && !gs->slot[i]->conf;
+	if (!configured && others + gs->nknown >= d->conf.max_guests)
 		return -ENOSPC;
-	for (i = 0; i < d->conf.max_guests && d->guest[i]; i++)
+	for (i = 0; i < d->conf.max_guests && gs->slot[i]; i++)
 		;
 	if (i == d->conf.max_guests)
 		return -ENOSPC;
 	for (uint32_t tries = 0; tries < VCMA_GUEST_MAX; tries++) {
-		uint32_t cand = d->next_id;
+		uint32_t cand = gs->next_id;
 
-		d->next_id = d->next_id >= VCMA_GUEST_MAX ? 1 : d->next_id + 1;
-		if (!vcmad_guest_find(d, cand)) {
+		gs->next_id = gs->next_id >= VCMA_GUEST_MAX ? 1 : gs->next_id + 1;
+		if (!vcmad_guest_find(d, cand) && !vcmad_vm_find(d, cand)) {
 			*slot = i;
 			*id = cand;
 			return 0;
@@ -63,22 +86,246 @@ int vcmad_guest_slot(struct vcmad *d, bool configured, uint32_t *slot, uint32_t 
 	return -ENOSPC;
 }
 
+/* ---- allocations: the guest as a requester (alloc.h) ---- */
+
+static struct vcmad_guest *guest_of_rq(struct vcmad_requester *rq)
+{
+	return (struct vcmad_guest *)((char *)rq - offsetof(struct vcmad_guest, rq));
+}
+
+static int rq_take(struct vcmad_requester *rq, struct vcma_region *r)
+{
+	struct vcmad_guest *g = guest_of_rq(rq);
+	uint64_t bus;
+	int rc = g->link->ops->place(g, r);
+
+	if (!rc)
+		g->link->ops->addr(g, r->mfn, &r->gpa, &bus);
+	return rc;
+}
+
+static void rq_answer(struct vcmad_requester *rq, uint64_t tag, int err, const struct vcma_region *r)
+{
+	struct vcmad_guest *g = guest_of_rq(rq);
+	struct vcma_rsp rsp = { .id = tag };
+
+	rsp.status = vcma_errno_status(err);
+	if (!err) {
+		rsp.handle = r->handle;
+		g->link->ops->addr(g, r->mfn, &rsp.gpa, &rsp.bus);
+		rsp.length = r->nframes << VCMA_PAGE_SHIFT;
+		g->stats.alloc_ok++;
+	} else {
+		g->stats.alloc_fail++;
+	}
+	if (g->sync_rsp && g->sync_id == tag) {
+		*g->sync_rsp = rsp; /* answered while its request is being handled */
+		g->sync_rsp = NULL;
+		return;
+	}
+	vcmad_guest_respond(g, &rsp);
+}
+
+static void rq_release(struct vcmad_requester *rq, const struct vcma_region *r)
+{
+	struct vcmad_guest *g = guest_of_rq(rq);
+
+	g->link->ops->clear(g, r);
+}
+
+static const struct vcmad_requester_ops guest_rq_ops = {
+	.take = rq_take,
+	.answer = rq_answer,
+	.release = rq_release,
+};
+
+/* ---- lifecycle ---- */
+
+struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const char *name, const char *devclass,
+				    const struct vcmad_guest_conf *gc, uint32_t uid, int32_t *status)
+{
+	struct vcmad_guest *g = calloc(1, sizeof(*g));
+	uint32_t slot;
+
+	*status = VCMA_ST_NO_MEMORY;
+	if (!g)
+		return NULL;
+	if (take_slot(d, gc != NULL, &slot, &g->id)) {
+		*status = VCMA_ST_LIMIT;
+		free(g);
+		return NULL;
+	}
+	g->d = d;
+	g->link = l;
+	g->conf = gc;
+	g->uid = uid;
+	g->role = "guest";
+	snprintf(g->name, sizeof(g->name), "%s", name);
+	/* a configured guest's class is the config's */
+	snprintf(g->devclass, sizeof(g->devclass), "%s", gc ? gc->devclass : devclass);
+	vcmad_requester_init(&g->rq, d, &guest_rq_ops, g->id, g->name, g->devclass[0] ? g->devclass : NULL);
+	g->tokens = d->conf.limits.burst;
+	g->tokens_at = vcmad_now(d);
+	d->guests.slot[slot] = g;
+	d->guests.n++;
+	*status = VCMA_ST_OK;
+	return g;
+}
+
+int vcmad_guest_ring_init(struct vcmad_guest *g, void *base, uint64_t size, uint64_t window_off, uint64_t window_size)
+{
+	const struct vcmad_limits *lim = &g->d->conf.limits;
+	struct vcma_ring_params rp = {
+		.req_slots = lim->ring_slots, .evt_slots = VCMA_DEFAULT_EVT_SLOTS,
+		.max_regions = lim->max_regions, .max_bytes = lim->max_bytes,
+		.window_off = window_off, .window_size = window_size,
+		.guest_id = g->id, .generation = (uint32_t)(g->d->stats.attaches + 1),
+	};
+
+	return vcma_ring_host_init(&g->ring, base, size, &rp);
+}
+
+void vcmad_guest_started(struct vcmad_guest *g)
+{
+	g->d->stats.attaches++;
+	/* requests may have been published before the link watched for kicks */
+	vcmad_guest_run(g);
+}
+
+static void unslot(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	for (struct vcmad_guest **pp = &d->guests.runq; *pp; pp = &(*pp)->next_run)
+		if (*pp == g) {
+			*pp = g->next_run;
+			break;
+		}
+	g->queued = false;
+	for (uint32_t i = 0; i < d->conf.max_guests; i++)
+		if (d->guests.slot[i] == g)
+			d->guests.slot[i] = NULL;
+	d->guests.n--;
+}
+
+void vcmad_guest_discard(struct vcmad_guest *g)
+{
+	unslot(g);
+	free(g->link_priv);
+	free(g);
+}
+
+/* Out of the table; freed after this loop iteration, because later events of the
+ * same epoll batch may still point at its watches. */
+static void retire(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	unslot(g);
+	g->dead = true;
+	g->next_run = d->guests.zombies;
+	d->guests.zombies = g;
+}
+
+void vcmad_guests_reap(struct vcmad *d)
+{
+	while (d->guests.zombies) {
+		struct vcmad_guest *g = d->guests.zombies;
+
+		d->guests.zombies = g->next_run;
+		free(g->link_priv);
+		free(g);
+	}
+}
+
 void vcmad_guest_notify(struct vcmad_guest *g)
 {
 	int rc;
 
-	if (g->irq_fd < 0 || g->irq_stuck)
+	if (g->dead)
 		return;
-	/* a full counter on a non-blocking fd is an irq already pending, which is all
-	 * an irq means; a write that would sleep is the peer's doing (peerfd.h) */
-	rc = vcmad_peerfd_signal(g->irq_fd);
-	if (rc == -EPERM) {
-		g->irq_stuck = true; /* no final irq either: it would stall again */
+	rc = g->link->ops->notify(g);
+	if (rc == -EPERM)
 		vcmad_guest_kill(g, "irq eventfd made blocking and held full");
-	} else if (rc) {
-		log_warn("guest %u (%s): irq eventfd: %s", g->id, g->name, strerror(-rc));
-	}
+	else if (rc)
+		log_warn("guest %u (%s): irq: %s", g->id, g->name, strerror(-rc));
 }
+
+void vcmad_guest_kill(struct vcmad_guest *g, const char *why)
+{
+	struct vcmad *d = g->d;
+
+	if (g->dead)
+		return;
+	d->stats.violations++;
+	log_warn("guest %u (%s): protocol violation: %s; disconnecting", g->id, g->name, why);
+	vcma_ring_host_set_state(&g->ring, VCMA_STATE_DEAD);
+	g->link->ops->notify(g); /* the final irq; one the guest holds off is its loss */
+	vcmad_guest_detach(g, "cut off");
+}
+
+void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
+{
+	struct vcmad *d = g->d;
+	uint64_t ram = g->vm ? g->vm->ctl.ram_frames : 0;
+	int freed;
+
+	if (g->dead)
+		return;
+	g->dead = true; /* nothing runs it from here on, whatever the calls below do */
+	/* jobs that wait for this VM let go of it first; then what the guest asked for */
+	if (g->vm)
+		vcmad_vacate_vm_gone(g->vm);
+	freed = vcmad_requester_gone(&g->rq);
+	if (g->vm) {
+		vcmad_vm_free(g->vm);
+		g->vm = NULL;
+	}
+	g->link->ops->close(g, false);
+	log_info("guest %u (%s) detached (%s): %d region(s) freed, %llu RAM frame(s) reclaimed", g->id, g->name, why,
+		 freed, (unsigned long long)ram);
+	d->stats.detaches++;
+	retire(g);
+}
+
+void vcmad_guest_abandon(struct vcmad_guest *g)
+{
+	if (g->dead)
+		return;
+	g->dead = true;
+	log_info("guest %u (%s) left attached at exit: its %u region(s) and RAM stay as they are", g->id, g->name,
+		 g->rq.nregions);
+	if (g->vm) {
+		vcmad_vacate_vm_gone(g->vm);
+		vcmad_vm_abandon(g->vm); /* the bookkeeping goes, the memory stays */
+		g->vm = NULL;
+	}
+	vcmad_requester_abandon(&g->rq);
+	g->link->ops->close(g, true);
+	retire(g);
+}
+
+uint32_t vcmad_guests_closing(struct vcmad *d)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < d->conf.max_guests; i++) {
+		struct vcmad_guest *g = d->guests.slot[i];
+		struct vcma_evt e = { .type = VCMA_EVT_SHUTDOWN };
+		bool notify;
+
+		if (!g || g->dead)
+			continue;
+		n++;
+		vcma_ring_host_set_state(&g->ring, VCMA_STATE_CLOSING);
+		if (g->features & VCMA_F_EVENTS)
+			vcma_ring_host_post_event(&g->ring, &e, &notify);
+		vcmad_guest_notify(g);
+	}
+	return n;
+}
+
+/* ---- requests ---- */
 
 /* The wire name, already checked by vcma_req_check(): NUL-terminated or empty. */
 static const char *wire_name(const struct vcma_req *q, char *buf)
@@ -113,66 +360,10 @@ static void do_hello(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 	rsp->status = VCMA_ST_OK;
 }
 
-/* Where region r appears to g: sim, above its RAM at window_gpa + machine address;
- * qemu, at its offset in BAR2's DMA window (gpa = bus, PROTOCOL.md §9.2). */
-static void region_addr(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, uint64_t *bus)
-{
-	if (g->ivs) {
-		*gpa = *bus = vcmad_ivshmem_offset(g->d, mfn);
-		return;
-	}
-	*bus = mfn << VCMA_PAGE_SHIFT;
-	*gpa = g->window_gpa + *bus;
-}
-
-/* Clear a region's memory: the machine frames, and for a qemu guest its window range. */
-static int region_clear(struct vcmad_guest *g, uint64_t mfn, uint64_t n)
-{
-	struct vcmad *d = g->d;
-	int rc = d->be.ops->zero(&d->be, mfn, n);
-
-	if (!rc && g->ivs)
-		rc = vcmad_ivshmem_clear(g, mfn, n);
-	return rc;
-}
-
-int vcmad_guest_take_region(struct vcmad_guest *g, struct vcma_region *r, struct vcma_rsp *rsp)
-{
-	struct vcmad *d = g->d;
-	uint64_t bus;
-	int rc;
-
-	/* whatever the frames (or the guest's window) held before, the guest gets zeros */
-	rc = region_clear(g, r->mfn, r->nframes);
-	if (rc) {
-		log_err("guest %u (%s): cannot clear region at mfn %#llx: %s", g->id, g->name,
-			(unsigned long long)r->mfn, strerror(-rc));
-		vcma_core_free(&d->core, g->id, r->handle);
-		return -EIO;
-	}
-	region_addr(g, r->mfn, &r->gpa, &bus);
-	vcma_regions_set_gpa(&d->core.regions, g->id, r->handle, r->gpa);
-	g->nregions++;
-	g->bytes += r->nframes << VCMA_PAGE_SHIFT;
-	g->stats.alloc_ok++;
-	rsp->status = VCMA_ST_OK;
-	rsp->handle = r->handle;
-	rsp->gpa = r->gpa;
-	rsp->bus = bus;
-	rsp->length = r->nframes << VCMA_PAGE_SHIFT;
-	return 0;
-}
-
 static int do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma_rsp *rsp)
 {
-	struct vcmad *d = g->d;
-	struct vcma_requester who = { .guest = g->id, .name = g->name, .devclass = g->devclass[0] ? g->devclass : NULL };
 	struct vcma_alloc_req req = { .bytes = q->length, .align_order = (unsigned int)q->arg0 };
-	struct vcma_alloc_plan plan;
-	struct vcma_region r;
 	char name[VCMA_NAME_LEN + 1];
-	uint64_t bytes = (q->length + VCMA_PAGE_SIZE - 1) & ~(uint64_t)(VCMA_PAGE_SIZE - 1);
-	int rc;
 
 	req.pool = wire_name(q, name);
 	if (req.pool && !(g->features & VCMA_F_NAMED_POOL)) {
@@ -183,33 +374,15 @@ static int do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma
 		rsp->status = q->length ? VCMA_ST_TOO_BIG : VCMA_ST_INVALID;
 		return VCMA_RING_ANSWERED;
 	}
-	/* limits count what is promised as well as what is granted: ALLOCs waiting for
-	 * a vacate hold their share (g->bytes + g->pending_bytes <= max_bytes) */
-	if (g->nregions + g->pending_allocs >= d->conf.limits.max_regions ||
-	    bytes > d->conf.limits.max_bytes - g->bytes - g->pending_bytes) {
-		rsp->status = VCMA_ST_LIMIT;
-		g->stats.alloc_fail++;
-		return VCMA_RING_ANSWERED;
+	/* an answer that comes now fills rsp; one that waits for a vacate is published
+	 * when the job ends (vcmad_guest_respond) */
+	g->sync_rsp = rsp;
+	g->sync_id = q->id;
+	if (vcmad_alloc(&g->rq, q->id, &req) == VCMAD_ALLOC_WAITING && g->sync_rsp) {
+		g->sync_rsp = NULL;
+		return VCMA_RING_DEFERRED;
 	}
-	rc = vcma_core_alloc_begin(&d->core, &who, &req, &plan);
-	if (!rc && plan.w.nlent_free + plan.w.nlent_used) {
-		/* lent frames in the window: answer when they are vacated */
-		rc = vcmad_vacate_start(g, q->id, &plan);
-		if (!rc)
-			return VCMA_RING_DEFERRED;
-		vcma_core_alloc_abort(&d->core, &plan);
-	} else if (!rc) {
-		rc = vcma_core_alloc_finish(&d->core, &plan, &r);
-		if (rc == -EBUSY)
-			vcma_core_alloc_abort(&d->core, &plan);
-	}
-	if (!rc)
-		rc = vcmad_guest_take_region(g, &r, rsp);
-	if (rc) {
-		rsp->status = vcma_errno_status(rc);
-		g->stats.alloc_fail++;
-		return VCMA_RING_ANSWERED;
-	}
+	g->sync_rsp = NULL;
 	return VCMA_RING_ANSWERED;
 }
 
@@ -227,30 +400,9 @@ void vcmad_guest_respond(struct vcmad_guest *g, const struct vcma_rsp *rsp)
 		vcmad_guest_notify(g);
 }
 
-static int free_region(struct vcmad_guest *g, uint64_t handle)
-{
-	struct vcmad *d = g->d;
-	const struct vcma_region *r = vcma_core_lookup(&d->core, g->id, handle);
-	uint64_t mfn, n;
-	int rc;
-
-	if (!r)
-		return -ENOENT;
-	mfn = r->mfn;
-	n = r->nframes;
-	rc = vcma_core_free(&d->core, g->id, handle);
-	if (rc)
-		return rc;
-	/* release the memory; the next owner gets zeros either way */
-	region_clear(g, mfn, n);
-	g->nregions--;
-	g->bytes -= n << VCMA_PAGE_SHIFT;
-	return 0;
-}
-
 static void do_free(struct vcmad_guest *g, const struct vcma_req *q, struct vcma_rsp *rsp)
 {
-	int rc = free_region(g, q->handle);
+	int rc = vcmad_free(&g->rq, q->handle);
 
 	rsp->handle = q->handle;
 	rsp->status = vcma_errno_status(rc);
@@ -271,7 +423,7 @@ static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 			return;
 		}
 		rsp->handle = r->handle;
-		region_addr(g, r->mfn, &rsp->gpa, &rsp->bus);
+		g->link->ops->addr(g, r->mfn, &rsp->gpa, &rsp->bus);
 		rsp->length = r->nframes << VCMA_PAGE_SHIFT;
 		rsp->status = VCMA_ST_OK;
 		return;
@@ -282,6 +434,7 @@ static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 	struct vcma_pool *p = NULL;
 	struct vcma_pool_counts c;
 	const struct vcma_guest_usage *u;
+	struct vcma_requester who = { .guest = g->id, .name = g->name, .devclass = g->rq.devclass };
 
 	if (pname && !(g->features & VCMA_F_NAMED_POOL)) {
 		rsp->status = VCMA_ST_INVALID;
@@ -299,8 +452,6 @@ static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 		return;
 	}
 	/* a pool bound to another guest or class is not this guest's to look at either */
-	struct vcma_requester who = { .guest = g->id, .name = g->name, .devclass = g->devclass[0] ? g->devclass : NULL };
-
 	if (!vcma_pool_serves(p, &who)) {
 		rsp->status = VCMA_ST_ACCESS;
 		return;
@@ -330,10 +481,6 @@ static int handle_req(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp)
 		rsp->status = VCMA_ST_SHUTDOWN;
 		return VCMA_RING_ANSWERED;
 	}
-	if (q->op == VCMA_OP_ALLOC || q->op == VCMA_OP_FREE) {
-		g->d->last_alloc_ns = vcma_now_ns();
-		vcmad_relend_kick(g->d);
-	}
 	switch (q->op) {
 	case VCMA_OP_ALLOC: return do_alloc(g, q, rsp);
 	case VCMA_OP_FREE: do_free(g, q, rsp); break;
@@ -346,7 +493,7 @@ static int handle_req(void *ctx, const struct vcma_req *q, struct vcma_rsp *rsp)
 static void refill(struct vcmad_guest *g)
 {
 	const struct vcmad_limits *l = &g->d->conf.limits;
-	uint64_t now = vcma_now_ns();
+	uint64_t now = vcmad_now(g->d);
 
 	g->tokens += (double)(now - g->tokens_at) * 1e-9 * l->rate;
 	if (g->tokens > l->burst)
@@ -354,7 +501,6 @@ static void refill(struct vcmad_guest *g)
 	g->tokens_at = now;
 }
 
-/* One turn: up to GUEST_BUDGET requests. */
 void vcmad_guest_run(struct vcmad_guest *g)
 {
 	struct vcmad *d = g->d;
@@ -362,8 +508,12 @@ void vcmad_guest_run(struct vcmad_guest *g)
 	bool notify, more;
 	int n;
 
+	if (g->dead)
+		return;
 	refill(g);
 	n = vcma_ring_host_process(&g->ring, GUEST_BUDGET, handle_req, g, &notify, &more, &why);
+	if (g->dead)
+		return; /* a request's answer cut it off */
 	if (n < 0) {
 		vcmad_guest_kill(g, why);
 		return;
@@ -373,7 +523,7 @@ void vcmad_guest_run(struct vcmad_guest *g)
 	if (g->dead)
 		return; /* the notification cut it off */
 	if (n)
-		d->last_active_ns = vcma_now_ns();
+		d->last_active_ns = vcmad_now(d);
 	g->tokens -= n ? n : 1; /* an empty kick costs a token too */
 	if (g->tokens < 0) {
 		vcmad_guest_kill(g, "flooding: requests above the configured request_rate/request_burst");
@@ -381,170 +531,118 @@ void vcmad_guest_run(struct vcmad_guest *g)
 	}
 	if (more && !g->queued) {
 		g->queued = true;
-		g->next_run = d->runq;
-		d->runq = g;
+		g->next_run = d->guests.runq;
+		d->guests.runq = g;
 	}
 }
 
-void vcmad_guest_kick_cb(struct vcma_watch *w, uint32_t events)
+bool vcmad_guests_run_queued(struct vcmad *d)
 {
-	struct vcmad_guest *g = (struct vcmad_guest *)((char *)w - offsetof(struct vcmad_guest, kick_w));
-	uint64_t cnt;
-	int rc;
+	struct vcmad_guest *q = d->guests.runq;
 
+	if (!q)
+		return false;
+	d->guests.runq = NULL;
+	while (q) {
+		struct vcmad_guest *g = q;
+
+		q = g->next_run;
+		g->queued = false;
+		g->next_run = NULL;
+		if (!g->dead)
+			vcmad_guest_run(g);
+	}
+	return true;
+}
+
+void vcmad_guest_kicked(struct vcmad_guest *g)
+{
 	if (g->dead)
 		return;
-	/* never blocks, whatever the peer did to the fd; a kick it consumed itself
-	 * reads as none, and the turn below costs a token like any empty kick */
-	rc = vcmad_peerfd_drain(g->kick_fd, &cnt);
-	if (rc == -EPERM) {
-		vcmad_guest_kill(g, "kick eventfd made blocking and drained by the guest");
-		return;
-	}
-	if (rc) {
-		vcmad_guest_detach(g, "kick eventfd failed");
-		return;
-	}
 	g->stats.kicks++;
 	if (!g->queued)
 		vcmad_guest_run(g);
 }
 
-void vcmad_guest_sock_cb(struct vcma_watch *w, uint32_t events)
-{
-	struct vcmad_guest *g = (struct vcmad_guest *)((char *)w - offsetof(struct vcmad_guest, sock_w));
-	static char buf[VCMA_SIM_MSG_MAX + 8];
-	const char *why;
-	ssize_t n;
+/* ---- guests vcmad expects by name ---- */
 
-	if (g->dead)
-		return;
-	/* drain: a VMM may have sent several messages; but per turn at most 64, and
-	 * only until they named VMM_PAGE_BUDGET pages: what is left waits for the next
-	 * turn (level-triggered), so a VMM that floods its channel delays itself only */
-	for (uint64_t i = 0, pages = 0; i < 64 && pages < VMM_PAGE_BUDGET && !g->dead; i++) {
-		n = recv(g->sock, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			break;
-		if (n <= 0) {
-			vcmad_guest_detach(g, n == 0 ? "connection closed" : "connection error");
-			return;
-		}
-		if ((size_t)n > VCMA_SIM_MSG_MAX) {
-			vcmad_guest_kill(g, "oversized message on the attach socket");
-			return;
-		}
-		if (vcmad_vmm_message(g, buf, (size_t)n, &why)) {
-			vcmad_guest_kill(g, why);
-			return;
-		}
-		/* checked: the runs are inside RAM and disjoint */
-		for (uint32_t r = 0; r < ((const struct vcma_sim_msg *)buf)->count; r++)
-			pages += ((const struct vcma_sim_msg *)buf)->run[r].count;
+const struct vcmad_guest_conf *vcmad_guest_known(const struct vcmad *d, const char *name)
+{
+	for (uint32_t i = 0; i < d->guests.nknown; i++)
+		if (!strcmp(d->guests.known[i]->name, name))
+			return d->guests.known[i];
+	return NULL;
+}
+
+uint32_t vcmad_guests_known(const struct vcmad *d, enum vcmad_guest_kind kind)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < d->guests.nknown; i++)
+		n += d->guests.known[i]->kind == kind;
+	return n;
+}
+
+static struct vcmad_link *link_for(struct vcmad *d, enum vcmad_guest_kind kind)
+{
+	for (uint32_t i = 0; i < VCMAD_NLINKS; i++)
+		if (d->links[i].ops && d->links[i].ops->kind == kind)
+			return &d->links[i];
+	return NULL;
+}
+
+int vcmad_guest_expect(struct vcmad *d, const struct vcmad_guest_conf *gc)
+{
+	struct vcmad_guests *gs = &d->guests;
+	struct vcmad_link *l = link_for(d, gc->kind);
+	struct vcmad_guest_conf *copy;
+	int rc;
+
+	if (vcmad_guest_known(d, gc->name))
+		return -EEXIST;
+	if (!l)
+		return -EOPNOTSUPP;
+	if (gs->nknown >= d->conf.max_guests)
+		return -ENOSPC; /* each has a slot of its own */
+	if (gs->nknown == gs->known_cap) {
+		uint32_t cap = gs->known_cap ? 2 * gs->known_cap : 8;
+		struct vcmad_guest_conf **k = realloc(gs->known, cap * sizeof(*k));
+
+		if (!k)
+			return -ENOMEM;
+		gs->known = k;
+		gs->known_cap = cap;
 	}
-	if (!g->dead && (events & (EPOLLERR | EPOLLHUP)))
-		vcmad_guest_detach(g, "connection closed");
-}
-
-void vcmad_guest_close_io(struct vcmad_guest *g)
-{
-	if (g->shm)
-		munmap(g->shm, g->shm_size);
-	if (g->shm_fd >= 0)
-		close(g->shm_fd);
-	if (g->kick_fd >= 0)
-		close(g->kick_fd);
-	if (g->irq_fd >= 0)
-		close(g->irq_fd);
-	if (g->sock >= 0)
-		close(g->sock);
-	g->shm = NULL;
-	g->shm_fd = g->kick_fd = g->irq_fd = g->sock = -1;
-}
-
-void vcmad_guest_kill(struct vcmad_guest *g, const char *why)
-{
-	struct vcmad *d = g->d;
-
-	if (g->dead)
-		return;
-	d->stats.violations++;
-	log_warn("guest %u (%s): protocol violation: %s; disconnecting", g->id, g->name, why);
-	vcma_ring_host_set_state(&g->ring, VCMA_STATE_DEAD);
-	vcmad_guest_notify(g);
-	vcmad_guest_detach(g, "cut off");
-}
-
-/* Off the run queue and out of the guest table; freed after this loop iteration,
- * because later events of the same epoll batch may still point at its watches. */
-static void guest_unlink(struct vcmad_guest *g)
-{
-	struct vcmad *d = g->d;
-
-	for (struct vcmad_guest **pp = &d->runq; *pp; pp = &(*pp)->next_run)
-		if (*pp == g) {
-			*pp = g->next_run;
-			break;
-		}
-	vcma_loop_del(&d->loop, &g->kick_w);
-	vcma_loop_del(&d->loop, &g->sock_w);
-	vcmad_guest_close_io(g);
-	for (uint32_t i = 0; i < d->conf.max_guests; i++)
-		if (d->guest[i] == g)
-			d->guest[i] = NULL;
-	d->nguests--;
-	g->dead = true;
-	g->next_run = d->zombies;
-	d->zombies = g;
-}
-
-void vcmad_guest_abandon(struct vcmad_guest *g)
-{
-	if (g->dead)
-		return;
-	vcmad_vacate_guest_gone(g);
-	log_info("guest %u (%s) left attached at exit: its %u region(s) and RAM stay as they are", g->id, g->name,
-		 g->nregions);
-	/* the bookkeeping goes, the memory stays: no region freed, nothing zeroed */
-	free(g->p2m);
-	free(g->gflags);
-	g->p2m = NULL;
-	g->gflags = NULL;
-	if (g->ivs)
-		vcmad_ivshmem_forget(g);
-	guest_unlink(g);
-}
-
-void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
-{
-	struct vcmad *d = g->d;
-	int freed;
-
-	if (g->dead)
-		return;
-	/* jobs that wait for this guest, or that it asked for, let go of it first */
-	vcmad_vacate_guest_gone(g);
-	/* off the run queue first: nothing may run this guest again */
-	for (struct vcmad_guest **pp = &d->runq; *pp; pp = &(*pp)->next_run)
-		if (*pp == g) {
-			*pp = g->next_run;
-			g->queued = false;
-			break;
-		}
-	freed = 0;
-	for (uint32_t cursor = 0;;) {
-		const struct vcma_region *r = vcma_regions_next(&d->core.regions, &cursor);
-
-		if (!r)
-			break;
-		if (r->guest == g->id && !free_region(g, r->handle))
-			freed++;
+	copy = malloc(sizeof(*copy));
+	if (!copy)
+		return -ENOMEM;
+	*copy = *gc;
+	rc = l->ops->expect(l, copy);
+	if (rc) {
+		free(copy);
+		return rc;
 	}
-	vcmad_lend_release(g);
-	if (g->ivs)
-		vcmad_ivshmem_detached(g);
-	log_info("guest %u (%s) detached (%s): %d region(s) freed, %llu RAM frame(s) reclaimed", g->id, g->name, why,
-		 freed, (unsigned long long)g->ram_frames);
-	d->stats.detaches++;
-	guest_unlink(g);
+	gs->known[gs->nknown++] = copy;
+	return 0;
+}
+
+int vcmad_guest_forget(struct vcmad *d, const char *name)
+{
+	struct vcmad_guests *gs = &d->guests;
+
+	for (uint32_t i = 0; i < gs->nknown; i++) {
+		struct vcmad_guest_conf *gc = gs->known[i];
+		struct vcmad_guest *g;
+
+		if (strcmp(gc->name, name))
+			continue;
+		g = vcmad_guest_by_name(d, name);
+		if (g && g->conf == gc)
+			vcmad_guest_detach(g, "no longer expected");
+		link_for(d, gc->kind)->ops->forget(link_for(d, gc->kind), gc);
+		gs->known[i] = gs->known[--gs->nknown];
+		free(gc);
+		return 0;
+	}
+	return -ENOENT;
 }

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "vcmad.h"
+#include "daemon.h"
 
 #ifndef VCMA_VERSION
 #define VCMA_VERSION "unknown"

@@ -1,21 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * vacate.c - move lent frames out of a claimed window, asynchronously.
+ * vacate.c - the job engine (vacate.h): moves of VMs' pages, per VM, in batches of
+ * pause, copy, remap, resume.
  *
- * A job holds an allocation plan (a claimed window) and the list of moves: for each
- * lent frame in it, the (guest, gfn) it backs. Moves are done per VM in batches:
- *
- *   pick destinations (ordinary memory, contiguous runs first)      before pausing
- *   PAUSE -> PAUSED
- *   copy LENT_USED frames (LENT_FREE ones are dropped: destinations read as zeros)
- *   REMAP -> REMAPPED; only now the p2m and frame map change
- *   RESUME
- *
- * so a failure at any step leaves every page where the VM can find it: before
- * REMAPPED nothing changed but scratch destinations, which go back to the allocator.
- * The batch size adapts so one pause stays under max_pause_us. Jobs wait for each
- * other only when they need the same VM; everything else, including jobs in other
- * pools, proceeds between the steps of the loop.
+ * A job is a list of moves sorted by (VM, gfn). A batch is consecutive moves of one
+ * VM that still apply; before it pauses anybody it has its destinations (ordinary
+ * memory reserved when the job began, or for relend idle pool frames claimed from
+ * the top) faulted in. Only REMAPPED changes the p2m and the frame map: before it,
+ * every page is where its VM has it mapped, and a failure just hands the scratch
+ * destinations back.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -23,24 +16,20 @@
 #include <string.h>
 
 #include "log.h"
-#include "vcma_status.h"
+#include "vacate.h"
 #include "vcmad.h"
+#include "vm.h"
 
 #define MIN_BATCH 16u
 #define MAX_BATCH 4096u
+#define MAX_RUNS 128u /* runs per REMAP */
 
 enum job_state { J_READY, J_WAIT_PAUSE, J_WAIT_REMAP, J_DONE };
 
 enum job_kind {
-	JOB_ALLOC,  /* empty a claimed window, then answer the ALLOC */
+	JOB_WINDOW, /* empty a claimed window for an allocation */
 	JOB_EVICT,  /* move pages off pool frames: compact, drain, pin */
 	JOB_RELEND, /* move pages from ordinary memory onto idle pool frames */
-};
-
-struct move {
-	uint32_t guest;
-	uint64_t gfn;
-	uint64_t src; /* mfn now backing gfn */
 };
 
 struct vcmad_job {
@@ -49,26 +38,23 @@ struct vcmad_job {
 	enum job_kind kind;
 	struct vcma_pool *dst_pool; /* RELEND: where destinations come from */
 	uint64_t scan_top;          /* RELEND: frames at and above this were looked at */
-	uint32_t pin_guest, pin_seq; /* EVICT for a PIN: whom to answer */
-	bool pin;
-	struct vcma_alloc_plan plan;
-	uint64_t reserved;  /* ordinary frames promised to the moves not yet in a batch */
-	uint32_t req_guest; /* who asked (0 once it is gone) */
-	vcmad_alloc_done_fn done; /* or, for vcmad's own requesters: whom to tell */
-	void *done_arg;           /* NULL once the requester is gone */
-	uint64_t req_id;
-	struct move *mv;
+	uint64_t reserved;          /* ordinary frames promised to the moves not yet in a batch */
+	vcmad_job_done_fn done;     /* NULL once nobody waits */
+	void *done_arg;
+	struct vcmad_move *mv;
 	size_t nmv, next_mv;
 	/* the batch in flight */
-	uint32_t vm;        /* guest id of the paused VM */
+	struct vcmad_vm *vm; /* paused (or being paused) by this job */
 	size_t b0, bn;
-	uint64_t *dst;      /* [bn] destination mfns */
-	struct vcma_sim_run runs[VCMA_SIM_MSG_RUNS];
+	uint64_t *dst; /* [bn] destination mfns */
+	struct vcmad_run runs[MAX_RUNS];
 	uint32_t nruns;
 	uint32_t seq;
-	uint64_t deadline;
+	struct vcma_timer deadline; /* PAUSE or REMAP not answered in time */
 	enum job_state st;
 };
+
+static void step(struct vcmad_job *j);
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -77,12 +63,28 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static bool move_valid(struct vcmad *d, const struct move *m, struct vcmad_guest **vmp)
+static const struct vcmad_mem_ops *mem(const struct vcmad *d)
 {
-	struct vcmad_guest *vm = vcmad_guest_find(d, m->guest);
+	return d->be.type->mem;
+}
+
+static void kick_waiting(struct vcmad *d)
+{
+	if (d->vacate.jobs)
+		vcma_timer_arm(&d->loop, &d->vacate.step, vcmad_now(d));
+}
+
+/* Is move m still to be made: its VM is there and has the page where the job found
+ * it (another job may have moved it, or the VM may have gone), and a relend may
+ * still put it on a pool frame? */
+static bool move_applies(const struct vcmad_job *j, const struct vcmad_move *m, struct vcmad_vm **vmp)
+{
+	struct vcmad_vm *vm = vcmad_vm_find(j->d, m->vm);
 
 	*vmp = vm;
-	return vm && !vm->dead && vm->p2m && m->gfn < vm->ram_frames && vm->p2m[m->gfn] == m->src;
+	if (!vm || m->gfn >= vm->ctl.ram_frames || vm->p2m[m->gfn] != m->src)
+		return false;
+	return j->kind != JOB_RELEND || !(vm->no_lend || (vm->gflags[m->gfn] & VCMAD_GFN_PINNED));
 }
 
 /* A job that moves pages to ordinary memory reserves a destination for every one of
@@ -90,11 +92,11 @@ static bool move_valid(struct vcmad *d, const struct move *m, struct vcmad_guest
  * with nothing moved, instead of halfway through. */
 static int reserve_ordinary(struct vcmad *d, struct vcmad_job *j, size_t n)
 {
-	uint64_t avail = d->be.ordinary.free_frames;
+	uint64_t avail = mem(d)->ram_free_frames(&d->be);
 
-	if (avail < d->ord_reserved || avail - d->ord_reserved < n)
+	if (avail < d->vacate.ord_reserved || avail - d->vacate.ord_reserved < n)
 		return -ENOMEM;
-	d->ord_reserved += n;
+	d->vacate.ord_reserved += n;
 	j->reserved = n;
 	return 0;
 }
@@ -106,151 +108,81 @@ static void reserve_take(struct vcmad *d, struct vcmad_job *j, uint64_t n)
 	if (n > j->reserved)
 		n = j->reserved;
 	j->reserved -= n;
-	d->ord_reserved -= n;
+	d->vacate.ord_reserved -= n;
 }
 
 static void reserve_drop(struct vcmad *d, struct vcmad_job *j)
 {
-	d->ord_reserved -= j->reserved;
+	d->vacate.ord_reserved -= j->reserved;
 	j->reserved = 0;
 }
 
-/* Does move m still make sense: its page is still where the job found it, and a
- * relend may still put it on a pool frame? */
-static bool move_applies(const struct vcmad_job *j, const struct move *m, struct vcmad_guest **vmp)
+/* Give one destination back: an idle pool frame unclaimed, or ordinary memory freed
+ * and its reservation restored (the move will be retried, or the job ends). */
+static void drop_dst(struct vcmad_job *j, uint64_t mfn)
 {
-	if (!move_valid(j->d, m, vmp))
-		return false;
-	return j->kind != JOB_RELEND || !((*vmp)->no_lend || ((*vmp)->gflags[m->gfn] & VCMAD_GFN_PINNED));
+	struct vcmad *d = j->d;
+
+	if (j->kind == JOB_RELEND) {
+		vcma_fmap_unclaim(&j->dst_pool->fm, mfn - j->dst_pool->fm.base, 1);
+	} else {
+		struct vcma_extent e = { mfn, 1 };
+
+		mem(d)->ram_free(&d->be, &e, 1);
+		j->reserved++;
+		d->vacate.ord_reserved++;
+	}
 }
 
 static void release_dst(struct vcmad_job *j)
 {
-	struct vcmad *d = j->d;
-
-	vcmad_pools_batch_begin(d);
-	for (size_t i = 0; j->dst && i < j->bn; i++) {
-		struct vcma_extent e = { j->dst[i], 1 };
-
-		if (j->kind == JOB_RELEND)
-			vcma_fmap_unclaim(&j->dst_pool->fm, j->dst[i] - j->dst_pool->fm.base, 1);
-		else
-			d->be.ops->ram_free(&d->be, &e, 1);
-	}
-	vcmad_pools_batch_end(d);
-	if (j->dst && j->kind != JOB_RELEND) {
-		/* the moves will be retried (or the job ends): reserve their frames again */
-		j->reserved += j->bn;
-		d->ord_reserved += j->bn;
-	}
+	vcma_core_batch_begin(&j->d->core);
+	for (size_t i = 0; j->dst && i < j->bn; i++)
+		drop_dst(j, j->dst[i]);
+	vcma_core_batch_end(&j->d->core);
 	free(j->dst);
 	j->dst = NULL;
 	j->bn = 0;
 }
 
+static const char *kind_name(const struct vcmad_job *j)
+{
+	return j->kind == JOB_WINDOW ? "allocation" : j->kind == JOB_RELEND ? "relend" : "evict";
+}
+
 static void complete(struct vcmad_job *j, int err)
 {
 	struct vcmad *d = j->d;
-	struct vcmad_guest *g = j->req_guest ? vcmad_guest_find(d, j->req_guest) : NULL;
-	struct vcma_rsp rsp = { .id = j->req_id };
-	struct vcma_region r;
 
+	vcma_timer_cancel(&d->loop, &j->deadline);
 	if (j->dst)
 		release_dst(j);
 	reserve_drop(d, j);
 	if (j->kind == JOB_RELEND && err == -ENOMEM)
 		err = 0; /* no idle pool frame left: the pool is full again, the job is done */
 	if (err)
-		log_warn("vacate: %s job stopped after %zu of %zu page(s): %s",
-			 j->kind == JOB_ALLOC ? "allocation" : j->kind == JOB_RELEND ? "relend" : "evict", j->next_mv,
-			 j->nmv, strerror(-err));
-	if (j->kind != JOB_ALLOC) {
-		struct vcmad_guest *vm = j->pin ? vcmad_guest_find(d, j->pin_guest) : NULL;
-
-		if (err)
-			d->vacate_jobs_failed++;
-		else
-			d->vacate_jobs_ok++;
-		if (vm && !vm->dead && vcmad_vmm_send(vm, VCMA_SIM_MSG_PINNED, j->pin_seq, err ? -err : 0, NULL, 0))
-			log_warn("guest %u (%s): cannot answer PIN", vm->id, vm->name);
-		goto done;
-	}
-	if (j->done) {
-		/* vcmad's own requester (the control socket): same commit, its callback */
-		if (!err && !j->done_arg) {
-			log_info("vacate: window in pool %s vacated for a requester that left: released",
-				 j->plan.pool->cfg.name);
-			err = -ESHUTDOWN;
-		}
-		if (!err && (err = vcma_core_alloc_finish(&d->core, &j->plan, &r)) == -EBUSY)
-			err = -EIO;
-		if (err && j->plan.pool)
-			vcma_core_alloc_abort(&d->core, &j->plan);
-		if (!err)
-			d->be.ops->zero(&d->be, r.mfn, r.nframes);
-		if (err)
-			d->vacate_jobs_failed++;
-		else
-			d->vacate_jobs_ok++;
-		if (j->done_arg)
-			j->done(j->done_arg, err, err ? NULL : &r);
-		goto done;
-	}
-	if (g && g->dead)
-		g = NULL;
-	if (!err && !g)
-		err = -ESHUTDOWN; /* nobody to give the region to */
-	if (!err) {
-		err = vcma_core_alloc_finish(&d->core, &j->plan, &r);
-		if (err == -EBUSY) {
-			log_err("vacate: window in pool %s still holds a lent frame after all moves",
-				j->plan.pool->cfg.name);
-			err = -EIO;
-		}
-	}
-	if (err && j->plan.pool)
-		vcma_core_alloc_abort(&d->core, &j->plan);
-	if (!err)
-		err = vcmad_guest_take_region(g, &r, &rsp);
-	if (!err) {
-		d->vacate_jobs_ok++;
-	} else {
-		d->vacate_jobs_failed++;
-		if (g)
-			g->stats.alloc_fail++;
-	}
-	if (g) {
-		g->pending_allocs--;
-		g->pending_bytes -= j->plan.w.count << VCMA_PAGE_SHIFT;
-		rsp.status = vcma_errno_status(err);
-		vcmad_guest_respond(g, &rsp);
-	}
-done:
-	vcmad_relend_kick(d);
+		log_warn("vacate: %s job stopped after %zu of %zu page(s): %s", kind_name(j), j->next_mv, j->nmv,
+			 strerror(-err));
 	j->st = J_DONE;
-	for (struct vcmad_job **pp = &d->jobs; *pp; pp = &(*pp)->next)
+	for (struct vcmad_job **pp = &d->vacate.jobs; *pp; pp = &(*pp)->next)
 		if (*pp == j) {
 			*pp = j->next;
 			break;
 		}
-	j->next = d->done_jobs;
-	d->done_jobs = j;
-}
+	j->next = d->vacate.done_jobs;
+	d->vacate.done_jobs = j;
+	vcmad_relend_kick(d);
+	kick_waiting(d); /* a job that gave way or waited for this one's VM */
+	if (j->done) {
+		vcmad_job_done_fn done = j->done;
 
-/* A message to the VMM could not be sent. A closed connection is the VM going away
- * (it exited, perhaps in the middle of a pause): an ordinary detach. A full socket
- * means the VMM stopped reading: it is cut off, and its pages come back. */
-void vcmad_vmm_send_failed(struct vcmad_guest *vm, const char *what, int err)
-{
-	char why[96];
-
-	if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
-		vcmad_guest_detach(vm, "connection closed");
-		return;
+		j->done = NULL;
+		err = done(j->done_arg, err);
 	}
-	snprintf(why, sizeof(why), "cannot send %s: %s", what,
-		 err == -EAGAIN ? "the VMM stopped reading its socket" : strerror(-err));
-	vcmad_guest_kill(vm, why);
+	if (err)
+		d->vacate.jobs_failed++;
+	else
+		d->vacate.jobs_ok++;
 }
 
 static uint32_t merge_runs(struct vcmad_job *j, size_t upto)
@@ -258,14 +190,14 @@ static uint32_t merge_runs(struct vcmad_job *j, size_t upto)
 	uint32_t n = 0;
 
 	for (size_t i = 0; i < upto; i++) {
-		const struct move *m = &j->mv[j->b0 + i];
+		const struct vcmad_move *m = &j->mv[j->b0 + i];
 
 		if (n && j->runs[n - 1].gfn + j->runs[n - 1].count == m->gfn &&
 		    j->runs[n - 1].mfn + j->runs[n - 1].count == j->dst[i]) {
 			j->runs[n - 1].count++;
 			continue;
 		}
-		if (n == VCMA_SIM_MSG_RUNS)
+		if (n == MAX_RUNS)
 			return UINT32_MAX;
 		j->runs[n].gfn = m->gfn;
 		j->runs[n].mfn = j->dst[i];
@@ -282,10 +214,9 @@ static bool frame_idle(const struct vcma_fmap *fm, uint64_t idx)
 	return !vcma_fmap_get(fm, idx, &fi) && fi.state == VCMA_FRAME_FREE && !fi.claimed;
 }
 
-/* Is an allocation, compaction, drain or pin waiting? */
-static bool other_work(const struct vcmad *d)
+bool vcmad_vacate_busy(const struct vcmad *d)
 {
-	for (const struct vcmad_job *j = d->jobs; j; j = j->next)
+	for (const struct vcmad_job *j = d->vacate.jobs; j; j = j->next)
 		if (j->kind != JOB_RELEND)
 			return true;
 	return false;
@@ -294,88 +225,47 @@ static bool other_work(const struct vcmad *d)
 /*
  * Before the pause, not during it: destinations must read as zeros (a reported page
  * is not copied; its destination is what the guest finds) and those that will
- * receive a copy are faulted in now. Ordinary memory comes from the allocator
- * zeroed; idle pool frames may still hold a vacated page, so relend clears them
- * (one call per run, sorted).
+ * receive a copy are faulted in now. Ordinary memory comes from the backend zeroed;
+ * idle pool frames may still hold a vacated page, so relend clears them (one call
+ * per run, sorted).
  */
 static void prepare_dst(struct vcmad_job *j)
 {
 	struct vcmad *d = j->d;
-	struct vcmad_guest *vm = vcmad_guest_find(d, j->mv[j->b0].guest);
 
 	if (j->kind == JOB_RELEND)
 		for (size_t i = 0, k; i < j->bn; i = k) {
 			for (k = i + 1; k < j->bn && j->dst[k] == j->dst[k - 1] + 1; k++)
 				;
-			d->be.ops->zero(&d->be, j->dst[i], k - i);
+			mem(d)->zero(&d->be, j->dst[i], k - i);
 		}
-	for (size_t i = 0; vm && i < j->bn; i++)
-		if (!(vm->gflags[j->mv[j->b0 + i].gfn] & VCMAD_GFN_REPORTED))
-			*(volatile uint8_t *)(d->be.machine + (j->dst[i] << VCMA_PAGE_SHIFT)) = 0;
+	for (size_t i = 0; i < j->bn; i++)
+		if (!(j->vm->gflags[j->mv[j->b0 + i].gfn] & VCMAD_GFN_REPORTED))
+			mem(d)->touch(&d->be, j->dst[i], 1);
 }
 
-/* Advance a READY job: skip moves that no longer apply, then start the next batch. */
-static void step(struct vcmad_job *j)
+/* Destinations for up to bn pages: idle pool frames from the top (relend), claimed
+ * until the batch commits; or ordinary memory, taking fewer pages rather than fail
+ * (one REMAP carries at most MAX_RUNS runs anyway). j->bn pages, or -ENOMEM. */
+static int pick_dst(struct vcmad_job *j, size_t bn)
 {
 	struct vcmad *d = j->d;
-	struct vcmad_guest *vm = NULL;
-	struct vcma_extent ext[VCMA_SIM_MSG_RUNS];
-	size_t bn;
-	int n, rc;
 
-	while (j->next_mv < j->nmv && (!move_applies(j, &j->mv[j->next_mv], &vm) ||
-				       (vm->unresponsive && j->kind != JOB_ALLOC))) {
-		/* the VM went away (its frames are FREE now), the page moved (another job
-		 * took it), or it may no longer go onto a pool frame; or the VM does not
-		 * answer PAUSE, and only an allocation needs its pages moved: no
-		 * destination needed */
-		j->next_mv++;
-		if (j->kind != JOB_RELEND)
-			reserve_take(d, j, 1);
-	}
-	if (j->next_mv == j->nmv) {
-		complete(j, 0);
-		return;
-	}
-	if (j->kind == JOB_RELEND && other_work(d)) {
-		/* relending is what the host does when it has nothing better to do: it
-		 * gives way between batches; the rest waits for the next quiet spell */
-		complete(j, 0);
-		return;
-	}
-	if (vm->unresponsive) {
-		/* an allocation cannot have its window without this VM's pages: give up
-		 * now rather than after another PAUSE timeout */
-		complete(j, -EBUSY);
-		return;
-	}
-	if (vm->pauser)
-		return; /* another job has this VM paused: wait our turn */
-	j->b0 = j->next_mv;
-	/* a batch is consecutive moves of one VM that all still apply: one that no longer
-	 * does (another job moved the page, or freed and reused its frame) ends the batch
-	 * and is skipped when the next one forms */
-	for (bn = 1; j->b0 + bn < j->nmv && bn < d->vacate_batch && j->mv[j->b0 + bn].guest == vm->id; bn++) {
-		struct vcmad_guest *same;
-
-		if (!move_applies(j, &j->mv[j->b0 + bn], &same))
-			break;
-	}
 	j->dst = calloc(bn, sizeof(*j->dst));
+	j->bn = 0;
+	if (!j->dst)
+		return -ENOMEM;
 	if (j->kind == JOB_RELEND) {
-		/* idle frames of the pool, from the top, claimed until the batch commits */
 		struct vcma_fmap *fm = &j->dst_pool->fm;
-
 		uint64_t idx = j->scan_top;
 
-		/* frames above scan_top were idle-and-claimed by earlier batches (now lent) or
-		 * not idle then; frames freed up there since wait for the next relend job */
-		j->bn = 0;
-		while (j->dst && idx > 0 && j->bn < bn) {
+		/* frames above scan_top were idle-and-claimed by earlier batches (now lent)
+		 * or not idle then; frames freed up there since wait for the next relend */
+		while (idx > 0 && j->bn < bn) {
 			uint64_t hi = idx, lo;
 
 			/* the next run of FREE, unclaimed frames below idx, claimed as one:
-			 * claiming refreshes the map's summaries, so once per run, not per frame */
+			 * claiming refreshes the map's summaries, so once per run */
 			if (!frame_idle(fm, --idx))
 				continue;
 			for (lo = idx; lo > 0 && hi - lo < bn - j->bn && frame_idle(fm, lo - 1); lo--)
@@ -388,64 +278,99 @@ static void step(struct vcmad_job *j)
 		}
 		j->scan_top = idx;
 		qsort(j->dst, j->bn, sizeof(*j->dst), cmp_u64);
-		n = j->bn ? 1 : -ENOMEM;
-	} else {
-		/* scattered ordinary memory: take fewer pages rather than fail; one REMAP
-		 * carries at most VCMA_SIM_MSG_RUNS runs anyway */
-		n = -ENOMEM;
-		while (j->dst && bn && (n = vcma_memrange_alloc(&d->be.ordinary, bn, ext, VCMA_SIM_MSG_RUNS)) < 0 &&
-		       d->be.ordinary.free_frames >= bn)
-			bn /= 2;
-		if (n >= 0) {
-			j->bn = 0;
-			for (int e = 0; e < n; e++)
-				for (uint64_t k = 0; k < ext[e].count; k++)
-					j->dst[j->bn++] = ext[e].start + k;
-			reserve_take(d, j, j->bn);
-		}
+		return j->bn ? 0 : -ENOMEM;
 	}
-	if (n < 0) {
-		/* destinations exhausted */
+	struct vcma_extent ext[MAX_RUNS];
+	int n = -ENOMEM;
+
+	while (bn && (n = mem(d)->ram_alloc(&d->be, bn, ext, MAX_RUNS)) < 0 && mem(d)->ram_free_frames(&d->be) >= bn)
+		bn /= 2;
+	if (n < 0)
+		return -ENOMEM;
+	for (int e = 0; e < n; e++)
+		for (uint64_t k = 0; k < ext[e].count; k++)
+			j->dst[j->bn++] = ext[e].start + k;
+	reserve_take(d, j, j->bn);
+	return 0;
+}
+
+static const struct vcmad_vm_pauser_ops pauser_ops;
+
+/* Advance a READY job: skip moves that no longer apply, then start the next batch. */
+static void step(struct vcmad_job *j)
+{
+	struct vcmad *d = j->d;
+	struct vcmad_vm *vm = NULL;
+	size_t bn;
+	int rc;
+
+	while (j->next_mv < j->nmv && (!move_applies(j, &j->mv[j->next_mv], &vm) ||
+				       (vm->unresponsive && j->kind != JOB_WINDOW))) {
+		/* the VM went away (its frames are FREE now), the page moved (another job
+		 * took it), or it may no longer go onto a pool frame; or the VM does not
+		 * answer PAUSE, and only an allocation needs its pages moved: no
+		 * destination needed */
+		j->next_mv++;
+		if (j->kind != JOB_RELEND)
+			reserve_take(d, j, 1);
+	}
+	if (j->next_mv == j->nmv) {
+		complete(j, 0);
+		return;
+	}
+	if (j->kind == JOB_RELEND && vcmad_vacate_busy(d)) {
+		/* relending is what the host does when it has nothing better to do: it
+		 * gives way between batches; the rest waits for the next quiet spell */
+		complete(j, 0);
+		return;
+	}
+	if (vm->unresponsive) {
+		/* an allocation cannot have its window without this VM's pages: give up
+		 * now rather than after another PAUSE timeout */
+		complete(j, -EBUSY);
+		return;
+	}
+	if (vm->pauser || vm->ctl.lost)
+		return; /* another job has it paused, or it is going: wait (kick_waiting) */
+	j->b0 = j->next_mv;
+	/* a batch is consecutive moves of one VM that all still apply: one that no longer
+	 * does ends the batch and is skipped when the next one forms */
+	for (bn = 1; j->b0 + bn < j->nmv && bn < d->vacate.batch && j->mv[j->b0 + bn].vm == vm->ctl.id; bn++) {
+		struct vcmad_vm *same;
+
+		if (!move_applies(j, &j->mv[j->b0 + bn], &same))
+			break;
+	}
+	if (pick_dst(j, bn)) {
 		free(j->dst);
 		j->dst = NULL;
 		j->bn = 0;
 		if (j->kind != JOB_RELEND)
-			log_warn("vacate: no ordinary memory for %zu page(s) of guest %u", bn, vm->id);
+			log_warn("vacate: no ordinary memory for %zu page(s) of guest %u", bn, vm->ctl.id);
 		complete(j, -ENOMEM);
 		return;
 	}
-	/* a REMAP message holds at most VCMA_SIM_MSG_RUNS runs: shrink the batch if the
-	 * destinations are that scattered */
+	/* a REMAP holds at most MAX_RUNS runs: shrink the batch if the destinations are
+	 * that scattered */
 	while ((j->nruns = merge_runs(j, j->bn)) == UINT32_MAX) {
 		size_t keep = j->bn / 2;
 
-		for (size_t i = keep; i < j->bn; i++) {
-			struct vcma_extent e1 = { j->dst[i], 1 };
-
-			if (j->kind == JOB_RELEND)
-				vcma_fmap_unclaim(&j->dst_pool->fm, j->dst[i] - j->dst_pool->fm.base, 1);
-			else
-				d->be.ops->ram_free(&d->be, &e1, 1);
-		}
-		if (j->kind != JOB_RELEND) {
-			j->reserved += j->bn - keep;
-			d->ord_reserved += j->bn - keep;
-		}
+		for (size_t i = keep; i < j->bn; i++)
+			drop_dst(j, j->dst[i]);
 		j->bn = keep;
 	}
+	j->vm = vm;
 	prepare_dst(j);
-	j->vm = vm->id;
-	j->seq = ++vm->vm_seq;
-	vm->pauser = j;
-	vm->paused_at = vcma_now_ns();
-	j->deadline = vm->paused_at + (uint64_t)d->conf.pause_timeout_ms * 1000000ull;
 	j->st = J_WAIT_PAUSE;
-	rc = vcmad_vmm_send(vm, VCMA_SIM_MSG_PAUSE, j->seq, 0, NULL, 0);
-	if (rc) {
-		vm->pauser = NULL;
+	j->seq = vm->seq + 1; /* the seq of this PAUSE: a synchronous backend answers at once */
+	vcma_timer_arm_in(&d->loop, &j->deadline, (uint64_t)d->conf.pause_timeout_ms * 1000000ull);
+	rc = vcmad_vm_pause(vm, j, &pauser_ops);
+	if (rc && j->st == J_WAIT_PAUSE) {
+		/* the backend reports the VM lost; until then the job waits */
+		vcma_timer_cancel(&d->loop, &j->deadline);
 		release_dst(j);
 		j->st = J_READY;
-		vcmad_vmm_send_failed(vm, "PAUSE", rc);
+		j->vm = NULL;
 	}
 }
 
@@ -459,71 +384,68 @@ static void step(struct vcmad_job *j)
 static void adapt_batch(struct vcmad *d, uint64_t ns, size_t bn)
 {
 	uint64_t bound = (uint64_t)d->conf.max_pause_us * 1000, per_page, want;
+	struct vcmad_vacate *v = &d->vacate;
 
 	if (!bn)
 		return;
 	per_page = ns / bn ? ns / bn : 1;
-	d->pause_ns_per_page = d->pause_ns_per_page ? (3 * d->pause_ns_per_page + per_page) / 4 : per_page;
+	v->ns_per_page = v->ns_per_page ? (3 * v->ns_per_page + per_page) / 4 : per_page;
 	if (ns > bound) {
-		want = d->vacate_batch / 2;
+		want = v->batch / 2;
 	} else {
-		want = bound * 6 / 10 / d->pause_ns_per_page;
-		if (want > 2ull * d->vacate_batch)
-			want = 2ull * d->vacate_batch;
+		want = bound * 6 / 10 / v->ns_per_page;
+		if (want > 2ull * v->batch)
+			want = 2ull * v->batch;
 	}
-	d->vacate_batch = (uint32_t)(want < MIN_BATCH ? MIN_BATCH : want > MAX_BATCH ? MAX_BATCH : want);
+	v->batch = (uint32_t)(want < MIN_BATCH ? MIN_BATCH : want > MAX_BATCH ? MAX_BATCH : want);
 }
 
-static void resume(struct vcmad_job *j, struct vcmad_guest *vm)
+static void resume(struct vcmad_job *j)
 {
 	struct vcmad *d = j->d;
-	uint64_t ns = vcma_now_ns() - vm->paused_at;
+	uint64_t ns = vcmad_vm_resume(j->vm);
 
-	if (vcmad_vmm_send(vm, VCMA_SIM_MSG_RESUME, j->seq, 0, NULL, 0))
-		log_warn("guest %u (%s): cannot send RESUME", vm->id, vm->name);
-	vm->pauser = NULL;
-	vcma_hist_record(&vm->pause_hist, ns);
-	vcma_hist_record(&d->pause_hist, ns);
 	adapt_batch(d, ns, j->bn);
+	j->vm = NULL;
+	kick_waiting(d); /* jobs waiting for this VM */
 }
 
-void vcmad_vacate_paused(struct vcmad_guest *vm, uint32_t seq)
+static void job_paused(void *pauser, struct vcmad_vm *vm, uint32_t seq)
 {
-	struct vcmad *d = vm->d;
-	struct vcmad_job *j = vm->pauser;
+	struct vcmad_job *j = pauser;
+	struct vcmad *d = j->d;
 	int rc;
 
-	if (!j || j->st != J_WAIT_PAUSE || j->seq != seq)
+	if (j->st != J_WAIT_PAUSE || j->seq != seq)
 		return; /* a late answer to a PAUSE that timed out */
 	vm->pause_misses = 0;
 	for (size_t i = 0; i < j->bn; i++) {
-		const struct move *m = &j->mv[j->b0 + i];
+		const struct vcmad_move *m = &j->mv[j->b0 + i];
 
 		/* the state now, not when the job began: the guest may have reported
 		 * the page free (or reused it) since; a reported page is dropped and its
-		 * destination reads as zeros */
+		 * destination reads as zeros (prepare_dst) */
 		if (!(vm->gflags[m->gfn] & VCMAD_GFN_REPORTED))
-			memcpy(d->be.machine + (j->dst[i] << VCMA_PAGE_SHIFT), d->be.machine + (m->src << VCMA_PAGE_SHIFT),
-			       VCMA_PAGE_SIZE);
-		/* else: prepare_dst() left zeros */
+			mem(d)->copy(&d->be, j->dst[i], m->src, 1);
 	}
 	j->st = J_WAIT_REMAP;
-	j->deadline = vcma_now_ns() + (uint64_t)d->conf.pause_timeout_ms * 1000000ull;
-	rc = vcmad_vmm_send(vm, VCMA_SIM_MSG_REMAP, j->seq, 0, j->runs, j->nruns);
+	vcma_timer_arm_in(&d->loop, &j->deadline, (uint64_t)d->conf.pause_timeout_ms * 1000000ull);
+	rc = vm->ctl.ops->remap(&vm->ctl, j->seq, j->runs, j->nruns);
 	if (rc)
-		vcmad_vmm_send_failed(vm, "REMAP", rc);
+		vcma_timer_cancel(&d->loop, &j->deadline); /* the VM is reported lost; its detach ends the batch */
 }
 
-void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status)
+static void job_remapped(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status)
 {
-	struct vcmad *d = vm->d;
-	struct vcmad_job *j = vm->pauser;
+	struct vcmad_job *j = pauser;
+	struct vcmad *d = j->d;
 
-	if (!j || j->st != J_WAIT_REMAP || j->seq != seq)
+	if (j->st != J_WAIT_REMAP || j->seq != seq)
 		return;
+	vcma_timer_cancel(&d->loop, &j->deadline);
 	if (status) {
-		log_warn("guest %u (%s): REMAP failed (%s); vacate abandoned", vm->id, vm->name, strerror(status));
-		resume(j, vm);
+		log_warn("guest %u (%s): REMAP failed (%s); vacate abandoned", vm->ctl.id, vm->ctl.name, strerror(status));
+		resume(j);
 		release_dst(j);
 		complete(j, -EIO);
 		return;
@@ -532,11 +454,11 @@ void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status)
 	 * below is the host's own and finishes before the loop reads another message
 	 * from this VM, so nothing can see it half done; the old frames are no longer
 	 * mapped by the VM. */
-	resume(j, vm);
-	vcmad_pools_batch_begin(d);
+	resume(j);
+	vcma_core_batch_begin(&d->core);
 	for (size_t i = 0; i < j->bn; i++) {
-		const struct move *m = &j->mv[j->b0 + i];
-		struct vcma_pool *p = vcmad_pool_of(d, m->src);
+		const struct vcmad_move *m = &j->mv[j->b0 + i];
+		struct vcma_pool *p = vcma_core_pool_of(&d->core, m->src);
 		bool reported = vm->gflags[m->gfn] & VCMAD_GFN_REPORTED;
 
 		vm->p2m[m->gfn] = j->dst[i];
@@ -548,26 +470,26 @@ void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status)
 				p->stats.vacated_lent_used++;
 		}
 		/* the old frame held the guest's page. An ordinary one goes back to the
-		 * allocator (which zeroes it); a pool frame is now FREE, and every way out
+		 * backend (which zeroes it); a pool frame is now FREE, and every way out
 		 * of FREE clears it (a region when it is handed out, lending at attach,
 		 * relend's prepare_dst), so an allocation's window is cleared once, whole,
 		 * when it completes, rather than page by page here */
 		if (p) {
-			if (j->kind != JOB_ALLOC)
-				d->be.ops->zero(&d->be, m->src, 1);
+			if (j->kind != JOB_WINDOW)
+				mem(d)->zero(&d->be, m->src, 1);
 		} else {
 			struct vcma_extent e = { m->src, 1 };
 
-			d->be.ops->ram_free(&d->be, &e, 1);
+			mem(d)->ram_free(&d->be, &e, 1);
 		}
 		if (j->kind == JOB_RELEND) {
 			struct vcma_fmap *fm = &j->dst_pool->fm;
 
 			vcma_fmap_unclaim(fm, j->dst[i] - fm->base, 1);
-			vcma_fmap_lend(fm, j->dst[i] - fm->base, vm->id, m->gfn, !reported);
+			vcma_fmap_lend(fm, j->dst[i] - fm->base, vm->ctl.id, m->gfn, !reported);
 		}
 	}
-	vcmad_pools_batch_end(d);
+	vcma_core_batch_end(&d->core);
 	free(j->dst);
 	j->dst = NULL;
 	j->next_mv = j->b0 + j->bn;
@@ -576,97 +498,64 @@ void vcmad_vacate_remapped(struct vcmad_guest *vm, uint32_t seq, int32_t status)
 	step(j);
 }
 
+static const struct vcmad_vm_pauser_ops pauser_ops = {
+	.paused = job_paused,
+	.remapped = job_remapped,
+};
+
+/* A PAUSE or REMAP was not answered in time. */
+static void deadline_cb(struct vcma_timer *t)
+{
+	struct vcmad_job *j = (struct vcmad_job *)((char *)t - offsetof(struct vcmad_job, deadline));
+	struct vcmad *d = j->d;
+	struct vcmad_vm *vm = j->vm;
+
+	if (!vm)
+		return;
+	if (j->st == J_WAIT_PAUSE) {
+		log_warn("guest %u (%s) did not answer PAUSE within %u ms; vacate abandoned", vm->ctl.id, vm->ctl.name,
+			 d->conf.pause_timeout_ms);
+		resume(j); /* cancels the pause, whenever the VMM gets to it */
+		release_dst(j);
+		complete(j, -ETIMEDOUT);
+		vcmad_vm_pause_missed(vm);
+	} else if (j->st == J_WAIT_REMAP) {
+		/* its memory state is unknown: the owner cuts it off, which ends the batch */
+		vm->ctl.ev->lost(&vm->ctl, "paused VM did not answer REMAP in time", true);
+	}
+}
+
 static int cmp_move(const void *a, const void *b)
 {
-	const struct move *x = a, *y = b;
+	const struct vcmad_move *x = a, *y = b;
 
-	if (x->guest != y->guest)
-		return x->guest < y->guest ? -1 : 1;
+	if (x->vm != y->vm)
+		return x->vm < y->vm ? -1 : 1;
 	return x->gfn < y->gfn ? -1 : x->gfn > y->gfn;
 }
 
-/* A job for an allocation plan whose window holds lent frames; not yet started. */
-static int alloc_job(struct vcmad *d, const struct vcma_alloc_plan *plan, struct vcmad_job **jp)
+static void step_waiting_cb(struct vcma_timer *t)
 {
-	uint64_t nlent = plan->w.nlent_free + plan->w.nlent_used;
-	struct vcma_vacate_item *items = calloc(nlent, sizeof(*items));
-	struct vcmad_job *j = calloc(1, sizeof(*j));
-	int64_t got;
+	struct vcmad *d = (struct vcmad *)((char *)t - offsetof(struct vcmad, vacate.step));
+	struct vcmad_job *j, *next;
 
-	if (!items || !j || !(j->mv = calloc(nlent, sizeof(*j->mv)))) {
-		free(items);
-		if (j)
-			free(j->mv);
-		free(j);
-		return -ENOMEM;
+	for (j = d->vacate.jobs; j; j = next) {
+		next = j->next;
+		if (j->st == J_READY)
+			step(j);
 	}
-	got = vcma_fmap_collect_lent(&plan->pool->fm, plan->w.start, plan->w.count, items, nlent);
-	for (int64_t i = 0; i < got && (uint64_t)i < nlent; i++) {
-		j->mv[i].guest = items[i].guest;
-		j->mv[i].gfn = items[i].gfn;
-		j->mv[i].src = plan->pool->fm.base + items[i].idx;
-	}
-	free(items);
-	j->nmv = got < 0 ? 0 : (size_t)got;
-	if (reserve_ordinary(d, j, j->nmv)) {
-		/* refused before anybody is paused: the window stays as it was */
-		log_warn("vacate: window in pool %s needs %zu page(s) moved, more than the free ordinary memory",
-			 plan->pool->cfg.name, j->nmv);
-		free(j->mv);
-		free(j);
-		return -ENOMEM;
-	}
-	qsort(j->mv, j->nmv, sizeof(*j->mv), cmp_move);
-	j->d = d;
-	j->plan = *plan;
-	j->st = J_READY;
-	*jp = j;
-	return 0;
 }
 
-static void job_go(struct vcmad_job *j)
+void vcmad_vacate_init(struct vcmad *d)
 {
-	j->next = j->d->jobs;
-	j->d->jobs = j;
-	step(j);
+	memset(&d->vacate, 0, sizeof(d->vacate));
+	d->vacate.batch = 256;
+	vcma_timer_init(&d->vacate.step, step_waiting_cb);
 }
 
-int vcmad_vacate_start(struct vcmad_guest *req, uint64_t req_id, const struct vcma_alloc_plan *plan)
-{
-	struct vcmad_job *j;
-	int rc = alloc_job(req->d, plan, &j);
-
-	if (rc)
-		return rc;
-	j->req_guest = req->id;
-	j->req_id = req_id;
-	req->pending_allocs++;
-	req->pending_bytes += plan->w.count << VCMA_PAGE_SHIFT;
-	job_go(j);
-	return 0;
-}
-
-int vcmad_vacate_start_cb(struct vcmad *d, const struct vcma_alloc_plan *plan, vcmad_alloc_done_fn done, void *arg,
-			  struct vcmad_job **jobp)
-{
-	struct vcmad_job *j;
-	int rc = alloc_job(d, plan, &j);
-
-	if (rc)
-		return rc;
-	j->done = done;
-	j->done_arg = arg;
-	*jobp = j;
-	job_go(j); /* may complete at once (and call done) when nothing is left to move */
-	return 0;
-}
-
-void vcmad_vacate_forget(struct vcmad_job *j)
-{
-	j->done_arg = NULL;
-}
-
-static struct vcmad_job *job_new(struct vcmad *d, enum job_kind kind, struct move *mv, size_t n)
+/* A job of kind over mv[0..n) (taken over); ordinary memory reserved for evictions
+ * and allocations. Not started yet. */
+static struct vcmad_job *job_new(struct vcmad *d, enum job_kind kind, struct vcmad_move *mv, size_t n)
 {
 	struct vcmad_job *j = calloc(1, sizeof(*j));
 
@@ -675,7 +564,6 @@ static struct vcmad_job *job_new(struct vcmad *d, enum job_kind kind, struct mov
 		return NULL;
 	}
 	if (kind != JOB_RELEND && reserve_ordinary(d, j, n)) {
-		log_warn("vacate: %zu page(s) to move but not that much ordinary memory free", n);
 		free(mv);
 		free(j);
 		return NULL;
@@ -686,243 +574,104 @@ static struct vcmad_job *job_new(struct vcmad *d, enum job_kind kind, struct mov
 	j->mv = mv;
 	j->nmv = n;
 	j->st = J_READY;
-	j->next = d->jobs;
-	d->jobs = j;
+	vcma_timer_init(&j->deadline, deadline_cb);
 	return j;
 }
 
-int vcmad_vacate_evict_frames(struct vcmad *d, struct vcma_pool *p, const uint64_t *idx, size_t n,
-			      uint64_t *scheduled)
+static void job_go(struct vcmad_job *j)
 {
-	struct move *mv = calloc(n ? n : 1, sizeof(*mv));
-	size_t k = 0;
+	j->next = j->d->vacate.jobs;
+	j->d->vacate.jobs = j;
+	step(j);
+}
 
-	*scheduled = 0;
-	if (!mv)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		struct vcma_frame_info fi;
+int vcmad_vacate_window(struct vcmad *d, struct vcma_pool *p, uint64_t start, uint64_t count,
+			vcmad_job_done_fn done, void *arg, struct vcmad_job **jobp)
+{
+	struct vcma_vacate_item *items = calloc(count, sizeof(*items));
+	struct vcmad_move *mv = calloc(count, sizeof(*mv));
+	struct vcmad_job *j;
+	int64_t got;
 
-		if (vcma_fmap_get(&p->fm, idx[i], &fi) ||
-		    (fi.state != VCMA_FRAME_LENT_FREE && fi.state != VCMA_FRAME_LENT_USED))
-			continue;
-		mv[k++] = (struct move){ fi.guest, fi.gfn, p->fm.base + idx[i] };
-	}
-	if (!k) {
+	if (!items || !mv) {
+		free(items);
 		free(mv);
-		return 0;
-	}
-	if (!job_new(d, JOB_EVICT, mv, k))
 		return -ENOMEM;
-	*scheduled = k;
+	}
+	got = vcma_fmap_collect_lent(&p->fm, start, count, items, count);
+	for (int64_t i = 0; i < got; i++)
+		mv[i] = (struct vcmad_move){ items[i].guest, items[i].gfn, p->fm.base + items[i].idx };
+	free(items);
+	j = job_new(d, JOB_WINDOW, mv, got < 0 ? 0 : (size_t)got);
+	if (!j) {
+		/* refused before anybody is paused: the window stays as it was */
+		log_warn("vacate: window in pool %s needs %lld page(s) moved, more than the free ordinary memory",
+			 p->cfg.name, (long long)got);
+		return -ENOMEM;
+	}
+	j->done = done;
+	j->done_arg = arg;
+	*jobp = j;
+	job_go(j); /* may complete at once when nothing is left to move */
 	return 0;
 }
 
-int vcmad_pin(struct vcmad_guest *g, uint32_t seq, const struct vcma_sim_run *runs, uint32_t nruns)
+void vcmad_job_forget(struct vcmad_job *j)
 {
-	struct vcmad *d = g->d;
-	struct vcmad_job *j;
-	struct move *mv;
-	uint64_t total = 0;
-	size_t n = 0;
+	j->done = NULL;
+}
 
-	for (uint32_t i = 0; i < nruns; i++)
-		total += runs[i].count;
-	mv = calloc(total ? total : 1, sizeof(*mv));
-	if (!mv)
+int vcmad_vacate_evict(struct vcmad *d, struct vcmad_move *mv, size_t n, vcmad_job_done_fn done, void *arg)
+{
+	struct vcmad_job *j = job_new(d, JOB_EVICT, mv, n);
+
+	if (!j) {
+		log_warn("vacate: %zu page(s) to move but not that much ordinary memory free", n);
 		return -ENOMEM;
-	for (uint32_t i = 0; i < nruns; i++)
-		for (uint64_t k = 0; k < runs[i].count; k++) {
-			uint64_t gfn = runs[i].gfn + k;
+	}
+	j->done = done;
+	j->done_arg = arg;
+	job_go(j);
+	return 0;
+}
 
-			g->gflags[gfn] |= VCMAD_GFN_PINNED; /* relend skips it from now on */
-			if (vcmad_pool_of(d, g->p2m[gfn]))
-				mv[n++] = (struct move){ g->id, gfn, g->p2m[gfn] };
-		}
-	j = job_new(d, JOB_EVICT, mv, n);
+int vcmad_vacate_relend(struct vcmad *d, struct vcma_pool *p, struct vcmad_move *mv, size_t n)
+{
+	struct vcmad_job *j = job_new(d, JOB_RELEND, mv, n);
+
 	if (!j)
 		return -ENOMEM;
-	j->pin = true;
-	j->pin_guest = g->id;
-	j->pin_seq = seq;
+	j->dst_pool = p;
+	j->scan_top = p->fm.nframes;
+	job_go(j);
 	return 0;
 }
 
-/* When the host has been idle for a while, move guests' pages from ordinary memory
- * back onto idle frames of lendable pools, so pool memory does not sit idle. */
-static uint64_t pool_room(const struct vcma_pool *p)
-{
-	if (!p->cfg.lendable || p->fm.count[VCMA_FRAME_FREE] < p->fm.nclaimed)
-		return 0;
-	return p->fm.count[VCMA_FRAME_FREE] - p->fm.nclaimed;
-}
-
-/* When relending may next find work: quiet for relend_idle_ms, and a pool with idle
- * frames that no compaction holds back. UINT64_MAX: not until something changes. */
-static uint64_t relend_due_ns(const struct vcmad *d)
-{
-	uint64_t quiet = d->last_alloc_ns + (uint64_t)d->conf.relend_idle_ms * 1000000ull, due = UINT64_MAX;
-
-	if (!d->relend_dirty)
-		return UINT64_MAX;
-	for (uint32_t i = 0; i < d->core.npools; i++) {
-		const struct vcma_pool *p = d->core.pool[i];
-		uint64_t t = quiet > p->relend_hold_until ? quiet : p->relend_hold_until;
-
-		if (pool_room(p) && t < due)
-			due = t;
-	}
-	return due;
-}
-
-int vcmad_vacate_timeout_ms(struct vcmad *d)
-{
-	uint64_t due, now;
-
-	if (d->jobs)
-		return 5; /* wake up often enough to time out silent VMs */
-	due = relend_due_ns(d);
-	if (due == UINT64_MAX)
-		return -1;
-	now = vcma_now_ns();
-	if (due <= now)
-		return 0;
-	due = (due - now + 999999) / 1000000;
-	return due > 60000 ? 60000 : (int)due;
-}
-
-static void maybe_relend(struct vcmad *d)
-{
-	uint64_t now = vcma_now_ns();
-
-	if (d->jobs || d->stop || relend_due_ns(d) > now)
-		return;
-	d->relend_dirty = false; /* unless a pool below finds work */
-	for (uint32_t i = 0; i < d->core.npools; i++) {
-		struct vcma_pool *p = d->core.pool[i];
-		uint64_t room = pool_room(p);
-		struct move *mv;
-		size_t n = 0;
-
-		if (!room)
-			continue;
-		if (now < p->relend_hold_until) {
-			d->relend_dirty = true; /* look again when the hold ends */
-			continue;
-		}
-		if (room > VCMAD_RELEND_MAX)
-			room = VCMAD_RELEND_MAX;
-		mv = calloc(room, sizeof(*mv));
-		if (!mv) {
-			d->relend_dirty = true;
-			return;
-		}
-		for (uint32_t k = 0; k < d->conf.max_guests && n < room; k++) {
-			struct vcmad_guest *g = d->guest[k];
-
-			if (!g || g->dead || !g->p2m || g->no_lend)
-				continue;
-			for (uint64_t gfn = 0; gfn < g->ram_frames && n < room; gfn++)
-				if (!(g->gflags[gfn] & VCMAD_GFN_PINNED) && !vcmad_pool_of(d, g->p2m[gfn]))
-					mv[n++] = (struct move){ g->id, gfn, g->p2m[gfn] };
-		}
-		if (!n) {
-			free(mv);
-			continue;
-		}
-		struct vcmad_job *j = job_new(d, JOB_RELEND, mv, n);
-
-		if (j) {
-			j->dst_pool = p;
-			j->scan_top = p->fm.nframes;
-		}
-		d->relend_dirty = true; /* its completion looks for more */
-		return; /* one job at a time */
-	}
-}
-
-void vcmad_vacate_guest_gone(struct vcmad_guest *g)
-{
-	struct vcmad *d = g->d;
-
-	for (struct vcmad_job *j = d->jobs; j; j = j->next) {
-		if (j->req_guest == g->id)
-			j->req_guest = 0; /* its window is given up when the job ends */
-		if (j->vm == g->id && (j->st == J_WAIT_PAUSE || j->st == J_WAIT_REMAP)) {
-			/* the batch never committed: the scratch destinations go back; the
-			 * VM's own frames are released by its detach */
-			release_dst(j);
-			j->st = J_READY;
-			j->vm = 0;
-		}
-	}
-	g->pauser = NULL;
-}
-
-/* A VMM missed VCMAD_PAUSE_MISSES PAUSEs in a row: claim every pool frame it holds
- * that no job has claimed, so searches go around them; stop lending to it. The
- * claims go when it detaches (vcmad_lend_release). */
-static void quarantine(struct vcmad_guest *vm)
+void vcmad_vacate_vm_gone(struct vcmad_vm *vm)
 {
 	struct vcmad *d = vm->d;
-	uint64_t n = 0;
 
-	vm->unresponsive = true;
-	vm->no_lend = true;
-	vcmad_pools_batch_begin(d);
-	for (uint64_t gfn = 0; gfn < vm->ram_frames; gfn++) {
-		struct vcma_pool *p = vcmad_pool_of(d, vm->p2m[gfn]);
-
-		if (p && !vcma_fmap_claim(&p->fm, vm->p2m[gfn] - p->fm.base, 1)) {
-			vm->gflags[gfn] |= VCMAD_GFN_QUARANTINED;
-			p->quarantined++;
-			n++;
-		}
-	}
-	vcmad_pools_batch_end(d);
-	log_warn("guest %u (%s) left %u PAUSEs in a row unanswered: unresponsive; its %llu pool frame(s) are kept out "
-		 "of allocations until it detaches, and it is lent no more", vm->id, vm->name, VCMAD_PAUSE_MISSES,
-		 (unsigned long long)n);
-}
-
-/* Each loop turn: time out silent VMs, move READY jobs along. */
-void vcmad_vacate_tick(struct vcmad *d)
-{
-	uint64_t now = vcma_now_ns();
-	struct vcmad_job *j, *next;
-
-	maybe_relend(d);
-	for (j = d->jobs; j; j = next) {
-		struct vcmad_guest *vm;
-
-		next = j->next;
-		if (j->st == J_READY) {
-			step(j);
+	for (struct vcmad_job *j = d->vacate.jobs; j; j = j->next) {
+		if (j->vm != vm)
 			continue;
-		}
-		if (now < j->deadline)
-			continue;
-		vm = vcmad_guest_find(d, j->vm);
-		if (j->st == J_WAIT_PAUSE && vm) {
-			log_warn("guest %u (%s) did not answer PAUSE within %u ms; vacate abandoned", vm->id, vm->name,
-				 d->conf.pause_timeout_ms);
-			resume(j, vm); /* cancels the pause, whenever the VMM gets to it */
-			release_dst(j);
-			complete(j, -ETIMEDOUT);
-			if (++vm->pause_misses == VCMAD_PAUSE_MISSES && !vm->unresponsive)
-				quarantine(vm);
-		} else if (j->st == J_WAIT_REMAP && vm) {
-			vcmad_guest_kill(vm, "paused VM did not answer REMAP in time");
-		}
+		/* the batch never committed: the scratch destinations go back; the VM's
+		 * own frames are released by its detach */
+		vcma_timer_cancel(&d->loop, &j->deadline);
+		release_dst(j);
+		j->st = J_READY;
+		j->vm = NULL;
 	}
+	vm->pauser = NULL;
+	vm->pauser_ops = NULL;
+	kick_waiting(d);
 }
 
 void vcmad_vacate_reap(struct vcmad *d)
 {
-	while (d->done_jobs) {
-		struct vcmad_job *j = d->done_jobs;
+	while (d->vacate.done_jobs) {
+		struct vcmad_job *j = d->vacate.done_jobs;
 
-		d->done_jobs = j->next;
+		d->vacate.done_jobs = j->next;
 		free(j->mv);
 		free(j->dst);
 		free(j);
@@ -931,14 +680,14 @@ void vcmad_vacate_reap(struct vcmad *d)
 
 void vcmad_vacate_cancel_all(struct vcmad *d)
 {
-	while (d->jobs) {
-		struct vcmad_job *j = d->jobs;
-		struct vcmad_guest *vm = vcmad_guest_find(d, j->vm);
+	while (d->vacate.jobs) {
+		struct vcmad_job *j = d->vacate.jobs;
 
-		if (vm && vm->pauser == j)
-			resume(j, vm);
+		if (j->vm && j->vm->pauser == j)
+			resume(j);
 		release_dst(j);
 		complete(j, -ESHUTDOWN);
 	}
+	vcma_timer_cancel(&d->loop, &d->vacate.step);
 	vcmad_vacate_reap(d);
 }

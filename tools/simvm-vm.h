@@ -195,6 +195,8 @@ static inline bool stopping(struct vm *vm)
 }
 
 __attribute__((format(printf, 1, 2))) void msg(const char *fmt, ...);
+/* SIGINT/SIGTERM handler: sets got_signal (simvm-log.c). */
+void on_signal(int sig);
 
 /* ---- simvm-vmm.c: the VMM channel ---- */
 

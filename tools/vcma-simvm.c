@@ -83,24 +83,6 @@ struct held {
 	unsigned int size_idx;
 };
 
-volatile sig_atomic_t got_signal;
-
-static void on_signal(int sig)
-{
-	got_signal = sig;
-}
-
-void msg(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fputs("vcma-simvm: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-}
-
 /*
  * vcmad zeroes a VM's RAM and regions when it detaches it, before the VMM channel
  * reports EOF. A mismatch is therefore only corruption if vcmad is still there a

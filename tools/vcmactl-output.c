@@ -9,7 +9,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "ctl_proto.h"
+#include "ctl/ctl_proto.h"
 #include "pool_config.h"
 #include "stats.h"
 #include "vcmactl.h"

@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ctl_proto.h"
+#include "ctl/ctl_proto.h"
 #include "pool_config.h"
 #include "vcmactl.h"
 

@@ -20,8 +20,10 @@
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
+#include "vcma_name.h"
 #include "vcma_proto.h"
 #include "vcma_status.h"
+#include "vcma_uapi.h"
 
 #define VCMA_MAX_INFLIGHT 64u
 #define VCMA_REQ_TIMEOUT (30 * HZ)
@@ -101,6 +103,10 @@ void vcma_primary_release(struct vcma_dev *dev);
 /* vcma_dev.c */
 int vcma_misc_register(struct vcma_dev *dev);
 void vcma_misc_deregister(struct vcma_dev *dev);
-int vcma_pool_name_ok(const char *name);
+/* A pool name field: 1-15 of [A-Za-z0-9_.-] then NULs, or all zero (5.1). */
+static inline int vcma_pool_name_ok(const char *name)
+{
+	return vcma_name_field_ok(name, VCMA_POOL_NAME_LEN, true);
+}
 
 #endif

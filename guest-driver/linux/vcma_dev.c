@@ -17,18 +17,11 @@
 
 #include "vcma.h"
 #include "vcma_uapi.h"
-#include "vcma_name.h"
 
 struct vcma_file {
 	struct vcma_dev *dev;
 	struct xarray handles; /* handle -> struct vcma_region */
 };
-
-/* 1-15 of [A-Za-z0-9_.-] then NULs, or all zero (5.1). */
-int vcma_pool_name_ok(const char *name)
-{
-	return vcma_name_field_ok(name, VCMA_POOL_NAME_LEN, true);
-}
 
 static int vcma_open(struct inode *inode, struct file *f)
 {

@@ -1,47 +1,122 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * backend.h - the seam between vcmad and a hypervisor. The core never calls a
- * hypervisor; the daemon calls these, and only these touch machine memory.
+ * backend.h - the hypervisor backend: the only code that touches machine memory or
+ * controls a VM. The core never calls a hypervisor, and nothing else in vcmad maps,
+ * reads or writes machine memory.
  *
- * Frame numbers are machine frames (mfn). A backend owns the machine memory that is
- * not in a pool ("ordinary memory") and backs guests' RAM from it.
+ * A backend has two halves:
+ *
+ *   memory (struct vcmad_mem_ops)   machine memory: the pools are frame ranges of it;
+ *                                   the rest is "ordinary" memory the backend hands
+ *                                   out to back VMs' RAM. Zero, copy and read frames.
+ *   VM control (struct vcmad_vm_ops) pause a VM, remap runs of its guest frames to
+ *                                   other machine frames, resume it. Completions come
+ *                                   back through the VM's event hooks (vc->ev): an
+ *                                   asynchronous hypervisor (the sim's VMM channel)
+ *                                   calls them later from the loop, a synchronous one
+ *                                   (Xen) before the op returns.
+ *
+ * Frames are machine frame numbers (mfn, 4 KiB). A backend is chosen by name
+ * ([daemon] backend in vcmad.conf) from vcmad_backends[]. docs/ARCHITECTURE.md,
+ * "Adding a backend", walks through writing one.
  */
 #ifndef VCMA_HV_BACKEND_H
 #define VCMA_HV_BACKEND_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "memrange.h"
+#include "backend/memrange.h"
 
-struct vcma_backend;
+struct vcmad_backend;
+struct vcmad_vm_ctl;
 
 struct vcma_pool_range {
 	uint64_t mfn, count;
 };
 
-struct vcma_backend_ops {
+/* A run of guest frames and the machine frames they go to. */
+struct vcmad_run {
+	uint64_t gfn, mfn, count;
+};
+
+struct vcmad_mem_ops {
+	/* Machine memory of `bytes`, with the pool ranges (sorted by mfn) carved out of
+	 * ordinary memory. On error nothing is left allocated. */
+	int (*init)(struct vcmad_backend *be, uint64_t bytes, const struct vcma_pool_range *pools, uint32_t npools);
+	void (*fini)(struct vcmad_backend *be);
+	/* [mfn, mfn+count) reads as zero from now on (and needs no memory until touched). */
+	int (*zero)(struct vcmad_backend *be, uint64_t mfn, uint64_t count);
+	/* Copy count frames from src to dst (ranges do not overlap). */
+	int (*copy)(struct vcmad_backend *be, uint64_t dst, uint64_t src, uint64_t count);
+	/* Make [mfn, mfn+count) cheap to write: fault it in now, before a VM is paused. */
+	int (*touch)(struct vcmad_backend *be, uint64_t mfn, uint64_t count);
+	/* Read len bytes at byte offset off of the frames from mfn on. */
+	int (*read)(struct vcmad_backend *be, uint64_t mfn, uint64_t off, void *buf, size_t len);
+	/* Take `frames` frames of ordinary memory: at most max_runs extents, which read
+	 * as zero unless someone wrote to free memory. Returns the number of extents or
+	 * -errno (nothing taken). */
+	int (*ram_alloc)(struct vcmad_backend *be, uint64_t frames, struct vcma_extent *runs, uint32_t max_runs);
+	/* Give ordinary frames back (zeroed first: they held a guest's data). */
+	void (*ram_free)(struct vcmad_backend *be, const struct vcma_extent *runs, uint32_t nruns);
+	/* Ordinary frames free now. */
+	uint64_t (*ram_free_frames)(const struct vcmad_backend *be);
+};
+
+/* What a backend reports about a VM (vc->ev, set by whoever made the VM: vm.c). */
+struct vcmad_vm_events {
+	void (*paused)(struct vcmad_vm_ctl *vc, uint32_t seq);
+	void (*remapped)(struct vcmad_vm_ctl *vc, uint32_t seq, int32_t status);
+	/* free page reporting: runs the guest does not use (reported) or wants back (not);
+	 * a REUSE is answered with ops->reused(seq) once recorded (seq < 0: none) */
+	void (*report)(struct vcmad_vm_ctl *vc, const struct vcmad_run *runs, uint32_t n, bool reported, int64_t seq);
+	void (*pin)(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n);
+	/* the VM is gone (violation: cut it off, with why) or its control is broken */
+	void (*lost)(struct vcmad_vm_ctl *vc, const char *why, bool violation);
+};
+
+/* The part of a VM its backend's VM control sees (the rest is vm.h's). */
+struct vcmad_vm_ctl {
+	uint32_t id;         /* the guest id its frames are lent under */
 	const char *name;
-	/* Machine memory of `bytes`, with the given pool ranges carved out of ordinary
-	 * memory. */
-	int (*init)(struct vcma_backend *be, uint64_t bytes, const struct vcma_pool_range *pools, uint32_t npools);
-	void (*fini)(struct vcma_backend *be);
-	/* Contents of [mfn, mfn+count) become zero (and need no memory until touched). */
-	int (*zero)(struct vcma_backend *be, uint64_t mfn, uint64_t count);
-	/* Back `frames` guest frames from ordinary memory: at most max_runs extents,
-	 * zeroed. Returns the number of extents or -errno. */
-	int (*ram_alloc)(struct vcma_backend *be, uint64_t frames, struct vcma_extent *runs, uint32_t max_runs);
-	/* Give guest RAM back (zeroed first: it held the guest's data). */
-	void (*ram_free)(struct vcma_backend *be, const struct vcma_extent *runs, uint32_t nruns);
+	uint64_t ram_frames; /* gfn 0 .. ram_frames-1 */
+	const struct vcmad_vm_events *ev;
+	const struct vcmad_vm_ops *ops;
+	void *be_priv;       /* the backend's own state for this VM */
+	bool lost;           /* its control broke; a lost event is on its way */
 };
 
-struct vcma_backend {
-	const struct vcma_backend_ops *ops;
+struct vcmad_vm_ops {
+	/* Park every vCPU; then vc->ev->paused(vc, seq). */
+	int (*pause)(struct vcmad_vm_ctl *vc, uint32_t seq);
+	/* Only while paused: map each run's guest frames to its machine frames; then
+	 * vc->ev->remapped(vc, seq, 0 or a positive errno). */
+	int (*remap)(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n);
+	/* Unpark the vCPUs (also cancels a pause not yet acknowledged). No completion. */
+	int (*resume)(struct vcmad_vm_ctl *vc, uint32_t seq);
+	/* Answers to what the VM asked through vc->ev: a REUSE recorded; a PIN done
+	 * (err 0) or failed (a negative errno). */
+	int (*reused)(struct vcmad_vm_ctl *vc, uint32_t seq);
+	int (*pinned)(struct vcmad_vm_ctl *vc, uint32_t seq, int err);
+	/* The VM is going (detached or cut off): drop the backend's state for it. */
+	void (*release)(struct vcmad_vm_ctl *vc);
+};
+
+struct vcmad_backend_type {
+	const char *name;
+	const struct vcmad_mem_ops *mem;
+	const struct vcmad_vm_ops *vm; /* NULL: VMs' RAM is not the backend's to move */
+};
+
+struct vcmad_backend {
+	const struct vcmad_backend_type *type;
 	uint64_t machine_bytes;
-	int machine_fd;      /* sim: the machine memory memfd */
-	uint8_t *machine;    /* sim: vcmad's own mapping of it */
-	struct vcma_memrange ordinary;
+	void *priv; /* the backend's own state */
 };
 
-extern const struct vcma_backend_ops vcma_backend_sim;
+/* The backends built in, and the one of a name (NULL if none). */
+extern const struct vcmad_backend_type *const vcmad_backends[];
+const struct vcmad_backend_type *vcmad_backend_find(const char *name);
 
 #endif

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "memrange.h"
+#include "backend/memrange.h"
 
 void vcma_memrange_init(struct vcma_memrange *m)
 {

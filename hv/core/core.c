@@ -40,6 +40,29 @@ struct vcma_pool *vcma_core_pool_by_name(struct vcma_core *core, const char *nam
 	return NULL;
 }
 
+struct vcma_pool *vcma_core_pool_of(struct vcma_core *core, uint64_t mfn)
+{
+	for (uint32_t i = 0; i < core->npools; i++) {
+		struct vcma_pool *p = core->pool[i];
+
+		if (mfn >= p->fm.base && mfn < p->fm.base + p->fm.nframes)
+			return p;
+	}
+	return NULL;
+}
+
+void vcma_core_batch_begin(struct vcma_core *core)
+{
+	for (uint32_t i = 0; i < core->npools; i++)
+		vcma_fmap_batch_begin(&core->pool[i]->fm);
+}
+
+void vcma_core_batch_end(struct vcma_core *core)
+{
+	for (uint32_t i = 0; i < core->npools; i++)
+		vcma_fmap_batch_end(&core->pool[i]->fm);
+}
+
 int vcma_core_add_pool(struct vcma_core *core, const struct vcma_pool_config *cfg, uint64_t base_mfn,
 		       uint64_t nframes)
 {

@@ -78,6 +78,12 @@ void vcma_core_fini(struct vcma_core *core);
 int vcma_core_add_pool(struct vcma_core *core, const struct vcma_pool_config *cfg,
 		       uint64_t base_mfn, uint64_t nframes);
 struct vcma_pool *vcma_core_pool_by_name(struct vcma_core *core, const char *name);
+/* The pool machine frame mfn belongs to, or NULL (ordinary memory). */
+struct vcma_pool *vcma_core_pool_of(struct vcma_core *core, uint64_t mfn);
+/* Around many frame map changes in a row, in any pools: summaries are recomputed
+ * once at the end (vcma_fmap_batch_begin); no search may run in between. */
+void vcma_core_batch_begin(struct vcma_core *core);
+void vcma_core_batch_end(struct vcma_core *core);
 /* May who allocate from (and learn about) p: shared, or bound to its name or class? */
 bool vcma_pool_serves(const struct vcma_pool *p, const struct vcma_requester *who);
 

@@ -16,9 +16,13 @@
 
 #include <json-c/json.h>
 
-#include "ctl.h"
+#include "alloc.h"
+#include "ctl/ctl.h"
+#include "evict.h"
+#include "guest.h"
 #include "log.h"
 #include "vcmad.h"
+#include "vm.h"
 
 #ifndef VCMA_VERSION
 #define VCMA_VERSION "unknown"
@@ -86,7 +90,7 @@ static int gindex_build(struct vcmad *d, struct gindex *gi)
 	if (!gi->v)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < d->conf.max_guests; i++) {
-		const struct vcmad_guest *g = d->guest[i];
+		const struct vcmad_guest *g = d->guests.slot[i];
 
 		if (g && !g->dead)
 			gi->v[gi->n++] = (struct gref){ .id = g->id, .g = g };
@@ -304,12 +308,12 @@ static struct json_object *cmd_status(struct vcmad_ctl *ctl)
 	add_str(o, "version", VCMA_VERSION);
 	add_u64(o, "protocol", VCMAD_CTL_VERSION);
 	add_u64(o, "pid", (uint64_t)getpid());
-	add_u64(o, "uptime_ns", vcma_now_ns() - ctl->start_ns);
-	add_str(o, "backend", d->be.ops ? d->be.ops->name : "none");
+	add_u64(o, "uptime_ns", vcmad_now(d) - ctl->start_ns);
+	add_str(o, "backend", d->be.type ? d->be.type->name : "none");
 	add_u64(o, "machine_bytes", d->conf.machine_bytes);
 	add_str(o, "runtime_dir", d->conf.runtime_dir);
 	add_u64(o, "pools", d->core.npools);
-	add_u64(o, "guests", d->nguests);
+	add_u64(o, "guests", d->guests.n);
 	add_u64(o, "max_guests", d->conf.max_guests);
 	add_u64(o, "regions", d->core.regions.nlive);
 	add_u64(o, "region_bytes", region_bytes(d));
@@ -318,18 +322,6 @@ static struct json_object *cmd_status(struct vcmad_ctl *ctl)
 	add_u64(o, "violations", d->stats.violations);
 	add_u64(o, "attach_refused", d->stats.attach_refused);
 	return o;
-}
-
-/* guest: a sim guest (libvcma); vmm: a simulated VM; qemu: vcma.ko in a QEMU guest */
-static const char *role_name(const struct vcmad_guest *g)
-{
-	if (g->ivs)
-		return "qemu";
-	switch (g->role) {
-	case VCMA_SIM_ROLE_GUEST: return "guest";
-	case VCMA_SIM_ROLE_VMM: return "vmm";
-	default: return "unknown";
-	}
 }
 
 static struct json_object *guest_json(uint32_t id, const char *name, const char *devclass, const char *role,
@@ -370,31 +362,31 @@ static struct json_object *cmd_guests(struct vcmad_ctl *ctl, int *err)
 		*err = -ENOMEM;
 		return NULL;
 	}
-	if (ctl->admin_regions) {
+	if (ctl->admin.nregions) {
 		static const struct vcmad_guest_stats none;
 
 		json_object_array_add(arr, guest_json(VCMAD_CTL_ADMIN_GUEST, VCMAD_CTL_ADMIN_NAME, "", "admin", 0,
-						      ctl->admin_regions, ctl->admin_bytes, &none));
+						      ctl->admin.nregions, ctl->admin.bytes, &none));
 	}
 	for (uint32_t i = 0; i < gi.n; i++) {
 		const struct vcmad_guest *g = gi.v[i].g;
-		struct json_object *o = guest_json(g->id, g->name, g->devclass, role_name(g),
-						   g->ram_frames << VCMA_PAGE_SHIFT, g->nregions, g->bytes, &g->stats);
+		const struct vcmad_vm *vm = g->vm;
+		struct json_object *o = guest_json(g->id, g->name, g->devclass, g->role,
+						   vm ? vm->ctl.ram_frames << VCMA_PAGE_SHIFT : 0, g->rq.nregions,
+						   g->rq.bytes, &g->stats);
 
 		if (o) {
 			/* configured: the identity comes from a [guest] section; pending: ALLOCs
 			 * waiting for a vacate; unresponsive: left PAUSEs unanswered (vcmad(8)) */
+			add_str(o, "link", g->link->ops->name);
 			json_object_object_add(o, "configured", json_object_new_boolean(g->conf != NULL));
 			add_u64(o, "uid", g->uid);
-			add_u64(o, "pending_allocs", g->pending_allocs);
-			add_u64(o, "pending_bytes", g->pending_bytes);
-			json_object_object_add(o, "lending", json_object_new_boolean(g->p2m && !g->no_lend));
-			json_object_object_add(o, "unresponsive", json_object_new_boolean(g->unresponsive));
-		}
-		if (o && g->ivs) {
-			add_u64(o, "bar_bytes", g->shm_size);
-			add_u64(o, "window_bytes", d->win_frames << VCMA_PAGE_SHIFT);
-			add_u64(o, "committed_bytes", vcmad_ivshmem_committed(g));
+			add_u64(o, "pending_allocs", g->rq.pending);
+			add_u64(o, "pending_bytes", g->rq.pending_bytes);
+			json_object_object_add(o, "lending", json_object_new_boolean(vm && !vm->no_lend));
+			json_object_object_add(o, "unresponsive", json_object_new_boolean(vm && vm->unresponsive));
+			if (g->link->ops->describe)
+				g->link->ops->describe((struct vcmad_guest *)g, o);
 		}
 		json_object_array_add(arr, o);
 	}
@@ -484,130 +476,64 @@ static struct json_object *cmd_regions(struct vcmad *d, const struct vcmad_ctl_r
 
 /* ---- admin allocations ---- */
 
-static void alloc_errmsg(int rc, const char *what, bool pool, char *msg, size_t msglen)
-{
-	setmsg(msg, msglen, "%s: %s", what, rc == -ENODEV && pool ? "no such pool" : vcma_core_strerror(rc));
-}
-
-/* A region of the admin guest exists now: clear it, count it, describe it. */
-static struct json_object *admin_region(struct vcmad_ctl *ctl, const struct vcma_region *r, int *err, char *msg,
-					size_t msglen)
-{
-	struct vcmad *d = ctl->d;
-	struct gindex gi = { 0 };
-	struct json_object *o;
-	int rc;
-
-	/* the frames may hold a guest's old data */
-	rc = d->be.ops->zero(&d->be, r->mfn, r->nframes);
-	if (rc) {
-		log_err("ctl: cannot clear region at mfn %#llx: %s", (unsigned long long)r->mfn, strerror(-rc));
-		vcma_core_free(&d->core, VCMAD_CTL_ADMIN_GUEST, r->handle);
-		*err = -EIO;
-		setmsg(msg, msglen, "cannot clear the region: %s", strerror(-rc));
-		return NULL;
-	}
-	ctl->admin_regions++;
-	ctl->admin_bytes += r->nframes << VCMA_PAGE_SHIFT;
-	log_info("ctl: admin region %#llx: %llu KiB at mfn %#llx in pool %s", (unsigned long long)r->handle,
-		 (unsigned long long)(r->nframes << 2), (unsigned long long)r->mfn, d->core.pool[r->pool]->cfg.name);
-	o = region_json(d, &gi, r);
-	if (!o)
-		*err = -ENOMEM;
-	return o;
-}
-
 /*
- * A test allocation is served as a guest's is: policy, search, and when the cheapest
- * window holds lent frames, vacating them (hv/vacate.c); the answer then waits for
- * the job and this client takes no further request meanwhile.
+ * A test allocation is served as a guest's is (alloc.h): policy, search, and when
+ * the cheapest window holds lent frames, vacating them; the answer then waits for the
+ * job and this client takes no further request meanwhile.
  */
 static struct json_object *cmd_alloc(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, const struct vcmad_ctl_req *req,
 				     int *err, char *msg, size_t msglen)
 {
-	struct vcmad *d = ctl->d;
-	struct vcma_requester who = { .guest = VCMAD_CTL_ADMIN_GUEST, .name = VCMAD_CTL_ADMIN_NAME };
 	struct vcma_alloc_req ar = { .bytes = req->bytes, .align_order = req->align_order,
 				     .pool = req->pool[0] ? req->pool : NULL };
-	uint64_t bytes = (req->bytes + VCMA_PAGE_SIZE - 1) & ~(uint64_t)(VCMA_PAGE_SIZE - 1);
-	struct vcma_alloc_plan plan;
-	struct vcma_region r;
-	char sz[32], what[64];
-	int rc;
+	char sz[32];
 
 	vcma_format_bytes(req->bytes, sz, sizeof(sz));
-	snprintf(what, sizeof(what), "alloc %s%s%s", sz, ar.pool ? " in pool " : "", ar.pool ? ar.pool : "");
-	if (d->stop) {
-		*err = -ESHUTDOWN;
-		setmsg(msg, msglen, "%s: vcmad is shutting down", what);
+	snprintf(c->job_what, sizeof(c->job_what), "alloc %s%s%s", sz, ar.pool ? " in pool " : "",
+		 ar.pool ? ar.pool : "");
+	c->job_done = false;
+	if (vcmad_alloc(&ctl->admin, (uintptr_t)c, &ar) == VCMAD_ALLOC_WAITING) {
+		*err = -EINPROGRESS; /* answered when done (vcmad_ctl_alloc_done) */
 		return NULL;
 	}
-	if (ctl->admin_regions >= d->conf.limits.max_regions || bytes > d->conf.limits.max_bytes - ctl->admin_bytes) {
-		*err = -EDQUOT;
-		setmsg(msg, msglen,
-		       "%s: vcmactl already holds %u region(s), the per-guest limit "
-		       "([limits] max_regions_per_guest, max_bytes_per_guest)", what, ctl->admin_regions);
-		return NULL;
-	}
-	rc = vcma_core_alloc_begin(&d->core, &who, &ar, &plan);
-	if (!rc && plan.w.nlent_free + plan.w.nlent_used && c) {
-		memcpy(c->job_what, what, sizeof(c->job_what));
-		rc = vcmad_vacate_start_cb(d, &plan, vcmad_ctl_alloc_done, c, &c->job);
-		if (!rc) {
-			*err = -EINPROGRESS;
-			return NULL;
-		}
-		vcma_core_alloc_abort(&d->core, &plan);
-	} else if (!rc) {
-		rc = vcma_core_alloc_finish(&d->core, &plan, &r);
-		if (rc)
-			vcma_core_alloc_abort(&d->core, &plan);
-	}
-	if (rc) {
-		*err = rc;
-		alloc_errmsg(rc, what, ar.pool, msg, msglen);
-		return NULL;
-	}
-	return admin_region(ctl, &r, err, msg, msglen);
+	c->job_done = false;
+	return vcmad_ctl_alloc_answer(ctl, c, err, msg, msglen);
 }
 
 struct json_object *vcmad_ctl_alloc_answer(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, int *err, char *msg,
 					   size_t msglen)
 {
-	*err = c->job_err;
-	if (*err) {
-		alloc_errmsg(*err, c->job_what, strstr(c->job_what, " in pool ") != NULL, msg, msglen);
-		return NULL;
-	}
-	return admin_region(ctl, &c->job_r, err, msg, msglen);
-}
-
-int vcmad_ctl_admin_free(struct vcmad_ctl *ctl, uint64_t handle)
-{
 	struct vcmad *d = ctl->d;
-	const struct vcma_region *r = vcma_core_lookup(&d->core, VCMAD_CTL_ADMIN_GUEST, handle);
-	uint64_t mfn, n;
-	int rc;
+	const char *why;
+	struct gindex gi = { 0 };
+	struct json_object *o;
 
-	if (!r)
-		return -ENOENT;
-	mfn = r->mfn;
-	n = r->nframes;
-	rc = vcma_core_free(&d->core, VCMAD_CTL_ADMIN_GUEST, handle);
-	if (rc)
-		return rc;
-	d->be.ops->zero(&d->be, mfn, n); /* release the memory */
-	vcmad_relend_kick(d);
-	ctl->admin_regions--;
-	ctl->admin_bytes -= n << VCMA_PAGE_SHIFT;
-	return 0;
+	*err = c->job_err;
+	if (!*err) {
+		o = region_json(d, &gi, &c->job_r);
+		if (!o)
+			*err = -ENOMEM;
+		return o;
+	}
+	switch (*err) {
+	case -ENODEV: why = strstr(c->job_what, " in pool ") ? "no such pool" : vcma_core_strerror(*err); break;
+	case -ENOBUFS:
+		setmsg(msg, msglen,
+		       "%s: vcmactl already holds %u region(s), the per-guest limit "
+		       "([limits] max_regions_per_guest, max_bytes_per_guest)", c->job_what, ctl->admin.nregions);
+		return NULL;
+	case -ESHUTDOWN: why = "vcmad is shutting down"; break;
+	default: why = vcma_core_strerror(*err); break;
+	}
+	setmsg(msg, msglen, "%s: %s", c->job_what, why);
+	return NULL;
 }
 
 static struct json_object *cmd_free(struct vcmad_ctl *ctl, const struct vcmad_ctl_req *req, int *err, char *msg,
 				    size_t msglen)
 {
 	struct json_object *o;
-	int rc = vcmad_ctl_admin_free(ctl, req->handle);
+	int rc = vcmad_free(&ctl->admin, req->handle);
 
 	if (rc == -ENOENT) {
 		/* say whose it is: the operator may have pasted a guest's handle */
@@ -651,6 +577,19 @@ static uint64_t fnv1a64(uint64_t h, const uint8_t *p, size_t n)
 	return h;
 }
 
+/* A region's bytes as its owner sees them: through its guest's link, or for vcmactl's
+ * own regions straight from machine memory. */
+static int region_read(struct vcmad *d, const struct vcma_region *r, uint64_t off, void *buf, size_t len)
+{
+	struct vcmad_guest *g = vcmad_guest_find(d, r->guest);
+
+	if (off > r->nframes << VCMA_PAGE_SHIFT || len > (r->nframes << VCMA_PAGE_SHIFT) - off)
+		return -EINVAL;
+	if (g && !g->dead)
+		return g->link->ops->read(g, r, off, buf, len);
+	return d->be.type->mem->read(&d->be, r->mfn, off, buf, len);
+}
+
 static struct json_object *cmd_hash(struct vcmad *d, const struct vcmad_ctl_req *req, int *err, char *msg,
 				    size_t msglen)
 {
@@ -687,7 +626,7 @@ static struct json_object *cmd_hash(struct vcmad *d, const struct vcmad_ctl_req 
 	for (uint64_t off = 0; off < size; off += 1u << 20) {
 		size_t n = size - off < (1u << 20) ? (size_t)(size - off) : 1u << 20;
 
-		*err = vcmad_region_read(d, r, off, buf, n);
+		*err = region_read(d, r, off, buf, n);
 		if (*err) {
 			free(buf);
 			setmsg(msg, msglen, "region %#llx: its memory cannot be read: %s", (unsigned long long)r->handle,
@@ -865,10 +804,10 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	}
 	json_object_object_add(res, "pools", arr);
 	for (uint32_t i = 0; i < d->conf.max_guests; i++)
-		if (d->guest[i] && !d->guest[i]->dead)
-			requests += d->guest[i]->stats.requests;
-	add_u64(dm, "uptime_ns", vcma_now_ns() - ctl->start_ns);
-	add_u64(dm, "guests", d->nguests);
+		if (d->guests.slot[i] && !d->guests.slot[i]->dead)
+			requests += d->guests.slot[i]->stats.requests;
+	add_u64(dm, "uptime_ns", vcmad_now(d) - ctl->start_ns);
+	add_u64(dm, "guests", d->guests.n);
 	add_u64(dm, "regions", d->core.regions.nlive);
 	add_u64(dm, "attaches", d->stats.attaches);
 	add_u64(dm, "detaches", d->stats.detaches);
@@ -876,12 +815,12 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(dm, "attach_refused", d->stats.attach_refused);
 	add_u64(dm, "guest_requests", requests);
 	/* every VM pause for a vacate batch, PAUSE sent to RESUME sent */
-	json_object_object_add(dm, "pause_latency", hist_json(&d->pause_hist));
-	add_u64(dm, "vacate_jobs_ok", d->vacate_jobs_ok);
-	add_u64(dm, "vacate_jobs_failed", d->vacate_jobs_failed);
+	json_object_object_add(dm, "pause_latency", hist_json(&d->vacate.pause_hist));
+	add_u64(dm, "vacate_jobs_ok", d->vacate.jobs_ok);
+	add_u64(dm, "vacate_jobs_failed", d->vacate.jobs_failed);
 	/* ordinary memory: free frames, and those promised to running vacate jobs */
-	add_u64(dm, "ordinary_free_frames", d->be.ordinary.free_frames);
-	add_u64(dm, "ordinary_reserved_frames", d->ord_reserved);
+	add_u64(dm, "ordinary_free_frames", d->be.type->mem->ram_free_frames(&d->be));
+	add_u64(dm, "ordinary_reserved_frames", d->vacate.ord_reserved);
 	add_u64(c, "clients", ctl->nclients);
 	add_u64(c, "accepted", ctl->stats.accepted);
 	add_u64(c, "refused", ctl->stats.refused);

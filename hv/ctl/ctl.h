@@ -10,10 +10,9 @@
  *              └─ run queue       clients with requests left after their turn, served
  *                                 on the next loop iteration (an eventfd wakes it)
  *
- *   ctl.c       the socket: SO_PEERCRED check, buffering, bounds       (I/O)
+ *   server.c    the socket: SO_PEERCRED check, buffering, bounds       (I/O)
  *   request.c   parse + validate a line, response envelopes             (pure, fuzzed)
  *   commands.c  one function per command, results from daemon state
- *   actions.c   compact and drain: thin, the vacate machinery comes with lending
  *
  * Who may connect: uid 0, vcmad's own uid, and members of [daemon] ctl_group (primary
  * or supplementary group of the peer at connect time). Others get one EACCES
@@ -30,8 +29,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "alloc.h"
 #include "core.h"
-#include "ctl_proto.h"
+#include "ctl/ctl_proto.h"
+#include "evict.h"
 #include "loop.h"
 
 struct vcmad;
@@ -58,7 +59,6 @@ struct vcmad_ctl_client {
 	uint64_t line_since; /* the unfinished line in `in` began (ns) */
 	/* an alloc waiting for lent frames to be vacated: no further line is taken until
 	 * it is answered, so answers keep the order of requests */
-	struct vcmad_job *job;     /* the vacate job, while it runs */
 	bool job_waiting, job_done;
 	int job_err;
 	struct vcma_region job_r;
@@ -85,9 +85,8 @@ struct vcmad_ctl {
 	int run_fd;                    /* eventfd, readable while runq is not empty */
 	struct vcma_watch run_w;
 	bool run_armed;
-	uint64_t ticked_at;     /* vcmad_ctl_tick's last sweep */
-	uint32_t admin_regions; /* held by VCMAD_CTL_ADMIN_GUEST */
-	uint64_t admin_bytes;
+	struct vcma_timer tick;         /* once a second while clients are connected */
+	struct vcmad_requester admin;   /* vcmactl's test allocations */
 	struct vcmad_ctl_stats stats;
 };
 
@@ -95,44 +94,15 @@ struct vcmad_ctl {
  * (negative errno) and msg set. */
 struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, const struct vcmad_ctl_req *req,
 				   int *err, char *msg, size_t msglen);
-/* An ALLOC whose window holds lent frames: vcmad_ctl_exec returns NULL with *err =
- * -EINPROGRESS and c->job set; vcmad_ctl_alloc_done (ctl.c) records the outcome, and
- * vcmad_ctl_alloc_answer builds the answer on the client's next turn. */
-void vcmad_ctl_alloc_done(void *client, int err, const struct vcma_region *r);
+/* The operator's test allocations go the guests' way (alloc.h), as the requester
+ * ctl->admin owning regions as VCMAD_CTL_ADMIN_GUEST (server.c); an allocation is
+ * tagged with its client, which records the answer (c->job_*) when it comes (maybe
+ * inside vcmad_ctl_exec) and sends it in request order. This builds the answer. */
 struct json_object *vcmad_ctl_alloc_answer(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, int *err, char *msg,
 					   size_t msglen);
-/* Free one admin region (zeroing its frames); -ENOENT if it is not one. */
-int vcmad_ctl_admin_free(struct vcmad_ctl *ctl, uint64_t handle);
 
-/*
- * actions.c: take lent frames back from the guests. A lent frame backs a guest page;
- * moving it means backing that page with ordinary memory and returning the frame to
- * FREE (hv/vacate.c: pause, copy, remap, resume per VM).
- *
- * Both find the lent frames in scope and schedule every one to move, as one vacate
- * job per pool; the moves complete in the background (`pool show` counts frames
- * still being vacated). A job reserves ordinary memory for all its pages up front:
- * when there is not enough, nothing is scheduled for that pool and the call returns
- * -ENOMEM. compact keeps the pool from being relent for VCMAD_COMPACT_HOLD_NS;
- * drain keeps the guest off every pool from then on.
- */
-struct vcmad_vacate_pool {
-	uint32_t pool;                 /* index in the core */
-	uint64_t lent_free, lent_used; /* frames in scope found lent */
-	uint64_t scheduled;            /* of those, scheduled to move out */
-	uint64_t largest_free;         /* frames, when the request was answered */
-};
-
-struct vcmad_vacate_result {
-	uint32_t npools;
-	struct vcmad_vacate_pool pool[VCMA_MAX_POOLS];
-	uint64_t lent_found, scheduled;
-};
-
-/* Compact one pool (name) or all (NULL): vacate every lent frame so free space joins
- * up. -ENOENT for an unknown pool. */
-int vcmad_compact(struct vcmad *d, const char *pool, struct vcmad_vacate_result *res);
-/* Move the lent frames backing `guest`'s pages out of every pool. */
-int vcmad_drain(struct vcmad *d, uint32_t guest, struct vcmad_vacate_result *res);
+/* vcmad's side of the control socket, for the daemon */
+int vcmad_ctl_start(struct vcmad *d);
+void vcmad_ctl_stop(struct vcmad *d);
 
 #endif

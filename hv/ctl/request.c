@@ -16,7 +16,7 @@
 
 #include <json-c/json.h>
 
-#include "ctl_proto.h"
+#include "ctl/ctl_proto.h"
 #include "errmsg.h"
 #include "vcma_name.h"
 

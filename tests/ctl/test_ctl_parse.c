@@ -12,7 +12,7 @@
 
 #include <json-c/json.h>
 
-#include "ctl_proto.h"
+#include "ctl/ctl_proto.h"
 
 static char err[256];
 

@@ -22,7 +22,7 @@
 
 #include <json-c/json.h>
 
-#include "ctl_proto.h"
+#include "ctl/ctl_proto.h"
 #include "fuzz_common.h"
 
 static bool good_name(const char *s, bool allow_empty)

@@ -24,7 +24,7 @@
 
 #include "fuzz_common.h"
 #include "vcma_sim.h"
-#include "vmm_msg.h"
+#include "backend/vmm_msg.h"
 
 struct run {
 	uint64_t gfn, mfn, count;

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "memrange.h"
+#include "backend/memrange.h"
 
 static void test_merge_and_alloc(void **unused)
 {

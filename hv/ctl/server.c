@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * ctl.c - the control socket: who may connect, and moving lines in and out without
+ * server.c - the control socket: who may connect, and moving lines in and out without
  * ever blocking the loop.
  *
  * Per client: an input buffer holding at most one request line and its newline, an
@@ -26,7 +26,8 @@
 
 #include <json-c/json.h>
 
-#include "ctl.h"
+#include "alloc.h"
+#include "ctl/ctl.h"
 #include "log.h"
 #include "vcmad.h"
 
@@ -188,8 +189,8 @@ static void client_close(struct vcmad_ctl_client *c)
 			break;
 		}
 	vcma_loop_del(&ctl->d->loop, &c->w);
-	if (c->job)
-		vcmad_vacate_forget(c->job); /* the window is given up when the job ends */
+	if (c->job_waiting && !c->job_done)
+		vcmad_alloc_drop(&ctl->admin, (uintptr_t)c); /* the window is given up when the job ends */
 	json_object_put(c->job_id);
 	if (close(c->fd))
 		log_debug("ctl: close: %s", strerror(errno));
@@ -327,19 +328,52 @@ static void handle_line(struct vcmad_ctl_client *c, const char *line, size_t len
 	vcmad_ctl_req_fini(&req);
 }
 
-/* The vacate job of c's pending alloc ended (maybe inside vcmad_ctl_exec): note the
- * outcome; the answer goes out on c's next turn, in request order. */
-void vcmad_ctl_alloc_done(void *client, int err, const struct vcma_region *r)
+/* c's alloc ended (maybe inside vcmad_ctl_exec): note the outcome; the answer goes
+ * out from vcmad_ctl_exec, or on c's next turn, in request order. */
+static void alloc_done(struct vcmad_ctl_client *c, int err, const struct vcma_region *r)
 {
-	struct vcmad_ctl_client *c = client;
-
-	c->job = NULL;
 	c->job_done = true;
 	c->job_err = err;
 	if (r)
 		c->job_r = *r;
 	enqueue(c);
 }
+
+/* ---- the operator's test allocations as a requester (alloc.h) ---- */
+
+/* the frames may hold a guest's old data */
+static int admin_take(struct vcmad_requester *rq, struct vcma_region *r)
+{
+	struct vcmad *d = rq->d;
+
+	r->gpa = 0;
+	return d->be.type->mem->zero(&d->be, r->mfn, r->nframes);
+}
+
+/* tag: the client that asked (vcmad_alloc_drop stops answers once it is gone) */
+static void admin_answer(struct vcmad_requester *rq, uint64_t tag, int err, const struct vcma_region *r)
+{
+	struct vcmad *d = rq->d;
+
+	if (!err)
+		log_info("ctl: admin region %#llx: %llu KiB at mfn %#llx in pool %s", (unsigned long long)r->handle,
+			 (unsigned long long)(r->nframes << 2), (unsigned long long)r->mfn,
+			 d->core.pool[r->pool]->cfg.name);
+	alloc_done((struct vcmad_ctl_client *)(uintptr_t)tag, err, r);
+}
+
+static void admin_release(struct vcmad_requester *rq, const struct vcma_region *r)
+{
+	struct vcmad *d = rq->d;
+
+	d->be.type->mem->zero(&d->be, r->mfn, r->nframes); /* release the memory */
+}
+
+static const struct vcmad_requester_ops vcmad_ctl_admin_ops = {
+	.take = admin_take,
+	.answer = admin_answer,
+	.release = admin_release,
+};
 
 /* Answer the pending alloc once its job is done; true if c may take more lines. */
 static bool job_answered(struct vcmad_ctl_client *c)
@@ -423,7 +457,7 @@ static void process(struct vcmad_ctl_client *c, bool eof, bool *more)
 	if (start) {
 		memmove(c->in, c->in + start, c->in_len - start);
 		c->in_len -= start;
-		c->active_at = c->line_since = vcma_now_ns(); /* what is left began now */
+		c->active_at = c->line_since = vcmad_now(c->ctl->d); /* what is left began now */
 	}
 	if (c->closing || c->doomed || *more || c->job_waiting)
 		return;
@@ -470,7 +504,7 @@ static void client_turn(struct vcmad_ctl_client *c, uint32_t events)
 			eof = true;
 		if (n > 0) {
 			if (!c->in_len)
-				c->line_since = vcma_now_ns();
+				c->line_since = vcmad_now(c->ctl->d);
 			c->in_len += (size_t)n;
 		}
 	} else if ((events & EPOLLHUP) && !(events & EPOLLIN)) {
@@ -578,7 +612,7 @@ static bool evict_idle(struct vcmad_ctl *ctl)
 {
 	static struct vcma_ratelimit rl;
 	struct vcmad_ctl_client *victim = NULL;
-	uint64_t now = vcma_now_ns();
+	uint64_t now = vcmad_now(ctl->d);
 
 	for (struct vcmad_ctl_client *c = ctl->clients; c; c = c->next)
 		if (idle(c) && now - c->active_at >= CTL_EVICT_NS && (!victim || c->active_at < victim->active_at))
@@ -595,17 +629,18 @@ static bool evict_idle(struct vcmad_ctl *ctl)
 	return true;
 }
 
-void vcmad_ctl_tick(struct vcmad *d)
+/* Once a second while clients are connected: close those stalled in the middle of a
+ * request line. */
+static void tick_cb(struct vcma_timer *t)
 {
-	struct vcmad_ctl *ctl = d->ctl;
-	uint64_t now = vcma_now_ns();
+	struct vcmad_ctl *ctl = (struct vcmad_ctl *)((char *)t - offsetof(struct vcmad_ctl, tick));
+	uint64_t now = vcmad_now(ctl->d);
 
-	if (!ctl || now - ctl->ticked_at < 1000000000ull)
-		return;
-	ctl->ticked_at = now;
 	for (struct vcmad_ctl_client *c = ctl->clients; c; c = c->next)
 		if (c->in_len && !c->doomed && !c->job_waiting && now - c->line_since >= CTL_STALL_NS)
 			doom(c, "a request line unfinished for 10 s");
+	if (ctl->clients)
+		vcma_timer_arm(&ctl->d->loop, t, now + 1000000000ull);
 }
 
 static void accept_one(struct vcmad_ctl *ctl, int fd)
@@ -650,7 +685,7 @@ static void accept_one(struct vcmad_ctl *ctl, int fd)
 	}
 	c->ctl = ctl;
 	c->fd = fd;
-	c->active_at = vcma_now_ns();
+	c->active_at = vcmad_now(ctl->d);
 	c->pid = uc.pid;
 	c->uid = uc.uid;
 	c->events = EPOLLIN;
@@ -666,6 +701,8 @@ static void accept_one(struct vcmad_ctl *ctl, int fd)
 	ctl->clients = c;
 	ctl->nclients++;
 	ctl->stats.accepted++;
+	if (!ctl->tick.armed)
+		vcma_timer_arm(&ctl->d->loop, &ctl->tick, vcmad_now(ctl->d) + 1000000000ull);
 	log_debug("ctl: client pid %d uid %u connected", (int)uc.pid, (unsigned int)uc.uid);
 }
 
@@ -701,7 +738,9 @@ int vcmad_ctl_start(struct vcmad *d)
 		return -ENOMEM;
 	ctl->d = d;
 	ctl->fd = -1;
-	ctl->start_ns = vcma_now_ns();
+	vcma_timer_init(&ctl->tick, tick_cb);
+	vcmad_requester_init(&ctl->admin, d, &vcmad_ctl_admin_ops, VCMAD_CTL_ADMIN_GUEST, VCMAD_CTL_ADMIN_NAME, NULL);
+	ctl->start_ns = vcmad_now(ctl->d);
 	ctl->run_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (ctl->run_fd < 0) {
 		rc = -errno;
@@ -780,14 +819,8 @@ void vcmad_ctl_stop(struct vcmad *d)
 	close(ctl->fd);
 	close(ctl->run_fd);
 	unlink(ctl->path);
-	for (uint32_t cursor = 0;;) {
-		const struct vcma_region *r = vcma_regions_next(&d->core.regions, &cursor);
-
-		if (!r)
-			break;
-		if (r->guest == VCMAD_CTL_ADMIN_GUEST && !vcmad_ctl_admin_free(ctl, r->handle))
-			freed++;
-	}
+	vcma_timer_cancel(&d->loop, &ctl->tick);
+	freed = vcmad_requester_gone(&ctl->admin);
 	if (freed)
 		log_info("ctl: %d vcmactl region(s) freed at shutdown", freed);
 	free(ctl);

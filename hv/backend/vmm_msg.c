@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "vcma_sim.h"
-#include "vmm_msg.h"
+#include "backend/vmm_msg.h"
 
 static void run_at(const void *buf, uint32_t i, struct vcma_sim_run *r)
 {

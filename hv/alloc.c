@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: MIT
+/*
+ * alloc.c - the allocation path every requester takes (alloc.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "log.h"
+#include "relend.h"
+#include "vacate.h"
+#include "vcmad.h"
+
+/* An allocation waiting for its window to be vacated. */
+struct vcmad_alloc {
+	struct vcmad_requester *rq; /* NULL once the requester is gone */
+	struct vcmad *d;
+	uint64_t tag;
+	uint64_t bytes;
+	struct vcma_alloc_plan plan;
+	struct vcmad_job *job;
+	struct vcmad_alloc *next; /* in rq->waiting */
+};
+
+void vcmad_requester_init(struct vcmad_requester *rq, struct vcmad *d, const struct vcmad_requester_ops *ops,
+			  uint32_t owner, const char *name, const char *devclass)
+{
+	*rq = (struct vcmad_requester){
+		.d = d, .ops = ops, .owner = owner, .name = name, .devclass = devclass,
+		.max_regions = d->conf.limits.max_regions, .max_bytes = d->conf.limits.max_bytes,
+	};
+}
+
+/* The committed region becomes rq's (take), or the error is final. */
+static int grant(struct vcmad_requester *rq, struct vcma_region *r)
+{
+	struct vcmad *d = rq->d;
+	int rc = rq->ops->take(rq, r);
+
+	if (rc) {
+		log_err("%s: cannot clear region at mfn %#llx: %s", rq->name, (unsigned long long)r->mfn, strerror(-rc));
+		vcma_core_free(&d->core, rq->owner, r->handle);
+		return -EIO;
+	}
+	vcma_regions_set_gpa(&d->core.regions, rq->owner, r->handle, r->gpa);
+	rq->nregions++;
+	rq->bytes += r->nframes << VCMA_PAGE_SHIFT;
+	return 0;
+}
+
+static void answer(struct vcmad_requester *rq, uint64_t tag, int err, const struct vcma_region *r)
+{
+	if (err)
+		rq->failed++;
+	else
+		rq->ok++;
+	rq->ops->answer(rq, tag, err, err ? NULL : r);
+}
+
+static void unwait(struct vcmad_alloc *a)
+{
+	struct vcmad_requester *rq = a->rq;
+
+	if (!rq)
+		return;
+	for (struct vcmad_alloc **pp = &rq->waiting; *pp; pp = &(*pp)->next)
+		if (*pp == a) {
+			*pp = a->next;
+			break;
+		}
+	rq->pending--;
+	rq->pending_bytes -= a->bytes;
+	a->rq = NULL;
+}
+
+/* The window's vacate job ended: commit the region, or give the window up. */
+static int window_done(void *arg, int err)
+{
+	struct vcmad_alloc *a = arg;
+	struct vcmad_requester *rq = a->rq;
+	struct vcmad *d = a->d;
+	struct vcma_region r;
+
+	unwait(a);
+	if (!err && !rq) {
+		log_info("vacate: window in pool %s vacated for a requester that left: released",
+			 a->plan.pool->cfg.name);
+		err = -ESHUTDOWN; /* nobody to give the region to */
+	}
+	if (!err) {
+		err = vcma_core_alloc_finish(&d->core, &a->plan, &r);
+		if (err == -EBUSY) {
+			log_err("vacate: window in pool %s still holds a lent frame after all moves",
+				a->plan.pool->cfg.name);
+			err = -EIO;
+		}
+	}
+	if (err && a->plan.pool)
+		vcma_core_alloc_abort(&d->core, &a->plan);
+	if (!err)
+		err = grant(rq, &r);
+	if (rq)
+		answer(rq, a->tag, err, &r);
+	free(a);
+	return err;
+}
+
+int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_alloc_req *req)
+{
+	struct vcmad *d = rq->d;
+	struct vcma_requester who = { .guest = rq->owner, .name = rq->name, .devclass = rq->devclass };
+	uint64_t bytes = (req->bytes + VCMA_PAGE_SIZE - 1) & ~(uint64_t)(VCMA_PAGE_SIZE - 1);
+	struct vcma_alloc_plan plan;
+	struct vcma_region r;
+	int rc;
+
+	if (d->stop) {
+		answer(rq, tag, -ESHUTDOWN, NULL);
+		return 0;
+	}
+	vcmad_relend_busy(d); /* relending waits for quiet */
+	/* limits count what is promised as well as what is granted: allocations waiting
+	 * for a vacate hold their share (bytes + pending_bytes <= max_bytes) */
+	if (rq->nregions + rq->pending >= rq->max_regions || bytes > rq->max_bytes - rq->bytes - rq->pending_bytes) {
+		answer(rq, tag, -ENOBUFS, NULL);
+		return 0;
+	}
+	rc = vcma_core_alloc_begin(&d->core, &who, req, &plan);
+	if (!rc && plan.w.nlent_free + plan.w.nlent_used) {
+		/* lent frames in the window: answer when they are vacated */
+		struct vcmad_alloc *a = calloc(1, sizeof(*a));
+
+		rc = -ENOMEM;
+		if (a) {
+			*a = (struct vcmad_alloc){ .rq = rq, .d = d, .tag = tag, .bytes = plan.w.count << VCMA_PAGE_SHIFT,
+						   .plan = plan, .next = rq->waiting };
+			rq->waiting = a;
+			rq->pending++;
+			rq->pending_bytes += a->bytes;
+			rc = vcmad_vacate_window(d, plan.pool, plan.w.start, plan.w.count, window_done, a, &a->job);
+			if (!rc)
+				return VCMAD_ALLOC_WAITING; /* window_done may have answered already */
+			unwait(a);
+			free(a);
+		}
+		vcma_core_alloc_abort(&d->core, &plan);
+	} else if (!rc) {
+		rc = vcma_core_alloc_finish(&d->core, &plan, &r);
+		if (rc == -EBUSY)
+			vcma_core_alloc_abort(&d->core, &plan);
+		if (!rc)
+			rc = grant(rq, &r);
+	}
+	answer(rq, tag, rc, &r);
+	return 0;
+}
+
+/* busy: a FREE the requester asked for (relending waits for quiet after it); not
+ * when a requester's regions go with it. */
+static int free_region(struct vcmad_requester *rq, uint64_t handle, bool busy)
+{
+	struct vcmad *d = rq->d;
+	const struct vcma_region *r = vcma_core_lookup(&d->core, rq->owner, handle);
+	struct vcma_region copy;
+	int rc;
+
+	if (!r)
+		return -ENOENT;
+	copy = *r;
+	rc = vcma_core_free(&d->core, rq->owner, handle);
+	if (rc)
+		return rc;
+	/* release the memory; the next owner gets zeros either way */
+	rq->ops->release(rq, &copy);
+	rq->nregions--;
+	rq->bytes -= copy.nframes << VCMA_PAGE_SHIFT;
+	if (busy)
+		vcmad_relend_busy(d); /* its frames are idle; relending waits for quiet */
+	else
+		vcmad_relend_kick(d);
+	return 0;
+}
+
+int vcmad_free(struct vcmad_requester *rq, uint64_t handle)
+{
+	return free_region(rq, handle, true);
+}
+
+void vcmad_alloc_drop(struct vcmad_requester *rq, uint64_t tag)
+{
+	for (struct vcmad_alloc *a = rq->waiting; a; a = a->next)
+		if (a->tag == tag) {
+			unwait(a); /* the job goes on and lets its window go (window_done) */
+			return;
+		}
+}
+
+static void drop_waiting(struct vcmad_requester *rq)
+{
+	while (rq->waiting) {
+		struct vcmad_alloc *a = rq->waiting;
+
+		/* the job goes on and lets its window go when it ends (window_done) */
+		unwait(a);
+	}
+}
+
+int vcmad_requester_gone(struct vcmad_requester *rq)
+{
+	struct vcmad *d = rq->d;
+	int freed = 0;
+
+	drop_waiting(rq);
+	for (uint32_t cursor = 0;;) {
+		const struct vcma_region *r = vcma_regions_next(&d->core.regions, &cursor);
+
+		if (!r)
+			break;
+		if (r->guest == rq->owner && !free_region(rq, r->handle, false))
+			freed++;
+	}
+	return freed;
+}
+
+void vcmad_requester_abandon(struct vcmad_requester *rq)
+{
+	drop_waiting(rq);
+}

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * alloc.h - the one allocation path, for every requester: a guest's ring (guest.c)
+ * and the operator's test allocations (ctl/). Policy and search are the core's; when
+ * the cheapest window holds lent frames, a vacate job empties it first (vacate.h)
+ * and the answer comes when the job ends.
+ *
+ *   vcmad_alloc()  limits (counting what is promised) -> core begin (policy, search,
+ *                  claim) -> [vacate job] -> core finish -> rq->ops->take -> answer
+ *
+ * A requester says how a region becomes its own (take: clear the memory, record
+ * where it sees it), how it is answered, and how a freed region is released. The
+ * path keeps its counts: live regions and bytes, and ALLOCs waiting for a vacate,
+ * which hold their share of max_regions / max_bytes until answered.
+ */
+#ifndef VCMA_HV_ALLOC_H
+#define VCMA_HV_ALLOC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core.h"
+
+struct vcmad;
+struct vcmad_requester;
+struct vcmad_alloc;
+
+struct vcmad_requester_ops {
+	/* Region r is committed to the requester: make it ready (its memory zero as the
+	 * requester sees it; fill r->gpa). 0, or -errno: the region is freed again and
+	 * the allocation fails with that error. */
+	int (*take)(struct vcmad_requester *rq, struct vcma_region *r);
+	/* The answer to the allocation tagged `tag`: err 0 with the region, or -errno. */
+	void (*answer)(struct vcmad_requester *rq, uint64_t tag, int err, const struct vcma_region *r);
+	/* Region r was freed: release what it held in the requester's view. */
+	void (*release)(struct vcmad_requester *rq, const struct vcma_region *r);
+};
+
+struct vcmad_requester {
+	struct vcmad *d;
+	const struct vcmad_requester_ops *ops;
+	uint32_t owner; /* the guest id regions are recorded under */
+	const char *name;
+	const char *devclass; /* NULL: none */
+	uint32_t max_regions;
+	uint64_t max_bytes;
+	/* counts */
+	uint32_t nregions, pending; /* live; waiting for a vacate */
+	uint64_t bytes, pending_bytes;
+	uint64_t ok, failed;
+	struct vcmad_alloc *waiting; /* allocations waiting for a vacate */
+};
+
+void vcmad_requester_init(struct vcmad_requester *rq, struct vcmad *d, const struct vcmad_requester_ops *ops,
+			  uint32_t owner, const char *name, const char *devclass);
+
+#define VCMAD_ALLOC_WAITING 1 /* answered later, when the vacate job ends */
+
+/* Allocate for rq: 0 when answered already (ops->answer ran, OK or not),
+ * VCMAD_ALLOC_WAITING when the window is being vacated. */
+int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_alloc_req *req);
+/* Whoever waited for the allocation tagged `tag` is gone: it gets no answer, and its
+ * window is released when its vacate job ends. */
+void vcmad_alloc_drop(struct vcmad_requester *rq, uint64_t tag);
+/* Free one of rq's regions: 0, -ENOENT (not rq's, stale, garbage), -EIO. */
+int vcmad_free(struct vcmad_requester *rq, uint64_t handle);
+/* The requester is going: allocations waiting are dropped (their windows released
+ * when their jobs end; no answer), every region freed. Returns how many. */
+int vcmad_requester_gone(struct vcmad_requester *rq);
+/* vcmad exits with rq attached: drop what waits, keep the regions as they are. */
+void vcmad_requester_abandon(struct vcmad_requester *rq);
+
+#endif

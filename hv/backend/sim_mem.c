@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sim_mem.c - the sim backend's machine memory: one sparse, sealed memfd. Pools and
+ * ordinary memory are frame ranges of it; simulated VMs map their RAM from it frame
+ * run by frame run as their p2m says (the VM control half is sim_vmm.c).
+ *
+ * Ordinary memory is kept zeroed while it is free: the memfd starts sparse, and
+ * ram_free clears frames in place before they go back (resident, so the next owner,
+ * a page copied while its VM is paused, takes no page fault). So ram_alloc hands out
+ * zeros without clearing anything (a VMM, which maps all of machine memory, could
+ * scribble on free frames: a new VM's RAM is zeroed again by vm.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "backend/sim_backend.h"
+#include "log.h"
+
+#define SIM_PAGE 4096ull
+
+struct sim_mem {
+	int fd;
+	uint8_t *map; /* vcmad's own mapping of all of it */
+	struct vcma_memrange ordinary;
+};
+
+static struct sim_mem *sm(const struct vcmad_backend *be)
+{
+	return be->priv;
+}
+
+static bool in_range(const struct vcmad_backend *be, uint64_t mfn, uint64_t count)
+{
+	uint64_t frames = be->machine_bytes / SIM_PAGE;
+
+	return mfn <= frames && count <= frames - mfn;
+}
+
+static int sim_zero(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
+{
+	if (!in_range(be, mfn, count))
+		return -EINVAL;
+	/* Punching a hole in shmem frees the pages; the next touch reads zeros. */
+	if (fallocate(sm(be)->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(mfn * SIM_PAGE),
+		      (off_t)(count * SIM_PAGE)))
+		return -errno;
+	return 0;
+}
+
+static int sim_copy(struct vcmad_backend *be, uint64_t dst, uint64_t src, uint64_t count)
+{
+	if (!in_range(be, dst, count) || !in_range(be, src, count))
+		return -EINVAL;
+	memcpy(sm(be)->map + dst * SIM_PAGE, sm(be)->map + src * SIM_PAGE, count * SIM_PAGE);
+	return 0;
+}
+
+static int sim_touch(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
+{
+	if (!in_range(be, mfn, count))
+		return -EINVAL;
+	for (uint64_t i = 0; i < count; i++)
+		*(volatile uint8_t *)(sm(be)->map + (mfn + i) * SIM_PAGE) = 0; /* the page reads as zero already */
+	return 0;
+}
+
+static int sim_read(struct vcmad_backend *be, uint64_t mfn, uint64_t off, void *buf, size_t len)
+{
+	if (mfn > be->machine_bytes / SIM_PAGE || off > be->machine_bytes - mfn * SIM_PAGE ||
+	    len > be->machine_bytes - mfn * SIM_PAGE - off)
+		return -EINVAL;
+	memcpy(buf, sm(be)->map + mfn * SIM_PAGE + off, len);
+	return 0;
+}
+
+static void sim_fini(struct vcmad_backend *be)
+{
+	struct sim_mem *m = sm(be);
+
+	if (!m)
+		return;
+	if (m->map)
+		munmap(m->map, be->machine_bytes);
+	if (m->fd >= 0)
+		close(m->fd);
+	vcma_memrange_fini(&m->ordinary);
+	free(m);
+	be->priv = NULL;
+}
+
+static int sim_init(struct vcmad_backend *be, uint64_t bytes, const struct vcma_pool_range *pools, uint32_t npools)
+{
+	uint64_t frames = bytes / SIM_PAGE, cursor = 0;
+	struct sim_mem *m = calloc(1, sizeof(*m));
+	int rc;
+
+	if (!m)
+		return -ENOMEM;
+	be->priv = m;
+	m->fd = -1;
+	vcma_memrange_init(&m->ordinary);
+	m->fd = memfd_create("vcma-machine", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (m->fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	/* F_SEAL_SEAL too: a VMM that maps it cannot seal vcmad out of writing or
+	 * punching it (PROTOCOL.md §8.4) */
+	if (ftruncate(m->fd, (off_t)bytes) || fcntl(m->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+		rc = -errno;
+		goto fail;
+	}
+	m->map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd, 0);
+	if (m->map == MAP_FAILED) {
+		rc = -errno;
+		m->map = NULL;
+		goto fail;
+	}
+	be->machine_bytes = bytes;
+	/* ordinary memory = everything between the pools (pools are sorted by mfn) */
+	for (uint32_t i = 0; i <= npools; i++) {
+		uint64_t end = i < npools ? pools[i].mfn : frames;
+
+		if (end > cursor && (rc = vcma_memrange_free(&m->ordinary, cursor, end - cursor)))
+			goto fail;
+		if (i < npools)
+			cursor = pools[i].mfn + pools[i].count;
+	}
+	return 0;
+fail:
+	sim_fini(be);
+	return rc;
+}
+
+/* Free ordinary memory is zero already (see the top of this file). */
+static int sim_ram_alloc(struct vcmad_backend *be, uint64_t frames, struct vcma_extent *runs, uint32_t max_runs)
+{
+	return vcma_memrange_alloc(&sm(be)->ordinary, frames, runs, max_runs);
+}
+
+/*
+ * Freed ordinary memory is cleared in place, not punched: like a host's free RAM it
+ * stays resident and zeroed, so the next owner (a VM's page moved off a pool frame,
+ * copied while the VM is paused) does not take a page fault per page. Pool frames
+ * are punched (sim_zero) when regions and lent frames are released.
+ */
+static void sim_ram_free(struct vcmad_backend *be, const struct vcma_extent *runs, uint32_t nruns)
+{
+	struct sim_mem *m = sm(be);
+
+	for (uint32_t i = 0; i < nruns; i++) {
+		int rc;
+
+		if (!in_range(be, runs[i].start, runs[i].count)) {
+			log_err("sim: freed guest RAM at mfn %#llx is outside machine memory",
+				(unsigned long long)runs[i].start);
+			continue;
+		}
+		memset(m->map + runs[i].start * SIM_PAGE, 0, runs[i].count * SIM_PAGE);
+		rc = vcma_memrange_free(&m->ordinary, runs[i].start, runs[i].count);
+		if (rc)
+			log_err("sim: guest RAM at mfn %#llx freed twice", (unsigned long long)runs[i].start);
+	}
+}
+
+static uint64_t sim_ram_free_frames(const struct vcmad_backend *be)
+{
+	return sm(be)->ordinary.free_frames;
+}
+
+int vcmad_sim_machine_fd(const struct vcmad_backend *be)
+{
+	return be->type == &vcmad_backend_sim && be->priv ? sm(be)->fd : -ENODEV;
+}
+
+static const struct vcmad_mem_ops sim_mem_ops = {
+	.init = sim_init,
+	.fini = sim_fini,
+	.zero = sim_zero,
+	.copy = sim_copy,
+	.touch = sim_touch,
+	.read = sim_read,
+	.ram_alloc = sim_ram_alloc,
+	.ram_free = sim_ram_free,
+	.ram_free_frames = sim_ram_free_frames,
+};
+
+extern const struct vcmad_vm_ops vcmad_sim_vm_ops; /* sim_vmm.c */
+
+const struct vcmad_backend_type vcmad_backend_sim = {
+	.name = "sim",
+	.mem = &sim_mem_ops,
+	.vm = &vcmad_sim_vm_ops,
+};
+
+const struct vcmad_backend_type *const vcmad_backends[] = { &vcmad_backend_sim, NULL };
+
+const struct vcmad_backend_type *vcmad_backend_find(const char *name)
+{
+	for (size_t i = 0; vcmad_backends[i]; i++)
+		if (!strcmp(vcmad_backends[i]->name, name))
+			return vcmad_backends[i];
+	return NULL;
+}
