@@ -14,9 +14,9 @@ VCMAD, SIMVM, VCMACTL = sys.argv[1], sys.argv[2], sys.argv[3]
 set_tools(vcmactl=VCMACTL, simvm=SIMVM)
 
 
-def allocate(d, size, n=3):
+def allocate(d, size, *extra, n=3):
     r = simvm(d, "camera", "--ram", "4M", "--workload", "idle", "--alloc", size, "--max-regions", "1", "--count", n,
-              "--duration", "30")
+              "--duration", "30", *extra)
     return vm_summary(r, "the allocating guest")["sizes"][0]
 
 
@@ -86,6 +86,8 @@ for p, n in ((big, "big"), (filler, "filler")):
 d.stop()
 
 # ---- 3. a VM killed in the middle of being vacated ----
+# The bystander allocates from a pool of its own: were it to allocate in pool main, its
+# first region would vacate the doomed VM's pages and kill it before the test's does.
 d = Vcmad(VCMAD, """
 [daemon]
 lend_share = 100%
@@ -94,14 +96,25 @@ relend_idle_ms = 100000
 memory = 512M
 [pool main]
 size = 32M
+[pool other]
+size = 16M
+lendable = no
 """)
 doomed = simvm(d, "doomed", "--ram", "32M", "--vcpus", "1", "--exit-on-pause", "--alloc", "none", "--duration", "10")
-bystander = simvm(d, "bystander", "--ram", "16M", "--vcpus", "1", "--alloc", "1M", "--max-regions", "2",
-                  "--duration", "3")
+pool_full(d, "the doomed VM's RAM to fill pool main")
+bystander = simvm(d, "bystander", "--ram", "16M", "--vcpus", "1", "--alloc", "1M", "--pool", "other",
+                  "--max-regions", "2", "--duration", "3")
 wait_attached(d, "doomed", "bystander")
-z = allocate(d, "8M", n=1)
+mark = d.log_mark()
+check(doomed.poll() is None, "the doomed VM is alive, its RAM all of pool main, when the allocation comes")
+z = allocate(d, "8M", "--pool", "main", n=1)
 check(z["ok"] == 1, "the allocation completes once the dead VM's frames come back")
 doomed.communicate(timeout=30)
+dm = ctl(d, "stats")["daemon"]
+check(doomed.returncode == 0 and "(doomed) detached" in d.log_since(mark)
+      and dm["vacate_jobs_ok"] == 1 and dm["vacate_jobs_failed"] == 0,
+      "it was that allocation's vacate job that paused the doomed VM, which died of it (%d job ok, %d failed)"
+      % (dm["vacate_jobs_ok"], dm["vacate_jobs_failed"]))
 s = vm_summary(bystander, "bystander")
 check(s["corruptions"] == 0 and s["errors"] == 0, "the bystander VM saw no error")
 f = wait_until(lambda f: f["free"] == f["total"], 10, "the gone VMs' frames back in pool main", probe=lambda: frames(d))
