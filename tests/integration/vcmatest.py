@@ -7,9 +7,10 @@ Conventions every test follows:
   (counts, timings) that assert nothing. fail(msg) prints "FAIL: msg" and exits 1.
 * Tests wait for what they can observe, never for a while: wait_until(predicate,
   timeout, what) polls (10 ms, growing to 100 ms) until predicate() is truthy and fails
-  with `what` and the last value seen when the timeout passes. A time.sleep() is only
-  allowed where time passing is itself the thing under test (an audit period, a
-  timeout that must run out), with a comment saying so.
+  with `what` and the last value seen when the timeout passes; poll_until() is the same
+  without failing, for a caller whose own check() reports the outcome. A time.sleep()
+  is only allowed where time passing is itself the thing under test (an audit period,
+  a timeout that must run out), with a comment saying so.
 * Skips are never silent:
   - a test whose essential part cannot run here calls skip(reason): it prints
     "SKIP: reason" and exits 77, which meson reports as SKIP;
