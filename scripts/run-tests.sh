@@ -2,21 +2,38 @@
 # Install what is missing, then build and run the whole test suite: under
 # AddressSanitizer + UBSan, the libFuzzer targets for a bounded time (clang), then a
 # -Werror build whose summary ends the run. Every pass runs even when an earlier one
-# failed; the exit status is non-zero if any did.
+# failed; the exit status is non-zero if any did. A test that had to leave part of
+# itself out passes with a "PARTIAL: test: reasons" line (tests/integration/vcmatest.py):
+# those lines of a pass are printed just above its meson summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh --for tests || exit 1
 
 failed=()
+# meson test's output, with the PARTIAL lines the tests appended to file $1 put in just
+# before its summary ("Summary of Failures:" or "Ok:"), which stays the last thing said
+partial_above_summary() {
+	awk -v f="$1" '!done && /^(Summary of Failures:|Ok: )/ {
+		while ((getline l < f) > 0) { print l; n++ }
+		if (n) print ""
+		done = 1
+	}
+	{ print; fflush() }'
+}
 pass() { # name, build dir, meson test options...; SETUP holds the meson setup options
-	local name=$1 dir=$2
+	local name=$1 dir=$2 partial rc
 	shift 2
 	echo "== $name pass =="
 	if ! scripts/build.sh "$dir" "${SETUP[@]}"; then
 		failed+=("$name (build)")
 		return
 	fi
-	meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" || failed+=("$name")
+	partial=$(mktemp)
+	VCMA_PARTIAL_LOG=$partial meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" |
+		partial_above_summary "$partial"
+	rc=${PIPESTATUS[0]}
+	rm -f "$partial"
+	[ "$rc" -eq 0 ] || failed+=("$name")
 }
 
 SETUP=(-Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false)

@@ -6,13 +6,14 @@ Every allocation must succeed (the pool always has enough free + lent frames), n
 page may be corrupted by the pause/copy/remap moves, and once the host is idle the
 pool must be fully lent again."""
 import json
-import subprocess
 import sys
 import time
 
-from vcmatest import Vcmad, check, fail
+from vcmatest import (CtlConn, Vcmad, check, ctl, fail, frames, lent, log, set_tools, simvm, vcmactl, vm_summary,
+                      wait_until)
 
 VCMAD, SIMVM, VCMACTL = sys.argv[1], sys.argv[2], sys.argv[3]
+set_tools(vcmactl=VCMACTL, simvm=SIMVM)
 
 CONFIG = """
 [daemon]
@@ -29,142 +30,113 @@ size = 128M
 """
 
 
-def pool(d, name="main"):
-    r = subprocess.run([VCMACTL, "--socket", d.ctl, "--json", "pool", "show", name],
-                       capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        fail("vcmactl pool show: " + r.stderr)
-    return json.loads(r.stdout)
-
-
-def frames(d):
-    return pool(d)["frames"]
+def fully_lent(d, what):
+    """Wait until every frame of pool main is lent and none claimed (the VMs' RAM fills
+    it; after a vacate, relending after relend_idle_ms fills it again)."""
+    return wait_until(lambda f: lent(f) == f["total"] and f["claimed"] == 0, 30, what, probe=lambda: frames(d))
 
 
 d = Vcmad(VCMAD, CONFIG)
-d.ctl = d.sock.replace("vcmad.sock", "vcmad-ctl.sock")
 
-vms = [subprocess.Popen([SIMVM, "--socket", d.sock, "--name", "vm%d" % i, "--ram", "32M", "--vcpus", "1",
-                         "--alloc", "none", "--duration", "600", "--json", "--seed", str(i + 1)],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
-time.sleep(1.0)
-f = frames(d)
-check(f["lent_used"] + f["lent_free"] == f["total"], "the 4 VMs' RAM fills the pool: %d of %d frames lent"
-      % (f["lent_used"] + f["lent_free"], f["total"]))
+vms = [simvm(d, "vm%d" % i, "--ram", "32M", "--vcpus", "1", "--alloc", "none", "--duration", "600",
+             "--seed", str(i + 1)) for i in range(4)]
+f = fully_lent(d, "the 4 VMs' RAM to fill pool main")
+check(lent(f) == f["total"], "the 4 VMs' RAM fills the pool: %d of %d frames lent" % (lent(f), f["total"]))
 
 # vcmactl's test allocation is served as a guest's: its window is vacated first
-r = subprocess.run([VCMACTL, "--socket", d.ctl, "--json", "alloc", "--pool", "main", "8M"], capture_output=True,
-                   text=True, timeout=60)
+r = vcmactl(d, "--json", "alloc", "--pool", "main", "8M")
 check(r.returncode == 0, "vcmactl alloc 8M in the fully lent pool succeeds: %s" % r.stderr.strip())
 reg = json.loads(r.stdout)
 f = frames(d)
 check(reg["size_bytes"] == 8 << 20 and f["region"] == 2048 and f["claimed"] == 0,
       "the test region holds 2048 frames vacated for it (frames now %s)" % f)
-r = subprocess.run([VCMACTL, "--socket", d.ctl, "free", reg["handle"]], capture_output=True, text=True, timeout=30)
+r = vcmactl(d, "free", reg["handle"])
 check(r.returncode == 0 and frames(d)["region"] == 0, "and vcmactl free gives them back")
 # a control client that asks for a vacating allocation and hangs up at once: the
 # window is released when the job ends, nothing is left claimed or allocated
-import socket  # noqa: E402
-time.sleep(1.0)  # relend_idle_ms: the pool fills up again
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(d.ctl)
-s.sendall(b'{"version":1,"id":7,"cmd":"alloc","bytes":8388608,"pool":"main"}\n')
+fully_lent(d, "relending to fill the pool again after the free")
+s = CtlConn(d)
+s.send(b'{"version":1,"id":7,"cmd":"alloc","bytes":8388608,"pool":"main"}\n')
 s.close()
-deadline = time.time() + 30
-while time.time() < deadline and "vacated for a requester that left" not in d.logtext():
-    time.sleep(0.1)
+wait_until(lambda: "vacated for a requester that left" in d.logtext(), 30,
+           "vcmad to log the hung-up client's vacate job ending")
 check(d.logtext().count("ctl: alloc requested") == 2 and "vacated for a requester that left" in d.logtext(),
-      "the hung-up client's allocation was taken and its vacate job stopped%s"
-      % ("" if "vacated for a requester that left" in d.logtext() else ":\n" + d.logtext()[-1500:]))
-time.sleep(0.2)
-f = frames(d)
-st_regions = json.loads(subprocess.run([VCMACTL, "--socket", d.ctl, "--json", "regions"], capture_output=True,
-                                       text=True, timeout=30).stdout)
+      "the hung-up client's allocation was taken and its vacate job stopped")
+f = wait_until(lambda f: f["claimed"] == 0 and f["region"] == 0, 10, "the abandoned window released",
+               probe=lambda: frames(d))
+st_regions = ctl(d, "regions")
 check(f["claimed"] == 0 and f["region"] == 0 and st_regions["count"] == 0,
       "a client gone while its allocation vacated leaves nothing claimed or allocated (%s)" % f)
 
 # answers keep the order of requests: a status sent right behind a vacating alloc is
 # answered after it
-time.sleep(1.0)
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(d.ctl)
-s.sendall(b'{"version":1,"id":1,"cmd":"alloc","bytes":4194304,"pool":"main"}\n{"version":1,"id":2,"cmd":"status"}\n')
-buf = b""
-s.settimeout(30)
-while buf.count(b"\n") < 2:
-    chunk = s.recv(65536)
-    if not chunk:
-        fail("vcmad closed the control connection")
-    buf += chunk
+fully_lent(d, "relending to fill the pool again after the abandoned vacate")
+
+
+def vacated(d):
+    """Pool frames vacated for allocations so far (relending moves pages the other way)."""
+    p = [p for p in ctl(d, "stats")["pools"] if p["name"] == "main"][0]
+    return p["vacated_lent_used"] + p["vacated_lent_free"]
+
+
+vacated0 = vacated(d)
+s = CtlConn(d, timeout=30)
+s.send(b'{"version":1,"id":1,"cmd":"alloc","bytes":4194304,"pool":"main"}\n{"version":1,"id":2,"cmd":"status"}\n')
+a1, a2 = s.line(), s.line()
 s.close()
-a1, a2 = (json.loads(x) for x in buf.split(b"\n")[:2])
-check(a1["id"] == 1 and a1["ok"] and a1["result"]["size_bytes"] == 4 << 20 and a2["id"] == 2 and a2["ok"],
-      "alloc then status on one connection: answered in that order, the alloc vacated its window")
-r = subprocess.run([VCMACTL, "--socket", d.ctl, "free", a1["result"]["handle"]], capture_output=True, text=True,
-                   timeout=30)
+if a1 is None or a2 is None:
+    fail("vcmad closed the control connection")
+check(a1["id"] == 1 and a1["ok"] and a1["result"]["size_bytes"] == 4 << 20 and a2["id"] == 2 and a2["ok"]
+      and vacated(d) - vacated0 == 1024,
+      "alloc then status on one connection: answered in that order, the alloc vacated its window (1024 lent frames)")
+r = vcmactl(d, "free", a1["result"]["handle"])
 check(r.returncode == 0, "the test region is freed")
 
 # the allocating guest: one region at a time, each one needs a window vacated
 t0 = time.time()
-alloc = subprocess.run([SIMVM, "--socket", d.sock, "--name", "camera", "--ram", "4M", "--workload", "idle",
-                        "--alloc", "1M,2M,4M,8M", "--max-regions", "1", "--count", "1000", "--interval-ms", "10",
-                        "--duration", "300",
-                        "--json"], capture_output=True, text=True, timeout=400)
+alloc = simvm(d, "camera", "--ram", "4M", "--workload", "idle", "--alloc", "1M,2M,4M,8M", "--max-regions", "1",
+              "--count", "1000", "--interval-ms", "10", "--duration", "300")
+s = vm_summary(alloc, "the allocating guest", timeout=400)
 took = time.time() - t0
-sys.stderr.write(alloc.stderr[-2000:])
 check(alloc.returncode == 0, "the allocating guest finished without error")
-s = json.loads(alloc.stdout)
 attempts = sum(z["attempts"] for z in s["sizes"])
 ok = sum(z["ok"] for z in s["sizes"])
 check(attempts >= 1000, "%d allocations of 1-8 MiB were made" % attempts)
 check(ok == attempts, "every one succeeded (%d of %d): free + lent frames always covered it" % (ok, attempts))
 check(s["pattern_errors"] == 0, "every region's DMA pattern read back")
 
-r = subprocess.run([VCMACTL, "--socket", d.ctl, "--json", "stats"], capture_output=True, text=True, timeout=30)
-stats = json.loads(r.stdout)
+stats = ctl(d, "stats")
 st = [p for p in stats["pools"] if p["name"] == "main"][0]
 pl = stats["daemon"]["pause_latency"]
 check(pl["count"] > 0 and pl["p50_ns"] <= pl["p99_ns"] <= pl["max_ns"] and stats["daemon"]["vacate_jobs_failed"] == 1,
       "vcmad counted %d VM pauses (p50 %.0f us, p99 %.0f us, max %.0f us) and one failed vacate job, the abandoned one"
       % (pl["count"], pl["p50_ns"] / 1e3, pl["p99_ns"] / 1e3, pl["max_ns"] / 1e3))
-print("allocation took %.1f s; pages vacated: %d used (copied), %d free (dropped)"
-      % (took, st["vacated_lent_used"], st["vacated_lent_free"]))
+log("allocation took %.1f s; pages vacated: %d used (copied), %d free (dropped)"
+    % (took, st["vacated_lent_used"], st["vacated_lent_free"]))
 check(st["vacated_lent_used"] >= 4 * 2048, "windows were really vacated: %d lent pages moved out"
       % st["vacated_lent_used"])
 
 # idle: the daemon moves the VMs' pages back onto the pool
-deadline = time.time() + 60
-while time.time() < deadline:
-    f = frames(d)
-    if f["free"] == 0 and f["claimed"] == 0:
-        break
-    time.sleep(0.2)
-dm = json.loads(subprocess.run([VCMACTL, "--socket", d.ctl, "--json", "stats"], capture_output=True, text=True,
-                               timeout=30).stdout)["daemon"]
+f = wait_until(lambda f: f["free"] == 0 and f["claimed"] == 0, 60, "relending to refill pool main once idle",
+               probe=lambda: frames(d))
+dm = ctl(d, "stats")["daemon"]
 check(dm["ordinary_reserved_frames"] == 0, "idle, no ordinary memory is reserved for moves")
-check(f["free"] == 0 and f["lent_used"] + f["lent_free"] == f["total"],
-      "idle again, the pool is fully lent (free %d, lent %d of %d)" % (f["free"], f["lent_used"] + f["lent_free"],
-                                                                      f["total"]))
+check(f["free"] == 0 and lent(f) == f["total"],
+      "idle again, the pool is fully lent (free %d, lent %d of %d)" % (f["free"], lent(f), f["total"]))
 
 for p in vms:
     p.terminate()
-sums = []
-for i, p in enumerate(vms):
-    out, err = p.communicate(timeout=60)
-    try:
-        sums.append(json.loads(out))
-    except ValueError:
-        fail("vm%d printed no summary (exit %d): %s" % (i, p.returncode, err[-500:]))
+sums = [vm_summary(p, "vm%d" % i, timeout=60) for i, p in enumerate(vms)]
 for s in sums:
     check(s["corruptions"] == 0 and s["errors"] == 0,
           "%s: %d pages verified, no corruption through %d pauses and %d remapped pages"
           % (s["name"], s["vcpu_pages_verified"], s["pauses"]["count"], s["remapped_pages"]))
 check(sum(s["remapped_pages"] for s in sums) > 0, "pages were really moved under the running VMs")
 pauses = [s["pauses"] for s in sums]
-print("pause p99 per VM (us): %s, max %s" % ([p["p99_us"] for p in pauses], [p["max_us"] for p in pauses]))
-time.sleep(0.5)
-f = frames(d)
+log("pause p99 per VM (us): %s, max %s" % ([p["p99_us"] for p in pauses], [p["max_us"] for p in pauses]))
+f = wait_until(lambda f: f["free"] == f["total"], 10, "the gone VMs' frames back in pool main",
+               probe=lambda: frames(d))
 check(f["free"] == f["total"], "with every VM gone, every pool frame is free (%d of %d)" % (f["free"], f["total"]))
-log = d.stop()
-check("protocol violation" not in log, "no VM was cut off")
+text = d.stop()
+check("protocol violation" not in text, "no VM was cut off")
 print("PASS")

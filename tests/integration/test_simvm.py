@@ -3,13 +3,12 @@
 byte they wrote reads back (vCPU RAM and region patterns), frees return the frames,
 a one-page request to a shared pool is told to use normal memory, and quota
 exhaustion is refused with a clear error."""
-import json
-import subprocess
 import sys
 
-from vcmatest import Vcmad, check, fail, query_pool
+from vcmatest import Vcmad, check, query_pool, set_tools, simvm, vm_summary
 
 VCMAD, SIMVM = sys.argv[1], sys.argv[2]
+set_tools(simvm=SIMVM)
 
 CONFIG = """
 [daemon]
@@ -28,22 +27,6 @@ bind = class:camera
 """
 
 
-def simvm(d, name, *args):
-    return subprocess.Popen([SIMVM, "--socket", d.sock, "--name", name, "--json"] + list(args),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(p, what):
-    out, err = p.communicate(timeout=120)
-    sys.stderr.write(err)
-    if p.returncode != 0:
-        fail("%s exited %d: %s" % (what, p.returncode, err.strip()[-500:]))
-    try:
-        return json.loads(out)
-    except ValueError:
-        fail("%s printed no JSON summary: %r" % (what, out[:300]))
-
-
 d = Vcmad(VCMAD, CONFIG)
 pool_bytes, free_before, _ = query_pool(d.sock, "main")
 check(pool_bytes == 192 << 20 and free_before == pool_bytes, "pool main is 192 MiB and all allocatable before the VMs")
@@ -52,7 +35,7 @@ check(pool_bytes == 192 << 20 and free_before == pool_bytes, "pool main is 192 M
 # allocating 1-8 MiB regions and writing/verifying DMA patterns in them
 vms = [simvm(d, "vm%d" % i, "--ram", "32M", "--vcpus", "2", "--alloc", "1M,2M,4M,8M",
              "--max-regions", "4", "--duration", "4", "--seed", str(i + 1)) for i in range(4)]
-sums = [finish(p, "vm%d" % i) for i, p in enumerate(vms)]
+sums = [vm_summary(p, "vm%d" % i) for i, p in enumerate(vms)]
 
 for s in sums:
     name = s["name"]
@@ -80,26 +63,26 @@ _, free_after, mine = query_pool(d.sock, "main")
 check(free_after == pool_bytes, "every frame went back to the pool after the VMs exited")
 
 # one page from the shared pool: use normal memory; the camera's own pool serves it
-s = finish(simvm(d, "tiny", "--ram", "8M", "--workload", "idle", "--alloc", "4K", "--duration", "0.5"), "tiny")
+s = vm_summary(simvm(d, "tiny", "--ram", "8M", "--workload", "idle", "--alloc", "4K", "--duration", "0.5"), "tiny")
 z = s["sizes"][0]
 check(z["attempts"] > 0 and z["ok"] == 0 and z["refused"].get("ERANGE", 0) == z["attempts"],
       "one-page requests to the shared pool are answered 'use normal memory' (ERANGE)")
-s = finish(simvm(d, "cam", "--class", "camera", "--ram", "8M", "--workload", "idle", "--alloc", "4K",
-                 "--duration", "0.5"), "cam")
+s = vm_summary(simvm(d, "cam", "--class", "camera", "--ram", "8M", "--workload", "idle", "--alloc", "4K",
+                     "--duration", "0.5"), "cam")
 check(s["sizes"][0]["ok"] > 0, "the camera class gets one-page regions from its exclusive pool")
 
 # quota: 40M per guest in main; 8M regions, up to 8 held -> the sixth is refused
-p = subprocess.run([SIMVM, "--socket", d.sock, "--name", "greedy", "--ram", "8M", "--workload", "idle",
-                    "--alloc", "8M", "--max-regions", "8", "--duration", "1"],
-                   capture_output=True, text=True, timeout=60)
+p = simvm(d, "greedy", "--ram", "8M", "--workload", "idle", "--alloc", "8M", "--max-regions", "8", "--duration", "1",
+          as_json=False)
+out, _ = p.communicate(timeout=60)
 check(p.returncode == 0, "the greedy VM finishes normally")
-check("quota" in p.stdout.lower(), "quota exhaustion is reported in words: %s" %
-      [l for l in p.stdout.splitlines() if "8 MiB" in l or "8M" in l][:2])
-s = finish(simvm(d, "greedy2", "--ram", "8M", "--workload", "idle", "--alloc", "8M", "--max-regions", "8",
-                 "--duration", "1"), "greedy2")
+check("quota" in out.lower(), "quota exhaustion is reported in words: %s" %
+      [line for line in out.splitlines() if "8 MiB" in line or "8M" in line][:2])
+s = vm_summary(simvm(d, "greedy2", "--ram", "8M", "--workload", "idle", "--alloc", "8M", "--max-regions", "8",
+                     "--duration", "1"), "greedy2")
 check(s["sizes"][0]["refused"].get("EDQUOT", 0) > 0, "the sixth 8 MiB region is refused with EDQUOT")
 check(s["sizes"][0]["ok"] >= 5, "five 8 MiB regions fit the 40 MiB quota")
 
-log = d.stop()
-check("protocol violation" not in log, "no well-behaved VM was cut off")
+text = d.stop()
+check("protocol violation" not in text, "no well-behaved VM was cut off")
 print("PASS")

@@ -19,26 +19,25 @@ import mmap
 import os
 import select
 import socket
-import struct
 import sys
 import tempfile
 import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
 
-from vcmatest import check  # noqa: E402
+import proto  # noqa: E402
+from proto import CTRL, REQ, RING_HDR, RSP, Op, State, Status  # noqa: E402
+from vcmatest import check, poll_until  # noqa: E402
 import guestbuild  # noqa: E402
 
 ROOT = sys.argv[1]
 MiB = 1 << 20
-MAGIC, READY, CONNECTED = 0x414d4356, 1, 2
-HELLO, ALLOC, FREE = 1, 2, 3
-OK, NO_REGION = 0, 9
-REQ_OFF, SLOTS, EVT_OFF = 4096, 64, 4096 + 8192
-WINDOW_OFF, WINDOW_SIZE, BAR = 2 * MiB, 4 * MiB, 8 * MiB
+HELLO, ALLOC, FREE = Op.HELLO, Op.ALLOC, Op.FREE
+REQ_OFF, SLOTS = proto.PAGE, 64
+EVT_OFF = REQ_OFF + proto.page_round(proto.ring_bytes(SLOTS))  # the event ring: the first page past the request ring
+WINDOW_OFF, WINDOW_SIZE, BAR = proto.IVSHMEM_WINDOW_OFF, 4 * MiB, 8 * MiB
 BAD_HANDLE, GOOD_HANDLE = 0x200000002, 0x100000001
 
 INIT = r"""insmod /vcma.ko; echo "VCMA-EXIT insmod $?"
@@ -64,10 +63,11 @@ class HostileHost:
         self.shm = os.memfd_create("hostile-host", os.MFD_CLOEXEC)
         os.ftruncate(self.shm, BAR)
         self.m = mmap.mmap(self.shm, BAR)
-        struct.pack_into("<IHHIIQQIIIIIIQQIIQ", self.m, 0, MAGIC, 1, 0, 128, READY, 3, 0, 1, 7,
-                         REQ_OFF, SLOTS, EVT_OFF, SLOTS, WINDOW_OFF, WINDOW_SIZE, 32, 16, (1 << 64) - 1)
-        struct.pack_into("<I", self.m, REQ_OFF + 4, 1)  # req_event: kick me at the first request
-        struct.pack_into("<I", self.m, EVT_OFF + 4, 1)
+        CTRL.pack_into(self.m, 0, state=State.READY, host_features=proto.FEATURES_KNOWN, generation=1, guest_id=7,
+                       req_off=REQ_OFF, req_slots=SLOTS, evt_off=EVT_OFF, evt_slots=SLOTS, window_off=WINDOW_OFF,
+                       window_size=WINDOW_SIZE, max_outstanding=32, max_regions=16, max_bytes=(1 << 64) - 1)
+        RING_HDR.put(self.m, REQ_OFF, "req_event", 1)  # kick me at the first request
+        proto.EVT_HDR.put(self.m, EVT_OFF, "evt_event", 1)
         self.kick = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.irq = [os.eventfd(0, os.EFD_CLOEXEC), os.eventfd(0, os.EFD_CLOEXEC)]
         self.req_cons = self.rsp_prod = 0
@@ -79,36 +79,37 @@ class HostileHost:
         self.thread.start()
 
     def _handshake(self, c):
-        for v, fd in ((0, None), (1, None), (-1, self.shm), (0, self.kick), (1, self.irq[0]), (1, self.irq[1])):
-            socket.send_fds(c, [struct.pack("<q", v)], [fd] if fd is not None else [])
+        fds = {"shm": self.shm, "kick": self.kick, "irq": self.irq[0], "irq1": self.irq[1]}
+        for v, _, what in proto.IVSHMEM_HANDSHAKE:
+            socket.send_fds(c, [proto.IVSHMEM_MSG.pack(v)], [fds[what]] if what else [])
 
-    def _respond(self, rid, status=OK, handle=0, gpa=0, bus=0, length=0, v0=0, v1=0):
-        slot = REQ_OFF + 64 + (self.rsp_prod % SLOTS) * 64
-        struct.pack_into("<QiIQQQQQQ", self.m, slot, rid, status, 0, handle, gpa, bus, length, v0, v1)
+    def _respond(self, rid, **rsp):
+        RSP.pack_into(self.m, proto.slot_offset(REQ_OFF, self.rsp_prod, SLOTS), id=rid, **rsp)
         self.rsp_prod += 1
-        struct.pack_into("<I", self.m, REQ_OFF + 8, self.rsp_prod)
+        RING_HDR.put(self.m, REQ_OFF, "rsp_prod", self.rsp_prod)
 
     def _take(self, req):
-        rid, op, _, handle, length, _, arg1, _ = req
         with self.lock:
-            self.seen.append((op, handle))
-        if op == HELLO:
-            struct.pack_into("<Q", self.m, 24, arg1 & 3)
-            struct.pack_into("<I", self.m, 12, CONNECTED)
-            self._respond(rid, v0=arg1 & 3, v1=1 << 16)
-        elif op == ALLOC:
+            self.seen.append((req.op, req.handle))
+        if req.op == HELLO:
+            features = req.arg1 & proto.FEATURES_KNOWN
+            CTRL.put(self.m, 0, "guest_features", features)
+            CTRL.put(self.m, 0, "state", State.CONNECTED)
+            self._respond(req.id, val0=features, val1=proto.VERSION)
+        elif req.op == ALLOC:
             what = self.plan.pop(0) if self.plan else "good"
             if what == "outside":  # a region starting at the window's end
-                self._respond(rid, handle=BAD_HANDLE, gpa=WINDOW_SIZE, bus=WINDOW_SIZE, length=length)
+                self._respond(req.id, handle=BAD_HANDLE, gpa=WINDOW_SIZE, bus=WINDOW_SIZE, length=req.length)
             elif what == "good":
-                self._respond(rid, handle=GOOD_HANDLE, length=length)
+                self._respond(req.id, handle=GOOD_HANDLE, length=req.length)
             else:  # answers for 1000 requests that were never sent
                 self.rsp_prod += 1000
-                struct.pack_into("<I", self.m, REQ_OFF + 8, self.rsp_prod)
-        elif op == FREE:
-            self._respond(rid, status=OK if handle == BAD_HANDLE else NO_REGION, handle=handle)
+                RING_HDR.put(self.m, REQ_OFF, "rsp_prod", self.rsp_prod)
+        elif req.op == FREE:
+            self._respond(req.id, status=Status.OK if req.handle == BAD_HANDLE else Status.NO_REGION,
+                          handle=req.handle)
         else:
-            self._respond(rid, status=1)
+            self._respond(req.id, status=Status.INVALID)
 
     def _serve(self):
         c, _ = self.ls.accept()
@@ -122,16 +123,15 @@ class HostileHost:
             except BlockingIOError:
                 continue
             while True:
-                prod = struct.unpack_from("<I", self.m, REQ_OFF)[0]
+                prod = RING_HDR.get(self.m, REQ_OFF, "req_prod")
                 while self.req_cons < prod:  # a test peer: this guest is not the one under test
-                    slot = REQ_OFF + 64 + (self.req_cons % SLOTS) * 64
-                    req = struct.unpack_from("<QIIQQQQ16s", self.m, slot)  # copied once
+                    req = REQ.unpack(self.m, proto.slot_offset(REQ_OFF, self.req_cons, SLOTS))  # copied once
                     self.req_cons += 1
                     self._take(req)
-                struct.pack_into("<I", self.m, REQ_OFF + 4, self.req_cons + 1)
-                if struct.unpack_from("<I", self.m, REQ_OFF)[0] == self.req_cons:
+                RING_HDR.put(self.m, REQ_OFF, "req_event", self.req_cons + 1)
+                if RING_HDR.get(self.m, REQ_OFF, "req_prod") == self.req_cons:
                     break
-            os.write(self.irq[0], struct.pack("<Q", 1))
+            os.write(self.irq[0], (1).to_bytes(8, "little"))
 
     def requests(self):
         with self.lock:
@@ -139,10 +139,7 @@ class HostileHost:
 
     def wait_for(self, req, timeout=5):
         """Has req come (a posted FREE arrives a moment after the guest moved on)?"""
-        deadline = time.time() + timeout
-        while req not in self.requests() and time.time() < deadline:
-            time.sleep(0.05)
-        return req in self.requests()
+        return poll_until(lambda: req in self.requests(), timeout)
 
 
 parts = guestbuild.prepare(ROOT)  # exits 77 when the parts cannot be had
