@@ -118,6 +118,25 @@ check(len(errnos) > 12 and not missing and "ENOMEM" in errs,
       "vcma(4) documents every errno vcmad's statuses map to, and the driver's own%s"
       % ("; missing: %s" % missing if missing else ""))
 
+# ---- vcmactl(1) PROTOCOL: the wire commands and their members, as vcmad parses them ----
+request = read(os.path.join(ROOT, "hv/ctl/request.c"))
+
+
+def args(expr):
+    return set() if expr.strip() == "0" else {a.strip()[4:].lower() for a in expr.split("|")}
+
+
+parsed = {m.group(1): (args(m.group(2)), args(m.group(3)))
+          for m in re.finditer(r'\[VCMAD_CTL_\w+\] = \{ "(\w+)", ([\w |]+), ([\w |]+) \}', request)}
+rows = re.findall(r"^\|  \*(\w+)\*\n:  (.*)\n:  .*$", section(man1, "PROTOCOL"), re.M)
+documented = {}
+for cmd, members in rows:
+    names = re.findall(r"\*(\w+)\*(!?)", members)
+    documented[cmd] = ({n for n, _ in names}, {n for n, bang in names if bang})
+check(len(parsed) >= 11 and documented == parsed,
+      "vcmactl(1) lists every wire command with the members vcmad takes and requires (%s%s)"
+      % (" ".join(sorted(parsed)), "" if documented == parsed else "; man page: %s; vcmad: %s" % (documented, parsed)))
+
 # ---- bash completion ----
 comp = read(COMPLETION)
 m = re.search(r'local cmds="([^"]*)"', comp)

@@ -12,6 +12,7 @@ import fcntl
 import mmap
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import time
 import proto
 from proto import Op, State
 from vcmatest import (CtlConn, RingClient, Vcmad, check, ctl, fail, guests, hugepages, hugepages_free, partial,
-                      set_tools, vcmactl, wait_until)
+                      set_tools, sim_attach_raw, vcmactl, wait_until)
 
 VCMAD, VCMACTL = sys.argv[1], sys.argv[2]
 set_tools(vcmactl=VCMACTL)
@@ -58,8 +59,8 @@ bad = os.path.join(d.dir, "bad.conf")
 with open(bad, "w") as f:
     f.write("[pool a]\nsize = 4M\n[guest g]\nclass = x\n")
 r = subprocess.run([VCMAD, "--check-config", "-c", bad], capture_output=True, text=True)
-check(r.returncode == 2 and "guest g: no backend (expected 'backend = qemu')" in r.stderr,
-      "a [guest] section without backend = qemu is refused with the reason")
+check(r.returncode == 2 and "guest g: no backend (expected 'backend = qemu' or 'backend = sim')" in r.stderr,
+      "a [guest] section without a backend is refused with the reason")
 
 
 def fnv1a64(data):
@@ -283,6 +284,71 @@ check(q.guest_id != gid and q.hello().status == 0, "a new QEMU attaches to the s
 check(q.call(Op.ALLOC, length=8 * MiB, name="camera").status == 0, "and allocates")
 q.close()
 
+# a QEMU that reconnects at once is served: its old connection's EOF is seen first
+refused = 0
+mark = d.log_mark()
+for i in range(50):
+    r = FakeQemu("evil")
+    r.close()
+    r2 = FakeQemu("evil")  # right behind the close
+    refused += r2.magic != proto.MAGIC
+    r2.close()
+check(refused == 0 and "a second QEMU connected" not in d.log_since(mark),
+      "50 immediate reconnects to one guest's socket: every one got its handshake")
+
+# the eventfds QEMU holds share vcmad's open file descriptions: making the irq eventfd
+# blocking and filling it must not block vcmad (PROTOCOL.md 8.4); the guest is cut off
+q = FakeQemu("cam0")
+q.hello()
+e = FakeQemu("evil")
+e.hello()
+mark = d.log_mark()
+os.set_blocking(e.irq_fd, True)
+os.write(e.irq_fd, (0xfffffffffffffffe).to_bytes(8, "little"))
+slot = proto.slot_offset(e.req_off, e.n, e.slots)
+proto.REQ.pack_into(e.m, slot, id=77, op=Op.QUERY)
+e.n += 1
+e.set_ring("rsp_event", e.n)  # ask for the irq that cannot be raised
+e.set_ring("req_prod", e.n)
+e.kick()
+wait_until(lambda: e.state() == State.DEAD, 5, "vcmad to cut off the guest that holds its irq eventfd full")
+check("irq eventfd made blocking and held full" in d.log_since(mark), "vcmad logged why")
+check(q.call(Op.ALLOC, length=1 * MiB).status == 0, "cam0 is served meanwhile")
+e.close()
+# and a kick eventfd made blocking and drained by QEMU's side costs vcmad nothing
+e = FakeQemu("evil")
+e.hello()
+os.set_blocking(e.kick_fd, True)
+for i in range(200):
+    e.kick()
+    try:
+        os.read(e.kick_fd, 8) if select.select([e.kick_fd], [], [], 0)[0] else None
+    except BlockingIOError:
+        pass
+check(e.call(Op.QUERY, name="main").status == 0 and q.call(Op.QUERY, name="main").status == 0,
+      "kicks drained behind vcmad's back: both guests still answered")
+e.close()
+q.close()
+d.stop()
+
+# max_guests full of sim guests: a configured QEMU guest still has its slot
+d = Vcmad(VCMAD, """
+[daemon]
+max_guests = 2
+[machine]
+memory = 128M
+[pool main]
+size = 32M
+[guest cam0]
+backend = qemu
+""")
+sims = [sim_attach_raw(d.sock, "s%d" % i, refused_ok=True) for i in range(2)]
+check(sims[0][1].status == proto.Status.OK and sims[1][1].status == proto.Status.LIMIT,
+      "max_guests = 2 with one QEMU guest configured: one sim guest attaches, the next gets LIMIT (%s)"
+      % [x[1].status for x in sims])
+q = FakeQemu("cam0")
+check(q.hello().status == 0, "the QEMU guest attaches into the slot kept for it")
+q.close()
 d.stop()
 check(not os.path.exists(os.path.join(d.rundir, "cam0.ivshmem")), "vcmad removed its ivshmem sockets")
 print("PASS")

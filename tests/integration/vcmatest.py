@@ -389,14 +389,15 @@ class RingClient:
         return self.call(proto.Op.HELLO, arg0=proto.VERSION, arg1=proto.FEATURES_KNOWN)
 
 
-def sim_attach_raw(sock_path, name, role=proto.SimRole.GUEST, ram_bytes=0):
-    """Attach over the sim transport by hand: returns (socket, attach response, fds)."""
+def sim_attach_raw(sock_path, name, role=proto.SimRole.GUEST, ram_bytes=0, refused_ok=False):
+    """Attach over the sim transport by hand: returns (socket, attach response, fds).
+    A refusal fails the test unless refused_ok."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.connect(sock_path)
     s.send(proto.sim_attach(name, role=role, ram_bytes=ram_bytes))
     msg, fds, _, _ = socket.recv_fds(s, 256, 8)
     rsp = proto.SIM_ATTACH_RSP.unpack(msg)
-    if rsp.status != proto.Status.OK:
+    if rsp.status != proto.Status.OK and not refused_ok:
         fail("%s: attach refused with status %d" % (name, rsp.status))
     return s, rsp, fds
 
