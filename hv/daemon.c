@@ -107,9 +107,19 @@ static int place_pools(struct vcmad *d, struct placed *pl)
 
 int vcmad_init(struct vcmad *d, const struct vcmad_conf *conf)
 {
+	const struct vcmad_backend_type *bt = vcmad_backend_find(conf->backend);
+
+	if (!bt) {
+		log_err("backend %s is not built into this vcmad", conf->backend);
+		return -EINVAL;
+	}
+	return vcmad_init_backend(d, conf, bt);
+}
+
+int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const struct vcmad_backend_type *bt)
+{
 	struct placed pl[VCMA_MAX_POOLS];
 	struct vcma_pool_range ranges[VCMA_MAX_POOLS];
-	const struct vcmad_backend_type *bt;
 	char err[256];
 	int rc;
 
@@ -119,11 +129,6 @@ int vcmad_init(struct vcmad *d, const struct vcmad_conf *conf)
 	d->loop.epfd = -1;
 	if (vcmad_conf_validate(&d->conf, err, sizeof(err))) {
 		log_err("%s", err);
-		return -EINVAL;
-	}
-	bt = vcmad_backend_find(d->conf.backend);
-	if (!bt) {
-		log_err("backend %s is not built into this vcmad", d->conf.backend);
 		return -EINVAL;
 	}
 	rc = vcma_core_init(&d->core);

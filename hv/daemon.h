@@ -8,8 +8,10 @@
 
 #include "vcmad.h"
 
-/* Build pools, machine memory and the core from conf. */
+/* Build pools, machine memory and the core from conf, on the backend it names. */
 int vcmad_init(struct vcmad *d, const struct vcmad_conf *conf);
+/* The same on a given backend (tests bring a fake one). */
+int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const struct vcmad_backend_type *bt);
 /* Listen on every link, the control socket; install signal handling. */
 int vcmad_start(struct vcmad *d);
 /* Serve until SIGTERM/SIGINT (or vcmad_request_stop()) and every guest has gone. */

@@ -1,0 +1,588 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vcmad's loop, in-process, on a fake backend whose VM control the test answers by
+ * hand and a clock the test steps: the vacate state machine, deterministic and in
+ * milliseconds.
+ *
+ *   fake memory    machine memory in an anonymous mapping; ordinary memory from the
+ *                  daemon's own extent allocator
+ *   fake VM ops    record every PAUSE, REMAP and RESUME; the test answers (or not)
+ *                  through the VM's event hooks, as a VMM would
+ *   requesters     two fake ones (a "guest" and an "operator") on the one allocation
+ *                  path (alloc.h)
+ *
+ * Cases: a PAUSE never answered (BUSY after pause_timeout_ms, then quarantine), a
+ * REMAP refused, a VM that goes away mid-batch, relending that gives way to an
+ * allocation, and two requesters racing for the same window.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "alloc.h"
+#include "daemon.h"
+#include "evict.h"
+#include "log.h"
+#include "vacate.h"
+#include "vm.h"
+
+#define MiB (1ull << 20)
+#define PAGE 4096ull
+
+/* ---- the clock ---- */
+
+static uint64_t now_ns = 1000000000ull;
+static uint64_t fake_clock(void)
+{
+	return now_ns;
+}
+
+/* ---- fake machine memory ---- */
+
+struct fake_mem {
+	uint8_t *map;
+	struct vcma_memrange ordinary;
+};
+
+static struct fake_mem *fm_of(const struct vcmad_backend *be)
+{
+	return be->priv;
+}
+
+static int fk_init(struct vcmad_backend *be, uint64_t bytes, const struct vcma_pool_range *pools, uint32_t npools)
+{
+	struct fake_mem *m = calloc(1, sizeof(*m));
+	uint64_t cursor = 0;
+
+	m->map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	assert_true(m->map != MAP_FAILED);
+	vcma_memrange_init(&m->ordinary);
+	for (uint32_t i = 0; i <= npools; i++) {
+		uint64_t end = i < npools ? pools[i].mfn : bytes / PAGE;
+
+		if (end > cursor)
+			vcma_memrange_free(&m->ordinary, cursor, end - cursor);
+		if (i < npools)
+			cursor = pools[i].mfn + pools[i].count;
+	}
+	be->priv = m;
+	be->machine_bytes = bytes;
+	return 0;
+}
+
+static void fk_fini(struct vcmad_backend *be)
+{
+	struct fake_mem *m = fm_of(be);
+
+	munmap(m->map, be->machine_bytes);
+	vcma_memrange_fini(&m->ordinary);
+	free(m);
+}
+
+static int fk_zero(struct vcmad_backend *be, uint64_t mfn, uint64_t n)
+{
+	memset(fm_of(be)->map + mfn * PAGE, 0, n * PAGE);
+	return 0;
+}
+
+static int fk_copy(struct vcmad_backend *be, uint64_t dst, uint64_t src, uint64_t n)
+{
+	memcpy(fm_of(be)->map + dst * PAGE, fm_of(be)->map + src * PAGE, n * PAGE);
+	return 0;
+}
+
+static int fk_touch(struct vcmad_backend *be, uint64_t mfn, uint64_t n)
+{
+	return 0;
+}
+
+static int fk_read(struct vcmad_backend *be, uint64_t mfn, uint64_t off, void *buf, size_t len)
+{
+	memcpy(buf, fm_of(be)->map + mfn * PAGE + off, len);
+	return 0;
+}
+
+static int fk_ram_alloc(struct vcmad_backend *be, uint64_t frames, struct vcma_extent *runs, uint32_t max)
+{
+	return vcma_memrange_alloc(&fm_of(be)->ordinary, frames, runs, max);
+}
+
+static void fk_ram_free(struct vcmad_backend *be, const struct vcma_extent *runs, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		fk_zero(be, runs[i].start, runs[i].count);
+		vcma_memrange_free(&fm_of(be)->ordinary, runs[i].start, runs[i].count);
+	}
+}
+
+static uint64_t fk_ram_free_frames(const struct vcmad_backend *be)
+{
+	return fm_of(be)->ordinary.free_frames;
+}
+
+static const struct vcmad_mem_ops fake_mem_ops = {
+	.init = fk_init, .fini = fk_fini, .zero = fk_zero, .copy = fk_copy, .touch = fk_touch, .read = fk_read,
+	.ram_alloc = fk_ram_alloc, .ram_free = fk_ram_free, .ram_free_frames = fk_ram_free_frames,
+};
+
+/* ---- fake VM control: what vcmad asked, for the test to answer ---- */
+
+enum { OP_PAUSE, OP_REMAP, OP_RESUME, OP_PINNED, OP_REUSED };
+
+struct vm_call {
+	int op;
+	uint32_t vm, seq;
+	uint32_t nruns;
+	struct vcmad_run runs[128];
+};
+
+static struct vm_call calls[4096];
+static size_t ncalls;
+
+static int record(struct vcmad_vm_ctl *vc, int op, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	assert_true(ncalls < sizeof(calls) / sizeof(calls[0]));
+	calls[ncalls] = (struct vm_call){ .op = op, .vm = vc->id, .seq = seq, .nruns = n };
+	if (n)
+		memcpy(calls[ncalls].runs, runs, n * sizeof(*runs));
+	ncalls++;
+	return 0;
+}
+
+static int fv_pause(struct vcmad_vm_ctl *vc, uint32_t seq)
+{
+	return record(vc, OP_PAUSE, seq, NULL, 0);
+}
+
+static int fv_remap(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	return record(vc, OP_REMAP, seq, runs, n);
+}
+
+static int fv_resume(struct vcmad_vm_ctl *vc, uint32_t seq)
+{
+	return record(vc, OP_RESUME, seq, NULL, 0);
+}
+
+static int fv_reused(struct vcmad_vm_ctl *vc, uint32_t seq)
+{
+	return record(vc, OP_REUSED, seq, NULL, 0);
+}
+
+static int fv_pinned(struct vcmad_vm_ctl *vc, uint32_t seq, int err)
+{
+	return record(vc, OP_PINNED, seq, NULL, 0);
+}
+
+static void fv_release(struct vcmad_vm_ctl *vc)
+{
+}
+
+static const struct vcmad_vm_ops fake_vm_ops = {
+	.pause = fv_pause, .remap = fv_remap, .resume = fv_resume, .reused = fv_reused, .pinned = fv_pinned,
+	.release = fv_release,
+};
+
+static const struct vcmad_backend_type fake_backend = { .name = "fake", .mem = &fake_mem_ops, .vm = &fake_vm_ops };
+
+/* the last call of op vcmad made, or NULL */
+static struct vm_call *last(int op)
+{
+	for (size_t i = ncalls; i-- > 0;)
+		if (calls[i].op == op)
+			return &calls[i];
+	return NULL;
+}
+
+static size_t count(int op)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < ncalls; i++)
+		n += calls[i].op == op;
+	return n;
+}
+
+/* ---- fake requesters ---- */
+
+struct answer {
+	bool got;
+	int err;
+	struct vcma_region r;
+};
+
+struct fake_rq {
+	struct vcmad_requester rq;
+	struct answer a[8];
+};
+
+static int rq_take(struct vcmad_requester *rq, struct vcma_region *r)
+{
+	r->gpa = r->mfn << 12;
+	return 0;
+}
+
+static void rq_answer(struct vcmad_requester *rq, uint64_t tag, int err, const struct vcma_region *r)
+{
+	struct fake_rq *f = (struct fake_rq *)rq;
+
+	assert_true(tag < 8);
+	assert_false(f->a[tag].got); /* one answer per request */
+	f->a[tag] = (struct answer){ .got = true, .err = err };
+	if (r)
+		f->a[tag].r = *r;
+}
+
+static void rq_release(struct vcmad_requester *rq, const struct vcma_region *r)
+{
+}
+
+static const struct vcmad_requester_ops fake_rq_ops = { .take = rq_take, .answer = rq_answer, .release = rq_release };
+
+/* ---- the VM's owner: pins are not used here; loss is recorded ---- */
+
+static int lost_count;
+static bool lost_violation;
+
+static void own_pin(void *owner, struct vcmad_vm *vm, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	fail_msg("no pin expected");
+}
+
+static void own_lost(void *owner, struct vcmad_vm *vm, const char *why, bool violation)
+{
+	lost_count++;
+	lost_violation = violation;
+	vcmad_vacate_vm_gone(vm);
+	vcmad_vm_free(vm);
+}
+
+static const struct vcmad_vm_owner_ops owner_ops = { .pin = own_pin, .lost = own_lost };
+
+/* ---- the daemon ---- */
+
+static struct vcmad d;
+static char dir[64];
+
+static const char *const CONFIG = "[daemon]\n"
+				  "lend_share = 100%%\n"
+				  "pause_timeout_ms = 200\n"
+				  "relend_idle_ms = 50\n"
+				  "shutdown_grace_ms = 0\n"
+				  "[machine]\n"
+				  "memory = 64M\n"
+				  "[pool main]\n"
+				  "size = %s\n";
+
+static void start(const char *pool_size, const char *extra)
+{
+	struct vcmad_conf c;
+	char text[512], err[256];
+
+	snprintf(dir, sizeof(dir), "/tmp/vcma-daemon-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(text, sizeof(text), CONFIG, pool_size);
+	if (extra)
+		snprintf(text + strlen(text), sizeof(text) - strlen(text), "%s", extra);
+	vcmad_conf_defaults(&c);
+	assert_int_equal(vcmad_conf_parse(&c, text, "test.conf", err, sizeof(err)), 0);
+	snprintf(c.runtime_dir, sizeof(c.runtime_dir), "%s/run", dir);
+	assert_int_equal(vcmad_init_backend(&d, &c, &fake_backend), 0);
+	d.loop.clock = fake_clock;
+	assert_int_equal(vcmad_start(&d), 0);
+	ncalls = 0;
+	lost_count = 0;
+}
+
+static void stop(void)
+{
+	vcmad_fini(&d);
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void turn(void)
+{
+	assert_true(vcmad_run_once(&d, 0) >= 0);
+}
+
+static void advance_ms(uint64_t ms)
+{
+	now_ns += ms * 1000000ull;
+	turn();
+}
+
+static struct vcma_pool *pool(void)
+{
+	return d.core.pool[0];
+}
+
+static uint64_t lent_frames(void)
+{
+	return pool()->fm.count[VCMA_FRAME_LENT_FREE] + pool()->fm.count[VCMA_FRAME_LENT_USED];
+}
+
+static struct vcmad_vm *new_vm(uint32_t id, uint64_t bytes)
+{
+	struct vcmad_vm *vm;
+
+	assert_int_equal(vcmad_vm_new(&d, id, "vm", bytes / PAGE, &owner_ops, NULL, &vm), 0);
+	return vm;
+}
+
+static void new_rq(struct fake_rq *f, uint32_t owner)
+{
+	memset(f, 0, sizeof(*f));
+	vcmad_requester_init(&f->rq, &d, &fake_rq_ops, owner, owner == VCMA_GUEST_MAX ? "operator" : "guest", NULL);
+}
+
+static int alloc(struct fake_rq *f, uint64_t tag, uint64_t bytes)
+{
+	struct vcma_alloc_req req = { .bytes = bytes };
+
+	return vcmad_alloc(&f->rq, tag, &req);
+}
+
+/* Answer the VM's latest PAUSE and then its REMAP, as a VMM does. */
+static void answer_batch(struct vcmad_vm *vm, int32_t remap_status)
+{
+	struct vm_call *p = last(OP_PAUSE);
+
+	assert_non_null(p);
+	vm->ctl.ev->paused(&vm->ctl, p->seq);
+	assert_non_null(last(OP_REMAP));
+	assert_int_equal(last(OP_REMAP)->seq, p->seq);
+	vm->ctl.ev->remapped(&vm->ctl, p->seq, remap_status);
+}
+
+/* ---- cases ---- */
+
+/* A PAUSE that is never answered: after pause_timeout_ms the allocation is answered
+ * -ETIMEDOUT (BUSY on a ring), the VM is resumed and nothing moved; three in a row and
+ * the VM is quarantined, after which an allocation fails at once. */
+static void test_pause_timeout(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+
+	start("8M", NULL);
+	vm = new_vm(100, 8 * MiB);
+	assert_int_equal(lent_frames(), 2048);
+	new_rq(&g, 1);
+	for (uint64_t t = 0; t < VCMAD_PAUSE_MISSES; t++) {
+		assert_int_equal(alloc(&g, t, 4 * MiB), VCMAD_ALLOC_WAITING);
+		assert_int_equal(count(OP_PAUSE), t + 1);
+		advance_ms(199);
+		assert_false(g.a[t].got); /* not yet */
+		advance_ms(2);
+		assert_true(g.a[t].got);
+		assert_int_equal(g.a[t].err, -ETIMEDOUT);
+		assert_int_equal(last(OP_RESUME)->seq, last(OP_PAUSE)->seq);
+		assert_int_equal(count(OP_REMAP), 0);
+		assert_int_equal(lent_frames(), 2048);
+		assert_int_equal(pool()->fm.nclaimed - pool()->quarantined, 0); /* the window was let go */
+		assert_int_equal(g.rq.pending, 0);
+	}
+	/* quarantined: its frames kept out of searches, no PAUSE, no wait */
+	assert_true(vm->unresponsive);
+	assert_int_equal(pool()->quarantined, 2048);
+	assert_int_equal(alloc(&g, 3, 4 * MiB), 0);
+	assert_int_equal(g.a[3].err, -ENOSPC);
+	assert_int_equal(count(OP_PAUSE), VCMAD_PAUSE_MISSES);
+	/* a late PAUSED for a PAUSE that timed out changes nothing */
+	vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+	assert_int_equal(count(OP_REMAP), 0);
+	vcmad_vacate_vm_gone(vm);
+	vcmad_vm_free(vm);
+	assert_int_equal(pool()->fm.nclaimed, 0);
+	assert_int_equal(pool()->quarantined, 0);
+	stop();
+}
+
+/* A REMAP refused: the allocation fails -EIO, the VM is resumed, every page stays where
+ * it was, and the scratch destinations go back to ordinary memory. */
+static void test_remap_refused(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+	uint64_t ordinary;
+
+	start("8M", NULL);
+	vm = new_vm(100, 8 * MiB);
+	ordinary = fk_ram_free_frames(&d.be);
+	new_rq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
+	answer_batch(vm, 5 /* EIO */);
+	assert_true(g.a[0].got);
+	assert_int_equal(g.a[0].err, -EIO);
+	assert_int_equal(last(OP_RESUME)->seq, last(OP_PAUSE)->seq);
+	assert_int_equal(lent_frames(), 2048);
+	assert_int_equal(pool()->fm.nclaimed, 0);
+	assert_int_equal(fk_ram_free_frames(&d.be), ordinary);
+	assert_int_equal(d.vacate.ord_reserved, 0);
+	for (uint64_t gfn = 0; gfn < vm->ctl.ram_frames; gfn++)
+		assert_non_null(vcma_core_pool_of(&d.core, vm->p2m[gfn])); /* nothing moved */
+	assert_int_equal(d.vacate.jobs_failed, 1);
+	stop();
+}
+
+/* A VM that goes away while paused for a batch: the job lets go of it, its frames come
+ * back FREE with its detach, and the allocation completes on them. */
+static void test_vm_dies_mid_batch(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+
+	start("8M", NULL);
+	vm = new_vm(100, 8 * MiB);
+	new_rq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 4 * MiB), VCMAD_ALLOC_WAITING);
+	vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+	assert_int_equal(count(OP_REMAP), 1);
+	/* the VM is lost before it answers the REMAP (its socket closed) */
+	vm->ctl.ev->lost(&vm->ctl, "connection closed", false);
+	assert_int_equal(lost_count, 1);
+	turn();
+	assert_true(g.a[0].got);
+	assert_int_equal(g.a[0].err, 0);
+	assert_int_equal(g.a[0].r.nframes, 1024);
+	assert_int_equal(pool()->fm.count[VCMA_FRAME_REGION], 1024);
+	assert_int_equal(lent_frames(), 0);
+	assert_int_equal(d.vacate.ord_reserved, 0);
+	stop();
+}
+
+static size_t pauses_of(uint32_t vm)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < ncalls; i++)
+		n += calls[i].op == OP_PAUSE && calls[i].vm == vm;
+	return n;
+}
+
+/* Answer vm's last PAUSE and REMAP. */
+static void answer_vm(struct vcmad_vm *vm, int32_t remap_status)
+{
+	struct vm_call *p = NULL;
+
+	for (size_t i = ncalls; i-- > 0 && !p;)
+		if (calls[i].op == OP_PAUSE && calls[i].vm == vm->ctl.id)
+			p = &calls[i];
+	assert_non_null(p);
+	vm->ctl.ev->paused(&vm->ctl, p->seq);
+	vm->ctl.ev->remapped(&vm->ctl, p->seq, remap_status);
+}
+
+/* Relending: pages on ordinary memory move onto idle pool frames once the host has
+ * been quiet for relend_idle_ms, batch by batch; it gives way between batches to any
+ * other job (here the operator draining another VM), and comes back when all is quiet. */
+static void test_relend_gives_way(void **unused)
+{
+	struct vcmad_vacate_result res;
+	struct vcmad_vm *a, *b;
+
+	start("8M", NULL);
+	b = new_vm(101, 4 * MiB); /* lent: half the pool */
+	d.conf.lend_share = 0;
+	a = new_vm(100, 8 * MiB); /* on ordinary memory */
+	assert_int_equal(lent_frames(), 1024);
+	d.vacate.batch = 256; /* pages per pause */
+	advance_ms(10);
+	assert_int_equal(count(OP_PAUSE), 0); /* not quiet for long enough */
+	advance_ms(60);
+	assert_int_equal(pauses_of(100), 1); /* relending a's pages began */
+	answer_vm(a, 0);
+	assert_int_equal(lent_frames(), 1024 + 256);
+	assert_int_equal(pauses_of(100), 2); /* its next batch, straight on */
+	/* the operator drains b: an evict job, on another VM, in parallel */
+	assert_int_equal(vcmad_drain(&d, 101, &res), 0);
+	assert_int_equal(res.scheduled, 1024);
+	assert_int_equal(pauses_of(101), 1);
+	answer_vm(a, 0);          /* relend's batch commits... */
+	turn();
+	assert_int_equal(pauses_of(100), 2); /* ...and relending stops there: it gave way */
+	while (b->pauser) {
+		answer_vm(b, 0);
+		turn();
+	}
+	assert_int_equal(vcmad_vacate_busy(&d), false);
+	assert_int_equal(d.vacate.jobs_ok, 2); /* relend's first job, the drain */
+	/* quiet again: relending takes up the rest */
+	advance_ms(60);
+	assert_int_equal(pauses_of(100), 3);
+	stop();
+}
+
+/* Two requesters at once for the only window: the first claims it and vacates; the
+ * second cannot see a claimed window and is refused at once (no space), not queued
+ * behind it; once the first frees, the second gets the same window. Two that fit side
+ * by side share the VM, taking turns. */
+static void test_requesters_race(void **unused)
+{
+	struct fake_rq g, op;
+	struct vcmad_vm *vm;
+
+	start("8M", NULL);
+	vm = new_vm(100, 8 * MiB);
+	new_rq(&g, 1);
+	new_rq(&op, VCMA_GUEST_MAX);
+	assert_int_equal(alloc(&g, 0, 8 * MiB), VCMAD_ALLOC_WAITING);
+	assert_int_equal(alloc(&op, 0, 2 * MiB), 0);
+	assert_int_equal(op.a[0].err, -ENOSPC);
+	while (!g.a[0].got) {
+		answer_batch(vm, 0);
+		turn();
+	}
+	assert_int_equal(g.a[0].err, 0);
+	assert_int_equal(vcmad_free(&g.rq, g.a[0].r.handle), 0);
+	assert_int_equal(alloc(&op, 1, 2 * MiB), 0); /* free frames now: no vacate */
+	assert_int_equal(op.a[1].err, 0);
+	assert_int_equal(op.a[1].r.mfn, g.a[0].r.mfn);
+	assert_int_equal(vcmad_free(&op.rq, op.a[1].r.handle), 0);
+	stop();
+
+	/* side by side: 2 x 4 MiB from an 8 MiB pool lent out to one VM */
+	start("8M", NULL);
+	vm = new_vm(100, 8 * MiB);
+	new_rq(&g, 1);
+	new_rq(&op, VCMA_GUEST_MAX);
+	assert_int_equal(alloc(&g, 0, 4 * MiB), VCMAD_ALLOC_WAITING);
+	assert_int_equal(alloc(&op, 0, 4 * MiB), VCMAD_ALLOC_WAITING);
+	assert_int_equal(count(OP_PAUSE), 1); /* the second waits for the VM */
+	for (int i = 0; i < 64 && !(g.a[0].got && op.a[0].got); i++) {
+		if (vm->pauser)
+			answer_batch(vm, 0);
+		turn();
+	}
+	assert_int_equal(g.a[0].err, 0);
+	assert_int_equal(op.a[0].err, 0);
+	assert_true(g.a[0].r.mfn + 1024 <= op.a[0].r.mfn || op.a[0].r.mfn + 1024 <= g.a[0].r.mfn);
+	assert_int_equal(lent_frames(), 0);
+	assert_int_equal(d.vacate.ord_reserved, 0);
+	stop();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pause_timeout),
+		cmocka_unit_test(test_remap_refused),
+		cmocka_unit_test(test_vm_dies_mid_batch),
+		cmocka_unit_test(test_relend_gives_way),
+		cmocka_unit_test(test_requesters_race),
+	};
+
+	vcma_log_init(LOG_ERR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
