@@ -18,7 +18,7 @@ extern const struct vcmad_backend_type vcmad_backend_sim;
 
 /* The sealed memfd of machine memory that VMMs map their RAM from, or -ENODEV when
  * be is not the sim backend. */
-int vcmad_sim_machine_fd(const struct vcmad_backend *be);
+int vcmad_sim_memfd(const struct vcmad_backend *be);
 
 /* The VMM channel's state. The link keeps it in its own per-guest state, which lives
  * until the end of the loop iteration its guest detaches in: epoll events of that

@@ -173,7 +173,7 @@ static uint64_t sim_ram_free_frames(const struct vcmad_backend *be)
 	return sm(be)->ordinary.free_frames;
 }
 
-int vcmad_sim_machine_fd(const struct vcmad_backend *be)
+int vcmad_sim_memfd(const struct vcmad_backend *be)
 {
 	return be->type == &vcmad_backend_sim && be->priv ? sm(be)->fd : -ENODEV;
 }

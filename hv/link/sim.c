@@ -479,7 +479,7 @@ static void attach(struct sim_link *sl, struct conn *c)
 		return;
 	}
 	status = identity(d, uid, &a, &gc, &why);
-	if (status == VCMA_ST_OK && a.role == VCMA_SIM_ROLE_VMM && vcmad_sim_machine_fd(&d->be) < 0) {
+	if (status == VCMA_ST_OK && a.role == VCMA_SIM_ROLE_VMM && vcmad_sim_memfd(&d->be) < 0) {
 		status = VCMA_ST_ACCESS;
 		why = "the backend has no simulated machine memory to map";
 	}
@@ -512,7 +512,7 @@ static void attach(struct sim_link *sl, struct conn *c)
 		rsp.ram_frames = g->vm->ctl.ram_frames;
 		rsp.machine_bytes = d->be.machine_bytes;
 		rsp.nruns = nruns;
-		fds[3] = vcmad_sim_machine_fd(&d->be);
+		fds[3] = vcmad_sim_memfd(&d->be);
 		rsp.nfds = 4;
 	}
 	if (!rc)
