@@ -510,7 +510,7 @@ static void attach(struct sim_link *sl, struct conn *c)
 	if (g->vm) {
 		rc = vcmad_vm_p2m_runs(g->vm, &runs, &nruns);
 		rsp.ram_frames = g->vm->ctl.ram_frames;
-		rsp.machine_bytes = d->be.machine_bytes;
+		rsp.machine_bytes = d->conf.machine_bytes;
 		rsp.nruns = nruns;
 		fds[3] = vcmad_sim_memfd(&d->be);
 		rsp.nfds = 4;
