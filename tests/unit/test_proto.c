@@ -21,6 +21,7 @@
 #include "vcma_proto.h"
 #include "vcma_sim.h"
 #include "vcma_status.h"
+#include "vcma_xen.h"
 
 #define FSZ(type, field) sizeof(((type *)0)->field)
 
@@ -574,6 +575,43 @@ static void test_names(void **unused)
 	assert_false(vcma_name_field_ok(f, sizeof(f), true));
 }
 
+/* PROTOCOL.md 9.3: the xenbus names, the area limit and the node value syntax. */
+static void test_xen_nodes(void **unused)
+{
+	unsigned int v = 7;
+
+	(void)unused;
+	assert_string_equal(VCMA_XEN_DEVICE_TYPE, "vcma");
+	assert_int_equal(VCMA_XEN_MAX_AREA_PAGES, 16);
+	assert_string_equal(VCMA_XEN_KEY_AREA_PAGES, "area-pages");
+	assert_string_equal(VCMA_XEN_KEY_RING_REF, "ring-ref");
+	assert_string_equal(VCMA_XEN_KEY_EVTCHN, "event-channel");
+	assert_string_equal(VCMA_XEN_KEY_ERROR, "error");
+	assert_int_equal(VCMA_XEN_MAX_ORDER, 18);
+	/* a default area fits in the limit */
+	assert_true(VCMA_PROTO_PAGE + vcma_page_round(VCMA_RING_BYTES(VCMA_DEFAULT_REQ_SLOTS)) +
+		    vcma_page_round(VCMA_EVT_BYTES(VCMA_DEFAULT_EVT_SLOTS)) <= VCMA_XEN_MAX_AREA_PAGES * VCMA_PROTO_PAGE);
+
+	assert_int_equal(vcma_xen_parse_u32("0", 1, 10, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(vcma_xen_parse_u32("16", 2, 16, &v), 0);
+	assert_int_equal(v, 16);
+	assert_int_equal(vcma_xen_parse_u32("4294967295", 10, 0xffffffffUL, &v), 0);
+	assert_int_equal(v, 0xffffffffu);
+	v = 7;
+	assert_int_equal(vcma_xen_parse_u32("17", 2, 16, &v), -1);          /* above max */
+	assert_int_equal(vcma_xen_parse_u32("4294967296", 10, ~0UL, &v), -1); /* above u32 */
+	assert_int_equal(vcma_xen_parse_u32("04", 2, 16, &v), -1);          /* leading zero */
+	assert_int_equal(vcma_xen_parse_u32(" 4", 2, 16, &v), -1);          /* blank */
+	assert_int_equal(vcma_xen_parse_u32("4 ", 2, 16, &v), -1);
+	assert_int_equal(vcma_xen_parse_u32("-4", 2, 16, &v), -1);          /* sign */
+	assert_int_equal(vcma_xen_parse_u32("", 0, 16, &v), -1);
+	assert_int_equal(vcma_xen_parse_u32(NULL, 1, 16, &v), -1);
+	assert_int_equal(vcma_xen_parse_u32("12345678901", 11, ~0UL, &v), -1);
+	assert_int_equal(vcma_xen_parse_u32("4\0", 2, 16, &v), -1);         /* NUL inside the length */
+	assert_int_equal(v, 7);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -596,6 +634,7 @@ int main(void)
 		cmocka_unit_test(test_ring_round_trip_across_wrap),
 		cmocka_unit_test(test_status_errno),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_xen_nodes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
