@@ -39,8 +39,18 @@ static int grant(struct vcmad_requester *rq, struct vcma_region *r)
 	int rc = rq->ops->take(rq, r);
 
 	if (rc) {
-		log_err("%s: cannot clear region at mfn %#llx: %s", rq->name, (unsigned long long)r->mfn, strerror(-rc));
+		struct vcma_region copy = *r;
+
 		vcma_core_free(&d->core, rq->owner, r->handle);
+		if (rc == -ENOMEM || rc == -ENOSPC) {
+			log_info("%s: no memory for a region of %llu KiB now: %s", rq->name,
+				 (unsigned long long)(copy.nframes * 4), strerror(-rc));
+			return rc; /* the guest hears NO_MEMORY or NO_SPACE */
+		}
+		log_err("%s: cannot hand over the region at mfn %#llx: %s", rq->name, (unsigned long long)copy.mfn,
+			strerror(-rc));
+		if (rc == -ENXIO)
+			vcmad_pool_retire(d, copy.mfn, copy.nframes, "the backend lost them");
 		return -EIO;
 	}
 	vcma_regions_set_gpa(&d->core.regions, rq->owner, r->handle, r->gpa);
@@ -226,4 +236,17 @@ int vcmad_requester_gone(struct vcmad_requester *rq)
 void vcmad_requester_abandon(struct vcmad_requester *rq)
 {
 	drop_waiting(rq);
+}
+
+void vcmad_pool_retire(struct vcmad *d, uint64_t mfn, uint64_t n, const char *why)
+{
+	struct vcma_pool *p = vcma_core_pool_of(&d->core, mfn);
+	int rc = p ? vcma_fmap_reserve(&p->fm, mfn - p->fm.base, n) : -ENOENT;
+
+	if (rc)
+		log_err("pool %s: cannot retire %llu frame(s) at %#llx (%s): %s", p ? p->cfg.name : "?",
+			(unsigned long long)n, (unsigned long long)mfn, why, strerror(-rc));
+	else
+		log_warn("pool %s: %llu KiB retired for good (%s): the pool is that much smaller", p->cfg.name,
+			 (unsigned long long)(n * 4), why);
 }

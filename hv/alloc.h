@@ -70,4 +70,9 @@ int vcmad_requester_gone(struct vcmad_requester *rq);
 /* vcmad exits with rq attached: drop what waits, keep the regions as they are. */
 void vcmad_requester_abandon(struct vcmad_requester *rq);
 
+/* Frames of a pool that can no longer be handed out (the backend lost them): they
+ * are reserved in the core, logged, and the pool is smaller from now on. They must
+ * be free (no region holds them). */
+void vcmad_pool_retire(struct vcmad *d, uint64_t mfn, uint64_t n, const char *why);
+
 #endif

@@ -84,8 +84,8 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 		return 0;
 	}
 	if (sec == SEC_DAEMON && !strcmp(k, "backend")) {
-		if (strcmp(v, "sim")) {
-			*msg = "expected sim (the only backend built in this version)";
+		if (strcmp(v, "sim") && strcmp(v, "xen")) {
+			*msg = "expected sim (simulated machine memory and VMs) or xen (vcmad in dom0)";
 			return -EINVAL;
 		}
 		snprintf(c->backend, sizeof(c->backend), "%s", v);
@@ -283,47 +283,67 @@ static int set_users(struct vcmad_guest_conf *g, const char *v, const char **msg
 	return 0;
 }
 
-/* Keys that belong to one backend: set in g? */
-static bool has_qemu_keys(const struct vcmad_guest_conf *g)
+/* Keys that belong to one backend, and whether g has one of another backend's. */
+static enum vcmad_guest_kind key_kind(const char *k)
 {
-	return g->socket[0] || g->hugepages;
+	if (!strcmp(k, "socket") || !strcmp(k, "hugepages"))
+		return VCMAD_GUEST_QEMU;
+	if (!strcmp(k, "users") || !strcmp(k, "vmm"))
+		return VCMAD_GUEST_SIM;
+	if (!strcmp(k, "attach"))
+		return VCMAD_GUEST_XEN;
+	return VCMAD_GUEST_NONE;
 }
 
-static bool has_sim_keys(const struct vcmad_guest_conf *g)
+static bool has_keys_of_other(const struct vcmad_guest_conf *g, enum vcmad_guest_kind kind)
 {
-	return g->nusers || g->vmm_set;
+	bool qemu = g->socket[0] || g->hugepages, sim = g->nusers || g->vmm_set, xen = g->attach_set;
+
+	return (qemu && kind != VCMAD_GUEST_QEMU) || (sim && kind != VCMAD_GUEST_SIM) || (xen && kind != VCMAD_GUEST_XEN);
 }
 
-static bool is_qemu_key(const char *k)
-{
-	return !strcmp(k, "socket") || !strcmp(k, "hugepages");
-}
+static const char *const kind_names[] = { "", "qemu", "sim", "xen" };
 
-static bool is_sim_key(const char *k)
-{
-	return !strcmp(k, "users") || !strcmp(k, "vmm");
-}
-
-/* One key of a [guest NAME] section. A key of the other backend is refused, in
+/* One key of a [guest NAME] section. A key of another backend is refused, in
  * whichever order the section gives `backend` and its keys. */
 static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *v, const char **msg)
 {
+	enum vcmad_guest_kind kk = key_kind(k);
+
 	if (!strcmp(k, "backend")) {
-		if (strcmp(v, "qemu") && strcmp(v, "sim")) {
-			*msg = "expected qemu (a QEMU guest over ivshmem) or sim (a client of the sim attach socket)";
+		enum vcmad_guest_kind kind = !strcmp(v, "qemu") ? VCMAD_GUEST_QEMU
+					     : !strcmp(v, "sim") ? VCMAD_GUEST_SIM
+					     : !strcmp(v, "xen") ? VCMAD_GUEST_XEN : VCMAD_GUEST_NONE;
+
+		if (kind == VCMAD_GUEST_NONE) {
+			*msg = "expected qemu (a QEMU guest over ivshmem), sim (a client of the sim attach socket) or "
+			       "xen (a Xen domain over xenbus)";
 			return -EINVAL;
 		}
-		g->kind = !strcmp(v, "qemu") ? VCMAD_GUEST_QEMU : VCMAD_GUEST_SIM;
-		if (g->kind == VCMAD_GUEST_QEMU ? has_sim_keys(g) : has_qemu_keys(g)) {
-			*msg = "the section already has a key of the other backend";
+		if (has_keys_of_other(g, kind)) {
+			*msg = "the section already has a key of another backend";
 			return -EINVAL;
 		}
+		g->kind = kind;
 		return 0;
 	}
-	if ((g->kind == VCMAD_GUEST_SIM && is_qemu_key(k)) || (g->kind == VCMAD_GUEST_QEMU && is_sim_key(k))) {
-		*msg = g->kind == VCMAD_GUEST_SIM ? "a key of backend = qemu, in a backend = sim section"
-						  : "a key of backend = sim, in a backend = qemu section";
+	if (kk != VCMAD_GUEST_NONE && g->kind != VCMAD_GUEST_NONE && kk != g->kind) {
+		static char buf[96];
+
+		snprintf(buf, sizeof(buf), "a key of backend = %s, in a backend = %s section", kind_names[kk],
+			 kind_names[g->kind]);
+		*msg = buf;
 		return -EINVAL;
+	}
+	if (!strcmp(k, "attach")) {
+		if (strcmp(v, "auto") && strcmp(v, "manual")) {
+			*msg = "expected auto (vcmad makes the domain's vcma device when it appears) or manual "
+			       "(vcmactl attach --xen)";
+			return -EINVAL;
+		}
+		g->manual_attach = !strcmp(v, "manual");
+		g->attach_set = true;
+		return 0;
 	}
 	if (!strcmp(k, "users"))
 		return set_users(g, v, msg);
@@ -568,8 +588,15 @@ int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen)
 		const struct vcmad_guest_conf *g = &c->guests[i];
 
 		if (g->kind == VCMAD_GUEST_NONE) {
-			vcma_seterr(err, errlen, "guest %s: no backend (expected 'backend = qemu' or 'backend = sim')",
+			vcma_seterr(err, errlen,
+				    "guest %s: no backend (expected 'backend = qemu', 'backend = sim' or 'backend = xen')",
 				    g->name);
+			return -EINVAL;
+		}
+		/* Xen guests live on the Xen backend, and only they do */
+		if ((g->kind == VCMAD_GUEST_XEN) != !strcmp(c->backend, "xen")) {
+			vcma_seterr(err, errlen, "guest %s: backend = %s guests need [daemon] backend = %s", g->name,
+				    kind_names[g->kind], g->kind == VCMAD_GUEST_XEN ? "xen" : "sim");
 			return -EINVAL;
 		}
 		if (g->kind != VCMAD_GUEST_QEMU)

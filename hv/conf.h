@@ -7,13 +7,15 @@
  *              pause_timeout_ms, max_pause_us, relend_idle_ms, ctl_group
  *   [limits]   max_regions_per_guest, max_bytes_per_guest, request_rate,
  *              request_burst, max_ram_per_guest, ring_slots
- *   [machine]  memory            (sim backend: simulated machine memory)
+ *   [machine]  memory            (sim backend: simulated machine memory; Xen: ignored)
  *   [pool NAME] any key of pool_config.h
  *   [guest NAME] a guest vcmad knows by name, and the identity it gets:
  *              backend = qemu: class, socket, hugepages; a QEMU guest vcmad serves
- *                over ivshmem-doorbell (hv/transport/ivshmem.c); its socket is its name
+ *                over ivshmem-doorbell (hv/link/ivshmem.c); its socket is its name
  *              backend = sim: class, users, vmm; a client of the sim attach socket
  *                may take this name only if its uid is root, vcmad's, or in users
+ *              backend = xen: class, attach; the Xen domain of that name (PROTOCOL.md
+ *                §9.3), its vcma device made by vcmad when it appears (attach = auto)
  */
 #ifndef VCMA_HV_CONF_H
 #define VCMA_HV_CONF_H
@@ -41,7 +43,7 @@ struct vcmad_limits {
 #define VCMAD_GUEST_MAX_USERS 8u
 #define VCMAD_RESERVED_GUEST_NAME "vcmactl" /* the owner of vcmactl's test allocations */
 
-enum vcmad_guest_kind { VCMAD_GUEST_NONE, VCMAD_GUEST_QEMU, VCMAD_GUEST_SIM };
+enum vcmad_guest_kind { VCMAD_GUEST_NONE, VCMAD_GUEST_QEMU, VCMAD_GUEST_SIM, VCMAD_GUEST_XEN };
 
 /* One [guest NAME] section. */
 struct vcmad_guest_conf {
@@ -56,6 +58,9 @@ struct vcmad_guest_conf {
 	uint32_t users[VCMAD_GUEST_MAX_USERS]; /* uids that may attach as NAME, beside root and vcmad's */
 	bool vmm;                              /* may attach as a VMM (maps machine memory) */
 	bool vmm_set;
+	/* xen */
+	bool manual_attach;                    /* attach = manual: only vcmactl attach --xen */
+	bool attach_set;
 };
 
 struct vcmad_conf {

@@ -31,6 +31,7 @@
 #endif
 
 #define AUTO_POOL_ALIGN 512ull /* frames: auto-placed pools start on 2 MiB boundaries */
+#define SLOT_SPACING_SHIFT 32u /* holds_frames backends: pool i's slots start at (i+1) << 32 */
 
 struct placed {
 	uint32_t idx;
@@ -72,6 +73,18 @@ static int place_pools(struct vcmad *d, struct placed *pl)
 			}
 		}
 	}
+	if (d->be.type && d->be.type->holds_frames) {
+		/* the hypervisor picks frames: pools are slot ranges, far apart and aligned
+		 * beyond any region, that the backend backs with frames it holds */
+		for (uint32_t i = 0; i < c->npools; i++) {
+			if (c->pool[i].has_base) {
+				log_err("pool %s: base is a machine address, and on %s the hypervisor picks machine "
+					"frames: remove it", c->pool[i].name, d->be.type->name);
+				return -EINVAL;
+			}
+			pl[i].mfn = (uint64_t)(i + 1) << SLOT_SPACING_SHIFT;
+		}
+	}
 	for (uint32_t i = 0; i < c->npools; i++) {
 		if (pl[i].mfn != UINT64_MAX)
 			continue;
@@ -110,7 +123,8 @@ int vcmad_init(struct vcmad *d, const struct vcmad_conf *conf)
 	const struct vcmad_backend_type *bt = vcmad_backend_find(conf->backend);
 
 	if (!bt) {
-		log_err("backend %s is not built into this vcmad", conf->backend);
+		log_err("backend %s is not built into this vcmad%s", conf->backend,
+			!strcmp(conf->backend, "xen") ? " (it was built without libxen-dev: install it and rebuild)" : "");
 		return -EINVAL;
 	}
 	return vcmad_init_backend(d, conf, bt);
@@ -134,18 +148,38 @@ int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const str
 	rc = vcma_core_init(&d->core);
 	if (rc)
 		return rc;
+	d->be.type = bt;
+	if (bt->mem->probe) {
+		/* the hypervisor owns machine memory: reach it, and learn its size */
+		uint64_t bytes = 0;
+
+		rc = bt->mem->probe(&d->be, &bytes);
+		if (rc) {
+			bt->mem->fini(&d->be);
+			d->be.type = NULL;
+			goto fail_core;
+		}
+		d->conf.machine_bytes = bytes;
+	}
 	rc = place_pools(d, pl);
-	if (rc)
+	if (rc) {
+		if (bt->mem->probe)
+			bt->mem->fini(&d->be);
+		d->be.type = NULL;
 		goto fail_core;
+	}
 	for (uint32_t i = 0; i < d->conf.npools; i++) {
 		ranges[i].mfn = pl[i].mfn;
 		ranges[i].count = pl[i].frames;
+		ranges[i].cfg = &d->conf.pool[pl[i].idx];
 	}
-	d->be.type = bt;
 	rc = bt->mem->init(&d->be, d->conf.machine_bytes, ranges, d->conf.npools);
 	if (rc) {
-		log_err("%s backend: cannot create %llu MiB of machine memory: %s", bt->name,
-			(unsigned long long)(d->conf.machine_bytes >> 20), strerror(-rc));
+		if (bt->holds_frames)
+			log_err("%s backend: cannot hold the pools: %s", bt->name, strerror(-rc));
+		else
+			log_err("%s backend: cannot create %llu MiB of machine memory: %s", bt->name,
+				(unsigned long long)(d->conf.machine_bytes >> 20), strerror(-rc));
 		d->be.type = NULL;
 		goto fail_core;
 	}
@@ -159,10 +193,16 @@ int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const str
 				log_err("pool %s: %s", d->conf.pool[i].name, strerror(-rc));
 				goto fail_be;
 			}
-			log_info("pool %s: %llu MiB at machine address %#llx, %s%s", d->conf.pool[i].name,
-				 (unsigned long long)(pl[j].frames >> 8), (unsigned long long)(pl[j].mfn << 12),
-				 d->conf.pool[i].mode == VCMA_POOL_SHARED ? "shared" : "exclusive to ",
-				 d->conf.pool[i].mode == VCMA_POOL_SHARED ? "" : d->conf.pool[i].bind_name);
+			if (bt->holds_frames)
+				log_info("pool %s: %llu MiB held by the %s backend, %s%s", d->conf.pool[i].name,
+					 (unsigned long long)(pl[j].frames >> 8), bt->name,
+					 d->conf.pool[i].mode == VCMA_POOL_SHARED ? "shared" : "exclusive to ",
+					 d->conf.pool[i].mode == VCMA_POOL_SHARED ? "" : d->conf.pool[i].bind_name);
+			else
+				log_info("pool %s: %llu MiB at machine address %#llx, %s%s", d->conf.pool[i].name,
+					 (unsigned long long)(pl[j].frames >> 8), (unsigned long long)(pl[j].mfn << 12),
+					 d->conf.pool[i].mode == VCMA_POOL_SHARED ? "shared" : "exclusive to ",
+					 d->conf.pool[i].mode == VCMA_POOL_SHARED ? "" : d->conf.pool[i].bind_name);
 		}
 	}
 	rc = vcmad_guests_init(d);
@@ -172,6 +212,9 @@ int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const str
 	vcmad_relend_init(d);
 	d->links[0] = (struct vcmad_link){ .ops = &vcmad_link_sim, .d = d };
 	d->links[1] = (struct vcmad_link){ .ops = &vcmad_link_ivshmem, .d = d };
+#ifdef VCMA_HAVE_XEN
+	d->links[2] = (struct vcmad_link){ .ops = &vcmad_link_xenbus, .d = d };
+#endif
 	return 0;
 fail_be:
 	bt->mem->fini(&d->be);
@@ -249,6 +292,8 @@ int vcmad_start(struct vcmad *d)
 		return rc;
 	d->relend.last_alloc_ns = vcmad_now(d); /* relending waits for quiet from now on */
 	for (uint32_t i = 0; i < VCMAD_NLINKS; i++) {
+		if (!d->links[i].ops)
+			continue; /* not built in */
 		rc = d->links[i].ops->start(&d->links[i]);
 		if (rc)
 			return rc;

@@ -374,6 +374,8 @@ static int do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma
 		rsp->status = q->length ? VCMA_ST_TOO_BIG : VCMA_ST_INVALID;
 		return VCMA_RING_ANSWERED;
 	}
+	if (g->link->ops->shape)
+		g->link->ops->shape(g, &req);
 	/* an answer that comes now fills rsp; one that waits for a vacate is published
 	 * when the job ends (vcmad_guest_respond) */
 	g->sync_rsp = rsp;

@@ -6,7 +6,7 @@
  *
  *   sim      the attach socket: libvcma guests and simulated VMs (link/sim.c)
  *   ivshmem  QEMU guests, vcmad as their ivshmem-doorbell server (link/ivshmem.c)
- *   (xenbus, later: Xen guests' split device)
+ *   xenbus   Xen guests, vcmad the backend of their split device "vcma" (link/xenbus.c)
  *
  * A link serves the [guest NAME] sections of its kind: vcmad expects them at start,
  * and can expect or forget more at run time (vcmad_guest_expect/forget, guest.h).
@@ -42,7 +42,12 @@ struct vcmad_link_ops {
 	/* Raise g's irq: 0, or -EPERM when the peer holds it so that raising it would
 	 * block (a violation), other -errno (logged). */
 	int (*notify)(struct vcmad_guest *g);
-	/* Region r is g's from now: make its memory as g sees it zero. */
+	/* Optional: fit an ALLOC to what the link can hand out before it is placed
+	 * (xenbus: a power of two of pages, naturally aligned). */
+	void (*shape)(struct vcmad_guest *g, struct vcma_alloc_req *req);
+	/* Region r is g's from now: make its memory as g sees it zero. -ENOMEM or
+	 * -ENOSPC: the memory cannot be had now (the guest hears so); -ENXIO: and the
+	 * window's slots are lost for good (vcmad retires them); other: INTERNAL. */
 	int (*place)(struct vcmad_guest *g, const struct vcma_region *r);
 	/* Where g finds the region at machine frame mfn (gpa), and where g's devices
 	 * DMA to it (bus). */
@@ -64,7 +69,10 @@ struct vcmad_link {
 	void *priv;
 };
 
-#define VCMAD_NLINKS 2u
+#define VCMAD_NLINKS 3u
 extern const struct vcmad_link_ops vcmad_link_sim, vcmad_link_ivshmem;
+#ifdef VCMA_HAVE_XEN
+extern const struct vcmad_link_ops vcmad_link_xenbus;
+#endif
 
 #endif

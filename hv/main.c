@@ -92,6 +92,20 @@ int main(int argc, char **argv)
 		}
 		snprintf(conf.runtime_dir, sizeof(conf.runtime_dir), "%s", runtime_dir);
 	}
+	if (check) {
+		const struct vcmad_backend_type *bt = vcmad_backend_find(conf.backend);
+
+		if (bt && bt->mem->probe) {
+			/* a hypervisor's memory is not touched to check a file (Xen: no holder) */
+			if (vcmad_conf_validate(&conf, err, sizeof(err))) {
+				fprintf(stderr, "vcmad: %s\n", err);
+				return 2;
+			}
+			printf("configuration %s is valid: %u pool(s), backend %s (not contacted), %u Xen guest(s)\n",
+			       config, conf.npools, bt->name, vcmad_conf_count_guests(&conf, VCMAD_GUEST_XEN));
+			return 0;
+		}
+	}
 	rc = vcmad_init(&d, &conf);
 	if (rc)
 		return 2;

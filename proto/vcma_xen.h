@@ -12,7 +12,7 @@
 #define VCMA_XEN_H
 
 #define VCMA_XEN_DEVICE_TYPE "vcma"
-#define VCMA_XEN_MAX_AREA_PAGES 16u /* area-pages: 1..16 */
+#define VCMA_XEN_MAX_AREA_PAGES 32u /* area-pages: 1..32 (1024 request slots need 19) */
 
 #define VCMA_XEN_KEY_AREA_PAGES "area-pages"
 #define VCMA_XEN_KEY_RING_REF "ring-ref"     /* + decimal page index */

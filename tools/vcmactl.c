@@ -415,7 +415,10 @@ static void pools_table(struct json_object *r, FILE *f)
 		table_cell(&t, "%s", fmt_bytes(ju64(p, "largest_free_run_bytes"), b, sizeof(b)));
 		table_cell(&t, "%llu", (unsigned long long)ju64(p, "regions"));
 		table_cell(&t, "%s", jnull(p, "quota_bytes") ? "none" : fmt_bytes(ju64(p, "quota_bytes"), b, sizeof(b)));
-		table_cell(&t, "%s", fmt_hex(ju64(p, "base"), b, sizeof(b)));
+		if (jnull(p, "base"))
+			table_cell(&t, "held by %s", jstr(p, "held_by"));
+		else
+			table_cell(&t, "%s", fmt_hex(ju64(p, "base"), b, sizeof(b)));
 	}
 	table_print(&t, f, "");
 }
@@ -441,12 +444,15 @@ static int run_pools(struct ctx *c, int argc, char **argv)
 static void pool_summary(struct json_object *p, FILE *f)
 {
 	struct json_object *fr = jget(p, "frames");
-	char a[32], b[32], q[32];
+	char a[32], b[48], h[32], q[32];
 
-	fprintf(f, "pool %s: %s%s%s, %s, %s at %s, quota %s per guest\n", jstr(p, "name"), jstr(p, "mode"),
+	if (jnull(p, "base"))
+		snprintf(b, sizeof(b), "held by %s", jstr(p, "held_by"));
+	else
+		snprintf(b, sizeof(b), "at %s", fmt_hex(ju64(p, "base"), h, sizeof(h)));
+	fprintf(f, "pool %s: %s%s%s, %s, %s %s, quota %s per guest\n", jstr(p, "name"), jstr(p, "mode"),
 		jnull(p, "bind") ? "" : " to ", jnull(p, "bind") ? "" : jstr(p, "bind"),
-		jbool(p, "lendable") ? "lendable" : "not lendable", fmt_bytes(ju64(p, "size_bytes"), a, sizeof(a)),
-		fmt_hex(ju64(p, "base"), b, sizeof(b)),
+		jbool(p, "lendable") ? "lendable" : "not lendable", fmt_bytes(ju64(p, "size_bytes"), a, sizeof(a)), b,
 		jnull(p, "quota_bytes") ? "none" : fmt_bytes(ju64(p, "quota_bytes"), q, sizeof(q)));
 	fprintf(f, "frames: %llu total, %llu free, %llu lent (%llu free, %llu used), %llu region, %llu reserved, "
 		   "%llu being vacated; %llu region(s)\n",
@@ -992,6 +998,58 @@ static int run_watch(struct ctx *c, int argc, char **argv)
 	return VCMACTL_OK;
 }
 
+static const struct option xen_opts[] = {
+	{ "xen", required_argument, NULL, 'x' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* attach --xen DOMAIN / detach --xen DOMAIN: a Xen domain's vcma device. */
+static int run_xen(struct ctx *c, int argc, char **argv, bool attach)
+{
+	struct json_object *args, *r;
+	const char *dom = NULL;
+	int o, rc = VCMACTL_OK;
+
+	while ((o = next_opt(c, argc, argv, &rc)) != -1) {
+		if (o == -2)
+			return rc;
+		if (o == 'x')
+			dom = optarg;
+		else
+			return usage_error("unknown option '%s'", argv[optind - 1]);
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!dom)
+		return usage_error("missing --xen DOMAIN (a domain name or id: vcma attaches Xen domains)");
+	args = json_object_new_object();
+	if (!args)
+		return VCMACTL_FAILED;
+	json_object_object_add(args, "domain", json_object_new_string(dom));
+	r = call(c, attach ? "xen-attach" : "xen-detach", args);
+	if (!r)
+		return VCMACTL_FAILED;
+	if (c->json)
+		print_json(r);
+	else if (attach)
+		printf("domain %llu (%s): vcma device %llu made; its vcma.ko connects now\n",
+		       (unsigned long long)ju64(r, "domid"), dom, (unsigned long long)ju64(r, "devid"));
+	else
+		printf("domain %llu (%s): vcma device closed and removed\n", (unsigned long long)ju64(r, "domid"), dom);
+	json_object_put(r);
+	return VCMACTL_OK;
+}
+
+static int run_attach(struct ctx *c, int argc, char **argv)
+{
+	return run_xen(c, argc, argv, true);
+}
+
+static int run_detach(struct ctx *c, int argc, char **argv)
+{
+	return run_xen(c, argc, argv, false);
+}
+
 static const struct option pool_opts[] = {
 	{ "width", required_argument, NULL, 'w' },
 	{ NULL, 0, NULL, 0 },
@@ -1035,6 +1093,15 @@ static const struct cmd cmds[] = {
 	{ "hash", "HANDLE", "FNV-1a hash of a region's bytes as vcmad sees them",
 	  "\nHANDLE is any live region's handle (vcmactl regions lists them), a guest's too: the\n"
 	  "hash lets a test check what a guest wrote. Regions up to 64 MiB.\n", run_hash, NULL, NULL },
+	{ "attach", "--xen DOMAIN", "make a Xen domain's vcma device (vcmad on Xen)",
+	  "\n  -x, --xen DOMAIN   a domain name or id. vcmad writes the device's xenstore nodes as a\n"
+	  "                     toolstack does; the domain's vcma.ko then connects. Configured guests\n"
+	  "                     with attach = auto get theirs without this.\n",
+	  run_attach, "x:", xen_opts },
+	{ "detach", "--xen DOMAIN", "close and remove a Xen domain's vcma device",
+	  "\n  -x, --xen DOMAIN   a domain name or id. Its regions are freed (the guest sees its\n"
+	  "                     device go) and the device's nodes are removed.\n",
+	  run_detach, "x:", xen_opts },
 	{ "stats", "[--prometheus]", "counters and allocation latency histograms",
 	  "\n  -P, --prometheus   print Prometheus text exposition format instead\n", run_stats, "P", stats_opts },
 	{ "watch", "[--interval SECONDS] [--count N]", "redraw the pools and their maps until interrupted",

@@ -28,12 +28,16 @@
 #include <stdint.h>
 
 #include "backend/memrange.h"
+#include "pool_config.h"
 
 struct vcmad_backend;
 struct vcmad_vm_ctl;
 
+/* A pool as vcmad placed it: machine frames, or (holds_frames) slots. A backend
+ * may narrow cfg->max_region and raise cfg->align_order to what it can serve. */
 struct vcma_pool_range {
 	uint64_t mfn, count;
+	struct vcma_pool_config *cfg;
 };
 
 /* A run of guest frames and the machine frames they go to. */
@@ -42,6 +46,10 @@ struct vcmad_run {
 };
 
 struct vcmad_mem_ops {
+	/* Optional, for a hypervisor that owns machine memory (Xen): check that it is
+	 * reachable and say how large machine memory is, before pools are placed; an
+	 * error here is vcmad's exit, with the reason logged. */
+	int (*probe)(struct vcmad_backend *be, uint64_t *bytes);
 	/* Machine memory of `bytes`, with the pool ranges (sorted by mfn) carved out of
 	 * ordinary memory. On error nothing is left allocated. */
 	int (*init)(struct vcmad_backend *be, uint64_t bytes, const struct vcma_pool_range *pools, uint32_t npools);
@@ -107,6 +115,11 @@ struct vcmad_backend_type {
 	const char *name;
 	const struct vcmad_mem_ops *mem;
 	const struct vcmad_vm_ops *vm; /* NULL: VMs' RAM is not the backend's to move */
+	/* The hypervisor picks machine frames (Xen): a pool is a range of slots that
+	 * the backend backs with frames it holds; `mem` works on slots; a region reaches
+	 * its guest through the backend's own calls (backend/xen.h), and its machine
+	 * address is the one the link reports. */
+	bool holds_frames;
 };
 
 struct vcmad_backend {

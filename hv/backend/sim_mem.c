@@ -197,13 +197,3 @@ const struct vcmad_backend_type vcmad_backend_sim = {
 	.mem = &sim_mem_ops,
 	.vm = &vcmad_sim_vm_ops,
 };
-
-const struct vcmad_backend_type *const vcmad_backends[] = { &vcmad_backend_sim, NULL };
-
-const struct vcmad_backend_type *vcmad_backend_find(const char *name)
-{
-	for (size_t i = 0; vcmad_backends[i]; i++)
-		if (!strcmp(vcmad_backends[i]->name, name))
-			return vcmad_backends[i];
-	return NULL;
-}

@@ -261,7 +261,8 @@ static int plan_in_pool(struct vcma_pool *p, const struct vcma_requester *who, c
 	 * size unless its operator set a minimum */
 	if ((p->cfg.mode == VCMA_POOL_SHARED || p->cfg.min_request_set) && nframes < p->cfg.min_request)
 		return -ERANGE;
-	if (nframes > p->fm.nframes)
+	if (nframes > p->fm.nframes ||
+	    (p->cfg.max_region && nframes > p->cfg.max_region >> VCMA_PAGE_SHIFT))
 		return -E2BIG;
 	/* what the guest holds and what it has been promised: allocations waiting for
 	 * a vacate count, so a batch of them cannot pass the quota together */
@@ -528,7 +529,7 @@ const char *vcma_core_strerror(int err)
 	case -EACCES: return "pool is bound to another guest or device class";
 	case -EDQUOT: return "per-guest quota exceeded";
 	case -ENOSPC: return "no contiguous window: every candidate holds regions or reserved frames";
-	case -E2BIG: return "request larger than the pool";
+	case -E2BIG: return "request larger than the pool or its max_region";
 	case -EBUSY: return "window holds lent frames and nothing can vacate them";
 	case -ENOENT: return "no such region";
 	case -ENOMEM: return "out of memory";

@@ -287,6 +287,27 @@ static int set_cost_lu(struct vcma_pool_config *c, const char *k, const char *v,
 	return set_cost(&c->cost_lent_used, k, v, err, errlen);
 }
 
+static int set_max_region(struct vcma_pool_config *c, const char *k, const char *v, char *err, size_t errlen)
+{
+	uint64_t bytes;
+
+	if (vcma_parse_bytes(v, &bytes) || bytes < VCMA_PAGE_SIZE || (bytes & (bytes - 1)) ||
+	    bytes > (uint64_t)VCMA_PAGE_SIZE << 18)
+		return bad(err, errlen, k, v, "expected a power of two from 4K to 1G");
+	c->max_region = bytes;
+	return 0;
+}
+
+static int set_address_bits(struct vcma_pool_config *c, const char *k, const char *v, char *err, size_t errlen)
+{
+	uint64_t x;
+
+	if (parse_uint(v, 20, 52, &x))
+		return bad(err, errlen, k, v, "expected address bits from 20 to 52 (32: below 4 GiB)");
+	c->address_bits = (uint32_t)x;
+	return 0;
+}
+
 static const struct {
 	const char *key;
 	int (*set)(struct vcma_pool_config *c, const char *k, const char *v, char *err, size_t errlen);
@@ -301,6 +322,8 @@ static const struct {
 	{ "quota", set_quota },
 	{ "cost_lent_free", set_cost_lf },
 	{ "cost_lent_used", set_cost_lu },
+	{ "max_region", set_max_region },
+	{ "address_bits", set_address_bits },
 };
 
 int vcma_pool_config_init(struct vcma_pool_config *c, const char *name, char *err, size_t errlen)

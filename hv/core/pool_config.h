@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * pool_config.h - a pool's policy: size (like Linux cma=), base, alignment cap,
- * minimum request, shared/exclusive binding, lending, per-guest quota, vacate weights.
+ * largest region, address limit, minimum request, shared/exclusive binding, lending, per-guest quota, vacate weights.
  *
  * Keys are set one at a time from text (the daemon's config file, tests); each bad
  * value is rejected with a message naming the key and the value. resolve() turns the
@@ -60,6 +60,8 @@ struct vcma_pool_config {
 	uint64_t quota_bytes;
 	uint32_t quota_percent_milli;
 	uint32_t cost_lent_free, cost_lent_used;
+	uint64_t max_region;   /* bytes, a power of two; 0 = the pool's size (Xen: see XEN.md) */
+	uint32_t address_bits; /* frames below 2^bits only (Xen: XENMEMF_address_bits); 0 = any */
 };
 
 /* Defaults for pool `name` (must be 1..31 chars of [A-Za-z0-9_.-]); -EINVAL if not. */

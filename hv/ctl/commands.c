@@ -23,6 +23,10 @@
 #include "log.h"
 #include "vcmad.h"
 #include "vm.h"
+#ifdef VCMA_HAVE_XEN
+#include "backend/xen.h"
+#include "link/xenbus.h"
+#endif
 
 #ifndef VCMA_VERSION
 #define VCMA_VERSION "unknown"
@@ -155,7 +159,7 @@ static struct json_object *frames_json(const struct vcma_pool_counts *c)
 	return f;
 }
 
-static struct json_object *pool_json(const struct vcma_pool *p)
+static struct json_object *pool_json(const struct vcmad *d, const struct vcma_pool *p)
 {
 	const struct vcma_pool_config *cfg = &p->cfg;
 	struct json_object *o = json_object_new_object();
@@ -176,7 +180,14 @@ static struct json_object *pool_json(const struct vcma_pool *p)
 		add_str(o, "bind", bind);
 	}
 	add_bool(o, "lendable", cfg->lendable == 1);
-	add_u64(o, "base", p->fm.base << VCMA_PAGE_SHIFT);
+	if (d->be.type->holds_frames) {
+		/* the hypervisor picks the frames: slots, not a machine address */
+		json_object_object_add(o, "base", NULL);
+		add_str(o, "held_by", d->be.type->name);
+	} else {
+		add_u64(o, "base", p->fm.base << VCMA_PAGE_SHIFT);
+	}
+	add_u64(o, "max_region_bytes", cfg->max_region ? cfg->max_region : c.nframes << VCMA_PAGE_SHIFT);
 	add_u64(o, "size_bytes", c.nframes << VCMA_PAGE_SHIFT);
 	add_u64(o, "frame_bytes", VCMA_PAGE_SIZE);
 	json_object_object_add(o, "frames", frames_json(&c));
@@ -203,7 +214,7 @@ static struct json_object *cmd_pools(struct vcmad *d)
 		return NULL;
 	}
 	for (uint32_t i = 0; i < d->core.npools; i++)
-		json_object_array_add(arr, pool_json(d->core.pool[i]));
+		json_object_array_add(arr, pool_json(d, d->core.pool[i]));
 	json_object_object_add(res, "pools", arr);
 	return res;
 }
@@ -243,7 +254,7 @@ static struct json_object *cmd_pool(struct vcmad *d, const struct vcmad_ctl_req 
 		*err = -ENOMEM;
 		return NULL;
 	}
-	o = pool_json(p);
+	o = pool_json(d, p);
 	map = json_object_new_object();
 	usage = json_object_new_array();
 	buf = malloc(req->width + 1);
@@ -834,6 +845,36 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	return res;
 }
 
+/* xen-attach / xen-detach: make or remove a domain's vcma device (PROTOCOL.md §9.3). */
+static struct json_object *cmd_xen(struct vcmad *d, const struct vcmad_ctl_req *req, int *err, char *msg,
+				   size_t msglen)
+{
+#ifdef VCMA_HAVE_XEN
+	struct json_object *res;
+	uint32_t domid = 0, devid = 0;
+
+	if (req->cmd == VCMAD_CTL_XEN_ATTACH)
+		*err = vcmad_xenbus_attach(d, req->domain, &domid, &devid, msg, msglen);
+	else
+		*err = vcmad_xenbus_detach(d, req->domain, &domid, msg, msglen);
+	if (*err)
+		return NULL;
+	log_info("ctl: %s of domain %u (%s)", req->cmd == VCMAD_CTL_XEN_ATTACH ? "xen-attach" : "xen-detach", domid,
+		 req->domain);
+	res = json_object_new_object();
+	add_u64(res, "domid", domid);
+	if (req->cmd == VCMAD_CTL_XEN_ATTACH)
+		add_u64(res, "devid", devid);
+	return res;
+#else
+	(void)d;
+	(void)req;
+	*err = -ENODEV;
+	setmsg(msg, msglen, "this vcmad was built without Xen support (libxen-dev)");
+	return NULL;
+#endif
+}
+
 struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, const struct vcmad_ctl_req *req,
 				   int *err, char *msg, size_t msglen)
 {
@@ -853,6 +894,8 @@ struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, struct vcmad_ctl_clien
 	case VCMAD_CTL_DRAIN: res = cmd_vacate(ctl, req, err, msg, msglen); break;
 	case VCMAD_CTL_STATS: res = cmd_stats(ctl); break;
 	case VCMAD_CTL_HASH: res = cmd_hash(ctl->d, req, err, msg, msglen); break;
+	case VCMAD_CTL_XEN_ATTACH:
+	case VCMAD_CTL_XEN_DETACH: res = cmd_xen(ctl->d, req, err, msg, msglen); break;
 	default:
 		*err = -EINVAL;
 		setmsg(msg, msglen, "unknown command");

@@ -63,6 +63,8 @@ enum vcmad_ctl_cmd {
 	VCMAD_CTL_DRAIN,
 	VCMAD_CTL_STATS,
 	VCMAD_CTL_HASH,
+	VCMAD_CTL_XEN_ATTACH,
+	VCMAD_CTL_XEN_DETACH,
 	VCMAD_CTL_NCMDS
 };
 
@@ -78,6 +80,7 @@ struct vcmad_ctl_req {
 	uint32_t align_order;               /* alloc: explicit alignment, 0 = natural */
 	uint64_t handle;                    /* free, hash */
 	uint32_t width;                     /* pool: map characters */
+	char domain[VCMAD_CTL_NAME_MAX];    /* xen-attach, xen-detach: a domain name or decimal domid */
 };
 
 /*

@@ -27,10 +27,11 @@ enum {
 	ARG_ALIGN = 1u << 3,
 	ARG_HANDLE = 1u << 4,
 	ARG_WIDTH = 1u << 5,
-	ARG_COUNT = 6
+	ARG_DOMAIN = 1u << 6,
+	ARG_COUNT = 7
 };
 
-static const char *const arg_name[ARG_COUNT] = { "pool", "guest", "bytes", "align", "handle", "width" };
+static const char *const arg_name[ARG_COUNT] = { "pool", "guest", "bytes", "align", "handle", "width", "domain" };
 
 static const struct {
 	const char *name;
@@ -47,6 +48,8 @@ static const struct {
 	[VCMAD_CTL_DRAIN] = { "drain", ARG_GUEST, ARG_GUEST },
 	[VCMAD_CTL_STATS] = { "stats", 0, 0 },
 	[VCMAD_CTL_HASH] = { "hash", ARG_HANDLE, ARG_HANDLE },
+	[VCMAD_CTL_XEN_ATTACH] = { "xen-attach", ARG_DOMAIN, ARG_DOMAIN },
+	[VCMAD_CTL_XEN_DETACH] = { "xen-detach", ARG_DOMAIN, ARG_DOMAIN },
 };
 
 const char *vcmad_ctl_cmd_name(enum vcmad_ctl_cmd cmd)
@@ -168,6 +171,15 @@ static int parse_arg(struct vcmad_ctl_req *r, unsigned int a, struct json_object
 			return -EINVAL;
 		}
 		r->width = (uint32_t)x;
+		return 0;
+	case ARG_DOMAIN:
+		if (json_object_is_type(v, json_type_string))
+			return get_name(v, "domain", r->domain, err, errlen);
+		if (!get_u64(v, &x) || x > 0x7fef) {
+			vcma_seterr(err, errlen, "'domain' must be a Xen domain id (0 to 32751) or a domain name");
+			return -EINVAL;
+		}
+		snprintf(r->domain, sizeof(r->domain), "%u", (unsigned int)x);
 		return 0;
 	}
 	return -EINVAL;

@@ -652,6 +652,11 @@ static int sim_start(struct vcmad_link *l)
 	sl->fd = -1;
 	vcma_timer_init(&sl->reap, reap_cb);
 	l->priv = sl;
+	if (vcmad_sim_memfd(&d->be) < 0) {
+		/* its guests share simulated machine memory, which only the sim backend has */
+		log_info("sim attach socket: not served with the %s backend", d->be.type->name);
+		return 0;
+	}
 	if ((size_t)snprintf(sl->path, sizeof(sl->path), "%s/%s", d->conf.runtime_dir, VCMA_SIM_SOCKET) >=
 	    sizeof(sa.sun_path)) {
 		log_err("socket path %s/%s is too long", d->conf.runtime_dir, VCMA_SIM_SOCKET);

@@ -65,6 +65,15 @@ static void test_commands(void **unused)
 	assert_string_equal(r.guest_name, "");
 	vcmad_ctl_req_fini(&r);
 
+	assert_int_equal(parse("{\"version\":1,\"cmd\":\"xen-attach\",\"domain\":\"cam-vm\"}", &r), 0);
+	assert_int_equal(r.cmd, VCMAD_CTL_XEN_ATTACH);
+	assert_string_equal(r.domain, "cam-vm");
+	vcmad_ctl_req_fini(&r);
+	assert_int_equal(parse("{\"version\":1,\"cmd\":\"xen-detach\",\"domain\":32751}", &r), 0);
+	assert_int_equal(r.cmd, VCMAD_CTL_XEN_DETACH);
+	assert_string_equal(r.domain, "32751");
+	vcmad_ctl_req_fini(&r);
+
 	for (int c = VCMAD_CTL_NONE + 1; c < VCMAD_CTL_NCMDS; c++)
 		assert_non_null(vcmad_ctl_cmd_name((enum vcmad_ctl_cmd)c));
 	assert_null(vcmad_ctl_cmd_name(VCMAD_CTL_NONE));
@@ -116,6 +125,12 @@ static void test_errors(void **unused)
 		{ "{\"version\":1,\"cmd\":\"drain\"}", -EINVAL, "missing argument 'guest'" },
 		{ "{\"version\":1,\"cmd\":\"drain\",\"guest\":4294967296}", -EINVAL, "'guest'" },
 		{ "{\"version\":1,\"cmd\":\"drain\",\"guest\":{}}", -EINVAL, "'guest'" },
+		{ "{\"version\":1,\"cmd\":\"xen-attach\"}", -EINVAL, "missing argument 'domain'" },
+		{ "{\"version\":1,\"cmd\":\"xen-attach\",\"domain\":32752}", -EINVAL, "'domain' must be a Xen domain id" },
+		{ "{\"version\":1,\"cmd\":\"xen-attach\",\"domain\":-1}", -EINVAL, "'domain' must be" },
+		{ "{\"version\":1,\"cmd\":\"xen-attach\",\"domain\":\"a b\"}", -EINVAL, "invalid name 'a b'" },
+		{ "{\"version\":1,\"cmd\":\"xen-detach\",\"domain\":\"d\",\"guest\":1}", -EINVAL, "unknown argument 'guest'" },
+		{ "{\"version\":1,\"cmd\":\"status\",\"domain\":1}", -EINVAL, "unknown argument 'domain'" },
 		{ "{\"version\":1,\"cmd\":\"pool\",\"pool\":\"\xc3\x28\"}", -EINVAL, "not valid JSON" },
 		{ "{\"version\":1,\"id\":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]],\"cmd\":\"status\"}", -EINVAL, "not valid JSON" },
 	};

@@ -19,6 +19,8 @@ SEEDS = [
     b'{"version":1,"cmd":"free","handle":"0x100000001"}',
     b'{"version":1,"cmd":"free","handle":4294967297}',
     b'{"version":1,"cmd":"hash","handle":"0x100000001"}',
+    b'{"version":1,"cmd":"xen-attach","domain":"guest1"}',
+    b'{"version":1,"cmd":"xen-detach","domain":7}',
     b'{"version":1,"cmd":"compact","pool":"main"}',
     b'{"version":1,"cmd":"drain","guest":"vm1"}',
     b'{"version":1,"id":{"a":[1,2.5,null,true]},"cmd":"stats"}',

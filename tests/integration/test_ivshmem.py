@@ -59,7 +59,7 @@ bad = os.path.join(d.dir, "bad.conf")
 with open(bad, "w") as f:
     f.write("[pool a]\nsize = 4M\n[guest g]\nclass = x\n")
 r = subprocess.run([VCMAD, "--check-config", "-c", bad], capture_output=True, text=True)
-check(r.returncode == 2 and "guest g: no backend (expected 'backend = qemu' or 'backend = sim')" in r.stderr,
+check(r.returncode == 2 and "guest g: no backend (expected 'backend = qemu', 'backend = sim' or 'backend = xen')" in r.stderr,
       "a [guest] section without a backend is refused with the reason")
 
 

@@ -111,7 +111,7 @@ static void test_qemu_guests(void **unused)
 	assert_false(c.guests[1].hugepages);
 	assert_string_equal(c.guests[1].socket, "/run/x/dsp.sock");
 
-	expect_error("[guest g]\nbackend = xen\n", "t.conf:2: backend: invalid value 'xen' (expected qemu");
+	expect_error("[guest g]\nbackend = kvm\n", "t.conf:2: backend: invalid value 'kvm' (expected qemu");
 	expect_error("[guest g]\nbackend = qemu\nclass = a b\n", "t.conf:3: class: invalid value 'a b'");
 	expect_error("[guest g]\nsocket = rel\n", "t.conf:2: socket: invalid value 'rel'");
 	expect_error("[guest g]\nhugepages = yes\n", "t.conf:2: hugepages: invalid value 'yes'");
@@ -168,6 +168,39 @@ static void test_sim_guests(void **unused)
 	expect_error("[daemon]\nattach_group = -x\n", "t.conf:2: attach_group: invalid value '-x'");
 }
 
+static void test_xen_guests(void **unused)
+{
+	struct vcmad_conf c;
+
+	assert_int_equal(parse(&c, "[daemon]\nbackend = xen\n[pool a]\nsize = 64M\nmax_region = 8M\n"
+				   "address_bits = 32\n[guest cam]\nbackend = xen\nclass = camera\n"
+				   "[guest ivi]\nbackend = xen\nattach = manual\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.backend, "xen");
+	assert_int_equal(c.pool[0].max_region, 8ull << 20);
+	assert_int_equal(c.pool[0].address_bits, 32);
+	assert_int_equal(c.guests[0].kind, VCMAD_GUEST_XEN);
+	assert_false(c.guests[0].manual_attach);
+	assert_true(c.guests[1].manual_attach);
+	assert_int_equal(vcmad_conf_count_guests(&c, VCMAD_GUEST_XEN), 2);
+
+	/* Xen guests need the Xen backend, and the Xen backend serves only them */
+	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n[guest g]\nbackend = xen\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "guest g: backend = xen guests need [daemon] backend = xen"));
+	assert_int_equal(parse(&c, "[daemon]\nbackend = xen\n[pool a]\nsize = 4M\n[guest g]\nbackend = qemu\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "guest g: backend = qemu guests need [daemon] backend = sim"));
+
+	expect_error("[daemon]\nbackend = kvm\n", "t.conf:2: backend: invalid value 'kvm' (expected sim");
+	expect_error("[guest g]\nbackend = xen\nattach = later\n", "t.conf:3: attach: invalid value 'later'");
+	expect_error("[guest g]\nbackend = xen\nsocket = /s\n", "(a key of backend = qemu, in a backend = xen section");
+	expect_error("[guest g]\nattach = auto\nbackend = sim\n", "t.conf:3: backend: invalid value 'sim' (the section");
+	expect_error("[pool a]\nmax_region = 3M\n", "t.conf:2: pool a: max_region: invalid value '3M'");
+	expect_error("[pool a]\nmax_region = 2G\n", "t.conf:2: pool a: max_region: invalid value '2G'");
+	expect_error("[pool a]\naddress_bits = 12\n", "t.conf:2: pool a: address_bits: invalid value '12'");
+}
+
 static void test_load_missing_file(void **unused)
 {
 	struct vcmad_conf c;
@@ -195,6 +228,7 @@ int main(void)
 		cmocka_unit_test(test_validate_and_override),
 		cmocka_unit_test(test_qemu_guests),
 		cmocka_unit_test(test_sim_guests),
+		cmocka_unit_test(test_xen_guests),
 		cmocka_unit_test(test_load_missing_file),
 		cmocka_unit_test(test_example_config_is_valid),
 	};

@@ -33,7 +33,8 @@ static int setup(void **state)
 {
 	static struct vcma_core core;
 	static const char *const shared[] = { "size", "64M", "quota", "8M", NULL };
-	static const char *const cam[] = { "size", "16M", "mode", "exclusive", "bind", "class:camera", NULL };
+	static const char *const cam[] = { "size", "16M", "mode", "exclusive", "bind", "class:camera",
+					   "max_region", "4M", NULL };
 
 	assert_int_equal(vcma_core_init(&core), 0);
 	add_pool(&core, "main", shared, 0x10000, 16384);
@@ -76,6 +77,8 @@ static void test_policy(void **state)
 	assert_int_equal(alloc(core, &guest1, 2 * MiB, "nope", NULL, &r), -ENODEV);
 	assert_int_equal(alloc(core, &guest1, 0, NULL, NULL, &r), -EINVAL);
 	assert_int_equal(alloc(core, &guest1, 65 * MiB, NULL, NULL, &r), -E2BIG);
+	/* larger than the pool's max_region, though it would fit */
+	assert_int_equal(alloc(core, &guest2, 4 * MiB + 4096, "cam", NULL, &r), -E2BIG);
 	/* quota 8M per guest in main */
 	assert_int_equal(alloc(core, &guest1, 6 * MiB, NULL, NULL, &r), 0);
 	assert_int_equal(alloc(core, &guest1, 4 * MiB, NULL, NULL, &r), -EDQUOT);

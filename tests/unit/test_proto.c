@@ -582,7 +582,10 @@ static void test_xen_nodes(void **unused)
 
 	(void)unused;
 	assert_string_equal(VCMA_XEN_DEVICE_TYPE, "vcma");
-	assert_int_equal(VCMA_XEN_MAX_AREA_PAGES, 16);
+	assert_int_equal(VCMA_XEN_MAX_AREA_PAGES, 32);
+	/* the largest ring vcmad allows (1024 slots) fits */
+	assert_true(VCMA_PROTO_PAGE + vcma_page_round(VCMA_RING_BYTES(1024)) +
+		    vcma_page_round(VCMA_EVT_BYTES(VCMA_DEFAULT_EVT_SLOTS)) <= VCMA_XEN_MAX_AREA_PAGES * VCMA_PROTO_PAGE);
 	assert_string_equal(VCMA_XEN_KEY_AREA_PAGES, "area-pages");
 	assert_string_equal(VCMA_XEN_KEY_RING_REF, "ring-ref");
 	assert_string_equal(VCMA_XEN_KEY_EVTCHN, "event-channel");
