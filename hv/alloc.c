@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "balloon.h"
 #include "log.h"
 #include "relend.h"
 #include "vacate.h"
@@ -148,7 +149,11 @@ int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_allo
 			rq->waiting = a;
 			rq->pending++;
 			rq->pending_bytes += a->bytes;
-			rc = vcmad_vacate_window(d, plan.pool, plan.w.start, plan.w.count, window_done, a, &a->job);
+			/* lent frames come back by vacating their VMs (sim), or from the
+			 * lenders' balloons when the hypervisor owns memory (Xen) */
+			rc = d->be.type->holds_frames
+				     ? vcmad_balloon_reclaim(d, plan.pool, plan.w.start, plan.w.count, window_done, a)
+				     : vcmad_vacate_window(d, plan.pool, plan.w.start, plan.w.count, window_done, a, &a->job);
 			if (!rc)
 				return VCMAD_ALLOC_WAITING; /* window_done may have answered already */
 			unwait(a);

@@ -290,14 +290,14 @@ static enum vcmad_guest_kind key_kind(const char *k)
 		return VCMAD_GUEST_QEMU;
 	if (!strcmp(k, "users") || !strcmp(k, "vmm"))
 		return VCMAD_GUEST_SIM;
-	if (!strcmp(k, "attach"))
+	if (!strcmp(k, "attach") || !strcmp(k, "lender"))
 		return VCMAD_GUEST_XEN;
 	return VCMAD_GUEST_NONE;
 }
 
 static bool has_keys_of_other(const struct vcmad_guest_conf *g, enum vcmad_guest_kind kind)
 {
-	bool qemu = g->socket[0] || g->hugepages, sim = g->nusers || g->vmm_set, xen = g->attach_set;
+	bool qemu = g->socket[0] || g->hugepages, sim = g->nusers || g->vmm_set, xen = g->attach_set || g->lender_set;
 
 	return (qemu && kind != VCMAD_GUEST_QEMU) || (sim && kind != VCMAD_GUEST_SIM) || (xen && kind != VCMAD_GUEST_XEN);
 }
@@ -334,6 +334,15 @@ static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *
 			 kind_names[g->kind]);
 		*msg = buf;
 		return -EINVAL;
+	}
+	if (!strcmp(k, "lender")) {
+		if (strcmp(v, "yes") && strcmp(v, "no")) {
+			*msg = "expected yes (idle pool capacity backs the domain's balloon) or no";
+			return -EINVAL;
+		}
+		g->lender = !strcmp(v, "yes");
+		g->lender_set = true;
+		return 0;
 	}
 	if (!strcmp(k, "attach")) {
 		if (strcmp(v, "auto") && strcmp(v, "manual")) {

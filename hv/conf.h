@@ -14,7 +14,7 @@
  *                over ivshmem-doorbell (hv/link/ivshmem.c); its socket is its name
  *              backend = sim: class, users, vmm; a client of the sim attach socket
  *                may take this name only if its uid is root, vcmad's, or in users
- *              backend = xen: class, attach; the Xen domain of that name (PROTOCOL.md
+ *              backend = xen: class, attach, lender; the Xen domain of that name (PROTOCOL.md
  *                §9.3), its vcma device made by vcmad when it appears (attach = auto)
  */
 #ifndef VCMA_HV_CONF_H
@@ -61,6 +61,8 @@ struct vcmad_guest_conf {
 	/* xen */
 	bool manual_attach;                    /* attach = manual: only vcmactl attach --xen */
 	bool attach_set;
+	bool lender;                           /* lender = yes: idle pool capacity backs its balloon */
+	bool lender_set;
 };
 
 struct vcmad_conf {

@@ -149,6 +149,7 @@ int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const str
 	if (rc)
 		return rc;
 	d->be.type = bt;
+	d->be.loop = &d->loop;
 	if (bt->mem->probe) {
 		/* the hypervisor owns machine memory: reach it, and learn its size */
 		uint64_t bytes = 0;
@@ -210,6 +211,7 @@ int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const str
 		goto fail_be;
 	vcmad_vacate_init(d);
 	vcmad_relend_init(d);
+	vcmad_balloon_init(d);
 	d->links[0] = (struct vcmad_link){ .ops = &vcmad_link_sim, .d = d };
 	d->links[1] = (struct vcmad_link){ .ops = &vcmad_link_ivshmem, .d = d };
 #ifdef VCMA_HAVE_XEN

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "balloon.h"
 #include "relend.h"
 #include "vacate.h"
 #include "vcmad.h"
@@ -80,6 +81,12 @@ static void relend_cb(struct vcma_timer *t)
 		return;
 	}
 	d->relend.dirty = false; /* unless a pool below finds work */
+	if (d->be.type->holds_frames) {
+		/* the hypervisor backs VMs' RAM: idle capacity goes to lenders' balloons
+		 * instead, once (a FREE or a new lender kicks the timer again) */
+		vcmad_balloon_lend(d);
+		return;
+	}
 	for (uint32_t i = 0; i < d->core.npools; i++) {
 		struct vcma_pool *p = d->core.pool[i];
 		uint64_t room = pool_room(p);

@@ -5,12 +5,13 @@
  * header. Single-threaded: one epoll loop owns everything.
  *
  *   vcmad ─┬─ vcma_core        pools + regions                       (core/)
- *          ├─ vcmad_backend    machine memory + VM control: sim      (backend/)
- *          ├─ vcmad_link[]     guest links: sim socket, ivshmem      (link/)
+ *          ├─ vcmad_backend    machine memory + VM control: sim, xen (backend/)
+ *          ├─ vcmad_link[]     guest links: sim, ivshmem, xenbus     (link/)
  *          ├─ vcmad_guests     attached and expected guests          (guest.h)
  *          ├─ vcmad_vm list    VMs whose RAM vcmad backs             (vm.h)
  *          ├─ vcmad_vacate     jobs moving lent pages                (vacate.h)
  *          ├─ vcmad_relend     idle pool frames back to VMs' RAM     (relend.h)
+ *          ├─ vcmad_balloon    idle capacity to Xen lenders' balloons (balloon.h)
  *          └─ vcmad_ctl        the operator's control socket         (ctl/)
  *
  * The lower subsystems (core, backend, vm, vacate) never call the upper ones (links,
@@ -23,6 +24,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "balloon.h"
 #include "conf.h"
 #include "core.h"
 #include "link_ops.h"
@@ -78,6 +80,7 @@ struct vcmad {
 	struct vcmad_vm *vms;
 	struct vcmad_vacate vacate;
 	struct vcmad_relend relend;
+	struct vcmad_balloon balloon;
 	struct vcmad_ctl *ctl; /* control socket (hv/ctl), NULL until started */
 	int signal_fd;
 	struct vcma_watch signal_w;

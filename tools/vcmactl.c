@@ -830,6 +830,38 @@ static const struct option stats_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+/* The Xen backend and balloon lending, when vcmad has them. */
+static void print_xen_stats(struct json_object *x, struct json_object *b)
+{
+	char s1[32], s2[32], s3[32];
+
+	if (x) {
+		printf("\nxen: holder domain %llu holds %s, %s lent to balloons; regions %llu given, %llu taken back, "
+		       "%llu moved by Xen; %s lost, %s zeroed\n",
+		       (unsigned long long)ju64(x, "holder_domid"), fmt_bytes(ju64(x, "held_bytes"), s1, sizeof(s1)),
+		       fmt_bytes(ju64(x, "lent_bytes"), s2, sizeof(s2)), (unsigned long long)ju64(x, "regions_given"),
+		       (unsigned long long)ju64(x, "regions_taken"), (unsigned long long)ju64(x, "regions_moved"),
+		       fmt_bytes(ju64(x, "lost_bytes"), s3, sizeof(s3)),
+		       fmt_bytes(ju64(x, "zeroed_bytes"), s1, sizeof(s1)));
+	}
+	if (b) {
+		struct json_object *ls = jget(b, "lenders");
+
+		printf("balloon: %s lent now; %llu lend(s); %llu reclaim(s) took back %s (%llu short), mean %.1f ms, "
+		       "max %.1f ms\n",
+		       fmt_bytes(ju64(b, "lent_bytes"), s1, sizeof(s1)), (unsigned long long)ju64(b, "lends"),
+		       (unsigned long long)ju64(b, "reclaims"), fmt_bytes(ju64(b, "reclaimed_bytes"), s2, sizeof(s2)),
+		       (unsigned long long)ju64(b, "reclaims_short"), (double)ju64(b, "reclaim_ns_mean") / 1e6,
+		       (double)ju64(b, "reclaim_ns_max") / 1e6);
+		for (size_t i = 0; ls && i < json_object_array_length(ls); i++) {
+			struct json_object *l = json_object_array_get_idx(ls, i);
+
+			printf("  lender %s: %s%s\n", jstr(l, "name"), fmt_bytes(ju64(l, "lent_bytes"), s3, sizeof(s3)),
+			       jbool(l, "present") ? "" : " (no such domain now)");
+		}
+	}
+}
+
 static int run_stats(struct ctx *c, int argc, char **argv)
 {
 	static const char *const head[] = { "POOL",	  "ALLOC OK",	  "ALLOC FAIL",	  "PAGES OK",
@@ -894,6 +926,7 @@ static int run_stats(struct ctx *c, int argc, char **argv)
 	       (unsigned long long)ju64(ctl, "clients"), (unsigned long long)ju64(ctl, "requests"),
 	       (unsigned long long)ju64(ctl, "errors"), (unsigned long long)ju64(ctl, "refused"),
 	       (unsigned long long)ju64(ctl, "dropped"));
+	print_xen_stats(jget(r, "xen"), jget(r, "balloon"));
 	json_object_put(r);
 	return VCMACTL_OK;
 }

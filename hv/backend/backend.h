@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "backend/memrange.h"
+#include "loop.h"
 #include "pool_config.h"
 
 struct vcmad_backend;
@@ -70,6 +71,25 @@ struct vcmad_mem_ops {
 	void (*ram_free)(struct vcmad_backend *be, const struct vcma_extent *runs, uint32_t nruns);
 	/* Ordinary frames free now. */
 	uint64_t (*ram_free_frames)(const struct vcmad_backend *be);
+	/* holds_frames only: the machine frame backing a held slot (0, or -ENOENT when
+	 * the slot's frame is not held: it is a guest's). */
+	int (*machine_frame)(const struct vcmad_backend *be, uint64_t slot, uint64_t *mfn);
+
+	/* Balloon lending (optional, holds_frames): idle capacity backs a lender
+	 * domain's ordinary memory through its balloon driver (balloon.h).
+	 * lender_room: the domain of that name (*dom) and how many more pages its
+	 * balloon can take; -ENOENT when no such domain runs. */
+	int (*lender_room)(struct vcmad_backend *be, const char *name, uint32_t *dom, uint64_t *pages);
+	/* Lend held slots [slot, slot+count) of one pool to dom: release their frames
+	 * and raise its memory target by as much. Nothing changed on error. */
+	int (*lend)(struct vcmad_backend *be, uint64_t slot, uint64_t count, uint32_t dom);
+	/* Take count lent slots back from dom (slots[] need not be contiguous): lower
+	 * its target; as its balloon gives pages back to the hypervisor, hold frames for
+	 * the slots again. done(arg, held) comes from the loop once all are held, or at
+	 * deadline_ns with held < count (slots[0..held) are held). 0, or -errno (no
+	 * callback). */
+	int (*reclaim)(struct vcmad_backend *be, const uint64_t *slots, uint64_t count, uint32_t dom,
+		       uint64_t deadline_ns, void (*done)(void *arg, uint64_t held), void *arg);
 };
 
 /* What a backend reports about a VM (vc->ev, set by whoever made the VM: vm.c). */
@@ -125,7 +145,8 @@ struct vcmad_backend_type {
 struct vcmad_backend {
 	const struct vcmad_backend_type *type;
 	uint64_t machine_bytes;
-	void *priv; /* the backend's own state */
+	struct vcma_loop *loop; /* vcmad's: timers for work that takes a while */
+	void *priv;             /* the backend's own state */
 };
 
 /* The backends built in, and the one of a name (NULL if none). */

@@ -36,6 +36,7 @@
 #define XEN_PAGE 4096ull
 #define HOLDER_NAME "vcma-pool"
 #define MAP_BATCH 1024u /* frames per foreign mapping */
+#define RECLAIM_POLL_NS 10000000ull /* 10 ms between looks at a lender's tot_pages */
 
 struct xen_pool {
 	uint64_t slot0, nslots;
@@ -44,6 +45,18 @@ struct xen_pool {
 	const char *name;
 	uint64_t *mfn;  /* per slot */
 	uint8_t *held;  /* per slot: 1 while the holder holds mfn[i] */
+};
+
+struct reclaim {
+	struct vcmad_xen *x;
+	uint32_t dom;
+	uint64_t *slots, count, held;
+	uint64_t want_tot;    /* the lender's tot_pages once it gave them back */
+	uint64_t deadline;
+	struct vcma_timer t;
+	void (*done)(void *arg, uint64_t held);
+	void *arg;
+	struct reclaim *next;
 };
 
 struct vcmad_xen {
@@ -56,6 +69,8 @@ struct vcmad_xen {
 	uint64_t holder_max; /* pages the holder may hold */
 	struct xen_pool pools[VCMA_MAX_POOLS];
 	uint32_t npools;
+	struct reclaim *reclaims; /* balloon reclaims under way */
+	struct vcma_loop *loop;
 	struct vcmad_xen_stats st;
 };
 
@@ -424,6 +439,7 @@ static int xen_probe(struct vcmad_backend *be, uint64_t *bytes)
 	if (!x)
 		return -ENOMEM;
 	be->priv = x;
+	x->loop = be->loop;
 	if (!privcmd_present()) {
 		log_err("backend xen: no /dev/xen/privcmd: vcmad is not running in a Xen domain (run it in dom0 "
 			"with the xen-privcmd module loaded), or choose another backend");
@@ -460,6 +476,14 @@ static void xen_fini(struct vcmad_backend *be)
 
 	if (!x)
 		return;
+	while (x->reclaims) {
+		struct reclaim *r = x->reclaims;
+
+		x->reclaims = r->next;
+		vcma_timer_cancel(be->loop, &r->t);
+		free(r->slots);
+		free(r);
+	}
 	if (x->holder_made) {
 		char path[64];
 
@@ -617,6 +641,17 @@ static uint64_t xen_ram_free_frames(const struct vcmad_backend *be)
 	return xc_physinfo(xp(be)->xch, &pi) ? 0 : pi.free_pages;
 }
 
+static int xen_machine_frame(const struct vcmad_backend *be, uint64_t slot, uint64_t *mfn)
+{
+	struct vcmad_xen *x = xp(be);
+	struct xen_pool *p = pool_of(x, slot);
+
+	if (!p || !p->held[slot - p->slot0])
+		return -ENOENT;
+	*mfn = p->mfn[slot - p->slot0];
+	return 0;
+}
+
 /* ---- regions ---- */
 
 int vcmad_xen_max_order(struct vcmad_xen *x, uint64_t slot)
@@ -721,6 +756,197 @@ int vcmad_xen_take(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned 
 	return 0;
 }
 
+/* ---- balloon lending ---- */
+
+
+static int xs_read_kib(struct vcmad_xen *x, uint32_t dom, const char *node, uint64_t *kib)
+{
+	char path[64], *v, *end;
+	unsigned int len = 0;
+
+	snprintf(path, sizeof(path), "/local/domain/%u/memory/%s", dom, node);
+	v = xs_read(x->xs, XBT_NULL, path, &len);
+	if (!v)
+		return -ENOENT;
+	errno = 0;
+	*kib = strtoull(v, &end, 10);
+	if (errno || end == v || (size_t)(end - v) != len) {
+		free(v);
+		return -EINVAL;
+	}
+	free(v);
+	return 0;
+}
+
+static int set_target(struct vcmad_xen *x, uint32_t dom, uint64_t kib)
+{
+	char path[64], val[24];
+
+	snprintf(path, sizeof(path), "/local/domain/%u/memory/target", dom);
+	snprintf(val, sizeof(val), "%llu", (unsigned long long)kib);
+	return xs_write(x->xs, XBT_NULL, path, val, (unsigned int)strlen(val)) ? 0 : -errno;
+}
+
+static int domain_named(struct vcmad_xen *x, const char *name, uint32_t *dom)
+{
+	unsigned int n = 0;
+	char **doms = xs_directory(x->xs, XBT_NULL, "/local/domain", &n);
+	int rc = -ENOENT;
+
+	for (unsigned int i = 0; doms && i < n && rc; i++) {
+		char path[64], *v;
+		unsigned int len = 0;
+
+		snprintf(path, sizeof(path), "/local/domain/%s/name", doms[i]);
+		v = xs_read(x->xs, XBT_NULL, path, &len);
+		if (v && len == strlen(name) && !memcmp(v, name, len)) {
+			*dom = (uint32_t)strtoul(doms[i], NULL, 10);
+			rc = 0;
+		}
+		free(v);
+	}
+	free(doms);
+	return rc;
+}
+
+static int xen_lender_room(struct vcmad_backend *be, const char *name, uint32_t *dom, uint64_t *pages)
+{
+	struct vcmad_xen *x = xp(be);
+	struct vcmad_xen_dominfo di;
+	uint64_t target, smax;
+	int rc = domain_named(x, name, dom);
+
+	if (rc)
+		return rc;
+	if (vcmad_xen_dominfo(x, *dom, &di) || !di.exists || di.dying || di.translated)
+		return -ENOENT; /* PV lenders: a translated domain's balloon is not exercised here */
+	if (xs_read_kib(x, *dom, "target", &target) || xs_read_kib(x, *dom, "static-max", &smax))
+		return -ENOENT;
+	*pages = smax > target ? (smax - target) / 4 : 0;
+	return 0;
+}
+
+static int xen_lend(struct vcmad_backend *be, uint64_t slot, uint64_t count, uint32_t dom)
+{
+	struct vcmad_xen *x = xp(be);
+	struct xen_pool *p;
+	uint64_t target;
+	int rc = held_frames(x, slot, count, &p);
+
+	if (rc)
+		return rc;
+	if ((rc = xs_read_kib(x, dom, "target", &target)))
+		return rc;
+	if ((rc = add_max_pages(x, dom, (int64_t)count)))
+		return rc;
+	/* the frames are zero (held frames are): the lender's balloon gets nobody's data */
+	rc = holder_release(x, p, slot - p->slot0, count);
+	if (!rc)
+		rc = set_target(x, dom, target + count * 4);
+	if (rc) {
+		add_max_pages(x, dom, -(int64_t)count);
+		return rc;
+	}
+	x->st.lent_frames += count;
+	return 0;
+}
+
+/* Hold frames for the reclaim's slots not held yet: one populate of single frames
+ * (what the lender gave back is scattered), as many as Xen has. */
+static void reclaim_hold(struct reclaim *r)
+{
+	struct vcmad_xen *x = r->x;
+	uint64_t n = r->count - r->held;
+	xen_pfn_t *v = calloc(n, sizeof(*v));
+	int got;
+
+	if (!v)
+		return;
+	got = xc_domain_populate_physmap(x->xch, x->holder, n, 0, 0, v);
+	for (int i = 0; i < got; i++) {
+		uint64_t slot = r->slots[r->held + (uint64_t)i];
+		struct xen_pool *p = pool_of(x, slot);
+
+		if (!p) /* cannot happen: the slots came from a pool */
+			continue;
+		if (p->address_bits && fls64(v[i]) + 12 > p->address_bits) {
+			/* above the pool's limit: give it back, wait for a better one */
+			xen_pfn_t back = v[i];
+
+			xc_domain_decrease_reservation_exact(x->xch, x->holder, 1, 0, &back);
+			got = i;
+			break;
+		}
+		p->mfn[slot - p->slot0] = v[i];
+		p->held[slot - p->slot0] = 1;
+	}
+	if (got > 0) {
+		map_frames(x, x->holder, v, (uint64_t)got, 0, NULL, 0);
+		r->held += (uint64_t)got;
+		x->st.holder_frames += (uint64_t)got;
+		x->st.lent_frames -= (uint64_t)got;
+	}
+	free(v);
+}
+
+static void reclaim_cb(struct vcma_timer *t)
+{
+	struct reclaim *r = (struct reclaim *)((char *)t - offsetof(struct reclaim, t));
+	struct vcmad_xen *x = r->x;
+	struct vcmad_xen_dominfo di;
+	uint64_t now = vcma_loop_now(x->loop);
+	bool gone = vcmad_xen_dominfo(x, r->dom, &di) || !di.exists || di.dying;
+
+	/* the lender has given its pages back (or died): hold frames for the slots */
+	if (gone || di.tot_pages <= r->want_tot || now >= r->deadline)
+		reclaim_hold(r);
+	if (r->held < r->count && now < r->deadline) {
+		vcma_timer_arm(x->loop, t, now + RECLAIM_POLL_NS);
+		return;
+	}
+	if (!gone)
+		add_max_pages(x, r->dom, -(int64_t)r->held);
+	for (struct reclaim **pp = &x->reclaims; *pp; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	x->st.reclaims++;
+	if (r->held < r->count)
+		x->st.reclaims_short++;
+	r->done(r->arg, r->held);
+	free(r->slots);
+	free(r);
+}
+
+static int xen_reclaim(struct vcmad_backend *be, const uint64_t *slots, uint64_t count, uint32_t dom,
+		       uint64_t deadline_ns, void (*done)(void *arg, uint64_t held), void *arg)
+{
+	struct vcmad_xen *x = xp(be);
+	struct reclaim *r = calloc(1, sizeof(*r));
+	struct vcmad_xen_dominfo di;
+	uint64_t target;
+
+	if (!r || !(r->slots = malloc(count * sizeof(*slots)))) {
+		free(r);
+		return -ENOMEM;
+	}
+	memcpy(r->slots, slots, count * sizeof(*slots));
+	*r = (struct reclaim){ .x = x, .dom = dom, .slots = r->slots, .count = count, .deadline = deadline_ns,
+			       .done = done, .arg = arg };
+	if (!vcmad_xen_dominfo(x, dom, &di) && di.exists && !di.dying) {
+		r->want_tot = di.tot_pages > count ? di.tot_pages - count : 0;
+		if (!xs_read_kib(x, dom, "target", &target))
+			set_target(x, dom, target > count * 4 ? target - count * 4 : 0);
+		x->st.reclaim_asked += count;
+	}
+	vcma_timer_init(&r->t, reclaim_cb);
+	r->next = x->reclaims;
+	x->reclaims = r;
+	vcma_timer_arm(be->loop, &r->t, vcma_loop_now(be->loop));
+	return 0;
+}
+
 static const struct vcmad_mem_ops xen_mem_ops = {
 	.probe = xen_probe,
 	.init = xen_init,
@@ -732,6 +958,10 @@ static const struct vcmad_mem_ops xen_mem_ops = {
 	.ram_alloc = xen_ram_alloc,
 	.ram_free = xen_ram_free,
 	.ram_free_frames = xen_ram_free_frames,
+	.machine_frame = xen_machine_frame,
+	.lender_room = xen_lender_room,
+	.lend = xen_lend,
+	.reclaim = xen_reclaim,
 };
 
 const struct vcmad_backend_type vcmad_backend_xen = {

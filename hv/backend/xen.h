@@ -33,6 +33,9 @@ struct vcmad_xen_stats {
 	uint64_t zeroed_frames;    /* zeroed through a foreign mapping */
 	uint64_t populate_failed;  /* a guest's populate found no block of its order */
 	uint64_t holder_frames;    /* held now, all pools */
+	uint64_t lent_frames;      /* released to lenders' balloons now */
+	uint64_t reclaims, reclaims_short; /* balloon reclaims, and those that ended short */
+	uint64_t reclaim_asked;    /* pages asked back from lenders */
 };
 
 struct vcmad_xen_dominfo {

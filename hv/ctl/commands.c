@@ -417,7 +417,20 @@ static struct json_object *region_json(struct vcmad *d, const struct gindex *gi,
 	add_str(o, "guest_name", owner_name(gi, r->guest));
 	add_str(o, "pool", r->pool < d->core.npools ? d->core.pool[r->pool]->cfg.name : NULL);
 	add_u64(o, "mfn", r->mfn);
-	add_u64(o, "bus", r->mfn << VCMA_PAGE_SHIFT);
+	if (d->be.type->holds_frames) {
+		/* r->mfn is a slot: the machine address is the link's (a guest's region) or
+		 * the backend's (a held one, vcmactl's) */
+		const struct vcmad_guest *g = r->guest != VCMAD_CTL_ADMIN_GUEST ? vcmad_guest_find(d, r->guest) : NULL;
+		uint64_t gpa = 0, bus = 0, mfn;
+
+		if (g)
+			g->link->ops->addr(g, r->mfn, &gpa, &bus);
+		else if (d->be.type->mem->machine_frame && !d->be.type->mem->machine_frame(&d->be, r->mfn, &mfn))
+			bus = mfn << VCMA_PAGE_SHIFT;
+		add_u64(o, "bus", bus);
+	} else {
+		add_u64(o, "bus", r->mfn << VCMA_PAGE_SHIFT);
+	}
 	add_u64(o, "gpa", r->gpa);
 	add_u64(o, "size_bytes", r->nframes << VCMA_PAGE_SHIFT);
 	add_u64(o, "frames", r->nframes);
@@ -693,12 +706,21 @@ static struct json_object *cmd_vacate(struct vcmad_ctl *ctl, const struct vcmad_
 				      size_t msglen)
 {
 	struct vcmad *d = ctl->d;
-	struct vcmad_vacate_result *res = malloc(sizeof(*res));
+	struct vcmad_vacate_result *res;
 	struct json_object *o = NULL;
 	struct gindex gi;
 	int64_t guest = 0;
 	int rc;
 
+	if (d->be.type->holds_frames) {
+		/* lent capacity is in lenders' balloons: it comes back when an allocation
+		 * needs it (docs/XEN.md), not by moving VMs' pages */
+		*err = -EOPNOTSUPP;
+		setmsg(msg, msglen, "%s: not with the %s backend (lent capacity comes back on demand)",
+		       req->cmd == VCMAD_CTL_DRAIN ? "drain" : "compact", d->be.type->name);
+		return NULL;
+	}
+	res = malloc(sizeof(*res));
 	if (!res || gindex_build(d, &gi)) {
 		free(res);
 		*err = -ENOMEM;
@@ -776,6 +798,67 @@ static struct json_object *hist_json(const struct vcma_hist *h)
 	return o;
 }
 
+/* Balloon lending: lenders and what they hold, lends and reclaims. */
+static struct json_object *balloon_json(const struct vcmad *d)
+{
+	const struct vcmad_balloon *b = &d->balloon;
+	struct json_object *o = json_object_new_object(), *arr = json_object_new_array();
+
+	if (!o || !arr) {
+		json_object_put(o);
+		json_object_put(arr);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < b->nlenders; i++) {
+		struct json_object *e = json_object_new_object();
+
+		if (!e)
+			continue;
+		add_str(e, "name", b->lender[i].name);
+		add_bool(e, "present", b->lender[i].present);
+		add_u64(e, "domid", b->lender[i].dom);
+		add_u64(e, "lent_bytes", b->lender[i].lent << VCMA_PAGE_SHIFT);
+		json_object_array_add(arr, e);
+	}
+	json_object_object_add(o, "lenders", arr);
+	add_u64(o, "lent_bytes", vcmad_balloon_lent(d) << VCMA_PAGE_SHIFT);
+	add_u64(o, "lends", b->lends);
+	add_u64(o, "lent_bytes_total", b->lent_frames_total << VCMA_PAGE_SHIFT);
+	add_u64(o, "reclaims", b->reclaims);
+	add_u64(o, "reclaimed_bytes", b->reclaimed_frames << VCMA_PAGE_SHIFT);
+	add_u64(o, "reclaims_short", b->reclaims_short);
+	add_u64(o, "reclaim_ns_max", b->reclaim_ns_max);
+	add_u64(o, "reclaim_ns_mean", b->reclaims ? b->reclaim_ns_total / b->reclaims : 0);
+	return o;
+}
+
+#ifdef VCMA_HAVE_XEN
+/* The Xen backend's counters (backend/xen.h). */
+static struct json_object *xen_json(const struct vcmad *d)
+{
+	struct vcmad_xen *x = vcmad_xen_of(&d->be);
+	struct json_object *o = json_object_new_object();
+	struct vcmad_xen_stats st;
+
+	if (!o)
+		return NULL;
+	vcmad_xen_get_stats(x, &st);
+	add_u64(o, "holder_domid", vcmad_xen_holder(x));
+	add_u64(o, "held_bytes", st.holder_frames << VCMA_PAGE_SHIFT);
+	add_u64(o, "lent_bytes", st.lent_frames << VCMA_PAGE_SHIFT);
+	add_u64(o, "regions_given", st.given);
+	add_u64(o, "regions_taken", st.taken);
+	add_u64(o, "regions_moved", st.moved);
+	add_u64(o, "lost_bytes", st.lost_frames << VCMA_PAGE_SHIFT);
+	add_u64(o, "zeroed_bytes", st.zeroed_frames << VCMA_PAGE_SHIFT);
+	add_u64(o, "populate_failed", st.populate_failed);
+	add_u64(o, "reclaims", st.reclaims);
+	add_u64(o, "reclaims_short", st.reclaims_short);
+	add_u64(o, "reclaim_asked_bytes", st.reclaim_asked << VCMA_PAGE_SHIFT);
+	return o;
+}
+#endif
+
 static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 {
 	struct vcmad *d = ctl->d;
@@ -842,6 +925,12 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(c, "evicted", ctl->stats.evicted);
 	json_object_object_add(dm, "ctl", c);
 	json_object_object_add(res, "daemon", dm);
+	if (d->balloon.nlenders)
+		json_object_object_add(res, "balloon", balloon_json(d));
+#ifdef VCMA_HAVE_XEN
+	if (vcmad_xen_of(&d->be))
+		json_object_object_add(res, "xen", xen_json(d));
+#endif
 	return res;
 }
 

@@ -690,6 +690,7 @@ static void xs_cb(struct vcma_watch *w, uint32_t events)
 			domains_released(xl);
 		} else if (!strcmp(token, "intro")) {
 			auto_attach(xl);
+			vcmad_relend_kick(xl->d); /* a lender may have come */
 		} else if (sscanf(token, "fe:%u:%u:%u", &domid, &devid, &gen) == 3) {
 			struct xb_dev *dv = dev_find(xl, domid, devid);
 
@@ -899,6 +900,7 @@ static int xb_start(struct vcmad_link *l)
 	}
 	log_info("xen: xenbus backend for device type %s at %s (%u-page areas)", VCMA_XEN_DEVICE_TYPE, xl->base,
 		 xl->area_pages);
+	vcmad_relend_kick(d); /* lenders running already */
 	return 0;
 }
 
