@@ -12,6 +12,9 @@
 #include "log.h"
 #include "vcmad.h"
 
+_Static_assert(VCMAD_BALLOON_GUEST_BASE + VCMAD_BALLOON_MAX_LENDERS - 1 <= VCMA_GUEST_MAX,
+	       "lender ids fit in the frame map");
+
 void vcmad_balloon_init(struct vcmad *d)
 {
 	struct vcmad_balloon *b = &d->balloon;
@@ -250,4 +253,20 @@ fail:
 		free(parts[li]);
 	free(w);
 	return rc;
+}
+
+void vcmad_balloon_fini(struct vcmad *d)
+{
+	struct vcmad_balloon *b = &d->balloon;
+
+	for (uint32_t i = 0; i < b->nlenders; i++) {
+		struct vcmad_lender *l = &b->lender[i];
+
+		if (!l->lent || !l->present || !d->be.type->mem->unlend)
+			continue;
+		d->be.type->mem->unlend(&d->be, l->dom, l->lent);
+		log_info("balloon: %s (domain %u) gives back the %llu MiB it was lent: vcmad stops", l->name, l->dom,
+			 (unsigned long long)(l->lent >> 8));
+		l->lent = 0;
+	}
 }

@@ -27,7 +27,7 @@ struct vcmad;
 struct vcma_pool;
 
 #define VCMAD_BALLOON_MAX_LENDERS 16u
-#define VCMAD_BALLOON_GUEST_BASE 0xfffff000u
+#define VCMAD_BALLOON_GUEST_BASE 0xfff0u /* ids 0xfff0..0xffff: the core's frame map keeps 16 bits */
 #define VCMAD_BALLOON_GUEST(i) (VCMAD_BALLOON_GUEST_BASE + (i))
 #define VCMAD_BALLOON_UNIT 512u                         /* frames lent at a time: 2 MiB */
 #define VCMAD_RECLAIM_TIMEOUT_NS (3000ull * 1000000ull) /* a lender's balloon has this long */
@@ -57,6 +57,8 @@ bool vcmad_balloon_lend(struct vcmad *d);
  * -errno: nothing started. */
 int vcmad_balloon_reclaim(struct vcmad *d, struct vcma_pool *p, uint64_t start, uint64_t count,
 			  int (*done)(void *arg, int err), void *arg);
+/* vcmad stops: lenders give back what they were lent (targets lowered, no wait). */
+void vcmad_balloon_fini(struct vcmad *d);
 /* Frames lent to lenders now, all pools. */
 uint64_t vcmad_balloon_lent(const struct vcmad *d);
 

@@ -422,6 +422,7 @@ void vcmad_fini(struct vcmad *d)
 			vcmad_guest_abandon(d->guests.slot[i]);
 	vcmad_guests_reap(d);
 	vcmad_ctl_stop(d);
+	vcmad_balloon_fini(d);
 	for (uint32_t i = 0; i < VCMAD_NLINKS; i++)
 		if (d->links[i].ops && d->links[i].priv)
 			d->links[i].ops->stop(&d->links[i]);

@@ -73,10 +73,11 @@ static int take_slot(struct vcmad *d, bool configured, uint32_t *slot, uint32_t 
 		;
 	if (i == d->conf.max_guests)
 		return -ENOSPC;
-	for (uint32_t tries = 0; tries < VCMA_GUEST_MAX; tries++) {
+	/* ids above VCMAD_BALLOON_GUEST_BASE name balloon lenders in the frame map */
+	for (uint32_t tries = 0; tries < VCMAD_BALLOON_GUEST_BASE; tries++) {
 		uint32_t cand = gs->next_id;
 
-		gs->next_id = gs->next_id >= VCMA_GUEST_MAX ? 1 : gs->next_id + 1;
+		gs->next_id = gs->next_id >= VCMAD_BALLOON_GUEST_BASE - 1 ? 1 : gs->next_id + 1;
 		if (!vcmad_guest_find(d, cand) && !vcmad_vm_find(d, cand)) {
 			*slot = i;
 			*id = cand;

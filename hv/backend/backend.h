@@ -90,6 +90,8 @@ struct vcmad_mem_ops {
 	 * callback). */
 	int (*reclaim)(struct vcmad_backend *be, const uint64_t *slots, uint64_t count, uint32_t dom,
 		       uint64_t deadline_ns, void (*done)(void *arg, uint64_t held), void *arg);
+	/* vcmad exits: count pages lent to dom go back (its target drops), no wait. */
+	void (*unlend)(struct vcmad_backend *be, uint32_t dom, uint64_t count);
 };
 
 /* What a backend reports about a VM (vc->ev, set by whoever made the VM: vm.c). */

@@ -665,6 +665,7 @@ int vcmad_xen_give(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned 
 		   bool *moved)
 {
 	uint64_t n = 1ull << order, s, want;
+	bool contiguous = true;
 	struct xen_pool *p;
 	xen_pfn_t got = 0;
 	int rc = held_frames(x, slot, n, &p);
@@ -675,6 +676,9 @@ int vcmad_xen_give(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned 
 		return -EINVAL;
 	s = slot - p->slot0;
 	want = p->mfn[s];
+	for (uint64_t i = 1; i < n && contiguous; i++)
+		contiguous = p->mfn[s + i] == want + i;
+	contiguous = contiguous && !(want & (n - 1));
 	rc = add_max_pages(x, domid, (int64_t)n);
 	if (rc)
 		return rc;
@@ -693,8 +697,13 @@ int vcmad_xen_give(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned 
 	/* the holder's frames are zero; frames from anywhere else may hold anything */
 	if (*moved) {
 		x->st.moved++;
-		log_warn("xen: domain %u got frames at %#llx instead of its window's at %#llx: zeroing them, holding "
-			 "the window again", domid, (unsigned long long)got << 12, (unsigned long long)want << 12);
+		if (contiguous)
+			log_warn("xen: domain %u got frames at %#llx instead of its window's at %#llx: zeroing them, "
+				 "holding the window again", domid, (unsigned long long)got << 12,
+				 (unsigned long long)want << 12);
+		else /* a window held as scattered frames (taken back from a balloon) */
+			log_info("xen: domain %u got an extent at %#llx from Xen's free memory; the window was held as "
+				 "single frames", domid, (unsigned long long)got << 12);
 		rc = zero_run(x, domid, got, n);
 		if (rc) {
 			xen_pfn_t back = got;
@@ -919,6 +928,19 @@ static void reclaim_cb(struct vcma_timer *t)
 	free(r);
 }
 
+/* vcmad exits: what a lender was lent goes back to Xen (its target and max_pages
+ * drop; its balloon gives the pages back in its own time). */
+static void xen_unlend(struct vcmad_backend *be, uint32_t dom, uint64_t count)
+{
+	struct vcmad_xen *x = xp(be);
+	uint64_t target;
+
+	if (!xs_read_kib(x, dom, "target", &target))
+		set_target(x, dom, target > count * 4 ? target - count * 4 : 0);
+	add_max_pages(x, dom, -(int64_t)count);
+	x->st.lent_frames -= count < x->st.lent_frames ? count : x->st.lent_frames;
+}
+
 static int xen_reclaim(struct vcmad_backend *be, const uint64_t *slots, uint64_t count, uint32_t dom,
 		       uint64_t deadline_ns, void (*done)(void *arg, uint64_t held), void *arg)
 {
@@ -962,6 +984,7 @@ static const struct vcmad_mem_ops xen_mem_ops = {
 	.lender_room = xen_lender_room,
 	.lend = xen_lend,
 	.reclaim = xen_reclaim,
+	.unlend = xen_unlend,
 };
 
 const struct vcmad_backend_type vcmad_backend_xen = {
