@@ -96,6 +96,11 @@ static void check_pool(const struct vcma_pool_config *p)
 	FUZZ_CHECK(p->cost_lent_free >= 1 && p->cost_lent_free <= 65535 && p->cost_lent_used >= 1 &&
 			   p->cost_lent_used <= 65535,
 		   "pool %s: costs", p->name);
+	FUZZ_CHECK(!p->max_region || (p->max_region >= VCMA_PAGE_SIZE && !(p->max_region & (p->max_region - 1)) &&
+				      p->max_region <= (uint64_t)VCMA_PAGE_SIZE << 18),
+		   "pool %s: max_region %llu", p->name, (unsigned long long)p->max_region);
+	FUZZ_CHECK(!p->address_bits || (p->address_bits >= 20 && p->address_bits <= 52), "pool %s: address_bits %u",
+		   p->name, p->address_bits);
 }
 
 static void check_conf(const struct vcmad_conf *c)
@@ -103,7 +108,7 @@ static void check_conf(const struct vcmad_conf *c)
 	FUZZ_CHECK(terminated(c->runtime_dir, sizeof(c->runtime_dir)) && c->runtime_dir[0] == '/' &&
 			   strlen(c->runtime_dir) < 224,
 		   "runtime_dir");
-	FUZZ_CHECK(!strcmp(c->backend, "sim"), "backend");
+	FUZZ_CHECK(!strcmp(c->backend, "sim") || !strcmp(c->backend, "xen"), "backend");
 	FUZZ_CHECK(c->max_guests >= 1 && c->max_guests <= 4096, "max_guests %u", c->max_guests);
 	FUZZ_CHECK(c->machine_bytes >= (16ull << 20) && c->machine_bytes <= (1ull << 40) &&
 			   !(c->machine_bytes % VCMA_PAGE_SIZE),
@@ -211,6 +216,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(rc == 0 || rc == -EINVAL, "vcmad_conf_validate returned %d", rc);
 		FUZZ_CHECK(!rc || err[0], "vcmad_conf_validate: -EINVAL with an empty message");
 		FUZZ_CHECK(rc || c->npools > 0, "validated a config without pools");
+		for (uint32_t i = 0; !rc && i < c->nguests; i++)
+			FUZZ_CHECK((c->guests[i].kind == VCMAD_GUEST_XEN) == !strcmp(c->backend, "xen"),
+				   "validated guest %s of another backend than the daemon's", c->guests[i].name);
 		check_resolved(c);
 	}
 	free(again);

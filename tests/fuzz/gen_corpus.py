@@ -97,6 +97,9 @@ CONFIG = {
     b'[ pool   cam ]\nsize = max(16M,1.5%)\nmode = exclusive\nbind = class:camera\nbase = 0x40000000\n'
     b'[pool dsp]\nsize = 64MiB\nmode = exclusive\nbind = guest:vm1\nalign_order = 4\nmin_request = 1\n'
     b'quota = 12.5%\n',
+    'xen.conf': b'[daemon]\nbackend = xen\n[pool cam]\nsize = 64M\nmax_region = 8M\naddress_bits = 32\n'
+    b'bind = class:camera\n[guest cam]\nbackend = xen\nclass = camera\nattach = manual\n'
+    b'[guest big]\nbackend = xen\nlender = yes\n',
     'override.conf': b'[pool main]\nsize = 10%\n\0main=min(1G,50%)',
     'errors.conf': b'[limits]\nring_slots = 48\n',
     'nopool.conf': b'[daemon]\nmax_guests = 4096\n[machine]\nmemory = 16M\n',
