@@ -270,3 +270,71 @@ void vcmad_balloon_fini(struct vcmad *d)
 		l->lent = 0;
 	}
 }
+
+/* A dead lender's frames went back to Xen with it: hold frames for its slots again.
+ * The run is claimed meanwhile, so no allocation reclaims it a second time. */
+struct orphan {
+	struct vcmad *d;
+	struct vcma_pool *p;
+	uint64_t idx, n;
+};
+
+static int orphan_done(void *arg, int err)
+{
+	struct orphan *o = arg;
+
+	vcma_fmap_unclaim(&o->p->fm, o->idx, o->n);
+	if (err)
+		log_warn("balloon: capacity lent to a domain that died is not all held again yet");
+	vcmad_relend_kick(o->d); /* lend it anew, when quiet */
+	free(o);
+	return 0;
+}
+
+void vcmad_balloon_domains_changed(struct vcmad *d)
+{
+	struct vcmad_balloon *b = &d->balloon;
+	const struct vcmad_mem_ops *mem = d->be.type->mem;
+
+	for (uint32_t li = 0; li < b->nlenders; li++) {
+		struct vcmad_lender *l = &b->lender[li];
+		uint64_t room;
+		uint32_t dom;
+
+		if (!l->lent || (!mem->lender_room(&d->be, l->name, &dom, &room) && dom == l->dom))
+			continue;
+		log_info("balloon: lender %s (domain %u) is gone: its %llu MiB are held again", l->name, l->dom,
+			 (unsigned long long)(l->lent >> 8));
+		l->present = false;
+		/* one reclaim per run of its unclaimed slots; the backend holds at once */
+		for (uint32_t pi = 0; pi < d->core.npools; pi++) {
+			struct vcma_pool *p = d->core.pool[pi];
+
+			for (uint64_t idx = 0; idx < p->fm.nframes;) {
+				struct vcma_frame_info fi;
+				struct orphan *o;
+				uint64_t end = idx;
+
+				while (end < p->fm.nframes && !vcma_fmap_get(&p->fm, end, &fi) &&
+				       fi.state == VCMA_FRAME_LENT_FREE && !fi.claimed && fi.guest == VCMAD_BALLOON_GUEST(li))
+					end++;
+				if (end == idx) {
+					idx++;
+					continue;
+				}
+				o = malloc(sizeof(*o));
+				if (o && !vcma_fmap_claim(&p->fm, idx, end - idx)) {
+					*o = (struct orphan){ .d = d, .p = p, .idx = idx, .n = end - idx };
+					if (vcmad_balloon_reclaim(d, p, idx, end - idx, orphan_done, o)) {
+						vcma_fmap_unclaim(&p->fm, idx, end - idx);
+						free(o);
+						log_warn("balloon: cannot hold the capacity lent to %s again", l->name);
+					}
+				} else {
+					free(o);
+				}
+				idx = end;
+			}
+		}
+	}
+}

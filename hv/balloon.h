@@ -57,6 +57,8 @@ bool vcmad_balloon_lend(struct vcmad *d);
  * -errno: nothing started. */
 int vcmad_balloon_reclaim(struct vcmad *d, struct vcma_pool *p, uint64_t start, uint64_t count,
 			  int (*done)(void *arg, int err), void *arg);
+/* Domains died or came: a lender that is gone gets its lent capacity held again. */
+void vcmad_balloon_domains_changed(struct vcmad *d);
 /* vcmad stops: lenders give back what they were lent (targets lowered, no wait). */
 void vcmad_balloon_fini(struct vcmad *d);
 /* Frames lent to lenders now, all pools. */

@@ -688,6 +688,7 @@ static void xs_cb(struct vcma_watch *w, uint32_t events)
 				backend_changed(xl, path);
 		} else if (!strcmp(token, "rel")) {
 			domains_released(xl);
+			vcmad_balloon_domains_changed(xl->d);
 		} else if (!strcmp(token, "intro")) {
 			auto_attach(xl);
 			vcmad_relend_kick(xl->d); /* a lender may have come */
