@@ -1,7 +1,8 @@
 """Real Xen 4.17 under QEMU (TCG) for vcma's Xen tests: Debian's hypervisor, Debian's
 kernel as a PV dom0 with a busybox initramfs holding the Xen tools, and PV domUs
 created from dom0 with the same kernel. The recipe and its pitfalls are measured in
-shared/reference/xen-under-qemu.md; this module is that recipe, reusable.
+../shared/reference/xen-under-qemu.md (beside the repository); this module is that
+recipe, reusable.
 
 A test, in full:
 
@@ -38,18 +39,25 @@ XenRun(env, workdir, memory=2048, smp=2)
     xen-init-dom0 and xenconsoled --log=guest, run dom0_script (sh, in /mnt/host, its
     output to share/out/script.log), copy dom0's dmesg, `xl dmesg` and every domU
     console log to share/out, and power off with the script's status through
-    isa-debug-exit. timeout bounds the whole boot (QEMU is killed then); xen_args and
-    dom0_args are appended to Xen's and dom0's command lines. boot() may be called
-    again on the same run; each boot starts from an empty share/out.
+    isa-debug-exit. timeout bounds the whole boot (QEMU is killed then); the script
+    has script_seconds(timeout) of it, so that a script that hangs still leaves every
+    log. xen_args and dom0_args are appended to Xen's and dom0's command lines.
+    boot() may be called again on the same run; each boot starts from an empty
+    share/out.
 
 XenResult
   .status   "exited": the script ran and .rc is its exit status;
             "setup-failed": dom0 could not get Xen's tools going (.setup_error says how);
+            "script-timeout": the script was still running at its deadline,
+            XenRun.script_seconds(timeout) after dom0 came up, and was stopped; the
+            logs were collected all the same;
             "xen-rebooted": Xen rebooted the machine (a Xen or dom0 crash);
-            "timeout": nothing ended within the timeout and QEMU was killed;
+            "timeout": the boot did not end within the timeout and QEMU was killed
+            (only the serial log and the script's output so far are there);
             "qemu-failed": QEMU did not run (its stderr is in .explain()).
   .rc       the script's exit status, or None unless status is "exited"
-  .seconds  the boot's wall time
+  .seconds  the boot's wall time; .cpu_seconds the CPU time QEMU used (the work done:
+            other load on the host changes it less than the wall time)
   .output   the script's stdout and stderr
   .facts    {key: value} from the script's xen_fact lines (the last one of a key wins)
   .out      share/out on the host: whatever the script wrote to $XENVM_OUT
@@ -71,15 +79,19 @@ In dom0 the script runs with PATH holding busybox, xl and the Xen daemons
 and these shell functions (tests/xen/xenvm.sh):
     xen_create [-i IMAGE] [-k KERNEL] [-x 'key = value']... NAME MEMORY [MAXMEM [EXTRA]]
         xl create a PV domU: MEMORY and MAXMEM in MiB, EXTRA appended to the kernel
-        command line (after console=hvc0 rdinit=/init quiet loglevel=5), IMAGE the
+        command line (after $XENVM_DOMU_CMDLINE: console=hvc0 rdinit=/init quiet
+        loglevel=5 and two options that save seconds under TCG), IMAGE the
         ramdisk (default: the image domU_image() built under NAME), -x more xl config
-        lines. Its console is logged to /var/log/xen/console/guest-NAME.log.
+        lines. Debian's kernel takes 58 MiB before it runs: give MEMORY 96 or more. Its
+        console is logged to /var/log/xen/console/guest-NAME.log.
     xen_domid NAME                       print NAME's domain id
     xen_mem_mib NAME                     print NAME's memory as `xl list` shows it (MiB,
                                          from tot_pages)
-    xen_console NAME                     print NAME's console log so far
-    xen_wait_console NAME REGEX [SECS]   wait (default 60 s) for a console line matching
-                                         the extended regex; 1 (and a message) if none
+    xen_console NAME                     print what the domain last created under NAME
+                                         printed on its console so far
+    xen_wait_console NAME REGEX [SECS]   wait (default 60 s) for a line of xen_console
+                                         matching the extended regex; 1 and what the
+                                         console says if none comes
     xen_poll SECS CMD...                 run CMD until it succeeds; 1 after SECS seconds
     xen_destroy NAME                     xl destroy NAME and wait until it is gone
     xen_fact KEY VALUE...                record a fact for the host (result.facts)
@@ -91,6 +103,7 @@ import gzip
 import lzma
 import os
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -105,6 +118,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import guestbuild  # noqa: E402
 import mkinitramfs  # noqa: E402
 import qemuvm  # noqa: E402
+from vcmatest import skip  # noqa: E402
 
 XEN_GZ = "/boot/xen-4.17-amd64.gz"
 XEN_BIN = "/usr/lib/xen-4.17/bin"
@@ -114,8 +128,7 @@ DOM0_MODULES = ("xen-privcmd", "xenfs", "xen-evtchn", "xen-gntdev", "xen-gntallo
                 "virtio_pci", "9pnet_virtio", "9p")
 XEN_CMDLINE = ("console=com1 com1=115200,8n1 dom0_mem=512M,max:512M loglvl=warning guest_loglvl=none "
                "bootscrub=false")
-DOM0_CMDLINE = "console=hvc0 rdinit=/init quiet"
-SETUP_FAILED = 250  # dom0's status when its own setup failed (the script never ran)
+DOM0_CMDLINE = "console=hvc0 rdinit=/init quiet cryptomgr.notests"
 XEN_PROBLEMS = re.compile(r"Assertion|FATAL|Panic|Xen BUG|Xen WARN|crashed|domain_crash")
 
 
@@ -174,7 +187,7 @@ class Env:
                 vmlinux = gzip.decompress(payload)
             with open(path, "wb") as f:
                 # another compression: libxenguest unpacks the bzImage itself
-                f.write(vmlinux if vmlinux and vmlinux[:4] == b"\x7fELF" else bz)
+                f.write(_trim_elf(vmlinux) if vmlinux and vmlinux[:4] == b"\x7fELF" else bz)
             self._domu_kernel = path
         return self._domu_kernel
 
@@ -210,6 +223,27 @@ class Env:
         return order
 
 
+def _trim_elf(elf):
+    """The same loadable image in fewer bytes: the zeros at the end of each PT_LOAD
+    segment (.bss and the scratch areas after it, 27 of Debian's 66 MB) are left to the
+    loader, which zero-fills p_memsz beyond p_filesz; the file ends with the last byte a
+    segment needs, and the section headers, which no loader reads, go with it."""
+    elf = bytearray(elf)
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    end = phoff + phentsize * phnum
+    for i in range(phnum):
+        ph = phoff + i * phentsize
+        p_type, _, offset, _, _, filesz = struct.unpack_from("<IIQQQQ", elf, ph)
+        if p_type == 1:  # PT_LOAD
+            filesz = len(elf[offset:offset + filesz].rstrip(b"\0"))
+            struct.pack_into("<Q", elf, ph + 32, filesz)
+        end = max(end, offset + filesz)
+    struct.pack_into("<Q", elf, 0x28, 0)          # e_shoff
+    struct.pack_into("<HH", elf, 0x3c, 0, 0)      # e_shnum, e_shstrndx
+    return bytes(elf[:end])
+
+
 def _modname(path):
     return re.sub(r"\.ko(\.\w+)?$", "", os.path.basename(path)).replace("-", "_")
 
@@ -222,9 +256,9 @@ def prepare(root):
     env = Env(root, tempfile.mkdtemp(prefix="vcma-xen-"))
     atexit.register(shutil.rmtree, env.cache, True)
     if not os.path.isdir(env.moddir):
-        guestbuild._skip("no %s for the guest kernel %s (reinstall linux-image-amd64)" % (env.moddir, env.kernel))
+        skip("no %s for the guest kernel %s (reinstall linux-image-amd64)" % (env.moddir, env.kernel))
     if env.libgcc_s is None:
-        guestbuild._skip("no libgcc_s.so.1 (libgcc-s1), which xl needs in dom0")
+        skip("no libgcc_s.so.1 (libgcc-s1), which xl needs in dom0")
     # QEMU's multiboot loader takes the ELF, not the .gz (with the .gz it hangs)
     with gzip.open(XEN_GZ, "rb") as src, open(env.xen, "wb") as dst:
         shutil.copyfileobj(src, dst)
@@ -316,8 +350,13 @@ export XENVM_SHARE=/mnt/host XENVM_OUT=/mnt/host/out XENVM_DOMU=/mnt/host/domU
 export XENVM_KERNEL=/mnt/host/domU/vmlinux
 echo "XENVM-DOM0-UP $(cut -d' ' -f1 /proc/uptime)"
 cd /mnt/host
-sh -c '. /lib/xenvm/xenvm.sh && . /mnt/host/dom0.sh' </dev/null >/mnt/host/out/script.log 2>&1
+. /mnt/host/xenvm.env  # XENVM_SCRIPT_SECS: the script's share of the host's timeout
+T0=$(cut -d. -f1 /proc/uptime)
+timeout $XENVM_SCRIPT_SECS sh -c '. /lib/xenvm/xenvm.sh && . /mnt/host/dom0.sh' </dev/null >/mnt/host/out/script.log 2>&1
 RC=$?
+# busybox timeout ends the script with SIGTERM, so with status 143
+[ $RC = 143 ] && [ $(( $(cut -d. -f1 /proc/uptime) - T0 )) -ge $XENVM_SCRIPT_SECS ] &&
+    echo "XENVM-SCRIPT-TIMEOUT after $XENVM_SCRIPT_SECS s"
 echo "XENVM-SCRIPT-DONE $RC $(cut -d' ' -f1 /proc/uptime)"
 cd /
 dmesg >/mnt/host/out/dom0-dmesg.txt
@@ -335,8 +374,8 @@ poweroff -f
 
 
 class XenResult:
-    def __init__(self, status, rc, seconds, workdir, setup_error=None, qemu_stderr=""):
-        self.status, self.rc, self.seconds = status, rc, seconds
+    def __init__(self, status, rc, seconds, cpu_seconds, workdir, setup_error=None, qemu_stderr=""):
+        self.status, self.rc, self.seconds, self.cpu_seconds = status, rc, seconds, cpu_seconds
         self.setup_error, self.qemu_stderr = setup_error, qemu_stderr
         self.out = os.path.join(workdir, "share", "out")
         self.logs = {"serial": _read(os.path.join(workdir, "serial.log"))}
@@ -366,7 +405,7 @@ class XenResult:
         text = "Xen run: %s" % self.status
         if self.rc is not None:
             text += ", the dom0 script exited %d" % self.rc
-        text += " after %.1f s" % self.seconds
+        text += " after %.1f s (QEMU used %.1f s of CPU)" % (self.seconds, self.cpu_seconds)
         if self.setup_error:
             text += "\ndom0 setup failed: " + self.setup_error
         if self.qemu_stderr.strip():
@@ -439,6 +478,12 @@ class XenRun:
         self._dom0_image = path
         return path
 
+    @staticmethod
+    def script_seconds(timeout):
+        """The dom0 script's own deadline within a boot's timeout: what is left once
+        Xen and dom0 are up (up to a minute under load) and the logs are collected."""
+        return int(max(timeout / 2, timeout - 60))
+
     def boot(self, dom0_script, timeout=120, xen_args="", dom0_args=""):
         initrd = self._dom0_image or self._build_dom0()
         out = os.path.join(self.share, "out")
@@ -446,6 +491,8 @@ class XenRun:
         os.makedirs(out)
         with open(os.path.join(self.share, "dom0.sh"), "w") as f:
             f.write(dom0_script)
+        with open(os.path.join(self.share, "xenvm.env"), "w") as f:
+            f.write("XENVM_SCRIPT_SECS=%d\n" % self.script_seconds(timeout))
         serial = os.path.join(self.workdir, "serial.log")
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-cpu", "qemu64,+svm,+npt",
                "-m", str(self.memory), "-smp", str(self.smp), "-nographic", "-monitor", "none",
@@ -456,7 +503,7 @@ class XenRun:
                # -initrd is "module args,module args": a comma in args is written ",,"
                "-initrd", "%s %s,%s" % (self.env.kernel, (DOM0_CMDLINE + " " + dom0_args).strip().replace(",", ",,"),
                                         initrd)]
-        t0 = time.monotonic()
+        t0, ru0 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(serial, "wb") as log, open(os.path.join(self.workdir, "qemu.stderr"), "w+") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=err)
             try:
@@ -470,6 +517,8 @@ class XenRun:
             err.seek(0)
             qemu_stderr = err.read()
         seconds = time.monotonic() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
         text = _read(serial) or ""
         exits = re.findall(r"^XENVM-EXIT (\d+)", text, re.M)
         setup = re.findall(r"^XENVM-SETUP-FAILED (.*)", text, re.M)
@@ -478,6 +527,8 @@ class XenRun:
             status = "timeout"
         elif setup:
             status = "setup-failed"
+        elif re.search(r"^XENVM-SCRIPT-TIMEOUT", text, re.M):
+            status = "script-timeout"
         elif code % 2 == 1 and (exits or code > 1):
             # isa-debug-exit: QEMU exits (value << 1) | 1; 1 alone is also QEMU's own
             # error status, so rc 0 counts only with dom0's XENVM-EXIT line
@@ -486,4 +537,4 @@ class XenRun:
             status = "xen-rebooted"  # Xen restarts the machine after a crash; -no-reboot ends QEMU
         else:
             status = "qemu-failed"
-        return XenResult(status, rc, seconds, self.workdir, setup[0] if setup else None, qemu_stderr)
+        return XenResult(status, rc, seconds, cpu, self.workdir, setup[0] if setup else None, qemu_stderr)

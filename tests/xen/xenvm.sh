@@ -29,6 +29,15 @@ xen_fact() {
 	echo "$_xen_k $*" >>"$XENVM_OUT/facts"
 }
 
+# A domU's kernel command line before xen_create's EXTRA. loglevel=5: warnings reach the
+# console log. Under TCG a PV guest spends seconds calibrating its TSC against a PIT it
+# does not have (each port access traps to Xen), and most of a second in the crypto
+# self-tests: tsc_early_khz gives it the frequency Xen measured, cryptomgr.notests skips
+# them (about 2.5 s of a 10 s boot).
+XENVM_DOMU_CMDLINE="console=hvc0 rdinit=/init quiet loglevel=5 cryptomgr.notests"
+_xen_khz=$(xl info 2>/dev/null | awk '$1 == "cpu_mhz" { split($3, f, "."); print f[1] substr(f[2] "000", 1, 3) }')
+[ -n "$_xen_khz" ] && XENVM_DOMU_CMDLINE="$XENVM_DOMU_CMDLINE tsc_early_khz=$_xen_khz"
+
 # xen_create [-i IMAGE] [-k KERNEL] [-x 'key = value']... NAME MEMORY [MAXMEM [EXTRA]]
 # xl create a PV domU named NAME with MEMORY MiB (maxmem MAXMEM, default MEMORY); EXTRA
 # is appended to its kernel command line. IMAGE defaults to the image XenRun.domU_image
@@ -59,7 +68,7 @@ name = "$1"
 type = "pv"
 kernel = "$_xen_kern"
 ramdisk = "$_xen_img"
-extra = "console=hvc0 rdinit=/init quiet loglevel=5 ${4:-}"
+extra = "$XENVM_DOMU_CMDLINE ${4:-}"
 memory = $2
 maxmem = ${3:-$2}
 vcpus = 1
@@ -68,6 +77,13 @@ on_reboot = "destroy"
 on_crash = "destroy"
 $_xen_more
 EOF
+	# a domain created again under a name has its console appended to the same log:
+	# what it printed starts here
+	if [ -e /var/log/xen/console/guest-"$1".log ]; then
+		wc -c </var/log/xen/console/guest-"$1".log >/run/xenvm/"$1".console-start
+	else
+		echo 0 >/run/xenvm/"$1".console-start
+	fi
 	if ! xl create /run/xenvm/"$1".cfg >/run/xenvm/"$1".create.log 2>&1; then
 		echo "xen_create: xl create $1 failed:" >&2
 		cat /run/xenvm/"$1".create.log >&2
@@ -106,19 +122,25 @@ xen_mem_mib() {
 	xl list "$1" | awk 'NR == 2 { print $3 }'
 }
 
-# xen_console NAME: NAME's console output so far (xenconsoled's log).
+# xen_console NAME: what the domain xen_create made last under NAME printed on its
+# console so far (xenconsoled's log of NAME holds every domain of that name).
 xen_console() {
-	cat /var/log/xen/console/guest-"$1".log
+	tail -c +$(( $(cat /run/xenvm/"$1".console-start 2>/dev/null || echo 0) + 1 )) \
+		/var/log/xen/console/guest-"$1".log 2>/dev/null
 }
 
-# xen_wait_console NAME REGEX [SECS]: wait (default 60 s) until NAME's console has a line
-# matching the extended regular expression REGEX.
+# xen_wait_console NAME REGEX [SECS]: wait (default 60 s) until NAME's console (as
+# xen_console shows it) has a line matching the extended regular expression REGEX.
 xen_wait_console() {
-	if ! xen_poll "${3:-60}" grep -Eq -e "$2" /var/log/xen/console/guest-"$1".log; then
+	if ! xen_poll "${3:-60}" _xen_console_has "$1" "$2"; then
 		echo "xen_wait_console: no line matching '$2' on $1's console within ${3:-60} s; it says:" >&2
-		tail -n 20 /var/log/xen/console/guest-"$1".log >&2 2>/dev/null
+		xen_console "$1" | tail -n 20 >&2
 		return 1
 	fi
+}
+
+_xen_console_has() {
+	xen_console "$1" | grep -Eq -e "$2"
 }
 
 # xen_destroy NAME: xl destroy NAME and wait until Xen no longer lists it.
