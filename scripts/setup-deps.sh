@@ -6,8 +6,10 @@
 #
 #   demo   build the daemon, the CLI and the simulated VMs (the main job)
 #   tests  the whole test suite: unit tests, libFuzzer targets (clang), man pages,
-#          and real guests under QEMU (the guest kernel, its headers, make for Kbuild)
-#   bench  the benchmarks, including the one that boots a real guest under QEMU
+#          real guests under QEMU (the guest kernel, its headers, make for Kbuild),
+#          and real Xen under QEMU (the hypervisor, its tools and libxen-dev)
+#   bench  the benchmarks, including the one that boots a real guest under QEMU, and
+#          what builds vcmad's Xen backend (libxen-dev)
 #   all    everything (the default)
 #   --list print the packages the purpose needs and exit
 set -euo pipefail
@@ -20,6 +22,8 @@ UNIT=(libcmocka-dev)                               # unit tests
 FUZZ=(clang libclang-rt-14-dev)                    # libFuzzer targets
 GUEST=(make qemu-system-x86 busybox-static          # real guests: Kbuild runs make; QEMU (TCG),
 	linux-image-amd64 linux-headers-amd64)      # Debian's guest kernel and its headers
+XEN=(xen-hypervisor-4.17-amd64 xen-utils-4.17       # real Xen under QEMU (tests/xen): the hypervisor,
+	libxen-dev)                                 # xl/xenstored/xenconsoled; vcmad's Xen backend links libxen
 
 purpose=all list=false
 while [ $# -gt 0 ]; do
@@ -27,15 +31,15 @@ while [ $# -gt 0 ]; do
 	--for) purpose=${2:-}; shift 2 || { echo "setup-deps: --for needs demo, tests, bench or all" >&2; exit 2; } ;;
 	--for=*) purpose=${1#--for=}; shift ;;
 	--list) list=true; shift ;;
-	-h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "setup-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 	esac
 done
 case "$purpose" in
 demo) PKGS=("${BUILD[@]}") ;;
-tests) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}") ;;
-bench) PKGS=("${BUILD[@]}" "${GUEST[@]}") ;;
-all) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}") ;;
+tests) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}") ;;
+bench) PKGS=("${BUILD[@]}" "${GUEST[@]}" "${XEN[@]}") ;;
+all) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}") ;;
 *) echo "setup-deps: --for must be demo, tests, bench or all, not '$purpose'" >&2; exit 2 ;;
 esac
 if $list; then

@@ -23,19 +23,34 @@ PROBLEMS = re.compile(r"WARNING:|BUG:|Oops|Call Trace|general protection|refcoun
                       re.I)
 
 
-def _missing():
+def missing_packages(kbuild=True):
+    """The Debian packages a QEMU guest needs that are not here: QEMU, the guest kernel,
+    busybox, and with kbuild its headers and make (Kbuild runs it to build vcma.ko)."""
     need = []
     if not shutil.which("qemu-system-x86_64"):
         need.append("qemu-system-x86")
     if not glob.glob("/boot/vmlinuz-*-amd64"):
         need.append("linux-image-amd64")
-    if not glob.glob("/usr/src/linux-headers-*-amd64"):
+    if kbuild and not glob.glob("/usr/src/linux-headers-*-amd64"):
         need.append("linux-headers-amd64")
     if not os.path.exists("/bin/busybox"):
         need.append("busybox-static")
-    if not shutil.which("make"):
-        need.append("make")  # Kbuild runs it to build vcma.ko
+    if kbuild and not shutil.which("make"):
+        need.append("make")
     return need
+
+
+def ensure_packages(root, missing, what):
+    """missing() lists what is not installed. If anything is, install it as root with
+    scripts/setup-deps.sh --for tests and ask again; exit 77 (skip), naming what is
+    still missing, when it cannot be had."""
+    need = missing()
+    if need and os.geteuid() == 0:
+        print("installing what %s needs: %s" % (what, " ".join(need)))
+        subprocess.run([os.path.join(root, "scripts", "setup-deps.sh"), "--for", "tests"], check=False)
+        need = missing()
+    if need:
+        _skip("cannot install %s (not root, or no package source); %s cannot run here" % (" ".join(need), what))
 
 
 def _skip(msg):
@@ -53,14 +68,7 @@ def _run(cmd, what, env=None):
 
 def prepare(root):
     """Build everything a guest needs into a temporary directory; returns a dict of paths."""
-    need = _missing()
-    if need and os.geteuid() == 0:
-        print("installing what the QEMU test needs: " + " ".join(need))
-        subprocess.run([os.path.join(root, "scripts", "setup-deps.sh"), "--for", "tests"], check=False)
-        need = _missing()
-    if need:
-        _skip("cannot install %s (not root, or no package source); the guest side cannot run here"
-              % " ".join(need))
+    ensure_packages(root, missing_packages, "the guest side")
     out = tempfile.mkdtemp(prefix="vcma-guest-")
     kdir = sorted(glob.glob("/usr/src/linux-headers-*-amd64"), key=_version_key)[-1]
     _run([os.path.join(root, "guest-driver", "linux", "build.sh"), os.path.join(out, "kmod"), kdir],

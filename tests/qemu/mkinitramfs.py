@@ -14,9 +14,13 @@ APPLETS = ("sh", "mount", "umount", "insmod", "rmmod", "lsmod", "cat", "echo", "
 
 
 class Cpio:
+    """A newc archive being written. Parent directories of a file or link are added as
+    needed, and a name added twice keeps its first entry."""
+
     def __init__(self):
         self.out = bytearray()
         self.ino = 1
+        self.names = set()
 
     def _entry(self, name, mode, data=b"", nlink=1):
         name_b = name.encode() + b"\0"
@@ -28,40 +32,66 @@ class Cpio:
         self.out += data
         self.out += b"\0" * ((4 - len(self.out) % 4) % 4)
 
+    def _new(self, name):
+        """True if name is not in the archive yet; adds its missing parent directories."""
+        name = name.strip("/")
+        if name in self.names:
+            return False
+        parent = os.path.dirname(name)
+        if parent:
+            self.dir(parent)
+        self.names.add(name)
+        return True
+
     def dir(self, name):
-        self._entry(name, stat.S_IFDIR | 0o755, nlink=2)
+        if self._new(name):
+            self._entry(name.strip("/"), stat.S_IFDIR | 0o755, nlink=2)
 
     def file(self, name, data, mode=0o644):
-        self._entry(name, stat.S_IFREG | mode, data)
+        if self._new(name):
+            self._entry(name.strip("/"), stat.S_IFREG | mode, data)
 
     def symlink(self, name, target):
-        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+        if self._new(name):
+            self._entry(name.strip("/"), stat.S_IFLNK | 0o777, target.encode())
 
     def finish(self):
         self._entry("TRAILER!!!", 0)
         return bytes(self.out)
 
 
-def build(out, files, init, busybox="/bin/busybox"):
-    """files: "SRC:DEST[:MODE]" strings (MODE octal, default 0644)."""
+def base(init_text, busybox="/bin/busybox", applets=APPLETS):
+    """A Cpio holding /bin, /dev, /proc, /sys, /tmp, busybox with the given applets
+    linked, and /init (init_text, a script)."""
     c = Cpio()
     for d in ("bin", "dev", "proc", "sys", "tmp"):
         c.dir(d)
     with open(busybox, "rb") as f:
         c.file("bin/busybox", f.read(), 0o755)
-    for a in APPLETS:
+    for a in applets:
         if a != "read":  # a shell builtin
             c.symlink("bin/" + a, "busybox")
-    with open(init, "rb") as f:
-        c.file("init", f.read(), 0o755)
+    c.file("init", init_text.encode(), 0o755)
+    return c
+
+
+def write(c, out):
+    """Finish the archive and write it gzip'd (level 1: the kernel unpacks it in no time)."""
+    with gzip.open(out, "wb", compresslevel=1) as f:
+        f.write(c.finish())
+
+
+def build(out, files, init, busybox="/bin/busybox"):
+    """files: "SRC:DEST[:MODE]" strings (MODE octal, default 0644)."""
+    with open(init) as f:
+        c = base(f.read(), busybox)
     for spec in files:
         parts = spec.split(":")
         src, dest = parts[0], parts[1].lstrip("/")
         mode = int(parts[2], 8) if len(parts) > 2 else 0o644
         with open(src, "rb") as f:
             c.file(dest, f.read(), mode)
-    with gzip.open(out, "wb", compresslevel=1) as f:
-        f.write(c.finish())
+    write(c, out)
 
 
 def main():
