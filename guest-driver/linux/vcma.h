@@ -14,6 +14,8 @@
  *
  *   vcma_pci.c      QEMU ivshmem-doorbell (PROTOCOL.md 9.2): BAR2 holds the area and
  *                   the DMA window
+ *   vcma_xen.c      Xen xenbus frontend "vcma" (9.3): granted area, event channel
+ *   vcma_xen_mem.c  regions on Xen PV (9.3.1): machine frames populated into this domain
  */
 #ifndef VCMA_KMOD_H
 #define VCMA_KMOD_H
@@ -113,7 +115,7 @@ struct vcma_dev {
 	struct mutex rlock;        /* the regions list */
 	struct list_head regions;
 	int gone;                  /* 0, or the error every call gets once the device went
-				    * away (-ENODEV removed, -ECONNRESET backend closed):
+				    * away (-ENODEV removed, -ECONNRESET Xen backend closed):
 				    * regions are husks, the shared area is not touched */
 	u64 features;
 };
@@ -162,6 +164,27 @@ void vcma_misc_deregister(struct vcma_dev *dev);
 /* vcma_pci.c */
 int vcma_pci_register(void);
 void vcma_pci_unregister(void);
+
+/* vcma_xen.c, vcma_xen_mem.c: in a kernel with a xenbus frontend and a PV MMU */
+#define VCMA_HAVE_XEN (IS_ENABLED(CONFIG_XEN_XENBUS_FRONTEND) && IS_ENABLED(CONFIG_XEN_HAVE_PVMMU))
+#if VCMA_HAVE_XEN
+int vcma_xen_register(void);
+void vcma_xen_unregister(void);
+int vcma_xen_region_install(struct vcma_region *r, const struct vcma_rsp *rsp, u64 length,
+			    unsigned int align_order);
+void vcma_xen_region_unmap(struct vcma_region *r);
+void vcma_xen_region_release(struct vcma_region *r);
+int vcma_xen_region_mmap(struct vcma_region *r, struct vm_area_struct *vma);
+#else
+static inline int vcma_xen_register(void)
+{
+	return 0; /* a kernel without them: ivshmem only */
+}
+
+static inline void vcma_xen_unregister(void)
+{
+}
+#endif
 
 /* A pool name field: 1-15 of [A-Za-z0-9_.-] then NULs, or all zero (5.1). */
 static inline int vcma_pool_name_ok(const char *name)
