@@ -384,6 +384,7 @@ int vcma_ring_attach(struct vcma_dev *dev)
 			VCMA_PROTO_MAJOR);
 		return -EPROTONOSUPPORT;
 	default:
+		dev_err(dev->dev, "the control page fails the checks of PROTOCOL.md 2.5\n");
 		return -ENODEV;
 	}
 	if (dev->ops->check_layout) {
