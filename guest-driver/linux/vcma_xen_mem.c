@@ -4,7 +4,7 @@
  * frames that vcmad populated into this domain, at bus = its machine address.
  *
  * Install: n pseudo-physical frames with no memory behind them come from
- * xen_alloc_unpopulated_pages() (sorted, so that they are mostly contiguous). First
+ * xen_alloc_unpopulated_pages(); they need not be contiguous. First
  * the M2P entry of each machine frame is pointed at its pfn (MMU_MACHPHYS_UPDATE,
  * batched): Xen refuses a frame that is not this domain's, so a host that names
  * another domain's memory, MMIO or nothing at all gets -EIO here instead of the BUG_ON
@@ -14,20 +14,20 @@
  * kernel's direct mapping (__xenmem_reservation_va_mapping_update), then one vmap.
  *
  * FREE: vunmap (and the lazy vmap TLB entries), p2m and direct mapping reset, then the
- * FREE goes out, then the pfns go back. User mappings are remap_pfn_range() ones
- * (VM_PFNMAP: get_user_pages() cannot pin them past the region's life), gone before
- * the region is let go. Devices DMA to bus: a PV guest's devices see machine
+ * FREE goes out, then the pfns go back. User mappings are special PTEs on the machine
+ * frames (VM_PFNMAP: get_user_pages() cannot pin them past the region's life), gone
+ * before the region is let go. Devices DMA to bus: a PV guest's devices see machine
  * addresses, and the extent is machine-contiguous.
  */
 #include <linux/mm.h>
 #include <linux/slab.h>
-#include <linux/sort.h>
 #include <linux/vmalloc.h>
 
 #include <xen/interface/xen.h>
 #include <xen/mem-reservation.h>
 #include <xen/page.h>
 #include <xen/xen.h>
+#include <xen/xen-ops.h>
 
 #include <asm/xen/hypercall.h>
 #include <asm/xen/page.h>
@@ -42,13 +42,6 @@ struct vcma_xen_region {
 	struct page **pages;       /* pages[i] is machine frame mfn + i */
 	void *vaddr;               /* vmap of pages */
 };
-
-static int cmp_pfn(const void *a, const void *b)
-{
-	unsigned long pa = page_to_pfn(*(struct page *const *)a), pb = page_to_pfn(*(struct page *const *)b);
-
-	return pa < pb ? -1 : pa > pb;
-}
 
 /* A frame this domain already has a page for (its M2P entry points back at it). */
 static bool frame_in_physmap(unsigned long mfn)
@@ -131,7 +124,6 @@ int vcma_xen_region_install(struct vcma_region *r, const struct vcma_rsp *rsp, u
 	err = xen_alloc_unpopulated_pages(n, xr->pages);
 	if (err)
 		goto fail;
-	sort(xr->pages, n, sizeof(*xr->pages), cmp_pfn, NULL);
 	err = set_m2p(dev, xr->pages, mfn, n);
 	if (err)
 		goto fail_pages;
@@ -178,23 +170,21 @@ void vcma_xen_region_release(struct vcma_region *r)
 	free_region(xr);
 }
 
-/* Each run of consecutive pfns in one remap_pfn_range(). */
+/*
+ * User mappings map the machine frames themselves, as privcmd maps frames: special
+ * PTEs written with mmu_update (VM_PFNMAP | VM_IO, set by the caller: get_user_pages
+ * cannot pin them past the region's life). Not remap_pfn_range(): PAT sees these
+ * pfns as memory hotplugged outside System RAM and, without MTRRs in a PV guest,
+ * makes them UC-, whose cache bits Xen refuses in a PV domU's page tables.
+ */
 int vcma_xen_region_mmap(struct vcma_region *r, struct vm_area_struct *vma)
 {
-	struct vcma_xen_region *xr = r->priv;
-	unsigned long i = 0, run, npages = vma_pages(vma), addr = vma->vm_start;
-	struct page **pages = xr->pages + vma->vm_pgoff;
-	int err;
+	unsigned long n = vma_pages(vma);
+	int mapped;
 
-	while (i < npages) {
-		for (run = 1; i + run < npages && page_to_pfn(pages[i + run]) == page_to_pfn(pages[i]) + run; run++)
-			;
-		err = remap_pfn_range(vma, addr, page_to_pfn(pages[i]), run << PAGE_SHIFT, vma->vm_page_prot);
-		if (err)
-			return err;
-		addr += run << PAGE_SHIFT;
-		i += run;
-		cond_resched();
-	}
-	return 0;
+	mapped = xen_remap_domain_gfn_range(vma, vma->vm_start, PFN_DOWN(r->dma_addr) + vma->vm_pgoff, n,
+					    vma->vm_page_prot, DOMID_SELF, NULL);
+	if (mapped < 0)
+		return mapped;
+	return mapped == n ? 0 : -EFAULT;
 }
