@@ -4,9 +4,10 @@
  * in-kernel API of vcma_kapi.h.
  *
  * A region is counted by its holders: a /dev/vcma handle, its dma-buf, a kernel
- * user. The last one to let go sends FREE. The memory is BAR2, which has no struct
- * page: a device gets it through a one-entry sg_table from dma_map_resource(), and
- * userspace through remap_pfn_range().
+ * user. The last one to let go sends FREE. Where its memory comes from, and how the
+ * CPU and devices reach it, is the transport's (struct vcma_transport): a device gets
+ * it through a one-entry sg_table at the transport's DMA address, userspace through
+ * the transport's mmap.
  */
 #include <linux/dma-buf.h>
 #include <linux/dma-mapping.h>
@@ -19,57 +20,6 @@
 #include "vcma.h"
 #include "vcma_kapi.h"
 
-static DEFINE_MUTEX(primary_lock);
-static struct vcma_dev *primary; /* the device /dev/vcma and the kernel API use */
-
-static void dev_release(struct kref *ref)
-{
-	struct vcma_dev *dev = container_of(ref, struct vcma_dev, ref);
-
-	if (dev->shm)
-		memunmap(dev->shm);
-	kfree(dev);
-}
-
-void vcma_dev_put(struct vcma_dev *dev)
-{
-	kref_put(&dev->ref, dev_release);
-}
-
-struct vcma_dev *vcma_primary_get(void)
-{
-	struct vcma_dev *dev;
-
-	mutex_lock(&primary_lock);
-	dev = primary;
-	if (dev)
-		kref_get(&dev->ref);
-	mutex_unlock(&primary_lock);
-	return dev;
-}
-
-/* First device to probe serves /dev/vcma and the kernel API. */
-bool vcma_primary_claim(struct vcma_dev *dev)
-{
-	bool claimed = false;
-
-	mutex_lock(&primary_lock);
-	if (!primary) {
-		primary = dev;
-		claimed = true;
-	}
-	mutex_unlock(&primary_lock);
-	return claimed;
-}
-
-void vcma_primary_release(struct vcma_dev *dev)
-{
-	mutex_lock(&primary_lock);
-	if (primary == dev)
-		primary = NULL;
-	mutex_unlock(&primary_lock);
-}
-
 static void region_release(struct kref *ref)
 {
 	struct vcma_region *r = container_of(ref, struct vcma_region, ref);
@@ -77,17 +27,22 @@ static void region_release(struct kref *ref)
 	struct vcma_req q = { .op = VCMA_OP_FREE, .handle = r->handle };
 	int err;
 
+	/* every mapping is gone before FREE: the host may hand the memory on at once */
+	if (dev->ops->region_unmap)
+		dev->ops->region_unmap(r);
 	/* posted, not awaited: the next request on this ring is answered after it */
 	down_read(&dev->sem);
 	if (!r->orphan && !dev->gone) {
 		err = vcma_post(dev, &q);
 		if (err)
-			dev_warn(&dev->pdev->dev, "FREE of region %#llx not sent: %d\n", r->handle, err);
+			dev_warn(dev->dev, "FREE of region %#llx not sent: %d\n", r->handle, err);
 	}
 	mutex_lock(&dev->rlock);
 	list_del(&r->node);
 	mutex_unlock(&dev->rlock);
 	up_read(&dev->sem);
+	if (dev->ops->region_release)
+		dev->ops->region_release(r);
 	vcma_dev_put(dev);
 	kfree(r);
 }
@@ -97,7 +52,7 @@ void vcma_region_put(struct vcma_region *r)
 	kref_put(&r->ref, region_release);
 }
 
-/* ALLOC at vcmad; the answer is checked as 5.3 says, and against the window. */
+/* ALLOC at vcmad; the answer is checked as 5.3 says, then by the transport. */
 struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned int align_order, const char *pool)
 {
 	struct vcma_req q = { .op = VCMA_OP_ALLOC, .length = length, .arg0 = align_order };
@@ -115,19 +70,29 @@ struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned i
 	r = kzalloc(sizeof(*r), GFP_KERNEL);
 	if (!r)
 		return ERR_PTR(-ENOMEM);
+	r->dev = dev;
 	down_read(&dev->sem);
-	err = dev->gone ? -ENODEV : vcma_call(dev, &q, &rsp);
+	err = dev->gone ?: vcma_call(dev, &q, &rsp);
 	if (!err)
 		err = vcma_status_errno(rsp.status);
-	if (!err && (!rsp.handle || rsp.length % PAGE_SIZE || rsp.length < length || rsp.bus % PAGE_SIZE ||
-		     rsp.bus > dev->ctrl.window_size || rsp.length > dev->ctrl.window_size - rsp.bus)) {
-		struct vcma_req f = { .op = VCMA_OP_FREE, .handle = rsp.handle };
+	if (!err) {
+		r->handle = rsp.handle;
+		r->offset = rsp.bus;
+		r->size = rsp.length;
+		if (!rsp.handle || rsp.length % PAGE_SIZE || rsp.length < length || rsp.bus % PAGE_SIZE ||
+		    rsp.gpa % PAGE_SIZE)
+			err = -EIO;
+		else
+			err = dev->ops->region_install(r, &rsp, length, align_order);
+		if (err) {
+			struct vcma_req f = { .op = VCMA_OP_FREE, .handle = rsp.handle };
 
-		dev_err(&dev->pdev->dev, "malformed ALLOC answer (handle %#llx, %#llx+%#llx)\n", rsp.handle,
-			rsp.bus, rsp.length);
-		if (rsp.handle)
-			vcma_post(dev, &f);
-		err = -EIO;
+			if (err == -EIO)
+				dev_err(dev->dev, "malformed ALLOC answer (handle %#llx, %#llx+%#llx)\n", rsp.handle,
+					rsp.bus, rsp.length);
+			if (rsp.handle)
+				vcma_post(dev, &f);
+		}
 	}
 	if (err) {
 		up_read(&dev->sem);
@@ -136,12 +101,6 @@ struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned i
 	}
 	kref_init(&r->ref);
 	kref_get(&dev->ref);
-	r->dev = dev;
-	r->handle = rsp.handle;
-	r->offset = rsp.bus;
-	r->size = rsp.length;
-	r->phys = dev->shm_phys + dev->ctrl.window_off + rsp.bus;
-	r->vaddr = (u8 *)dev->shm + dev->ctrl.window_off + rsp.bus;
 	mutex_lock(&dev->rlock);
 	list_add(&r->node, &dev->regions);
 	mutex_unlock(&dev->rlock);
@@ -150,11 +109,16 @@ struct vcma_region *vcma_region_new(struct vcma_dev *dev, u64 length, unsigned i
 }
 
 /*
- * The device is going away with regions still held: take the CPU mappings away,
- * free them at vcmad while the ring still works, and leave husks that fail every use
- * until their holders let go.
+ * The device is going away with regions still held: take the user mappings away, and
+ * leave husks that fail every use until their holders let go. With free_at_host the
+ * ring still works and the regions are FREEd now, while still mapped in the kernel:
+ * the transport's memory must stay valid for an importer's vmap until the device's
+ * last reference (ivshmem: BAR2 stays mapped, zeros by then). Without it the host
+ * frees them itself as the connection closes (Xen), and a husk's memory goes back
+ * when its last holder lets go. err (-ENODEV, -ECONNRESET) is what every call to
+ * this device returns from now on.
  */
-void vcma_dev_orphan_regions(struct vcma_dev *dev)
+void vcma_dev_shutdown(struct vcma_dev *dev, bool free_at_host, int err)
 {
 	struct vcma_region *r;
 	struct vcma_req q = { .op = VCMA_OP_FREE };
@@ -165,16 +129,17 @@ void vcma_dev_orphan_regions(struct vcma_dev *dev)
 		if (r->dmabuf)
 			unmap_mapping_range(r->dmabuf->file->f_mapping, 0, 0, 1);
 		q.handle = r->handle;
-		if (!vcma_post(dev, &q))
-			dev_warn(&dev->pdev->dev, "region %#llx freed while still held\n", r->handle);
+		if (free_at_host && !vcma_post(dev, &q))
+			dev_warn(dev->dev, "region %#llx freed while still held\n", r->handle);
 		r->orphan = true;
-		r->vaddr = NULL;
+		WRITE_ONCE(r->vaddr, NULL);
 	}
 	mutex_unlock(&dev->rlock);
 	/* these FREEs, those posted before, and abandoned ALLOCs' regions; the irq
 	 * handler works until gone */
-	vcma_ring_drain(dev);
-	dev->gone = true;
+	if (free_at_host)
+		vcma_ring_drain(dev);
+	dev->gone = err;
 	up_write(&dev->sem);
 }
 
@@ -197,11 +162,11 @@ static struct sg_table *buf_map(struct dma_buf_attachment *at, enum dma_data_dir
 		kfree(sgt);
 		return ERR_PTR(err);
 	}
-	addr = dma_map_resource(at->dev, r->phys, r->size, dir, 0);
-	if (dma_mapping_error(at->dev, addr)) {
+	err = r->dev->ops->region_map_dma(r, at->dev, dir, &addr);
+	if (err) {
 		sg_free_table(sgt);
 		kfree(sgt);
-		return ERR_PTR(-EIO);
+		return ERR_PTR(err);
 	}
 	sg_dma_address(sgt->sgl) = addr;
 	sg_dma_len(sgt->sgl) = r->size;
@@ -212,7 +177,8 @@ static void buf_unmap(struct dma_buf_attachment *at, struct sg_table *sgt, enum 
 {
 	struct vcma_region *r = at->dmabuf->priv;
 
-	dma_unmap_resource(at->dev, sg_dma_address(sgt->sgl), r->size, dir, 0);
+	if (r->dev->ops->region_unmap_dma)
+		r->dev->ops->region_unmap_dma(r, at->dev, dir, sg_dma_address(sgt->sgl));
 	sg_free_table(sgt);
 	kfree(sgt);
 }
@@ -221,7 +187,6 @@ static int buf_mmap(struct dma_buf *buf, struct vm_area_struct *vma)
 {
 	struct vcma_region *r = buf->priv;
 	unsigned long len = vma->vm_end - vma->vm_start;
-
 	int err;
 
 	if (!(vma->vm_flags & VM_SHARED))
@@ -232,8 +197,7 @@ static int buf_mmap(struct dma_buf *buf, struct vm_area_struct *vma)
 	/* orphaning zaps the mappings under rlock: no mapping may appear behind it, or it
 	 * would outlive the region into whatever vcmad hands out there next */
 	mutex_lock(&r->dev->rlock);
-	err = r->orphan ? -ENODEV :
-		remap_pfn_range(vma, vma->vm_start, (r->phys >> PAGE_SHIFT) + vma->vm_pgoff, len, vma->vm_page_prot);
+	err = r->orphan ? -ENODEV : r->dev->ops->region_mmap(r, vma);
 	mutex_unlock(&r->dev->rlock);
 	return err;
 }
@@ -244,7 +208,7 @@ static int buf_vmap(struct dma_buf *buf, struct iosys_map *map)
 
 	if (READ_ONCE(r->orphan))
 		return -ENODEV;
-	iosys_map_set_vaddr(map, r->vaddr);
+	iosys_map_set_vaddr(map, READ_ONCE(r->vaddr));
 	return 0;
 }
 
@@ -311,7 +275,7 @@ EXPORT_SYMBOL_GPL(vcma_region_free);
 
 dma_addr_t vcma_region_dma_addr(const struct vcma_region *r)
 {
-	return r->phys; /* no IOMMU in front of guest devices here: bus = guest-physical */
+	return r->dma_addr; /* no IOMMU in front of guest devices here */
 }
 EXPORT_SYMBOL_GPL(vcma_region_dma_addr);
 

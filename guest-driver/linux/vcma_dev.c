@@ -79,7 +79,7 @@ static long ioc_alloc(struct vcma_file *vf, void __user *uarg)
 	}
 	a.handle = r->handle;
 	a.size = r->size;
-	a.dma_addr = r->phys;
+	a.dma_addr = r->dma_addr;
 	a.offset = r->offset;
 	a.fd = fd;
 	err = xa_insert(&vf->handles, r->handle, r, GFP_KERNEL);
@@ -139,7 +139,7 @@ static long ioc_query(struct vcma_file *vf, void __user *uarg)
 		r = xa_load(&vf->handles, a.handle);
 		if (r) {
 			a.size = r->size;
-			a.dma_addr = r->phys;
+			a.dma_addr = r->dma_addr;
 			a.offset = r->offset;
 		}
 		xa_unlock(&vf->handles);
@@ -151,7 +151,7 @@ static long ioc_query(struct vcma_file *vf, void __user *uarg)
 			return -EINVAL;
 		memcpy(q.name, a.pool, sizeof(q.name));
 		down_read(&dev->sem);
-		err = dev->gone ? -ENODEV : vcma_call(dev, &q, &rsp);
+		err = dev->gone ?: vcma_call(dev, &q, &rsp);
 		up_read(&dev->sem);
 		if (!err)
 			err = vcma_status_errno(rsp.status);
@@ -200,7 +200,7 @@ int vcma_misc_register(struct vcma_dev *dev)
 
 	if (!vcma_primary_claim(dev))
 		return 0; /* another device serves /dev/vcma */
-	vcma_misc.parent = &dev->pdev->dev;
+	vcma_misc.parent = dev->dev;
 	err = misc_register(&vcma_misc);
 	if (err)
 		vcma_primary_release(dev);

@@ -11,14 +11,12 @@
  * A caller killed while it waits leaves its request posted; if it was an ALLOC that
  * succeeds after all, a work item FREEs the region nobody will know about.
  */
-#include <linux/io.h>
+#include <linux/device.h>
 #include <linux/sched.h>
 
 #include "vcma.h"
 #include "vcma_barrier.h"
 #include "vcma_guest_check.h"
-
-#define VCMA_DOORBELL 12 /* BAR0: (peer << 16) | vector; vcmad is peer 0 */
 
 /* Called with dev->lock held. */
 static void fail_locked(struct vcma_dev *dev, int err)
@@ -26,7 +24,7 @@ static void fail_locked(struct vcma_dev *dev, int err)
 	if (!dev->broken) {
 		dev->broken = err;
 		if (err != -ENODEV)
-			dev_err(&dev->pdev->dev, "host unusable (%d): failing every request\n", err);
+			dev_err(dev->dev, "host unusable (%d): failing every request\n", err);
 	}
 	wake_up_all(&dev->wq);
 }
@@ -81,9 +79,9 @@ static void take_events_locked(struct vcma_dev *dev)
 		dev->evt_cons++;
 		smp_store_release(&dev->eh->evt_cons, dev->evt_cons);
 		if (e.type == VCMA_EVT_REGION_GONE)
-			dev_warn_ratelimited(&dev->pdev->dev, "vcmad reclaimed region %#llx\n", e.handle);
+			dev_warn_ratelimited(dev->dev, "vcmad reclaimed region %#llx\n", e.handle);
 		else if (e.type == VCMA_EVT_SHUTDOWN)
-			dev_info(&dev->pdev->dev, "vcmad is shutting down\n");
+			dev_info(dev->dev, "vcmad is shutting down\n");
 	}
 	WRITE_ONCE(dev->eh->evt_event, dev->evt_cons + 1);
 }
@@ -94,26 +92,28 @@ static void abandon_locked(struct vcma_dev *dev, const struct vcma_rsp *rsp)
 	if (rsp->status != VCMA_ST_OK || !rsp->handle)
 		return;
 	if (dev->nabandoned == VCMA_MAX_INFLIGHT) { /* cannot happen: one per in-flight entry */
-		dev_warn_ratelimited(&dev->pdev->dev, "region %#llx left at vcmad until detach\n", rsp->handle);
+		dev_warn_ratelimited(dev->dev, "region %#llx left at vcmad until detach\n", rsp->handle);
 		return;
 	}
 	dev->abandoned[dev->nabandoned++] = rsp->handle;
 	schedule_work(&dev->free_work);
 }
 
-static void poll_locked(struct vcma_dev *dev)
+/* Returns whether there was anything to take: a response, an event, a state change. */
+static bool poll_locked(struct vcma_dev *dev)
 {
+	u32 rsp_cons = dev->rsp_cons, evt_cons = dev->evt_cons;
 	struct vcma_rsp rsp;
 	int err;
 	u32 rp;
 
-	if (dev->broken)
-		return;
+	if (dev->broken || !dev->rh) /* an irq before the ring was taken over finds nothing */
+		return false;
 	for (;;) {
 		rp = smp_load_acquire(&dev->rh->rsp_prod);
 		if (rp - dev->rsp_cons > dev->req_prod_pvt - dev->rsp_cons) {
 			fail_locked(dev, -EIO); /* more answers than requests */
-			return;
+			return true;
 		}
 		while (dev->rsp_cons != rp) {
 			struct vcma_inflight *f;
@@ -123,13 +123,13 @@ static void poll_locked(struct vcma_dev *dev)
 			f = inflight_find(dev, rsp.id);
 			if (!f) {
 				fail_locked(dev, -EIO); /* an id we never sent, or sent and had answered */
-				return;
+				return true;
 			}
 			if (f->posted) {
 				if (f->op == VCMA_OP_ALLOC)
 					abandon_locked(dev, &rsp);
 				else if (rsp.status != VCMA_ST_OK)
-					dev_warn_ratelimited(&dev->pdev->dev, "request %llu (op %u) failed at vcmad: %d\n",
+					dev_warn_ratelimited(dev->dev, "request %llu (op %u) failed at vcmad: %d\n",
 							     rsp.id, f->op, rsp.status);
 				f->used = false;
 				continue;
@@ -142,7 +142,7 @@ static void poll_locked(struct vcma_dev *dev)
 		err = state_check_locked(dev);
 		if (err) {
 			fail_locked(dev, err);
-			return;
+			return true;
 		}
 		WRITE_ONCE(dev->rh->rsp_event, dev->rsp_cons + 1);
 		smp_mb();
@@ -151,16 +151,20 @@ static void poll_locked(struct vcma_dev *dev)
 			break;
 	}
 	wake_up_all(&dev->wq);
+	return dev->rsp_cons != rsp_cons || dev->evt_cons != evt_cons;
 }
 
-void vcma_ring_poll(struct vcma_dev *dev)
+/* The irq: take what the host published. Returns whether there was anything. */
+bool vcma_ring_poll(struct vcma_dev *dev)
 {
 	unsigned long flags;
+	bool work = false;
 
 	spin_lock_irqsave(&dev->lock, flags);
 	if (!dev->gone)
-		poll_locked(dev);
+		work = poll_locked(dev);
 	spin_unlock_irqrestore(&dev->lock, flags);
+	return work;
 }
 
 /* Publish *q if there is room: 0 with *slot set, -EAGAIN, or the device's error. */
@@ -188,7 +192,7 @@ static int try_submit(struct vcma_dev *dev, struct vcma_req *q, int *slot, bool 
 	smp_store_release(&dev->rh->req_prod, dev->req_prod_pvt);
 	smp_mb();
 	if (vcma_need_notify(old, dev->req_prod_pvt, READ_ONCE(dev->rh->req_event)))
-		writel(0, dev->regs + VCMA_DOORBELL);
+		dev->ops->kick(dev);
 	*slot = i;
 	rc = 0;
 out:
@@ -310,9 +314,9 @@ void vcma_ring_free_abandoned(struct vcma_dev *dev)
 		q.handle = dev->abandoned[--dev->nabandoned];
 		spin_unlock_irqrestore(&dev->lock, flags);
 		if (vcma_post(dev, &q))
-			dev_warn(&dev->pdev->dev, "region %#llx left at vcmad until detach\n", q.handle);
+			dev_warn(dev->dev, "region %#llx left at vcmad until detach\n", q.handle);
 		else
-			dev_info(&dev->pdev->dev, "freed region %#llx: its caller was killed while vcmad made it\n",
+			dev_info(dev->dev, "freed region %#llx: its caller was killed while vcmad made it\n",
 				 q.handle);
 	}
 }
@@ -364,8 +368,10 @@ int vcma_ring_attach(struct vcma_dev *dev)
 {
 	struct vcma_ctrl *c = &dev->ctrl;
 	struct vcma_req q = { .op = VCMA_OP_HELLO };
+	struct vcma_ring_hdr *rh;
 	struct vcma_rsp rsp;
-	u32 st;
+	unsigned long flags;
+	u32 st, prod;
 	int err;
 
 	st = smp_load_acquire(&((struct vcma_ctrl *)dev->shm)->state);
@@ -374,37 +380,43 @@ int vcma_ring_attach(struct vcma_dev *dev)
 	case VCMA_CTRL_OK:
 		break;
 	case VCMA_CTRL_MAJOR:
-		dev_err(&dev->pdev->dev, "vcma protocol %u.%u: this driver speaks %u\n", c->major, c->minor,
+		dev_err(dev->dev, "vcma protocol %u.%u: this driver speaks %u\n", c->major, c->minor,
 			VCMA_PROTO_MAJOR);
 		return -EPROTONOSUPPORT;
 	default:
+		dev_err(dev->dev, "the control page fails the checks of PROTOCOL.md 2.5\n");
 		return -ENODEV;
 	}
-	if (!c->window_size || c->window_size % PAGE_SIZE || c->window_off % PAGE_SIZE) {
-		dev_err(&dev->pdev->dev, "no usable DMA window in BAR2\n");
-		return -ENODEV;
+	if (dev->ops->check_layout) {
+		err = dev->ops->check_layout(dev);
+		if (err)
+			return err;
 	}
 	if (st != VCMA_STATE_READY && st != VCMA_STATE_CONNECTED) {
-		dev_err(&dev->pdev->dev, "vcmad does not serve this device (state %u)\n", st);
+		dev_err(dev->dev, "vcmad does not serve this device (state %u)\n", st);
 		return -ENODEV;
 	}
-	dev->rh = vcma_req_ring(dev->shm, c);
-	dev->slots = vcma_req_slots(dev->rh);
+	/* a fresh area starts at 0; one already CONNECTED (the driver was reloaded)
+	 * continues where it is, and only if nothing is in flight there */
+	rh = vcma_req_ring(dev->shm, c);
+	prod = READ_ONCE(rh->req_prod);
+	if (READ_ONCE(rh->rsp_prod) != prod)
+		return -EBUSY;
+	spin_lock_irqsave(&dev->lock, flags);
+	dev->slots = vcma_req_slots(rh);
 	dev->eh = vcma_evt_ring(dev->shm, c);
 	dev->evs = vcma_evt_slots(dev->eh);
 	dev->ninflight_max = min(c->max_outstanding, VCMA_MAX_INFLIGHT);
 	dev->next_id = 1;
-	/* a fresh area starts at 0; one already CONNECTED (the driver was reloaded)
-	 * continues where it is, and only if nothing is in flight there */
-	dev->req_prod_pvt = READ_ONCE(dev->rh->req_prod);
-	dev->rsp_cons = dev->req_prod_pvt;
+	dev->req_prod_pvt = prod;
+	dev->rsp_cons = prod;
 	dev->evt_cons = READ_ONCE(dev->eh->evt_prod);
-	if (READ_ONCE(dev->rh->rsp_prod) != dev->req_prod_pvt)
-		return -EBUSY;
+	dev->rh = rh; /* the irq handler looks at the ring from now on */
+	spin_unlock_irqrestore(&dev->lock, flags);
 	if (st == VCMA_STATE_CONNECTED) {
 		dev->features = READ_ONCE(((struct vcma_ctrl *)dev->shm)->guest_features) & VCMA_F_KNOWN;
 		dev->connected = true;
-		dev_info(&dev->pdev->dev, "taking over a connected ring (guest %u)\n", c->guest_id);
+		dev_info(dev->dev, "taking over a connected ring (guest %u)\n", c->guest_id);
 		return 0;
 	}
 	q.arg0 = (u64)VCMA_PROTO_MAJOR << 16 | VCMA_PROTO_MINOR;

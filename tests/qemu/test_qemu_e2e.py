@@ -7,7 +7,8 @@ through a new mapping; the host hashes the same bytes with vcmactl hash), error 
 the handle/dma-buf lifetime, the in-kernel API and a dma-buf import by another driver
 (vcma_kapi_test.ko); the device unbound under a mapped region and rebound; then a
 hostile program unbinds the second device and writes garbage to its rings: vcmad cuts
-it off and the first device is still served. Any WARNING, BUG or Oops in the guest's
+it off and the first device is still served. Outside Xen the module registers no
+xenbus frontend and says nothing about Xen. Any WARNING, BUG or Oops in the guest's
 dmesg fails the test, as does vcmad not exiting cleanly.
 
 usage: test_qemu_e2e.py VCMAD VCMACTL SOURCE_ROOT
@@ -54,6 +55,7 @@ HUGE_NEED = 64  # the good device's BAR2 (128 MiB) in 2 MiB pages: QEMU maps all
 INIT = r"""echo VCMA-BOOTED
 insmod /vcma.ko; echo "VCMA-EXIT insmod $?"
 [ -e /sys/bus/pci/devices/%(foreign)s/driver ] && echo VCMA-FOREIGN bound || echo VCMA-FOREIGN unbound
+[ -e /sys/bus/xen/drivers/vcma ] && echo VCMA-XENBUS registered || echo VCMA-XENBUS none
 /vcma-e2e check; echo "VCMA-EXIT check $?"
 insmod /vcma_kapi_test.ko; echo "VCMA-EXIT kapi_load $?"
 dmesg | grep 'vcma_kapi_test: handle='
@@ -128,6 +130,8 @@ try:
           "both ivshmem devices attached to vcmad as qemu guests")
     check(vm.expect(r"VCMA-FOREIGN (\w+)", 30).group(1) == "unbound",
           "vcma.ko left the foreign ivshmem device (no vcma control page) unclaimed")
+    check(vm.expect(r"VCMA-XENBUS (\w+)", 30).group(1) == "none",
+          "and, outside Xen, registered no xenbus frontend")
 
     m = vm.expect(r"VCMA-POOL id=(\d+) size=(\d+) free=(\d+)", 60)
     check(int(m.group(1)) == attached["good"]["id"] and int(m.group(2)) == 64 * MiB,
@@ -296,6 +300,8 @@ try:
           "and said in dmesg why: no vcma control page, magic 0x3020100")
     check(any("its caller was killed while vcmad made it" in line for line in dmesg),
           "and said so in dmesg")
+    xen = [line for line in dmesg if re.search(r"xenbus|vcma.*xen|xen.*vcma", line, re.I)]
+    check(dmesg and not xen, "and said nothing about Xen%s" % "".join("\n  " + line for line in xen))
     refused = [line for line in dmesg if re.search(r"failed at vcmad|not sent|malformed ALLOC answer", line)]
     check(dmesg and not refused, "vcmad took every FREE vcma.ko posted, and every answer was well-formed%s"
           % "".join("\n  " + line for line in refused))
