@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "backend/backend.h"
 #include "daemon.h"
 
 #ifndef VCMA_VERSION
@@ -66,7 +67,12 @@ int main(int argc, char **argv)
 		case 't': check = true; break;
 		case 'v': vcma_log_init(LOG_DEBUG); break;
 		case 'h': usage(stdout); return 0;
-		case 'V': printf("vcmad %s\n", VCMA_VERSION); return 0;
+		case 'V':
+			printf("vcmad %s\nbackends:", VCMA_VERSION);
+			for (size_t i = 0; vcmad_backends[i]; i++)
+				printf(" %s", vcmad_backends[i]->name);
+			printf("\n");
+			return 0;
 		default: usage(stderr); return 2;
 		}
 	}

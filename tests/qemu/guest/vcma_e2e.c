@@ -92,12 +92,13 @@ static int vfree(uint64_t handle)
 	return ioctl(vfd, VCMA_IOC_FREE, &f) ? -errno : 0;
 }
 
-/* A region of size bytes, mapped read-write through its dma-buf; dies on failure. */
-static void *alloc_mapped(uint64_t size, struct vcma_ioc_alloc *a)
+/* A region of size bytes (from pool, NULL: the default), mapped read-write through
+ * its dma-buf; dies on failure. */
+static void *alloc_mapped(uint64_t size, const char *pool, struct vcma_ioc_alloc *a)
 {
 	void *p;
 
-	if (alloc(size, 0, NULL, a))
+	if (alloc(size, 0, pool, a))
 		die("VCMA_IOC_ALLOC");
 	p = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
 	if (p == MAP_FAILED)
@@ -106,12 +107,12 @@ static void *alloc_mapped(uint64_t size, struct vcma_ioc_alloc *a)
 }
 
 /* Allocate, write the pattern, re-map, hash; the host checks the same bytes. */
-static struct vcma_ioc_alloc checked_region(uint64_t size)
+static struct vcma_ioc_alloc checked_region(uint64_t size, const char *pool)
 {
 	struct vcma_ioc_alloc a;
 	void *p;
 
-	p = alloc_mapped(size, &a);
+	p = alloc_mapped(size, pool, &a);
 	vcma_tp_fill(p, size);
 	munmap(p, a.size);
 	p = mmap(NULL, a.size, PROT_READ, MAP_SHARED, a.fd, 0);
@@ -165,7 +166,7 @@ static void lifetime(void)
 	struct vcma_ioc_alloc a;
 	void *p;
 
-	p = alloc_mapped(MiB, &a);
+	p = alloc_mapped(MiB, NULL, &a);
 	if (vfree(a.handle))
 		die("VCMA_IOC_FREE");
 	memset(p, 0x5a, a.size); /* still ours: the dma-buf holds it */
@@ -202,7 +203,7 @@ static void unbind_test(const char *addr)
 	volatile uint8_t *p;
 	int faulted, remap_err, alloc_err, free_c;
 
-	p = alloc_mapped(MiB, &a);
+	p = alloc_mapped(MiB, NULL, &a);
 	memset((void *)p, 0x33, a.size);
 	if (alloc(MiB, 0, NULL, &c)) /* and one held by its handle alone */
 		die("VCMA_IOC_ALLOC");
@@ -232,7 +233,7 @@ static void unbind_test(const char *addr)
 	vfd = open(VCMA_DEV_PATH, O_RDWR | O_CLOEXEC);
 	if (vfd < 0)
 		die("open " VCMA_DEV_PATH " after rebind");
-	b = checked_region(2 * MiB);
+	b = checked_region(2 * MiB, NULL);
 	release(&b);
 	printf("VCMA-REBOUND ok\n");
 }
@@ -245,7 +246,7 @@ static void import_test(void)
 	ssize_t n;
 	int fd;
 
-	w = alloc_mapped(2 * MiB, &a);
+	w = alloc_mapped(2 * MiB, NULL, &a);
 	vcma_tp_fill(w, a.size);
 	munmap(w, a.size);
 	fd = open("/dev/vcma_import_test", O_RDWR);
@@ -576,7 +577,7 @@ int main(int argc, char **argv)
 		printf("VCMA-POOL id=%u size=%llu free=%llu\n", q.guest_id, (unsigned long long)q.size,
 		       (unsigned long long)q.free_bytes);
 		for (int i = 0; i < 4; i++)
-			r[i] = checked_region(MiB << i);
+			r[i] = checked_region(MiB << i, NULL);
 		for (int i = 0; i < 4; i++)
 			release(&r[i]);
 		wait_ok(); /* the host looks at its regions before the next ones come */
@@ -589,7 +590,13 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc == 3 && !strcmp(argv[1], "alloc")) {
-		struct vcma_ioc_alloc a = checked_region(strtoull(argv[2], NULL, 0) * MiB);
+		struct vcma_ioc_alloc a = checked_region(strtoull(argv[2], NULL, 0) * MiB, NULL);
+
+		release(&a);
+		return 0;
+	}
+	if (argc == 4 && !strcmp(argv[1], "pool")) {
+		struct vcma_ioc_alloc a = checked_region(strtoull(argv[3], NULL, 0) * MiB, argv[2]);
 
 		release(&a);
 		return 0;
@@ -637,6 +644,6 @@ int main(int argc, char **argv)
 		bench(atoi(argv[2]) > 0 ? atoi(argv[2]) : 100);
 		return 0;
 	}
-	fprintf(stderr, "usage: vcma-e2e check | alloc MB | unbind PCI_ADDR | import | stress P N | shutdown | bench N\n");
+	fprintf(stderr, "usage: vcma-e2e check | alloc MB | pool NAME MB | unbind PCI_ADDR | import | stress P N | shutdown | bench N\n");
 	return 2;
 }
