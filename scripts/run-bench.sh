@@ -18,3 +18,6 @@ echo "== ALLOC of free / lent-free / lent-used windows: vacating (vcmad + vcma-s
 echo
 echo "== ALLOC+FREE from a real guest: vcma.ko in Debian's kernel under QEMU (TCG) =="
 python3 bench/bench-qemu.py build-release/hv/vcmad . "${quick[@]}" || [ $? -eq 77 ]
+echo
+echo "== vcma on Xen (PV domU over xenbus) beside QEMU, and taking capacity back from a balloon =="
+python3 bench/bench-xen.py build-release/hv/vcmad build-release/tools/vcmactl . "${quick[@]}" || [ $? -eq 77 ]

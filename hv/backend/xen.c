@@ -84,6 +84,11 @@ struct vcmad_xen *vcmad_xen_of(const struct vcmad_backend *be)
 	return be && be->type == &vcmad_backend_xen ? be->priv : NULL;
 }
 
+struct xentoollog_logger *vcmad_xen_logger(struct vcmad_xen *x)
+{
+	return (xentoollog_logger *)x->xtl;
+}
+
 uint32_t vcmad_xen_self(const struct vcmad_xen *x)
 {
 	return x->self;

@@ -46,6 +46,8 @@ struct vcmad_xen_dominfo {
 /* be's Xen state, or NULL when be is another backend (or Xen is not built in). */
 struct vcmad_xen *vcmad_xen_of(const struct vcmad_backend *be);
 uint32_t vcmad_xen_self(const struct vcmad_xen *x);   /* vcmad's own domid */
+/* The Xen libraries' logger vcmad uses: their critical messages only (vcmad says the rest). */
+struct xentoollog_logger *vcmad_xen_logger(struct vcmad_xen *x);
 uint32_t vcmad_xen_holder(const struct vcmad_xen *x); /* the holder domain */
 struct xs_handle *vcmad_xen_xs(struct vcmad_xen *x);  /* xenstore, for the link */
 void vcmad_xen_get_stats(const struct vcmad_xen *x, struct vcmad_xen_stats *st);

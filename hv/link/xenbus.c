@@ -876,8 +876,9 @@ static int xb_start(struct vcmad_link *l)
 		return -EINVAL;
 	}
 	snprintf(xl->base, sizeof(xl->base), "/local/domain/%u/backend/" VCMA_XEN_DEVICE_TYPE, xl->self);
-	xl->xgt = xengnttab_open(NULL, 0);
-	xl->xce = xenevtchn_open(NULL, 0);
+	/* a frontend's bad refs and ports are refusals vcmad logs itself, not library noise */
+	xl->xgt = xengnttab_open(vcmad_xen_logger(x), 0);
+	xl->xce = xenevtchn_open(vcmad_xen_logger(x), 0);
 	if (!xl->xgt || !xl->xce) {
 		rc = errno ? -errno : -ENODEV;
 		log_err("xen: cannot open %s: %s (load xen-gntdev and xen-evtchn)", !xl->xgt ? "/dev/xen/gntdev"

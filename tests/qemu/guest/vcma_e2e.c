@@ -483,11 +483,13 @@ static void op_query(void)
 		die("VCMA_IOC_QUERY");
 }
 
+static uint64_t op_size = MiB; /* the region size of op_alloc_free */
+
 static void op_alloc_free(void)
 {
 	struct vcma_ioc_alloc a;
 
-	if (alloc(MiB, 0, NULL, &a))
+	if (alloc(op_size, 0, NULL, &a))
 		die("VCMA_IOC_ALLOC");
 	close(a.fd);
 	if (vfree(a.handle))
@@ -524,6 +526,37 @@ static void bench(int n)
 		}
 		report(ops[k].name, t, n);
 	}
+	free(t);
+}
+
+/* The ring trip, then ALLOC+FREE of 1, 2 and 4 MiB (op=alloc_free_1m ...). */
+static void bench_sizes(int n)
+{
+	double *t = calloc(n, sizeof(*t));
+
+	if (!t)
+		die("calloc");
+	for (int i = 0; i < n; i++) {
+		double t0 = now_us();
+
+		op_query();
+		t[i] = now_us() - t0;
+	}
+	report("query", t, n);
+	for (int k = 0; k < 3; k++) {
+		char name[32];
+
+		op_size = MiB << k;
+		for (int i = 0; i < n; i++) {
+			double t0 = now_us();
+
+			op_alloc_free();
+			t[i] = now_us() - t0;
+		}
+		snprintf(name, sizeof(name), "alloc_free_%dm", 1 << k);
+		report(name, t, n);
+	}
+	op_size = MiB;
 	free(t);
 }
 
@@ -640,10 +673,14 @@ int main(int argc, char **argv)
 		posted_test(argv[2]);
 		return 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "bench-sizes")) {
+		bench_sizes(atoi(argv[2]) > 0 ? atoi(argv[2]) : 100);
+		return 0;
+	}
 	if (argc == 3 && !strcmp(argv[1], "bench")) {
 		bench(atoi(argv[2]) > 0 ? atoi(argv[2]) : 100);
 		return 0;
 	}
-	fprintf(stderr, "usage: vcma-e2e check | alloc MB | pool NAME MB | unbind PCI_ADDR | import | stress P N | shutdown | bench N\n");
+	fprintf(stderr, "usage: vcma-e2e check | alloc MB | pool NAME MB | unbind PCI_ADDR | import | stress P N | shutdown | bench N | bench-sizes N\n");
 	return 2;
 }
