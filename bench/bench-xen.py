@@ -11,10 +11,12 @@ against the balloon alone, all measured in one run:
 
   take-back (in the Xen boot) pool lend (32 MiB, lendable) is lent to a lender
           domU's balloon while idle; `vcmactl alloc --pool lend 8M` then needs 8 MiB
-          of it back: vcmad lowers the lender's target, waits for its balloon and
-          holds the frames again. Beside it, from the same dom0: the same alloc from
-          pool main (held, no take-back), and the balloon alone (the lender's target
-          lowered by 8 MiB by hand, until Xen counts the pages gone).
+          of it back: vcmad lowers the lender's target and holds frames again, at
+          once while Xen has free memory, and as the balloon gives pages back once a
+          paused filler domain has taken all of Xen's free memory. Beside it, from the
+          same dom0: the same alloc from pool main (held, no take-back), and the
+          balloon alone (bench/xen_dom0_tools.c: the lender's target lowered by
+          8 MiB, tot_pages polled every millisecond until Xen counts them gone).
 
 Absolute times under TCG are far above KVM or bare metal (every guest instruction is
 emulated, and Xen runs nested in it); the ratios within one column are what carry over.
@@ -54,37 +56,19 @@ parts = guestbuild.prepare(ROOT)     # vcma.ko and vcma-e2e for Debian's kernel
 
 # ---- Xen ----
 work = tempfile.mkdtemp(prefix="vcma-bench-xen-")
-helper = os.path.join(work, "timeit")
-subprocess.run(["gcc", "-O2", "-static", "-o", helper, "-x", "c", "-"], check=True, input=r"""
-#include <stdio.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-int main(int argc, char **argv)
-{
-	struct timespec a, b;
-	int st = 0;
-	pid_t p;
+tools = os.path.join(work, "xen-dom0-tools")
+r = subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", tools,
+                    os.path.join(ROOT, "bench", "xen_dom0_tools.c"), "-lxenctrl", "-lxenstore"],
+                   capture_output=True, text=True)
+if r.returncode:
+    fail("building bench/xen_dom0_tools.c:\n" + r.stdout + r.stderr)
 
-	clock_gettime(CLOCK_MONOTONIC, &a);
-	p = fork();
-	if (!p) {
-		execvp(argv[1], argv + 1);
-		_exit(127);
-	}
-	waitpid(p, &st, 0);
-	clock_gettime(CLOCK_MONOTONIC, &b);
-	fprintf(stderr, "TIMEIT ms=%.2f rc=%d\n", (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6,
-		WIFEXITED(st) ? WEXITSTATUS(st) : 128);
-	return argc < 2;
-}
-""", text=True)
-
-run = xenvm.XenRun(env, work, memory=3072)
+run = xenvm.XenRun(env, work, memory=2048)
 run.add_dom0_file(VCMAD, "/usr/sbin/vcmad")
 run.add_dom0_file(VCMACTL, "/usr/sbin/vcmactl")
-run.add_dom0_file(helper, "/usr/bin/timeit")
+run.add_dom0_file(tools, "/usr/bin/xen-dom0-tools")
 run.domU_image("lend1", "while true; do sleep 1; done\n")
+run.domU_image("filler", "while true; do sleep 1; done\n")  # paused as soon as it is created
 run.domU_image("bench", r"""
 insmod /vcma.ko || echo "BENCH insmod failed"
 i=0; while [ ! -e /dev/vcma ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
@@ -122,6 +106,7 @@ xen_poll 30 test -S /run/vcma/vcmad-ctl.sock || exit 10
 
 xen_create bench 128 || exit 11
 xen_poll 600 grep -q '^BENCH rc=' /var/log/xen/console/guest-bench.log || exit 12
+vcmactl --json stats | sed 's/.*"xen"://' >$XENVM_OUT/xen.json
 xen_destroy bench
 
 xen_create lend1 96 256 || exit 13
@@ -132,26 +117,41 @@ i=0
 while [ $i -lt $K ]; do
 	i=$((i+1))
 	xen_poll 60 all_lent || exit 15
-	timeit vcmactl alloc --pool main 8M >/tmp/a 2>>$XENVM_OUT/held.txt || exit 16
+	xen-dom0-tools timeit vcmactl alloc --pool main 8M >/tmp/a 2>>$XENVM_OUT/held.txt || exit 16
 	vcmactl free $(sed -n 's/.*handle \(0x[0-9a-f]*\).*/\1/p' /tmp/a | head -1) >/dev/null
-	timeit vcmactl alloc --pool lend 8M >/tmp/a 2>>$XENVM_OUT/takeback.txt || exit 17
+	xen-dom0-tools timeit vcmactl alloc --pool lend 8M >/tmp/a 2>>$XENVM_OUT/takeback.txt || exit 17
 	vcmactl free $(sed -n 's/.*handle \(0x[0-9a-f]*\).*/\1/p' /tmp/a | head -1) >/dev/null
 done
-vcmactl --json stats | sed 's/.*"balloon"//' >$XENVM_OUT/balloon.json
 
-# the balloon alone: lower the target by 8 MiB, until Xen counts 8 MiB fewer pages
-mem() { xl list lend1 | awk 'NR == 2 { print $3 }'; }
+# Xen's memory all handed out (as on a host whose domains use it all): a paused filler
+# domain takes what is free, so capacity comes back only as the balloon gives it
+xfree() { xl info | awk '$1 == "free_memory" { print $3 }'; }
+F=$(xfree)
+for slack in 6 10 16 24 32 48; do
+	xen_create filler $((F - slack)) >/dev/null 2>&1 && break
+	xl destroy filler >/dev/null 2>&1
+done
+xl pause filler || exit 18
+F0=$(xfree)
+echo "$F0" >$XENVM_OUT/free_full.txt
 i=0
 while [ $i -lt $K ]; do
 	i=$((i+1))
-	T=$(xenstore-read /local/domain/$D/memory/target)
-	M=$(mem)
-	timeit sh -c "xenstore-write /local/domain/$D/memory/target $((T - 8192)); \
-		until [ \$(xl list lend1 | awk 'NR == 2 { print \$3 }') -le $((M - 8)) ]; do sleep 0.01; done" \
-		2>>$XENVM_OUT/balloon.txt
-	xenstore-write /local/domain/$D/memory/target $T
-	back() { [ "$(mem)" -ge "$M" ]; }
-	xen_poll 30 back
+	xen_poll 60 all_lent || exit 19
+	# the lender's balloon has taken what it was lent: Xen is full again
+	full() { [ "$(xfree)" -le $((F0 + 1)) ]; }
+	xen_poll 60 full || echo "not full: $(xfree) MiB free" >>$XENVM_OUT/takeback_full.txt
+	xen-dom0-tools timeit vcmactl alloc --pool lend 8M >/tmp/a 2>>$XENVM_OUT/takeback_full.txt || exit 20
+	vcmactl free $(sed -n 's/.*handle \(0x[0-9a-f]*\).*/\1/p' /tmp/a | head -1) >/dev/null
+done
+xl destroy filler
+vcmactl --json stats | sed 's/.*"balloon"//' >$XENVM_OUT/balloon.json
+
+# the balloon alone: lower the target by 8 MiB, until Xen counts 8 MiB fewer pages
+i=0
+while [ $i -lt $K ]; do
+	i=$((i+1))
+	xen-dom0-tools balloon $D 8192 2>>$XENVM_OUT/balloon.txt
 done
 xen_destroy lend1
 kill $VP
@@ -164,6 +164,7 @@ if res.status != "exited" or res.rc != 0:
         os.path.join(res.out, "vcmad.log")) else "")
     fail("the Xen boot did not run to its end:\n" + res.explain())
 xen = {m.group(1): (float(m.group(3)), float(m.group(4))) for m in re.finditer(BENCH_RE, res.logs.get("domU:bench", ""))}
+xen_mean = {m.group(1): float(m.group(5)) for m in re.finditer(BENCH_RE, res.logs.get("domU:bench", ""))}
 
 
 def times(name):
@@ -172,6 +173,9 @@ def times(name):
 
 
 held, takeback, balloon = times("held.txt"), times("takeback.txt"), times("balloon.txt")
+takeback_full = times("takeback_full.txt")
+free_full = open(os.path.join(res.out, "free_full.txt")).read().strip() if os.path.exists(
+    os.path.join(res.out, "free_full.txt")) else "?"
 bj = open(os.path.join(res.out, "balloon.json")).read() if os.path.exists(os.path.join(res.out, "balloon.json")) else ""
 
 # ---- QEMU, the same guest program ----
@@ -200,7 +204,7 @@ finally:
 d.stop()
 
 missing = [k for k, _ in OPS if k not in xen or k not in qemu]
-if missing or len(takeback) < K or len(held) < K or len(balloon) < K:
+if missing or len(takeback) < K or len(held) < K or len(balloon) < K or len(takeback_full) < K:
     fail("missing results: %s; xen %s qemu %s take-back %s held %s balloon %s"
          % (missing, xen, qemu, takeback, held, balloon))
 
@@ -216,18 +220,31 @@ print("QEMU's: a window of the sim pool mapped into BAR2 and unmapped.")
 for key, _ in OPS[1:]:
     print("  %s: %.2fx the ring trip on Xen, %.2fx on QEMU" % (key, xen[key][0] / xen["query"][0],
                                                             qemu[key][0] / qemu["query"][0]))
+xj = open(os.path.join(res.out, "xen.json")).read() if os.path.exists(os.path.join(res.out, "xen.json")) else ""
+g = re.search(r'"give_ns_mean":(\d+).*?"take_ns_mean":(\d+)', xj)
+if g:
+    mean = statistics.mean(xen_mean[k] for k, _ in OPS[1:])
+    part = (int(g.group(1)) + int(g.group(2))) / 1e3
+    print("vcmad's Xen work per ALLOC+FREE (populate into the guest + decrease, zeroing; mean over the three sizes):")
+    print("  %.1f us of the %.1f us mean ALLOC+FREE (%.0f%%); the rest is the guest (installing and removing the"
+          % (part, mean, 100 * part / mean))
+    print("  frames: M2P, p2m and its direct map page by page, vmap) and the ring trips")
 print()
 print("taking 8 MiB back from a lender's balloon (Xen, from dom0, %d rounds; ms)" % K)
 print("%-52s %8s %8s %8s" % ("", "median", "min", "max"))
 for label, xs in [("vcmactl alloc 8M, pool held (no take-back)", held),
-                  ("vcmactl alloc 8M, pool lent (take-back)", takeback),
-                  ("baseline: the balloon alone (target -8 MiB, by hand)", balloon)]:
+                  ("vcmactl alloc 8M, pool lent, Xen has free memory", takeback),
+                  ("vcmactl alloc 8M, pool lent, Xen full (%s MiB free)" % free_full, takeback_full),
+                  ("baseline: the balloon alone (target -8 MiB, 1 ms polls)", balloon)]:
     print("%-52s %8.1f %8.1f %8.1f" % (label, statistics.median(xs), min(xs), max(xs)))
 m = re.search(r'"reclaims":(\d+).*?"reclaim_ns_max":(\d+).*?"reclaim_ns_mean":(\d+)', bj)
 if m:
     print("vcmad's own count: %s take-backs, mean %.1f ms, longest %.1f ms (vcmactl stats)"
           % (m.group(1), int(m.group(3)) / 1e6, int(m.group(2)) / 1e6))
-over = statistics.median(takeback) - statistics.median(held)
-print("take-back cost over a held alloc: %.1f ms, %.2fx the balloon alone"
-      % (over, over / statistics.median(balloon)))
+for label, xs in [("Xen has free memory", takeback), ("Xen full", takeback_full)]:
+    over = statistics.median(xs) - statistics.median(held)
+    print("take-back cost over a held alloc, %s: %.1f ms, %.2fx the balloon alone"
+          % (label, over, over / statistics.median(balloon)))
+print("with free memory vcmad holds frames at once and the lender's balloon returns as much later;")
+print("full, it holds them as the balloon gives pages back (vcmad looks every 10 ms)")
 print("caveat: TCG emulates every instruction of Xen, dom0 and the guests; absolute times are not a real host's")

@@ -9,8 +9,9 @@
  *            ([guest NAME] lender = yes) with room: the backend releases the frames
  *            and raises the lender's memory target by as much
  *   reclaim  an allocation whose window holds lent slots: the backend lowers the
- *            lenders' targets and holds frames again as their balloons give pages
- *            back; the window is served when all are held, or answered BUSY after
+ *            lenders' targets and holds frames again as Xen has them free (at once
+ *            when it has free memory, else as the balloons give pages back); the
+ *            window is served when all are held, or answered BUSY after
  *            VCMAD_RECLAIM_TIMEOUT_NS
  *
  * In the core, lent slots are LENT_FREE frames of the pseudo-guest

@@ -84,8 +84,8 @@ struct vcmad_mem_ops {
 	 * and raise its memory target by as much. Nothing changed on error. */
 	int (*lend)(struct vcmad_backend *be, uint64_t slot, uint64_t count, uint32_t dom);
 	/* Take count lent slots back from dom (slots[] need not be contiguous): lower
-	 * its target; as its balloon gives pages back to the hypervisor, hold frames for
-	 * the slots again. done(arg, held) comes from the loop once all are held, or at
+	 * its target; hold frames for the slots again as the hypervisor has them free (at
+	 * once if it has free memory; else as dom's balloon gives pages back). done(arg, held) comes from the loop once all are held, or at
 	 * deadline_ns with held < count (slots[0..held) are held). 0, or -errno (no
 	 * callback). */
 	int (*reclaim)(struct vcmad_backend *be, const uint64_t *slots, uint64_t count, uint32_t dom,

@@ -36,7 +36,7 @@
 #define XEN_PAGE 4096ull
 #define HOLDER_NAME "vcma-pool"
 #define MAP_BATCH 1024u /* frames per foreign mapping */
-#define RECLAIM_POLL_NS 10000000ull /* 10 ms between looks at a lender's tot_pages */
+#define RECLAIM_POLL_NS 10000000ull /* 10 ms between tries to hold a reclaim's frames */
 
 struct xen_pool {
 	uint64_t slot0, nslots;
@@ -51,7 +51,6 @@ struct reclaim {
 	struct vcmad_xen *x;
 	uint32_t dom;
 	uint64_t *slots, count, held;
-	uint64_t want_tot;    /* the lender's tot_pages once it gave them back */
 	uint64_t deadline;
 	struct vcma_timer t;
 	void (*done)(void *arg, uint64_t held);
@@ -666,8 +665,8 @@ int vcmad_xen_max_order(struct vcmad_xen *x, uint64_t slot)
 	return p ? (int)p->chunk_order : -EINVAL;
 }
 
-int vcmad_xen_give(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned int order, uint64_t *mfn,
-		   bool *moved)
+static int give(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned int order, uint64_t *mfn,
+		bool *moved)
 {
 	uint64_t n = 1ull << order, s, want;
 	bool contiguous = true;
@@ -733,8 +732,8 @@ undo_max:
 	return rc;
 }
 
-int vcmad_xen_take(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned int order, uint64_t mfn,
-		   bool moved, bool domain_gone)
+static int take(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned int order, uint64_t mfn, bool moved,
+		bool domain_gone)
 {
 	uint64_t n = 1ull << order;
 	struct xen_pool *p = pool_of(x, slot);
@@ -768,6 +767,28 @@ int vcmad_xen_take(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned 
 		return 1;
 	}
 	return 0;
+}
+
+int vcmad_xen_give(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned int order, uint64_t *mfn,
+		   bool *moved)
+{
+	uint64_t t0 = vcma_now_ns();
+	int rc = give(x, domid, slot, order, mfn, moved);
+
+	if (!rc)
+		x->st.give_ns += vcma_now_ns() - t0;
+	return rc;
+}
+
+int vcmad_xen_take(struct vcmad_xen *x, uint32_t domid, uint64_t slot, unsigned int order, uint64_t mfn,
+		   bool moved, bool domain_gone)
+{
+	uint64_t t0 = vcma_now_ns();
+	int rc = take(x, domid, slot, order, mfn, moved, domain_gone);
+
+	if (rc >= 0)
+		x->st.take_ns += vcma_now_ns() - t0;
+	return rc;
 }
 
 /* ---- balloon lending ---- */
@@ -911,9 +932,10 @@ static void reclaim_cb(struct vcma_timer *t)
 	uint64_t now = vcma_loop_now(x->loop);
 	bool gone = vcmad_xen_dominfo(x, r->dom, &di) || !di.exists || di.dying;
 
-	/* the lender has given its pages back (or died): hold frames for the slots */
-	if (gone || di.tot_pages <= r->want_tot || now >= r->deadline)
-		reclaim_hold(r);
+	/* Hold what Xen has free, up to what the slots need: at once when Xen has free
+	 * memory (the lender's balloon gives as much back in its own time, its target
+	 * is lower already), else as the balloon gives pages back. */
+	reclaim_hold(r);
 	if (r->held < r->count && now < r->deadline) {
 		vcma_timer_arm(x->loop, t, now + RECLAIM_POLL_NS);
 		return;
@@ -962,7 +984,6 @@ static int xen_reclaim(struct vcmad_backend *be, const uint64_t *slots, uint64_t
 	*r = (struct reclaim){ .x = x, .dom = dom, .slots = r->slots, .count = count, .deadline = deadline_ns,
 			       .done = done, .arg = arg };
 	if (!vcmad_xen_dominfo(x, dom, &di) && di.exists && !di.dying) {
-		r->want_tot = di.tot_pages > count ? di.tot_pages - count : 0;
 		if (!xs_read_kib(x, dom, "target", &target))
 			set_target(x, dom, target > count * 4 ? target - count * 4 : 0);
 		x->st.reclaim_asked += count;

@@ -28,6 +28,7 @@ extern const struct vcmad_backend_type vcmad_backend_xen;
 
 struct vcmad_xen_stats {
 	uint64_t given, taken;     /* regions moved into guests, and back */
+	uint64_t give_ns, take_ns; /* time spent in those (Xen's populate/decrease, zeroing) */
 	uint64_t moved;            /* Xen gave a guest other frames than its window's */
 	uint64_t lost_frames;      /* window frames the holder could not hold again */
 	uint64_t zeroed_frames;    /* zeroed through a foreign mapping */

@@ -849,6 +849,8 @@ static struct json_object *xen_json(const struct vcmad *d)
 	add_u64(o, "regions_given", st.given);
 	add_u64(o, "regions_taken", st.taken);
 	add_u64(o, "regions_moved", st.moved);
+	add_u64(o, "give_ns_mean", st.given ? st.give_ns / st.given : 0);
+	add_u64(o, "take_ns_mean", st.taken ? st.take_ns / st.taken : 0);
 	add_u64(o, "lost_bytes", st.lost_frames << VCMA_PAGE_SHIFT);
 	add_u64(o, "zeroed_bytes", st.zeroed_frames << VCMA_PAGE_SHIFT);
 	add_u64(o, "populate_failed", st.populate_failed);

@@ -580,11 +580,11 @@ static void auto_attach(struct xb_link *xl)
 	}
 }
 
-int vcmad_xenbus_attach(struct vcmad *d, const char *who, uint32_t *domid, uint32_t *devid, char *msg,
-			size_t msglen)
+/* vcmactl attach/detach --xen WHO: the xenbus link and WHO's domid, or why not. */
+static int ctl_target(struct vcmad *d, const char *who, struct xb_link **xlp, uint32_t *domid, char *msg,
+		      size_t msglen)
 {
 	struct xb_link *xl = NULL;
-	struct vcmad_xen_dominfo di;
 
 	for (uint32_t i = 0; i < VCMAD_NLINKS; i++)
 		if (d->links[i].ops == &vcmad_link_xenbus)
@@ -597,6 +597,19 @@ int vcmad_xenbus_attach(struct vcmad *d, const char *who, uint32_t *domid, uint3
 		snprintf(msg, msglen, "no Xen domain named or numbered '%s'", who);
 		return -ENOENT;
 	}
+	*xlp = xl;
+	return 0;
+}
+
+int vcmad_xenbus_attach(struct vcmad *d, const char *who, uint32_t *domid, uint32_t *devid, char *msg,
+			size_t msglen)
+{
+	struct xb_link *xl;
+	struct vcmad_xen_dominfo di;
+	int rc = ctl_target(d, who, &xl, domid, msg, msglen);
+
+	if (rc)
+		return rc;
 	if (vcmad_xen_dominfo(xl->x, *domid, &di) || !di.exists || di.dying) {
 		snprintf(msg, msglen, "domain %u does not exist", *domid);
 		return -ENOENT;
@@ -614,20 +627,12 @@ int vcmad_xenbus_attach(struct vcmad *d, const char *who, uint32_t *domid, uint3
 
 int vcmad_xenbus_detach(struct vcmad *d, const char *who, uint32_t *domid, char *msg, size_t msglen)
 {
-	struct xb_link *xl = NULL;
+	struct xb_link *xl;
 	bool found = false;
+	int rc = ctl_target(d, who, &xl, domid, msg, msglen);
 
-	for (uint32_t i = 0; i < VCMAD_NLINKS; i++)
-		if (d->links[i].ops == &vcmad_link_xenbus)
-			xl = d->links[i].priv;
-	if (!xl) {
-		snprintf(msg, msglen, "vcmad is not running with the Xen backend");
-		return -ENODEV;
-	}
-	if (resolve_domain(xl, who, domid)) {
-		snprintf(msg, msglen, "no Xen domain named or numbered '%s'", who);
-		return -ENOENT;
-	}
+	if (rc)
+		return rc;
 	for (struct xb_dev *dv = xl->devs, *next; dv; dv = next) {
 		char fpath[96];
 
