@@ -104,6 +104,7 @@ vcmad -c /etc/vcma/vcmad.conf >$XENVM_OUT/vcmad.log 2>&1 &
 VP=$!
 xen_poll 30 test -S /run/vcma/vcmad-ctl.sock || exit 10
 
+vcmactl --json stats | sed 's/.*"xen"://' >$XENVM_OUT/xen0.json
 xen_create bench 128 || exit 11
 xen_poll 600 grep -q '^BENCH rc=' /var/log/xen/console/guest-bench.log || exit 12
 vcmactl --json stats | sed 's/.*"xen"://' >$XENVM_OUT/xen.json
@@ -222,13 +223,24 @@ for key, _ in OPS[1:]:
                                                             qemu[key][0] / qemu["query"][0]))
 xj = open(os.path.join(res.out, "xen.json")).read() if os.path.exists(os.path.join(res.out, "xen.json")) else ""
 g = re.search(r'"give_ns_mean":(\d+).*?"take_ns_mean":(\d+)', xj)
+x0 = open(os.path.join(res.out, "xen0.json")).read() if os.path.exists(os.path.join(res.out, "xen0.json")) else ""
+
+
+def num(text, key):
+    m = re.search(r'"%s":(\d+)' % key, text)
+    return int(m.group(1)) if m else 0
+
+
 if g:
     mean = statistics.mean(xen_mean[k] for k, _ in OPS[1:])
     part = (int(g.group(1)) + int(g.group(2))) / 1e3
+    given = num(xj, "regions_given") - num(x0, "regions_given")
+    zero = (num(xj, "zero_ns") - num(x0, "zero_ns")) / 1e3 / given if given else 0
     print("vcmad's Xen work per ALLOC+FREE (populate into the guest + decrease, zeroing; mean over the three sizes):")
-    print("  %.1f us of the %.1f us mean ALLOC+FREE (%.0f%%); the rest is the guest (installing and removing the"
-          % (part, mean, 100 * part / mean))
-    print("  frames: M2P, p2m and its direct map page by page, vmap) and the ring trips")
+    print("  %.1f us of the %.1f us mean ALLOC+FREE (%.0f%%), of which zeroing the frames at FREE %.1f us;"
+          % (part, mean, 100 * part / mean, zero))
+    print("  the rest is the guest (installing and removing the frames: M2P, p2m and its direct map page by")
+    print("  page, vmap) and the ring trips")
 print()
 print("taking 8 MiB back from a lender's balloon (Xen, from dom0, %d rounds; ms)" % K)
 print("%-52s %8s %8s %8s" % ("", "median", "min", "max"))

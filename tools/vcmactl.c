@@ -837,13 +837,13 @@ static void print_xen_stats(struct json_object *x, struct json_object *b)
 
 	if (x) {
 		printf("\nxen: holder domain %llu holds %s, %s lent to balloons; regions %llu given (mean %.2f ms), "
-		       "%llu taken back (mean %.2f ms), %llu moved by Xen; %s lost, %s zeroed\n",
+		       "%llu taken back (mean %.2f ms), %llu moved by Xen; %s lost, %s zeroed in %.1f ms\n",
 		       (unsigned long long)ju64(x, "holder_domid"), fmt_bytes(ju64(x, "held_bytes"), s1, sizeof(s1)),
 		       fmt_bytes(ju64(x, "lent_bytes"), s2, sizeof(s2)), (unsigned long long)ju64(x, "regions_given"),
 		       (double)ju64(x, "give_ns_mean") / 1e6, (unsigned long long)ju64(x, "regions_taken"),
 		       (double)ju64(x, "take_ns_mean") / 1e6, (unsigned long long)ju64(x, "regions_moved"),
 		       fmt_bytes(ju64(x, "lost_bytes"), s3, sizeof(s3)),
-		       fmt_bytes(ju64(x, "zeroed_bytes"), s1, sizeof(s1)));
+		       fmt_bytes(ju64(x, "zeroed_bytes"), s1, sizeof(s1)), (double)ju64(x, "zero_ns") / 1e6);
 	}
 	if (b) {
 		struct json_object *ls = jget(b, "lenders");

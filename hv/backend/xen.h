@@ -32,6 +32,7 @@ struct vcmad_xen_stats {
 	uint64_t moved;            /* Xen gave a guest other frames than its window's */
 	uint64_t lost_frames;      /* window frames the holder could not hold again */
 	uint64_t zeroed_frames;    /* zeroed through a foreign mapping */
+	uint64_t zero_ns;          /* time spent on it (mapping, memset, unmapping) */
 	uint64_t populate_failed;  /* a guest's populate found no block of its order */
 	uint64_t holder_frames;    /* held now, all pools */
 	uint64_t lent_frames;      /* released to lenders' balloons now */

@@ -853,6 +853,7 @@ static struct json_object *xen_json(const struct vcmad *d)
 	add_u64(o, "take_ns_mean", st.taken ? st.take_ns / st.taken : 0);
 	add_u64(o, "lost_bytes", st.lost_frames << VCMA_PAGE_SHIFT);
 	add_u64(o, "zeroed_bytes", st.zeroed_frames << VCMA_PAGE_SHIFT);
+	add_u64(o, "zero_ns", st.zero_ns);
 	add_u64(o, "populate_failed", st.populate_failed);
 	add_u64(o, "reclaims", st.reclaims);
 	add_u64(o, "reclaims_short", st.reclaims_short);
