@@ -14,9 +14,9 @@
  *            window is served when all are held, or answered BUSY after
  *            VCMAD_RECLAIM_TIMEOUT_NS
  *
- * In the core, lent slots are LENT_FREE frames of the pseudo-guest
- * VCMAD_BALLOON_GUEST(i) for lender i: the window search counts their cost, and the
- * maps show them as lent.
+ * Its state is struct vcmad_balloon in vcmad.h. In the core, lent slots are
+ * LENT_FREE frames of the pseudo-guest VCMAD_BALLOON_GUEST(i) for lender i: the
+ * window search counts their cost, and the maps show them as lent.
  */
 #ifndef VCMA_HV_BALLOON_H
 #define VCMA_HV_BALLOON_H
@@ -27,27 +27,10 @@
 struct vcmad;
 struct vcma_pool;
 
-#define VCMAD_BALLOON_MAX_LENDERS 16u
 #define VCMAD_BALLOON_GUEST_BASE 0xfff0u /* ids 0xfff0..0xffff: the core's frame map keeps 16 bits */
 #define VCMAD_BALLOON_GUEST(i) (VCMAD_BALLOON_GUEST_BASE + (i))
 #define VCMAD_BALLOON_UNIT 512u                         /* frames lent at a time: 2 MiB */
 #define VCMAD_RECLAIM_TIMEOUT_NS (3000ull * 1000000ull) /* a lender's balloon has this long */
-
-struct vcmad_lender {
-	const char *name; /* its [guest NAME] section */
-	uint32_t dom;
-	bool present;     /* its domain runs */
-	uint64_t lent;    /* frames lent to it now */
-};
-
-struct vcmad_balloon {
-	struct vcmad_lender lender[VCMAD_BALLOON_MAX_LENDERS];
-	uint32_t nlenders;
-	uint64_t lends, lent_frames_total;      /* lend operations, frames lent over time */
-	uint64_t reclaims, reclaimed_frames;    /* windows that needed lent capacity back */
-	uint64_t reclaims_short;                /* ... and did not get all of it in time */
-	uint64_t reclaim_ns_total, reclaim_ns_max;
-};
 
 void vcmad_balloon_init(struct vcmad *d);
 /* Lend idle capacity (relend.c, when quiet). true if anything was lent. */

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "balloon.h"
 #include "ctl/ctl.h"
 #include "daemon.h"
 #include "guest.h"

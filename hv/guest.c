@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "balloon.h"
 #include "guest.h"
 #include "log.h"
 #include "vacate.h"

@@ -24,7 +24,6 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
-#include "balloon.h"
 #include "conf.h"
 #include "core.h"
 #include "link_ops.h"
@@ -63,6 +62,25 @@ struct vcmad_relend {
 	bool dirty;            /* something changed since relending last found nothing */
 	uint64_t last_alloc_ns; /* last ALLOC or FREE served: relending waits for quiet */
 	struct vcma_timer timer;
+};
+
+/* Balloon lending (balloon.h). */
+#define VCMAD_BALLOON_MAX_LENDERS 16u
+
+struct vcmad_lender {
+	const char *name; /* its [guest NAME] section */
+	uint32_t dom;
+	bool present;     /* its domain runs */
+	uint64_t lent;    /* frames lent to it now */
+};
+
+struct vcmad_balloon {
+	struct vcmad_lender lender[VCMAD_BALLOON_MAX_LENDERS];
+	uint32_t nlenders;
+	uint64_t lends, lent_frames_total;      /* lend operations, frames lent over time */
+	uint64_t reclaims, reclaimed_frames;    /* windows that needed lent capacity back */
+	uint64_t reclaims_short;                /* ... and did not get all of it in time */
+	uint64_t reclaim_ns_total, reclaim_ns_max;
 };
 
 struct vcmad_stats {

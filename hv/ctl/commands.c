@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 
 #include "alloc.h"
+#include "balloon.h"
 #include "ctl/ctl.h"
 #include "evict.h"
 #include "guest.h"

@@ -33,6 +33,7 @@
 #include <xenstore.h>
 
 #include "backend/xen.h"
+#include "balloon.h"
 #include "guest.h"
 #include "link/xenbus.h"
 #include "log.h"
