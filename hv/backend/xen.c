@@ -161,8 +161,6 @@ static int map_frames(struct vcmad_xen *x, uint32_t domid, const uint64_t *mfns,
 	int err[MAP_BATCH];
 	uint64_t t0 = vcma_now_ns();
 
-	if (!buf) /* zeroing: counted with its time, mapping included */
-		x->st.zeroed_frames += count;
 	for (uint64_t done = 0; done < count;) {
 		uint32_t n = count - done > MAP_BATCH ? MAP_BATCH : (uint32_t)(count - done);
 		uint8_t *p;
@@ -193,8 +191,10 @@ static int map_frames(struct vcmad_xen *x, uint32_t domid, const uint64_t *mfns,
 		xenforeignmemory_unmap(x->fmem, p, n);
 		done += n;
 	}
-	if (!buf)
+	if (!buf) { /* zeroing: counted when done, with its time, mapping included */
+		x->st.zeroed_frames += count;
 		x->st.zero_ns += vcma_now_ns() - t0;
+	}
 	return 0;
 }
 
