@@ -35,7 +35,7 @@ void vcmad_conf_defaults(struct vcmad_conf *c)
 	c->limits.ring_slots = 64;
 }
 
-enum section { SEC_NONE, SEC_DAEMON, SEC_LIMITS, SEC_MACHINE, SEC_POOL, SEC_GUEST };
+enum section { SEC_NONE, SEC_DAEMON, SEC_LIMITS, SEC_MACHINE, SEC_POOL, SEC_GUEST, SEC_LIBVIRT };
 
 static int parse_u64(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 {
@@ -156,6 +156,23 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 		c->poll_us = (uint32_t)x;
 		return 0;
 	}
+	if (sec == SEC_LIBVIRT && !strcmp(k, "uri")) {
+		size_t n = strlen(v);
+
+		if (!n || n >= sizeof(c->libvirt.uri) || !strstr(v, "://")) {
+			*msg = "expected a libvirt URI such as qemu:///system or qemu:///embed?root=/var/lib/vcma/libvirt";
+			return -EINVAL;
+		}
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)v[i] <= 0x20 || v[i] == 0x7f) {
+				*msg = "a URI has no spaces or control characters";
+				return -EINVAL;
+			}
+		memcpy(c->libvirt.uri, v, n + 1);
+		return 0;
+	}
+	if (sec == SEC_LIBVIRT && !strcmp(k, "socket_group"))
+		return set_group(c->libvirt.socket_group, sizeof(c->libvirt.socket_group), v, msg);
 	if (sec == SEC_DAEMON && !strcmp(k, "ctl_group"))
 		return set_group(c->ctl_group, sizeof(c->ctl_group), v, msg);
 	if (sec == SEC_DAEMON && !strcmp(k, "attach_group"))
@@ -286,7 +303,7 @@ static int set_users(struct vcmad_guest_conf *g, const char *v, const char **msg
 /* Keys that belong to one backend, and whether g has one of another backend's. */
 static enum vcmad_guest_kind key_kind(const char *k)
 {
-	if (!strcmp(k, "socket") || !strcmp(k, "hugepages"))
+	if (!strcmp(k, "socket") || !strcmp(k, "hugepages") || !strcmp(k, "socket_group"))
 		return VCMAD_GUEST_QEMU;
 	if (!strcmp(k, "users") || !strcmp(k, "vmm"))
 		return VCMAD_GUEST_SIM;
@@ -297,7 +314,7 @@ static enum vcmad_guest_kind key_kind(const char *k)
 
 static bool has_keys_of_other(const struct vcmad_guest_conf *g, enum vcmad_guest_kind kind)
 {
-	bool qemu = g->socket[0] || g->hugepages, sim = g->nusers || g->vmm_set, xen = g->attach_set || g->lender_set;
+	bool qemu = g->socket[0] || g->hugepages || g->socket_group[0], sim = g->nusers || g->vmm_set, xen = g->attach_set || g->lender_set;
 
 	return (qemu && kind != VCMAD_GUEST_QEMU) || (sim && kind != VCMAD_GUEST_SIM) || (xen && kind != VCMAD_GUEST_XEN);
 }
@@ -381,6 +398,8 @@ static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *
 		memcpy(g->socket, v, strlen(v) + 1);
 		return 0;
 	}
+	if (!strcmp(k, "socket_group"))
+		return set_group(g->socket_group, sizeof(g->socket_group), v, msg);
 	if (!strcmp(k, "hugepages")) {
 		if (strcmp(v, "on") && strcmp(v, "off")) {
 			*msg = "expected on or off";
@@ -436,6 +455,8 @@ int vcmad_conf_parse(struct vcmad_conf *c, const char *text, const char *name, c
 				sec = SEC_LIMITS;
 			} else if (!strcmp(s, "machine")) {
 				sec = SEC_MACHINE;
+			} else if (!strcmp(s, "libvirt")) {
+				sec = SEC_LIBVIRT;
 			} else if (!strncmp(s, "pool", 4) && isspace((unsigned char)s[4])) {
 				char perr[200];
 				const char *pname = trim(s + 5);
@@ -622,6 +643,11 @@ int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen)
 					    g->name, g->socket);
 				return -EINVAL;
 			}
+	}
+	if (c->libvirt.uri[0] && strcmp(c->backend, "sim")) {
+		vcma_seterr(err, errlen, "[libvirt] uri: libvirt domains are QEMU guests, served on backend = sim, "
+					 "not backend = %s", c->backend);
+		return -EINVAL;
 	}
 	/* every configured guest has a slot of its own (vcmad_guest_slot) */
 	if (c->nguests > c->max_guests) {

@@ -16,6 +16,8 @@
  *                may take this name only if its uid is root, vcmad's, or in users
  *              backend = xen: class, attach, lender; the Xen domain of that name (PROTOCOL.md
  *                §9.3), its vcma device made by vcmad when it appears (attach = auto)
+ *   [libvirt]  uri, socket_group: libvirt domains that opt in with vcma metadata
+ *              become QEMU guests at run time (hv/libvirt.c)
  */
 #ifndef VCMA_HV_CONF_H
 #define VCMA_HV_CONF_H
@@ -53,6 +55,8 @@ struct vcmad_guest_conf {
 	/* qemu */
 	char socket[108];                    /* "" = $runtime_dir/NAME.ivshmem */
 	bool hugepages;                      /* back BAR2 with hugetlbfs (2 MiB pages) */
+	char socket_group[33];               /* the socket's group (QEMU's, under libvirt); "" = vcmad's */
+	bool libvirt;                        /* a libvirt domain of that name, found by discovery */
 	/* sim */
 	uint32_t nusers;
 	uint32_t users[VCMAD_GUEST_MAX_USERS]; /* uids that may attach as NAME, beside root and vcmad's */
@@ -63,6 +67,12 @@ struct vcmad_guest_conf {
 	bool attach_set;
 	bool lender;                           /* lender = yes: idle pool capacity backs its balloon */
 	bool lender_set;
+};
+
+/* [libvirt]: where libvirt-managed guests come from (hv/libvirt.c). */
+struct vcmad_libvirt_conf {
+	char uri[256];         /* "" = no libvirt */
+	char socket_group[33]; /* group of the ivshmem sockets made for domains: QEMU's */
 };
 
 struct vcmad_conf {
@@ -84,6 +94,7 @@ struct vcmad_conf {
 	struct vcma_pool_config pool[VCMA_MAX_POOLS];
 	uint32_t nguests;
 	struct vcmad_guest_conf guests[VCMAD_MAX_CONF_GUESTS];
+	struct vcmad_libvirt_conf libvirt;
 };
 
 void vcmad_conf_defaults(struct vcmad_conf *c);

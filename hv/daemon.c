@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "balloon.h"
+#include "libvirt.h"
 #include "ctl/ctl.h"
 #include "daemon.h"
 #include "guest.h"
@@ -312,6 +313,16 @@ int vcmad_start(struct vcmad *d)
 	rc = vcmad_ctl_start(d);
 	if (rc)
 		return rc;
+#ifndef VCMA_HAVE_LIBVIRT
+	if (d->conf.libvirt.uri[0]) {
+		log_err("[libvirt] uri is set, but this vcmad is built without libvirt support "
+			"(apt-get install libvirt-dev, then rebuild; meson option libvirt)");
+		return -EOPNOTSUPP;
+	}
+#endif
+	rc = vcmad_libvirt_start(d);
+	if (rc)
+		return rc;
 	d->started = true;
 	rc = vcmad_sd_notify("READY=1\nSTATUS=serving");
 	if (rc)
@@ -422,6 +433,7 @@ void vcmad_fini(struct vcmad *d)
 		if (d->guests.slot[i])
 			vcmad_guest_abandon(d->guests.slot[i]);
 	vcmad_guests_reap(d);
+	vcmad_libvirt_stop(d);
 	vcmad_ctl_stop(d);
 	vcmad_balloon_fini(d);
 	for (uint32_t i = 0; i < VCMAD_NLINKS; i++)

@@ -71,7 +71,11 @@ int main(int argc, char **argv)
 			printf("vcmad %s\nbackends:", VCMA_VERSION);
 			for (size_t i = 0; vcmad_backends[i]; i++)
 				printf(" %s", vcmad_backends[i]->name);
-			printf("\n");
+#ifdef VCMA_HAVE_LIBVIRT
+			printf("\nlibvirt: yes\n");
+#else
+			printf("\nlibvirt: no (built without libvirt-dev)\n");
+#endif
 			return 0;
 		default: usage(stderr); return 2;
 		}

@@ -2,7 +2,8 @@
 /*
  * vcmad.h - the daemon's state: what each subsystem keeps, in one struct that every
  * subsystem's functions take. Types only; what each subsystem does is in its own
- * header. Single-threaded: one epoll loop owns everything.
+ * header. Single-threaded: one epoll loop owns everything (libvirt's calls run on a
+ * worker thread that shares nothing of this but messages: libvirt_worker.h).
  *
  *   vcmad ─┬─ vcma_core        pools + regions                       (core/)
  *          ├─ vcmad_backend    machine memory + VM control: sim, xen (backend/)
@@ -12,6 +13,7 @@
  *          ├─ vcmad_vacate     jobs moving lent pages                (vacate.h)
  *          ├─ vcmad_relend     idle pool frames back to VMs' RAM     (relend.h)
  *          ├─ vcmad_balloon    idle capacity to Xen lenders' balloons (balloon.h)
+ *          ├─ vcmad_libvirt    libvirt-managed guests (a worker thread) (libvirt.h)
  *          └─ vcmad_ctl        the operator's control socket         (ctl/)
  *
  * The lower subsystems (core, backend, vm, vacate) never call the upper ones (links,
@@ -30,6 +32,7 @@
 #include "loop.h"
 
 struct vcmad_ctl;
+struct vcmad_libvirt;
 struct vcmad_guest;
 struct vcmad_job;
 struct vcmad_vm;
@@ -100,6 +103,7 @@ struct vcmad {
 	struct vcmad_relend relend;
 	struct vcmad_balloon balloon;
 	struct vcmad_ctl *ctl; /* control socket (hv/ctl), NULL until started */
+	struct vcmad_libvirt *libvirt; /* [libvirt] uri set and built with libvirt; else NULL */
 	int signal_fd;
 	struct vcma_watch signal_w;
 	struct vcmad_stats stats;

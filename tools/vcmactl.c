@@ -549,7 +549,8 @@ static int run_guests(struct ctx *c, int argc, char **argv)
 		table_cell(&t, "%s", jstr(e, "name"));
 		table_cell(&t, "%s", *jstr(e, "class") ? jstr(e, "class") : "-");
 		/* a VM that left PAUSEs unanswered is worth seeing at a glance */
-		table_cell(&t, "%s%s", jstr(e, "role"), jbool(e, "unresponsive") ? " (unresponsive)" : "");
+		table_cell(&t, "%s%s%s", jstr(e, "role"), *jstr(e, "domain") ? " (libvirt)" : "",
+			   jbool(e, "unresponsive") ? " (unresponsive)" : "");
 		table_cell(&t, "%s", fmt_bytes(ju64(e, "ram_bytes"), b, sizeof(b)));
 		table_cell(&t, "%llu", (unsigned long long)ju64(e, "regions"));
 		table_cell(&t, "%s", fmt_bytes(ju64(e, "bytes"), b, sizeof(b)));
@@ -1032,56 +1033,128 @@ static int run_watch(struct ctx *c, int argc, char **argv)
 	return VCMACTL_OK;
 }
 
-static const struct option xen_opts[] = {
+static const struct option attach_opts[] = {
 	{ "xen", required_argument, NULL, 'x' },
+	{ "class", required_argument, NULL, 'c' },
 	{ NULL, 0, NULL, 0 },
 };
 
-/* attach --xen DOMAIN / detach --xen DOMAIN: a Xen domain's vcma device. */
-static int run_xen(struct ctx *c, int argc, char **argv, bool attach)
+/* attach DOMAIN [--class C] / detach DOMAIN: a libvirt domain's vcma metadata and
+ * ivshmem device; attach --xen DOMAIN / detach --xen DOMAIN: a Xen domain's vcma device. */
+static int run_attach_detach(struct ctx *c, int argc, char **argv, bool attach)
 {
 	struct json_object *args, *r;
-	const char *dom = NULL;
+	const char *xen = NULL, *dom = NULL, *cls = NULL;
 	int o, rc = VCMACTL_OK;
 
 	while ((o = next_opt(c, argc, argv, &rc)) != -1) {
 		if (o == -2)
 			return rc;
 		if (o == 'x')
-			dom = optarg;
+			xen = optarg;
+		else if (o == 'c' && attach)
+			cls = optarg;
 		else
 			return usage_error("unknown option '%s'", argv[optind - 1]);
 	}
 	if (optind < argc)
+		dom = argv[optind++];
+	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (!dom)
-		return usage_error("missing --xen DOMAIN (a domain name or id: vcma attaches Xen domains)");
+	if (xen && (dom || cls))
+		return usage_error("--xen DOMAIN takes no other domain or --class (a Xen domain's class is its "
+				   "[guest] section's)");
+	if (!xen && !dom)
+		return usage_error("missing DOMAIN (a libvirt domain name; --xen DOMAIN for a Xen domain)");
 	args = json_object_new_object();
 	if (!args)
 		return VCMACTL_FAILED;
-	json_object_object_add(args, "domain", json_object_new_string(dom));
-	r = call(c, attach ? "xen-attach" : "xen-detach", args);
+	json_object_object_add(args, "domain", json_object_new_string(xen ? xen : dom));
+	if (cls)
+		json_object_object_add(args, "class", json_object_new_string(cls));
+	r = call(c, xen ? (attach ? "xen-attach" : "xen-detach") : (attach ? "attach" : "detach"), args);
 	if (!r)
 		return VCMACTL_FAILED;
 	if (c->json)
 		print_json(r);
-	else if (attach)
+	else if (xen && attach)
 		printf("domain %llu (%s): vcma device %llu made; its vcma.ko connects now\n",
-		       (unsigned long long)ju64(r, "domid"), dom, (unsigned long long)ju64(r, "devid"));
+		       (unsigned long long)ju64(r, "domid"), xen, (unsigned long long)ju64(r, "devid"));
+	else if (xen)
+		printf("domain %llu (%s): vcma device closed and removed\n", (unsigned long long)ju64(r, "domid"), xen);
+	else if (attach)
+		printf("domain %s: vcma metadata set and ivshmem device added (server %s); its vcma.ko connects "
+		       "when the device appears\n", dom, jstr(r, "socket"));
 	else
-		printf("domain %llu (%s): vcma device closed and removed\n", (unsigned long long)ju64(r, "domid"), dom);
+		printf("domain %s: ivshmem device and vcma metadata removed; its regions are freed\n", dom);
 	json_object_put(r);
 	return VCMACTL_OK;
 }
 
 static int run_attach(struct ctx *c, int argc, char **argv)
 {
-	return run_xen(c, argc, argv, true);
+	return run_attach_detach(c, argc, argv, true);
 }
 
 static int run_detach(struct ctx *c, int argc, char **argv)
 {
-	return run_xen(c, argc, argv, false);
+	return run_attach_detach(c, argc, argv, false);
+}
+
+/* domain define FILE | start|destroy|undefine NAME: libvirt domains through vcmad,
+ * which is the only process that reaches them under an embed URI. */
+static int run_domain(struct ctx *c, int argc, char **argv)
+{
+	struct json_object *args, *r;
+	const char *act, *arg;
+	int rc;
+
+	if (plain_opts(c, argc, argv, &rc, 2, 2))
+		return rc;
+	act = argv[optind];
+	arg = argv[optind + 1];
+	if (strcmp(act, "define") && strcmp(act, "start") && strcmp(act, "destroy") && strcmp(act, "undefine"))
+		return usage_error("unknown domain action '%s' (define FILE, start, destroy or undefine NAME)", act);
+	args = json_object_new_object();
+	if (!args)
+		return VCMACTL_FAILED;
+	json_object_object_add(args, "action", json_object_new_string(act));
+	if (!strcmp(act, "define")) {
+		FILE *f = fopen(arg, "re");
+		char *buf = malloc(VCMAD_CTL_XML_MAX + 2);
+		size_t n = 0;
+
+		if (!f || !buf) {
+			fprintf(stderr, "vcmactl: %s: %s\n", arg, strerror(errno));
+			if (f)
+				fclose(f);
+			free(buf);
+			json_object_put(args);
+			return VCMACTL_FAILED;
+		}
+		n = fread(buf, 1, VCMAD_CTL_XML_MAX + 1, f);
+		fclose(f);
+		if (!n || n > VCMAD_CTL_XML_MAX) {
+			fprintf(stderr, "vcmactl: %s: domain XML must be 1 to %u bytes\n", arg, VCMAD_CTL_XML_MAX);
+			free(buf);
+			json_object_put(args);
+			return VCMACTL_FAILED;
+		}
+		buf[n] = '\0';
+		json_object_object_add(args, "xml", json_object_new_string(buf));
+		free(buf);
+	} else {
+		json_object_object_add(args, "domain", json_object_new_string(arg));
+	}
+	r = call(c, "domain", args);
+	if (!r)
+		return VCMACTL_FAILED;
+	if (c->json)
+		print_json(r);
+	else
+		printf("domain %s: %s done\n", jstr(r, "domain"), act);
+	json_object_put(r);
+	return VCMACTL_OK;
 }
 
 static const struct option pool_opts[] = {
@@ -1127,15 +1200,26 @@ static const struct cmd cmds[] = {
 	{ "hash", "HANDLE", "FNV-1a hash of a region's bytes as vcmad sees them",
 	  "\nHANDLE is any live region's handle (vcmactl regions lists them), a guest's too: the\n"
 	  "hash lets a test check what a guest wrote. Regions up to 64 MiB.\n", run_hash, NULL, NULL },
-	{ "attach", "--xen DOMAIN", "make a Xen domain's vcma device (vcmad on Xen)",
-	  "\n  -x, --xen DOMAIN   a domain name or id. vcmad writes the device's xenstore nodes as a\n"
-	  "                     toolstack does; the domain's vcma.ko then connects. Configured guests\n"
-	  "                     with attach = auto get theirs without this.\n",
-	  run_attach, "x:", xen_opts },
-	{ "detach", "--xen DOMAIN", "close and remove a Xen domain's vcma device",
-	  "\n  -x, --xen DOMAIN   a domain name or id. Its regions are freed (the guest sees its\n"
-	  "                     device go) and the device's nodes are removed.\n",
-	  run_detach, "x:", xen_opts },
+	{ "attach", "DOMAIN [--class C] | --xen DOMAIN", "give a libvirt domain (or a Xen domain) its vcma device",
+	  "\nDOMAIN is a libvirt domain (vcmad with [libvirt] uri): vcmad sets its vcma metadata and\n"
+	  "adds an ivshmem-doorbell <shmem> device served by vcmad, live if the domain runs and in\n"
+	  "its persistent definition; the domain's vcma.ko connects when the device appears.\n"
+	  "  -c, --class C      the guest's device class (pool bindings)\n"
+	  "  -x, --xen DOMAIN   a Xen domain name or id instead. vcmad writes the device's xenstore\n"
+	  "                     nodes as a toolstack does; the domain's vcma.ko then connects.\n"
+	  "                     Configured guests with attach = auto get theirs without this.\n",
+	  run_attach, "x:c:", attach_opts },
+	{ "detach", "DOMAIN | --xen DOMAIN", "take a domain's vcma device away",
+	  "\nDOMAIN is a libvirt domain: its ivshmem device and vcma metadata are removed (live and\n"
+	  "persistent), and its regions are freed.\n"
+	  "  -x, --xen DOMAIN   a Xen domain name or id instead. Its regions are freed (the guest\n"
+	  "                     sees its device go) and the device's nodes are removed.\n",
+	  run_detach, "x:", attach_opts },
+	{ "domain", "define FILE | start|destroy|undefine NAME", "manage a libvirt domain through vcmad",
+	  "\nWith an embed URI ([libvirt] uri = qemu:///embed?root=...) vcmad holds the only\n"
+	  "connection to its domains, so they are defined, started, destroyed and undefined here.\n"
+	  "FILE is domain XML (at most 60000 bytes).\n",
+	  run_domain, NULL, NULL },
 	{ "stats", "[--prometheus]", "counters and allocation latency histograms",
 	  "\n  -P, --prometheus   print Prometheus text exposition format instead\n", run_stats, "P", stats_opts },
 	{ "watch", "[--interval SECONDS] [--count N]", "redraw the pools and their maps until interrupted",

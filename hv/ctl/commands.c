@@ -21,6 +21,7 @@
 #include "ctl/ctl.h"
 #include "evict.h"
 #include "guest.h"
+#include "libvirt.h"
 #include "log.h"
 #include "vcmad.h"
 #include "vm.h"
@@ -327,6 +328,8 @@ static struct json_object *cmd_status(struct vcmad_ctl *ctl)
 	add_u64(o, "pools", d->core.npools);
 	add_u64(o, "guests", d->guests.n);
 	add_u64(o, "max_guests", d->conf.max_guests);
+	if (d->libvirt)
+		json_object_object_add(o, "libvirt", vcmad_libvirt_json(d));
 	add_u64(o, "regions", d->core.regions.nlive);
 	add_u64(o, "region_bytes", region_bytes(d));
 	add_u64(o, "attaches", d->stats.attaches);
@@ -392,6 +395,8 @@ static struct json_object *cmd_guests(struct vcmad_ctl *ctl, int *err)
 			 * waiting for a vacate; unresponsive: left PAUSEs unanswered (vcmad(8)) */
 			add_str(o, "link", g->link->ops->name);
 			json_object_object_add(o, "configured", json_object_new_boolean(g->conf != NULL));
+			if (g->conf && g->conf->libvirt)
+				add_str(o, "domain", g->name); /* a libvirt domain, found by discovery */
 			add_u64(o, "uid", g->uid);
 			add_u64(o, "pending_allocs", g->rq.pending);
 			add_u64(o, "pending_bytes", g->rq.pending_bytes);
@@ -931,6 +936,8 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	json_object_object_add(res, "daemon", dm);
 	if (d->balloon.nlenders)
 		json_object_object_add(res, "balloon", balloon_json(d));
+	if (d->libvirt)
+		json_object_object_add(res, "libvirt", vcmad_libvirt_json(d));
 #ifdef VCMA_HAVE_XEN
 	if (vcmad_xen_of(&d->be))
 		json_object_object_add(res, "xen", xen_json(d));
@@ -968,6 +975,34 @@ static struct json_object *cmd_xen(struct vcmad *d, const struct vcmad_ctl_req *
 #endif
 }
 
+/* attach / detach / domain: a libvirt request, answered when the worker has done it
+ * (-EINPROGRESS: the server holds the client's next lines until then). */
+static struct json_object *cmd_libvirt(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c,
+				       const struct vcmad_ctl_req *req, int *err, char *msg, size_t msglen)
+{
+	enum vcmad_lv_request rq = req->cmd == VCMAD_CTL_ATTACH   ? VCMAD_LVR_ATTACH
+				   : req->cmd == VCMAD_CTL_DETACH ? VCMAD_LVR_DETACH
+				   : !strcmp(req->action, "define") ? VCMAD_LVR_DEFINE
+				   : !strcmp(req->action, "start")  ? VCMAD_LVR_START
+				   : !strcmp(req->action, "destroy") ? VCMAD_LVR_DESTROY
+								     : VCMAD_LVR_UNDEFINE;
+
+	if (!c) {
+		*err = -EINVAL;
+		setmsg(msg, msglen, "libvirt requests come from a client");
+		return NULL;
+	}
+	*err = vcmad_libvirt_request(ctl->d, rq, req->domain, req->devclass, req->xml, vcmad_ctl_lv_done, c, msg,
+				     msglen);
+	if (*err == -EOPNOTSUPP && !msg[0])
+		setmsg(msg, msglen, "this vcmad was built without libvirt support (libvirt-dev)");
+	if (!*err) {
+		c->job_lv = true;
+		*err = -EINPROGRESS;
+	}
+	return NULL;
+}
+
 struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, const struct vcmad_ctl_req *req,
 				   int *err, char *msg, size_t msglen)
 {
@@ -989,6 +1024,13 @@ struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, struct vcmad_ctl_clien
 	case VCMAD_CTL_HASH: res = cmd_hash(ctl->d, req, err, msg, msglen); break;
 	case VCMAD_CTL_XEN_ATTACH:
 	case VCMAD_CTL_XEN_DETACH: res = cmd_xen(ctl->d, req, err, msg, msglen); break;
+	case VCMAD_CTL_ATTACH:
+	case VCMAD_CTL_DETACH:
+	case VCMAD_CTL_DOMAIN:
+		res = cmd_libvirt(ctl, c, req, err, msg, msglen);
+		if (*err == -EINPROGRESS)
+			return NULL;
+		break;
 	default:
 		*err = -EINVAL;
 		setmsg(msg, msglen, "unknown command");

@@ -64,6 +64,10 @@ struct vcmad_ctl_client {
 	struct vcma_region job_r;
 	struct json_object *job_id; /* the request's id, echoed in the answer */
 	char job_what[64];          /* "alloc 8 MiB in pool main", for the message */
+	/* or a libvirt request (attach, detach, domain): its answer, as it came */
+	bool job_lv;
+	struct json_object *job_res;
+	char job_msg[256];
 	struct vcmad_ctl_client *next, *next_run;
 };
 
@@ -100,6 +104,9 @@ struct json_object *vcmad_ctl_exec(struct vcmad_ctl *ctl, struct vcmad_ctl_clien
  * inside vcmad_ctl_exec) and sends it in request order. This builds the answer. */
 struct json_object *vcmad_ctl_alloc_answer(struct vcmad_ctl *ctl, struct vcmad_ctl_client *c, int *err, char *msg,
 					   size_t msglen);
+
+/* A libvirt request of client arg ended (vcmad_lv_done_fn): answered in request order. */
+void vcmad_ctl_lv_done(void *arg, int err, const char *msg, struct json_object *res);
 
 /* vcmad's side of the control socket, for the daemon */
 int vcmad_ctl_start(struct vcmad *d);

@@ -35,6 +35,7 @@ struct json_object;
 #define VCMAD_CTL_ALLOC_MAX (1ull << 48)
 #define VCMAD_CTL_ALIGN_ORDER_MAX 18u /* 1 GiB, as the core accepts */
 #define VCMAD_CTL_HASH_MAX (64ull << 20) /* bytes hash reads in one request: the loop waits */
+#define VCMAD_CTL_XML_MAX 60000u         /* domain define: bytes of domain XML */
 
 /* The pseudo-guest that owns vcmactl's test allocations. Real guests start at 1. */
 #define VCMAD_CTL_ADMIN_GUEST 0u
@@ -65,6 +66,9 @@ enum vcmad_ctl_cmd {
 	VCMAD_CTL_HASH,
 	VCMAD_CTL_XEN_ATTACH,
 	VCMAD_CTL_XEN_DETACH,
+	VCMAD_CTL_ATTACH,  /* a libvirt domain: vcma metadata + <shmem> device */
+	VCMAD_CTL_DETACH,
+	VCMAD_CTL_DOMAIN,  /* define/start/destroy/undefine a libvirt domain */
 	VCMAD_CTL_NCMDS
 };
 
@@ -80,7 +84,11 @@ struct vcmad_ctl_req {
 	uint32_t align_order;               /* alloc: explicit alignment, 0 = natural */
 	uint64_t handle;                    /* free, hash */
 	uint32_t width;                     /* pool: map characters */
-	char domain[VCMAD_CTL_NAME_MAX];    /* xen-attach, xen-detach: a domain name or decimal domid */
+	char domain[VCMAD_CTL_NAME_MAX];    /* xen-attach, xen-detach: a domain name or decimal domid;
+					     * attach, detach, domain: a libvirt domain name */
+	char devclass[VCMAD_CTL_NAME_MAX];  /* attach: the guest's device class ("" = none) */
+	char action[16];                    /* domain: define, start, destroy or undefine */
+	char *xml;                          /* domain define: the domain XML (malloc'd) */
 };
 
 /*

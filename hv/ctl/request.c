@@ -28,10 +28,14 @@ enum {
 	ARG_HANDLE = 1u << 4,
 	ARG_WIDTH = 1u << 5,
 	ARG_DOMAIN = 1u << 6,
-	ARG_COUNT = 7
+	ARG_CLASS = 1u << 7,
+	ARG_ACTION = 1u << 8,
+	ARG_XML = 1u << 9,
+	ARG_COUNT = 10
 };
 
-static const char *const arg_name[ARG_COUNT] = { "pool", "guest", "bytes", "align", "handle", "width", "domain" };
+static const char *const arg_name[ARG_COUNT] = { "pool",   "guest", "bytes",  "align",  "handle",
+						  "width", "domain", "class", "action", "xml" };
 
 static const struct {
 	const char *name;
@@ -50,6 +54,9 @@ static const struct {
 	[VCMAD_CTL_HASH] = { "hash", ARG_HANDLE, ARG_HANDLE },
 	[VCMAD_CTL_XEN_ATTACH] = { "xen-attach", ARG_DOMAIN, ARG_DOMAIN },
 	[VCMAD_CTL_XEN_DETACH] = { "xen-detach", ARG_DOMAIN, ARG_DOMAIN },
+	[VCMAD_CTL_ATTACH] = { "attach", ARG_DOMAIN | ARG_CLASS, ARG_DOMAIN },
+	[VCMAD_CTL_DETACH] = { "detach", ARG_DOMAIN, ARG_DOMAIN },
+	[VCMAD_CTL_DOMAIN] = { "domain", ARG_ACTION | ARG_DOMAIN | ARG_XML, ARG_ACTION },
 };
 
 const char *vcmad_ctl_cmd_name(enum vcmad_ctl_cmd cmd)
@@ -181,6 +188,41 @@ static int parse_arg(struct vcmad_ctl_req *r, unsigned int a, struct json_object
 		}
 		snprintf(r->domain, sizeof(r->domain), "%u", (unsigned int)x);
 		return 0;
+	case ARG_CLASS:
+		return get_name(v, "class", r->devclass, err, errlen);
+	case ARG_ACTION: {
+		static const char *const acts[] = { "define", "start", "destroy", "undefine" };
+		const char *act = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+
+		for (size_t i = 0; i < sizeof(acts) / sizeof(acts[0]); i++)
+			if (!strcmp(act, acts[i]) && strlen(act) == (size_t)json_object_get_string_len(v)) {
+				snprintf(r->action, sizeof(r->action), "%s", acts[i]);
+				return 0;
+			}
+		vcma_seterr(err, errlen, "'action' must be one of define, start, destroy, undefine");
+		return -EINVAL;
+	}
+	case ARG_XML: {
+		size_t n;
+
+		if (!json_object_is_type(v, json_type_string)) {
+			vcma_seterr(err, errlen, "'xml' must be a string (the domain XML)");
+			return -EINVAL;
+		}
+		n = (size_t)json_object_get_string_len(v);
+		if (!n || n > VCMAD_CTL_XML_MAX || strlen(json_object_get_string(v)) != n) {
+			vcma_seterr(err, errlen, "'xml' must hold 1 to %u bytes of domain XML, without NUL",
+				    VCMAD_CTL_XML_MAX);
+			return -EINVAL;
+		}
+		free(r->xml);
+		r->xml = strdup(json_object_get_string(v));
+		if (!r->xml) {
+			vcma_seterr(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+		return 0;
+	}
 	}
 	return -EINVAL;
 }
@@ -252,6 +294,18 @@ static int check_object(struct json_object *o, struct vcmad_ctl_req *out, char *
 		}
 	if (out->cmd == VCMAD_CTL_POOL && !out->width)
 		out->width = VCMAD_CTL_MAP_WIDTH;
+	if (out->cmd == VCMAD_CTL_DOMAIN) {
+		bool define = !strcmp(out->action, "define");
+
+		if (define && (!out->xml || (seen & ARG_DOMAIN))) {
+			vcma_seterr(err, errlen, "domain define: needs 'xml' (the domain XML) and no 'domain'");
+			return -EINVAL;
+		}
+		if (!define && (!(seen & ARG_DOMAIN) || out->xml)) {
+			vcma_seterr(err, errlen, "domain %s: needs 'domain' (a name) and no 'xml'", out->action);
+			return -EINVAL;
+		}
+	}
 	return 0;
 }
 
@@ -322,6 +376,8 @@ void vcmad_ctl_req_fini(struct vcmad_ctl_req *req)
 {
 	json_object_put(req->id);
 	req->id = NULL;
+	free(req->xml);
+	req->xml = NULL;
 }
 
 const char *vcmad_ctl_errname(int err)
@@ -336,6 +392,7 @@ const char *vcmad_ctl_errname(int err)
 		{ ENOMEM, "ENOMEM" }, { EUSERS, "EUSERS" },   { EIO, "EIO" },               { ENOSYS, "ENOSYS" },
 		{ EAGAIN, "EAGAIN" }, { EEXIST, "EEXIST" },   { EOPNOTSUPP, "EOPNOTSUPP" }, { ETIMEDOUT, "ETIMEDOUT" },
 		{ EDOM, "EDOM" },     { ENOBUFS, "ENOBUFS" },   { EFBIG, "EFBIG" },           { ESHUTDOWN, "ESHUTDOWN" },
+		{ ENOTCONN, "ENOTCONN" },
 	};
 
 	if (err < 0)

@@ -28,6 +28,7 @@
 
 #include "alloc.h"
 #include "ctl/ctl.h"
+#include "libvirt.h"
 #include "log.h"
 #include "vcmad.h"
 
@@ -189,9 +190,12 @@ static void client_close(struct vcmad_ctl_client *c)
 			break;
 		}
 	vcma_loop_del(&ctl->d->loop, &c->w);
-	if (c->job_waiting && !c->job_done)
+	if (c->job_waiting && !c->job_done && !c->job_lv)
 		vcmad_alloc_drop(&ctl->admin, (uintptr_t)c); /* the window is given up when the job ends */
+	if (c->job_waiting && !c->job_done && c->job_lv)
+		vcmad_libvirt_cancel(ctl->d, c); /* libvirt finishes it; nobody hears */
 	json_object_put(c->job_id);
+	json_object_put(c->job_res);
 	if (close(c->fd))
 		log_debug("ctl: close: %s", strerror(errno));
 	ctl->nclients--;
@@ -386,12 +390,28 @@ static bool job_answered(struct vcmad_ctl_client *c)
 		return true;
 	if (!c->job_done)
 		return false;
-	res = vcmad_ctl_alloc_answer(c->ctl, c, &err, msg, sizeof(msg));
-	respond(c, c->job_id, res, err, msg);
+	if (c->job_lv) {
+		respond(c, c->job_id, c->job_res, c->job_err, c->job_msg);
+		c->job_res = NULL; /* respond() took it */
+	} else {
+		res = vcmad_ctl_alloc_answer(c->ctl, c, &err, msg, sizeof(msg));
+		respond(c, c->job_id, res, err, msg);
+	}
 	json_object_put(c->job_id);
 	c->job_id = NULL;
-	c->job_waiting = c->job_done = false;
+	c->job_waiting = c->job_done = c->job_lv = false;
 	return true;
+}
+
+void vcmad_ctl_lv_done(void *arg, int err, const char *msg, struct json_object *res)
+{
+	struct vcmad_ctl_client *c = arg;
+
+	c->job_done = true;
+	c->job_err = err;
+	c->job_res = res;
+	snprintf(c->job_msg, sizeof(c->job_msg), "%s", msg ? msg : "");
+	enqueue(c);
 }
 
 static void set_events(struct vcmad_ctl_client *c, uint32_t ev)

@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <json-c/json.h>
 #include <linux/falloc.h>
 #include <linux/memfd.h>
@@ -613,6 +614,18 @@ static void accept_cb(struct vcma_watch *w, uint32_t events)
 
 /* ---- the link ---- */
 
+/* chown path to group (QEMU's, so that it can connect). 0 or -errno. */
+static int chgrp(const char *path, const char *group)
+{
+	struct group gr, *res = NULL;
+	char buf[4096];
+	int rc = getgrnam_r(group, &gr, buf, sizeof(buf), &res);
+
+	if (rc || !res)
+		return rc ? -rc : -ENOENT;
+	return chown(path, (uid_t)-1, gr.gr_gid) ? -errno : 0;
+}
+
 static int listen_on(struct vcmad *d, struct listener *ls)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -636,6 +649,13 @@ static int listen_on(struct vcmad *d, struct listener *ls)
 		rc = -errno;
 		log_err("guest %s: cannot listen on %s: %s", ls->conf->name, ls->path, strerror(errno));
 		close(fd);
+		return rc;
+	}
+	if (ls->conf->socket_group[0] && (rc = chgrp(ls->path, ls->conf->socket_group))) {
+		log_err("guest %s: cannot give %s to group %s: %s", ls->conf->name, ls->path, ls->conf->socket_group,
+			strerror(-rc));
+		close(fd);
+		unlink(ls->path);
 		return rc;
 	}
 	rc = vcma_loop_add(&d->loop, &ls->w, fd, EPOLLIN, accept_cb);
