@@ -74,6 +74,25 @@ static void test_commands(void **unused)
 	assert_string_equal(r.domain, "32751");
 	vcmad_ctl_req_fini(&r);
 
+	assert_int_equal(parse("{\"version\":1,\"cmd\":\"attach\",\"domain\":\"cam1\",\"class\":\"camera\"}", &r), 0);
+	assert_int_equal(r.cmd, VCMAD_CTL_ATTACH);
+	assert_string_equal(r.domain, "cam1");
+	assert_string_equal(r.devclass, "camera");
+	vcmad_ctl_req_fini(&r);
+	assert_int_equal(parse("{\"version\":1,\"cmd\":\"detach\",\"domain\":\"cam1\"}", &r), 0);
+	assert_int_equal(r.cmd, VCMAD_CTL_DETACH);
+	vcmad_ctl_req_fini(&r);
+	assert_int_equal(parse("{\"version\":1,\"cmd\":\"domain\",\"action\":\"define\",\"xml\":\"<domain/>\"}", &r), 0);
+	assert_int_equal(r.cmd, VCMAD_CTL_DOMAIN);
+	assert_string_equal(r.action, "define");
+	assert_string_equal(r.xml, "<domain/>");
+	vcmad_ctl_req_fini(&r);
+	assert_null(r.xml);
+	assert_int_equal(parse("{\"version\":1,\"cmd\":\"domain\",\"action\":\"destroy\",\"domain\":\"cam1\"}", &r), 0);
+	assert_string_equal(r.action, "destroy");
+	assert_string_equal(r.domain, "cam1");
+	vcmad_ctl_req_fini(&r);
+
 	for (int c = VCMAD_CTL_NONE + 1; c < VCMAD_CTL_NCMDS; c++)
 		assert_non_null(vcmad_ctl_cmd_name((enum vcmad_ctl_cmd)c));
 	assert_null(vcmad_ctl_cmd_name(VCMAD_CTL_NONE));
@@ -131,6 +150,18 @@ static void test_errors(void **unused)
 		{ "{\"version\":1,\"cmd\":\"xen-attach\",\"domain\":\"a b\"}", -EINVAL, "invalid name 'a b'" },
 		{ "{\"version\":1,\"cmd\":\"xen-detach\",\"domain\":\"d\",\"guest\":1}", -EINVAL, "unknown argument 'guest'" },
 		{ "{\"version\":1,\"cmd\":\"status\",\"domain\":1}", -EINVAL, "unknown argument 'domain'" },
+		{ "{\"version\":1,\"cmd\":\"attach\"}", -EINVAL, "missing argument 'domain'" },
+		{ "{\"version\":1,\"cmd\":\"attach\",\"domain\":\"d\",\"class\":\"a b\"}", -EINVAL, "invalid name 'a b'" },
+		{ "{\"version\":1,\"cmd\":\"detach\",\"domain\":\"d\",\"class\":\"c\"}", -EINVAL, "unknown argument 'class'" },
+		{ "{\"version\":1,\"cmd\":\"domain\",\"domain\":\"d\"}", -EINVAL, "missing argument 'action'" },
+		{ "{\"version\":1,\"cmd\":\"domain\",\"action\":\"reboot\",\"domain\":\"d\"}", -EINVAL, "'action' must be one of" },
+		{ "{\"version\":1,\"cmd\":\"domain\",\"action\":\"define\"}", -EINVAL, "needs 'xml'" },
+		{ "{\"version\":1,\"cmd\":\"domain\",\"action\":\"define\",\"xml\":\"<d/>\",\"domain\":\"d\"}", -EINVAL, "no 'domain'" },
+		{ "{\"version\":1,\"cmd\":\"domain\",\"action\":\"start\"}", -EINVAL, "needs 'domain'" },
+		{ "{\"version\":1,\"cmd\":\"domain\",\"action\":\"start\",\"domain\":\"d\",\"xml\":\"<d/>\"}", -EINVAL, "no 'xml'" },
+		{ "{\"version\":1,\"cmd\":\"domain\",\"action\":\"define\",\"xml\":\"\"}", -EINVAL, "'xml' must hold" },
+		{ "{\"version\":1,\"cmd\":\"domain\",\"action\":\"define\",\"xml\":\"a\\u0000b\"}", -EINVAL, "'xml' must hold" },
+		{ "{\"version\":1,\"cmd\":\"domain\",\"action\":\"define\",\"xml\":7}", -EINVAL, "'xml' must be a string" },
 		{ "{\"version\":1,\"cmd\":\"pool\",\"pool\":\"\xc3\x28\"}", -EINVAL, "not valid JSON" },
 		{ "{\"version\":1,\"id\":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]],\"cmd\":\"status\"}", -EINVAL, "not valid JSON" },
 	};
