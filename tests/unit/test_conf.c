@@ -201,6 +201,33 @@ static void test_xen_guests(void **unused)
 	expect_error("[pool a]\naddress_bits = 12\n", "t.conf:2: pool a: address_bits: invalid value '12'");
 }
 
+static void test_libvirt(void **unused)
+{
+	struct vcmad_conf c;
+
+	(void)unused;
+	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n[libvirt]\nuri = qemu:///embed?root=/var/lib/vcma/lv\n"
+				   "socket_group = kvm\n[guest cam]\nbackend = qemu\nsocket_group = kvm\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.libvirt.uri, "qemu:///embed?root=/var/lib/vcma/lv");
+	assert_string_equal(c.libvirt.socket_group, "kvm");
+	assert_string_equal(c.guests[0].socket_group, "kvm");
+	assert_false(c.guests[0].libvirt); /* only discovery makes libvirt guests */
+	/* no libvirt unless asked for */
+	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n"), 0);
+	assert_string_equal(c.libvirt.uri, "");
+	/* libvirt domains are QEMU guests: the sim backend's */
+	assert_int_equal(parse(&c, "[daemon]\nbackend = xen\n[pool a]\nsize = 4M\n[libvirt]\nuri = xen:///system\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "[libvirt] uri: libvirt domains are QEMU guests"));
+
+	expect_error("[libvirt]\nuri = system\n", "t.conf:2: uri: invalid value 'system' (expected a libvirt URI");
+	expect_error("[libvirt]\nuri = qemu:///sys\ttem\n", "t.conf:2: uri: invalid value");
+	expect_error("[libvirt]\nsocket_group = -x\n", "t.conf:2: socket_group: invalid value '-x'");
+	expect_error("[libvirt]\nclass = camera\n", "t.conf:2: class: unknown key in this section");
+	expect_error("[guest g]\nbackend = sim\nsocket_group = kvm\n", "(a key of backend = qemu, in a backend = sim");
+}
+
 static void test_load_missing_file(void **unused)
 {
 	struct vcmad_conf c;
@@ -229,6 +256,7 @@ int main(void)
 		cmocka_unit_test(test_qemu_guests),
 		cmocka_unit_test(test_sim_guests),
 		cmocka_unit_test(test_xen_guests),
+		cmocka_unit_test(test_libvirt),
 		cmocka_unit_test(test_load_missing_file),
 		cmocka_unit_test(test_example_config_is_valid),
 	};
