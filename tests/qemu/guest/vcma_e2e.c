@@ -61,11 +61,15 @@ static uint64_t pattern_fnv(uint64_t size)
 	return h;
 }
 
+static int hold_mode; /* hold: no host on stdin (a console that is a file) */
+
 static void wait_ok(void)
 {
 	char line[128];
 
 	fflush(stdout);
+	if (hold_mode)
+		return;
 	while (fgets(line, sizeof(line), stdin)) {
 		if (!strncmp(line, "VCMA-OK", 7))
 			return;
@@ -628,6 +632,16 @@ int main(int argc, char **argv)
 		release(&a);
 		return 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "hold")) {
+		/* a region filled with the pattern and kept until the guest dies: the host
+		 * checks it (vcmactl hash) and reclaims it when the VM goes */
+		hold_mode = 1;
+		checked_region(strtoull(argv[2], NULL, 0) * MiB, NULL);
+		printf("VCMA-HOLDING\n");
+		fflush(stdout);
+		for (;;)
+			pause();
+	}
 	if (argc == 4 && !strcmp(argv[1], "pool")) {
 		struct vcma_ioc_alloc a = checked_region(strtoull(argv[3], NULL, 0) * MiB, argv[2]);
 
@@ -681,6 +695,6 @@ int main(int argc, char **argv)
 		bench(atoi(argv[2]) > 0 ? atoi(argv[2]) : 100);
 		return 0;
 	}
-	fprintf(stderr, "usage: vcma-e2e check | alloc MB | pool NAME MB | unbind PCI_ADDR | import | stress P N | shutdown | bench N | bench-sizes N\n");
+	fprintf(stderr, "usage: vcma-e2e check | alloc MB | hold MB | pool NAME MB | unbind PCI_ADDR | import | stress P N | shutdown | bench N | bench-sizes N\n");
 	return 2;
 }
