@@ -172,7 +172,7 @@ static int vm_reclaim(struct vcmad *d, struct vcmad_lender *l, const uint64_t *m
 
 	(void)mfns; /* capacity, not particular frames: any of its blocks will do */
 	if (!v->up)
-		return -ENOTCONN;
+		return -EBUSY; /* its device is out of reach: try later */
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
