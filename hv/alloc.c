@@ -21,6 +21,7 @@ struct vcmad_alloc {
 	uint64_t bytes;
 	struct vcma_alloc_plan plan;
 	struct vcmad_job *job;
+	bool then_vacate;         /* lenders' capacity first, then VMs' pages */
 	struct vcmad_alloc *next; /* in rq->waiting */
 };
 
@@ -117,6 +118,37 @@ static int window_done(void *arg, int err)
 	return err;
 }
 
+/* The lenders gave their part of the window back: VMs' lent pages are vacated next. */
+static int lenders_done(void *arg, int err)
+{
+	struct vcmad_alloc *a = arg;
+	int rc;
+
+	if (err)
+		return window_done(a, err);
+	rc = vcmad_vacate_window(a->d, a->plan.pool, a->plan.w.start, a->plan.w.count, window_done, a, &a->job);
+	return rc ? window_done(a, rc) : 0;
+}
+
+/* Start bringing the window's lent frames back: from lenders (balloon.h) and from
+ * VMs whose pages sit on them (vacate.h). */
+static int start_window(struct vcmad *d, struct vcmad_alloc *a)
+{
+	const struct vcma_alloc_plan *plan = &a->plan;
+	uint64_t lent = plan->w.nlent_free + plan->w.nlent_used;
+	uint64_t lenders = d->balloon.nlenders ? vcmad_balloon_window_lent(d, plan->pool, plan->w.start, plan->w.count)
+					       : 0;
+
+	/* the hypervisor owns memory (Xen): everything lent is in lenders' balloons */
+	if (d->be.type->holds_frames)
+		return vcmad_balloon_reclaim(d, plan->pool, plan->w.start, plan->w.count, window_done, a);
+	if (!lenders)
+		return vcmad_vacate_window(d, plan->pool, plan->w.start, plan->w.count, window_done, a, &a->job);
+	a->then_vacate = lenders < lent;
+	return vcmad_balloon_reclaim(d, plan->pool, plan->w.start, plan->w.count,
+				     a->then_vacate ? lenders_done : window_done, a);
+}
+
 int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_alloc_req *req)
 {
 	struct vcmad *d = rq->d;
@@ -149,11 +181,7 @@ int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_allo
 			rq->waiting = a;
 			rq->pending++;
 			rq->pending_bytes += a->bytes;
-			/* lent frames come back by vacating their VMs (sim), or from the
-			 * lenders' balloons when the hypervisor owns memory (Xen) */
-			rc = d->be.type->holds_frames
-				     ? vcmad_balloon_reclaim(d, plan.pool, plan.w.start, plan.w.count, window_done, a)
-				     : vcmad_vacate_window(d, plan.pool, plan.w.start, plan.w.count, window_done, a, &a->job);
+			rc = start_window(d, a);
 			if (!rc)
 				return VCMAD_ALLOC_WAITING; /* window_done may have answered already */
 			unwait(a);

@@ -303,23 +303,88 @@ static int set_users(struct vcmad_guest_conf *g, const char *v, const char **msg
 /* Keys that belong to one backend, and whether g has one of another backend's. */
 static enum vcmad_guest_kind key_kind(const char *k)
 {
-	if (!strcmp(k, "socket") || !strcmp(k, "hugepages") || !strcmp(k, "socket_group"))
+	if (!strcmp(k, "socket") || !strcmp(k, "hugepages") || !strcmp(k, "socket_group") || !strcmp(k, "qmp") || !strcmp(k, "vmem_device") ||
+	    !strcmp(k, "lend_max") || !strcmp(k, "reclaim_timeout_ms"))
 		return VCMAD_GUEST_QEMU;
 	if (!strcmp(k, "users") || !strcmp(k, "vmm"))
 		return VCMAD_GUEST_SIM;
-	if (!strcmp(k, "attach") || !strcmp(k, "lender"))
+	if (!strcmp(k, "attach"))
 		return VCMAD_GUEST_XEN;
 	return VCMAD_GUEST_NONE;
 }
 
 static bool has_keys_of_other(const struct vcmad_guest_conf *g, enum vcmad_guest_kind kind)
 {
-	bool qemu = g->socket[0] || g->hugepages || g->socket_group[0], sim = g->nusers || g->vmm_set, xen = g->attach_set || g->lender_set;
+	bool qemu = g->socket[0] || g->hugepages || g->socket_group[0] || g->qmp[0] || g->vmem_device[0] || g->lend_max ||
+		    g->reclaim_timeout_ms || g->lender == VCMAD_LENDER_VMEM;
+	bool sim = g->nusers || g->vmm_set, xen = g->attach_set || g->lender == VCMAD_LENDER_BALLOON;
 
 	return (qemu && kind != VCMAD_GUEST_QEMU) || (sim && kind != VCMAD_GUEST_SIM) || (xen && kind != VCMAD_GUEST_XEN);
 }
 
 static const char *const kind_names[] = { "", "qemu", "sim", "xen" };
+
+/* lender = yes (xen: the balloon), virtio-mem (qemu) or no. */
+static int set_lender(struct vcmad_guest_conf *g, const char *v, const char **msg)
+{
+	enum vcmad_lender_kind lk = !strcmp(v, "yes")          ? VCMAD_LENDER_BALLOON
+				    : !strcmp(v, "virtio-mem") ? VCMAD_LENDER_VMEM
+							       : VCMAD_LENDER_NONE;
+	enum vcmad_guest_kind need = lk == VCMAD_LENDER_VMEM ? VCMAD_GUEST_QEMU : VCMAD_GUEST_XEN;
+
+	if (lk == VCMAD_LENDER_NONE && strcmp(v, "no")) {
+		*msg = "expected yes (xen: idle pool capacity backs the domain's balloon), virtio-mem (qemu: through "
+		       "its virtio-mem device) or no";
+		return -EINVAL;
+	}
+	if (lk != VCMAD_LENDER_NONE && g->kind != VCMAD_GUEST_NONE && g->kind != need) {
+		*msg = lk == VCMAD_LENDER_VMEM ? "lender = virtio-mem needs backend = qemu"
+					       : "lender = yes is a Xen domain's balloon: it needs backend = xen "
+						 "(QEMU guests: lender = virtio-mem)";
+		return -EINVAL;
+	}
+	g->lender = lk;
+	g->lender_set = true;
+	return 0;
+}
+
+/* The virtio-mem lender's keys: qmp, vmem_device, lend_max, reclaim_timeout_ms. */
+static int set_vmem_key(struct vcmad_guest_conf *g, const char *k, const char *v, const char **msg)
+{
+	uint64_t x;
+
+	if (!strcmp(k, "qmp")) {
+		if (v[0] != '/' || strlen(v) >= sizeof(g->qmp)) {
+			*msg = "expected the absolute path of QEMU's QMP socket, shorter than 108 characters";
+			return -EINVAL;
+		}
+		memcpy(g->qmp, v, strlen(v) + 1);
+		return 0;
+	}
+	if (!strcmp(k, "vmem_device")) {
+		if (!vcma_name_str_ok(v, sizeof(g->vmem_device))) {
+			*msg = "expected the virtio-mem device's QOM id (-device virtio-mem-pci,id=...: 1-63 of A-Z a-z "
+			       "0-9 _ . -)";
+			return -EINVAL;
+		}
+		memcpy(g->vmem_device, v, strlen(v) + 1);
+		return 0;
+	}
+	if (!strcmp(k, "lend_max")) {
+		if (vcma_parse_bytes(v, &x) || x < (2ull << 20) || x > (1ull << 40) || x % (2ull << 20)) {
+			*msg = "expected a size in 2 MiB units from 2M to 1T, like 256M";
+			return -EINVAL;
+		}
+		g->lend_max = x;
+		return 0;
+	}
+	if (parse_u64(v, 100, 600000, &x)) { /* reclaim_timeout_ms */
+		*msg = "expected milliseconds from 100 to 600000";
+		return -EINVAL;
+	}
+	g->reclaim_timeout_ms = (uint32_t)x;
+	return 0;
+}
 
 /* One key of a [guest NAME] section. A key of another backend is refused, in
  * whichever order the section gives `backend` and its keys. */
@@ -352,15 +417,8 @@ static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *
 		*msg = buf;
 		return -EINVAL;
 	}
-	if (!strcmp(k, "lender")) {
-		if (strcmp(v, "yes") && strcmp(v, "no")) {
-			*msg = "expected yes (idle pool capacity backs the domain's balloon) or no";
-			return -EINVAL;
-		}
-		g->lender = !strcmp(v, "yes");
-		g->lender_set = true;
-		return 0;
-	}
+	if (!strcmp(k, "lender"))
+		return set_lender(g, v, msg);
 	if (!strcmp(k, "attach")) {
 		if (strcmp(v, "auto") && strcmp(v, "manual")) {
 			*msg = "expected auto (vcmad makes the domain's vcma device when it appears) or manual "
@@ -371,6 +429,9 @@ static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *
 		g->attach_set = true;
 		return 0;
 	}
+	if (!strcmp(k, "qmp") || !strcmp(k, "vmem_device") || !strcmp(k, "lend_max") ||
+	    !strcmp(k, "reclaim_timeout_ms"))
+		return set_vmem_key(g, k, v, msg);
 	if (!strcmp(k, "users"))
 		return set_users(g, v, msg);
 	if (!strcmp(k, "vmm")) {
@@ -605,6 +666,24 @@ int vcmad_conf_override_pool_size(struct vcmad_conf *c, const char *arg, char *e
 	return -EINVAL;
 }
 
+/* A virtio-mem lender has its QMP socket and device; its keys mean nothing without it. */
+static int check_vmem(const struct vcmad_guest_conf *g, char *err, size_t errlen)
+{
+	bool keys = g->qmp[0] || g->vmem_device[0] || g->lend_max || g->reclaim_timeout_ms;
+
+	if (g->lender != VCMAD_LENDER_VMEM && keys) {
+		vcma_seterr(err, errlen, "guest %s: qmp, vmem_device, lend_max and reclaim_timeout_ms are for "
+			    "lender = virtio-mem, which the section does not say", g->name);
+		return -EINVAL;
+	}
+	if (g->lender == VCMAD_LENDER_VMEM && (!g->qmp[0] || !g->vmem_device[0])) {
+		vcma_seterr(err, errlen, "guest %s: lender = virtio-mem needs qmp = PATH (QEMU's -qmp unix socket) and "
+			    "vmem_device = ID (its -device virtio-mem-pci,id=ID)", g->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen)
 {
 	if (!c->npools) {
@@ -631,6 +710,8 @@ int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen)
 		}
 		if (g->kind != VCMAD_GUEST_QEMU)
 			continue;
+		if (check_vmem(g, err, errlen))
+			return -EINVAL;
 		if (!g->socket[0] &&
 		    strlen(c->runtime_dir) + 1 + strlen(g->name) + sizeof(".ivshmem") > sizeof(g->socket)) {
 			vcma_seterr(err, errlen, "guest %s: socket path %s/%s.ivshmem is too long: set 'socket'",

@@ -11,7 +11,9 @@
  *   [pool NAME] any key of pool_config.h
  *   [guest NAME] a guest vcmad knows by name, and the identity it gets:
  *              backend = qemu: class, socket, hugepages; a QEMU guest vcmad serves
- *                over ivshmem-doorbell (hv/link/ivshmem.c); its socket is its name
+ *                over ivshmem-doorbell (hv/link/ivshmem.c); its socket is its name;
+ *                lender = virtio-mem, qmp, vmem_device, lend_max, reclaim_timeout_ms:
+ *                idle pool capacity is lent to it through its virtio-mem device (vmem.h)
  *              backend = sim: class, users, vmm; a client of the sim attach socket
  *                may take this name only if its uid is root, vcmad's, or in users
  *              backend = xen: class, attach, lender; the Xen domain of that name (PROTOCOL.md
@@ -47,6 +49,18 @@ struct vcmad_limits {
 
 enum vcmad_guest_kind { VCMAD_GUEST_NONE, VCMAD_GUEST_QEMU, VCMAD_GUEST_SIM, VCMAD_GUEST_XEN };
 
+/* How a guest borrows idle pool capacity (balloon.h), if it does. */
+enum vcmad_lender_kind {
+	VCMAD_LENDER_NONE,
+	VCMAD_LENDER_BALLOON, /* xen, lender = yes: its balloon driver (the backend's lend ops) */
+	VCMAD_LENDER_VMEM,    /* qemu, lender = virtio-mem: its virtio-mem device (vmem.h) */
+};
+
+#define VCMAD_VMEM_DEFAULT_LEND_MAX (256ull << 20)
+/* Under TCG a guest with a full movable zone unplugs about 64 MiB/s (measured,
+ * docs/KVM.md): all of the default lend_max in ~4 s; 10 s leaves room for a busy vCPU. */
+#define VCMAD_VMEM_DEFAULT_RECLAIM_TIMEOUT_MS 10000u
+#define VCMAD_VMEM_DEVICE_MAX 64u
 /* One [guest NAME] section. */
 struct vcmad_guest_conf {
 	char name[VCMAD_GUEST_NAME_MAX];
@@ -65,8 +79,13 @@ struct vcmad_guest_conf {
 	/* xen */
 	bool manual_attach;                    /* attach = manual: only vcmactl attach --xen */
 	bool attach_set;
-	bool lender;                           /* lender = yes: idle pool capacity backs its balloon */
+	/* lending (xen: lender = yes; qemu: lender = virtio-mem and the keys below) */
+	enum vcmad_lender_kind lender;
 	bool lender_set;
+	char qmp[108];                         /* QEMU's QMP socket (vmem_qmp.c); "" = another driver */
+	char vmem_device[VCMAD_VMEM_DEVICE_MAX]; /* the virtio-mem device's QOM id */
+	uint64_t lend_max;                     /* bytes lent at most (0 = VCMAD_VMEM_DEFAULT_LEND_MAX) */
+	uint32_t reclaim_timeout_ms;           /* a take-back waits this long (0 = the default) */
 };
 
 /* [libvirt]: where libvirt-managed guests come from (hv/libvirt.c). */

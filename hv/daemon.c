@@ -310,6 +310,10 @@ int vcmad_start(struct vcmad *d)
 			return rc;
 		}
 	}
+	/* virtio-mem lenders connect to their devices from the loop */
+	rc = vcmad_balloon_start(d);
+	if (rc)
+		return rc;
 	rc = vcmad_ctl_start(d);
 	if (rc)
 		return rc;

@@ -87,6 +87,9 @@ static void relend_cb(struct vcma_timer *t)
 		vcmad_balloon_lend(d);
 		return;
 	}
+	/* lenders (virtio-mem) first, up to their lend_max; VMs' pages get the rest */
+	if (d->balloon.nlenders)
+		vcmad_balloon_lend(d);
 	for (uint32_t i = 0; i < d->core.npools; i++) {
 		struct vcma_pool *p = d->core.pool[i];
 		uint64_t room = pool_room(p);

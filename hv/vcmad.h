@@ -12,7 +12,8 @@
  *          ├─ vcmad_vm list    VMs whose RAM vcmad backs             (vm.h)
  *          ├─ vcmad_vacate     jobs moving lent pages                (vacate.h)
  *          ├─ vcmad_relend     idle pool frames back to VMs' RAM     (relend.h)
- *          ├─ vcmad_balloon    idle capacity to Xen lenders' balloons (balloon.h)
+ *          ├─ vcmad_balloon    idle capacity to lenders: Xen balloons, virtio-mem
+ *          │                   devices (balloon.h, vmem.h)
  *          ├─ vcmad_libvirt    libvirt-managed guests (a worker thread) (libvirt.h)
  *          └─ vcmad_ctl        the operator's control socket         (ctl/)
  *
@@ -67,19 +68,33 @@ struct vcmad_relend {
 	struct vcma_timer timer;
 };
 
-/* Balloon lending (balloon.h). */
+/* Lending idle capacity (balloon.h). */
 #define VCMAD_BALLOON_MAX_LENDERS 16u
 
+struct vcmad_lender_ops;
+
+/* One lender's counters (frames). */
+struct vcmad_lender_stats {
+	uint64_t lends, lent_total;       /* lend operations, frames lent over time */
+	uint64_t asked, came_back;        /* frames asked back, and those that came back in time */
+	uint64_t reclaims, reclaims_short; /* take-backs, and those that ended short */
+	uint64_t reclaim_ns_total, reclaim_ns_max;
+};
+
 struct vcmad_lender {
-	const char *name; /* its [guest NAME] section */
-	uint32_t dom;
-	bool present;     /* its domain runs */
-	uint64_t lent;    /* frames lent to it now */
+	const struct vcmad_lender_ops *ops; /* NULL: the slot is free */
+	void *priv;                         /* the lender kind's state (vmem.c) */
+	char name[32];                      /* its [guest NAME] section or libvirt domain */
+	uint32_t dom;                       /* Xen: its domain id */
+	bool present;                       /* it runs (Xen: its domain; vmem: its driver is up) */
+	uint64_t lent;                      /* frames lent to it now */
+	uint64_t reclaim_timeout_ns;
+	struct vcmad_lender_stats st;
 };
 
 struct vcmad_balloon {
 	struct vcmad_lender lender[VCMAD_BALLOON_MAX_LENDERS];
-	uint32_t nlenders;
+	uint32_t nlenders;                      /* slots in use are below this */
 	uint64_t lends, lent_frames_total;      /* lend operations, frames lent over time */
 	uint64_t reclaims, reclaimed_frames;    /* windows that needed lent capacity back */
 	uint64_t reclaims_short;                /* ... and did not get all of it in time */

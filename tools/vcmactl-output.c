@@ -260,6 +260,47 @@ static void hist_samples(FILE *f, const char *metric, struct json_object *pool, 
 		fprintf(f, "%s %llu\n", name, (unsigned long long)ju64(h, "count"));
 }
 
+/* Per lender (balloon.h): what it holds, what was asked back and what came back. */
+static void lender_samples(FILE *f, struct json_object *ls)
+{
+	static const struct {
+		const char *metric, *key, *type, *help;
+		double scale;
+	} lc[] = {
+		{ "vcmad_lender_lent_bytes", "lent_bytes", "gauge", "Pool capacity lent to a lender now.", 1 },
+		{ "vcmad_lender_asked_bytes_total", "asked_bytes", "counter", "Lent capacity asked back.", 1 },
+		{ "vcmad_lender_came_back_bytes_total", "came_back_bytes", "counter",
+		  "Lent capacity that came back in time.", 1 },
+		{ "vcmad_lender_reclaims_total", "reclaims", "counter", "Take-backs from a lender.", 1 },
+		{ "vcmad_lender_reclaims_short_total", "reclaims_short", "counter",
+		  "Take-backs that ended short (the allocation was answered BUSY).", 1 },
+		{ "vcmad_lender_reclaim_seconds_max", "reclaim_ns_max", "gauge", "Longest take-back.", 1e-9 },
+		{ "vcmad_lender_reclaim_seconds_total", "reclaim_ns_total", "counter", "Time spent in take-backs.", 1e-9 },
+		{ "vcmad_lender_plugged_bytes", "plugged_bytes", "gauge", "A virtio-mem lender's plugged size.", 1 },
+	};
+	size_t n = ls && json_object_is_type(ls, json_type_array) ? json_object_array_length(ls) : 0;
+
+	if (!n)
+		return;
+	for (size_t c = 0; c < sizeof(lc) / sizeof(lc[0]); c++) {
+		family(f, lc[c].metric, lc[c].type, lc[c].help);
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *l = json_object_array_get_idx(ls, i);
+
+			if (!jget(l, lc[c].key))
+				continue;
+			fprintf(f, "%s{lender=\"", lc[c].metric);
+			label(f, jstr(l, "name"));
+			fprintf(f, "\",kind=\"");
+			label(f, jstr(l, "kind"));
+			if (lc[c].scale == 1)
+				fprintf(f, "\"} %llu\n", (unsigned long long)ju64(l, lc[c].key));
+			else
+				fprintf(f, "\"} %.6f\n", (double)ju64(l, lc[c].key) * lc[c].scale);
+		}
+	}
+}
+
 void print_prometheus(FILE *f, struct json_object *stats)
 {
 	static const struct {
@@ -344,4 +385,5 @@ void print_prometheus(FILE *f, struct json_object *stats)
 		family(f, dc[i].metric, "counter", dc[i].help);
 		fprintf(f, "%s %llu\n", dc[i].metric, (unsigned long long)ju64(dc[i].ctl ? ctl : dm, dc[i].key));
 	}
+	lender_samples(f, jget(jget(stats, "balloon"), "lenders"));
 }

@@ -858,8 +858,18 @@ static void print_xen_stats(struct json_object *x, struct json_object *b)
 		for (size_t i = 0; ls && i < json_object_array_length(ls); i++) {
 			struct json_object *l = json_object_array_get_idx(ls, i);
 
-			printf("  lender %s: %s%s\n", jstr(l, "name"), fmt_bytes(ju64(l, "lent_bytes"), s3, sizeof(s3)),
-			       jbool(l, "present") ? "" : " (no such domain now)");
+			char s4[32], s5[32];
+
+			printf("  lender %s (%s): %s lent%s; asked back %s, came back %s; %llu reclaim(s), %llu short, "
+			       "max %.1f ms",
+			       jstr(l, "name"), jstr(l, "kind"), fmt_bytes(ju64(l, "lent_bytes"), s3, sizeof(s3)),
+			       jbool(l, "present") ? "" : " (not there now)", fmt_bytes(ju64(l, "asked_bytes"), s4, sizeof(s4)),
+			       fmt_bytes(ju64(l, "came_back_bytes"), s5, sizeof(s5)), (unsigned long long)ju64(l, "reclaims"),
+			       (unsigned long long)ju64(l, "reclaims_short"), (double)ju64(l, "reclaim_ns_max") / 1e6);
+			if (jget(l, "plugged_bytes"))
+				printf("; plugged %s of %s requested", fmt_bytes(ju64(l, "plugged_bytes"), s4, sizeof(s4)),
+				       fmt_bytes(ju64(l, "requested_bytes"), s5, sizeof(s5)));
+			printf("\n");
 		}
 	}
 }

@@ -530,7 +530,7 @@ const char *vcma_core_strerror(int err)
 	case -EDQUOT: return "per-guest quota exceeded";
 	case -ENOSPC: return "no contiguous window: every candidate holds regions or reserved frames";
 	case -E2BIG: return "request larger than the pool or its max_region";
-	case -EBUSY: return "window holds lent frames and nothing can vacate them";
+	case -EBUSY: return "window holds lent frames that did not come back in time (a lender or VM did not give them up)";
 	case -ENOENT: return "no such region";
 	case -ENOMEM: return "out of memory";
 	case -EUSERS: return "too many guests in this pool";

@@ -18,6 +18,7 @@
 
 #include "alloc.h"
 #include "balloon.h"
+#include "vmem.h"
 #include "ctl/ctl.h"
 #include "evict.h"
 #include "guest.h"
@@ -804,7 +805,27 @@ static struct json_object *hist_json(const struct vcma_hist *h)
 	return o;
 }
 
-/* Balloon lending: lenders and what they hold, lends and reclaims. */
+/* A virtio-mem lender's device, as its driver last reported it. */
+static void vmem_json(const struct vcmad *d, const struct vcmad_lender *l, struct json_object *e)
+{
+	struct vcmad_vmem *v = vcmad_vmem_of((struct vcmad *)d, l->name);
+	struct vcmad_vmem_info vi;
+
+	if (!v)
+		return;
+	vcmad_vmem_get_info(v, &vi);
+	add_bool(e, "up", vi.up);
+	add_u64(e, "plugged_bytes", vi.plugged);
+	add_u64(e, "requested_bytes", vi.requested);
+	add_u64(e, "asked_size_bytes", vi.target);
+	add_u64(e, "max_bytes", vi.max);
+	add_u64(e, "block_bytes", vi.block);
+	add_u64(e, "pending", vi.pending);
+	add_u64(e, "lost", vi.losts);
+	add_u64(e, "restarts", vi.restarts);
+}
+
+/* Lending: lenders and what they hold, lends and reclaims. */
 static struct json_object *balloon_json(const struct vcmad *d)
 {
 	const struct vcmad_balloon *b = &d->balloon;
@@ -816,14 +837,25 @@ static struct json_object *balloon_json(const struct vcmad *d)
 		return NULL;
 	}
 	for (uint32_t i = 0; i < b->nlenders; i++) {
-		struct json_object *e = json_object_new_object();
+		const struct vcmad_lender *l = &b->lender[i];
+		struct json_object *e;
 
-		if (!e)
+		if (!l->ops || !(e = json_object_new_object()))
 			continue;
-		add_str(e, "name", b->lender[i].name);
-		add_bool(e, "present", b->lender[i].present);
-		add_u64(e, "domid", b->lender[i].dom);
-		add_u64(e, "lent_bytes", b->lender[i].lent << VCMA_PAGE_SHIFT);
+		add_str(e, "name", l->name);
+		add_str(e, "kind", l->ops->kind);
+		add_bool(e, "present", l->present);
+		add_u64(e, "domid", l->dom);
+		add_u64(e, "lent_bytes", l->lent << VCMA_PAGE_SHIFT);
+		add_u64(e, "lends", l->st.lends);
+		add_u64(e, "lent_bytes_total", l->st.lent_total << VCMA_PAGE_SHIFT);
+		add_u64(e, "asked_bytes", l->st.asked << VCMA_PAGE_SHIFT);
+		add_u64(e, "came_back_bytes", l->st.came_back << VCMA_PAGE_SHIFT);
+		add_u64(e, "reclaims", l->st.reclaims);
+		add_u64(e, "reclaims_short", l->st.reclaims_short);
+		add_u64(e, "reclaim_ns_max", l->st.reclaim_ns_max);
+		add_u64(e, "reclaim_ns_total", l->st.reclaim_ns_total);
+		vmem_json(d, l, e);
 		json_object_array_add(arr, e);
 	}
 	json_object_object_add(o, "lenders", arr);

@@ -228,6 +228,61 @@ static void test_libvirt(void **unused)
 	expect_error("[guest g]\nbackend = sim\nsocket_group = kvm\n", "(a key of backend = qemu, in a backend = sim");
 }
 
+/* lender = virtio-mem: a QEMU guest's device; lender = yes stays Xen's balloon. */
+static void test_vmem_lenders(void **unused)
+{
+	struct vcmad_conf c;
+	const struct vcmad_guest_conf *g;
+
+	assert_int_equal(parse(&c, "[pool a]\nsize = 64M\nlendable = yes\n[guest ivi]\nlender = virtio-mem\n"
+				   "backend = qemu\nqmp = /run/ivi/qmp.sock\nvmem_device = vm0\nlend_max = 128M\n"
+				   "reclaim_timeout_ms = 2500\n[guest cam]\nbackend = qemu\nlender = virtio-mem\n"
+				   "qmp = /run/cam.qmp\nvmem_device = mem.1\n"),
+			 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), 0);
+	g = vcmad_conf_guest(&c, "ivi");
+	assert_int_equal(g->lender, VCMAD_LENDER_VMEM);
+	assert_string_equal(g->qmp, "/run/ivi/qmp.sock");
+	assert_string_equal(g->vmem_device, "vm0");
+	assert_int_equal(g->lend_max, 128ull << 20);
+	assert_int_equal(g->reclaim_timeout_ms, 2500);
+	g = vcmad_conf_guest(&c, "cam");
+	assert_int_equal(g->lend_max, 0); /* the defaults, filled in when the lender is added */
+	assert_int_equal(g->reclaim_timeout_ms, 0);
+
+	/* Xen's lender = yes is unchanged */
+	assert_int_equal(parse(&c, "[daemon]\nbackend = xen\n[pool a]\nsize = 4M\n[guest d]\nbackend = xen\n"
+				   "lender = yes\n"),
+			 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), 0);
+	assert_int_equal(c.guests[0].lender, VCMAD_LENDER_BALLOON);
+
+	/* the lender kind has to fit the backend, in either order */
+	expect_error("[guest g]\nbackend = qemu\nlender = yes\n", "t.conf:3: lender: invalid value 'yes' (lender = yes "
+		     "is a Xen domain's balloon");
+	expect_error("[guest g]\nbackend = xen\nlender = virtio-mem\n",
+		     "t.conf:3: lender: invalid value 'virtio-mem' (lender = virtio-mem needs backend = qemu)");
+	expect_error("[guest g]\nlender = virtio-mem\nbackend = xen\n",
+		     "t.conf:3: backend: invalid value 'xen' (the section already has a key of another backend)");
+	expect_error("[guest g]\nbackend = qemu\nlender = maybe\n", "t.conf:3: lender: invalid value 'maybe' (expected yes");
+	expect_error("[guest g]\nbackend = sim\nqmp = /q\n", "(a key of backend = qemu, in a backend = sim section)");
+	expect_error("[guest g]\nbackend = qemu\nqmp = q.sock\n", "t.conf:3: qmp: invalid value 'q.sock' (expected the "
+		     "absolute path");
+	expect_error("[guest g]\nbackend = qemu\nvmem_device = a/b\n", "t.conf:3: vmem_device: invalid value 'a/b'");
+	expect_error("[guest g]\nbackend = qemu\nlend_max = 3M\n", "t.conf:3: lend_max: invalid value '3M' (expected a "
+		     "size in 2 MiB units");
+	expect_error("[guest g]\nbackend = qemu\nreclaim_timeout_ms = 5\n",
+		     "t.conf:3: reclaim_timeout_ms: invalid value '5' (expected milliseconds from 100 to 600000)");
+
+	/* a virtio-mem lender needs its socket and device; its keys need it */
+	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n[guest g]\nbackend = qemu\nlender = virtio-mem\nqmp = /q\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "guest g: lender = virtio-mem needs qmp = PATH"));
+	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n[guest g]\nbackend = qemu\nlend_max = 64M\n"), 0);
+	assert_int_equal(vcmad_conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "guest g: qmp, vmem_device, lend_max and reclaim_timeout_ms are for lender = virtio-mem"));
+}
+
 static void test_load_missing_file(void **unused)
 {
 	struct vcmad_conf c;
@@ -257,6 +312,7 @@ int main(void)
 		cmocka_unit_test(test_sim_guests),
 		cmocka_unit_test(test_xen_guests),
 		cmocka_unit_test(test_libvirt),
+		cmocka_unit_test(test_vmem_lenders),
 		cmocka_unit_test(test_load_missing_file),
 		cmocka_unit_test(test_example_config_is_valid),
 	};
