@@ -12,12 +12,14 @@
 #include <sys/epoll.h>
 #include <time.h>
 
+#include "balloon.h"
 #include "guest.h"
 #include "libvirt.h"
 #include "libvirt_worker.h"
 #include "log.h"
 #include "vcma_name.h"
 #include "vcmad.h"
+#include "vmem.h"
 
 struct pending {
 	uint64_t token;
@@ -29,8 +31,23 @@ struct pending {
 	struct pending *next;
 };
 
+/* A libvirt domain lending through its virtio-mem device: the vmem driver (vmem.h).
+ * Sizes come from the domain's XML when it is found or starts, and from libvirt's
+ * MEMORY_DEVICE_SIZE_CHANGE events (QEMU sends at most one a second, and one when
+ * the size settles); the requested size is what libvirt last accepted. */
+struct lv_vmem {
+	struct vcmad_libvirt *lv;
+	char name[VCMAD_LV_NAME_MAX];
+	struct vcmad_vmem *v;
+	uint64_t plugged, requested, max, block;
+	uint64_t asked;   /* sent to libvirt, not yet accepted */
+	bool up;          /* the domain runs: reports go to vmem */
+	struct lv_vmem *next;
+};
+
 struct vcmad_libvirt {
 	struct vcmad *d;
+	struct lv_vmem *vmems;
 	struct vcmad_lv_worker *w;
 	struct vcma_watch watch;
 	bool connected;
@@ -110,12 +127,148 @@ static void forget(struct vcmad *d, const char *name, const char *why)
 	vcmad_guest_forget(d, name);
 }
 
+/* ---- virtio-mem lenders through libvirt (vmem.h's driver) ---- */
+
+static struct lv_vmem *vmem_find(struct vcmad_libvirt *lv, const char *name)
+{
+	for (struct lv_vmem *x = lv->vmems; x; x = x->next)
+		if (!strcmp(x->name, name))
+			return x;
+	return NULL;
+}
+
+static void vmem_report(struct lv_vmem *x)
+{
+	if (x->up && x->v)
+		vcmad_vmem_report(x->v, x->plugged, x->requested, x->max, x->block);
+}
+
+static int vmem_set_requested(void *drv, uint64_t bytes)
+{
+	struct lv_vmem *x = drv;
+	struct vcmad_lv_msg *m = vcmad_lv_msg_new(VCMAD_LV_VMEM_SET);
+
+	if (!m)
+		return -ENOMEM;
+	snprintf(m->name, sizeof(m->name), "%s", x->name);
+	m->bytes = bytes;
+	x->asked = bytes;
+	vcmad_lv_post(x->lv->w, m); /* DONE (token 0) says whether libvirt took it */
+	return 0;
+}
+
+static void vmem_close(void *drv)
+{
+	struct lv_vmem *x = drv;
+
+	for (struct lv_vmem **pp = &x->lv->vmems; *pp; pp = &(*pp)->next)
+		if (*pp == x) {
+			*pp = x->next;
+			break;
+		}
+	free(x);
+}
+
+static const struct vcmad_vmem_driver_ops lv_vmem_ops = {
+	.set_requested = vmem_set_requested,
+	.close = vmem_close,
+};
+
+/* A domain that lends (metadata lend='yes' and a virtio-mem device) as it is now. */
+static void vmem_domain(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
+{
+	struct lv_vmem *x = vmem_find(lv, m->name);
+	bool lends = m->opted && m->lend && m->has_vmem && m->vmem_max && m->vmem_block;
+
+	if (!lends) {
+		if (x) {
+			log_info("libvirt: domain %s no longer lends through virtio-mem", m->name);
+			vcmad_lender_remove(lv->d, m->name); /* closes x */
+		} else if (m->opted && m->lend) {
+			log_warn("libvirt: domain %s: lend='yes' but no virtio-mem device with a size and block", m->name);
+		}
+		return;
+	}
+	if (!x) {
+		struct vcmad_guest_conf gc;
+		int rc;
+
+		x = calloc(1, sizeof(*x));
+		if (!x)
+			return;
+		x->lv = lv;
+		snprintf(x->name, sizeof(x->name), "%s", m->name);
+		lv_conf(lv->d, m->name, m->devclass, &gc);
+		gc.lender = VCMAD_LENDER_VMEM;
+		gc.lend_max = m->vmem_max;
+		rc = vcmad_vmem_lender_add(lv->d, &gc, &lv_vmem_ops, x, &x->v);
+		if (rc) {
+			log_warn("libvirt: domain %s cannot lend: %s", m->name, strerror(-rc));
+			free(x);
+			return;
+		}
+		x->next = lv->vmems;
+		lv->vmems = x;
+		log_info("libvirt: domain %s lends through its virtio-mem device (up to %llu MiB, %llu KiB blocks)",
+			 m->name, (unsigned long long)(m->vmem_max >> 20), (unsigned long long)(m->vmem_block >> 10));
+	}
+	x->max = m->vmem_max;
+	x->block = m->vmem_block;
+	if (m->active && !x->up) {
+		/* a fresh connection reads <current> as 0 until QEMU reports a change
+		 * (libvirt 9.0): vmem hears 0 plugged, and its first request makes QEMU say */
+		x->plugged = m->bytes;
+		x->requested = m->vmem_requested;
+		x->up = true;
+		vmem_report(x);
+	} else if (!m->active && x->up) {
+		x->up = false;
+		vcmad_vmem_lost(x->v, "its domain is not running");
+	}
+}
+
+static void vmem_size(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
+{
+	struct lv_vmem *x = vmem_find(lv, m->name);
+
+	if (!x)
+		return;
+	x->plugged = m->bytes;
+	vmem_report(x);
+}
+
+static void vmem_set_done(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
+{
+	struct lv_vmem *x = vmem_find(lv, m->name);
+
+	if (!x)
+		return;
+	if (m->err) {
+		log_warn("libvirt: domain %s: cannot set its virtio-mem size to %llu MiB: %s", m->name,
+			 (unsigned long long)(m->bytes >> 20), m->msg);
+		return; /* vmem asks again on the next report */
+	}
+	x->requested = m->bytes;
+	vmem_report(x);
+}
+
+static void vmem_stopped(struct vcmad_libvirt *lv, const char *name)
+{
+	struct lv_vmem *x = vmem_find(lv, name);
+
+	if (x && x->up) {
+		x->up = false;
+		vcmad_vmem_lost(x->v, "its domain stopped");
+	}
+}
+
 static void on_domain(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
 {
 	struct vcmad *d = lv->d;
 	const struct vcmad_guest_conf *gc = vcmad_guest_known(d, m->name);
 	int rc;
 
+	vmem_domain(lv, m);
 	if (!m->opted) {
 		forget(d, m->name, "its vcma metadata is gone");
 		return;
@@ -169,6 +322,7 @@ static void on_stopped(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
 	uint64_t ns;
 
 	lv->stops++;
+	vmem_stopped(lv, m->name);
 	if (!g || !g->conf || !g->conf->libvirt) {
 		if (vcmad_guest_known(d, m->name))
 			log_info("libvirt: domain %s %s; no guest attached (its QEMU's hang-up detached it already)",
@@ -203,9 +357,14 @@ static struct pending *take_pending(struct vcmad_libvirt *lv, uint64_t token)
 static void on_done(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
 {
 	struct vcmad *d = lv->d;
-	struct pending *p = take_pending(lv, m->token);
+	struct pending *p;
 	struct json_object *res = NULL;
 
+	if (m->req_op == VCMAD_LV_VMEM_SET) {
+		vmem_set_done(lv, m);
+		return;
+	}
+	p = take_pending(lv, m->token);
 	if (!p)
 		return;
 	if (m->err) {
@@ -249,7 +408,12 @@ static void on_message(struct vcmad_libvirt *lv, struct vcmad_lv_msg *m)
 		on_domain(lv, m);
 		break;
 	case VCMAD_LV_GONE:
+		if (vmem_find(lv, m->name))
+			vcmad_lender_remove(lv->d, m->name);
 		forget(lv->d, m->name, "its domain was undefined");
+		break;
+	case VCMAD_LV_VMEM_SIZE:
+		vmem_size(lv, m);
 		break;
 	case VCMAD_LV_STOPPED:
 		on_stopped(lv, m);
@@ -312,6 +476,10 @@ void vcmad_libvirt_stop(struct vcmad *d)
 
 	if (!lv)
 		return;
+	/* lenders first: each asks its device for 0 (posted before the worker's QUIT) */
+	while (lv->vmems)
+		if (vcmad_lender_remove(d, lv->vmems->name))
+			vmem_close(lv->vmems);
 	vcma_loop_del(&d->loop, &lv->watch);
 	vcmad_lv_worker_stop(lv->w);
 	while (lv->pending) {

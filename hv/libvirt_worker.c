@@ -266,6 +266,7 @@ static void report_domain(struct vcmad_lv_worker *w, virDomainPtr dom)
 			m->vmem_max = elem_kib(s, e, "size") << 10;
 			m->vmem_block = elem_kib(s, e, "block") << 10;
 			m->bytes = elem_kib(s, e, "current") << 10;
+			m->vmem_requested = elem_kib(s, e, "requested") << 10;
 		}
 		free(xml);
 	}

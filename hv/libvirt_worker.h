@@ -39,7 +39,8 @@ enum vcmad_lv_op {
 	/* worker -> loop */
 	VCMAD_LV_CONNECTED, /* msg: the URI; the domains found follow */
 	VCMAD_LV_LOST,      /* msg: why (connect failed, connection closed) */
-	VCMAD_LV_DOMAIN,    /* a domain as it is now: name, opted, devclass, active, lend */
+	VCMAD_LV_DOMAIN,    /* a domain as it is now: name, opted, devclass, active, lend,
+			     * has_vmem with bytes (plugged), vmem_requested, vmem_max, vmem_block */
 	VCMAD_LV_GONE,      /* name: undefined */
 	VCMAD_LV_STOPPED,   /* name, detail (libvirt's STOPPED detail), t_ns */
 	VCMAD_LV_VMEM_SIZE, /* name, bytes: plugged size (MEMORY_DEVICE_SIZE_CHANGE or read) */
@@ -56,6 +57,7 @@ struct vcmad_lv_msg {
 	char *xml;                        /* DEFINE: the domain XML (freed with the message) */
 	bool opted, active, lend, has_shmem, has_vmem;
 	uint64_t bytes, vmem_max, vmem_block; /* VMEM_*, DOMAIN: virtio-mem sizes */
+	uint64_t vmem_requested;              /* DOMAIN: its <requested> */
 	int detail;
 	uint64_t t_ns;                    /* CLOCK_MONOTONIC when libvirt told the worker */
 	int err;
