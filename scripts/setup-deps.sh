@@ -90,19 +90,21 @@ add_qemu_user() {
 	fi
 	echo "setup-deps ($purpose): added the libvirt-qemu system user and group (for libvirt's QEMU driver as root)"
 }
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup-deps ($purpose): installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	log=$(mktemp /tmp/vcma-setup-deps.XXXXXX)
+	trap 'rm -f "$log"' EXIT
+	# apt's progress goes to a log: a newcomer sees one line per step, and all of it on failure
+	if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+		>"$log" 2>&1; then
+		tail -n 40 "$log" >&2
+		echo "setup-deps: apt-get could not install: ${missing[*]} (see above)" >&2
+		exit 1
+	fi
+fi
+# after the packages: installing them may be what creates the kvm group
 if $NEED_QEMU_USER; then
 	add_qemu_user || { echo "setup-deps: could not add the libvirt-qemu user and group" >&2; exit 1; }
-fi
-[ ${#missing[@]} -eq 0 ] && exit 0
-echo "setup-deps ($purpose): installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-log=$(mktemp /tmp/vcma-setup-deps.XXXXXX)
-trap 'rm -f "$log"' EXIT
-# apt's progress goes to a log: a newcomer sees one line per step, and all of it on failure
-if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
-	>"$log" 2>&1; then
-	tail -n 40 "$log" >&2
-	echo "setup-deps: apt-get could not install: ${missing[*]} (see above)" >&2
-	exit 1
 fi
 echo "setup-deps ($purpose): done"
