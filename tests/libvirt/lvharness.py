@@ -21,6 +21,8 @@ The pieces, in the order a test uses them:
   virtio_mem_element(dom), set_virtio_mem_requested(dom, mib), virtio_mem_sizes(dom)
   SerialLog(path)           a guest's serial console file, read line by line:
                             .expect(pattern, timeout), .problems(), .dump()
+  start_domains(root, xmls) define and start domains from a child process that exits,
+                            leaving the root to another process (vcmad)
   cleanup(conn)             destroy and undefine every domain, close the connection
 
 Nothing here asserts; the test decides. Fatal setup problems raise HarnessError."""
@@ -231,7 +233,25 @@ class EmbedRoot:
         """A path in the scratch directory beside the root (for logs, sockets)."""
         return os.path.join(self.dir, *names)
 
+    def kill_qemus(self):
+        """SIGKILL every QEMU still running for this root (pids from its run/qemu/*.pid):
+        the last resort of a cleanup, since embed QEMUs outlive the process that
+        started them. Returns the pids killed."""
+        killed = []
+        for pid in _pids_in([os.path.join(self.root, "run")]):
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    if b"qemu-system" not in f.read().split(b"\0")[0]:
+                        continue
+                os.kill(pid, 9)
+                killed.append(pid)
+            except OSError:
+                pass
+        return killed
+
     def remove(self):
+        """kill_qemus(), then delete the scratch directory."""
+        self.kill_qemus()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -242,9 +262,28 @@ def open_embed(root):
     return libvirt.open(uri)
 
 
+def start_domains(root, xmls, timeout=120):
+    """Define and start domains (XML strings) from a child process that then exits, and
+    return their names. For a test whose embed root another process (vcmad) is to
+    hold: only one process at a time may, and a process that has had a connection to
+    the root keeps holding the QEMU monitors after virConnectClose (the next process's
+    reconnect then times out: "cannot acquire state change lock (held by
+    monitor=init-NAME)"); once the process that started them has exited, the next
+    one reconnects to the running QEMUs (its first calls may race that reconnect)."""
+    uri = root.uri if isinstance(root, EmbedRoot) else root
+    names = [ET.fromstring(x).findtext("name") for x in xmls]
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "start", uri] + list(xmls),
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise HarnessError("starting %s in a child process failed:\n%s%s" % (names, r.stdout, r.stderr))
+    return names
+
+
 def cleanup(conn):
     """Destroy and undefine every domain of the connection, then close it: embed QEMUs
-    outlive the process that started them."""
+    outlive the process that started them. Right after a connection reconnected to
+    running QEMUs a destroy can kill QEMU yet fail ("domain is not running"): errors
+    are ignored here, and EmbedRoot.remove() kills what is left."""
     if conn is None:
         return
     try:
@@ -657,3 +696,19 @@ class SerialLog:
     def dump(self, last=200):
         self.drain()
         return "\n".join(self.lines[-last:])
+
+
+def _main(argv):
+    """lvharness.py start URI XML...: define and start each domain, then exit."""
+    if len(argv) < 3 or argv[0] != "start":
+        print("usage: lvharness.py start URI XML...", file=sys.stderr)
+        return 2
+    conn = open_embed(argv[1])
+    for x in argv[2:]:
+        conn.defineXML(x).create()
+    conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -165,6 +165,7 @@ consoles = []
 
 def teardown():
     H.cleanup(conn)
+    root.kill_qemus()  # the scratch directory stays for a failed run's post-mortem
 
 
 atexit.register(teardown)
