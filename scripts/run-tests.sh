@@ -40,9 +40,12 @@ pass() { # name, build dir, meson test options...; SETUP holds the meson setup o
 # Xen for minutes with nothing to sanitize: they run in the last pass only. xen-e2e runs
 # in both: in the sanitizer pass with the sanitized vcmad in dom0 (ASAN_OPTIONS do not
 # reach it there; the test fails on any sanitizer report in its log or a non-zero exit).
+# Likewise libvirt-without-vcmad (the libvirt harness test: guests under libvirt, no
+# vcmad) runs in the last pass only.
 SETUP=(-Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false)
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	pass "sanitizer (address,undefined)" build-asan --no-suite xen-without-vcmad
+	pass "sanitizer (address,undefined)" build-asan --no-suite xen-without-vcmad \
+	--no-suite libvirt-without-vcmad
 
 SETUP=(-Dwerror=true -Dfuzz=enabled -Db_sanitize=address,undefined -Db_lundef=false
 	-Dfuzz_seconds="${VCMA_FUZZ_SECONDS:-30}")

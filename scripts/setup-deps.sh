@@ -7,9 +7,10 @@
 #   demo   build the daemon, the CLI and the simulated VMs (the main job)
 #   tests  the whole test suite: unit tests, libFuzzer targets (clang), man pages,
 #          real guests under QEMU (the guest kernel, its headers, make for Kbuild),
-#          and real Xen under QEMU (the hypervisor, its tools and libxen-dev)
+#          real Xen under QEMU (the hypervisor, its tools and libxen-dev), and
+#          libvirt's embedded QEMU driver (tests/libvirt), with the libvirt-qemu user
 #   bench  the benchmarks, including the one that boots a real guest under QEMU, and
-#          what builds vcmad's Xen backend (libxen-dev)
+#          what builds vcmad's Xen backend (libxen-dev) and its libvirt support
 #   all    everything (the default)
 #   --list print the packages the purpose needs and exit
 set -euo pipefail
@@ -24,6 +25,10 @@ GUEST=(make qemu-system-x86 busybox-static          # real guests: Kbuild runs m
 	linux-image-amd64 linux-headers-amd64)      # Debian's guest kernel and its headers
 XEN=(xen-hypervisor-4.17-amd64 xen-utils-4.17       # real Xen under QEMU (tests/xen): the hypervisor,
 	libxen-dev)                                 # xl/xenstored/xenconsoled; vcmad's Xen backend links libxen
+LIBVIRT=(libvirt-daemon libvirt-daemon-driver-qemu # libvirt guests (tests/libvirt): the embedded QEMU
+	libvirt-clients libvirt-dev python3-libvirt) # driver (qemu:///embed, no daemon), virsh, vcmad's
+	                                            # libvirt support links libvirt; the test's harness is
+	                                            # Python. Not libvirt-daemon-system: it starts services
 
 purpose=all list=false
 while [ $# -gt 0 ]; do
@@ -37,9 +42,9 @@ while [ $# -gt 0 ]; do
 done
 case "$purpose" in
 demo) PKGS=("${BUILD[@]}") ;;
-tests) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}") ;;
-bench) PKGS=("${BUILD[@]}" "${GUEST[@]}" "${XEN[@]}") ;;
-all) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}") ;;
+tests) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}" "${LIBVIRT[@]}") ;;
+bench) PKGS=("${BUILD[@]}" "${GUEST[@]}" "${XEN[@]}" "${LIBVIRT[@]}") ;;
+all) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}" "${LIBVIRT[@]}") ;;
 *) echo "setup-deps: --for must be demo, tests, bench or all, not '$purpose'" >&2; exit 2 ;;
 esac
 if $list; then
@@ -51,22 +56,55 @@ missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# libvirt's QEMU driver run as root, embedded too (qemu:///embed?root=DIR, how the tests
+# use it), resolves its built-in QEMU user and group, libvirt-qemu, before it reads
+# DIR/etc/qemu.conf: without them it fails with "Failed to parse user 'libvirt-qemu'",
+# and user = "root" in that qemu.conf does not help. libvirt-daemon-system's postinst
+# creates them, but that package starts libvirtd and a NAT network, so we make them
+# here as it does (a system group and user, no home created), only if missing. In the
+# kvm group if there is one: libvirt probes /dev/kvm as that user, and a /dev/kvm it
+# cannot open costs a capabilities re-probe (seconds) on every define.
+NEED_QEMU_USER=false
+case "$purpose" in
+tests|bench|all) getent passwd libvirt-qemu >/dev/null && getent group libvirt-qemu >/dev/null ||
+	NEED_QEMU_USER=true ;;
+esac
+[ ${#missing[@]} -eq 0 ] && ! $NEED_QEMU_USER && exit 0
 
 SUDO=
 if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null || { echo "setup-deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+	command -v sudo >/dev/null || {
+		[ ${#missing[@]} -eq 0 ] || echo "setup-deps: need root (or sudo) to install: ${missing[*]}" >&2
+		! $NEED_QEMU_USER || echo "setup-deps: need root (or sudo) to add the libvirt-qemu user" >&2
+		exit 1
+	}
 	SUDO=sudo
 fi
-echo "setup-deps ($purpose): installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-log=$(mktemp /tmp/vcma-setup-deps.XXXXXX)
-trap 'rm -f "$log"' EXIT
-# apt's progress goes to a log: a newcomer sees one line per step, and all of it on failure
-if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
-	>"$log" 2>&1; then
-	tail -n 40 "$log" >&2
-	echo "setup-deps: apt-get could not install: ${missing[*]} (see above)" >&2
-	exit 1
+add_qemu_user() {
+	getent group libvirt-qemu >/dev/null || $SUDO groupadd --system libvirt-qemu || return 1
+	if ! getent passwd libvirt-qemu >/dev/null; then
+		local groups=()
+		getent group kvm >/dev/null && groups=(--groups kvm)
+		$SUDO useradd --system --gid libvirt-qemu "${groups[@]}" --home-dir /var/lib/libvirt \
+			--no-create-home --shell /usr/sbin/nologin --comment "Libvirt Qemu" libvirt-qemu || return 1
+	fi
+	echo "setup-deps ($purpose): added the libvirt-qemu system user and group (for libvirt's QEMU driver as root)"
+}
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup-deps ($purpose): installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	log=$(mktemp /tmp/vcma-setup-deps.XXXXXX)
+	trap 'rm -f "$log"' EXIT
+	# apt's progress goes to a log: a newcomer sees one line per step, and all of it on failure
+	if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+		>"$log" 2>&1; then
+		tail -n 40 "$log" >&2
+		echo "setup-deps: apt-get could not install: ${missing[*]} (see above)" >&2
+		exit 1
+	fi
+fi
+# after the packages: installing them may be what creates the kvm group
+if $NEED_QEMU_USER; then
+	add_qemu_user || { echo "setup-deps: could not add the libvirt-qemu user and group" >&2; exit 1; }
 fi
 echo "setup-deps ($purpose): done"
