@@ -443,7 +443,7 @@ def build_vcma_guest(src_root, init_script, parts=None):
 
 
 def build_memhog(out_dir):
-    src = os.path.join(HERE, "guest", "memhog.c")
+    src = os.path.join(QEMU_DIR, "guest", "memhog.c")
     dst = os.path.join(out_dir, "memhog")
     r = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", dst, src],
                        capture_output=True, text=True)
@@ -455,7 +455,7 @@ def build_memhog(out_dir):
 def build_lender_guest(init_script, out_dir=None):
     """An initramfs for a virtio-mem lender: the virtio_mem modules of the guest kernel
     in /modules, loaded in order by /init before init_script runs, and /memhog
-    (tests/libvirt/guest/memhog.c, static). Returns {"dir", "initrd", "kernel",
+    (tests/qemu/guest/memhog.c, static). Returns {"dir", "initrd", "kernel",
     "memhog"}."""
     out_dir = out_dir or tempfile.mkdtemp(prefix="vcma-lender-")
     kpath, kver = kernel()

@@ -145,7 +145,7 @@ echo "LV-BOOTED memtotal=$base"
 ( prev=$base; while :; do m=$(memtotal); [ "$m" != "$prev" ] && { echo "LV-MEMTOTAL $m"; prev=$m; }; sleep 0.2; done ) &
 while [ $(memtotal) -le $base ]; do sleep 0.2; done
 echo "LV-PLUGGED memtotal=$(memtotal)"
-/memhog %d
+/memhog fill %d
 echo "LV-MEMHOG-EXIT $?"
 """ % MEMHOG_MIB
 
@@ -293,7 +293,7 @@ check(req == PLUG * 1024 and cur == PLUG * 1024, "plug: live XML requested = cur
 log("plug: virDomainUpdateDeviceFlags %.3f s, size event for %d MiB %.2f s after the call" % (t_call, PLUG, t_plug))
 
 passes = []
-rx_pass = r"^MEMHOG pass=(\d+) bad=(\d+) inrange=(-?\d+) pages=(\d+) ms=(\d+)"
+rx_pass = r"^MEMHOG pass=(\d+) bad=(\d+) mib=\d+ inrange=(-?\d+) pages=(\d+) ms=(\d+)"
 
 
 def next_pass(timeout):
@@ -305,7 +305,7 @@ def next_pass(timeout):
     return p
 
 
-m = con.expect(r"^MEMHOG ready mib=\d+ inrange=(-?\d+)", 60)
+m = con.expect(r"^MEMHOG filled mib=\d+ inrange=(-?\d+)", 60)
 if not m:
     die("memhog did not start", con)
 p = next_pass(60)
