@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import accounting
 import cockpit
@@ -44,6 +45,21 @@ def largest_window(base, size, regions):
         best = max(best, lo - cur)
         cur = max(cur, hi)
     return max(best, size - cur) / cockpit.MiB
+
+
+def settle(d, f):
+    """The pool is idle: wait until vcmad stops relending (no lent frame gained for a
+    second, at most 30 s), so the sample shows what an idle pool gives the guests."""
+    deadline, last, since = time.monotonic() + 30, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = f["lent_free"] + f["lent_used"]
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > 1.0 or n >= f["total"]:
+            break
+        time.sleep(0.1)
+        f = ctl(d, "pool", "show", "main")["frames"]
+    return f
 
 
 def run(build, ops, pin_share, progress):
@@ -80,6 +96,8 @@ def run(build, ops, pin_share, progress):
         elif w[0] == "S":
             regions = [tuple(int(x) for x in r.split(":")) for r in w[3:]]
             f = ctl(d, "pool", "show", "main")["frames"]
+            if w[1] == "end":
+                f = settle(d, f)
             samples.append((w[1], f["lent_free"] + f["lent_used"], f["total"] - f["region"], f["total"],
                             largest_window(base, size, regions)))
             rp.stdin.write("go\n")
