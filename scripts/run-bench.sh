@@ -21,3 +21,6 @@ python3 bench/bench-qemu.py build-release/hv/vcmad . "${quick[@]}" || [ $? -eq 7
 echo
 echo "== vcma on Xen (PV domU over xenbus) beside QEMU, and taking capacity back from a balloon =="
 python3 bench/bench-xen.py build-release/hv/vcmad build-release/tools/vcmactl . "${quick[@]}" || [ $? -eq 77 ]
+echo
+echo "== vcma against a static carve-out, in-guest CMA and Linux alloc_contig_range() (bench/results/) =="
+scripts/run-compare.sh "${quick[@]}"

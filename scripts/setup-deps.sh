@@ -9,7 +9,7 @@
 #          real guests under QEMU (the guest kernel, its headers, make for Kbuild),
 #          and real Xen under QEMU (the hypervisor, its tools and libxen-dev)
 #   bench  the benchmarks, including the one that boots a real guest under QEMU, and
-#          what builds vcmad's Xen backend (libxen-dev)
+#          what builds vcmad's Xen backend (libxen-dev); the comparison's plots (matplotlib)
 #   all    everything (the default)
 #   --list print the packages the purpose needs and exit
 set -euo pipefail
@@ -22,6 +22,7 @@ UNIT=(libcmocka-dev)                               # unit tests
 FUZZ=(clang libclang-rt-14-dev)                    # libFuzzer targets
 GUEST=(make qemu-system-x86 busybox-static          # real guests: Kbuild runs make; QEMU (TCG),
 	linux-image-amd64 linux-headers-amd64)      # Debian's guest kernel and its headers
+PLOT=(python3-matplotlib)                          # the comparison's plots (bench/compare)
 XEN=(xen-hypervisor-4.17-amd64 xen-utils-4.17       # real Xen under QEMU (tests/xen): the hypervisor,
 	libxen-dev)                                 # xl/xenstored/xenconsoled; vcmad's Xen backend links libxen
 
@@ -38,8 +39,8 @@ done
 case "$purpose" in
 demo) PKGS=("${BUILD[@]}") ;;
 tests) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}") ;;
-bench) PKGS=("${BUILD[@]}" "${GUEST[@]}" "${XEN[@]}") ;;
-all) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}") ;;
+bench) PKGS=("${BUILD[@]}" "${GUEST[@]}" "${XEN[@]}" "${PLOT[@]}") ;;
+all) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}" "${PLOT[@]}") ;;
 *) echo "setup-deps: --for must be demo, tests, bench or all, not '$purpose'" >&2; exit 2 ;;
 esac
 if $list; then

@@ -98,11 +98,11 @@ def run(pin_share, rounds, progress):
         if m:
             res[m.group(1)]["zone_pages"], res[m.group(1)]["zone_free"] = int(m.group(3)), int(m.group(4))
         m = re.search(r"CONTIG tag=(\w+) size_mib=(\d+) ok=(\d+) fail=(\d+) windows=(\d+) p50_ns=(\d+) "
-                      r"p99_ns=(\d+) max_ns=(\d+) ns_per_mib_p50=(\d+)", line)
+                      r"p99_ns=(\d+) max_ns=(\d+) ns_per_mib_p50=(\d+) req_ns_per_mib_p50=(\d+)", line)
         if m:
             v = [int(x) for x in m.groups()[1:]]
             res[m.group(1)].setdefault("sizes", {})[v[0]] = dict(zip(
-                ("ok", "fail", "windows", "p50_ns", "p99_ns", "max_ns", "ns_per_mib_p50"), v[1:]))
+                ("ok", "fail", "windows", "p50_ns", "p99_ns", "max_ns", "ns_per_mib_p50", "req_ns_per_mib_p50"), v[1:]))
     for tag in res:
         if len(res[tag].get("sizes", {})) != 4 or "floor_ns_per_mib" not in res[tag]:
             raise RuntimeError("the guest printed no complete result for %s:\n%s" % (tag, "\n".join(lines[-40:])))
