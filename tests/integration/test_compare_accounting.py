@@ -8,8 +8,9 @@ answer is known, for each policy:
   F2, A5 cluster 8M                         vcma: fits where A2 was
   free everything, idle: sample 'end'
 
-vcma (real vcmad + simvms, vcma-replay): 4 of 5 ok, 4 feasible, all feasible ok,
-1 MiB 0/1, idle pool usable >= 95% and never above 100%.
+vcma (real vcmad + simvms, vcma-replay): 4 of 5 ok, 4 feasible, all feasible ok (A4,
+or A3 when vcmad placed A1/A2 apart, is refused with ENOSPC and not feasible), idle
+pool usable >= 95% and never above 100%.
 carve-out (cluster's reservation = its peak, 8 MiB): A4 ok, then A5 (8M) cannot fit
 beside it: 4 of 5 ok, 4 feasible; idle usable exactly 0.
 CMA-like without pins: the same layout as carve-out, idle usable exactly 100%,
@@ -80,10 +81,14 @@ check(summary(acc) == (5, 4, 4, 4), "vcma_feasible: A4 not feasible in a full po
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run_vcma  # noqa: E402
 r = run_vcma.run(BUILD, OPS, 0.0, lambda m: None)
+print("info: vcma records: %s" % [a[:6] + (a[9],) for a in r["allocs"]])
 acc = accounting.account(r["allocs"], r["samples"])
-check(summary(acc) == (5, 4, 4, 4), "vcma: 4 of 5 ok, A4 refused and not feasible (%s)" % (summary(acc),))
-check(r["allocs"][3][5] == "ENOSPC", "vcma: A4 refused with ENOSPC")
-check(acc["sizes"][M] == {"attempts": 1, "ok": 0, "feasible": 0, "ok_feasible": 0}, "vcma: 1 MiB 0/1")
+# vcmad places by vacate cost, so which of A3/A4 finds no window depends on where A1
+# and A2 went; exactly one of them does, and the accounting must call it not feasible
+check(summary(acc) == (5, 4, 4, 4), "vcma: 4 of 5 ok, the refused one not feasible (%s)" % (summary(acc),))
+refused = [a for a in r["allocs"] if not a[4]]
+check(len(refused) == 1 and refused[0][0] in (3, 4) and refused[0][5] == "ENOSPC" and refused[0][9] is False,
+      "vcma: A3 or A4 refused with ENOSPC, for want of a window (%s)" % (refused,))
 check(0.95 <= acc["idle_usable"] <= 1.0, "vcma: %.1f%% of the idle pool backs guest RAM" % (100 * acc["idle_usable"]))
 check(acc["frag"][0] == ("start", 96.0) and acc["frag"][-1] == ("end", 96.0),
       "vcma: the whole pool is allocatable at start and end (%s)" % acc["frag"])
