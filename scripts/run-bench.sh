@@ -24,3 +24,5 @@ python3 bench/bench-xen.py build-release/hv/vcmad build-release/tools/vcmactl . 
 echo
 echo "== taking capacity back from a virtio-mem lender in use (QEMU TCG) =="
 python3 bench/bench-vmem.py build-release/hv/vcmad build-release/tools/vcmactl "${quick[@]}" || [ $? -eq 77 ]
+echo "== vcma against a static carve-out, in-guest CMA and Linux alloc_contig_range() (bench/results/) =="
+scripts/run-compare.sh "${quick[@]}"

@@ -10,7 +10,8 @@
 #          real Xen under QEMU (the hypervisor, its tools and libxen-dev), and
 #          libvirt's embedded QEMU driver (tests/libvirt), with the libvirt-qemu user
 #   bench  the benchmarks, including the one that boots a real guest under QEMU, and
-#          what builds vcmad's Xen backend (libxen-dev) and its libvirt support
+#          what builds vcmad's Xen backend (libxen-dev) and its libvirt support;
+#          the comparison's plots (matplotlib)
 #   all    everything (the default)
 #   --list print the packages the purpose needs and exit
 set -euo pipefail
@@ -23,6 +24,7 @@ UNIT=(libcmocka-dev)                               # unit tests
 FUZZ=(clang libclang-rt-14-dev)                    # libFuzzer targets
 GUEST=(make qemu-system-x86 busybox-static          # real guests: Kbuild runs make; QEMU (TCG),
 	linux-image-amd64 linux-headers-amd64)      # Debian's guest kernel and its headers
+PLOT=(python3-matplotlib)                          # the comparison's plots (bench/compare)
 XEN=(xen-hypervisor-4.17-amd64 xen-utils-4.17       # real Xen under QEMU (tests/xen): the hypervisor,
 	libxen-dev)                                 # xl/xenstored/xenconsoled; vcmad's Xen backend links libxen
 LIBVIRT=(libvirt-daemon libvirt-daemon-driver-qemu # libvirt guests (tests/libvirt): the embedded QEMU
@@ -43,8 +45,8 @@ done
 case "$purpose" in
 demo) PKGS=("${BUILD[@]}") ;;
 tests) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}" "${LIBVIRT[@]}") ;;
-bench) PKGS=("${BUILD[@]}" "${GUEST[@]}" "${XEN[@]}" "${LIBVIRT[@]}") ;;
-all) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}" "${LIBVIRT[@]}") ;;
+bench) PKGS=("${BUILD[@]}" "${GUEST[@]}" "${XEN[@]}" "${LIBVIRT[@]}" "${PLOT[@]}") ;;
+all) PKGS=("${BUILD[@]}" "${MAN[@]}" "${UNIT[@]}" "${FUZZ[@]}" "${GUEST[@]}" "${XEN[@]}" "${LIBVIRT[@]}" "${PLOT[@]}") ;;
 *) echo "setup-deps: --for must be demo, tests, bench or all, not '$purpose'" >&2; exit 2 ;;
 esac
 if $list; then
