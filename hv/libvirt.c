@@ -174,12 +174,26 @@ static const struct vcmad_vmem_driver_ops lv_vmem_ops = {
 	.close = vmem_close,
 };
 
+/* A lender that stops: QEMU's memory went with it, so what it was lent is the pools'
+ * again at once (the lender is removed; it is added again when the domain starts). */
+static void vmem_stopped(struct vcmad_libvirt *lv, const char *name)
+{
+	if (vmem_find(lv, name)) {
+		log_info("libvirt: domain %s stopped: the capacity it was lent is the pools' again", name);
+		vcmad_lender_remove(lv->d, name); /* closes its driver state */
+	}
+}
+
 /* A domain that lends (metadata lend='yes' and a virtio-mem device) as it is now. */
 static void vmem_domain(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
 {
 	struct lv_vmem *x = vmem_find(lv, m->name);
 	bool lends = m->opted && m->lend && m->has_vmem && m->vmem_max && m->vmem_block;
 
+	if (lends && !m->active) {
+		vmem_stopped(lv, m->name); /* defined or changed while not running: lends when it runs */
+		return;
+	}
 	if (!lends) {
 		if (x) {
 			log_info("libvirt: domain %s no longer lends through virtio-mem", m->name);
@@ -214,16 +228,13 @@ static void vmem_domain(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
 	}
 	x->max = m->vmem_max;
 	x->block = m->vmem_block;
-	if (m->active && !x->up) {
+	if (!x->up) {
 		/* a fresh connection reads <current> as 0 until QEMU reports a change
 		 * (libvirt 9.0): vmem hears 0 plugged, and its first request makes QEMU say */
 		x->plugged = m->bytes;
 		x->requested = m->vmem_requested;
 		x->up = true;
 		vmem_report(x);
-	} else if (!m->active && x->up) {
-		x->up = false;
-		vcmad_vmem_lost(x->v, "its domain is not running");
 	}
 }
 
@@ -250,16 +261,6 @@ static void vmem_set_done(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m
 	}
 	x->requested = m->bytes;
 	vmem_report(x);
-}
-
-static void vmem_stopped(struct vcmad_libvirt *lv, const char *name)
-{
-	struct lv_vmem *x = vmem_find(lv, name);
-
-	if (x && x->up) {
-		x->up = false;
-		vcmad_vmem_lost(x->v, "its domain stopped");
-	}
 }
 
 static void on_domain(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)

@@ -15,7 +15,7 @@ vcmad's own process, Debian's kernel under TCG, vcma.ko and virtio-mem in the gu
              ZONE_MOVABLE), memhog fills the guest's memory, then an allocation of the
              whole pool makes vcmad ask it back: the guest unplugs, migrating memhog's
              pages, the allocation is served, and memhog counts zero bad words before,
-             during and after
+             during and after; when ivi stops, what it was lent is the pools' again
   Any WARNING, BUG or Oops in either guest's console fails the test.
 
 usage: test_libvirt_e2e.py VCMAD VCMACTL SOURCE_ROOT
@@ -222,6 +222,9 @@ try:
         p = console_problems(con, allowed)
         check(not p, "%s's console has no WARNING/BUG/Oops: %s" % (name, p[:3]))
     must("domain", "destroy", "ivi")
+    check(poll_until(lambda: lender_info("ivi") is None and
+                     all(p["frames"]["lent_free"] + p["frames"]["lent_used"] == 0 for p in ctl(d, "stats")["pools"]),
+                     10), "a lender that stops gives its lent capacity back to the pools at once")
     must("domain", "undefine", "ivi")
     must("domain", "undefine", "cam1")
 finally:
