@@ -124,6 +124,13 @@ int vcmad_init(struct vcmad *d, const struct vcmad_conf *conf)
 {
 	const struct vcmad_backend_type *bt = vcmad_backend_find(conf->backend);
 
+#ifndef VCMA_HAVE_LIBVIRT
+	if (conf->libvirt.uri[0]) {
+		log_err("[libvirt] uri is set, but this vcmad is built without libvirt support "
+			"(apt-get install libvirt-dev, then rebuild; meson option libvirt)");
+		return -EOPNOTSUPP;
+	}
+#endif
 	if (!bt) {
 		log_err("backend %s is not built into this vcmad%s", conf->backend,
 			!strcmp(conf->backend, "xen") ? " (it was built without libxen-dev: install it and rebuild)" : "");
@@ -317,13 +324,6 @@ int vcmad_start(struct vcmad *d)
 	rc = vcmad_ctl_start(d);
 	if (rc)
 		return rc;
-#ifndef VCMA_HAVE_LIBVIRT
-	if (d->conf.libvirt.uri[0]) {
-		log_err("[libvirt] uri is set, but this vcmad is built without libvirt support "
-			"(apt-get install libvirt-dev, then rebuild; meson option libvirt)");
-		return -EOPNOTSUPP;
-	}
-#endif
 	rc = vcmad_libvirt_start(d);
 	if (rc)
 		return rc;
