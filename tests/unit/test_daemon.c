@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include "alloc.h"
+#include "fake_machine.h"
 #include "daemon.h"
 #include "evict.h"
 #include "log.h"
@@ -36,102 +37,6 @@
 
 #define MiB (1ull << 20)
 #define PAGE 4096ull
-
-/* ---- the clock ---- */
-
-static uint64_t now_ns = 1000000000ull;
-static uint64_t fake_clock(void)
-{
-	return now_ns;
-}
-
-/* ---- fake machine memory ---- */
-
-struct fake_mem {
-	uint8_t *map;
-	struct vcma_memrange ordinary;
-};
-
-static struct fake_mem *fm_of(const struct vcmad_backend *be)
-{
-	return be->priv;
-}
-
-static int fk_init(struct vcmad_backend *be, uint64_t bytes, const struct vcma_pool_range *pools, uint32_t npools)
-{
-	struct fake_mem *m = calloc(1, sizeof(*m));
-	uint64_t cursor = 0;
-
-	m->map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	assert_true(m->map != MAP_FAILED);
-	vcma_memrange_init(&m->ordinary);
-	for (uint32_t i = 0; i <= npools; i++) {
-		uint64_t end = i < npools ? pools[i].mfn : bytes / PAGE;
-
-		if (end > cursor)
-			vcma_memrange_free(&m->ordinary, cursor, end - cursor);
-		if (i < npools)
-			cursor = pools[i].mfn + pools[i].count;
-	}
-	be->priv = m;
-	be->machine_bytes = bytes;
-	return 0;
-}
-
-static void fk_fini(struct vcmad_backend *be)
-{
-	struct fake_mem *m = fm_of(be);
-
-	munmap(m->map, be->machine_bytes);
-	vcma_memrange_fini(&m->ordinary);
-	free(m);
-}
-
-static int fk_zero(struct vcmad_backend *be, uint64_t mfn, uint64_t n)
-{
-	memset(fm_of(be)->map + mfn * PAGE, 0, n * PAGE);
-	return 0;
-}
-
-static int fk_copy(struct vcmad_backend *be, uint64_t dst, uint64_t src, uint64_t n)
-{
-	memcpy(fm_of(be)->map + dst * PAGE, fm_of(be)->map + src * PAGE, n * PAGE);
-	return 0;
-}
-
-static int fk_touch(struct vcmad_backend *be, uint64_t mfn, uint64_t n)
-{
-	return 0;
-}
-
-static int fk_read(struct vcmad_backend *be, uint64_t mfn, uint64_t off, void *buf, size_t len)
-{
-	memcpy(buf, fm_of(be)->map + mfn * PAGE + off, len);
-	return 0;
-}
-
-static int fk_ram_alloc(struct vcmad_backend *be, uint64_t frames, struct vcma_extent *runs, uint32_t max)
-{
-	return vcma_memrange_alloc(&fm_of(be)->ordinary, frames, runs, max);
-}
-
-static void fk_ram_free(struct vcmad_backend *be, const struct vcma_extent *runs, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		fk_zero(be, runs[i].start, runs[i].count);
-		vcma_memrange_free(&fm_of(be)->ordinary, runs[i].start, runs[i].count);
-	}
-}
-
-static uint64_t fk_ram_free_frames(const struct vcmad_backend *be)
-{
-	return fm_of(be)->ordinary.free_frames;
-}
-
-static const struct vcmad_mem_ops fake_mem_ops = {
-	.init = fk_init, .fini = fk_fini, .zero = fk_zero, .copy = fk_copy, .touch = fk_touch, .read = fk_read,
-	.ram_alloc = fk_ram_alloc, .ram_free = fk_ram_free, .ram_free_frames = fk_ram_free_frames,
-};
 
 /* ---- fake VM control: what vcmad asked, for the test to answer ---- */
 
@@ -318,7 +223,7 @@ static void turn(void)
 
 static void advance_ms(uint64_t ms)
 {
-	now_ns += ms * 1000000ull;
+	fake_now_ns += ms * 1000000ull;
 	turn();
 }
 
@@ -419,7 +324,7 @@ static void test_remap_refused(void **unused)
 
 	start("8M", NULL);
 	vm = new_vm(100, 8 * MiB);
-	ordinary = fk_ram_free_frames(&d.be);
+	ordinary = fake_mem_ops.ram_free_frames(&d.be);
 	new_rq(&g, 1);
 	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
 	answer_batch(vm, 5 /* EIO */);
@@ -428,7 +333,7 @@ static void test_remap_refused(void **unused)
 	assert_int_equal(last(OP_RESUME)->seq, last(OP_PAUSE)->seq);
 	assert_int_equal(lent_frames(), 2048);
 	assert_int_equal(pool()->fm.nclaimed, 0);
-	assert_int_equal(fk_ram_free_frames(&d.be), ordinary);
+	assert_int_equal(fake_mem_ops.ram_free_frames(&d.be), ordinary);
 	assert_int_equal(d.vacate.ord_reserved, 0);
 	for (uint64_t gfn = 0; gfn < vm->ctl.ram_frames; gfn++)
 		assert_non_null(vcma_core_pool_of(&d.core, vm->p2m[gfn])); /* nothing moved */

@@ -24,104 +24,12 @@
 #include "alloc.h"
 #include "balloon.h"
 #include "daemon.h"
+#include "fake_machine.h"
 #include "log.h"
 #include "vmem.h"
 
 #define MiB (1ull << 20)
 #define PAGE 4096ull
-
-static uint64_t now_ns = 1000000000ull;
-static uint64_t fake_clock(void)
-{
-	return now_ns;
-}
-
-/* ---- fake machine memory: zero() is counted (lending releases host memory) ---- */
-
-struct fake_mem {
-	uint8_t *map;
-	struct vcma_memrange ordinary;
-};
-
-static uint64_t zeroed_frames;
-
-static struct fake_mem *fm_of(const struct vcmad_backend *be)
-{
-	return be->priv;
-}
-
-static int fk_init(struct vcmad_backend *be, uint64_t bytes, const struct vcma_pool_range *pools, uint32_t npools)
-{
-	struct fake_mem *m = calloc(1, sizeof(*m));
-	uint64_t cursor = 0;
-
-	m->map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	assert_true(m->map != MAP_FAILED);
-	vcma_memrange_init(&m->ordinary);
-	for (uint32_t i = 0; i <= npools; i++) {
-		uint64_t end = i < npools ? pools[i].mfn : bytes / PAGE;
-
-		if (end > cursor)
-			vcma_memrange_free(&m->ordinary, cursor, end - cursor);
-		if (i < npools)
-			cursor = pools[i].mfn + pools[i].count;
-	}
-	be->priv = m;
-	be->machine_bytes = bytes;
-	return 0;
-}
-
-static void fk_fini(struct vcmad_backend *be)
-{
-	munmap(fm_of(be)->map, be->machine_bytes);
-	vcma_memrange_fini(&fm_of(be)->ordinary);
-	free(fm_of(be));
-}
-
-static int fk_zero(struct vcmad_backend *be, uint64_t mfn, uint64_t n)
-{
-	memset(fm_of(be)->map + mfn * PAGE, 0, n * PAGE);
-	zeroed_frames += n;
-	return 0;
-}
-
-static int fk_copy(struct vcmad_backend *be, uint64_t dst, uint64_t src, uint64_t n)
-{
-	memcpy(fm_of(be)->map + dst * PAGE, fm_of(be)->map + src * PAGE, n * PAGE);
-	return 0;
-}
-
-static int fk_touch(struct vcmad_backend *be, uint64_t mfn, uint64_t n)
-{
-	return 0;
-}
-
-static int fk_read(struct vcmad_backend *be, uint64_t mfn, uint64_t off, void *buf, size_t len)
-{
-	memcpy(buf, fm_of(be)->map + mfn * PAGE + off, len);
-	return 0;
-}
-
-static int fk_ram_alloc(struct vcmad_backend *be, uint64_t frames, struct vcma_extent *runs, uint32_t max)
-{
-	return vcma_memrange_alloc(&fm_of(be)->ordinary, frames, runs, max);
-}
-
-static void fk_ram_free(struct vcmad_backend *be, const struct vcma_extent *runs, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++)
-		vcma_memrange_free(&fm_of(be)->ordinary, runs[i].start, runs[i].count);
-}
-
-static uint64_t fk_ram_free_frames(const struct vcmad_backend *be)
-{
-	return fm_of(be)->ordinary.free_frames;
-}
-
-static const struct vcmad_mem_ops fake_mem_ops = {
-	.init = fk_init, .fini = fk_fini, .zero = fk_zero, .copy = fk_copy, .touch = fk_touch, .read = fk_read,
-	.ram_alloc = fk_ram_alloc, .ram_free = fk_ram_free, .ram_free_frames = fk_ram_free_frames,
-};
 
 static const struct vcmad_backend_type fake_backend = { .name = "fake", .mem = &fake_mem_ops };
 
@@ -202,7 +110,7 @@ static void turn(void)
 
 static void advance_ms(uint64_t ms)
 {
-	now_ns += ms * 1000000ull;
+	fake_now_ns += ms * 1000000ull;
 	turn();
 }
 
@@ -244,11 +152,11 @@ static void start(void)
 	assert_int_equal(lender()->lent, 0); /* not up: nothing lent */
 	vcmad_vmem_report(vm, 0, 0, 256 * MiB, 2 * MiB);
 	assert_int_equal(last_asked(&drv), 0); /* the first report is answered with what is lent */
-	zeroed_frames = 0;
+	fake_zeroed_frames = 0;
 	advance_ms(60);
 	assert_int_equal(lender()->lent, 2048);
 	assert_int_equal(pool()->fm.count[VCMA_FRAME_LENT_FREE], 2048);
-	assert_int_equal(zeroed_frames, 2048); /* its host memory was released */
+	assert_int_equal(fake_zeroed_frames, 2048); /* its host memory was released */
 	assert_int_equal(last_asked(&drv), 8 * MiB);
 	vcmad_vmem_report(vm, 8 * MiB, 8 * MiB, 256 * MiB, 2 * MiB); /* the guest plugged it */
 }
