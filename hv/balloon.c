@@ -12,7 +12,6 @@
 #include "balloon.h"
 #include "log.h"
 #include "vcmad.h"
-#include "vmem.h"
 
 _Static_assert(VCMAD_BALLOON_GUEST_BASE + VCMAD_BALLOON_MAX_LENDERS - 1 <= VCMA_GUEST_MAX,
 	       "lender ids fit in the frame map");
@@ -76,23 +75,6 @@ void vcmad_balloon_init(struct vcmad *d)
 			log_warn("balloon: lender %s: no slot for it", d->conf.guests[i].name);
 }
 
-int vcmad_balloon_start(struct vcmad *d)
-{
-	for (uint32_t i = 0; i < d->conf.nguests; i++) {
-		const struct vcmad_guest_conf *gc = &d->conf.guests[i];
-		int rc;
-
-		if (gc->lender != VCMAD_LENDER_VMEM)
-			continue;
-		rc = vcmad_lender_add(d, gc);
-		if (rc) {
-			log_err("lender %s: %s", gc->name, strerror(-rc));
-			return rc;
-		}
-	}
-	return 0;
-}
-
 struct vcmad_lender *vcmad_lender_find(struct vcmad *d, const char *name)
 {
 	for (uint32_t i = 0; i < d->balloon.nlenders; i++)
@@ -120,27 +102,6 @@ int vcmad_lender_register(struct vcmad *d, const struct vcmad_guest_conf *gc, co
 	if (out)
 		*out = &b->lender[i];
 	return 0;
-}
-
-int vcmad_lender_add(struct vcmad *d, const struct vcmad_guest_conf *gc)
-{
-	int rc;
-
-	switch (gc->lender) {
-	case VCMAD_LENDER_BALLOON:
-		rc = vcmad_lender_register(d, gc, &xen_lender_ops, NULL, VCMAD_RECLAIM_TIMEOUT_NS, NULL);
-		break;
-	case VCMAD_LENDER_VMEM:
-		rc = gc->qmp[0] ? vcmad_vmem_qmp_add(d, gc) : -EINVAL; /* other drivers: vcmad_vmem_lender_add */
-		break;
-	default:
-		rc = -EINVAL;
-	}
-	if (!rc) {
-		log_info("lender %s added (%s)", gc->name, gc->lender == VCMAD_LENDER_VMEM ? "virtio-mem" : "balloon");
-		vcmad_relend_kick(d);
-	}
-	return rc;
 }
 
 int vcmad_lender_remove(struct vcmad *d, const char *name)

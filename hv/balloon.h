@@ -15,8 +15,9 @@
  *   reclaim  an allocation whose window holds lent slots: each lender holding some
  *            is asked for them (ops->reclaim) with its deadline; the window is served
  *            when all came back, or answered BUSY (what did not come back stays lent)
- *   add/remove  lenders come from the config at start, or at run time
- *            (vcmad_lender_add, libvirt discovery: vcmad_vmem_lender_add)
+ *   add/remove  Xen lenders come from the config (vcmad_balloon_init); virtio-mem
+ *            lenders register through vmem.h, from the config (vcmad_vmem_qmp_start)
+ *            or at run time (libvirt discovery: vcmad_vmem_lender_add)
  *
  * Its state is struct vcmad_balloon in vcmad.h. In the core, lent slots are
  * LENT_FREE frames of the pseudo-guest VCMAD_BALLOON_GUEST(i) for lender slot i: the
@@ -62,8 +63,6 @@ struct vcmad_lender_ops {
 };
 
 void vcmad_balloon_init(struct vcmad *d);
-/* The loop runs: the configured lenders that need it (virtio-mem) start. */
-int vcmad_balloon_start(struct vcmad *d);
 /* Lend idle capacity (relend.c, when quiet). true if anything was lent. */
 bool vcmad_balloon_lend(struct vcmad *d);
 /* Lent frames in [start, start+count) of pool p that are lenders' (0: none). */
@@ -87,8 +86,6 @@ uint64_t vcmad_balloon_lent(const struct vcmad *d);
  * already), -ENOSPC (16 lenders). Relending is kicked: it may lend at once. */
 int vcmad_lender_register(struct vcmad *d, const struct vcmad_guest_conf *gc, const struct vcmad_lender_ops *ops,
 			  void *priv, uint64_t reclaim_timeout_ns, struct vcmad_lender **out);
-/* Add the lender gc describes (lender = yes, or virtio-mem with qmp: the QMP driver). */
-int vcmad_lender_add(struct vcmad *d, const struct vcmad_guest_conf *gc);
 /* Remove a run-time lender: reclaims in flight end, its lent capacity is vcmad's
  * again at once (the guest is told to give it back, no wait). -ENOENT, -EOPNOTSUPP
  * (a Xen balloon lender: it goes with its domain). */

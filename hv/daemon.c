@@ -16,15 +16,16 @@
 #include <unistd.h>
 
 #include "balloon.h"
-#include "libvirt.h"
 #include "ctl/ctl.h"
 #include "daemon.h"
 #include "guest.h"
+#include "libvirt.h"
 #include "log.h"
 #include "peerfd.h"
 #include "relend.h"
 #include "vacate.h"
 #include "vm.h"
+#include "vmem.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define cpu_relax() __builtin_ia32_pause()
@@ -318,7 +319,7 @@ int vcmad_start(struct vcmad *d)
 		}
 	}
 	/* virtio-mem lenders connect to their devices from the loop */
-	rc = vcmad_balloon_start(d);
+	rc = vcmad_vmem_qmp_start(d);
 	if (rc)
 		return rc;
 	rc = vcmad_ctl_start(d);

@@ -91,5 +91,8 @@ struct vcmad_vmem *vcmad_vmem_of(struct vcmad *d, const char *name);
 
 /* The QMP driver (vmem_qmp.c): a lender for gc with gc->qmp and gc->vmem_device. */
 int vcmad_vmem_qmp_add(struct vcmad *d, const struct vcmad_guest_conf *gc);
+/* The loop runs: every configured [guest] with lender = virtio-mem becomes a lender
+ * through the QMP driver (it connects from the loop). 0, or the first error (logged). */
+int vcmad_vmem_qmp_start(struct vcmad *d);
 
 #endif

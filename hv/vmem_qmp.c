@@ -509,3 +509,21 @@ int vcmad_vmem_qmp_add(struct vcmad *d, const struct vcmad_guest_conf *gc)
 	vcma_timer_arm(&d->loop, &q->retry, vcmad_now(d)); /* connect from the loop */
 	return 0;
 }
+
+int vcmad_vmem_qmp_start(struct vcmad *d)
+{
+	for (uint32_t i = 0; i < d->conf.nguests; i++) {
+		const struct vcmad_guest_conf *gc = &d->conf.guests[i];
+		int rc;
+
+		if (gc->lender != VCMAD_LENDER_VMEM)
+			continue;
+		rc = gc->qmp[0] ? vcmad_vmem_qmp_add(d, gc) : -EINVAL; /* vcmad_conf_validate() wants qmp */
+		if (rc) {
+			log_err("lender %s: %s", gc->name, strerror(-rc));
+			return rc;
+		}
+		log_info("lender %s added (virtio-mem over QMP, %s)", gc->name, gc->qmp);
+	}
+	return 0;
+}
