@@ -443,6 +443,16 @@ static int set_guest_key(struct vcmad_guest_conf *g, const char *k, const char *
 		g->vmm_set = true;
 		return 0;
 	}
+	if (!strcmp(k, "quota")) {
+		uint64_t x;
+
+		if (vcma_parse_bytes(v, &x) || x < VCMA_PAGE_SIZE || x % VCMA_PAGE_SIZE) {
+			*msg = "expected a size such as 64M, a multiple of 4K";
+			return -EINVAL;
+		}
+		g->quota = x;
+		return 0;
+	}
 	if (!strcmp(k, "class")) {
 		if (!vcma_name_str_ok(v, sizeof(g->devclass))) {
 			*msg = "expected a device class name (1-31 of A-Z a-z 0-9 _ . -)";

@@ -66,6 +66,7 @@ struct vcmad_guest_conf {
 	char name[VCMAD_GUEST_NAME_MAX];
 	enum vcmad_guest_kind kind;          /* from `backend`; NONE until given */
 	char devclass[VCMAD_GUEST_NAME_MAX]; /* "" = none */
+	uint64_t quota;                      /* region bytes it may hold (0: [limits] max_bytes_per_guest) */
 	/* qemu */
 	char socket[108];                    /* "" = $runtime_dir/NAME.ivshmem */
 	bool hugepages;                      /* back BAR2 with hugetlbfs (2 MiB pages) */

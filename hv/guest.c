@@ -166,6 +166,8 @@ struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const
 	/* a configured guest's class is the config's */
 	snprintf(g->devclass, sizeof(g->devclass), "%s", gc ? gc->devclass : devclass);
 	vcmad_requester_init(&g->rq, d, &guest_rq_ops, g->id, g->name, g->devclass[0] ? g->devclass : NULL);
+	if (gc && gc->quota && gc->quota < g->rq.max_bytes)
+		g->rq.max_bytes = gc->quota; /* its own quota, below the global limit */
 	g->tokens = d->conf.limits.burst;
 	g->tokens_at = vcmad_now(d);
 	d->guests.slot[slot] = g;
@@ -179,7 +181,7 @@ int vcmad_guest_ring_init(struct vcmad_guest *g, void *base, uint64_t size, uint
 	const struct vcmad_limits *lim = &g->d->conf.limits;
 	struct vcma_ring_params rp = {
 		.req_slots = lim->ring_slots, .evt_slots = VCMA_DEFAULT_EVT_SLOTS,
-		.max_regions = lim->max_regions, .max_bytes = lim->max_bytes,
+		.max_regions = lim->max_regions, .max_bytes = g->rq.max_bytes,
 		.window_off = window_off, .window_size = window_size,
 		.guest_id = g->id, .generation = (uint32_t)(g->d->stats.attaches + 1),
 	};

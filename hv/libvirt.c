@@ -17,6 +17,7 @@
 #include "libvirt.h"
 #include "libvirt_worker.h"
 #include "log.h"
+#include "pool_config.h"
 #include "vcma_name.h"
 #include "vcmad.h"
 #include "vmem.h"
@@ -87,6 +88,7 @@ static void socket_of(const struct vcmad *d, const struct vcmad_guest_conf *gc, 
 static void lv_conf(const struct vcmad *d, const char *name, const char *devclass, struct vcmad_guest_conf *gc)
 {
 	memset(gc, 0, sizeof(*gc));
+	/* quota: set by the caller from the metadata */
 	snprintf(gc->name, sizeof(gc->name), "%s", name);
 	snprintf(gc->devclass, sizeof(gc->devclass), "%s", devclass);
 	snprintf(gc->socket_group, sizeof(gc->socket_group), "%s", d->conf.libvirt.socket_group);
@@ -94,8 +96,9 @@ static void lv_conf(const struct vcmad *d, const char *name, const char *devclas
 	gc->libvirt = true;
 }
 
-/* Expect domain name as a QEMU guest. 0, -EEXIST (known already), other -errno. */
-static int expect(struct vcmad *d, const char *name, const char *devclass)
+/* Expect domain name as a QEMU guest (quota 0: the global limit). 0, -EEXIST (known
+ * already), other -errno. */
+static int expect(struct vcmad *d, const char *name, const char *devclass, uint64_t quota)
 {
 	struct vcmad_guest_conf gc;
 	char sock[108];
@@ -106,6 +109,7 @@ static int expect(struct vcmad *d, const char *name, const char *devclass)
 	if (devclass[0] && !vcma_name_str_ok(devclass, sizeof(gc.devclass)))
 		return -EINVAL;
 	lv_conf(d, name, devclass, &gc);
+	gc.quota = quota;
 	if (strlen(d->conf.runtime_dir) + strlen(name) + sizeof("/.ivshmem") > sizeof(gc.socket))
 		return -ENAMETOOLONG;
 	rc = vcmad_guest_expect(d, &gc);
@@ -267,6 +271,7 @@ static void on_domain(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
 {
 	struct vcmad *d = lv->d;
 	const struct vcmad_guest_conf *gc = vcmad_guest_known(d, m->name);
+	uint64_t quota = 0;
 	int rc;
 
 	vmem_domain(lv, m);
@@ -278,12 +283,18 @@ static void on_domain(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
 		log_debug("libvirt: domain %s: a [guest] section configures it; its metadata is not read", m->name);
 		return;
 	}
-	if (gc && strcmp(gc->devclass, m->devclass)) {
+	if (m->quota[0] && (vcma_parse_bytes(m->quota, &quota) || !quota || quota % VCMA_PAGE_SIZE)) {
+		log_warn("libvirt: domain %s: not served: quota '%s' is not a size such as 64M (a multiple of 4K)",
+			 m->name, m->quota);
+		forget(d, m->name, "its vcma metadata is invalid");
+		return;
+	}
+	if (gc && (strcmp(gc->devclass, m->devclass) || gc->quota != quota)) {
 		struct vcmad_guest *g = vcmad_guest_by_name(d, m->name);
 
 		if (g) {
-			log_notice("libvirt: domain %s: class %s takes effect when its guest attaches again", m->name,
-				   m->devclass[0] ? m->devclass : "(none)");
+			log_notice("libvirt: domain %s: class %s, quota %llu MiB take effect when its guest attaches again",
+				   m->name, m->devclass[0] ? m->devclass : "(none)", (unsigned long long)(quota >> 20));
 			return;
 		}
 		vcmad_guest_forget(d, m->name);
@@ -291,7 +302,7 @@ static void on_domain(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
 	}
 	if (gc)
 		return;
-	rc = expect(d, m->name, m->devclass);
+	rc = expect(d, m->name, m->devclass, quota);
 	if (rc == -EINVAL)
 		log_warn("libvirt: domain %s: not served: its name or class is not 1-31 of A-Z a-z 0-9 _ . - "
 			 "(or is reserved)", m->name);
@@ -530,7 +541,7 @@ int vcmad_libvirt_request(struct vcmad *d, enum vcmad_lv_request rq, const char 
 		const struct vcmad_guest_conf *gc = vcmad_guest_known(d, domain);
 
 		if (rq == VCMAD_LVR_ATTACH && !gc) {
-			int rc = expect(d, domain, devclass ? devclass : "");
+			int rc = expect(d, domain, devclass ? devclass : "", 0);
 
 			if (rc) {
 				snprintf(msg, len, "cannot serve domain %s: %s", domain,

@@ -155,6 +155,28 @@ int vcmad_lv_shmem_xml(char *out, size_t len, const char *sock)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
+void vcmad_lv_meta_xml(char *out, size_t len, char *old, const char *devclass)
+{
+	char cls[32] = "", quota[24] = "", lend[8] = "";
+
+	if (old) {
+		if (vcmad_lv_xml_attr(old, "class", cls, sizeof(cls)))
+			cls[0] = '\0';
+		if (vcmad_lv_xml_attr(old, "quota", quota, sizeof(quota)))
+			quota[0] = '\0';
+		if (vcmad_lv_xml_attr(old, "lend", lend, sizeof(lend)))
+			lend[0] = '\0';
+		free(old);
+	}
+	if (devclass[0])
+		snprintf(cls, sizeof(cls), "%s", devclass);
+	/* double quotes: libvirt writes attributes so, with a '"' inside as &quot; */
+	if (snprintf(out, len, "<guest%s%s%s%s%s%s%s%s%s/>", cls[0] ? " class=\"" : "", cls, cls[0] ? "\"" : "",
+		     quota[0] ? " quota=\"" : "", quota, quota[0] ? "\"" : "", lend[0] ? " lend=\"" : "", lend,
+		     lend[0] ? "\"" : "") >= (int)len)
+		snprintf(out, len, "<guest/>");
+}
+
 /* The virtio-mem <memory> element of domxml: [*start, *end) */
 static int find_vmem(const char *domxml, const char **start, const char **end)
 {
@@ -253,6 +275,8 @@ static void report_domain(struct vcmad_lv_worker *w, virDomainPtr dom)
 		m->opted = true;
 		if (vcmad_lv_xml_attr(meta, "class", m->devclass, sizeof(m->devclass)))
 			m->devclass[0] = '\0';
+		if (vcmad_lv_xml_attr(meta, "quota", m->quota, sizeof(m->quota)))
+			m->quota[0] = '\0';
 		m->lend = !vcmad_lv_xml_attr(meta, "lend", v, sizeof(v)) && !strcmp(v, "yes");
 		free(meta);
 	}
@@ -448,7 +472,7 @@ static int run_request(struct vcmad_lv_worker *w, struct vcmad_lv_msg *m, char *
 	case VCMAD_LV_ATTACH:
 	case VCMAD_LV_DETACH: {
 		unsigned int flags = VIR_DOMAIN_AFFECT_CONFIG | (virDomainIsActive(dom) == 1 ? VIR_DOMAIN_AFFECT_LIVE : 0);
-		char shmem[512], meta[96], *xml = virDomainGetXMLDesc(dom, 0);
+		char shmem[512], meta[160], *xml = virDomainGetXMLDesc(dom, 0);
 		bool has = xml && strstr(xml, m->sock) && strstr(xml, "ivshmem-doorbell");
 
 		free(xml);
@@ -458,7 +482,9 @@ static int run_request(struct vcmad_lv_worker *w, struct vcmad_lv_msg *m, char *
 			break;
 		}
 		if (m->op == VCMAD_LV_ATTACH) {
-			snprintf(meta, sizeof(meta), m->devclass[0] ? "<guest class='%s'/>" : "<guest/>", m->devclass);
+			vcmad_lv_meta_xml(meta, sizeof(meta), virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
+										  VCMAD_LV_XMLNS, VIR_DOMAIN_AFFECT_CURRENT),
+					  m->devclass);
 			if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, meta, VCMAD_LV_XMLNS_PREFIX,
 						 VCMAD_LV_XMLNS, flags) < 0) {
 				snprintf(msg, len, "set vcma metadata: %s", lv_error());

@@ -39,7 +39,7 @@ enum vcmad_lv_op {
 	/* worker -> loop */
 	VCMAD_LV_CONNECTED, /* msg: the URI; the domains found follow */
 	VCMAD_LV_LOST,      /* msg: why (connect failed, connection closed) */
-	VCMAD_LV_DOMAIN,    /* a domain as it is now: name, opted, devclass, active, lend,
+	VCMAD_LV_DOMAIN,    /* a domain as it is now: name, opted, devclass, quota, active, lend,
 			     * has_vmem with bytes (plugged), vmem_requested, vmem_max, vmem_block */
 	VCMAD_LV_GONE,      /* name: undefined */
 	VCMAD_LV_STOPPED,   /* name, detail (libvirt's STOPPED detail), t_ns */
@@ -53,6 +53,7 @@ struct vcmad_lv_msg {
 	uint64_t token;                   /* the requester's, echoed in DONE */
 	char name[VCMAD_LV_NAME_MAX];
 	char devclass[32];
+	char quota[24];                   /* DOMAIN: the metadata's quota attribute ("" = none) */
 	char sock[108];
 	char *xml;                        /* DEFINE: the domain XML (freed with the message) */
 	bool opted, active, lend, has_shmem, has_vmem;
@@ -81,6 +82,10 @@ void vcmad_lv_worker_stop(struct vcmad_lv_worker *w);
 /* Pure helpers (unit-tested): the value of attribute attr of the first element in
  * xml (single or double quotes); 0, or -ENOENT, -ENAMETOOLONG. */
 int vcmad_lv_xml_attr(const char *xml, const char *attr, char *out, size_t len);
+/* The metadata element attach writes: old's (libvirt's string, freed here; NULL:
+ * none) class, quota and lend kept, class replaced by devclass unless "". Written
+ * in double quotes, as libvirt writes them (a '"' in a value comes as &quot;). */
+void vcmad_lv_meta_xml(char *out, size_t len, char *old, const char *devclass);
 /* The <shmem> element vcmad attaches for a guest on socket sock. */
 int vcmad_lv_shmem_xml(char *out, size_t len, const char *sock);
 /* xml with the virtio-mem <memory> device's <requested> set to kib: a new string

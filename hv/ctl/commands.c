@@ -401,6 +401,7 @@ static struct json_object *cmd_guests(struct vcmad_ctl *ctl, int *err)
 			add_u64(o, "uid", g->uid);
 			add_u64(o, "pending_allocs", g->rq.pending);
 			add_u64(o, "pending_bytes", g->rq.pending_bytes);
+			add_u64(o, "max_bytes", g->rq.max_bytes); /* its quota, or [limits] max_bytes_per_guest */
 			json_object_object_add(o, "lending", json_object_new_boolean(vm && !vm->no_lend));
 			json_object_object_add(o, "unresponsive", json_object_new_boolean(vm && vm->unresponsive));
 			if (g->link->ops->describe)

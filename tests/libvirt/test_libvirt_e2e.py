@@ -77,7 +77,8 @@ lender = lvharness.build_lender_guest(LENDER_INIT)
 cam_log, lender_log = root.path("cam1-console.log"), root.path("ivi-console.log")
 cam_xml, lender_xml = root.path("cam1.xml"), root.path("ivi.xml")
 with open(cam_xml, "w") as f:
-    f.write(lvharness.vcma_guest_xml("cam1", cam["kernel"], cam["initrd"], cam_log, vcma_class="camera"))
+    f.write(lvharness.vcma_guest_xml("cam1", cam["kernel"], cam["initrd"], cam_log, vcma_class="camera",
+                                     metadata={"quota": "16M"}))
 with open(lender_xml, "w") as f:
     # 384 MiB of boot RAM and up to 256 MiB plugged: memhog's 440 MiB needs what is lent
     f.write(lvharness.lender_guest_xml("ivi", lender["kernel"], lender["initrd"], lender_log, memory_mib=384,
@@ -155,6 +156,8 @@ try:
     g = {x["name"]: x for x in ctl(d, "guests")["guests"]}
     check(g.get("cam1", {}).get("domain") == "cam1" and g["cam1"]["class"] == "camera",
           "vcmactl guests shows cam1 as a libvirt domain of class camera")
+    check(g["cam1"]["max_bytes"] == 16 * MiB, "cam1's quota is its metadata's 16M (attach kept it): %d"
+          % g["cam1"]["max_bytes"])
 
     # --- lending through libvirt: idle capacity of pool lend goes to ivi's virtio-mem
     m = ivi_con.expect(r"LENDER-BOOTED (\d+)", 120)

@@ -213,6 +213,9 @@ static void test_libvirt(void **unused)
 	assert_string_equal(c.libvirt.socket_group, "kvm");
 	assert_string_equal(c.guests[0].socket_group, "kvm");
 	assert_false(c.guests[0].libvirt); /* only discovery makes libvirt guests */
+	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n[guest cam]\nbackend = qemu\nquota = 64M\n"), 0);
+	assert_int_equal(c.guests[0].quota, 64ull << 20);
+	expect_error("[guest g]\nquota = 3000\n", "t.conf:2: quota: invalid value '3000' (expected a size");
 	/* no libvirt unless asked for */
 	assert_int_equal(parse(&c, "[pool a]\nsize = 4M\n"), 0);
 	assert_string_equal(c.libvirt.uri, "");

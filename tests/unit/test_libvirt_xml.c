@@ -34,6 +34,22 @@ static void test_attr(void **unused)
 	assert_int_equal(vcmad_lv_xml_attr("<guest class='open", "class", v, sizeof(v)), -ENOENT);
 }
 
+static void test_meta(void **unused)
+{
+	char x[160];
+
+	(void)unused;
+	vcmad_lv_meta_xml(x, sizeof(x), NULL, "camera");
+	assert_string_equal(x, "<guest class=\"camera\"/>");
+	vcmad_lv_meta_xml(x, sizeof(x), NULL, "");
+	assert_string_equal(x, "<guest/>");
+	/* attach keeps what the domain said already (quota, lend), and its class unless given */
+	vcmad_lv_meta_xml(x, sizeof(x), strdup("<guest class=\"video\" quota=\"64M\" lend=\"yes\"/>"), "");
+	assert_string_equal(x, "<guest class=\"video\" quota=\"64M\" lend=\"yes\"/>");
+	vcmad_lv_meta_xml(x, sizeof(x), strdup("<guest class=\"video\" quota=\"64M\"/>"), "camera");
+	assert_string_equal(x, "<guest class=\"camera\" quota=\"64M\"/>");
+}
+
 static void test_shmem(void **unused)
 {
 	char x[512], small[40];
@@ -73,6 +89,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_attr),
+		cmocka_unit_test(test_meta),
 		cmocka_unit_test(test_shmem),
 		cmocka_unit_test(test_vmem),
 	};
