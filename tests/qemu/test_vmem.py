@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
 
-from vcmatest import Vcmad, check, ctl, fail, log, vcmactl, set_tools, wait_until  # noqa: E402
+from vcmatest import poll_until, Vcmad, check, ctl, fail, log, vcmactl, set_tools, wait_until  # noqa: E402
 import vmemguest  # noqa: E402
 
 MODE, VCMAD, VCMACTL = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -65,6 +65,9 @@ try:
     check(not any("VMEM-INSMOD-FAILED" in x for x in vm.lines), "virtio_mem and its dependencies load")
     q = vmemguest.Qmp(qmp_test)
     wait_until(lambda: q.size() == LEND * MiB, 120, "the guest's plugged size grows to %d MiB" % LEND)
+    # vcmad learns the size by polling (every 20 ms while it changes, 250 ms once it
+    # has been still for a second): give its view a moment to catch up with QEMU's
+    poll_until(lambda: (vmemguest.lender(ctl(d, "stats"), "ivi") or {}).get("plugged_bytes") == LEND * MiB, 10)
     st = vmemguest.lender(ctl(d, "stats"), "ivi")
     check(st and st["kind"] == "virtio-mem" and st["lent_bytes"] == LEND * MiB and st["plugged_bytes"] == LEND * MiB,
           "vcmad lent %d MiB of idle pool capacity; QEMU reports that much plugged (%s)" % (LEND, st))
