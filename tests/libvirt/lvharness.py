@@ -207,6 +207,9 @@ group = "root"
 dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
+# no private mount namespace for QEMU: under a chroot (a fresh-machine run) libvirt
+# cannot make one ("Failed disable mount propagation out of the root filesystem")
+namespaces = [ ]
 # virtio-mem access='shared' and file memory backing go here
 memory_backing_dir = "%s"
 """
