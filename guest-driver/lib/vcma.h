@@ -102,10 +102,11 @@ int vcma_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, uint32_
  * -ESHUTDOWN, and -ETIMEDOUT if the ring stayed full for the whole timeout (at most
  * the ring's max_outstanding requests are in flight; a free waits for room, and a
  * region whose FREE could not be sent stays held and mapped). A posted FREE the host
- * answers with an error (only -ENOENT from a working host: it had reclaimed the region
- * already) is kept and reported by vcma_flush(); the memory is gone either way. If the
- * attachment dies, the host frees the guest's regions itself and every later call
- * returns the error.
+ * refuses is kept and reported by vcma_flush(): -ENOENT (the host no longer held the
+ * region, e.g. it reclaimed it: the memory is gone either way) or -ESHUTDOWN (vcmad was
+ * stopping and kept the region until this handle detaches). If the attachment dies,
+ * the host frees the guest's regions itself and every later call returns the error.
+ * docs/PROTOCOL.md §4.8 gives the rules underneath.
  */
 int vcma_free(struct vcma *v, uint64_t handle);
 /* The old synchronous free: send FREE, wait for its answer, return its status. */
