@@ -93,12 +93,13 @@ int vcma_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, uint32_
  *    handle (detach will not free it again); stop device DMA to it before the call;
  *  - the host frees it before it takes any later request from this handle, so a
  *    vcma_alloc() (or query) made afterwards on this handle sees the memory freed;
- *  - the host frees it soon even if no other call follows (the request was notified),
- *    but another guest may see the memory back before vcma_flush() returns, not
- *    necessarily before vcma_free() returns.
+ *  - the host frees it when it takes the request, which it does without waiting for
+ *    another call (the FREE was notified); other guests are not ordered with it: they
+ *    see the memory back by the time vcma_flush() returns, maybe earlier, but not
+ *    necessarily by the time vcma_free() returns.
  * Errors: a handle this handle does not hold (never allocated here, freed already,
  * reclaimed with VCMA_EVENT_REGION_GONE read) is not posted but sent and awaited, and
- * -ENOENT is returned now, as are -EINVAL for handle 0, the attachment's sticky error,
+ * -ENOENT is returned now (handle 0 too), as are the attachment's sticky error,
  * -ESHUTDOWN, and -ETIMEDOUT if the ring stayed full for the whole timeout (at most
  * the ring's max_outstanding requests are in flight; a free waits for room, and a
  * region whose FREE could not be sent stays held and mapped). A posted FREE the host
