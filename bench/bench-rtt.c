@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -69,6 +70,20 @@ static struct dist summarize(uint64_t *v, size_t n)
 	d.p99 = (double)v[(size_t)((double)n * 0.99)] / 1000.0;
 	d.mean = sum / (double)n / 1000.0;
 	return d;
+}
+
+/* vcmad binds its socket before it listens: the file may exist a moment before an
+ * attach can succeed */
+static int attach(const char *sock, const char *name, struct vcma **v)
+{
+	int rc = -ECONNREFUSED;
+
+	for (int i = 0; i < 200 && (rc == -ECONNREFUSED || rc == -ENOENT); i++) {
+		if (i)
+			usleep(10000);
+		rc = vcma_attach(sock, name, NULL, v);
+	}
+	return rc;
 }
 
 static void die(const char *what)
@@ -117,7 +132,7 @@ static struct dist vcma_blocking(const char *sock, size_t iters, size_t warm, bo
 {
 	struct vcma *v;
 	uint64_t *t = calloc(iters, sizeof(*t));
-	int rc = vcma_attach(sock, sync ? "bench-sync" : "bench-blocking", NULL, &v);
+	int rc = attach(sock, sync ? "bench-sync" : "bench-blocking", &v);
 
 	if (rc || !t) {
 		fprintf(stderr, "bench-rtt: attach: %s\n", vcma_strerror(rc));
@@ -185,7 +200,7 @@ static struct dist vcma_pipelined(const char *sock, size_t iters, size_t warm)
 {
 	struct vcma *v;
 	uint64_t *t = calloc(iters, sizeof(*t)), handle = 0;
-	int rc = vcma_attach(sock, "bench-pipelined", NULL, &v);
+	int rc = attach(sock, "bench-pipelined", &v);
 
 	if (rc || !t) {
 		fprintf(stderr, "bench-rtt: attach: %s\n", vcma_strerror(rc));
@@ -236,7 +251,7 @@ static double throughput(const char *sock, int nguests, double secs)
 			uint64_t end = now_ns() + (uint64_t)(secs * 1e9), ops = 0;
 
 			snprintf(name, sizeof(name), "tput%d", g);
-			if (vcma_attach(sock, name, NULL, &v))
+			if (attach(sock, name, &v))
 				_exit(1);
 			while (now_ns() < end) {
 				struct vcma_region_info r;
@@ -338,6 +353,7 @@ int main(int argc, char **argv)
 
 			if (null >= 0)
 				dup2(null, 2);
+			prctl(PR_SET_PDEATHSIG, SIGTERM); /* a bench that exits early takes vcmad along */
 			execl(vcmad, vcmad, "-c", conf, (char *)NULL);
 			_exit(127);
 		}
