@@ -129,6 +129,12 @@ out:
 	return rc;
 }
 
+/*
+ * A posted FREE (vcma.h): only for a region this handle holds, so the caller's
+ * mistakes (a handle it never had, or freed already) still get their -ENOENT now.
+ * The room and the rate token come first: a FREE that cannot be sent in time leaves
+ * the region held and mapped, as if the call had not been made.
+ */
 int vcma_free(struct vcma *v, uint64_t handle)
 {
 	int rc;
@@ -136,7 +142,50 @@ int vcma_free(struct vcma *v, uint64_t handle)
 	if (!v)
 		return -EINVAL;
 	pthread_mutex_lock(&v->lock);
+	if (!handle || !vl_region_find(v, handle)) {
+		rc = free_locked(v, handle);
+		goto out;
+	}
+	rc = vl_reserve(v, vl_deadline(v));
+	if (rc)
+		goto out;
+	region_unmap(v, handle);
+	vl_region_del(v, handle);
+	rc = vl_post_free(v, handle); /* fails only if the attachment is dead: so is the region */
+out:
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+int vcma_free_sync(struct vcma *v, uint64_t handle)
+{
+	int rc;
+
+	if (!v)
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
 	rc = free_locked(v, handle);
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+int vcma_flush(struct vcma *v, uint64_t *handle)
+{
+	int rc;
+
+	if (handle)
+		*handle = 0;
+	if (!v)
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
+	rc = vl_flush(v, vl_deadline(v));
+	if (!rc && v->posted_err) {
+		rc = v->posted_err;
+		if (handle)
+			*handle = v->posted_err_handle;
+		v->posted_err = 0;
+		v->posted_err_handle = 0;
+	}
 	pthread_mutex_unlock(&v->lock);
 	return rc;
 }

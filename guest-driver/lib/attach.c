@@ -385,20 +385,20 @@ void vcma_detach(struct vcma *v)
 			v->unmap(v->map_ctx, r->map, r->size);
 		r->map = NULL;
 	}
-	/* best effort: give every region back; stop at the first sign the host is not
-	 * answering (a silent host would cost one timeout per region) */
-	while (v->nregion && v->connected && !v->dead) {
-		uint64_t handle = v->region[0].handle;
-		struct vcma_req q;
-		int rc;
+	/* best effort: post a FREE for every region, then wait for them and for the FREEs
+	 * vcma_free() posted before; stop at the first sign the host is not answering (a
+	 * silent host costs one timeout in all). Their errors are nobody's any more. */
+	if (v->connected && !v->dead) {
+		uint64_t deadline = vl_deadline(v);
 
-		memset(&q, 0, sizeof(q));
-		q.op = VCMA_OP_FREE;
-		q.handle = handle;
-		rc = vl_call(v, &q, NULL);
-		if (rc && rc != -ENOENT)
-			break;
-		vl_region_del(v, handle);
+		while (v->nregion) {
+			uint64_t handle = v->region[0].handle;
+
+			if (vl_reserve(v, deadline) || vl_post_free(v, handle))
+				break;
+			vl_region_del(v, handle);
+		}
+		vl_flush(v, deadline);
 	}
 	pthread_mutex_unlock(&v->lock);
 	vl_destroy(v);

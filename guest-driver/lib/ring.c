@@ -104,6 +104,7 @@ void vl_mark_dead(struct vcma *v, int err)
 			break;
 		case VL_ORPHAN:
 		case VL_INTERNAL:
+		case VL_POSTED: /* the host frees a dead guest's regions itself (§8.2) */
 			entry_free(e);
 			break;
 		default:
@@ -111,6 +112,7 @@ void vl_mark_dead(struct vcma *v, int err)
 		}
 	}
 	v->nsent = 0;
+	v->nposted = 0;
 	v->alloc_pending = 0;
 }
 
@@ -254,8 +256,8 @@ static int take(struct vcma *v, const struct vcma_rsp *r)
 	if (idx >= v->nreq)
 		goto broken;
 	e = &v->req[idx];
-	if (e->id != r->id ||
-	    (e->state != VL_SENT && e->state != VL_ASYNC && e->state != VL_ORPHAN && e->state != VL_INTERNAL))
+	if (e->id != r->id || (e->state != VL_SENT && e->state != VL_ASYNC && e->state != VL_ORPHAN &&
+				e->state != VL_INTERNAL && e->state != VL_POSTED))
 		goto broken;
 	v->nsent--;
 	e->rsp = *r;
@@ -272,6 +274,14 @@ static int take(struct vcma *v, const struct vcma_rsp *r)
 			} else {
 				vl_region_add(v, r);
 			}
+		}
+	} else if (e->state == VL_POSTED) {
+		/* its region left the table when it was posted (a later ALLOC may already
+		 * have been given the same handle back) */
+		v->nposted--;
+		if (e->result && !v->posted_err) {
+			v->posted_err = e->result;
+			v->posted_err_handle = e->handle;
 		}
 	} else if (e->op == VCMA_OP_FREE && (!e->result || e->result == -ENOENT)) {
 		vl_region_del(v, e->handle);
@@ -422,18 +432,7 @@ int vl_call(struct vcma *v, struct vcma_req *q, struct vcma_rsp *rsp)
 	struct vl_req *e;
 	int rc, idx;
 
-	for (;;) {
-		rc = vl_usable(v);
-		if (rc)
-			return rc;
-		if (vl_room(v))
-			break;
-		/* async requests fill the ring: wait for answers to make room */
-		rc = vl_wait(v, deadline);
-		if (rc)
-			return rc;
-	}
-	rc = vl_pace(v, true, deadline);
+	rc = vl_reserve(v, deadline);
 	if (rc)
 		return rc;
 	idx = vl_publish(v, q, VL_SENT, 0);
@@ -454,6 +453,53 @@ int vl_call(struct vcma *v, struct vcma_req *q, struct vcma_rsp *rsp)
 	rc = e->result;
 	entry_free(e);
 	return rc;
+}
+
+int vl_reserve(struct vcma *v, uint64_t deadline)
+{
+	int rc;
+
+	for (;;) {
+		rc = vl_usable(v);
+		if (rc)
+			return rc;
+		if (vl_room(v))
+			break;
+		/* the ring is full (posted FREEs, async requests): wait for answers */
+		rc = vl_wait(v, deadline);
+		if (rc)
+			return rc;
+	}
+	return vl_pace(v, true, deadline);
+}
+
+int vl_post_free(struct vcma *v, uint64_t handle)
+{
+	struct vcma_req q;
+	int idx;
+
+	memset(&q, 0, sizeof(q));
+	q.op = VCMA_OP_FREE;
+	q.handle = handle;
+	/* §5.4: the host takes it before anything published later, and notifying now
+	 * (§4.2) lets it free the memory without waiting for the next call */
+	idx = vl_publish(v, &q, VL_POSTED, 0);
+	if (idx < 0)
+		return idx;
+	v->nposted++;
+	return 0;
+}
+
+int vl_flush(struct vcma *v, uint64_t deadline)
+{
+	int rc;
+
+	while (v->nposted && !v->dead) {
+		rc = vl_wait(v, deadline);
+		if (rc)
+			return rc;
+	}
+	return v->dead;
 }
 
 /* ---- regions the library allocated ---- */

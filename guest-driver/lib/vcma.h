@@ -4,7 +4,8 @@
  *
  * A struct vcma is one attachment to vcmad: the shared control page and rings, a kick
  * eventfd (to the host) and an irq eventfd (from the host). Calls on one handle are
- * serialized internally; blocking calls wait on the irq eventfd. Event-loop users
+ * serialized internally; blocking calls wait on the irq eventfd, except vcma_free(),
+ * which posts its FREE and does not wait for the answer (see below). Event-loop users
  * poll vcma_fd() and call vcma_complete() / vcma_next_event() when it is readable.
  *
  * Every function returns 0 or a count on success, a negative errno on failure;
@@ -63,7 +64,9 @@ int vcma_attach(const char *socket_path, const char *name, const char *devclass,
  * on failure. Says HELLO. */
 int vcma_attach_fds(int shm_fd, size_t shm_size, int kick_fd, int irq_fd, struct vcma **out);
 
-/* Free every region this handle still holds (best effort), unmap, close. */
+/* Free every region this handle still holds (best effort), wait for the answers to
+ * those FREEs and to every FREE vcma_free() posted (flush; their errors are dropped),
+ * unmap, close. Waits at most the timeout (vcma_set_timeout) in all. */
 void vcma_detach(struct vcma *v);
 
 /* How a region becomes visible in this process: the platform maps guest-physical
@@ -79,7 +82,41 @@ void vcma_set_timeout(struct vcma *v, unsigned int ms);
 /* Blocking API. pool may be NULL (the host picks). align_order 0 = natural. */
 int vcma_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, uint32_t flags, const char *pool,
 	       struct vcma_region_info *out);
+
+/*
+ * vcma_free() posts the FREE of a region this handle holds: it publishes the request
+ * and notifies the host, and returns without waiting for the answer (vcma.ko does the
+ * same, docs/PROTOCOL.md §5.4). So a blocking free then alloc costs one round trip:
+ * the alloc's wait collects the free's answer too. What the caller may rely on when it
+ * returns 0:
+ *  - the region is gone from this process: unmapped (VCMA_ALLOC_MAP), forgotten by the
+ *    handle (detach will not free it again); stop device DMA to it before the call;
+ *  - the host frees it before it takes any later request from this handle, so a
+ *    vcma_alloc() (or query) made afterwards on this handle sees the memory freed;
+ *  - the host frees it when it takes the request, which it does without waiting for
+ *    another call (the FREE was notified); other guests are not ordered with it: they
+ *    see the memory back by the time vcma_flush() returns, maybe earlier, but not
+ *    necessarily by the time vcma_free() returns.
+ * Errors: a handle this handle does not hold (never allocated here, freed already,
+ * reclaimed with VCMA_EVENT_REGION_GONE read) is not posted but sent and awaited, and
+ * -ENOENT is returned now (handle 0 too), as are the attachment's sticky error,
+ * -ESHUTDOWN, and -ETIMEDOUT if the ring stayed full for the whole timeout (at most
+ * the ring's max_outstanding requests are in flight; a free waits for room, and a
+ * region whose FREE could not be sent stays held and mapped). A posted FREE the host
+ * refuses is kept and reported by vcma_flush(): -ENOENT (the host no longer held the
+ * region, e.g. it reclaimed it: the memory is gone either way) or -ESHUTDOWN (vcmad was
+ * stopping and kept the region until this handle detaches). If the attachment dies,
+ * the host frees the guest's regions itself and every later call returns the error.
+ * docs/PROTOCOL.md §4.8 gives the rules underneath.
+ */
 int vcma_free(struct vcma *v, uint64_t handle);
+/* The old synchronous free: send FREE, wait for its answer, return its status. */
+int vcma_free_sync(struct vcma *v, uint64_t handle);
+/* Wait until every FREE vcma_free() posted is answered (up to the timeout). Returns 0,
+ * or the first error of a posted FREE since the last vcma_flush() (then *handle, if
+ * not NULL, is the handle it named, and the error is cleared), or -ETIMEDOUT, or the
+ * attachment's error. After 0 every posted region is back in the host's pool. */
+int vcma_flush(struct vcma *v, uint64_t *handle);
 int vcma_query_region(struct vcma *v, uint64_t handle, struct vcma_region_info *out);
 int vcma_query_pool(struct vcma *v, const char *pool, struct vcma_pool_info *out);
 
@@ -94,6 +131,8 @@ struct vcma_completion {
 
 int vcma_submit_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, const char *pool,
 		      uint64_t cookie);
+/* Posted FREEs take ring room too: vcma_submit_*() may see -EAGAIN until they are
+ * answered (vcma_complete() harvests their answers as well). */
 int vcma_submit_free(struct vcma *v, uint64_t handle, uint64_t cookie);
 /* Harvest up to max completions without blocking; returns how many. */
 int vcma_complete(struct vcma *v, struct vcma_completion *c, int max);

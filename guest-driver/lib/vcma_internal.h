@@ -47,6 +47,7 @@ enum vl_req_state {
 	VL_ASYNC,    /* published by vcma_submit_*() */
 	VL_ORPHAN,   /* its blocking caller timed out; the answer is dropped (an ALLOC is undone) */
 	VL_INTERNAL, /* a FREE the library sent on its own; the answer is dropped */
+	VL_POSTED,   /* a FREE vcma_free() posted: nobody waits; an error is kept for vcma_flush() */
 	VL_DONE,     /* answered: a blocking caller's result is in rsp/result */
 	VL_DONE_ASYNC, /* answered, queued for vcma_complete() */
 };
@@ -113,6 +114,12 @@ struct vcma {
 	struct vl_region *region;
 	uint32_t nregion, region_cap, region_max;
 	uint32_t alloc_pending; /* ALLOCs in flight: table room is reserved for them */
+
+	/* posted FREEs (vcma_free()): published, unanswered; their regions already left
+	 * the table. nposted <= nsent <= max_outstanding. */
+	uint32_t nposted;
+	int posted_err;             /* first error of a posted FREE since vcma_flush(), or 0 */
+	uint64_t posted_err_handle; /* the handle it named */
 };
 
 /*
@@ -147,6 +154,14 @@ int vl_wait(struct vcma *v, uint64_t deadline_ns);
 int vl_pace(struct vcma *v, bool wait, uint64_t deadline_ns);
 /* Publish q and wait for its answer (or -ETIMEDOUT); *rsp gets the answer. */
 int vl_call(struct vcma *v, struct vcma_req *q, struct vcma_rsp *rsp);
+/* Wait until a request may be published (room in the ring, a rate token): 0, or
+ * -errno (dead, closing, -ETIMEDOUT at the deadline; 0 = none). Nothing is published;
+ * under the lock the room stays until the caller publishes. */
+int vl_reserve(struct vcma *v, uint64_t deadline_ns);
+/* Post a FREE (VL_POSTED) after vl_reserve() succeeded: published, not awaited. */
+int vl_post_free(struct vcma *v, uint64_t handle);
+/* Wait until every posted FREE is answered: 0, or -errno (dead, -ETIMEDOUT). */
+int vl_flush(struct vcma *v, uint64_t deadline_ns);
 void vl_mark_dead(struct vcma *v, int err);
 void vl_drain_irq(struct vcma *v);
 int vl_check_sock(struct vcma *v);

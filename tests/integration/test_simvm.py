@@ -2,7 +2,9 @@
 """Several simulated VMs against vcmad: their regions never overlap while live, every
 byte they wrote reads back (vCPU RAM and region patterns), frees return the frames,
 a one-page request to a shared pool is told to use normal memory, and quota
-exhaustion is refused with a clear error."""
+exhaustion is refused with a clear error. A VM whose pool holds one region frees
+(posted, vcma_free) and allocates again back to back: every ALLOC gets the memory the
+FREE before it gave back, and the patterns it writes there verify."""
 import sys
 
 from vcmatest import Vcmad, check, query_pool, set_tools, simvm, vm_summary
@@ -24,6 +26,10 @@ quota = 40M
 size = 16M
 mode = exclusive
 bind = class:camera
+[pool reuse]
+size = 8M
+mode = exclusive
+bind = guest:reuse
 """
 
 
@@ -82,6 +88,17 @@ s = vm_summary(simvm(d, "greedy2", "--ram", "8M", "--workload", "idle", "--alloc
                      "--duration", "1"), "greedy2")
 check(s["sizes"][0]["refused"].get("EDQUOT", 0) > 0, "the sixth 8 MiB region is refused with EDQUOT")
 check(s["sizes"][0]["ok"] >= 5, "five 8 MiB regions fit the 40 MiB quota")
+
+# posted FREEs: one 8 MiB region at a time in an 8 MiB pool, so each ALLOC needs the
+# memory the vcma_free() just before it posted; none is refused, every pattern verifies
+s = vm_summary(simvm(d, "reuse", "--ram", "8M", "--vcpus", "1", "--pool", "reuse", "--alloc", "8M",
+                     "--max-regions", "1", "--duration", "1.5"), "reuse")
+z = s["sizes"][0]
+check(s["corruptions"] == 0 and s["pattern_errors"] == 0 and s["errors"] == 0,
+      "reuse: no corruption in RAM or regions, no unexpected error")
+check(z["ok"] >= 20 and z["ok"] == z["attempts"] and sum(z["refused"].values()) == 0,
+      "reuse: %d of %d ALLOCs right after a posted FREE got its memory (refused: %s)"
+      % (z["ok"], z["attempts"], z["refused"]))
 
 text = d.stop()
 check("protocol violation" not in text, "no well-behaved VM was cut off")

@@ -77,6 +77,7 @@ struct fake {
 	int32_t next_status; /* answer the next non-HELLO request with this, unless FAKE_NO_STATUS */
 	unsigned int hold_n;
 	bool no_kicks; /* set req_event far ahead: "don't kick me" */
+	unsigned int max_live; /* ALLOC gets LIMIT while this many regions are live (0: 64) */
 	struct vcma_req held[FAKE_MAX_HELD];
 	unsigned int nheld;
 	struct fake_region region[FAKE_MAX_REGIONS];
@@ -210,7 +211,7 @@ static void answer(struct fake *f, const struct vcma_req *q)
 	case VCMA_OP_ALLOC: {
 		uint64_t len = (q->length + 4095) & ~4095ull;
 
-		if (f->nregion == FAKE_MAX_REGIONS) {
+		if (f->nregion == FAKE_MAX_REGIONS || (f->max_live && f->nregion >= f->max_live)) {
 			r.status = VCMA_ST_LIMIT;
 			break;
 		}
@@ -613,6 +614,7 @@ static void test_alloc_free_query(void **state)
 	assert_int_equal(fake_last(f, VCMA_OP_QUERY).handle, 0);
 
 	assert_int_equal(vcma_free(v, ri.handle), 0);
+	assert_int_equal(vcma_flush(v, NULL), 0); /* the posted FREE was answered */
 	assert_int_equal(fake_last(f, VCMA_OP_FREE).handle, ri.handle);
 	assert_int_equal(vcma_free(v, ri.handle), -ENOENT);
 	assert_int_equal(vcma_query_region(v, ri.handle, &qi), -ENOENT);
@@ -1196,8 +1198,216 @@ static void test_threads(void **state)
 		pthread_join(t[i], NULL);
 		assert_int_equal(a[i].errors, 0);
 	}
+	assert_int_equal(vcma_flush(v, NULL), 0); /* the last FREEs were posted */
 	assert_int_equal(fake_get(f, &f->nregion), 0);
 	finish(f, v);
+}
+
+/* ---- posted FREEs (vcma_free) ---- */
+
+/* Serve again, answering what was held, after ms milliseconds (another thread). */
+struct later {
+	struct fake *f;
+	unsigned int ms;
+	pthread_t thr;
+};
+
+static void *later_main(void *p)
+{
+	struct later *l = p;
+	struct timespec ts = { .tv_sec = l->ms / 1000, .tv_nsec = (long)(l->ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+	pthread_mutex_lock(&l->f->lock);
+	l->f->mode = FAKE_SERVE;
+	release_held(l->f);
+	pthread_mutex_unlock(&l->f->lock);
+	return NULL;
+}
+
+static void serve_later(struct later *l, struct fake *f, unsigned int ms)
+{
+	l->f = f;
+	l->ms = ms;
+	assert_int_equal(pthread_create(&l->thr, NULL, later_main, l), 0);
+}
+
+/* vcma_free() returns before the answer; an ALLOC that needs the memory gets it. */
+static void test_posted_order(void **state)
+{
+	struct fake *f = fake_start(4, 4);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	struct later l;
+	uint64_t t0;
+
+	pthread_mutex_lock(&f->lock);
+	f->max_live = 1; /* one region at a time: the next ALLOC needs the FREE taken first */
+	pthread_mutex_unlock(&f->lock);
+	for (int i = 0; i < 300; i++) {
+		assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+		assert_int_equal(vcma_free(v, ri.handle), 0);
+	}
+	/* posted: a host that does not answer does not hold vcma_free() up (the fake acts
+	 * on held requests only when it answers them, newest first: no limit here) */
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	pthread_mutex_lock(&f->lock);
+	f->max_live = 0;
+	f->mode = FAKE_SILENT;
+	pthread_mutex_unlock(&f->lock);
+	vcma_set_timeout(v, 2000);
+	t0 = now_ns();
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	assert_true(now_ns() - t0 < 500000000ull);
+	assert_int_equal(fake_get(f, &f->nregion), 1); /* taken, held, not answered */
+	/* the ALLOC waits for its own answer; the FREE's comes with it (one trip) */
+	serve_later(&l, f, 30);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	pthread_join(l.thr, NULL);
+	assert_int_equal(vcma_flush(v, NULL), 0);
+	/* the synchronous free is still there, and says what the host said */
+	assert_int_equal(vcma_free_sync(v, ri.handle), 0);
+	assert_int_equal(fake_get(f, &f->nregion), 0);
+	assert_int_equal(vcma_free_sync(v, ri.handle), -ENOENT);
+	finish(f, v);
+}
+
+/* Errors: the caller's mistakes now, the host's refusal of a posted FREE at vcma_flush(). */
+static void test_posted_error(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri, r2;
+	unsigned int n;
+	uint64_t h = 1;
+
+	/* a handle this attachment does not hold is sent and awaited: -ENOENT at once */
+	assert_int_equal(vcma_free(v, 0x4242), -ENOENT);
+	assert_int_equal(fake_last(f, VCMA_OP_FREE).handle, 0x4242);
+	assert_int_equal(vcma_free(v, 0), -ENOENT);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	assert_int_equal(vcma_free(v, ri.handle), -ENOENT); /* a double free */
+	assert_int_equal(vcma_flush(v, &h), 0);
+	assert_int_equal(h, 0);
+
+	/* the host reclaimed a region, and the guest frees it before reading the event */
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	assert_int_equal(vcma_alloc(v, 2 << 20, 0, 0, NULL, &r2), 0);
+	pthread_mutex_lock(&f->lock);
+	{
+		struct fake_region *reg = fake_find(f, ri.handle);
+
+		assert_non_null(reg);
+		*reg = f->region[--f->nregion];
+	}
+	pthread_mutex_unlock(&f->lock);
+	assert_int_equal(vcma_free(v, ri.handle), 0); /* posted: the refusal comes later */
+	assert_int_equal(vcma_free(v, r2.handle), 0); /* fine, and not reported */
+	assert_int_equal(vcma_flush(v, &h), -ENOENT);
+	assert_int_equal(h, ri.handle);
+	assert_int_equal(vcma_flush(v, &h), 0); /* reported once */
+	assert_int_equal(h, 0);
+	/* another call in between does not eat it: it waits for vcma_flush() */
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	pthread_mutex_lock(&f->lock);
+	f->next_status = VCMA_ST_NO_REGION; /* the next request: the posted FREE */
+	pthread_mutex_unlock(&f->lock);
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &r2), 0);
+	assert_int_equal(vcma_flush(v, &h), -ENOENT);
+	assert_int_equal(h, ri.handle);
+	assert_int_equal(vcma_flush(v, NULL), 0);
+	/* the library forgot the region when it posted the FREE: detach frees only r2 */
+	pthread_mutex_lock(&f->lock);
+	n = f->nops[VCMA_OP_FREE];
+	pthread_mutex_unlock(&f->lock);
+	vcma_detach(v);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), n + 1);
+	assert_int_equal(fake_get(f, &f->violations), 0);
+	fake_free(f);
+}
+
+/* vcma_detach() waits for posted FREEs (and its own) to be answered, up to the timeout. */
+static void test_posted_detach(void **state)
+{
+	struct fake *f = fake_start(8, 8);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri;
+	struct later l;
+	uint64_t t0, dt;
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	fake_set(f, FAKE_SILENT);
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	serve_later(&l, f, 80);
+	t0 = now_ns();
+	vcma_detach(v); /* posts the two held regions' FREEs, waits for all three answers */
+	dt = now_ns() - t0;
+	pthread_join(l.thr, NULL);
+	assert_true(dt >= 70000000ull);
+	assert_int_equal(fake_get(f, &f->nregion), 0);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), 3);
+	assert_int_equal(fake_get(f, &f->rsp_prod_pvt), fake_get(f, &f->req_cons)); /* all answered */
+	assert_int_equal(fake_get(f, &f->violations), 0);
+	fake_free(f);
+
+	/* a host that never answers costs one timeout in all, not one per region */
+	f = fake_start(8, 8);
+	v = fake_attach(f);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	fake_set(f, FAKE_SILENT);
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	vcma_set_timeout(v, 60);
+	t0 = now_ns();
+	vcma_detach(v);
+	dt = now_ns() - t0;
+	assert_true(dt >= 50000000ull && dt < 1000000000ull);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), 4);
+	assert_int_equal(fake_get(f, &f->violations), 0);
+	fake_free(f);
+}
+
+/* Posted FREEs never overflow the ring: with max_outstanding unanswered, vcma_free() waits. */
+static void test_posted_ring_full(void **state)
+{
+	struct fake *f = fake_start(4, 4);
+	struct vcma *v = fake_attach(f);
+	struct vcma_region_info ri[6];
+	struct vcma_region_info x;
+	struct later l;
+	uint64_t t0;
+
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri[i]), 0);
+	fake_set(f, FAKE_SILENT);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(vcma_free(v, ri[i].handle), 0);
+	/* the ring is full of posted FREEs: async callers are told to come back */
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, 1), -EAGAIN);
+	/* a free that finds no room in time leaves the region held, as if not called */
+	vcma_set_timeout(v, 40);
+	t0 = now_ns();
+	assert_int_equal(vcma_free(v, ri[4].handle), -ETIMEDOUT);
+	assert_true(now_ns() - t0 >= 35000000ull);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), 4);
+	/* with a longer timeout it waits for room, then posts */
+	vcma_set_timeout(v, 5000);
+	serve_later(&l, f, 50);
+	t0 = now_ns();
+	assert_int_equal(vcma_free(v, ri[4].handle), 0);
+	assert_true(now_ns() - t0 >= 40000000ull);
+	pthread_join(l.thr, NULL);
+	assert_int_equal(vcma_flush(v, NULL), 0);
+	assert_int_equal(fake_get(f, &f->nregion), 1);
+	assert_int_equal(vcma_query_region(v, ri[5].handle, &x), 0); /* the one still held */
+	/* many frees back to back around a 4-slot ring */
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &x), 0);
+	assert_int_equal(vcma_free(v, ri[5].handle), 0);
+	finish(f, v); /* no "request ring overflow" seen by the fake */
 }
 
 /* ---- vcma_attach over a socket ---- */
@@ -1371,6 +1581,10 @@ int main(void)
 		cmocka_unit_test(test_spin),
 		cmocka_unit_test(test_pacing),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_posted_order),
+		cmocka_unit_test(test_posted_error),
+		cmocka_unit_test(test_posted_detach),
+		cmocka_unit_test(test_posted_ring_full),
 		cmocka_unit_test(test_attach_socket),
 		cmocka_unit_test(test_strerror),
 	};
