@@ -9,8 +9,8 @@
  *   progress  qom-get <dev> size every 20 ms while plugged != requested (250 ms
  *             after a second without change), and MEMORY_DEVICE_SIZE_CHANGE
  *             events (QEMU throttles them to 1/s): each a report
- *   loss      EOF, an error, a malformed or oversized message, or a command
- *             unanswered for 10 s: vmem hears lost, and the driver reconnects with
+ *   loss      EOF, an error, a malformed or oversized message, no greeting or a
+ *             command unanswered for 10 s: vmem hears lost, and the driver reconnects with
  *             backoff (100 ms doubling to 5 s)
  *
  * QMP answers a monitor's commands in order, so outstanding commands are a FIFO.
@@ -64,12 +64,13 @@ struct qmp {
 	uint64_t seq;
 	struct vcma_timer retry, poll;
 	uint32_t backoff_ms;
-	bool warned; /* the current outage is logged */
+	char warned[96]; /* the reason of the current outage, logged once ("": none yet) */
 	const char *broken; /* a failure found inside a call from vmem: down from the loop */
 	uint64_t want;     /* requested size vmem asked for */
 	bool set_inflight, get_inflight;
 	uint64_t plugged, requested, max, block;
 	uint64_t changed_ns; /* the plugged size last changed */
+	uint64_t connected_ns; /* the connection was made: the greeting is due within QMP_ANSWER_NS */
 };
 
 static void qmp_down(struct qmp *q, const char *why);
@@ -240,7 +241,7 @@ static void on_return(struct qmp *q, struct json_object *msg, bool error)
 		}
 		q->st = Q_READY;
 		q->backoff_ms = QMP_BACKOFF_MIN_MS;
-		q->warned = false;
+		q->warned[0] = '\0';
 		q->want = q->requested;
 		q->changed_ns = vcmad_now(q->d);
 		log_info("virtio-mem: %s: QMP %s connected, device %s", q->name, q->path, q->dev);
@@ -385,9 +386,11 @@ static void qmp_down(struct qmp *q, const char *why)
 	bool was_ready = q->st == Q_READY;
 
 	qmp_close_fd(q);
-	if (!q->warned)
+	/* each new reason once: a QEMU that is not up yet is not logged every retry */
+	if (strncmp(q->warned, why, sizeof(q->warned) - 1)) {
 		log_warn("virtio-mem: %s: QMP %s: %s; reconnecting", q->name, q->path, why);
-	q->warned = true;
+		snprintf(q->warned, sizeof(q->warned), "%s", why);
+	}
 	if (was_ready)
 		vcmad_vmem_lost(q->v, why);
 	arm_retry(q);
@@ -423,6 +426,7 @@ static void retry_cb(struct vcma_timer *t)
 	}
 	q->events = EPOLLIN;
 	q->st = Q_GREETING;
+	q->connected_ns = vcmad_now(q->d);
 	vcma_timer_arm_in(&q->d->loop, &q->poll, QMP_IDLE_NS);
 }
 
@@ -438,6 +442,10 @@ static void poll_cb(struct vcma_timer *t)
 	}
 	if (q->nfifo && now - q->fifo[0].sent_ns > QMP_ANSWER_NS) {
 		qmp_down(q, "QEMU does not answer (10 s)");
+		return;
+	}
+	if (q->st == Q_GREETING && now - q->connected_ns > QMP_ANSWER_NS) {
+		qmp_down(q, "no QMP greeting within 10 s");
 		return;
 	}
 	if (q->st != Q_READY) {
