@@ -24,6 +24,7 @@ void vcmad_conf_defaults(struct vcmad_conf *c)
 	c->lend_share = 50;
 	c->pause_timeout_ms = 200;
 	c->max_pause_us = 1000;
+	c->precopy = true;
 	c->relend_idle_ms = 200;
 	c->shutdown_grace_ms = 2000;
 	c->machine_bytes = 1ull << 30;
@@ -130,6 +131,14 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 			return -EINVAL;
 		}
 		c->max_pause_us = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_DAEMON && !strcmp(k, "precopy")) {
+		if (strcmp(v, "yes") && strcmp(v, "no")) {
+			*msg = "expected yes or no";
+			return -EINVAL;
+		}
+		c->precopy = !strcmp(v, "yes");
 		return 0;
 	}
 	if (sec == SEC_DAEMON && !strcmp(k, "relend_idle_ms")) {

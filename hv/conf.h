@@ -4,7 +4,7 @@
  * "file:line: key: message". Command-line overrides are applied on top.
  *
  *   [daemon]   runtime_dir, backend, max_guests, poll_us, lend_share,
- *              pause_timeout_ms, max_pause_us, relend_idle_ms, ctl_group
+ *              pause_timeout_ms, max_pause_us, precopy, relend_idle_ms, ctl_group
  *   [limits]   max_regions_per_guest, max_bytes_per_guest, request_rate,
  *              request_burst, max_ram_per_guest, ring_slots
  *   [machine]  memory            (sim backend: simulated machine memory; Xen: ignored)
@@ -103,6 +103,7 @@ struct vcmad_conf {
 	uint32_t lend_share;       /* % of a VM's RAM backed by lendable pool frames */
 	uint32_t pause_timeout_ms; /* a VMM must answer PAUSE within this */
 	uint32_t max_pause_us;     /* target bound on one guest pause while vacating */
+	bool precopy;              /* use what a VMM offers: drops, one-trip pauses, pre-copy */
 	uint32_t relend_idle_ms;   /* quiet time before pages move back onto idle pool frames */
 	uint32_t shutdown_grace_ms; /* on SIGTERM, how long guests get to detach */
 	char ctl_group[33]; /* may use the control socket besides root; "" = root only */

@@ -3,14 +3,23 @@
  * vacate.c - the job engine (vacate.h): moves of VMs' pages, per VM, in batches of
  * pause, copy, remap, resume.
  *
- * A job is a list of moves sorted by (VM, gfn). A batch is consecutive moves of one
- * VM that still apply; before it pauses anybody it has its destinations (ordinary
- * memory reserved when the job began, or for relend idle pool frames claimed from
- * the top) faulted in. Only REMAPPED changes the p2m and the frame map: before it,
- * every page is where its VM has it mapped, and a failure just hands the scratch
+ * A job is a list of moves sorted by (VM, gfn). A batch is moves of one VM that still
+ * apply; before it pauses anybody it has its destinations (ordinary memory reserved
+ * when the job began, or for relend idle pool frames claimed from the top) faulted
+ * in. Only REMAPPED (or DROPPED) changes the p2m and the frame map: before it, every
+ * page is where its VM has it mapped, and a failure just hands the scratch
  * destinations back.
+ *
+ * A batch is one of three kinds (ARCHITECTURE.md, "Vacating like live migration"):
+ *   B_DROP     reported pages of a ONE_TRIP VM: DROP while it runs, nothing copied
+ *   B_PRECOPY  in-use pages of a DIRTY_LOG VM: TRACK, copy, DIRTY_READ rounds, then
+ *              one pause that copies what was written last (PAUSE + DIRTY_READ sent
+ *              together, REMAP_RESUME)
+ *   B_PAUSE    pause, copy, remap, resume, sized to max_pause_us (one trip when the
+ *              VMM takes REMAP_RESUME)
  */
 #include <errno.h>
+#include <sys/types.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +31,15 @@
 
 #define MIN_BATCH 16u
 #define MAX_BATCH 4096u
-#define MAX_RUNS 128u /* runs per REMAP */
+#define MAX_RUNS 128u       /* runs per REMAP */
+#define PRECOPY_MAX 4096u   /* pages tracked at once */
+#define PRECOPY_ROUNDS 8u   /* DIRTY_READs while running before giving up on converging */
+#define MOVED UINT64_MAX    /* src of a move already made */
+#define COPY_NS_MIN 250u    /* a 4 KiB copy costs at least this (ns) */
 
-enum job_state { J_READY, J_WAIT_PAUSE, J_WAIT_REMAP, J_DONE };
+enum job_state { J_READY, J_WAIT_DROP, J_WAIT_TRACK, J_WAIT_DIRTY, J_WAIT_PAUSE, J_WAIT_REMAP, J_DONE };
+
+enum batch_kind { B_PAUSE, B_DROP, B_PRECOPY };
 
 enum job_kind {
 	JOB_WINDOW, /* empty a claimed window for an allocation */
@@ -43,16 +58,31 @@ struct vcmad_job {
 	void *done_arg;
 	struct vcmad_move *mv;
 	size_t nmv, next_mv;
+	bool no_drop;    /* a DROP was refused: reported pages go through pauses */
+	bool no_precopy; /* pre-copy did not converge: pause-and-copy batches from here */
 	/* the batch in flight */
-	struct vcmad_vm *vm; /* paused (or being paused) by this job */
-	size_t b0, bn;
-	uint64_t *dst; /* [bn] destination mfns */
+	struct vcmad_vm *vm; /* whose control this job holds (paused, tracked, dropping) */
+	enum batch_kind bk;
+	size_t *bi, bn; /* [bn] the batch's moves (indices into mv, ascending) */
+	uint64_t *dst;  /* [bn] destination mfns */
+	uint8_t *dirty; /* B_PRECOPY: [bn] written since it was last copied */
+	size_t ndirty, last_dirty;
+	uint32_t rounds;
+	uint64_t copy_ns; /* B_PRECOPY: what copying one page cost in the first round */
+	bool got_paused, got_dirty, one_trip_sent;
+	uint64_t pause_ns;
 	struct vcmad_run runs[MAX_RUNS];
 	uint32_t nruns;
-	uint32_t seq;
-	struct vcma_timer deadline; /* PAUSE or REMAP not answered in time */
+	uint32_t seq;  /* of the PAUSE, TRACK or DROP in flight (REMAP reuses the PAUSE's) */
+	uint32_t dseq; /* of the DIRTY_READ in flight */
+	struct vcma_timer deadline; /* the VM did not answer in time */
 	enum job_state st;
 };
+
+static inline struct vcmad_move *bmv(const struct vcmad_job *j, size_t i)
+{
+	return &j->mv[j->bi[i]];
+}
 
 static void step(struct vcmad_job *j);
 
@@ -134,15 +164,24 @@ static void drop_dst(struct vcmad_job *j, uint64_t mfn)
 	}
 }
 
+static void batch_free(struct vcmad_job *j)
+{
+	free(j->dst);
+	free(j->bi);
+	free(j->dirty);
+	j->dst = NULL;
+	j->bi = NULL;
+	j->dirty = NULL;
+	j->bn = 0;
+}
+
 static void release_dst(struct vcmad_job *j)
 {
 	vcma_core_batch_begin(&j->d->core);
 	for (size_t i = 0; j->dst && i < j->bn; i++)
 		drop_dst(j, j->dst[i]);
 	vcma_core_batch_end(&j->d->core);
-	free(j->dst);
-	j->dst = NULL;
-	j->bn = 0;
+	batch_free(j);
 }
 
 static const char *kind_name(const struct vcmad_job *j)
@@ -155,7 +194,7 @@ static void complete(struct vcmad_job *j, int err)
 	struct vcmad *d = j->d;
 
 	vcma_timer_cancel(&d->loop, &j->deadline);
-	if (j->dst)
+	if (j->dst || j->bi)
 		release_dst(j);
 	reserve_drop(d, j);
 	if (j->kind == JOB_RELEND && err == -ENOMEM)
@@ -190,7 +229,7 @@ static uint32_t merge_runs(struct vcmad_job *j, size_t upto)
 	uint32_t n = 0;
 
 	for (size_t i = 0; i < upto; i++) {
-		const struct vcmad_move *m = &j->mv[j->b0 + i];
+		const struct vcmad_move *m = bmv(j, i);
 
 		if (n && j->runs[n - 1].gfn + j->runs[n - 1].count == m->gfn &&
 		    j->runs[n - 1].mfn + j->runs[n - 1].count == j->dst[i]) {
@@ -240,7 +279,7 @@ static void prepare_dst(struct vcmad_job *j)
 			mem(d)->zero(&d->be, j->dst[i], k - i);
 		}
 	for (size_t i = 0; i < j->bn; i++)
-		if (!(j->vm->gflags[j->mv[j->b0 + i].gfn] & VCMAD_GFN_REPORTED))
+		if (!(j->vm->gflags[bmv(j, i)->gfn] & VCMAD_GFN_REPORTED))
 			mem(d)->touch(&d->be, j->dst[i], 1);
 }
 
@@ -295,24 +334,122 @@ static int pick_dst(struct vcmad_job *j, size_t bn)
 }
 
 static const struct vcmad_vm_pauser_ops pauser_ops;
+static void adapt_batch(struct vcmad *d, uint64_t ns, size_t bn);
+
+static void arm_deadline(struct vcmad_job *j)
+{
+	vcma_timer_arm_in(&j->d->loop, &j->deadline, (uint64_t)j->d->conf.pause_timeout_ms * 1000000ull);
+}
+
+static bool can_drop(const struct vcmad_job *j, const struct vcmad_vm *vm)
+{
+	return j->d->conf.precopy && vm->ctl.one_trip && vm->ctl.ops->drop && !j->no_drop;
+}
+
+static bool can_track(const struct vcmad_job *j, const struct vcmad_vm *vm)
+{
+	return j->d->conf.precopy && vm->ctl.dirty_log && vm->ctl.ops->track && !vm->no_dirty_log && !j->no_precopy;
+}
+
+/*
+ * The next batch for vm, from next_mv on: its kind and its moves (j->bi, j->bn).
+ * Reported pages go first, in DROPs, when the VMM takes them; the rest is pre-copied
+ * when the VMM logs writes, else paused for in batches sized to max_pause_us.
+ */
+static int form_batch(struct vcmad_job *j, struct vcmad_vm *vm)
+{
+	struct vcmad_vm *same;
+	size_t cap, i;
+
+	j->bk = can_track(j, vm) ? B_PRECOPY : B_PAUSE;
+	if (can_drop(j, vm))
+		for (i = j->next_mv; i < j->nmv && j->mv[i].vm == vm->ctl.id; i++)
+			if (move_applies(j, &j->mv[i], &same) && (vm->gflags[j->mv[i].gfn] & VCMAD_GFN_REPORTED)) {
+				j->bk = B_DROP;
+				break;
+			}
+	cap = j->bk == B_PAUSE ? j->d->vacate.batch : PRECOPY_MAX;
+	j->bi = calloc(cap, sizeof(*j->bi));
+	if (!j->bi)
+		return -ENOMEM;
+	j->bn = 0;
+	for (i = j->next_mv; i < j->nmv && j->mv[i].vm == vm->ctl.id && j->bn < cap; i++) {
+		if (!move_applies(j, &j->mv[i], &same))
+			continue; /* moved already (a DROP, another job): skipped */
+		if (j->bk == B_DROP && !(vm->gflags[j->mv[i].gfn] & VCMAD_GFN_REPORTED))
+			continue;
+		j->bi[j->bn++] = i;
+	}
+	return 0;
+}
+
+/* The batch's gfns as runs (mfn 0), for TRACK and UNTRACK: never more runs than
+ * the batch's REMAP has. */
+static uint32_t gfn_runs(const struct vcmad_job *j, struct vcmad_run *out)
+{
+	uint32_t n = 0;
+
+	for (size_t i = 0; i < j->bn; i++) {
+		uint64_t gfn = bmv(j, i)->gfn;
+
+		if (n && out[n - 1].gfn + out[n - 1].count == gfn) {
+			out[n - 1].count++;
+			continue;
+		}
+		out[n++] = (struct vcmad_run){ gfn, 0, 1 };
+	}
+	return n;
+}
+
+/* Stop logging the batch's pages (pre-copy given up); no answer. */
+static void untrack(struct vcmad_job *j)
+{
+	struct vcmad_run runs[MAX_RUNS];
+
+	if (j->bk == B_PRECOPY && j->vm && !j->vm->ctl.lost && j->st != J_WAIT_TRACK)
+		j->vm->ctl.ops->untrack(&j->vm->ctl, j->vm->seq, runs, gfn_runs(j, runs));
+}
+
+/* The batch is given up with nothing moved: the VM resumed if paused, its control
+ * let go, the destinations handed back. */
+static void batch_abandon(struct vcmad_job *j)
+{
+	struct vcmad_vm *vm = j->vm;
+
+	vcma_timer_cancel(&j->d->loop, &j->deadline);
+	if (vm) {
+		untrack(j);
+		for (size_t i = 0; j->bk == B_DROP && i < j->bn; i++)
+			vm->gflags[bmv(j, i)->gfn] &= (uint8_t)~VCMAD_GFN_MOVING;
+		uint64_t ns = vcmad_vm_resume(vm);
+
+		if (j->bk == B_PAUSE && ns)
+			adapt_batch(j->d, ns, j->bn);
+		if (j->bk == B_DROP)
+			vcmad_vm_reuse_flush(vm);
+	}
+	release_dst(j);
+	j->vm = NULL;
+	j->st = J_READY;
+	kick_waiting(j->d);
+}
 
 /* Advance a READY job: skip moves that no longer apply, then start the next batch. */
 static void step(struct vcmad_job *j)
 {
 	struct vcmad *d = j->d;
 	struct vcmad_vm *vm = NULL;
-	size_t bn;
 	int rc;
 
 	while (j->next_mv < j->nmv && (!move_applies(j, &j->mv[j->next_mv], &vm) ||
 				       (vm->unresponsive && j->kind != JOB_WINDOW))) {
-		/* the VM went away (its frames are FREE now), the page moved (another job
-		 * took it), or it may no longer go onto a pool frame; or the VM does not
-		 * answer PAUSE, and only an allocation needs its pages moved: no
-		 * destination needed */
-		j->next_mv++;
-		if (j->kind != JOB_RELEND)
+		/* made by this job already (its destination was taken then); or the VM
+		 * went away (its frames are FREE now), the page moved (another job took it),
+		 * or it may no longer go onto a pool frame; or the VM does not answer PAUSE,
+		 * and only an allocation needs its pages moved: no destination needed */
+		if (j->kind != JOB_RELEND && j->mv[j->next_mv].src != MOVED)
 			reserve_take(d, j, 1);
+		j->next_mv++;
 	}
 	if (j->next_mv == j->nmv) {
 		complete(j, 0);
@@ -331,22 +468,11 @@ static void step(struct vcmad_job *j)
 		return;
 	}
 	if (vm->pauser || vm->ctl.lost)
-		return; /* another job has it paused, or it is going: wait (kick_waiting) */
-	j->b0 = j->next_mv;
-	/* a batch is consecutive moves of one VM that all still apply: one that no longer
-	 * does ends the batch and is skipped when the next one forms */
-	for (bn = 1; j->b0 + bn < j->nmv && bn < d->vacate.batch && j->mv[j->b0 + bn].vm == vm->ctl.id; bn++) {
-		struct vcmad_vm *same;
-
-		if (!move_applies(j, &j->mv[j->b0 + bn], &same))
-			break;
-	}
-	if (pick_dst(j, bn)) {
-		free(j->dst);
-		j->dst = NULL;
-		j->bn = 0;
+		return; /* another job has its control, or it is going: wait (kick_waiting) */
+	if (form_batch(j, vm) || pick_dst(j, j->bn)) {
+		batch_free(j);
 		if (j->kind != JOB_RELEND)
-			log_warn("vacate: no ordinary memory for %zu page(s) of guest %u", bn, vm->ctl.id);
+			log_warn("vacate: no ordinary memory for a batch of guest %u", vm->ctl.id);
 		complete(j, -ENOMEM);
 		return;
 	}
@@ -361,9 +487,30 @@ static void step(struct vcmad_job *j)
 	}
 	j->vm = vm;
 	prepare_dst(j);
+	if (j->bk != B_PAUSE) {
+		struct vcmad_run runs[MAX_RUNS];
+
+		vcmad_vm_hold(vm, j, &pauser_ops);
+		j->seq = ++vm->seq;
+		arm_deadline(j);
+		if (j->bk == B_DROP) {
+			for (size_t i = 0; i < j->bn; i++)
+				vm->gflags[bmv(j, i)->gfn] |= VCMAD_GFN_MOVING;
+			j->st = J_WAIT_DROP;
+			rc = vm->ctl.ops->drop(&vm->ctl, j->seq, j->runs, j->nruns);
+		} else {
+			j->dirty = calloc(j->bn, 1);
+			j->st = J_WAIT_TRACK;
+			rc = j->dirty ? vm->ctl.ops->track(&vm->ctl, j->seq, runs, gfn_runs(j, runs)) : -ENOMEM;
+		}
+		if (rc)
+			batch_abandon(j); /* the VM is reported lost (or no memory): wait for that */
+		return;
+	}
 	j->st = J_WAIT_PAUSE;
+	j->got_paused = false;
 	j->seq = vm->seq + 1; /* the seq of this PAUSE: a synchronous backend answers at once */
-	vcma_timer_arm_in(&d->loop, &j->deadline, (uint64_t)d->conf.pause_timeout_ms * 1000000ull);
+	arm_deadline(j);
 	rc = vcmad_vm_pause(vm, j, &pauser_ops);
 	if (rc && j->st == J_WAIT_PAUSE) {
 		/* the backend reports the VM lost; until then the job waits */
@@ -405,59 +552,82 @@ static void resume(struct vcmad_job *j)
 	struct vcmad *d = j->d;
 	uint64_t ns = vcmad_vm_resume(j->vm);
 
-	adapt_batch(d, ns, j->bn);
+	if (j->bk == B_PAUSE)
+		adapt_batch(d, ns, j->bn);
 	j->vm = NULL;
 	kick_waiting(d); /* jobs waiting for this VM */
+}
+
+/* Copy the batch's pages in use (all, or those marked dirty) to their destinations.
+ * The state now, not when the job began: the guest may have reported a page free
+ * (or reused it) since; a reported page is dropped and its destination reads as
+ * zeros (prepare_dst) or as an earlier copy of the page. Returns pages copied. */
+static size_t copy_pages(struct vcmad_job *j, bool only_dirty)
+{
+	struct vcmad *d = j->d;
+	size_t n = 0;
+
+	for (size_t i = 0; i < j->bn; i++) {
+		const struct vcmad_move *m = bmv(j, i);
+
+		if ((only_dirty && !j->dirty[i]) || (j->vm->gflags[m->gfn] & VCMAD_GFN_REPORTED))
+			continue;
+		mem(d)->copy(&d->be, j->dst[i], m->src, 1);
+		n++;
+	}
+	return n;
+}
+
+/* Paused, and copied: move the pages. A VMM that takes REMAP_RESUME resumes itself
+ * and answers after (one round trip per pause); the pause ends as it is sent. */
+static void send_remap(struct vcmad_job *j)
+{
+	struct vcmad_vm *vm = j->vm;
+	int rc;
+
+	j->st = J_WAIT_REMAP;
+	arm_deadline(j);
+	j->one_trip_sent = j->d->conf.precopy && vm->ctl.one_trip && vm->ctl.ops->remap_resume;
+	if (j->one_trip_sent) {
+		j->pause_ns = vcmad_vm_unpause(vm, false);
+		rc = vm->ctl.ops->remap_resume(&vm->ctl, j->seq, j->runs, j->nruns);
+	} else {
+		rc = vm->ctl.ops->remap(&vm->ctl, j->seq, j->runs, j->nruns);
+	}
+	if (rc)
+		vcma_timer_cancel(&j->d->loop, &j->deadline); /* the VM is reported lost; its detach ends the batch */
 }
 
 static void job_paused(void *pauser, struct vcmad_vm *vm, uint32_t seq)
 {
 	struct vcmad_job *j = pauser;
-	struct vcmad *d = j->d;
-	int rc;
 
-	if (j->st != J_WAIT_PAUSE || j->seq != seq)
+	if (j->st != J_WAIT_PAUSE || j->seq != seq || j->got_paused)
 		return; /* a late answer to a PAUSE that timed out */
 	vm->pause_misses = 0;
-	for (size_t i = 0; i < j->bn; i++) {
-		const struct vcmad_move *m = &j->mv[j->b0 + i];
-
-		/* the state now, not when the job began: the guest may have reported
-		 * the page free (or reused it) since; a reported page is dropped and its
-		 * destination reads as zeros (prepare_dst) */
-		if (!(vm->gflags[m->gfn] & VCMAD_GFN_REPORTED))
-			mem(d)->copy(&d->be, j->dst[i], m->src, 1);
-	}
-	j->st = J_WAIT_REMAP;
-	vcma_timer_arm_in(&d->loop, &j->deadline, (uint64_t)d->conf.pause_timeout_ms * 1000000ull);
-	rc = vm->ctl.ops->remap(&vm->ctl, j->seq, j->runs, j->nruns);
-	if (rc)
-		vcma_timer_cancel(&d->loop, &j->deadline); /* the VM is reported lost; its detach ends the batch */
+	j->got_paused = true;
+	if (j->bk == B_PRECOPY && !j->got_dirty)
+		return; /* the last DIRTY comes next */
+	vcma_timer_cancel(&j->d->loop, &j->deadline);
+	if (j->bk == B_PRECOPY)
+		j->d->vacate.precopy_final_pages += copy_pages(j, true);
+	else
+		copy_pages(j, false);
+	send_remap(j);
 }
 
-static void job_remapped(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status)
+/* The batch moved (REMAPPED or DROPPED 0): the p2m and the frame map follow. The
+ * bookkeeping is the host's own and finishes before the loop reads another message
+ * from this VM, so nothing can see it half done; the old frames are no longer mapped
+ * by the VM. */
+static void commit(struct vcmad_job *j)
 {
-	struct vcmad_job *j = pauser;
 	struct vcmad *d = j->d;
+	struct vcmad_vm *vm = j->vm;
 
-	if (j->st != J_WAIT_REMAP || j->seq != seq)
-		return;
-	vcma_timer_cancel(&d->loop, &j->deadline);
-	if (status) {
-		log_warn("guest %u (%s): REMAP failed (%s); vacate abandoned", vm->ctl.id, vm->ctl.name, strerror(status));
-		resume(j);
-		release_dst(j);
-		complete(j, -EIO);
-		return;
-	}
-	/* The VM runs on its new frames from here: resume it first. The bookkeeping
-	 * below is the host's own and finishes before the loop reads another message
-	 * from this VM, so nothing can see it half done; the old frames are no longer
-	 * mapped by the VM. */
-	resume(j);
 	vcma_core_batch_begin(&d->core);
 	for (size_t i = 0; i < j->bn; i++) {
-		const struct vcmad_move *m = &j->mv[j->b0 + i];
+		struct vcmad_move *m = bmv(j, i);
 		struct vcma_pool *p = vcma_core_pool_of(&d->core, m->src);
 		bool reported = vm->gflags[m->gfn] & VCMAD_GFN_REPORTED;
 
@@ -488,22 +658,229 @@ static void job_remapped(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_
 			vcma_fmap_unclaim(fm, j->dst[i] - fm->base, 1);
 			vcma_fmap_lend(fm, j->dst[i] - fm->base, vm->ctl.id, m->gfn, !reported);
 		}
+		m->src = MOVED;
 	}
 	vcma_core_batch_end(&d->core);
-	free(j->dst);
-	j->dst = NULL;
-	j->next_mv = j->b0 + j->bn;
-	j->bn = 0;
+	batch_free(j);
+}
+
+static void job_remapped(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status)
+{
+	struct vcmad_job *j = pauser;
+	struct vcmad *d = j->d;
+	uint64_t ns;
+
+	if (j->st != J_WAIT_REMAP || j->seq != seq)
+		return;
+	vcma_timer_cancel(&d->loop, &j->deadline);
+	/* the VM runs from here (on its new frames, or on its old ones if refused) */
+	ns = j->one_trip_sent ? j->pause_ns : vcmad_vm_unpause(vm, true);
+	if (j->bk == B_PAUSE)
+		adapt_batch(d, ns, j->bn);
+	if (status) {
+		log_warn("guest %u (%s): REMAP failed (%s); vacate abandoned", vm->ctl.id, vm->ctl.name, strerror(status));
+		batch_abandon(j);
+		complete(j, -EIO);
+		return;
+	}
+	commit(j);
+	vcmad_vm_let_go(vm);
+	j->vm = NULL;
 	j->st = J_READY;
+	kick_waiting(d); /* jobs waiting for this VM */
 	step(j);
+}
+
+static void job_dropped(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status)
+{
+	struct vcmad_job *j = pauser;
+	struct vcmad *d = j->d;
+	size_t n = j->bn;
+
+	if (j->st != J_WAIT_DROP || j->seq != seq)
+		return;
+	if (status) {
+		/* nothing moved: these pages go through pauses like the rest */
+		log_warn("guest %u (%s): DROP refused (%s); its reported pages will be moved in pauses", vm->ctl.id,
+			 vm->ctl.name, strerror(status));
+		j->no_drop = true;
+		batch_abandon(j);
+		step(j);
+		return;
+	}
+	vcma_timer_cancel(&d->loop, &j->deadline);
+	for (size_t i = 0; i < j->bn; i++)
+		vm->gflags[bmv(j, i)->gfn] &= (uint8_t)~VCMAD_GFN_MOVING;
+	commit(j);
+	d->vacate.drops++;
+	d->vacate.dropped_pages += n;
+	/* REUSEs of these pages waited for this: they now read as zeros */
+	vcmad_vm_reuse_flush(vm);
+	vcmad_vm_let_go(vm);
+	j->vm = NULL;
+	j->st = J_READY;
+	kick_waiting(d);
+	step(j);
+}
+
+static void dirty_read(struct vcmad_job *j)
+{
+	struct vcmad_vm *vm = j->vm;
+
+	memset(j->dirty, 0, j->bn);
+	j->ndirty = 0;
+	j->got_dirty = false;
+	j->dseq = ++vm->seq;
+	if (vm->ctl.ops->dirty_read(&vm->ctl, j->dseq))
+		vcma_timer_cancel(&j->d->loop, &j->deadline); /* the VM is reported lost */
+}
+
+/* Pre-copy gave up: the VM writes faster than the copy. The old way from here. */
+static void fall_back(struct vcmad_job *j)
+{
+	struct vcmad_vm *vm = j->vm;
+
+	log_info("guest %u (%s): pre-copy did not converge (%zu of %zu page(s) written again after %u round(s)); "
+		 "pausing in batches instead", vm->ctl.id, vm->ctl.name, j->ndirty, j->bn, j->rounds);
+	j->d->vacate.precopy_fallbacks++;
+	j->no_precopy = true;
+	batch_abandon(j);
+	step(j);
+}
+
+/* Pages one pause may copy within the pause budget, at this batch's copy rate. */
+static size_t pause_budget(const struct vcmad_job *j)
+{
+	/* a page copy costs at least COPY_NS_MIN, whatever a coarse clock says */
+	uint64_t bound = (uint64_t)j->d->conf.max_pause_us * 1000 * 6 / 10,
+		 per = j->copy_ns > COPY_NS_MIN ? j->copy_ns : COPY_NS_MIN;
+	uint64_t n = bound / 2 / per; /* half: the pause also holds the round trip and the remap */
+
+	return n < MIN_BATCH ? MIN_BATCH : n;
+}
+
+static void go_pause(struct vcmad_job *j)
+{
+	struct vcmad_vm *vm = j->vm;
+
+	j->got_paused = false;
+	j->st = J_WAIT_PAUSE;
+	j->seq = vm->seq + 1;
+	arm_deadline(j);
+	if (vcmad_vm_pause(vm, j, &pauser_ops)) {
+		vcma_timer_cancel(&j->d->loop, &j->deadline); /* the VM is reported lost */
+		return;
+	}
+	/* with PAUSE, in the same trip: answered once every vCPU is parked */
+	dirty_read(j);
+}
+
+static void job_tracking(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status)
+{
+	struct vcmad_job *j = pauser;
+	uint64_t t0;
+
+	if (j->st != J_WAIT_TRACK || j->seq != seq)
+		return;
+	vcma_timer_cancel(&j->d->loop, &j->deadline);
+	if (status) {
+		log_info("guest %u (%s) cannot log writes (%s): it is vacated by pausing it", vm->ctl.id, vm->ctl.name,
+			 strerror(status));
+		vm->no_dirty_log = true;
+		batch_abandon(j);
+		step(j);
+		return;
+	}
+	/* every write from now on is logged: copy everything while the VM runs */
+	j->d->vacate.precopy_batches++;
+	t0 = vcmad_now(j->d);
+	j->d->vacate.precopy_pages += copy_pages(j, false);
+	j->copy_ns = (vcmad_now(j->d) - t0) / (j->bn ? j->bn : 1);
+	j->rounds = 0;
+	j->last_dirty = j->bn;
+	j->st = J_WAIT_DIRTY;
+	arm_deadline(j);
+	dirty_read(j);
+}
+
+static ssize_t batch_index(const struct vcmad_job *j, uint64_t gfn)
+{
+	size_t lo = 0, hi = j->bn;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		uint64_t g = bmv(j, mid)->gfn;
+
+		if (g == gfn)
+			return (ssize_t)mid;
+		if (g < gfn)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static void job_dirty(void *pauser, struct vcmad_vm *vm, uint32_t seq, const struct vcmad_run *runs, uint32_t n,
+		      bool last, int32_t status)
+{
+	struct vcmad_job *j = pauser;
+	struct vcmad *d = j->d;
+
+	(void)vm;
+	if ((j->st != J_WAIT_DIRTY && j->st != J_WAIT_PAUSE) || j->bk != B_PRECOPY || j->dseq != seq || j->got_dirty)
+		return;
+	/* gfns outside the batch are not ours to care about: ignored */
+	for (uint32_t r = 0; r < n; r++)
+		for (uint64_t k = 0; k < runs[r].count; k++) {
+			ssize_t i = batch_index(j, runs[r].gfn + k);
+
+			if (i >= 0 && !j->dirty[i]) {
+				j->dirty[i] = 1;
+				j->ndirty++;
+			}
+		}
+	if (!last)
+		return;
+	if (status) {
+		/* no log: every page counts as written */
+		memset(j->dirty, 1, j->bn);
+		j->ndirty = j->bn;
+	}
+	j->got_dirty = true;
+	if (j->st == J_WAIT_PAUSE) {
+		if (j->got_paused) {
+			j->got_paused = false;
+			job_paused(j, vm, j->seq);
+		}
+		return;
+	}
+	vcma_timer_cancel(&d->loop, &j->deadline);
+	/* a round while the VM ran: copy what was written during it, then decide */
+	d->vacate.precopy_rounds++;
+	d->vacate.precopy_recopied += copy_pages(j, true);
+	j->rounds++;
+	if (j->ndirty <= pause_budget(j)) {
+		go_pause(j);
+	} else if (j->rounds >= PRECOPY_ROUNDS || j->ndirty * 10 >= j->last_dirty * 9) {
+		fall_back(j);
+	} else {
+		j->last_dirty = j->ndirty;
+		j->st = J_WAIT_DIRTY;
+		arm_deadline(j);
+		dirty_read(j);
+	}
 }
 
 static const struct vcmad_vm_pauser_ops pauser_ops = {
 	.paused = job_paused,
 	.remapped = job_remapped,
+	.tracking = job_tracking,
+	.dirty = job_dirty,
+	.dropped = job_dropped,
 };
 
-/* A PAUSE or REMAP was not answered in time. */
+/* The VM did not answer in time. */
 static void deadline_cb(struct vcma_timer *t)
 {
 	struct vcmad_job *j = (struct vcmad_job *)((char *)t - offsetof(struct vcmad_job, deadline));
@@ -512,16 +889,23 @@ static void deadline_cb(struct vcma_timer *t)
 
 	if (!vm)
 		return;
-	if (j->st == J_WAIT_PAUSE) {
+	if (j->st == J_WAIT_PAUSE && !j->got_paused) {
 		log_warn("guest %u (%s) did not answer PAUSE within %u ms; vacate abandoned", vm->ctl.id, vm->ctl.name,
 			 d->conf.pause_timeout_ms);
-		resume(j); /* cancels the pause, whenever the VMM gets to it */
-		release_dst(j);
+		batch_abandon(j); /* RESUME cancels the pause, whenever the VMM gets to it */
 		complete(j, -ETIMEDOUT);
 		vcmad_vm_pause_missed(vm);
-	} else if (j->st == J_WAIT_REMAP) {
-		/* its memory state is unknown: the owner cuts it off, which ends the batch */
-		vm->ctl.ev->lost(&vm->ctl, "paused VM did not answer REMAP in time", true);
+	} else {
+		/* a REMAP, DROP, TRACK or DIRTY_READ not answered: its memory state (or its
+		 * log) is unknown, the owner cuts it off, which ends the batch */
+		static const char *const what[] = {
+			[J_WAIT_DROP] = "DROP", [J_WAIT_TRACK] = "TRACK", [J_WAIT_DIRTY] = "DIRTY_READ",
+			[J_WAIT_PAUSE] = "DIRTY_READ", [J_WAIT_REMAP] = "REMAP",
+		};
+		char why[64];
+
+		snprintf(why, sizeof(why), "VM did not answer %s in time", what[j->st] ? what[j->st] : "a request");
+		vm->ctl.ev->lost(&vm->ctl, why, true);
 	}
 }
 
@@ -663,6 +1047,7 @@ void vcmad_vacate_vm_gone(struct vcmad_vm *vm)
 	}
 	vm->pauser = NULL;
 	vm->pauser_ops = NULL;
+	vm->paused = false;
 	kick_waiting(d);
 }
 
@@ -673,7 +1058,7 @@ void vcmad_vacate_reap(struct vcmad *d)
 
 		d->vacate.done_jobs = j->next;
 		free(j->mv);
-		free(j->dst);
+		batch_free(j);
 		free(j);
 	}
 }

@@ -58,6 +58,12 @@ struct vcmad_vacate {
 	uint64_t ord_reserved;       /* ordinary frames promised to running jobs */
 	struct vcma_hist pause_hist; /* every VM pause, ns */
 	uint64_t jobs_ok, jobs_failed;
+	/* what VMMs that offer more than pause/remap were spared (PROTOCOL.md §9.1) */
+	uint64_t drops, dropped_pages;         /* DROPs done: reported pages moved without a pause */
+	uint64_t precopy_batches, precopy_rounds; /* batches pre-copied; DIRTY_READs while running */
+	uint64_t precopy_pages, precopy_recopied; /* pages pre-copied; copied again (written meanwhile) */
+	uint64_t precopy_final_pages;          /* copied inside the final pause */
+	uint64_t precopy_fallbacks;            /* did not converge: pause-and-copy batches instead */
 	struct vcma_timer step; /* jobs waiting for their turn get one */
 };
 

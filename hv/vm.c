@@ -61,6 +61,32 @@ static void ev_remapped(struct vcmad_vm_ctl *vc, uint32_t seq, int32_t status)
 		vm->pauser_ops->remapped(vm->pauser, vm, seq, status);
 }
 
+/* answers nobody waits for (late, or never asked) are ignored by their seq */
+static void ev_tracking(struct vcmad_vm_ctl *vc, uint32_t seq, int32_t status)
+{
+	struct vcmad_vm *vm = vm_of(vc);
+
+	if (vm->pauser)
+		vm->pauser_ops->tracking(vm->pauser, vm, seq, status);
+}
+
+static void ev_dirty(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n, bool last,
+		     int32_t status)
+{
+	struct vcmad_vm *vm = vm_of(vc);
+
+	if (vm->pauser)
+		vm->pauser_ops->dirty(vm->pauser, vm, seq, runs, n, last, status);
+}
+
+static void ev_dropped(struct vcmad_vm_ctl *vc, uint32_t seq, int32_t status)
+{
+	struct vcmad_vm *vm = vm_of(vc);
+
+	if (vm->pauser)
+		vm->pauser_ops->dropped(vm->pauser, vm, seq, status);
+}
+
 /* REPORT / REUSE: LENT_USED <-> LENT_FREE for gfns on pool frames. */
 static void mark_reported(struct vcmad_vm *vm, uint64_t gfn, bool reported)
 {
@@ -83,14 +109,39 @@ static void mark_reported(struct vcmad_vm *vm, uint64_t gfn, bool reported)
 static void ev_report(struct vcmad_vm_ctl *vc, const struct vcmad_run *runs, uint32_t n, bool reported, int64_t seq)
 {
 	struct vcmad_vm *vm = vm_of(vc);
+	bool moving = false;
 
 	vcma_core_batch_begin(&vm->d->core);
 	for (uint32_t i = 0; i < n; i++)
-		for (uint64_t k = 0; k < runs[i].count; k++)
+		for (uint64_t k = 0; k < runs[i].count; k++) {
 			mark_reported(vm, runs[i].gfn + k, reported);
+			moving |= vm->gflags[runs[i].gfn + k] & VCMAD_GFN_MOVING;
+		}
 	vcma_core_batch_end(&vm->d->core);
-	if (seq >= 0)
+	if (seq < 0)
+		return;
+	if (!moving) {
 		vm->ctl.ops->reused(&vm->ctl, (uint32_t)seq);
+		return;
+	}
+	/* a page of it is in a DROP in flight: recorded now (its frame is LENT_USED), but
+	 * the guest may touch it only once it sits on one frame: answered after DROPPED */
+	if (vm->nreuse_wait == VCMAD_REUSE_WAIT_MAX) {
+		vc->ev->lost(vc, "more REUSEs waiting for a DROP than the protocol allows", true);
+		return;
+	}
+	if (!vm->reuse_wait && !(vm->reuse_wait = calloc(VCMAD_REUSE_WAIT_MAX, sizeof(*vm->reuse_wait)))) {
+		vc->ev->lost(vc, "out of memory for a REUSE waiting on a DROP", false);
+		return;
+	}
+	vm->reuse_wait[vm->nreuse_wait++] = (uint32_t)seq;
+}
+
+void vcmad_vm_reuse_flush(struct vcmad_vm *vm)
+{
+	for (uint32_t i = 0; i < vm->nreuse_wait && !vm->ctl.lost; i++)
+		vm->ctl.ops->reused(&vm->ctl, vm->reuse_wait[i]);
+	vm->nreuse_wait = 0;
 }
 
 static void ev_pin(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
@@ -113,6 +164,9 @@ static const struct vcmad_vm_events vm_events = {
 	.remapped = ev_remapped,
 	.report = ev_report,
 	.pin = ev_pin,
+	.tracking = ev_tracking,
+	.dirty = ev_dirty,
+	.dropped = ev_dropped,
 	.lost = ev_lost,
 };
 
@@ -195,6 +249,7 @@ static void vm_unlink_free(struct vcmad_vm *vm)
 		}
 	free(vm->p2m);
 	free(vm->gflags);
+	free(vm->reuse_wait);
 	free(vm);
 }
 
@@ -317,39 +372,69 @@ int vcmad_vm_p2m_runs(const struct vcmad_vm *vm, struct vcmad_run **out, uint32_
 
 /* ---- pausing ---- */
 
-int vcmad_vm_pause(struct vcmad_vm *vm, void *pauser, const struct vcmad_vm_pauser_ops *ops)
+int vcmad_vm_hold(struct vcmad_vm *vm, void *pauser, const struct vcmad_vm_pauser_ops *ops)
 {
-	int rc;
-
 	if (vm->pauser || vm->ctl.lost)
 		return -EBUSY;
 	vm->pauser = pauser;
 	vm->pauser_ops = ops;
+	return 0;
+}
+
+int vcmad_vm_pause(struct vcmad_vm *vm, void *pauser, const struct vcmad_vm_pauser_ops *ops)
+{
+	bool took = !vm->pauser;
+	int rc;
+
+	if ((vm->pauser && vm->pauser != pauser) || vm->paused || vm->ctl.lost)
+		return -EBUSY;
+	vm->pauser = pauser;
+	vm->pauser_ops = ops;
 	vm->paused_at = vcmad_now(vm->d);
-	rc = vm->ctl.ops->pause(&vm->ctl, ++vm->seq);
-	if (rc) {
-		vm->pauser = NULL;
-		vm->pauser_ops = NULL;
+	vm->pause_seq = ++vm->seq;
+	/* paused from now on: a synchronous backend answers (and the pauser may remap
+	 * and resume) before the call returns */
+	vm->paused = true;
+	rc = vm->ctl.ops->pause(&vm->ctl, vm->pause_seq);
+	if (rc && vm->paused && vm->pauser == pauser) {
+		vm->paused = false;
+		if (took) {
+			vm->pauser = NULL;
+			vm->pauser_ops = NULL;
+		}
 	}
 	return rc;
 }
 
-uint64_t vcmad_vm_resume(struct vcmad_vm *vm)
+uint64_t vcmad_vm_unpause(struct vcmad_vm *vm, bool send)
 {
-	uint64_t ns = vcmad_now(vm->d) - vm->paused_at;
+	uint64_t ns;
 
-	if (vm->ctl.ops->resume(&vm->ctl, vm->seq))
+	if (!vm->paused)
+		return 0;
+	ns = vcmad_now(vm->d) - vm->paused_at;
+	if (send && vm->ctl.ops->resume(&vm->ctl, vm->pause_seq))
 		log_warn("guest %u (%s): cannot send RESUME", vm->ctl.id, vm->ctl.name);
-	vm->pauser = NULL;
-	vm->pauser_ops = NULL;
+	vm->paused = false;
 	vcma_hist_record(&vm->pause_hist, ns);
 	vcma_hist_record(&vm->d->vacate.pause_hist, ns);
 	return ns;
 }
 
-/* A VMM missed VCMAD_PAUSE_MISSES PAUSEs in a row: claim every pool frame it holds
- * that no job has claimed, so searches go around them; stop lending to it. The
- * claims go when it detaches (release_ram). */
+void vcmad_vm_let_go(struct vcmad_vm *vm)
+{
+	vm->pauser = NULL;
+	vm->pauser_ops = NULL;
+}
+
+uint64_t vcmad_vm_resume(struct vcmad_vm *vm)
+{
+	uint64_t ns = vcmad_vm_unpause(vm, true);
+
+	vcmad_vm_let_go(vm);
+	return ns;
+}
+
 static void quarantine(struct vcmad_vm *vm)
 {
 	struct vcmad *d = vm->d;

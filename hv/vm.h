@@ -29,16 +29,25 @@ struct vcmad_vm;
 #define VCMAD_GFN_PINNED 1u      /* never back with a lendable pool frame */
 #define VCMAD_GFN_REPORTED 2u    /* the guest reported the page free */
 #define VCMAD_GFN_QUARANTINED 4u /* its pool frame is claimed while the VM is unresponsive */
+#define VCMAD_GFN_MOVING 8u      /* in a DROP in flight: a REUSE of it waits for DROPPED */
+
+/* REUSEs waiting for a DROP to end (PROTOCOL.md §9.1): more is a violation. */
+#define VCMAD_REUSE_WAIT_MAX 256u
 
 /* A VMM that leaves this many PAUSEs in a row unanswered is unresponsive: it is lent
  * no more pool frames, and those it holds are claimed (no window search picks them)
  * until it detaches, so allocations go around it instead of waiting on it. */
 #define VCMAD_PAUSE_MISSES 3u
 
-/* Who holds a VM paused (a vacate job): told when the pause and the remap are done. */
+/* Who holds a VM's control (a vacate job: paused, tracking or dropping): told what
+ * the VM answers. */
 struct vcmad_vm_pauser_ops {
 	void (*paused)(void *pauser, struct vcmad_vm *vm, uint32_t seq);
 	void (*remapped)(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status);
+	void (*tracking)(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status);
+	void (*dirty)(void *pauser, struct vcmad_vm *vm, uint32_t seq, const struct vcmad_run *runs, uint32_t n,
+		      bool last, int32_t status);
+	void (*dropped)(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status);
 };
 
 /* Who attached the VM (its guest link): told what only it can act on. */
@@ -59,8 +68,13 @@ struct vcmad_vm {
 	const struct vcmad_vm_owner_ops *owner;
 	void *owner_arg;
 	/* VM control in progress */
-	uint32_t seq;        /* of the last PAUSE */
-	void *pauser;        /* the job holding it paused, or NULL */
+	uint32_t seq;        /* of the last PAUSE, TRACK, DIRTY_READ or DROP */
+	uint32_t pause_seq;  /* of the last PAUSE (its RESUME carries it) */
+	void *pauser;        /* the job holding its control (paused or not), or NULL */
+	bool paused;         /* PAUSE sent, RESUME (or REMAP_RESUME) not yet */
+	bool no_dirty_log;   /* answered TRACKING with an errno: vacated by pausing only */
+	uint32_t *reuse_wait; /* REUSEs to answer when the DROP in flight ends */
+	uint32_t nreuse_wait;
 	const struct vcmad_vm_pauser_ops *pauser_ops;
 	uint64_t paused_at;
 	struct vcma_hist pause_hist; /* PAUSE sent -> RESUME sent, ns */
@@ -87,10 +101,19 @@ struct vcmad_vm *vcmad_vm_find(struct vcmad *d, uint32_t id);
 /* The p2m as runs of consecutive gfns on consecutive mfns (*runs malloc'd). */
 int vcmad_vm_p2m_runs(const struct vcmad_vm *vm, struct vcmad_run **runs, uint32_t *n);
 
-/* Become the VM's pauser (it must have none); send PAUSE. */
+/* Take the VM's control (it must have no holder: -EBUSY) without pausing it. */
+int vcmad_vm_hold(struct vcmad_vm *vm, void *pauser, const struct vcmad_vm_pauser_ops *ops);
+/* Send PAUSE (taking the control if nobody holds it). */
 int vcmad_vm_pause(struct vcmad_vm *vm, void *pauser, const struct vcmad_vm_pauser_ops *ops);
-/* Resume it and stop being its pauser; records the pause's length. Returns it (ns). */
+/* The pause ends now: as part of REMAP_RESUME (sent by the caller), or with a RESUME
+ * sent here (send). Records the pause's length and returns it (ns); 0 if not paused. */
+uint64_t vcmad_vm_unpause(struct vcmad_vm *vm, bool send);
+/* Resume it (if paused) and let its control go. Returns the pause's length (ns). */
 uint64_t vcmad_vm_resume(struct vcmad_vm *vm);
+/* Let the control go; a pause must have ended. */
+void vcmad_vm_let_go(struct vcmad_vm *vm);
+/* A DROP ended: answer the REUSEs that waited for it. */
+void vcmad_vm_reuse_flush(struct vcmad_vm *vm);
 /* The VM missed a PAUSE; after VCMAD_PAUSE_MISSES in a row it is quarantined. */
 void vcmad_vm_pause_missed(struct vcmad_vm *vm);
 

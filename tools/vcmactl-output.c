@@ -374,6 +374,16 @@ void print_prometheus(FILE *f, struct json_object *stats)
 		{ "vcmad_attach_refused_total", "attach_refused", "Attach requests refused.", false },
 		{ "vcmad_vacate_jobs_ok_total", "vacate_jobs_ok", "Vacate jobs (allocation, evict, relend) completed.", false },
 		{ "vcmad_vacate_jobs_failed_total", "vacate_jobs_failed", "Vacate jobs that failed.", false },
+		{ "vcmad_drops_total", "drops", "DROPs: reported pages moved without pausing their VM.", false },
+		{ "vcmad_dropped_pages_total", "dropped_pages", "Reported pages moved without a pause.", false },
+		{ "vcmad_precopy_batches_total", "precopy_batches", "Vacate batches pre-copied while their VM ran.", false },
+		{ "vcmad_precopy_pages_total", "precopy_pages", "Pages copied while their VM ran.", false },
+		{ "vcmad_precopy_recopied_total", "precopy_recopied", "Pre-copied pages copied again (written meanwhile).",
+		  false },
+		{ "vcmad_precopy_final_pages_total", "precopy_final_pages", "Pages copied inside the final pause of a "
+		  "pre-copied batch.", false },
+		{ "vcmad_precopy_fallbacks_total", "precopy_fallbacks", "Pre-copies that did not converge (paused in batches "
+		  "instead).", false },
 		{ "vcmad_ctl_requests_total", "requests", "Control requests served.", true },
 		{ "vcmad_ctl_errors_total", "errors", "Control requests answered with an error.", true },
 		{ "vcmad_ctl_refused_total", "refused", "Control connections refused for their credentials.", true },

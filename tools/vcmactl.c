@@ -927,6 +927,12 @@ static int run_stats(struct ctx *c, int argc, char **argv)
 	printf("\nVM pauses to vacate (PAUSE to RESUME); vacate jobs %llu done, %llu failed:\n",
 	       (unsigned long long)ju64(dm, "vacate_jobs_ok"), (unsigned long long)ju64(dm, "vacate_jobs_failed"));
 	print_hist(jget(dm, "pause_latency"), "pause");
+	printf("pre-copy: %llu batch(es), %llu page(s) copied while running, %llu copied again, %llu in the final pause, "
+	       "%llu round(s), %llu fallback(s); %llu drop(s) of %llu reported page(s) without a pause\n",
+	       (unsigned long long)ju64(dm, "precopy_batches"), (unsigned long long)ju64(dm, "precopy_pages"),
+	       (unsigned long long)ju64(dm, "precopy_recopied"), (unsigned long long)ju64(dm, "precopy_final_pages"),
+	       (unsigned long long)ju64(dm, "precopy_rounds"), (unsigned long long)ju64(dm, "precopy_fallbacks"),
+	       (unsigned long long)ju64(dm, "drops"), (unsigned long long)ju64(dm, "dropped_pages"));
 	ctl = jget(dm, "ctl");
 	printf("\ndaemon: up %s, %llu guest(s), %llu region(s); %llu attaches, %llu detaches, %llu violations, "
 	       "%llu attaches refused\n",

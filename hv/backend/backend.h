@@ -102,6 +102,14 @@ struct vcmad_vm_events {
 	 * a REUSE is answered with ops->reused(seq) once recorded (seq < 0: none) */
 	void (*report)(struct vcmad_vm_ctl *vc, const struct vcmad_run *runs, uint32_t n, bool reported, int64_t seq);
 	void (*pin)(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n);
+	/* dirty logging (ops->track): logging started (status 0) or cannot be (an errno);
+	 * one part of the answer to dirty_read: the gfns written (runs, mfn 0), last set
+	 * on the final part, status a positive errno there when the log could not be read */
+	void (*tracking)(struct vcmad_vm_ctl *vc, uint32_t seq, int32_t status);
+	void (*dirty)(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n, bool last,
+		      int32_t status);
+	/* ops->drop done (0: every run moved) or refused (an errno: none moved) */
+	void (*dropped)(struct vcmad_vm_ctl *vc, uint32_t seq, int32_t status);
 	/* the VM is gone (violation: cut it off, with why) or its control is broken */
 	void (*lost)(struct vcmad_vm_ctl *vc, const char *why, bool violation);
 };
@@ -114,6 +122,8 @@ struct vcmad_vm_ctl {
 	const struct vcmad_vm_events *ev;
 	const struct vcmad_vm_ops *ops;
 	void *be_priv;       /* the backend's own state for this VM */
+	bool one_trip;       /* ops->remap_resume and ops->drop work for this VM */
+	bool dirty_log;      /* ops->track, untrack and dirty_read work for this VM */
 	bool lost;           /* its control broke; a lost event is on its way */
 };
 
@@ -125,6 +135,18 @@ struct vcmad_vm_ops {
 	int (*remap)(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n);
 	/* Unpark the vCPUs (also cancels a pause not yet acknowledged). No completion. */
 	int (*resume)(struct vcmad_vm_ctl *vc, uint32_t seq);
+	/* vc->one_trip only. remap_resume: remap, then resume, then ev->remapped (all
+	 * runs or none moved). drop: remap reported pages while the VM runs, then
+	 * ev->dropped (all or none). */
+	int (*remap_resume)(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n);
+	int (*drop)(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n);
+	/* vc->dirty_log only (Xen's log-dirty mode has the same shape). track: log writes
+	 * to the runs' gfns from now on, then ev->tracking; untrack: stop, no answer;
+	 * dirty_read: ev->dirty with what was written since track or the last read (and
+	 * clear it); while a pause is outstanding, answered with every vCPU parked. */
+	int (*track)(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n);
+	int (*untrack)(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n);
+	int (*dirty_read)(struct vcmad_vm_ctl *vc, uint32_t seq);
 	/* Answers to what the VM asked through vc->ev: a REUSE recorded; a PIN done
 	 * (err 0) or failed (a negative errno). */
 	int (*reused)(struct vcmad_vm_ctl *vc, uint32_t seq);

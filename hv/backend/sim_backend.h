@@ -37,6 +37,7 @@ struct vcmad_sim_vmm {
  * attach response and the p2m): the backend reads it on loop, checks every message
  * (vmm_msg.h) and reports through vm->ev; a bad message or a closed socket is
  * reported lost. vm->ops->release stops it; the caller closes sock. */
-int vcmad_sim_vmm_start(struct vcmad_sim_vmm *c, struct vcmad_vm_ctl *vm, struct vcma_loop *loop, int sock);
+int vcmad_sim_vmm_start(struct vcmad_sim_vmm *c, struct vcmad_vm_ctl *vm, struct vcma_loop *loop, int sock,
+			uint32_t flags);
 
 #endif

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * sim_vmm.c - the sim backend's VM control: the VMM channel on a simulated VM's
- * attach socket (PROTOCOL.md §9.1). PAUSE, REMAP, RESUME go out; PAUSED, REMAPPED,
- * REPORT, REUSE and PIN come back, each checked (vmm_msg.c) before the VM's event
+ * attach socket (PROTOCOL.md §9.1). PAUSE, REMAP, RESUME (and for a VMM that announced
+ * them REMAP_RESUME, DROP, TRACK, UNTRACK, DIRTY_READ) go out; PAUSED, REMAPPED,
+ * REPORT, REUSE, PIN, DIRTY, TRACKING and DROPPED come back, each checked (vmm_msg.c) before the VM's event
  * hooks hear of it. Nothing here blocks: sends are MSG_DONTWAIT on vcmad's own end
  * of the socket; one the VMM does not take (it stopped reading) cuts it off.
  */
@@ -100,6 +101,31 @@ static int vmm_resume(struct vcmad_vm_ctl *vm, uint32_t seq)
 	return send_msg(vm, VCMA_SIM_MSG_RESUME, seq, 0, NULL, 0);
 }
 
+static int vmm_remap_resume(struct vcmad_vm_ctl *vm, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	return send_msg(vm, VCMA_SIM_MSG_REMAP_RESUME, seq, 0, runs, n);
+}
+
+static int vmm_drop(struct vcmad_vm_ctl *vm, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	return send_msg(vm, VCMA_SIM_MSG_DROP, seq, 0, runs, n);
+}
+
+static int vmm_track(struct vcmad_vm_ctl *vm, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	return send_msg(vm, VCMA_SIM_MSG_TRACK, seq, 0, runs, n);
+}
+
+static int vmm_untrack(struct vcmad_vm_ctl *vm, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	return send_msg(vm, VCMA_SIM_MSG_UNTRACK, seq, 0, runs, n);
+}
+
+static int vmm_dirty_read(struct vcmad_vm_ctl *vm, uint32_t seq)
+{
+	return send_msg(vm, VCMA_SIM_MSG_DIRTY_READ, seq, 0, NULL, 0);
+}
+
 static int vmm_reused(struct vcmad_vm_ctl *vm, uint32_t seq)
 {
 	return send_msg(vm, VCMA_SIM_MSG_REUSED, seq, 0, NULL, 0);
@@ -133,6 +159,13 @@ static void dispatch(struct vcmad_vm_ctl *vm, const struct vcma_sim_msg *m)
 	case VCMA_SIM_MSG_REPORT: vm->ev->report(vm, runs, m->count, true, -1); break;
 	case VCMA_SIM_MSG_REUSE: vm->ev->report(vm, runs, m->count, false, m->seq); break;
 	case VCMA_SIM_MSG_PIN: vm->ev->pin(vm, m->seq, runs, m->count); break;
+	/* answers to what the VMM did not announce at attach were never asked for: the
+	 * VM's hooks ignore them as answers nobody waits for (their seq is not outstanding) */
+	case VCMA_SIM_MSG_DIRTY:
+		vm->ev->dirty(vm, m->seq, runs, m->count, m->count < VCMA_SIM_MSG_RUNS, m->status);
+		break;
+	case VCMA_SIM_MSG_TRACKING: vm->ev->tracking(vm, m->seq, m->status); break;
+	case VCMA_SIM_MSG_DROPPED: vm->ev->dropped(vm, m->seq, m->status); break;
 	default: break; /* vcmad_vmm_msg_check() let no other type through */
 	}
 }
@@ -177,9 +210,12 @@ static void chan_cb(struct vcma_watch *w, uint32_t events)
 		c->vm->ev->lost(c->vm, "connection closed", false);
 }
 
-int vcmad_sim_vmm_start(struct vcmad_sim_vmm *c, struct vcmad_vm_ctl *vm, struct vcma_loop *loop, int sock)
+int vcmad_sim_vmm_start(struct vcmad_sim_vmm *c, struct vcmad_vm_ctl *vm, struct vcma_loop *loop, int sock,
+			uint32_t flags)
 {
 	memset(c, 0, sizeof(*c));
+	vm->one_trip = flags & VCMA_SIM_F_ONE_TRIP;
+	vm->dirty_log = flags & VCMA_SIM_F_DIRTY_LOG;
 	c->vm = vm;
 	c->loop = loop;
 	c->sock = sock;
@@ -192,6 +228,11 @@ const struct vcmad_vm_ops vcmad_sim_vm_ops = {
 	.pause = vmm_pause,
 	.remap = vmm_remap,
 	.resume = vmm_resume,
+	.remap_resume = vmm_remap_resume,
+	.drop = vmm_drop,
+	.track = vmm_track,
+	.untrack = vmm_untrack,
+	.dirty_read = vmm_dirty_read,
 	.reused = vmm_reused,
 	.pinned = vmm_pinned,
 	.release = vmm_release,

@@ -39,6 +39,20 @@ int vcmad_vmm_msg_check(const void *buf, size_t len, uint64_t ram_frames, const 
 			return -EPROTO;
 		}
 		return 0;
+	case VCMA_SIM_MSG_TRACKING:
+	case VCMA_SIM_MSG_DROPPED:
+		if (m.count || m.status < 0) {
+			*why = m.count ? "TRACKING or DROPPED with runs" : "TRACKING or DROPPED with a bad status";
+			return -EPROTO;
+		}
+		return 0;
+	case VCMA_SIM_MSG_DIRTY:
+		/* a status only on the message that ends the answer (fewer than 128 runs) */
+		if (m.status < 0 || (m.status && m.count == VCMA_SIM_MSG_RUNS)) {
+			*why = "DIRTY with a bad status";
+			return -EPROTO;
+		}
+		break;
 	case VCMA_SIM_MSG_REPORT:
 	case VCMA_SIM_MSG_REUSE:
 	case VCMA_SIM_MSG_PIN:

@@ -15,9 +15,11 @@
  * whose RAM is gfns 0 .. ram_frames-1. Accepted (0, *why = NULL) when:
  *   - magic, version are right and pad is 0;
  *   - count <= VCMA_SIM_MSG_RUNS and len is exactly the header plus count runs;
- *   - the type is one a VMM sends: PAUSED, REMAPPED, REPORT, REUSE or PIN;
- *   - PAUSED and REMAPPED have no runs; PAUSED has status 0, REMAPPED 0 or a
- *     positive errno; REPORT, REUSE and PIN have status 0;
+ *   - the type is one a VMM sends: PAUSED, REMAPPED, REPORT, REUSE, PIN, DIRTY,
+ *     TRACKING or DROPPED;
+ *   - PAUSED, REMAPPED, TRACKING and DROPPED have no runs; PAUSED has status 0, the
+ *     others 0 or a positive errno; REPORT, REUSE and PIN have status 0; DIRTY 0, or
+ *     a positive errno only with fewer than VCMA_SIM_MSG_RUNS runs (its last part);
  *   - every run has count > 0, mfn 0, and lies inside RAM (gfn + count <=
  *     ram_frames, no wrap-around);
  *   - the runs of a message do not overlap (a PIN's would each become a move of

@@ -954,6 +954,15 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	json_object_object_add(dm, "pause_latency", hist_json(&d->vacate.pause_hist));
 	add_u64(dm, "vacate_jobs_ok", d->vacate.jobs_ok);
 	add_u64(dm, "vacate_jobs_failed", d->vacate.jobs_failed);
+	/* what VMMs that log writes or take drops were spared (ARCHITECTURE.md) */
+	add_u64(dm, "drops", d->vacate.drops);
+	add_u64(dm, "dropped_pages", d->vacate.dropped_pages);
+	add_u64(dm, "precopy_batches", d->vacate.precopy_batches);
+	add_u64(dm, "precopy_rounds", d->vacate.precopy_rounds);
+	add_u64(dm, "precopy_pages", d->vacate.precopy_pages);
+	add_u64(dm, "precopy_recopied", d->vacate.precopy_recopied);
+	add_u64(dm, "precopy_final_pages", d->vacate.precopy_final_pages);
+	add_u64(dm, "precopy_fallbacks", d->vacate.precopy_fallbacks);
 	/* ordinary memory: free frames, and those promised to running vacate jobs */
 	add_u64(dm, "ordinary_free_frames", d->be.type->mem->ram_free_frames(&d->be));
 	add_u64(dm, "ordinary_reserved_frames", d->vacate.ord_reserved);

@@ -453,7 +453,8 @@ static void attach(struct sim_link *sl, struct conn *c)
 		close(fd);
 		return;
 	}
-	if (a.magic != VCMA_SIM_MAGIC || a.type != VCMA_SIM_MSG_ATTACH || a.flags) {
+	if (a.magic != VCMA_SIM_MAGIC || a.type != VCMA_SIM_MSG_ATTACH ||
+	    (a.flags & ~(a.role == VCMA_SIM_ROLE_VMM ? VCMA_SIM_F_ALL : 0u))) {
 		refuse(d, fd, VCMA_ST_INVALID, "bad magic, type or flags in attach message");
 		close(fd);
 		return;
@@ -524,7 +525,7 @@ static void attach(struct sim_link *sl, struct conn *c)
 		rc = vcma_loop_add(&d->loop, &s->kick_w, s->kick_fd, EPOLLIN, kick_cb);
 	/* a VMM's socket carries its VMM channel, which the backend reads */
 	if (!rc)
-		rc = g->vm ? vcmad_sim_vmm_start(&s->vmm, &g->vm->ctl, &d->loop, fd)
+		rc = g->vm ? vcmad_sim_vmm_start(&s->vmm, &g->vm->ctl, &d->loop, fd, d->conf.precopy ? a.flags : 0)
 			   : vcma_loop_add(&d->loop, &s->sock_w, fd, EPOLLIN | EPOLLRDHUP, sock_cb);
 	if (rc) {
 		log_warn("attach %s: %s", g->name, strerror(-rc));
@@ -532,8 +533,10 @@ static void attach(struct sim_link *sl, struct conn *c)
 		vcmad_guest_detach(g, "attach failed");
 		return;
 	}
-	log_info("guest %u (%s%s%s) attached as %s%s", g->id, g->name, g->devclass[0] ? ", class " : "", g->devclass,
-		 g->vm ? "VM" : "guest", g->vm ? " with RAM" : "");
+	log_info("guest %u (%s%s%s) attached as %s%s%s%s", g->id, g->name, g->devclass[0] ? ", class " : "", g->devclass,
+		 g->vm ? "VM" : "guest", g->vm ? " with RAM" : "",
+		 g->vm && g->vm->ctl.one_trip ? ", one-trip pauses and drops" : "",
+		 g->vm && g->vm->ctl.dirty_log ? ", dirty logging (pre-copy)" : "");
 	vcmad_guest_started(g);
 }
 

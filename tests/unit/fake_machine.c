@@ -37,6 +37,11 @@ static struct fake_mem *fm_of(const struct vcmad_backend *be)
 	return be->priv;
 }
 
+uint8_t *fake_frame(const struct vcmad_backend *be, uint64_t mfn)
+{
+	return fm_of(be)->map + mfn * PAGE;
+}
+
 static int fk_init(struct vcmad_backend *be, uint64_t bytes, const struct vcma_pool_range *pools, uint32_t npools)
 {
 	struct fake_mem *m = calloc(1, sizeof(*m));

@@ -21,5 +21,7 @@ uint64_t fake_clock(void);
 /* Frames zero() was asked to zero since the test last reset it. */
 extern uint64_t fake_zeroed_frames;
 extern const struct vcmad_mem_ops fake_mem_ops;
+/* Frame mfn of the fake machine memory, to write a VM's page as its vCPU would. */
+uint8_t *fake_frame(const struct vcmad_backend *be, uint64_t mfn);
 
 #endif

@@ -13,7 +13,8 @@
  *
  * Cases: a PAUSE never answered (BUSY after pause_timeout_ms, then quarantine), a
  * REMAP refused, a VM that goes away mid-batch, relending that gives way to an
- * allocation, and two requesters racing for the same window.
+ * allocation, two requesters racing for the same window; pre-copy that converges and
+ * one that falls back, and a DROP racing a REUSE.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -40,7 +41,8 @@
 
 /* ---- fake VM control: what vcmad asked, for the test to answer ---- */
 
-enum { OP_PAUSE, OP_REMAP, OP_RESUME, OP_PINNED, OP_REUSED };
+enum { OP_PAUSE, OP_REMAP, OP_RESUME, OP_PINNED, OP_REUSED, OP_REMAP_RESUME, OP_DROP, OP_TRACK, OP_UNTRACK,
+       OP_DIRTY_READ };
 
 struct vm_call {
 	int op;
@@ -91,9 +93,37 @@ static void fv_release(struct vcmad_vm_ctl *vc)
 {
 }
 
+static int fv_remap_resume(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	return record(vc, OP_REMAP_RESUME, seq, runs, n);
+}
+
+static int fv_drop(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	return record(vc, OP_DROP, seq, runs, n);
+}
+
+static int fv_track(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	return record(vc, OP_TRACK, seq, runs, n);
+}
+
+static int fv_untrack(struct vcmad_vm_ctl *vc, uint32_t seq, const struct vcmad_run *runs, uint32_t n)
+{
+	return record(vc, OP_UNTRACK, seq, runs, n);
+}
+
+static int fv_dirty_read(struct vcmad_vm_ctl *vc, uint32_t seq)
+{
+	return record(vc, OP_DIRTY_READ, seq, NULL, 0);
+}
+
+/* The new ops are used only for VMs whose flags (ctl.one_trip, ctl.dirty_log) a test
+ * sets: every other VM is paused and remapped as a plain VMM's. */
 static const struct vcmad_vm_ops fake_vm_ops = {
 	.pause = fv_pause, .remap = fv_remap, .resume = fv_resume, .reused = fv_reused, .pinned = fv_pinned,
-	.release = fv_release,
+	.release = fv_release, .remap_resume = fv_remap_resume, .drop = fv_drop, .track = fv_track,
+	.untrack = fv_untrack, .dirty_read = fv_dirty_read,
 };
 
 static const struct vcmad_backend_type fake_backend = { .name = "fake", .mem = &fake_mem_ops, .vm = &fake_vm_ops };
@@ -478,6 +508,249 @@ static void test_requesters_race(void **unused)
 	stop();
 }
 
+
+/* ---- pre-copy, one-trip pauses, drops (PROTOCOL.md §9.1) ---- */
+
+/* What the VM's page gfn holds now: the first word of the frame behind it. */
+static uint64_t page_word(struct vcmad_vm *vm, uint64_t gfn)
+{
+	uint64_t w;
+
+	memcpy(&w, fake_frame(&d.be, vm->p2m[gfn]), sizeof(w));
+	return w;
+}
+
+/* The VM's vCPU writes v into page gfn (on whatever frame backs it now). */
+static void vm_write(struct vcmad_vm *vm, uint64_t gfn, uint64_t v)
+{
+	memcpy(fake_frame(&d.be, vm->p2m[gfn]), &v, sizeof(v));
+}
+
+static uint64_t version[2048]; /* what each page of the test VM last had written */
+
+static void write_all(struct vcmad_vm *vm)
+{
+	for (uint64_t g = 0; g < vm->ctl.ram_frames; g++) {
+		version[g] = (g << 16) | 1;
+		vm_write(vm, g, version[g]);
+	}
+}
+
+static void dirty_answer(struct vcmad_vm *vm, const uint64_t *gfns, uint32_t n)
+{
+	struct vcmad_run r[8];
+
+	assert_true(n <= 8);
+	for (uint32_t i = 0; i < n; i++)
+		r[i] = (struct vcmad_run){ gfns[i], 0, 1 };
+	vm->ctl.ev->dirty(&vm->ctl, last(OP_DIRTY_READ)->seq, r, n, true, 0);
+}
+
+static void check_pages(struct vcmad_vm *vm)
+{
+	for (uint64_t g = 0; g < vm->ctl.ram_frames; g++)
+		assert_int_equal(page_word(vm, g), version[g]);
+}
+
+/*
+ * Pre-copy that converges: TRACK, everything copied while the VM runs, a round in
+ * which the VM wrote 3 pages (copied again), then PAUSE and DIRTY_READ together; the
+ * VM wrote 1 more page before it parked, copied in the pause; REMAP_RESUME is the
+ * only message after PAUSED (no RESUME: one trip). Every page holds what the VM wrote
+ * last, on its new frame.
+ */
+static void test_precopy_converges(void **unused)
+{
+	static const uint64_t w1[] = { 3, 100, 511 };
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+	uint64_t g4;
+
+	start("8M", NULL);
+	vm = new_vm(100, 8 * MiB);
+	vm->ctl.one_trip = vm->ctl.dirty_log = true;
+	write_all(vm);
+	new_rq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
+	assert_int_equal(count(OP_TRACK), 1);
+	assert_int_equal(count(OP_PAUSE), 0); /* nothing paused yet */
+	vm->ctl.ev->tracking(&vm->ctl, last(OP_TRACK)->seq, 0);
+	assert_int_equal(d.vacate.precopy_pages, 512);
+	assert_int_equal(count(OP_DIRTY_READ), 1);
+	/* the VM runs and writes while the host copies */
+	for (size_t i = 0; i < 3; i++) {
+		uint64_t gfn = last(OP_TRACK)->runs[0].gfn + w1[i];
+
+		version[gfn]++;
+		vm_write(vm, gfn, version[gfn]);
+	}
+	{
+		uint64_t gf[3];
+
+		for (size_t i = 0; i < 3; i++)
+			gf[i] = last(OP_TRACK)->runs[0].gfn + w1[i];
+		dirty_answer(vm, gf, 3);
+	}
+	assert_int_equal(d.vacate.precopy_recopied, 3);
+	assert_int_equal(count(OP_PAUSE), 1);
+	assert_int_equal(count(OP_DIRTY_READ), 2); /* with the PAUSE, one trip */
+	g4 = last(OP_TRACK)->runs[0].gfn + 42;
+	version[g4]++;
+	vm_write(vm, g4, version[g4]); /* before its vCPU parked */
+	vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+	assert_int_equal(count(OP_REMAP_RESUME), 0); /* the last DIRTY first */
+	dirty_answer(vm, &g4, 1);
+	assert_int_equal(d.vacate.precopy_final_pages, 1);
+	assert_int_equal(count(OP_REMAP_RESUME), 1);
+	assert_int_equal(last(OP_REMAP_RESUME)->seq, last(OP_PAUSE)->seq);
+	vm->ctl.ev->remapped(&vm->ctl, last(OP_REMAP_RESUME)->seq, 0);
+	assert_true(g.a[0].got);
+	assert_int_equal(g.a[0].err, 0);
+	assert_int_equal(count(OP_RESUME), 0);
+	assert_int_equal(count(OP_REMAP), 0);
+	assert_int_equal(count(OP_UNTRACK), 0);
+	assert_int_equal(lent_frames(), 2048 - 512);
+	check_pages(vm);
+	assert_int_equal(d.vacate.precopy_fallbacks, 0);
+	assert_int_equal(d.vacate.ord_reserved, 0);
+	stop();
+}
+
+/* Answer whatever the VM's control holder waits for, writing every tracked page
+ * again in each round (a VM that writes faster than the copy). */
+static void answer_busy(struct vcmad_vm *vm)
+{
+	struct vm_call *c = &calls[ncalls - 1];
+
+	switch (c->op) {
+	case OP_TRACK:
+		vm->ctl.ev->tracking(&vm->ctl, c->seq, 0);
+		break;
+	case OP_DIRTY_READ: {
+		struct vm_call *t = last(OP_TRACK);
+
+		if (vm->paused)
+			vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+		for (uint32_t r = 0; r < t->nruns; r++)
+			for (uint64_t k = 0; k < t->runs[r].count; k++) {
+				uint64_t gfn = t->runs[r].gfn + k;
+
+				version[gfn]++;
+				vm_write(vm, gfn, version[gfn]);
+			}
+		vm->ctl.ev->dirty(&vm->ctl, c->seq, t->runs, t->nruns, true, 0);
+		break;
+	}
+	case OP_PAUSE:
+		vm->ctl.ev->paused(&vm->ctl, c->seq);
+		break;
+	case OP_REMAP_RESUME:
+		vm->ctl.ev->remapped(&vm->ctl, c->seq, 0);
+		break;
+	default:
+		fail_msg("unexpected last call %d", c->op);
+	}
+}
+
+/* A VM that writes every tracked page in every round: the dirty set does not shrink,
+ * so pre-copy gives up (UNTRACK, counted) and the window is emptied by pause-and-copy
+ * batches bounded by max_pause_us, still one trip each; nothing is lost. */
+static void test_precopy_falls_back(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+
+	start("8M", "[daemon]\nmax_pause_us = 50\n");
+	vm = new_vm(100, 8 * MiB);
+	vm->ctl.one_trip = vm->ctl.dirty_log = true;
+	write_all(vm);
+	new_rq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
+	for (int i = 0; i < 200 && !g.a[0].got; i++) {
+		answer_busy(vm);
+		turn();
+	}
+	assert_true(g.a[0].got);
+	assert_int_equal(g.a[0].err, 0);
+	assert_int_equal(d.vacate.precopy_fallbacks, 1);
+	assert_int_equal(count(OP_UNTRACK), 1);
+	assert_int_equal(count(OP_TRACK), 1); /* not tried again for this job */
+	assert_true(count(OP_PAUSE) > 1);     /* batches */
+	assert_int_equal(count(OP_RESUME), 0);
+	assert_int_equal(count(OP_REMAP), 0);
+	check_pages(vm);
+	stop();
+}
+
+/*
+ * Reported pages are moved by a DROP while the VM runs. A REUSE that names one of
+ * them while the DROP is in flight is recorded at once (its frame LENT_USED) but
+ * answered only after DROPPED: the page then reads as zeros on its new frame. The
+ * pages in use follow in a pause (this VMM logs no writes).
+ */
+static void test_drop_reuse_race(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+	struct vcmad_run rep = { 0, 0, 0 }, one;
+	uint64_t gfn, old_mfn;
+
+	start("8M", NULL);
+	vm = new_vm(100, 8 * MiB);
+	vm->ctl.one_trip = true;
+	write_all(vm);
+	/* the first 256 pages backed by the pool's lowest frames are reported free */
+	for (gfn = 0; gfn < vm->ctl.ram_frames && vm->p2m[gfn] != pool()->fm.base; gfn++)
+		;
+	assert_true(gfn + 256 <= vm->ctl.ram_frames);
+	assert_int_equal(vm->p2m[gfn + 255], pool()->fm.base + 255);
+	rep = (struct vcmad_run){ gfn, 0, 256 };
+	vm->ctl.ev->report(&vm->ctl, &rep, 1, true, -1);
+	assert_int_equal(pool()->fm.count[VCMA_FRAME_LENT_FREE], 256);
+	new_rq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 1 * MiB), VCMAD_ALLOC_WAITING); /* the cheapest window: those 256 */
+	assert_int_equal(count(OP_DROP), 1);
+	assert_int_equal(count(OP_PAUSE), 0);
+	assert_int_equal(last(OP_DROP)->runs[0].gfn, gfn);
+	/* the guest takes page gfn+7 back while the DROP is in flight */
+	old_mfn = vm->p2m[gfn + 7];
+	one = (struct vcmad_run){ gfn + 7, 0, 1 };
+	vm->ctl.ev->report(&vm->ctl, &one, 1, false, 77);
+	assert_int_equal(count(OP_REUSED), 0); /* not yet: the page is moving */
+	assert_int_equal(pool()->fm.count[VCMA_FRAME_LENT_FREE], 255);
+	vm->ctl.ev->dropped(&vm->ctl, last(OP_DROP)->seq, 0);
+	assert_int_equal(count(OP_REUSED), 1);
+	assert_int_equal(last(OP_REUSED)->seq, 77);
+	assert_true(g.a[0].got);
+	assert_int_equal(g.a[0].err, 0);
+	assert_int_equal(g.a[0].r.mfn, pool()->fm.base);
+	assert_true(vm->p2m[gfn + 7] != old_mfn);
+	assert_null(vcma_core_pool_of(&d.core, vm->p2m[gfn + 7])); /* on ordinary memory */
+	assert_int_equal(page_word(vm, gfn + 7), 0);               /* a fresh zero page */
+	assert_false(vm->gflags[gfn + 7] & (VCMAD_GFN_REPORTED | VCMAD_GFN_MOVING));
+	assert_int_equal(d.vacate.drops, 1);
+	assert_int_equal(d.vacate.dropped_pages, 256);
+	assert_int_equal(count(OP_PAUSE), 0); /* nothing else in the window */
+	/* a refused DROP: nothing moves, the REUSE is answered, the pages go in a pause */
+	rep = (struct vcmad_run){ gfn + 256, 0, 256 };
+	vm->ctl.ev->report(&vm->ctl, &rep, 1, true, -1);
+	assert_int_equal(alloc(&g, 1, 1 * MiB), VCMAD_ALLOC_WAITING);
+	assert_int_equal(count(OP_DROP), 2);
+	one = (struct vcmad_run){ gfn + 300, 0, 1 };
+	vm->ctl.ev->report(&vm->ctl, &one, 1, false, 78);
+	assert_int_equal(count(OP_REUSED), 1);
+	vm->ctl.ev->dropped(&vm->ctl, last(OP_DROP)->seq, 16 /* EBUSY */);
+	assert_int_equal(count(OP_REUSED), 2);
+	assert_int_equal(count(OP_PAUSE), 1);
+	assert_int_equal(page_word(vm, gfn + 300), version[gfn + 300]); /* its own data, still */
+	vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+	vm->ctl.ev->remapped(&vm->ctl, last(OP_REMAP_RESUME)->seq, 0);
+	assert_true(g.a[1].got);
+	assert_int_equal(g.a[1].err, 0);
+	assert_int_equal(page_word(vm, gfn + 300), version[gfn + 300]); /* reused: copied */
+	stop();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -486,6 +759,9 @@ int main(void)
 		cmocka_unit_test(test_vm_dies_mid_batch),
 		cmocka_unit_test(test_relend_gives_way),
 		cmocka_unit_test(test_requesters_race),
+		cmocka_unit_test(test_precopy_converges),
+		cmocka_unit_test(test_precopy_falls_back),
+		cmocka_unit_test(test_drop_reuse_race),
 	};
 
 	vcma_log_init(LOG_ERR);
