@@ -33,16 +33,12 @@ int vcmad_vmm_msg_check(const void *buf, size_t len, uint64_t ram_frames, const 
 	switch (m.type) {
 	case VCMA_SIM_MSG_PAUSED:
 	case VCMA_SIM_MSG_REMAPPED:
-		/* answers carry no runs; PAUSED no status, REMAPPED 0 or a positive errno */
-		if (m.count || (m.type == VCMA_SIM_MSG_PAUSED ? m.status != 0 : m.status < 0)) {
-			*why = m.count ? "PAUSED or REMAPPED with runs" : "PAUSED or REMAPPED with a bad status";
-			return -EPROTO;
-		}
-		return 0;
 	case VCMA_SIM_MSG_TRACKING:
 	case VCMA_SIM_MSG_DROPPED:
-		if (m.count || m.status < 0) {
-			*why = m.count ? "TRACKING or DROPPED with runs" : "TRACKING or DROPPED with a bad status";
+		/* answers carry no runs; PAUSED no status, the others 0 or a positive errno */
+		if (m.count || (m.type == VCMA_SIM_MSG_PAUSED ? m.status != 0 : m.status < 0)) {
+			*why = m.count ? "an answer (PAUSED, REMAPPED, TRACKING, DROPPED) with runs"
+				       : "an answer (PAUSED, REMAPPED, TRACKING, DROPPED) with a bad status";
 			return -EPROTO;
 		}
 		return 0;

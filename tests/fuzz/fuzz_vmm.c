@@ -15,7 +15,7 @@
  *   - the check changed the message, or answers the same input differently twice;
  *   - an accepted message breaks a promise: len exactly header + count runs, count
  *     <= VCMA_SIM_MSG_RUNS, magic, version, pad 0, a VMM -> host type, no runs in
- *     PAUSED/REMAPPED, every run with count > 0 inside [0, ram_frames) and mfn 0,
+ *     PAUSED/REMAPPED/TRACKING/DROPPED, every run with count > 0 inside [0, ram_frames) and mfn 0,
  *     runs disjoint;
  *   - it disagrees with ref_violation(), an independent reading of those rules, in
  *     either direction (or on which rule breaks first, for the log's sake).
@@ -70,23 +70,29 @@ static const char *ref_violation(const uint8_t *msg, size_t len, uint64_t frames
 	if (le32(msg) != 0x4d495356u || le16(msg + 4) != 1 || count > 128 || len != 24 + 24 * (uint64_t)count ||
 	    le32(msg + 20))
 		return "malformed";
-	if (type < 20 || type > 24)
+	if (type < 20 || type > 27)
 		return "type";
-	/* PAUSED (20), REMAPPED (21): no runs; PAUSED status 0, REMAPPED 0 or a positive
-	 * errno; REPORT, REUSE, PIN: status 0 */
-	if ((type == 20 || type == 21) && count)
+	/* answers PAUSED (20), REMAPPED (21), TRACKING (26), DROPPED (27): no runs;
+	 * PAUSED status 0, the others 0 or a positive errno; REPORT, REUSE, PIN (22-24):
+	 * status 0; DIRTY (25): 0, or a positive errno with fewer than 128 runs */
+	bool answer = type == 20 || type == 21 || type == 26 || type == 27;
+	int32_t status = (int32_t)le32(msg + 12);
+
+	if (answer && count)
 		return "answer-runs";
-	if ((type == 20 && le32(msg + 12)) || (type == 21 && (int32_t)le32(msg + 12) < 0))
+	if ((type == 20 && status) || (answer && status < 0))
 		return "answer-status";
-	if (type >= 22 && le32(msg + 12))
+	if (type >= 22 && type <= 24 && status)
 		return "status";
+	if (type == 25 && (status < 0 || (status && count == 128)))
+		return "dirty-status";
 	for (uint32_t i = 0; i < count; i++) {
 		struct run r = run_at(msg, i);
 
 		if (r.count == 0 || r.gfn + r.count < r.gfn || r.gfn + r.count > frames || r.mfn)
 			return "run";
 	}
-	if (type == 22 || type == 23 || type == 24) /* REPORT, REUSE, PIN */
+	if (type >= 22 && type <= 25) /* REPORT, REUSE, PIN, DIRTY */
 		for (uint32_t i = 0; i < count; i++)
 			for (uint32_t k = i + 1; k < count; k++) {
 				struct run a = run_at(msg, i), b = run_at(msg, k);
@@ -102,9 +108,10 @@ static const char *const reason[][2] = {
 	{ "short", "unexpected message on the attach socket" },
 	{ "malformed", "malformed VMM message" },
 	{ "type", "unknown VMM message type" },
-	{ "answer-runs", "PAUSED or REMAPPED with runs" },
-	{ "answer-status", "PAUSED or REMAPPED with a bad status" },
+	{ "answer-runs", "an answer (PAUSED, REMAPPED, TRACKING, DROPPED) with runs" },
+	{ "answer-status", "an answer (PAUSED, REMAPPED, TRACKING, DROPPED) with a bad status" },
 	{ "status", "REPORT, REUSE or PIN with a status" },
+	{ "dirty-status", "DIRTY with a bad status" },
 	{ "run", "VMM message run outside the VM's RAM" },
 	{ "overlap", "VMM message runs overlap" },
 };
@@ -129,7 +136,8 @@ static void check_accepted(const uint8_t *msg, size_t len, uint64_t frames)
 	FUZZ_CHECK(le32(msg) == VCMA_SIM_MAGIC && le16(msg + 4) == VCMA_SIM_VERSION && !le32(msg + 20),
 		   "accepted a bad magic, version or pad");
 	FUZZ_CHECK(type == VCMA_SIM_MSG_PAUSED || type == VCMA_SIM_MSG_REMAPPED || type == VCMA_SIM_MSG_REPORT ||
-			   type == VCMA_SIM_MSG_REUSE || type == VCMA_SIM_MSG_PIN,
+			   type == VCMA_SIM_MSG_REUSE || type == VCMA_SIM_MSG_PIN || type == VCMA_SIM_MSG_DIRTY ||
+			   type == VCMA_SIM_MSG_TRACKING || type == VCMA_SIM_MSG_DROPPED,
 		   "accepted type %u", type);
 	for (uint32_t i = 0; i < count; i++) {
 		struct run r = run_at(msg, i);
@@ -139,7 +147,8 @@ static void check_accepted(const uint8_t *msg, size_t len, uint64_t frames)
 			   (unsigned long long)r.count, (unsigned long long)frames);
 		FUZZ_CHECK(!r.mfn, "accepted mfn %#llx in type %u", (unsigned long long)r.mfn, type);
 	}
-	FUZZ_CHECK(!count || (type != VCMA_SIM_MSG_PAUSED && type != VCMA_SIM_MSG_REMAPPED),
+	FUZZ_CHECK(!count || (type != VCMA_SIM_MSG_PAUSED && type != VCMA_SIM_MSG_REMAPPED &&
+			      type != VCMA_SIM_MSG_TRACKING && type != VCMA_SIM_MSG_DROPPED),
 		   "accepted %u runs in an answer (type %u)", count, type);
 }
 

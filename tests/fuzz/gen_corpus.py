@@ -110,7 +110,7 @@ CONFIG = {
 
 
 # ---- fuzz_vmm.c: byte 0 (misalignment, ram_frames width), ram_frames, a VMM message ----
-PAUSED, REMAPPED, REPORT, REUSE, PIN = 20, 21, 22, 23, 24
+PAUSED, REMAPPED, REPORT, REUSE, PIN, DIRTY, TRACKING, DROPPED = 20, 21, 22, 23, 24, 25, 26, 27
 
 
 def vmm_msg(type, seq=0, status=0, runs=(), magic=0x4d495356, version=1, count=None, pad=0):
@@ -140,6 +140,15 @@ VMM = {
     'bad_type': vmm_in(vmm_msg(11, runs=[])),
     'bad_overlap': vmm_in(vmm_msg(PIN, runs=[(0, 0, 16), (32, 0, 1), (15, 0, 2)])),
     'short': vmm_in(b'VSIM\x01\x00\x16\x00'),
+    'dirty': vmm_in(vmm_msg(DIRTY, seq=9, runs=[(0, 0, 3), (10, 0, 1)])),
+    'dirty_full': vmm_in(vmm_msg(DIRTY, seq=9, runs=[(i * 4, 0, 1) for i in range(128)])),
+    'dirty_err': vmm_in(vmm_msg(DIRTY, seq=9, status=5)),
+    'bad_dirty_err_full': vmm_in(vmm_msg(DIRTY, seq=9, status=5, runs=[(i * 4, 0, 1) for i in range(128)])),
+    'bad_dirty_overlap': vmm_in(vmm_msg(DIRTY, seq=9, runs=[(0, 0, 3), (2, 0, 1)])),
+    'tracking': vmm_in(vmm_msg(TRACKING, seq=8, status=95)),
+    'dropped': vmm_in(vmm_msg(DROPPED, seq=8)),
+    'bad_dropped_runs': vmm_in(vmm_msg(DROPPED, seq=8, runs=[(0, 0, 1)])),
+    'bad_tracking_status': vmm_in(vmm_msg(TRACKING, seq=8, status=-1)),
 }
 
 

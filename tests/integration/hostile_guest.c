@@ -64,10 +64,12 @@
  *   vmm-wrap         PIN of gfn 1, 2^64-1 pages (gfn + count wraps)
  *   vmm-mfn          REPORT run with an mfn
  *   vmm-pin-overlap  PIN whose runs overlap
- *   vmm-paused-runs, vmm-paused-status, vmm-remapped-status, vmm-report-status
+ *   vmm-paused-runs, vmm-paused-status, vmm-remapped-status, vmm-report-status,
+ *   vmm-dirty-status, vmm-dropped-runs, vmm-tracking-status, vmm-dirty-overlap
  *                    an answer with runs or a status the message may not carry
  * Not violations (the VMM must stay served):
- *   vmm-unsolicited  2000 PAUSED/REMAPPED with seqs vcmad never sent: ignored by design
+ *   vmm-unsolicited  2000 PAUSED/REMAPPED/TRACKING/DROPPED/DIRTY with seqs vcmad never
+ *                    sent: ignored by design
  *   vmm-flood        whole-RAM REPORTs and REUSEs as fast as vcmad takes them for 2 s:
  *                    not a violation (a per-turn page budget confines the cost to
  *                    this VMM); prints the rate it sustained
@@ -511,11 +513,16 @@ static int vmm_unsolicited(struct vmm *v)
 	for (sent = 0; sent < 2000; sent++) {
 		uint64_t r = xorshift(&x);
 		uint32_t seq = sent ? (uint32_t)r | 0x80000000u : 0;
-		uint16_t type = sent & 1 ? VCMA_SIM_MSG_REMAPPED : VCMA_SIM_MSG_PAUSED;
-		/* well-formed: no runs; REMAPPED may carry a positive errno */
-		int32_t status = type == VCMA_SIM_MSG_REMAPPED && (sent & 2) ? (int32_t)((r >> 32) & 0x7fffffff) : 0;
+		static const uint16_t types[] = { VCMA_SIM_MSG_PAUSED, VCMA_SIM_MSG_REMAPPED, VCMA_SIM_MSG_TRACKING,
+						  VCMA_SIM_MSG_DROPPED, VCMA_SIM_MSG_DIRTY };
+		uint16_t type = types[sent % 5];
+		/* well-formed: no runs (DIRTY: one inside RAM); the answers but PAUSED may
+		 * carry a positive errno */
+		int32_t status = type != VCMA_SIM_MSG_PAUSED && (sent & 2) ? (int32_t)((r >> 32) & 0x7fffffff) : 0;
+		struct vcma_sim_run one = { .gfn = (r >> 8) % v->frames, .mfn = 0, .count = 1 };
 
-		if (vmm_send(v, type, seq, status, NULL, 0)) {
+		if (vmm_send(v, type, seq, status, type == VCMA_SIM_MSG_DIRTY ? &one : NULL,
+			     type == VCMA_SIM_MSG_DIRTY)) {
 			fprintf(stderr, "hostile: vmm-unsolicited: send %u failed: %s\n", sent, strerror(errno));
 			return 1;
 		}
@@ -524,7 +531,8 @@ static int vmm_unsolicited(struct vmm *v)
 		fprintf(stderr, "hostile: vmm-unsolicited: no longer served after %u unsolicited messages\n", sent);
 		return 1;
 	}
-	printf("hostile: vmm-unsolicited: %u PAUSED/REMAPPED with seqs never sent were ignored; still served\n",
+	printf("hostile: vmm-unsolicited: %u PAUSED/REMAPPED/TRACKING/DROPPED/DIRTY with seqs never sent were "
+	       "ignored; still served\n",
 	       sent);
 	return 0;
 }
@@ -627,6 +635,16 @@ static int scenario_vmm(const char *sc)
 		len = vmm_build(&u, VCMA_SIM_MSG_REMAPPED, 0, -1, NULL, 0); /* 0 or a positive errno */
 	} else if (!strcmp(sc, "vmm-report-status")) {
 		len = vmm_build(&u, VCMA_SIM_MSG_REPORT, 0, 1, run, 1);
+	} else if (!strcmp(sc, "vmm-dirty-status")) {
+		/* a status only on the part that ends the answer (fewer than 128 runs) */
+		len = vmm_build(&u, VCMA_SIM_MSG_DIRTY, 3, 5, run, VCMA_SIM_MSG_RUNS);
+	} else if (!strcmp(sc, "vmm-dropped-runs")) {
+		len = vmm_build(&u, VCMA_SIM_MSG_DROPPED, 3, 0, run, 1);
+	} else if (!strcmp(sc, "vmm-tracking-status")) {
+		len = vmm_build(&u, VCMA_SIM_MSG_TRACKING, 3, -22, NULL, 0);
+	} else if (!strcmp(sc, "vmm-dirty-overlap")) {
+		run[1] = (struct vcma_sim_run){ .gfn = 0, .mfn = 0, .count = 2 };
+		len = vmm_build(&u, VCMA_SIM_MSG_DIRTY, 3, 0, run, 2);
 	} else if (!strcmp(sc, "vmm-pin-overlap")) {
 		run[0] = (struct vcma_sim_run){ .gfn = 0, .mfn = 0, .count = 16 };
 		run[1] = (struct vcma_sim_run){ .gfn = 32, .mfn = 0, .count = 4 };

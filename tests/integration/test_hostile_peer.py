@@ -125,10 +125,15 @@ check(z["ok"] == "4" and z["quota"] == "59",
       "63 ALLOCs of 8 MiB posted at once into a lent-out pool with a 32 MiB quota: 4 OK, 59 QUOTA (%s)" % z)
 r = hostile(d, "query-access")
 check(r.returncode == 0, "QUERY of a pool bound to another class answers ACCESS")
-for sc, why in (("vmm-paused-runs", "PAUSED or REMAPPED with runs"),
-                ("vmm-paused-status", "PAUSED or REMAPPED with a bad status"),
-                ("vmm-remapped-status", "PAUSED or REMAPPED with a bad status"),
-                ("vmm-report-status", "REPORT, REUSE or PIN with a status")):
+ANSWER = "an answer (PAUSED, REMAPPED, TRACKING, DROPPED) with"
+for sc, why in (("vmm-paused-runs", ANSWER + " runs"),
+                ("vmm-paused-status", ANSWER + " a bad status"),
+                ("vmm-remapped-status", ANSWER + " a bad status"),
+                ("vmm-report-status", "REPORT, REUSE or PIN with a status"),
+                ("vmm-dirty-status", "DIRTY with a bad status"),
+                ("vmm-dropped-runs", ANSWER + " runs"),
+                ("vmm-tracking-status", ANSWER + " a bad status"),
+                ("vmm-dirty-overlap", "VMM message runs overlap")):
     before = len(d.logtext())
     r = hostile(d, sc)
     check(r.returncode == 0 and why in d.logtext()[before:], "%s: cut off (%s)" % (sc, why))
