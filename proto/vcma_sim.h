@@ -42,12 +42,17 @@ enum vcma_sim_msg_type {
 	VCMA_SIM_MSG_P2M = 3,
 };
 
+/* What a VMM can do beyond PAUSE/REMAP/RESUME (attach flags; a GUEST sends 0). */
+#define VCMA_SIM_F_ONE_TRIP 0x1u  /* REMAP_RESUME and DROP */
+#define VCMA_SIM_F_DIRTY_LOG 0x2u /* TRACK, UNTRACK, DIRTY_READ: it logs writes to RAM */
+#define VCMA_SIM_F_ALL (VCMA_SIM_F_ONE_TRIP | VCMA_SIM_F_DIRTY_LOG)
+
 struct vcma_sim_attach {
 	uint32_t magic;   /* VCMA_SIM_MAGIC */
 	uint16_t version; /* VCMA_SIM_VERSION */
 	uint16_t type;    /* VCMA_SIM_MSG_ATTACH */
 	uint32_t role;    /* enum vcma_sim_role */
-	uint32_t flags;   /* 0 */
+	uint32_t flags;   /* VMM: VCMA_SIM_F_*; GUEST: 0 */
 	uint64_t ram_bytes; /* VMM: guest RAM to back, a multiple of 4096; GUEST: 0 */
 	char name[VCMA_SIM_NAME_LEN];     /* guest name, NUL-terminated, [A-Za-z0-9_.-] */
 	char devclass[VCMA_SIM_NAME_LEN]; /* device class, may be empty */
@@ -98,9 +103,18 @@ struct vcma_sim_p2m {
  *   RESUME   seq            unpark the vCPUs; no answer
  *   REUSED   seq            the REUSE with this seq is recorded: the pages may be written
  *   PINNED   seq, status    the PIN with this seq is done: no pinned page is on a pool frame
+ *   -- VCMA_SIM_F_ONE_TRIP --
+ *   REMAP_RESUME seq, runs  while paused: REMAP, then unpark (as RESUME), then REMAPPED
+ *   DROP     seq, runs      paused or not: map reported pages (not reused) to fresh frames,
+ *                           then DROPPED
+ *   -- VCMA_SIM_F_DIRTY_LOG --
+ *   TRACK    seq, runs      log writes to these gfns from now on, then TRACKING
+ *   UNTRACK  seq, runs      stop logging them; no answer
+ *   DIRTY_READ seq          DIRTY: the logged gfns written since TRACK or the last read
+ *                           (and clear that); during a pause only once every vCPU is parked
  * VMM -> host
  *   PAUSED   seq            all vCPUs are parked
- *   REMAPPED seq, status
+ *   REMAPPED seq, status    (REMAP and REMAP_RESUME: all runs applied, or none)
  *   REPORT   runs           the guest does not use these pages (free page reporting): their
  *                           contents may be dropped at any time, they read back as zeros or
  *                           stale data, until a REUSE for them is answered
@@ -108,10 +122,16 @@ struct vcma_sim_p2m {
  *                           touch them before REUSED
  *   PIN      seq, runs      the guest will pin these pages (DMA): never back them with a
  *                           lendable pool frame; answered by PINNED
+ *   DIRTY    seq, status, runs  one answer to DIRTY_READ: messages of exactly 128 runs, then
+ *                           one of fewer (maybe 0) that ends it; status on the last: 0, or a
+ *                           positive errno (no log: every tracked gfn counts as written)
+ *   TRACKING seq, status    0: every write from now on is logged; errno: it cannot log
+ *   DROPPED  seq, status    (all runs applied, or none)
  *
- * The host sends PAUSE, then REMAP(s), then RESUME, never two PAUSEs at once. A VMM
- * that does not answer PAUSE within the host's pause timeout gets a RESUME for that
- * seq (it must unpark whenever it sees RESUME, paused or not) and the vacate fails.
+ * The host sends PAUSE, then REMAP(s), then RESUME (or one REMAP_RESUME), never two
+ * PAUSEs at once. A VMM that does not answer PAUSE within the host's pause timeout gets
+ * a RESUME for that seq (it must unpark whenever it sees RESUME, paused or not) and the
+ * vacate fails. docs/PROTOCOL.md §9.1 has the ordering rules (pre-copy, drops, REUSE).
  */
 enum vcma_sim_vmm_msg {
 	VCMA_SIM_MSG_PAUSE = 10,
@@ -119,11 +139,19 @@ enum vcma_sim_vmm_msg {
 	VCMA_SIM_MSG_RESUME = 12,
 	VCMA_SIM_MSG_REUSED = 13,
 	VCMA_SIM_MSG_PINNED = 14,
+	VCMA_SIM_MSG_REMAP_RESUME = 15,
+	VCMA_SIM_MSG_DROP = 16,
+	VCMA_SIM_MSG_TRACK = 17,
+	VCMA_SIM_MSG_UNTRACK = 18,
+	VCMA_SIM_MSG_DIRTY_READ = 19,
 	VCMA_SIM_MSG_PAUSED = 20,
 	VCMA_SIM_MSG_REMAPPED = 21,
 	VCMA_SIM_MSG_REPORT = 22,
 	VCMA_SIM_MSG_REUSE = 23,
 	VCMA_SIM_MSG_PIN = 24,
+	VCMA_SIM_MSG_DIRTY = 25,
+	VCMA_SIM_MSG_TRACKING = 26,
+	VCMA_SIM_MSG_DROPPED = 27,
 };
 
 #define VCMA_SIM_MSG_RUNS 128u
@@ -133,7 +161,7 @@ struct vcma_sim_msg {
 	uint16_t version; /* VCMA_SIM_VERSION */
 	uint16_t type;    /* enum vcma_sim_vmm_msg */
 	uint32_t seq;
-	int32_t status;   /* REMAPPED, PINNED: 0 or a positive errno */
+	int32_t status;   /* REMAPPED, PINNED, DIRTY, TRACKING, DROPPED: 0 or a positive errno */
 	uint32_t count;   /* runs that follow */
 	uint32_t pad;
 	struct vcma_sim_run run[];
