@@ -48,6 +48,9 @@ struct opts {
 	unsigned int pause_delay_ms;  /* fault injection: late PAUSED */
 	bool no_pause_ack;            /* fault injection: never PAUSED */
 	unsigned int exit_after_pauses; /* fault injection: _exit(0) at this PAUSE, 0 = never */
+	bool no_one_trip;             /* attach without VCMA_SIM_F_ONE_TRIP (an older VMM) */
+	bool no_dirty_log;            /* attach without VCMA_SIM_F_DIRTY_LOG */
+	unsigned int write_rate;      /* page writes per second per vCPU, 0 = as fast as it can */
 };
 
 /* A vCPU page (index inside the vCPU's slice) is in exactly one state. */
@@ -74,6 +77,7 @@ struct vcpu {
 	atomic_uint reuse_seq;  /* seq of the outstanding REUSE, 0 = none */
 	atomic_bool reuse_done; /* set by the VMM thread on REUSED(reuse_seq) */
 	uint64_t ops;           /* page operations since the start of the random phase */
+	uint64_t pace_t0, pace_n; /* --write-rate: writes since pace_t0 */
 	uint64_t rng;
 	uint64_t written, verified, corrupt;
 	uint64_t reports, reuses, reused_pages; /* REPORT / REUSE messages sent, pages taken back */
@@ -100,6 +104,9 @@ struct vm {
 	uint64_t shm_size, ram_frames, machine_bytes, window_gpa;
 	struct vcma_sim_run *runs;
 	uint32_t nruns;
+	uint64_t *p2m; /* mfn per gfn, as this VMM has RAM mapped (the VMM thread's, once started) */
+	uint32_t flags; /* VCMA_SIM_F_* sent at attach */
+	struct dlog *dlog; /* the dirty log of RAM, NULL if off (VMM thread once started) */
 	uint32_t nmaps;
 	uint8_t *base;
 	uint64_t span;
@@ -143,6 +150,16 @@ struct vm {
 	struct pause_stats ps;
 	atomic_uint_fast64_t remapped_pages, remap_calls, remap_refused, reports_init;
 	atomic_uint_fast64_t host_msgs_ignored;
+	atomic_uint_fast64_t remap_resumes, drops, dropped_pages, drops_refused;
+	atomic_uint_fast64_t tracks, tracks_refused, untracks, dirty_reads, dirty_read_errors, dirty_pages;
+
+	/* a DIRTY_READ that came during a pause waits (VMM thread) until every vCPU is
+	 * parked and PAUSED is sent; whoever sends PAUSED then wakes it through ack_fd */
+	int ack_fd;
+	atomic_bool dread_wait;
+	bool dread_pending;
+	uint32_t dread_seq;
+	uint64_t dread_t0;
 	atomic_uint_fast64_t logged_types; /* bit per unknown message type already logged */
 
 	struct vcpu *vcpu;
@@ -206,6 +223,9 @@ void *vmm_main(void *vm);
 
 /* vCPU side: park here between page operations while a pause is requested */
 void vmm_pause_point(struct vm *vm);
+/* vCPU side: sleep up to ns touching no RAM (a pause need not wait for it), then
+ * vmm_pause_point */
+void vmm_idle(struct vm *vm, uint64_t ns);
 /* a vCPU thread is about to start (before pthread_create) / has stopped touching RAM */
 void vmm_vcpu_enter(struct vm *vm);
 void vmm_vcpu_leave(struct vm *vm);
@@ -227,6 +247,8 @@ struct vmm_summary {
 	uint64_t acks, unparks, slept;
 	uint64_t remapped_pages, remap_calls, remap_refused;
 	uint64_t host_msgs_ignored;
+	uint64_t remap_resumes, drops, dropped_pages, drops_refused;
+	uint64_t tracks, tracks_refused, untracks, dirty_reads, dirty_read_errors, dirty_pages;
 };
 void vmm_summary(struct vm *vm, struct vmm_summary *s);
 

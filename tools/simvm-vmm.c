@@ -13,6 +13,20 @@
  *            counts against vm.max_map_count), then REMAPPED.
  *   RESUME   always unparks; the pause is timed from PAUSE received to this.
  *   REUSED / PINNED  hand the answer to the vCPU or the main thread that waits for it.
+ * With VCMA_SIM_F_ONE_TRIP:
+ *   REMAP_RESUME  REMAP, then unpark as RESUME does (the pause ends here), then REMAPPED.
+ *   DROP     map the runs like REMAP while the vCPUs run (they never touch reported
+ *            pages), then DROPPED.
+ *   A remap is all or nothing: if an mmap fails, the runs already mapped go back to the
+ *   frames our own p2m (vm->p2m) still names; if that fails too the VM's memory is in no
+ *   known state and we exit, which closes the connection (PROTOCOL.md §9.1).
+ * With VCMA_SIM_F_DIRTY_LOG (simvm-dirty.c):
+ *   TRACK / UNTRACK  start / stop logging writes to gfns; TRACKING answers TRACK.
+ *   DIRTY_READ  read and clear the log, answered with DIRTY messages. During a pause it
+ *            waits (the thread keeps serving the socket) until every vCPU is parked and
+ *            PAUSED is out: whoever sends PAUSED wakes this thread through ack_fd.
+ *   Every remap re-registers the new mapping with the log; a remap that worked stops
+ *   logging the gfns it moved.
  *
  * The VMM thread is the socket's only reader; every writer holds send_lock.
  */
@@ -24,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -31,12 +46,14 @@
 
 #include "vcma_barrier.h"
 #include "vcma_proto.h"
+#include "simvm-dirty.h"
 #include "simvm-vm.h"
 
 #define PARK_SPIN_NS 50000ull         /* spin this long before sleeping on the futex */
 #define PARK_SLEEP_NS 100000000ull    /* futex sleeps re-check for a gone host this often */
 #define PARK_STOP_TIMEOUT_NS 30000000000ull /* run over and still paused: give up then */
 #define PIN_TIMEOUT_NS 60000000000ull
+#define DREAD_WAIT_NS 10000000000ull  /* a DIRTY_READ waiting for parked vCPUs: give up then */
 
 static inline void cpu_relax(void)
 {
@@ -70,6 +87,13 @@ int vmm_channel_init(struct vm *vm)
 		pthread_mutex_destroy(&vm->send_lock);
 		return -rc;
 	}
+	vm->ack_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->ack_fd < 0) {
+		rc = errno;
+		pthread_mutex_destroy(&vm->stats_lock);
+		pthread_mutex_destroy(&vm->send_lock);
+		return -rc;
+	}
 	atomic_store(&vm->next_seq, 1);
 	return 0;
 }
@@ -78,6 +102,7 @@ void vmm_channel_fini(struct vm *vm)
 {
 	pthread_mutex_destroy(&vm->send_lock);
 	pthread_mutex_destroy(&vm->stats_lock);
+	close(vm->ack_fd);
 	free(vm->ps.dur_ns);
 	free(vm->ps.park_ns);
 	free(vm->ps.resume_ns);
@@ -201,6 +226,14 @@ static void try_ack(struct vm *vm)
 	pthread_mutex_unlock(&vm->send_lock);
 	if (sent && rc && !atomic_load(&vm->host_gone))
 		msg("cannot send PAUSED: %s", strerror(-rc));
+	/* a DIRTY_READ may be waiting for this PAUSED (seq_cst: it set dread_wait before
+	 * it looked at ack_pending, and we cleared that before we look here) */
+	if (sent && atomic_load(&vm->dread_wait)) {
+		uint64_t one = 1;
+
+		if (write(vm->ack_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			msg("cannot wake the VMM thread: %s", strerror(errno));
+	}
 	if (sent) {
 		pthread_mutex_lock(&vm->stats_lock);
 		push_sample(&vm->ps.park_ns, &vm->ps.npark, &vm->ps.cap_park, t);
@@ -226,18 +259,23 @@ static bool nobody_resumes(struct vm *vm)
 	       atomic_load_explicit(&vm->park_gave_up, memory_order_relaxed);
 }
 
-void vmm_pause_point(struct vm *vm)
+/*
+ * This vCPU is counted in parked and pstate was s (odd): wait for the resume, then
+ * leave. A PAUSE that comes between its last look at pstate and the decrement may have
+ * counted it as parked and been acked; so it looks once more after the decrement
+ * (seq_cst: on_pause bumps pstate before it counts) and parks again for that pause.
+ */
+static void park(struct vm *vm, unsigned int s)
 {
-	unsigned int s = atomic_load_explicit(&vm->pstate, memory_order_acquire), cur;
-	uint64_t t0, stop_t0 = 0;
-	bool slept = false, resumed = false;
+	unsigned int cur;
+	uint64_t t0, stop_t0;
+	bool slept, resumed;
 
-	if (!(s & 1u) || nobody_resumes(vm))
-		return;
-	/* this vCPU's guest writes are done before it counts as parked (seq_cst) */
-	atomic_fetch_add(&vm->parked, 1);
+again:
 	try_ack(vm);
 	t0 = now_ns();
+	stop_t0 = 0;
+	slept = resumed = false;
 	for (;;) {
 		while ((cur = atomic_load_explicit(&vm->pstate, memory_order_acquire)) == s && now_ns() - t0 < PARK_SPIN_NS)
 			cpu_relax();
@@ -282,7 +320,55 @@ void vmm_pause_point(struct vm *vm)
 		push_sample(&vm->ps.resume_ns, &vm->ps.nresume, &vm->ps.cap_resume, t);
 		vm->ps.slept += slept;
 		pthread_mutex_unlock(&vm->stats_lock);
+		cur = atomic_load(&vm->pstate);
+		if ((cur & 1u) && !nobody_resumes(vm)) {
+			atomic_fetch_add(&vm->parked, 1);
+			s = cur;
+			goto again;
+		}
 	}
+}
+
+void vmm_pause_point(struct vm *vm)
+{
+	unsigned int s = atomic_load_explicit(&vm->pstate, memory_order_acquire);
+
+	if (!(s & 1u) || nobody_resumes(vm))
+		return;
+	/* this vCPU's guest writes are done before it counts as parked (seq_cst) */
+	atomic_fetch_add(&vm->parked, 1);
+	park(vm, s);
+}
+
+/*
+ * A vCPU with nothing to do (--write-rate) sleeps here as a halted vCPU would: it
+ * touches no RAM, so it counts as parked and a pause need not wait for it. If a pause
+ * is on when it wakes it stays parked until the resume.
+ */
+void vmm_idle(struct vm *vm, uint64_t ns)
+{
+	unsigned int s = atomic_load(&vm->pstate), cur;
+
+	if (nobody_resumes(vm)) {
+		struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
+
+		nanosleep(&ts, NULL);
+		return;
+	}
+	if (!(s & 1u)) {
+		atomic_fetch_add(&vm->parked, 1);
+		try_ack(vm); /* a PAUSE since our look may be waiting for this vCPU only */
+		atomic_fetch_add(&vm->sleepers, 1);
+		futex_wait(&vm->pstate, s, ns); /* a RESUME wakes it early: harmless */
+		atomic_fetch_sub(&vm->sleepers, 1);
+		cur = atomic_load(&vm->pstate);
+		if ((cur & 1u) && !nobody_resumes(vm)) {
+			park(vm, cur); /* straight from idle to parked, counted throughout */
+			return;
+		}
+		atomic_fetch_sub(&vm->parked, 1);
+	}
+	vmm_pause_point(vm); /* a PAUSE that counted us just before the decrement */
 }
 
 static void on_pause(struct vm *vm, uint32_t seq)
@@ -340,11 +426,65 @@ static void on_resume(struct vm *vm)
 
 /* ---- remapping ---- */
 
-static int do_remap(struct vm *vm, const struct vcma_sim_run *run, uint32_t count)
-{
-	uint64_t machine_frames = vm->machine_bytes / PAGE;
+/* Log once per kind what would otherwise repeat on every message. */
+enum { ONCE_RELOG, ONCE_TRACK, ONCE_UNTRACK, ONCE_DREAD, ONCE_DREAD_LATE, ONCE_DREAD_TWICE };
+static atomic_uint once_bits;
 
-	if (!all_parked(vm))
+static bool first_time(unsigned int key)
+{
+	return !(atomic_fetch_or(&once_bits, 1u << key) & (1u << key));
+}
+
+/* mmap gfns [gfn, gfn + n) to frames [mfn, mfn + n); 0 or -errno */
+static int map_gfns(struct vm *vm, uint64_t gfn, uint64_t mfn, uint64_t n)
+{
+	int rc;
+
+	if (mmap(vm->base + gfn * PAGE, n * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, vm->machine_fd,
+		 (off_t)(mfn * PAGE)) == MAP_FAILED)
+		return -errno;
+	atomic_fetch_add(&vm->remap_calls, 1);
+	/* a new mapping: the dirty log must know it before anything scans it */
+	if (vm->dlog && (rc = dlog_reregister(vm->dlog, gfn, n)) && first_time(ONCE_RELOG))
+		msg("dirty logging is broken: cannot register remapped RAM with the userfaultfd: %s; "
+		    "TRACK and DIRTY_READ are answered with this error from now on", strerror(-rc));
+	return 0;
+}
+
+/* Undo: map gfns [gfn, gfn + n) back to the frames vm->p2m names (it has not changed). */
+static int map_back(struct vm *vm, uint64_t gfn, uint64_t n)
+{
+	for (uint64_t g = gfn; g < gfn + n;) {
+		uint64_t k = 1;
+		int rc;
+
+		while (g + k < gfn + n && vm->p2m[g + k] == vm->p2m[g] + k)
+			k++;
+		rc = map_gfns(vm, g, vm->p2m[g], k);
+		if (rc)
+			return rc;
+		g += k;
+	}
+	return 0;
+}
+
+/*
+ * REMAP, REMAP_RESUME (need_parked) and DROP: map every run, or none (PROTOCOL.md §9.1,
+ * all or nothing). Returns 0 with *pages moved, or a positive errno when nothing moved.
+ * Runs that continue each other in gfn and mfn are merged, never split: each mapping
+ * counts against vm.max_map_count.
+ */
+static int do_remap(struct vm *vm, const char *what, const struct vcma_sim_run *run, uint32_t count,
+		    bool need_parked, uint64_t *pages)
+{
+	struct {
+		uint64_t gfn, mfn, n;
+	} map[VCMA_SIM_MSG_RUNS];
+	uint64_t machine_frames = vm->machine_bytes / PAGE;
+	uint32_t nmap = 0;
+
+	*pages = 0;
+	if (need_parked && !all_parked(vm))
 		return EINVAL;
 	/* check everything before mapping anything */
 	for (uint32_t i = 0; i < count; i++) {
@@ -359,18 +499,228 @@ static int do_remap(struct vm *vm, const struct vcma_sim_run *run, uint32_t coun
 
 		for (i++; i < count && run[i].gfn == gfn + n && run[i].mfn == mfn + n; i++)
 			n += run[i].count;
-		if (mmap(vm->base + gfn * PAGE, n * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, vm->machine_fd,
-			 (off_t)(mfn * PAGE)) == MAP_FAILED) {
-			int err = errno;
+		map[nmap].gfn = gfn;
+		map[nmap].mfn = mfn;
+		map[nmap++].n = n;
+	}
+	for (uint32_t i = 0; i < nmap; i++) {
+		int err = -map_gfns(vm, map[i].gfn, map[i].mfn, map[i].n);
 
-			msg("REMAP: cannot map gfn %#" PRIx64 "+%#" PRIx64 " to mfn %#" PRIx64 ": %s%s", gfn, n, mfn,
-			    strerror(err), err == ENOMEM ? " (too many mappings? see vm.max_map_count)" : "");
-			return err;
+		if (!err)
+			continue;
+		msg("%s: cannot map gfn %#" PRIx64 "+%#" PRIx64 " to mfn %#" PRIx64 ": %s%s; mapping back the %u run(s) "
+		    "before it", what, map[i].gfn, map[i].n, map[i].mfn, strerror(err),
+		    err == ENOMEM ? " (too many mappings? see vm.max_map_count)" : "", i);
+		/* a failed mmap(MAP_FIXED) may have unmapped its range already: that one too */
+		for (uint32_t j = 0; j <= i; j++) {
+			int rc = map_back(vm, map[j].gfn, map[j].n);
+
+			if (rc) {
+				msg("%s: cannot map gfn %#" PRIx64 "+%#" PRIx64 " back to its frames: %s; the VM's memory "
+				    "is in no known state: exiting, which closes the VMM channel (PROTOCOL.md 9.1)",
+				    what, map[j].gfn, map[j].n, strerror(-rc));
+				shutdown(vm->sock, SHUT_RDWR);
+				_exit(EXIT_FAIL);
+			}
 		}
-		atomic_fetch_add(&vm->remap_calls, 1);
-		atomic_fetch_add(&vm->remapped_pages, n);
+		return err;
+	}
+	/* applied: our p2m follows, and the gfns moved are no longer logged */
+	for (uint32_t i = 0; i < nmap; i++) {
+		for (uint64_t k = 0; k < map[i].n; k++)
+			vm->p2m[map[i].gfn + k] = map[i].mfn + k;
+		if (vm->dlog)
+			dlog_untrack(vm->dlog, map[i].gfn, map[i].n); /* only a hint to the kernel can fail */
+		*pages += map[i].n;
 	}
 	return 0;
+}
+
+/* REMAP and REMAP_RESUME: the remap and its counters; 0 or a positive errno */
+static int remap_msg(struct vm *vm, const struct vcma_sim_msg *m, const char *what)
+{
+	uint64_t pages;
+	int st = do_remap(vm, what, m->run, m->count, true, &pages);
+
+	if (st) {
+		atomic_fetch_add(&vm->remap_refused, 1);
+		if (st == EINVAL)
+			msg("%s %u refused: %s", what, m->seq,
+			    all_parked(vm) ? "a run outside guest RAM or machine memory" : "the VM is not paused");
+	}
+	atomic_fetch_add(&vm->remapped_pages, pages);
+	return st;
+}
+
+static void answer(struct vm *vm, uint16_t type, const char *name, uint32_t seq, int status)
+{
+	int rc = send_msg(vm, type, seq, status, NULL, 0);
+
+	if (rc && !atomic_load(&vm->host_gone))
+		msg("cannot send %s: %s", name, strerror(-rc));
+}
+
+/* ---- dirty logging ---- */
+
+static bool runs_in_ram(const struct vm *vm, const struct vcma_sim_msg *m)
+{
+	for (uint32_t i = 0; i < m->count; i++) {
+		const struct vcma_sim_run *r = &m->run[i];
+
+		if (!r->count || r->gfn >= vm->ram_frames || r->count > vm->ram_frames - r->gfn)
+			return false;
+	}
+	return true;
+}
+
+/* TRACK: 0 or a positive errno for TRACKING */
+static int on_track(struct vm *vm, const struct vcma_sim_msg *m)
+{
+	int rc = 0;
+
+	atomic_fetch_add(&vm->tracks, 1);
+	if (!vm->dlog)
+		rc = -EOPNOTSUPP;
+	else if (!runs_in_ram(vm, m))
+		rc = -EINVAL;
+	for (uint32_t i = 0; !rc && i < m->count; i++) {
+		rc = dlog_track(vm->dlog, m->run[i].gfn, m->run[i].count);
+		if (rc) /* none of this message, then */
+			for (uint32_t j = 0; j <= i; j++)
+				dlog_untrack(vm->dlog, m->run[j].gfn, m->run[j].count);
+	}
+	if (rc) {
+		atomic_fetch_add(&vm->tracks_refused, 1);
+		if (first_time(ONCE_TRACK))
+			msg("TRACK %u refused: %s (logged once)", m->seq,
+			    rc == -EOPNOTSUPP ? "dirty logging is off"
+			    : rc == -EINVAL   ? "a run outside guest RAM"
+					      : strerror(-rc));
+	}
+	return -rc;
+}
+
+static void on_untrack(struct vm *vm, const struct vcma_sim_msg *m)
+{
+	atomic_fetch_add(&vm->untracks, 1);
+	if (!vm->dlog)
+		return;
+	if (!runs_in_ram(vm, m)) {
+		if (first_time(ONCE_UNTRACK))
+			msg("UNTRACK %u with a run outside guest RAM: ignored (logged once)", m->seq);
+		return;
+	}
+	for (uint32_t i = 0; i < m->count; i++)
+		dlog_untrack(vm->dlog, m->run[i].gfn, m->run[i].count);
+}
+
+/* One DIRTY answer: full messages of exactly VCMA_SIM_MSG_RUNS runs, then the last. */
+struct dirty_out {
+	struct vm *vm;
+	uint32_t seq, n;
+	struct vcma_sim_run run[VCMA_SIM_MSG_RUNS];
+};
+
+static int dirty_emit(void *p, uint64_t gfn, uint64_t count)
+{
+	struct dirty_out *o = p;
+
+	if (o->n == VCMA_SIM_MSG_RUNS) { /* full, and more follows: not the last message */
+		int rc = send_msg(o->vm, VCMA_SIM_MSG_DIRTY, o->seq, 0, o->run, o->n);
+
+		if (rc)
+			return rc;
+		o->n = 0;
+	}
+	o->run[o->n++] = (struct vcma_sim_run){ .gfn = gfn, .mfn = 0, .count = count };
+	return 0;
+}
+
+/* Read the log and answer DIRTY_READ `seq` (err: answer that errno without reading). */
+static void answer_dirty_read(struct vm *vm, uint32_t seq, int err)
+{
+	struct dirty_out *o = calloc(1, sizeof(*o));
+	int64_t n = err ? -err : !vm->dlog ? -EOPNOTSUPP : !o ? -ENOMEM : 0;
+	int rc = 0;
+
+	if (o) {
+		o->vm = vm;
+		o->seq = seq;
+	}
+	if (!n)
+		n = dlog_read(vm->dlog, dirty_emit, o);
+	atomic_fetch_add(&vm->dirty_reads, 1);
+	if (n < 0) {
+		atomic_fetch_add(&vm->dirty_read_errors, 1);
+		if (first_time(ONCE_DREAD))
+			msg("DIRTY_READ %u failed: %s; vcmad counts every tracked page as written (logged once)", seq,
+			    strerror((int)-n));
+	} else {
+		atomic_fetch_add(&vm->dirty_pages, (uint64_t)n);
+	}
+	if (o && o->n == VCMA_SIM_MSG_RUNS) {
+		rc = send_msg(vm, VCMA_SIM_MSG_DIRTY, seq, 0, o->run, o->n);
+		o->n = 0;
+	}
+	if (!rc) /* the last message: fewer than VCMA_SIM_MSG_RUNS runs, maybe none */
+		rc = send_msg(vm, VCMA_SIM_MSG_DIRTY, seq, n < 0 ? (int32_t)-n : 0, o ? o->run : NULL, o ? o->n : 0);
+	if (rc && !atomic_load(&vm->host_gone))
+		msg("cannot send DIRTY: %s", strerror(-rc));
+	free(o);
+}
+
+/* Can the waiting DIRTY_READ be answered: not paused, or every vCPU parked and PAUSED out? */
+static bool dread_due(struct vm *vm)
+{
+	bool owed;
+
+	if (!(atomic_load(&vm->pstate) & 1u))
+		return true;
+	if (!all_parked(vm))
+		return false;
+	pthread_mutex_lock(&vm->send_lock);
+	owed = vm->ack_pending;
+	pthread_mutex_unlock(&vm->send_lock);
+	return !owed;
+}
+
+/* Answer the waiting DIRTY_READ if it is due (or has waited too long). */
+static void dread_poll(struct vm *vm)
+{
+	bool due, late;
+
+	if (!vm->dread_pending)
+		return;
+	due = dread_due(vm);
+	late = now_ns() - vm->dread_t0 > DREAD_WAIT_NS;
+	if (!due && !late)
+		return;
+	atomic_store(&vm->dread_wait, false);
+	vm->dread_pending = false;
+	if (!due) {
+		if (first_time(ONCE_DREAD_LATE))
+			msg("DIRTY_READ %u: the VM did not finish pausing in %u s: answered ETIMEDOUT (logged once)",
+			    vm->dread_seq, (unsigned int)(DREAD_WAIT_NS / 1000000000ull));
+		answer_dirty_read(vm, vm->dread_seq, ETIMEDOUT);
+		return;
+	}
+	answer_dirty_read(vm, vm->dread_seq, 0);
+}
+
+static void on_dirty_read(struct vm *vm, uint32_t seq)
+{
+	if (vm->dread_pending) { /* the host sends one at a time: the older one is stale */
+		if (first_time(ONCE_DREAD_TWICE))
+			msg("DIRTY_READ %u while %u waits: answering the older with ECANCELED (logged once)", seq,
+			    vm->dread_seq);
+		vm->dread_pending = false;
+		answer_dirty_read(vm, vm->dread_seq, ECANCELED);
+	}
+	vm->dread_seq = seq;
+	vm->dread_t0 = now_ns();
+	vm->dread_pending = true;
+	atomic_store(&vm->dread_wait, true); /* before dread_due looks at ack_pending */
+	dread_poll(vm);
 }
 
 /* ---- the VMM thread ---- */
@@ -427,20 +777,54 @@ static void handle(struct vm *vm, const struct vcma_sim_msg *m, ssize_t n)
 	case VCMA_SIM_MSG_RESUME:
 		on_resume(vm);
 		break;
-	case VCMA_SIM_MSG_REMAP: {
-		int st = do_remap(vm, m->run, m->count), rc;
+	case VCMA_SIM_MSG_REMAP:
+		answer(vm, VCMA_SIM_MSG_REMAPPED, "REMAPPED", m->seq, remap_msg(vm, m, "REMAP"));
+		break;
+	case VCMA_SIM_MSG_REMAP_RESUME: {
+		int st;
 
-		if (st) {
-			atomic_fetch_add(&vm->remap_refused, 1);
-			if (st == EINVAL)
-				msg("REMAP %u refused: %s", m->seq,
-				    all_parked(vm) ? "a run outside guest RAM or machine memory" : "the VM is not paused");
-		}
-		rc = send_msg(vm, VCMA_SIM_MSG_REMAPPED, m->seq, st, NULL, 0);
-		if (rc && !atomic_load(&vm->host_gone))
-			msg("cannot send REMAPPED: %s", strerror(-rc));
+		if (!(vm->flags & VCMA_SIM_F_ONE_TRIP))
+			goto unknown; /* --no-one-trip: as a VMM that never heard of it */
+		st = remap_msg(vm, m, "REMAP_RESUME");
+		on_resume(vm); /* whether the remap worked or not */
+		atomic_fetch_add(&vm->remap_resumes, 1);
+		answer(vm, VCMA_SIM_MSG_REMAPPED, "REMAPPED", m->seq, st);
 		break;
 	}
+	case VCMA_SIM_MSG_DROP: {
+		uint64_t pages;
+		int st;
+
+		if (!(vm->flags & VCMA_SIM_F_ONE_TRIP))
+			goto unknown;
+		st = do_remap(vm, "DROP", m->run, m->count, false, &pages);
+		if (st) {
+			atomic_fetch_add(&vm->drops_refused, 1);
+			if (st == EINVAL)
+				msg("DROP %u refused: a run outside guest RAM or machine memory", m->seq);
+		} else {
+			atomic_fetch_add(&vm->drops, 1);
+			atomic_fetch_add(&vm->dropped_pages, pages);
+		}
+		answer(vm, VCMA_SIM_MSG_DROPPED, "DROPPED", m->seq, st);
+		break;
+	}
+	/* dirty logging: asked for and not working, it is answered with an errno */
+	case VCMA_SIM_MSG_TRACK:
+		if (vm->o->no_dirty_log)
+			goto unknown; /* --no-dirty-log: as a VMM that never heard of it */
+		answer(vm, VCMA_SIM_MSG_TRACKING, "TRACKING", m->seq, on_track(vm, m));
+		break;
+	case VCMA_SIM_MSG_UNTRACK:
+		if (vm->o->no_dirty_log)
+			goto unknown;
+		on_untrack(vm, m);
+		break;
+	case VCMA_SIM_MSG_DIRTY_READ:
+		if (vm->o->no_dirty_log)
+			goto unknown;
+		on_dirty_read(vm, m->seq);
+		break;
 	case VCMA_SIM_MSG_REUSED:
 		on_reused(vm, m->seq);
 		break;
@@ -453,6 +837,7 @@ static void handle(struct vm *vm, const struct vcma_sim_msg *m, ssize_t n)
 		}
 		break;
 	default:
+	unknown:
 		ignore(vm, m->type < KEY_TYPES_ABOVE ? m->type : KEY_TYPES_ABOVE, m->type, n, "an unknown message");
 		break;
 	}
@@ -474,7 +859,8 @@ void *vmm_main(void *p)
 	/* until main says so (wake_fd) or the host goes: parked vCPUs of a run that is
 	 * over still need their RESUME */
 	for (;;) {
-		struct pollfd pfd[2] = { { .fd = vm->sock, .events = POLLIN }, { .fd = vm->wake_fd, .events = POLLIN } };
+		struct pollfd pfd[3] = { { .fd = vm->sock, .events = POLLIN }, { .fd = vm->wake_fd, .events = POLLIN },
+					 { .fd = vm->ack_fd, .events = POLLIN } };
 		int timeout = -1;
 		ssize_t n;
 
@@ -496,7 +882,15 @@ void *vmm_main(void *p)
 				}
 			}
 		}
-		if (poll(pfd, 2, timeout) < 0) {
+		/* a DIRTY_READ waits for the pause: woken through ack_fd, bounded */
+		if (vm->dread_pending) {
+			uint64_t t = now_ns(), due = vm->dread_t0 + DREAD_WAIT_NS;
+			int ms = t >= due ? 0 : (int)((due - t + 999999) / 1000000);
+
+			if (timeout < 0 || ms < timeout)
+				timeout = ms;
+		}
+		if (poll(pfd, 3, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			msg("VMM thread: poll: %s", strerror(errno));
@@ -504,6 +898,13 @@ void *vmm_main(void *p)
 		}
 		if (pfd[1].revents)
 			break;
+		if (pfd[2].revents) {
+			uint64_t v;
+
+			if (read(vm->ack_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				msg("VMM thread: reading its wake-up: %s", strerror(errno));
+		}
+		dread_poll(vm);
 		if (!pfd[0].revents)
 			continue;
 		n = recv(vm->sock, u->buf, sizeof(u->buf), MSG_DONTWAIT | MSG_TRUNC);
@@ -530,6 +931,7 @@ void *vmm_main(void *p)
 			continue;
 		}
 		handle(vm, &u->m, n);
+		dread_poll(vm); /* a RESUME ends the pause a DIRTY_READ waited for */
 	}
 	free(u);
 	return NULL;
@@ -617,4 +1019,14 @@ void vmm_summary(struct vm *vm, struct vmm_summary *s)
 	s->remap_calls = atomic_load(&vm->remap_calls);
 	s->remap_refused = atomic_load(&vm->remap_refused);
 	s->host_msgs_ignored = atomic_load(&vm->host_msgs_ignored);
+	s->remap_resumes = atomic_load(&vm->remap_resumes);
+	s->drops = atomic_load(&vm->drops);
+	s->dropped_pages = atomic_load(&vm->dropped_pages);
+	s->drops_refused = atomic_load(&vm->drops_refused);
+	s->tracks = atomic_load(&vm->tracks);
+	s->tracks_refused = atomic_load(&vm->tracks_refused);
+	s->untracks = atomic_load(&vm->untracks);
+	s->dirty_reads = atomic_load(&vm->dirty_reads);
+	s->dirty_read_errors = atomic_load(&vm->dirty_read_errors);
+	s->dirty_pages = atomic_load(&vm->dirty_pages);
 }

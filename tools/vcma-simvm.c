@@ -45,9 +45,13 @@
 #include "vcma_name.h"
 #include "vcma_sim.h"
 #include "vcma_status.h"
+#include "simvm-dirty.h"
 #include "simvm-vm.h"
 
 #define ATTACH_TIMEOUT_MS 10000
+#define WRITE_RATE_MAX 1000000u
+#define PACE_MAX_LAG_NS 20000000ull   /* --write-rate: a vCPU this far behind (a pause) starts afresh */
+#define PACE_MAX_SLEEP_NS 100000000ull /* and sleeps at most this long at a time */
 
 /* ---- refusals: normal outcomes, counted per size ---- */
 
@@ -325,6 +329,36 @@ static void take_back(struct vcpu *c)
 	atomic_store(&c->reuse_seq, 0);
 }
 
+/*
+ * --write-rate: sleep (as an idle vCPU: a pause need not wait for it) until the next
+ * page write is due. Writes are due at pace_t0 + pace_n / rate; a vCPU that fell more
+ * than PACE_MAX_LAG_NS behind (it was paused, or starved) starts afresh instead of
+ * writing a burst to catch up.
+ */
+static void pace(struct vcpu *c)
+{
+	struct vm *vm = c->vm;
+	uint64_t rate = vm->o->write_rate;
+
+	while (!stopping(vm)) {
+		uint64_t t = now_ns(), due;
+
+		if (!c->pace_t0 || t - c->pace_t0 > (uint64_t)1e9 * 3600) { /* start, or keep the product small */
+			c->pace_t0 = t;
+			c->pace_n = 0;
+		}
+		due = c->pace_t0 + c->pace_n * 1000000000ull / rate;
+		if (t >= due) {
+			if (t - due > PACE_MAX_LAG_NS) {
+				c->pace_t0 = t;
+				c->pace_n = 0;
+			}
+			return;
+		}
+		vmm_idle(vm, due - t < PACE_MAX_SLEEP_NS ? due - t : PACE_MAX_SLEEP_NS);
+	}
+}
+
 #define VCPU_NICE 10
 static atomic_bool nice_warned;
 
@@ -363,10 +397,18 @@ static void *vcpu_main(void *p)
 			continue;
 		}
 		page = c->used[r % c->nused];
-		if ((r >> 60) < 4) /* one in four: verify */
+		if ((r >> 60) < 4) { /* one in four: verify */
 			page_verify(c, page);
-		else
+		} else {
+			if (vm->o->write_rate) {
+				pace(c);
+				vmm_pause_point(vm); /* pace may return as a pause begins */
+				if (stopping(vm))
+					break;
+			}
 			page_write(c, page);
+			c->pace_n++;
+		}
 	}
 	/* the final pass: every page in use still holds what this vCPU last wrote */
 	for (uint64_t page = 0; page < c->npages && !atomic_load(&vm->host_gone); page++) {
@@ -628,7 +670,7 @@ static int vmm_handshake(struct vm *vm, int fds[4], const char **why)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct vcma_sim_attach a = {
 		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH,
-		.role = VCMA_SIM_ROLE_VMM, .ram_bytes = o->ram,
+		.role = VCMA_SIM_ROLE_VMM, .flags = vm->flags, .ram_bytes = o->ram,
 	};
 	struct vcma_sim_attach_rsp rsp;
 	union {
@@ -776,6 +818,15 @@ static int map_ram(struct vm *vm, const char **why)
 {
 	uint32_t i = 0;
 
+	/* our own p2m, gfn by gfn: a remap that fails halfway maps back from it */
+	vm->p2m = calloc(vm->ram_frames, sizeof(*vm->p2m));
+	if (!vm->p2m) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	for (uint32_t r = 0; r < vm->nruns; r++)
+		for (uint64_t k = 0; k < vm->runs[r].count; k++)
+			vm->p2m[vm->runs[r].gfn + k] = vm->runs[r].mfn + k;
 	vm->span = vm->window_gpa + vm->machine_bytes;
 	vm->base = mmap(NULL, vm->span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (vm->base == MAP_FAILED) {
@@ -815,6 +866,12 @@ static const char *fmt_size(uint64_t b, char buf[32])
 	return buf;
 }
 
+static const char *fmt_rate(unsigned int rate, char buf[32])
+{
+	snprintf(buf, 32, "%u pages/s per vCPU", rate);
+	return buf;
+}
+
 /* what the summary adds up after the run */
 struct totals {
 	uint64_t written, verified, corrupt, pattern;
@@ -842,6 +899,14 @@ static void print_text(struct vm *vm, const struct totals *t)
 	printf("  remapped %" PRIu64 " page(s) in %" PRIu64 " mmap call(s), %" PRIu64 " REMAP(s) refused; %" PRIu64
 	       " host message(s) ignored\n",
 	       t->vs.remapped_pages, t->vs.remap_calls, t->vs.remap_refused, t->vs.host_msgs_ignored);
+	printf("  one trip %s: %" PRIu64 " REMAP_RESUME(s), %" PRIu64 " DROP(s) of %" PRIu64 " page(s), %" PRIu64
+	       " DROP(s) refused\n",
+	       (vm->flags & VCMA_SIM_F_ONE_TRIP) ? "on" : "off", t->vs.remap_resumes, t->vs.drops, t->vs.dropped_pages,
+	       t->vs.drops_refused);
+	printf("  dirty log %s: %" PRIu64 " TRACK(s) (%" PRIu64 " refused), %" PRIu64 " UNTRACK(s), %" PRIu64
+	       " DIRTY_READ(s) (%" PRIu64 " failed) reporting %" PRIu64 " page(s); write rate %s\n",
+	       vm->dlog ? "on" : "off", t->vs.tracks, t->vs.tracks_refused, t->vs.untracks, t->vs.dirty_reads,
+	       t->vs.dirty_read_errors, t->vs.dirty_pages, o->write_rate ? fmt_rate(o->write_rate, buf) : "unpaced");
 	printf("  free page reporting: %" PRIu64 " page(s) reported now, %" PRIu64 " REPORT(s), %" PRIu64
 	       " REUSE(s) taking back %" PRIu64 " page(s); %" PRIu64 " page(s) pinned\n",
 	       t->reported_pages, t->reports, t->reuses, t->reused_pages, vm->pinned_pages);
@@ -885,11 +950,18 @@ static void print_json(struct vm *vm, const struct totals *t)
 	       ",\"unpark_p50_us\":%.1f,\"unpark_p99_us\":%.1f,\"unpark_max_us\":%.1f,\"unparks_from_sleep\":%" PRIu64 "},"
 	       "\"remapped_pages\":%" PRIu64 ",\"remap_calls\":%" PRIu64 ",\"remaps_refused\":%" PRIu64
 	       ",\"reported_pages\":%" PRIu64 ",\"reports\":%" PRIu64 ",\"reuses\":%" PRIu64 ",\"reused_pages\":%" PRIu64
-	       ",\"pinned_pages\":%" PRIu64 ",\"host_msgs_ignored\":%" PRIu64 ",\"sizes\":[",
+	       ",\"pinned_pages\":%" PRIu64 ",\"host_msgs_ignored\":%" PRIu64 ",",
 	       t->vs.pauses, t->vs.p50_us, t->vs.p99_us, t->vs.max_us, t->vs.acks, t->vs.park_p50_us, t->vs.park_p99_us,
 	       t->vs.park_max_us, t->vs.unparks, t->vs.resume_p50_us, t->vs.resume_p99_us, t->vs.resume_max_us,
 	       t->vs.slept, t->vs.remapped_pages, t->vs.remap_calls, t->vs.remap_refused, t->reported_pages,
 	       t->reports, t->reuses, t->reused_pages, vm->pinned_pages, t->vs.host_msgs_ignored);
+	printf("\"write_rate\":%u,\"one_trip\":%s,\"dirty_log\":%s,\"remap_resumes\":%" PRIu64 ",\"drops\":%" PRIu64
+	       ",\"dropped_pages\":%" PRIu64 ",\"drops_refused\":%" PRIu64 ",\"tracks\":%" PRIu64
+	       ",\"tracks_refused\":%" PRIu64 ",\"untracks\":%" PRIu64 ",\"dirty_reads\":%" PRIu64
+	       ",\"dirty_read_errors\":%" PRIu64 ",\"dirty_pages\":%" PRIu64 ",\"sizes\":[",
+	       o->write_rate, (vm->flags & VCMA_SIM_F_ONE_TRIP) ? "true" : "false", vm->dlog ? "true" : "false",
+	       t->vs.remap_resumes, t->vs.drops, t->vs.dropped_pages, t->vs.drops_refused, t->vs.tracks,
+	       t->vs.tracks_refused, t->vs.untracks, t->vs.dirty_reads, t->vs.dirty_read_errors, t->vs.dirty_pages);
 	for (unsigned int i = 0; i < o->nsizes; i++) {
 		const struct size_stat *st = &vm->st[i];
 		bool first = true;
@@ -951,6 +1023,12 @@ static void usage(FILE *f)
 		"                          and stays reported (100: every page not pinned)\n"
 		"      --pin SIZE          pin the first SIZE bytes of RAM (PIN, wait for PINNED) before\n"
 		"                          the workload starts (default 0)\n"
+		"      --write-rate N      each vCPU writes N pages per second, paced by sleeping (it\n"
+		"                          counts as parked while asleep); 0 = as fast as it can (default)\n"
+		"      --no-one-trip       attach without ONE_TRIP: no REMAP_RESUME, no DROP (an older VMM)\n"
+		"      --no-dirty-log      attach without DIRTY_LOG: no pre-copy, vacated by pausing\n"
+		"                          (DIRTY_LOG is on where the kernel offers userfaultfd WP_ASYNC\n"
+		"                          and PAGEMAP_SCAN, Linux 6.7; else one line says what is missing)\n"
 		"Fault injection, for vcmad's tests:\n"
 		"      --pause-delay-ms N  answer PAUSE only N ms after it arrived\n"
 		"      --no-pause-ack      never answer PAUSE (vCPUs still park, and RESUME unparks)\n"
@@ -1048,6 +1126,7 @@ static __attribute__((format(printf, 1, 2))) int bad_usage(const char *fmt, ...)
 
 enum {
 	OPT_REPORT = 256, OPT_PIN, OPT_PAUSE_DELAY, OPT_NO_PAUSE_ACK, OPT_EXIT_ON_PAUSE, OPT_EXIT_AFTER_PAUSES, OPT_COUNT,
+	OPT_WRITE_RATE, OPT_NO_ONE_TRIP, OPT_NO_DIRTY_LOG,
 };
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -1066,6 +1145,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "exit-on-pause", no_argument, NULL, OPT_EXIT_ON_PAUSE },
 		{ "exit-after-pauses", required_argument, NULL, OPT_EXIT_AFTER_PAUSES },
 		{ "count", required_argument, NULL, OPT_COUNT },
+		{ "write-rate", required_argument, NULL, OPT_WRITE_RATE },
+		{ "no-one-trip", no_argument, NULL, OPT_NO_ONE_TRIP },
+		{ "no-dirty-log", no_argument, NULL, OPT_NO_DIRTY_LOG },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *env = getenv("VCMA_SOCKET");
@@ -1168,6 +1250,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			if (parse_uint(optarg, 1, UINT32_MAX, &o->count))
 				return bad_usage("--count: expected 1 or more");
 			break;
+		case OPT_WRITE_RATE:
+			if (parse_uint(optarg, 0, WRITE_RATE_MAX, &o->write_rate))
+				return bad_usage("--write-rate: expected page writes per second per vCPU, 0..%u (0 = unpaced)",
+						 WRITE_RATE_MAX);
+			break;
+		case OPT_NO_ONE_TRIP: o->no_one_trip = true; break;
+		case OPT_NO_DIRTY_LOG: o->no_dirty_log = true; break;
 		case OPT_NO_PAUSE_ACK: o->no_pause_ack = true; break;
 		case OPT_EXIT_ON_PAUSE: o->exit_after_pauses = 1; break;
 		case OPT_EXIT_AFTER_PAUSES:
@@ -1235,6 +1324,18 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* what this VMM can do beyond pause/remap/resume, said at attach */
+	vm.flags = o.no_one_trip ? 0 : VCMA_SIM_F_ONE_TRIP;
+	if (!o.no_dirty_log) {
+		char dwhy[256];
+
+		/* guest RAM is mapped only after the attach: probe on the same kind of memory */
+		if (dlog_probe(dwhy, sizeof(dwhy)))
+			msg("dirty logging unavailable: %s; vcmad will vacate this VM by pausing it", dwhy);
+		else
+			vm.flags |= VCMA_SIM_F_DIRTY_LOG;
+	}
+
 	/* attach: the VMM side first, then the guest part on the ring fds */
 	rc = vmm_handshake(&vm, fds, &why);
 	if (!rc) {
@@ -1252,6 +1353,15 @@ int main(int argc, char **argv)
 	}
 	if (!rc)
 		rc = map_ram(&vm, &why);
+	if (!rc && (vm.flags & VCMA_SIM_F_DIRTY_LOG)) {
+		char dwhy[256];
+		int drc = dlog_open(&vm.dlog, vm.base, vm.ram_frames, dwhy, sizeof(dwhy));
+
+		/* too late to take the flag back: TRACK is refused, and vcmad stops asking */
+		if (drc)
+			msg("dirty logging unavailable on guest RAM: %s; TRACK will be refused and vcmad will vacate "
+			    "this VM by pausing it", dwhy);
+	}
 	if (!rc) {
 		/* the VMM keeps its own view of the device: the control page and the irq */
 		why = "mapping the ring's control page";
@@ -1427,6 +1537,7 @@ out:
 			msg("cannot wake the VMM thread: %s", strerror(errno));
 		pthread_join(vm.vmm_thr, NULL);
 	}
+	dlog_close(vm.dlog);
 	for (unsigned int i = 0; vm.vcpu && i < vm.nslices; i++)
 		slice_free(&vm.vcpu[i]);
 	free(vm.vcpu);
@@ -1443,6 +1554,7 @@ out:
 	if (vm.sock >= 0)
 		close(vm.sock); /* the VM detaches: vcmad reclaims its RAM */
 	free(vm.runs);
+	free(vm.p2m);
 	free(vm.held);
 	free(vm.rec);
 	free(vm.st);
