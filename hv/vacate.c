@@ -756,7 +756,7 @@ static size_t pause_budget(const struct vcmad_job *j)
 		 per = j->copy_ns > COPY_NS_MIN ? j->copy_ns : COPY_NS_MIN;
 	uint64_t n = bound / 2 / per; /* half: the pause also holds the round trip and the remap */
 
-	return n < MIN_BATCH ? MIN_BATCH : n;
+	return n ? n : 1;
 }
 
 static void go_pause(struct vcmad_job *j)

@@ -38,8 +38,10 @@ def fully_lent(d, what):
 
 d = Vcmad(VCMAD, CONFIG)
 
+# two of them report a share of their pages free (free page reporting): those are
+# moved without a pause (DROP) while the pages in use are pre-copied
 vms = [simvm(d, "vm%d" % i, "--ram", "32M", "--vcpus", "1", "--alloc", "none", "--duration", "600",
-             "--seed", str(i + 1)) for i in range(4)]
+             "--seed", str(i + 1), *(["--report", "20"] if i % 2 else [])) for i in range(4)]
 f = fully_lent(d, "the 4 VMs' RAM to fill pool main")
 check(lent(f) == f["total"], "the 4 VMs' RAM fills the pool: %d of %d frames lent" % (lent(f), f["total"]))
 
@@ -115,6 +117,16 @@ log("allocation took %.1f s; pages vacated: %d used (copied), %d free (dropped)"
     % (took, st["vacated_lent_used"], st["vacated_lent_free"]))
 check(st["vacated_lent_used"] >= 4 * 2048, "windows were really vacated: %d lent pages moved out"
       % st["vacated_lent_used"])
+dm = stats["daemon"]
+log("pre-copy: %d batches, %d pages copied while the VMs ran, %d copied again, %d in final pauses, %d rounds, "
+    "%d fallbacks; %d drops of %d reported pages" % (dm["precopy_batches"], dm["precopy_pages"],
+                                                      dm["precopy_recopied"], dm["precopy_final_pages"],
+                                                      dm["precopy_rounds"], dm["precopy_fallbacks"], dm["drops"],
+                                                      dm["dropped_pages"]))
+check(dm["precopy_batches"] > 0 and dm["precopy_pages"] > 0,
+      "the windows' pages in use were pre-copied while their VMs ran (%d batches)" % dm["precopy_batches"])
+check(dm["drops"] > 0 and dm["dropped_pages"] > 0,
+      "reported pages were moved without a pause (%d drops)" % dm["drops"])
 
 # idle: the daemon moves the VMs' pages back onto the pool
 f = wait_until(lambda f: f["free"] == 0 and f["claimed"] == 0, 60, "relending to refill pool main once idle",
@@ -132,6 +144,11 @@ for s in sums:
           "%s: %d pages verified, no corruption through %d pauses and %d remapped pages"
           % (s["name"], s["vcpu_pages_verified"], s["pauses"]["count"], s["remapped_pages"]))
 check(sum(s["remapped_pages"] for s in sums) > 0, "pages were really moved under the running VMs")
+check(all(s["dirty_log"] and s["one_trip"] for s in sums), "every VM logged its writes and took one-trip pauses")
+check(sum(s["dirty_pages"] for s in sums) > 0 and dm["precopy_recopied"] + dm["precopy_final_pages"] > 0,
+      "the VMs wrote into the windows while they were pre-copied: %d pages logged dirty, %d copied again, "
+      "%d in final pauses, and no page was corrupted" % (sum(s["dirty_pages"] for s in sums), dm["precopy_recopied"],
+                                                          dm["precopy_final_pages"]))
 pauses = [s["pauses"] for s in sums]
 log("pause p99 per VM (us): %s, max %s" % ([p["p99_us"] for p in pauses], [p["max_us"] for p in pauses]))
 f = wait_until(lambda f: f["free"] == f["total"], 10, "the gone VMs' frames back in pool main",
