@@ -481,8 +481,8 @@ int vcma_fmap_commit_region(struct vcma_fmap *fm, uint64_t idx, uint64_t n, uint
 	fm->nclaimed -= n;
 	fm->count[VCMA_FRAME_FREE] -= n;
 	fm->count[VCMA_FRAME_REGION] += n;
-	/* blocked bits stay set: claimed -> region */
-	refresh(fm, idx, idx + n - 1);
+	/* No refresh: the summaries are made of the blocked, lf and lu bits only, and
+	 * none changes (claimed FREE -> REGION: blocked before and after). */
 	return 0;
 }
 
