@@ -465,6 +465,8 @@ int vcma_fmap_unclaim(struct vcma_fmap *fm, uint64_t idx, uint64_t n)
 		fm->ent[i] &= ~ENT_CLAIMED;
 		bit_clear(fm->blocked, i);
 	}
+	/* whoever claimed them may have written there (a vacate's destinations) */
+	bits_assign(fm->zeroed, idx, idx + n, false);
 	fm->nclaimed -= n;
 	refresh(fm, idx, idx + n - 1);
 	return 0;

@@ -71,7 +71,7 @@ struct vcma_fmap {
 	uint64_t *lf;       /* [ngran*4] LENT_FREE (claimed or not) */
 	uint64_t *lu;       /* [ngran*4] LENT_USED (claimed or not) */
 	/* [ngran*4] known to read as zero: set by vcma_fmap_mark_zeroed() on FREE frames,
-	 * cleared when a frame is lent, reserved or released, and taken (cleared) by
+	 * cleared when a frame is lent, reserved, unclaimed or released, and taken by
 	 * vcma_fmap_take_zeroed() when a region's owner is about to be given them. Set
 	 * only on FREE or REGION frames (checked). */
 	uint64_t *zeroed;
@@ -129,7 +129,9 @@ int vcma_fmap_release_region(struct vcma_fmap *fm, uint64_t idx, uint64_t n);
 /*
  * Zero tracking, for callers whose zeroing costs (the sim backend punches holes): a
  * frame is *known zero* from a mark_zeroed() (its caller zeroed it while it was FREE)
- * until it is lent, reserved, released as a region, or taken. A region committed
+ * until it is lent, reserved, unclaimed (a claim that ends without a commit may have
+ * been a vacate's destination, copied into), released as a region, or taken. A
+ * region committed
  * from known-zero frames holds no previous owner's data, so its owner need not be
  * given it zeroed again. The bits are a promise of the caller of mark_zeroed(), not
  * something the map can check.

@@ -291,6 +291,15 @@ static void test_zero_tracking(void **unused)
 	assert_false(vcma_fmap_take_zeroed(&fm, 512, 256));
 	assert_int_equal(vcma_fmap_release_region(&fm, 512, 256), 0);
 
+	/* so does a claim that ends without a commit (a vacate's destination, copied into) */
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_unclaim(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 512, 256, 7), 0);
+	assert_false(vcma_fmap_take_zeroed(&fm, 512, 256));
+	assert_int_equal(vcma_fmap_release_region(&fm, 512, 256), 0);
+
 	/* reserving loses it too */
 	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 768, 256), 0);
 	assert_int_equal(vcma_fmap_reserve(&fm, 800, 1), 0);
