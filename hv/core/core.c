@@ -51,6 +51,20 @@ struct vcma_pool *vcma_core_pool_of(struct vcma_core *core, uint64_t mfn)
 	return NULL;
 }
 
+int vcma_core_mark_zeroed(struct vcma_core *core, uint64_t mfn, uint64_t n)
+{
+	struct vcma_pool *p = vcma_core_pool_of(core, mfn);
+
+	return p ? vcma_fmap_mark_zeroed(&p->fm, mfn - p->fm.base, n) : -ENOENT;
+}
+
+bool vcma_core_take_zeroed(struct vcma_core *core, uint64_t mfn, uint64_t n)
+{
+	struct vcma_pool *p = vcma_core_pool_of(core, mfn);
+
+	return p && vcma_fmap_take_zeroed(&p->fm, mfn - p->fm.base, n);
+}
+
 void vcma_core_batch_begin(struct vcma_core *core)
 {
 	for (uint32_t i = 0; i < core->npools; i++)

@@ -146,6 +146,12 @@ int vcma_core_release_guest(struct vcma_core *core, uint32_t guest);
 const struct vcma_region *vcma_core_lookup(const struct vcma_core *core, uint32_t guest,
 					   uint64_t handle);
 
+/* Zero tracking by machine frame (fmap.h): [mfn, mfn+n) must lie in one pool.
+ * mark: -ENOENT outside every pool, else as vcma_fmap_mark_zeroed(); take: false
+ * outside every pool. */
+int vcma_core_mark_zeroed(struct vcma_core *core, uint64_t mfn, uint64_t n);
+bool vcma_core_take_zeroed(struct vcma_core *core, uint64_t mfn, uint64_t n);
+
 /* Frame lending, with the pool's counters kept: see fmap.h for the transitions. */
 int vcma_pool_lend(struct vcma_pool *p, uint64_t idx, uint32_t guest, uint64_t gfn, bool used);
 int vcma_pool_set_used(struct vcma_pool *p, uint64_t idx, bool used);

@@ -50,6 +50,22 @@ static inline bool bit_test(const uint64_t *bm, uint64_t i)
 }
 
 /* Run summary of bits set over k words, LSB first. */
+/* Set or clear bits [a, b) of bm, a word at a time. */
+static void bits_assign(uint64_t *bm, uint64_t a, uint64_t b, bool set)
+{
+	while (a < b) {
+		unsigned int off = (unsigned int)(a & 63);
+		uint64_t k = b - a < 64 - off ? b - a : 64 - off;
+		uint64_t mask = (k == 64 ? ~0ull : ((1ull << k) - 1)) << off;
+
+		if (set)
+			bm[a >> 6] |= mask;
+		else
+			bm[a >> 6] &= ~mask;
+		a += k;
+	}
+}
+
 static struct vcma_runsum runsum_words(const uint64_t *w, unsigned int k)
 {
 	struct vcma_runsum r = { 0, 0, 0 };
@@ -210,11 +226,12 @@ int vcma_fmap_init(struct vcma_fmap *fm, uint64_t base, uint64_t nframes, uint32
 	fm->blocked = calloc(nwords, sizeof(uint64_t));
 	fm->lf = calloc(nwords, sizeof(uint64_t));
 	fm->lu = calloc(nwords, sizeof(uint64_t));
+	fm->zeroed = calloc(nwords, sizeof(uint64_t));
 	fm->gsum = calloc(fm->ngran, sizeof(*fm->gsum));
 	fm->gcost = calloc(fm->ngran, sizeof(*fm->gcost));
 	fm->ssum = calloc(fm->nsuper, sizeof(*fm->ssum));
 	fm->gdirty = calloc((fm->ngran + 63) / 64, sizeof(uint64_t));
-	if (!fm->ent || !fm->blocked || !fm->lf || !fm->lu || !fm->gsum || !fm->gcost || !fm->ssum || !fm->gdirty) {
+	if (!fm->ent || !fm->blocked || !fm->lf || !fm->lu || !fm->zeroed || !fm->gsum || !fm->gcost || !fm->ssum || !fm->gdirty) {
 		vcma_fmap_fini(fm);
 		return -ENOMEM;
 	}
@@ -262,6 +279,7 @@ void vcma_fmap_fini(struct vcma_fmap *fm)
 	free(fm->blocked);
 	free(fm->lf);
 	free(fm->lu);
+	free(fm->zeroed);
 	free(fm->gsum);
 	free(fm->gcost);
 	free(fm->ssum);
@@ -331,6 +349,7 @@ int vcma_fmap_reserve(struct vcma_fmap *fm, uint64_t idx, uint64_t n)
 		fm->ent[i] = ent_make(VCMA_FRAME_RESERVED, false, 0, 0);
 		bit_set(fm->blocked, i);
 	}
+	bits_assign(fm->zeroed, idx, idx + n, false);
 	fm->count[VCMA_FRAME_FREE] -= n;
 	fm->count[VCMA_FRAME_RESERVED] += n;
 	refresh(fm, idx, idx + n - 1);
@@ -363,6 +382,7 @@ int vcma_fmap_lend(struct vcma_fmap *fm, uint64_t idx, uint32_t guest, uint64_t 
 		return -EBUSY;
 	fm->ent[idx] = ent_make(st, false, guest, gfn);
 	bit_set(used ? fm->lu : fm->lf, idx);
+	bit_clear(fm->zeroed, idx); /* the guest writes it */
 	fm->count[VCMA_FRAME_FREE]--;
 	fm->count[st]++;
 	refresh(fm, idx, idx);
@@ -445,6 +465,8 @@ int vcma_fmap_unclaim(struct vcma_fmap *fm, uint64_t idx, uint64_t n)
 		fm->ent[i] &= ~ENT_CLAIMED;
 		bit_clear(fm->blocked, i);
 	}
+	/* whoever claimed them may have written there (a vacate's destinations) */
+	bits_assign(fm->zeroed, idx, idx + n, false);
 	fm->nclaimed -= n;
 	refresh(fm, idx, idx + n - 1);
 	return 0;
@@ -461,8 +483,8 @@ int vcma_fmap_commit_region(struct vcma_fmap *fm, uint64_t idx, uint64_t n, uint
 	fm->nclaimed -= n;
 	fm->count[VCMA_FRAME_FREE] -= n;
 	fm->count[VCMA_FRAME_REGION] += n;
-	/* blocked bits stay set: claimed -> region */
-	refresh(fm, idx, idx + n - 1);
+	/* No refresh: the summaries are made of the blocked, lf and lu bits only, and
+	 * none changes (claimed FREE -> REGION: blocked before and after). */
 	return 0;
 }
 
@@ -476,10 +498,32 @@ int vcma_fmap_release_region(struct vcma_fmap *fm, uint64_t idx, uint64_t n)
 		fm->ent[i] = ent_make(VCMA_FRAME_FREE, false, 0, 0);
 		bit_clear(fm->blocked, i);
 	}
+	bits_assign(fm->zeroed, idx, idx + n, false); /* they hold the owner's data */
 	fm->count[VCMA_FRAME_REGION] -= n;
 	fm->count[VCMA_FRAME_FREE] += n;
 	refresh(fm, idx, idx + n - 1);
 	return 0;
+}
+
+int vcma_fmap_mark_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n)
+{
+	if (!range_ok(fm, idx, n))
+		return -EINVAL;
+	if (!range_all(fm, idx, n, VCMA_FRAME_FREE, 0))
+		return -EBUSY;
+	bits_assign(fm->zeroed, idx, idx + n, true);
+	return 0;
+}
+
+bool vcma_fmap_take_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n)
+{
+	bool all;
+
+	if (!range_ok(fm, idx, n))
+		return false;
+	all = fmap_count_bits(fm->zeroed, idx, idx + n) == n;
+	bits_assign(fm->zeroed, idx, idx + n, false);
+	return all;
 }
 
 uint64_t vcma_fmap_largest_free_run(const struct vcma_fmap *fm)
@@ -516,6 +560,8 @@ int vcma_fmap_check(const struct vcma_fmap *fm)
 			lu = st == VCMA_FRAME_LENT_USED;
 			if (ent_claimed(e) && st != VCMA_FRAME_FREE && !lf && !lu)
 				return -EIO;
+			if (bit_test(fm->zeroed, i) && st != VCMA_FRAME_FREE && st != VCMA_FRAME_REGION)
+				return -EIO;
 		}
 		if (bit_test(fm->blocked, i) != bl || bit_test(fm->lf, i) != lf || bit_test(fm->lu, i) != lu)
 			return -EIO;
@@ -543,7 +589,7 @@ int vcma_fmap_check(const struct vcma_fmap *fm)
 
 size_t vcma_fmap_metadata_bytes(const struct vcma_fmap *fm)
 {
-	return fm->nframes * sizeof(*fm->ent) + 3 * fm->ngran * FMAP_GWORDS * sizeof(uint64_t) +
+	return fm->nframes * sizeof(*fm->ent) + 4 * fm->ngran * FMAP_GWORDS * sizeof(uint64_t) +
 	       fm->ngran * (sizeof(*fm->gsum) + sizeof(*fm->gcost)) + fm->nsuper * sizeof(*fm->ssum) +
 	       (fm->ngran + 63) / 64 * sizeof(uint64_t) + sizeof(*fm);
 }

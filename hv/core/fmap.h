@@ -70,6 +70,11 @@ struct vcma_fmap {
 	uint64_t *blocked;  /* [ngran*4] bit set: not usable by a window */
 	uint64_t *lf;       /* [ngran*4] LENT_FREE (claimed or not) */
 	uint64_t *lu;       /* [ngran*4] LENT_USED (claimed or not) */
+	/* [ngran*4] known to read as zero: set by vcma_fmap_mark_zeroed() on FREE frames,
+	 * cleared when a frame is lent, reserved, unclaimed or released, and taken by
+	 * vcma_fmap_take_zeroed() when a region's owner is about to be given them. Set
+	 * only on FREE or REGION frames (checked). */
+	uint64_t *zeroed;
 	struct vcma_fsum *gsum; /* [ngran] */
 	uint32_t *gcost;        /* [ngran] granule cost, UINT32_MAX if it holds a blocked frame */
 	struct vcma_fsum *ssum; /* [nsuper] */
@@ -120,6 +125,22 @@ int vcma_fmap_unclaim(struct vcma_fmap *fm, uint64_t idx, uint64_t n);
 int vcma_fmap_commit_region(struct vcma_fmap *fm, uint64_t idx, uint64_t n, uint32_t guest);
 /* REGION -> FREE over [idx, idx+n). */
 int vcma_fmap_release_region(struct vcma_fmap *fm, uint64_t idx, uint64_t n);
+
+/*
+ * Zero tracking, for callers whose zeroing costs (the sim backend punches holes): a
+ * frame is *known zero* from a mark_zeroed() (its caller zeroed it while it was FREE)
+ * until it is lent, reserved, unclaimed (a claim that ends without a commit may have
+ * been a vacate's destination, copied into), released as a region, or taken. A
+ * region committed
+ * from known-zero frames holds no previous owner's data, so its owner need not be
+ * given it zeroed again. The bits are a promise of the caller of mark_zeroed(), not
+ * something the map can check.
+ */
+/* [idx, idx+n) all FREE and unclaimed: mark them known zero. -EBUSY otherwise. */
+int vcma_fmap_mark_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n);
+/* Were all of [idx, idx+n) known zero? Clears the bits either way: the frames are
+ * about to be written by their new owner. */
+bool vcma_fmap_take_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n);
 
 /* Longest run of FREE frames anywhere in the pool. */
 uint64_t vcma_fmap_largest_free_run(const struct vcma_fmap *fm);

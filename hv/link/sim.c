@@ -133,11 +133,18 @@ static void sock_cb(struct vcma_watch *w, uint32_t events)
 		vcmad_guest_detach(g, n == 0 ? "connection closed" : "connection error");
 }
 
+/*
+ * Whatever the frames held before, the guest gets zeros: they are zeroed now, unless
+ * every one is known zero (zeroed when its last region was freed, and neither lent
+ * nor given to anyone since: core/fmap.h), which spares the second hole-punch of a
+ * region freed and taken again at once.
+ */
 static int sim_place(struct vcmad_guest *g, const struct vcma_region *r)
 {
 	struct vcmad *d = g->d;
 
-	/* whatever the frames held before, the guest gets zeros */
+	if (vcma_core_take_zeroed(&d->core, r->mfn, r->nframes))
+		return 0;
 	return d->be.type->mem->zero(&d->be, r->mfn, r->nframes);
 }
 
@@ -147,11 +154,16 @@ static void sim_addr(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, u
 	*gpa = sg(g)->window_gpa + *bus;
 }
 
+/* Called after the core freed the region: its frames are FREE again. Zeroing them
+ * releases the memory and lets the next sim_place skip it. */
 static void sim_clear(struct vcmad_guest *g, const struct vcma_region *r)
 {
 	struct vcmad *d = g->d;
 
-	d->be.type->mem->zero(&d->be, r->mfn, r->nframes); /* release the memory */
+	if (d->be.type->mem->zero(&d->be, r->mfn, r->nframes))
+		return; /* not known zero: the next owner's place zeroes it */
+	if (vcma_core_mark_zeroed(&d->core, r->mfn, r->nframes))
+		log_err("sim: region at mfn %#llx is not free after its release", (unsigned long long)r->mfn);
 }
 
 static int sim_read(struct vcmad_guest *g, const struct vcma_region *r, uint64_t off, void *buf, size_t len)

@@ -249,6 +249,69 @@ static void test_batch_matches_unbatched(void **unused)
 	vcma_fmap_fini(&b);
 }
 
+/* Known-zero frames: only marked while FREE; lost when lent, reserved or released;
+ * taken (and lost) when a region is handed out, so they are never skipped twice. */
+static void test_zero_tracking(void **unused)
+{
+	struct vcma_fmap fm;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 1024, 1, 16), 0);
+	assert_false(vcma_fmap_take_zeroed(&fm, 0, 256)); /* nothing known at start */
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 0, 512), 0);
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 0, 1025), -EINVAL);
+
+	/* a region committed from known-zero frames: the take says so, once */
+	assert_int_equal(vcma_fmap_claim(&fm, 0, 256), 0);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 0, 256, 7), 0);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	assert_true(vcma_fmap_take_zeroed(&fm, 0, 256));
+	assert_false(vcma_fmap_take_zeroed(&fm, 0, 256));
+
+	/* marking needs FREE, unclaimed frames: not a region, not a claimed window */
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 0, 256), -EBUSY);
+	assert_int_equal(vcma_fmap_claim(&fm, 256, 256), 0);
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 256, 1), -EBUSY);
+	assert_int_equal(vcma_fmap_unclaim(&fm, 256, 256), 0);
+
+	/* release loses the mark even where a region kept it (its owner wrote there) */
+	assert_int_equal(vcma_fmap_claim(&fm, 256, 256), 0);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 256, 256, 7), 0);
+	assert_int_equal(vcma_fmap_release_region(&fm, 256, 256), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 256, 256), 0);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 256, 256, 8), 0);
+	assert_false(vcma_fmap_take_zeroed(&fm, 256, 256));
+	assert_int_equal(vcma_fmap_release_region(&fm, 256, 256), 0);
+
+	/* one frame lent and given back spoils the whole window */
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_lend(&fm, 600, 3, 42, true), 0);
+	assert_int_equal(vcma_fmap_unlend(&fm, 600), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 512, 256, 7), 0);
+	assert_false(vcma_fmap_take_zeroed(&fm, 512, 256));
+	assert_int_equal(vcma_fmap_release_region(&fm, 512, 256), 0);
+
+	/* so does a claim that ends without a commit (a vacate's destination, copied into) */
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_unclaim(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 512, 256), 0);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 512, 256, 7), 0);
+	assert_false(vcma_fmap_take_zeroed(&fm, 512, 256));
+	assert_int_equal(vcma_fmap_release_region(&fm, 512, 256), 0);
+
+	/* reserving loses it too */
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 768, 256), 0);
+	assert_int_equal(vcma_fmap_reserve(&fm, 800, 1), 0);
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	assert_int_equal(vcma_fmap_unreserve(&fm, 800, 1), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 768, 256), 0);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 768, 256, 7), 0);
+	assert_false(vcma_fmap_take_zeroed(&fm, 768, 256));
+	assert_int_equal(vcma_fmap_check(&fm), 0);
+	vcma_fmap_fini(&fm);
+}
+
 static void test_metadata_budget(void **unused)
 {
 	struct vcma_fmap fm;
@@ -271,6 +334,7 @@ int main(void)
 		cmocka_unit_test(test_collect_lent),
 		cmocka_unit_test(test_runs_across_superblocks),
 		cmocka_unit_test(test_batch_matches_unbatched),
+		cmocka_unit_test(test_zero_tracking),
 		cmocka_unit_test(test_metadata_budget),
 	};
 
