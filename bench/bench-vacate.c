@@ -5,9 +5,12 @@
  *
  * Rows: 1, 2, 4 and 8 MiB allocations whose window is
  *   (a) FREE pool frames                       (no simulated VM attached yet)
- *   (b) all LENT_FREE: lent to a VM that reported every page free: dropped, no copy
- *   (c) all LENT_USED: lent to a running VM: pause, copy, remap, resume
- * with the p50 and p99 of vcma_alloc() as this process sees it (it is the allocating
+ *   (b) all LENT_FREE: lent to an idle VM that reported every page free
+ *   (c) all LENT_USED: lent to an idle VM whose pages are all in use
+ * with (b) and (c) measured twice, under a vcmad with `precopy = no` (pause, copy, remap,
+ * resume in batches) and one with `precopy = yes` (reported pages dropped without a
+ * pause; in-use pages copied while the VM runs, writes logged, one short one-trip pause),
+ * and the p50 and p99 of vcma_alloc() as this process sees it (it is the allocating
  * guest, through libvcma), and the floor, measured here in one process: the same bytes
  * copied page by page (4 KiB at a time, as vcmad copies) between two MAP_SHARED memfd
  * mappings into populated destination pages, plus remapping them (mmap MAP_FIXED|
@@ -15,9 +18,14 @@
  * whole window (a contiguous destination, the best case), and one call per page to
  * scattered destination offsets.
  *
- * Then the lent VMs' pauses (vcma-simvm --json), the pages vcmad vacated for the
- * allocations (vcmactl --json stats), and the targets, each PASS or MISS.
+ * Then the idle VMs' pauses (vcma-simvm --json, and vcmad's pause_latency), how their
+ * pages moved (vcmactl --json stats), and a VM that writes into the window being
+ * vacated: one checksumming vCPU at a few write rates (--write-rate), its RAM an 8 MiB
+ * pool, 8 MiB allocations with pre-copy off and on: vcma_alloc() time, its pauses,
+ * vcmad's pre-copy counters around each allocation, and the VM's corruption count.
+ * Last, the targets, each PASS or MISS.
  *
+ * Every phase has its own vcmad and VM, so their counters are the phase's alone.
  * Windows are made deterministic by one VM whose RAM is exactly the pool, with
  * lend_share 100%: the pool is fully lent; after each free vcmad relends the freed
  * frames back to the VM (relend_idle_ms later), and the next allocation waits until
@@ -165,6 +173,12 @@ static __attribute__((format(printf, 1, 2), noreturn)) void fail(const char *fmt
 /* A file in the temporary directory, remembered for the signal handler's cleanup. */
 static const char *tmpfile_path(const char *name)
 {
+	char want[160];
+
+	snprintf(want, sizeof(want), "%s/%s", st.dir, name);
+	for (int i = 0; i < ntmp_path; i++) /* the same file again (vcmad and the VMs run more than once) */
+		if (!strcmp(tmp_path[i], want))
+			return tmp_path[i];
 	if (ntmp_path == (int)(sizeof(tmp_path) / sizeof(tmp_path[0])))
 		fail("internal: too many temporary files");
 	snprintf(tmp_path[ntmp_path], sizeof(tmp_path[0]), "%s/%s", st.dir, name);
@@ -443,18 +457,26 @@ static bool pool_ready(const struct frames *f, enum kind k)
 	return f->total && want == f->total && !f->claimed;
 }
 
-/* Counters of pool main from vcmactl stats, and vcmad's pause histogram if it has one. */
+/*
+ * What vcmactl --json stats says: pool main's vacate counters, vcmad's counters of how
+ * it moved pages (drops, pre-copy), and its pause histogram ("pause_latency", PAUSE
+ * sent to RESUME sent, every VM pause for any move: log2 buckets, so its quantiles are
+ * bucket edges, "at most").
+ */
+#define HIST_BUCKETS 64
+
 struct host_stats {
-	uint64_t vacated_lent_free, vacated_lent_used, alloc_success, alloc_fail;
-	bool pause_found;
-	char pause_key[48];
-	double pause_count, pause_p50_us, pause_p99_us, pause_max_us;
+	uint64_t vacated_lent_free, vacated_lent_used;
+	uint64_t drops, dropped_pages, pc_batches, pc_rounds, pc_pages, pc_recopied, pc_final, pc_fallbacks;
+	uint64_t pause_count, pause_max_ns;
+	uint64_t pause_bucket[HIST_BUCKETS];
 };
 
 static void host_stats(struct host_stats *h)
 {
 	static char buf[1 << 20];
-	const char *e, *ps, *pe, *p;
+	const char *e, *ds, *de, *ps, *pe, *p;
+	int b = 0;
 
 	memset(h, 0, sizeof(*h));
 	vcmactl(buf, sizeof(buf), "stats", NULL, NULL);
@@ -465,35 +487,83 @@ static void host_stats(struct host_stats *h)
 		fail("vcmactl stats: no pool counters in: %.400s", buf);
 	h->vacated_lent_free = jnum_or_fail(p, e, "vacated_lent_free", "vcmactl stats");
 	h->vacated_lent_used = jnum_or_fail(p, e, "vacated_lent_used", "vcmactl stats");
-	h->alloc_success = jnum_or_fail(p, e, "alloc_success", "vcmactl stats");
-	h->alloc_fail = jnum_or_fail(p, e, "alloc_fail", "vcmactl stats");
-	/* pause latency: any object under a key starting with "pause" that has
-	 * p50_ns / p99_ns / max_ns (vcmad keeps such a histogram; stats may expose it) */
-	for (p = buf; (p = memmem(p, (size_t)(e - p), "\"pause", 6)); p += 6) {
-		const char *q = memchr(p + 1, '"', (size_t)(e - p - 1));
-		double p50, p99, mx, cnt = -1;
-		size_t n;
+	if (!jobj(buf, e, "daemon", &ds, &de))
+		fail("vcmactl stats: no \"daemon\" object in: %.400s", buf);
+	h->drops = jnum_or_fail(ds, de, "drops", "vcmactl stats");
+	h->dropped_pages = jnum_or_fail(ds, de, "dropped_pages", "vcmactl stats");
+	h->pc_batches = jnum_or_fail(ds, de, "precopy_batches", "vcmactl stats");
+	h->pc_rounds = jnum_or_fail(ds, de, "precopy_rounds", "vcmactl stats");
+	h->pc_pages = jnum_or_fail(ds, de, "precopy_pages", "vcmactl stats");
+	h->pc_recopied = jnum_or_fail(ds, de, "precopy_recopied", "vcmactl stats");
+	h->pc_final = jnum_or_fail(ds, de, "precopy_final_pages", "vcmactl stats");
+	h->pc_fallbacks = jnum_or_fail(ds, de, "precopy_fallbacks", "vcmactl stats");
+	if (!jobj(ds, de, "pause_latency", &ps, &pe))
+		fail("vcmactl stats: no \"pause_latency\" object in: %.400s", ds);
+	h->pause_count = jnum_or_fail(ps, pe, "count", "vcmactl stats pause_latency");
+	h->pause_max_ns = jnum_or_fail(ps, pe, "max_ns", "vcmactl stats pause_latency");
+	/* the buckets, in order: bucket b counts [2^b, 2^(b+1)) ns */
+	p = jfind(ps, pe, "buckets");
+	while (p && b < HIST_BUCKETS && (p = jfind(p, pe, "count")))
+		h->pause_bucket[b++] = (uint64_t)strtod(p, NULL);
+}
 
-		if (!q)
-			break;
-		n = (size_t)(q - p - 1);
-		if (n >= sizeof(h->pause_key))
-			continue;
-		memcpy(h->pause_key, p + 1, n);
-		h->pause_key[n] = '\0';
-		if (!jobj(p, e, h->pause_key, &ps, &pe))
-			continue;
-		if (jnum(ps, pe, "p50_ns", &p50) && jnum(ps, pe, "p99_ns", &p99) && jnum(ps, pe, "max_ns", &mx)) {
-			jnum(ps, pe, "count", &cnt);
-			h->pause_found = true;
-			h->pause_count = cnt;
-			h->pause_p50_us = p50 / 1e3;
-			h->pause_p99_us = p99 / 1e3;
-			h->pause_max_us = mx / 1e3;
-			return;
+/* b - a, for the counters (the histogram's max cannot be taken apart: b's is kept) */
+static void host_stats_sub(struct host_stats *d, const struct host_stats *b, const struct host_stats *a)
+{
+	d->vacated_lent_free = b->vacated_lent_free - a->vacated_lent_free;
+	d->vacated_lent_used = b->vacated_lent_used - a->vacated_lent_used;
+	d->drops = b->drops - a->drops;
+	d->dropped_pages = b->dropped_pages - a->dropped_pages;
+	d->pc_batches = b->pc_batches - a->pc_batches;
+	d->pc_rounds = b->pc_rounds - a->pc_rounds;
+	d->pc_pages = b->pc_pages - a->pc_pages;
+	d->pc_recopied = b->pc_recopied - a->pc_recopied;
+	d->pc_final = b->pc_final - a->pc_final;
+	d->pc_fallbacks = b->pc_fallbacks - a->pc_fallbacks;
+	d->pause_count = b->pause_count - a->pause_count;
+	d->pause_max_ns = b->pause_max_ns;
+	for (int i = 0; i < HIST_BUCKETS; i++)
+		d->pause_bucket[i] = b->pause_bucket[i] - a->pause_bucket[i];
+}
+
+static void host_stats_add(struct host_stats *s, const struct host_stats *d)
+{
+	s->vacated_lent_free += d->vacated_lent_free;
+	s->vacated_lent_used += d->vacated_lent_used;
+	s->drops += d->drops;
+	s->dropped_pages += d->dropped_pages;
+	s->pc_batches += d->pc_batches;
+	s->pc_rounds += d->pc_rounds;
+	s->pc_pages += d->pc_pages;
+	s->pc_recopied += d->pc_recopied;
+	s->pc_final += d->pc_final;
+	s->pc_fallbacks += d->pc_fallbacks;
+	s->pause_count += d->pause_count;
+	for (int i = 0; i < HIST_BUCKETS; i++)
+		s->pause_bucket[i] += d->pause_bucket[i];
+}
+
+/* A quantile of vcmad's pauses, us: the upper edge of its bucket, as vcmad computes it. */
+static double pause_q_us(const struct host_stats *h, double q)
+{
+	uint64_t total = 0, want, seen = 0;
+
+	for (int b = 0; b < HIST_BUCKETS; b++)
+		total += h->pause_bucket[b];
+	if (!total)
+		return 0;
+	want = (uint64_t)(q * (double)total);
+	if (!want)
+		want = 1;
+	for (int b = 0; b < HIST_BUCKETS; b++) {
+		seen += h->pause_bucket[b];
+		if (seen >= want) {
+			uint64_t edge = b < 63 ? 2ull << b : UINT64_MAX;
+
+			return (double)(h->pause_max_ns && edge > h->pause_max_ns ? h->pause_max_ns : edge) / 1e3;
 		}
 	}
-	h->pause_key[0] = '\0';
+	return (double)h->pause_max_ns / 1e3;
 }
 
 /* ---- statistics ---- */
@@ -632,10 +702,16 @@ static void floor_one(uint64_t bytes, size_t iters, size_t warm, struct floor_re
 
 /* ---- vcmad and the lent VM ---- */
 
+enum mode { M_OFF, M_ON, NMODES };
+static const char *const mode_name[NMODES] = { "off", "on" };
+
 static char vcmad_path[PATH_MAX], simvm_path[PATH_MAX], guest_sock[PATH_MAX];
 static const char *vcmad_log, *vm_out, *vm_err;
+static unsigned int vcmad_started, vcmad_warnings; /* over every vcmad of the run */
+static char vcmad_first_warning[512];
 
-static void start_vcmad(void)
+/* A vcmad with [daemon] precopy = no (off) or yes (on), over a pool of pool_mib. */
+static void start_vcmad(enum mode m, int pool_mib)
 {
 	const char *conf = tmpfile_path("vcmad.conf");
 	char *argv[] = { vcmad_path, "-c", (char *)conf, NULL };
@@ -648,12 +724,18 @@ static void start_vcmad(void)
 	 * as failed allocations */
 	fprintf(f,
 		"[daemon]\nruntime_dir = %s\nlend_share = 100%%\nrelend_idle_ms = %d\npause_timeout_ms = 2000\n"
+		"precopy = %s\n"
 		"[limits]\nrequest_rate = 10000000\nrequest_burst = 1000000\nmax_ram_per_guest = 1G\n"
 		"[machine]\nmemory = %dM\n[pool main]\nsize = %dM\n",
-		st.run, RELEND_IDLE_MS, MACHINE_MIB, POOL_MIB);
-	fclose(f);
+		st.run, RELEND_IDLE_MS, m == M_ON ? "yes" : "no", MACHINE_MIB, pool_mib);
+	if (fclose(f))
+		fail("%s: %s", conf, strerror(errno));
+	/* the last vcmad removed its sockets; make sure, since their presence is the signal */
+	unlink(guest_sock);
+	unlink(ctl_sock);
 	vcmad_log = tmpfile_path("vcmad.log");
 	st.vcmad = spawn(argv, NULL, vcmad_log);
+	vcmad_started++;
 	for (int i = 0; i < 1000 && (access(guest_sock, F_OK) || access(ctl_sock, F_OK)); i++) {
 		if (child_gone(&st.vcmad, &status)) {
 			show_tail("vcmad", vcmad_log);
@@ -665,6 +747,36 @@ static void start_vcmad(void)
 		show_tail("vcmad", vcmad_log);
 		fail("vcmad (%s) did not create %s and %s within 10 s", vcmad_path, guest_sock, ctl_sock);
 	}
+}
+
+/* SIGTERM vcmad; what it logged at warning or worse is counted for the end of the run. */
+static void stop_vcmad(void)
+{
+	int rc = stop_child(&st.vcmad, 10000, "vcmad");
+	FILE *f;
+	char line[512];
+
+	if (!WIFEXITED(rc) || WEXITSTATUS(rc))
+		fprintf(stderr, "bench-vacate: vcmad exited with status %#x\n", rc);
+	f = fopen(vcmad_log, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (strstr(line, ": warning: ") || strstr(line, ": error: ") || strstr(line, ": crit: "))
+			if (!vcmad_warnings++)
+				snprintf(vcmad_first_warning, sizeof(vcmad_first_warning), "%s", line);
+	if (f)
+		fclose(f);
+}
+
+static struct vcma *attach_guest(void)
+{
+	struct vcma *v;
+	int rc = vcma_attach(guest_sock, "bench-vacate", NULL, &v);
+
+	if (rc) {
+		show_tail("vcmad", vcmad_log);
+		fail("attach to %s: %s", guest_sock, vcma_strerror(rc));
+	}
+	return v;
 }
 
 /* Poll until pool main is entirely in state k (FREE, LENT_FREE or LENT_USED). */
@@ -697,30 +809,46 @@ static void wait_pool(enum kind k, const char *why)
 	}
 }
 
-static void start_vm(enum kind k)
+/* The lent VM: RAM exactly the pool, idle (every page in use, or every page reported
+ * free) or one checksumming vCPU writing at write_rate pages/s (0: flat out). */
+struct vm_spec {
+	const char *name;
+	int ram_mib;
+	bool checksum, report_all;
+	unsigned int write_rate;
+};
+
+static void start_vm(const struct vm_spec *sp)
 {
-	char ram[32];
-	char *argv[16];
+	char ram[32], rate[32];
+	char *argv[24];
 	int a = 0;
 
-	snprintf(ram, sizeof(ram), "%dM", POOL_MIB);
-	vm_out = tmpfile_path(k == K_LENT_FREE ? "vm-free.json" : "vm-used.json");
-	vm_err = tmpfile_path(k == K_LENT_FREE ? "vm-free.log" : "vm-used.log");
+	snprintf(ram, sizeof(ram), "%dM", sp->ram_mib);
+	snprintf(rate, sizeof(rate), "%u", sp->write_rate);
+	vm_out = tmpfile_path("vm.json");
+	vm_err = tmpfile_path("vm.log");
 	argv[a++] = simvm_path;
 	argv[a++] = "--socket";
 	argv[a++] = guest_sock;
 	argv[a++] = "--name";
-	argv[a++] = k == K_LENT_FREE ? "lent-free" : "lent-used";
+	argv[a++] = (char *)sp->name;
 	argv[a++] = "--ram";
 	argv[a++] = ram;
 	argv[a++] = "--workload";
-	argv[a++] = "idle";
+	argv[a++] = sp->checksum ? "checksum" : "idle";
 	argv[a++] = "--alloc";
 	argv[a++] = "none";
 	argv[a++] = "--duration";
 	argv[a++] = "100000";
 	argv[a++] = "--json";
-	if (k == K_LENT_FREE) {
+	if (sp->checksum) {
+		argv[a++] = "--vcpus";
+		argv[a++] = "1";
+		argv[a++] = "--write-rate";
+		argv[a++] = rate;
+	}
+	if (sp->report_all) {
 		argv[a++] = "--report";
 		argv[a++] = "100";
 	}
@@ -729,11 +857,21 @@ static void start_vm(enum kind k)
 }
 
 struct vm_stats {
-	uint64_t pauses, remapped_pages, remap_calls, reported_pages, errors, corruptions;
-	double p50_us, p99_us, max_us;
+	uint64_t pauses, remapped_pages, remap_calls, reported_pages, errors, corruptions, written;
+	uint64_t remap_resumes, drops, dropped_pages, tracks, dirty_pages;
+	bool one_trip, dirty_log;
+	int status; /* its wait status: 1 = it found corruption or another error */
+	double p50_us, p99_us, max_us, duration_s;
 };
 
-/* SIGTERM the VM; it prints its --json summary and exits. */
+static bool jtrue(const char *s, const char *e, const char *key)
+{
+	const char *v = jfind(s, e, key);
+
+	return v && e - v >= 4 && !memcmp(v, "true", 4);
+}
+
+/* SIGTERM the VM; it verifies its pages, prints its --json summary and exits. */
 static void stop_vm(struct vm_stats *s, const char *name)
 {
 	static char buf[1 << 20];
@@ -746,20 +884,34 @@ static void stop_vm(struct vm_stats *s, const char *name)
 		fclose(f);
 	buf[n] = '\0';
 	e = buf + n;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) || !jobj(buf, e, "pauses", &ps, &pe)) {
+	/* exit status 1 (corruption, errors) still comes with a summary: it is reported */
+	if (!WIFEXITED(status) || WEXITSTATUS(status) > 1 || !jobj(buf, e, "pauses", &ps, &pe)) {
 		show_tail(name, vm_err);
 		fail("%s (vcma-simvm) ended with status %#x and %s", name, status,
 		     n ? "no pause summary in its --json output" : "no --json output");
 	}
+	s->status = WEXITSTATUS(status);
 	s->pauses = jnum_or_fail(ps, pe, "count", name);
 	if (!jnum(ps, pe, "p50_us", &s->p50_us) || !jnum(ps, pe, "p99_us", &s->p99_us) ||
 	    !jnum(ps, pe, "max_us", &s->max_us))
 		fail("%s: no p50_us/p99_us/max_us in its pause summary: %.*s", name, (int)(pe - ps), ps);
+	if (!jnum(buf, e, "duration_s", &s->duration_s))
+		fail("%s: no duration_s in its --json output", name);
 	s->remapped_pages = jnum_or_fail(buf, e, "remapped_pages", name);
 	s->remap_calls = jnum_or_fail(buf, e, "remap_calls", name);
 	s->reported_pages = jnum_or_fail(buf, e, "reported_pages", name);
 	s->errors = jnum_or_fail(buf, e, "errors", name);
 	s->corruptions = jnum_or_fail(buf, e, "corruptions", name);
+	s->written = jnum_or_fail(buf, e, "vcpu_pages_written", name);
+	s->remap_resumes = jnum_or_fail(buf, e, "remap_resumes", name);
+	s->drops = jnum_or_fail(buf, e, "drops", name);
+	s->dropped_pages = jnum_or_fail(buf, e, "dropped_pages", name);
+	s->tracks = jnum_or_fail(buf, e, "tracks", name);
+	s->dirty_pages = jnum_or_fail(buf, e, "dirty_pages", name);
+	s->one_trip = jtrue(buf, e, "one_trip");
+	s->dirty_log = jtrue(buf, e, "dirty_log");
+	if (s->status)
+		show_tail(name, vm_err);
 }
 
 /* ---- the allocating guest: this process ---- */
@@ -770,6 +922,20 @@ struct cell {
 	int first_err;
 	struct dist d;
 };
+
+static void cell_init(struct cell *c, size_t n)
+{
+	memset(c, 0, sizeof(*c));
+	if (!(c->t = calloc(n, sizeof(uint64_t))))
+		fail("out of memory");
+}
+
+static void alloc_failed(struct cell *c, int rc, const char *what, uint64_t bytes)
+{
+	if (!c->failed++)
+		c->first_err = rc;
+	fprintf(stderr, "bench-vacate: %s %" PRIu64 " MiB: vcma_alloc: %s\n", what, bytes / MiB, vcma_strerror(rc));
+}
 
 /* rounds of 1, 2, 4, 8 MiB (interleaved, so drift in the host's load spreads evenly
  * over the sizes); the first `warm` rounds are not recorded */
@@ -787,10 +953,7 @@ static void measure(struct vcma *v, enum kind k, size_t iters, size_t warm, stru
 			rc = vcma_alloc(v, sizes[s], 0, 0, "main", &r);
 			t = now_ns() - t0;
 			if (rc) {
-				if (!cells[s].failed++)
-					cells[s].first_err = rc;
-				fprintf(stderr, "bench-vacate: %s %" PRIu64 " MiB: vcma_alloc: %s\n", kind_name[k],
-					sizes[s] / MiB, vcma_strerror(rc));
+				alloc_failed(&cells[s], rc, kind_name[k], sizes[s]);
 				continue;
 			}
 			if (r.size != sizes[s])
@@ -808,6 +971,100 @@ static void measure(struct vcma *v, enum kind k, size_t iters, size_t warm, stru
 		wait_pool(k, "after the last free");
 	for (int s = 0; s < NSIZES; s++)
 		cells[s].d = summarize(cells[s].t, cells[s].n);
+}
+
+/* (b) or (c) on an idle VM, under its own vcmad (so its counters and pause histogram
+ * are this phase's alone); (a) first, when free is given */
+struct idle_phase {
+	struct cell cells[NSIZES];
+	struct vm_stats vm;
+	struct host_stats h;
+};
+
+static void run_idle(enum mode m, enum kind k, size_t iters, size_t warm, struct cell free_cells[NSIZES],
+		     struct idle_phase *ph)
+{
+	const struct vm_spec sp = {
+		.name = k == K_LENT_FREE ? "lent-free" : "lent-used", .ram_mib = POOL_MIB, .report_all = k == K_LENT_FREE
+	};
+	char name[64];
+	struct vcma *v;
+
+	start_vcmad(m, POOL_MIB);
+	v = attach_guest();
+	if (free_cells) { /* nothing is lent yet: every window is FREE */
+		wait_pool(K_FREE, "at the start");
+		measure(v, K_FREE, iters, warm, free_cells);
+	}
+	start_vm(&sp);
+	wait_pool(k, k == K_LENT_FREE ? "after the VM attached and reported its pages" : "after the VM attached");
+	measure(v, k, iters, warm, ph->cells);
+	host_stats(&ph->h);
+	snprintf(name, sizeof(name), "the %s VM (pre-copy %s)", sp.name, mode_name[m]);
+	stop_vm(&ph->vm, name);
+	vcma_detach(v);
+	stop_vcmad();
+}
+
+/* A VM that writes into the window being vacated: its RAM is the whole (small) pool,
+ * so every 8 MiB window is all of it. */
+#define HOT_POOL_MIB 8
+#define HOT_SIZE ((uint64_t)HOT_POOL_MIB * MiB)
+
+struct hot_row {
+	unsigned int rate; /* pages/s asked of the one vCPU, 0 = flat out */
+	enum mode m;
+	struct cell c;
+	struct vm_stats vm;
+	struct host_stats alloc; /* vcmad's counters over the measured allocations only */
+	size_t precopied, fell_back; /* measured allocations that pre-copied, that fell back */
+};
+
+static void run_hot(struct hot_row *h, size_t iters, size_t warm)
+{
+	const struct vm_spec sp = { .name = "writer", .ram_mib = HOT_POOL_MIB, .checksum = true, .write_rate = h->rate };
+	char name[64];
+	struct vcma *v;
+
+	start_vcmad(h->m, HOT_POOL_MIB);
+	v = attach_guest();
+	start_vm(&sp);
+	wait_pool(K_LENT_USED, "after the writing VM attached");
+	for (size_t round = 0; round < warm + iters; round++) {
+		struct host_stats s0, s1, d;
+		struct vcma_region_info r;
+		uint64_t t0, t;
+		int rc;
+
+		wait_pool(K_LENT_USED, "before an allocation");
+		host_stats(&s0);
+		t0 = now_ns();
+		rc = vcma_alloc(v, HOT_SIZE, 0, 0, "main", &r);
+		t = now_ns() - t0;
+		if (rc) {
+			alloc_failed(&h->c, rc, "writing VM", HOT_SIZE);
+			continue;
+		}
+		host_stats(&s1); /* before the free: relending has not begun */
+		rc = vcma_free(v, r.handle);
+		if (rc)
+			fail("vcma_free: %s", vcma_strerror(rc));
+		if (round >= warm) {
+			h->c.t[h->c.n++] = t;
+			host_stats_sub(&d, &s1, &s0);
+			host_stats_add(&h->alloc, &d);
+			h->alloc.pause_max_ns = s1.pause_max_ns;
+			h->precopied += d.pc_batches != 0;
+			h->fell_back += d.pc_fallbacks != 0;
+		}
+		sleep_ms(RELEND_IDLE_MS);
+	}
+	wait_pool(K_LENT_USED, "after the last free");
+	h->c.d = summarize(h->c.t, h->c.n);
+	snprintf(name, sizeof(name), "the writing VM (%u pages/s, pre-copy %s)", h->rate, mode_name[h->m]);
+	stop_vm(&h->vm, name);
+	vcma_detach(v);
+	stop_vcmad();
 }
 
 /* ---- main ---- */
@@ -838,63 +1095,134 @@ static const char *fmt_us(char *buf, size_t n, const struct cell *c, bool p99)
 	return buf;
 }
 
+static const char *fmt_ratio(char *buf, size_t n, const struct cell *c, double base)
+{
+	if (!c->d.n || base <= 0)
+		snprintf(buf, n, "-");
+	else
+		snprintf(buf, n, "%.1fx", c->d.p50 / base);
+	return buf;
+}
+
+static const char *fmt_rate(char *buf, size_t n, unsigned int rate)
+{
+	if (rate)
+		snprintf(buf, n, "%u/s %5.1f MiB/s", rate, (double)rate * (double)PAGE / (double)MiB);
+	else
+		snprintf(buf, n, "flat out");
+	return buf;
+}
+
 static const char *verdict(bool ok)
 {
 	return ok ? "PASS" : "MISS";
 }
 
+/* "PASS (985 us)", or "PASS (no pauses)" */
+static const char *pause_verdict(char *buf, size_t n, const struct vm_stats *s)
+{
+	if (!s->pauses)
+		snprintf(buf, n, "PASS (no pauses)");
+	else
+		snprintf(buf, n, "%s (%.0f us)", verdict(s->p99_us <= 1000.0), s->p99_us);
+	return buf;
+}
+
+static int parse_rates(const char *arg, unsigned int *rates, int max)
+{
+	int n = 0;
+
+	for (const char *p = arg; *p && n < max;) {
+		char *end;
+		unsigned long x = strtoul(p, &end, 10);
+
+		if (end == p || x > 10000000ul || (*end && *end != ','))
+			return -1;
+		rates[n++] = (unsigned int)x;
+		p = *end ? end + 1 : end;
+	}
+	return n;
+}
+
+#define MAX_RATES 4
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "vcmad", required_argument, NULL, 'd' },   { "simvm", required_argument, NULL, 'm' },
-		{ "vcmactl", required_argument, NULL, 'c' }, { "iterations", required_argument, NULL, 'n' },
-		{ "quick", no_argument, NULL, 'q' },         { "help", no_argument, NULL, 'h' },
+		{ "vcmad", required_argument, NULL, 'd' },     { "simvm", required_argument, NULL, 'm' },
+		{ "vcmactl", required_argument, NULL, 'c' },   { "iterations", required_argument, NULL, 'n' },
+		{ "write-rates", required_argument, NULL, 'r' }, { "write-iterations", required_argument, NULL, 'w' },
+		{ "quick", no_argument, NULL, 'q' },           { "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	size_t iters = 50, warm = 3;
+	/* the writing VM's rows: one vCPU at 20000 and 100000 pages/s (78 and 391 MiB/s), and
+	 * as fast as it can */
+	unsigned int rates[MAX_RATES] = { 20000, 100000, 0 };
+	int nrates = 3;
+	size_t iters = 50, warm = 3, hot_iters = 20, hot_warm = 2;
 	struct floor_res fl[NSIZES];
-	struct cell cells[NKINDS][NSIZES];
-	struct vm_stats vs[NKINDS];
-	struct host_stats h0, h1, h2;
+	struct cell free_cells[NSIZES];
+	struct idle_phase used[NMODES], lfree[NMODES];
+	struct hot_row hot[MAX_RATES * NMODES];
 	struct sigaction sa;
-	struct vcma *v;
-	uint64_t moved[NKINDS][2];
 	uint64_t t_start = now_ns();
-	int c, rc;
+	int c;
 
 	sibling(vcmad_path, sizeof(vcmad_path), argv[0], "../hv/vcmad");
 	sibling(simvm_path, sizeof(simvm_path), argv[0], "../tools/vcma-simvm");
 	sibling(vcmactl_path, sizeof(vcmactl_path), argv[0], "../tools/vcmactl");
-	while ((c = getopt_long(argc, argv, "d:m:c:n:qh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:m:c:n:r:w:qh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': snprintf(vcmad_path, sizeof(vcmad_path), "%s", optarg); break;
 		case 'm': snprintf(simvm_path, sizeof(simvm_path), "%s", optarg); break;
 		case 'c': snprintf(vcmactl_path, sizeof(vcmactl_path), "%s", optarg); break;
 		case 'n': iters = strtoull(optarg, NULL, 10); break;
-		case 'q': iters = 10; warm = 2; break;
+		case 'r':
+			nrates = parse_rates(optarg, rates, MAX_RATES);
+			if (nrates < 0) {
+				fprintf(stderr, "bench-vacate: --write-rates: up to %d pages/s values, comma-separated "
+						"(0 = flat out)\n", MAX_RATES);
+				return 2;
+			}
+			break;
+		case 'w': hot_iters = strtoull(optarg, NULL, 10); break;
+		case 'q': iters = 10; warm = 2; hot_iters = 5; hot_warm = 1; break;
 		case 'h':
-			printf("usage: bench-vacate [--vcmad PATH] [--simvm PATH] [--vcmactl PATH] [--iterations N] "
-			       "[--quick]\n"
-			       "vcma_alloc latency for 1-8 MiB windows of free, lent-free and lent-used frames,\n"
-			       "beside the copy+remap floor measured in the same run (default 50 iterations,\n"
-			       "--quick 10).\n");
+			printf("usage: bench-vacate [--vcmad PATH] [--simvm PATH] [--vcmactl PATH] [--iterations N]\n"
+			       "                    [--write-rates R,R,...] [--write-iterations N] [--quick]\n"
+			       "vcma_alloc latency for 1-8 MiB windows of free, lent-free and lent-used frames of an idle\n"
+			       "VM, with vcmad's pre-copy off and on, beside the copy+remap floor measured in the same run\n"
+			       "(default 50 iterations, --quick 10); then 8 MiB windows of a VM whose one vCPU writes\n"
+			       "into them at each rate (pages/s, 0 = flat out; default 20000,100000,0), pre-copy off and on\n"
+			       "(default 20 iterations, --quick 5).\n");
 			return 0;
 		default: return 2;
 		}
 	}
-	if (optind != argc || iters < 5 || iters > 100000) {
-		fprintf(stderr, "bench-vacate: bad arguments (--iterations: 5..100000); try --help\n");
+	if (optind != argc || iters < 5 || iters > 100000 || hot_iters < 3 || hot_iters > 100000) {
+		fprintf(stderr, "bench-vacate: bad arguments (--iterations: 5..100000, --write-iterations: 3..100000); "
+				"try --help\n");
 		return 2;
 	}
 	need_exec(vcmad_path, "vcmad", "--vcmad");
 	need_exec(simvm_path, "vcma-simvm", "--simvm");
 	need_exec(vcmactl_path, "vcmactl", "--vcmactl");
 
-	memset(cells, 0, sizeof(cells));
-	for (int k = 0; k < NKINDS; k++)
-		for (int s = 0; s < NSIZES; s++)
-			if (!(cells[k][s].t = calloc(iters, sizeof(uint64_t))))
-				fail("out of memory");
+	memset(used, 0, sizeof(used));
+	memset(lfree, 0, sizeof(lfree));
+	memset(hot, 0, sizeof(hot));
+	for (int s = 0; s < NSIZES; s++) {
+		cell_init(&free_cells[s], iters);
+		for (int m = 0; m < NMODES; m++) {
+			cell_init(&used[m].cells[s], iters);
+			cell_init(&lfree[m].cells[s], iters);
+		}
+	}
+	for (int i = 0; i < nrates * NMODES; i++) {
+		hot[i].rate = rates[i / NMODES];
+		hot[i].m = (enum mode)(i % NMODES);
+		cell_init(&hot[i].c, hot_iters);
+	}
 
 	/* the bench's vcmad allows 10M requests/s: libvcma need not pace itself */
 	setenv("VCMA_RATE", "0", 0);
@@ -920,88 +1248,70 @@ int main(int argc, char **argv)
 	for (int s = 0; s < NSIZES; s++)
 		floor_one(sizes[s], iters, warm, &fl[s]);
 
-	start_vcmad();
-	rc = vcma_attach(guest_sock, "bench-vacate", NULL, &v);
-	if (rc) {
-		show_tail("vcmad", vcmad_log);
-		fail("attach to %s: %s", guest_sock, vcma_strerror(rc));
-	}
+	/* (a) once; (c) and (b) with each configuration, one beside the other in time */
+	run_idle(M_OFF, K_LENT_USED, iters, warm, free_cells, &used[M_OFF]);
+	run_idle(M_ON, K_LENT_USED, iters, warm, NULL, &used[M_ON]);
+	run_idle(M_OFF, K_LENT_FREE, iters, warm, NULL, &lfree[M_OFF]);
+	run_idle(M_ON, K_LENT_FREE, iters, warm, NULL, &lfree[M_ON]);
+	/* the writing VM */
+	for (int i = 0; i < nrates * NMODES; i++)
+		run_hot(&hot[i], hot_iters, hot_warm);
 
-	/* (a): nothing is lent yet, every window is FREE */
-	wait_pool(K_FREE, "at the start");
-	host_stats(&h0);
-	measure(v, K_FREE, iters, warm, cells[K_FREE]);
-
-	/* (c): one idle VM on the whole pool, its pages in use (never reported) */
-	start_vm(K_LENT_USED);
-	wait_pool(K_LENT_USED, "after the VM attached");
-	measure(v, K_LENT_USED, iters, warm, cells[K_LENT_USED]);
-	host_stats(&h1);
-	stop_vm(&vs[K_LENT_USED], "the lent-used VM");
-	wait_pool(K_FREE, "after the lent-used VM detached");
-
-	/* (b): one idle VM on the whole pool that reported every page free */
-	start_vm(K_LENT_FREE);
-	wait_pool(K_LENT_FREE, "after the VM attached and reported its pages");
-	measure(v, K_LENT_FREE, iters, warm, cells[K_LENT_FREE]);
-	host_stats(&h2);
-	stop_vm(&vs[K_LENT_FREE], "the lent-free VM");
-
-	vcma_detach(v);
-	rc = stop_child(&st.vcmad, 10000, "vcmad");
-	if (!WIFEXITED(rc) || WEXITSTATUS(rc))
-		fprintf(stderr, "bench-vacate: vcmad exited with status %#x\n", rc);
-	moved[K_LENT_USED][0] = h1.vacated_lent_used - h0.vacated_lent_used;
-	moved[K_LENT_USED][1] = h1.vacated_lent_free - h0.vacated_lent_free;
-	moved[K_LENT_FREE][0] = h2.vacated_lent_used - h1.vacated_lent_used;
-	moved[K_LENT_FREE][1] = h2.vacated_lent_free - h1.vacated_lent_free;
-
-	/* what vcmad logged: warnings and errors are worth a look */
-	{
-		FILE *f = fopen(vcmad_log, "r");
-		char line[512], first[512] = "";
-		unsigned int nwarn = 0;
-
-		while (f && fgets(line, sizeof(line), f))
-			if (strstr(line, ": warning: ") || strstr(line, ": error: ") || strstr(line, ": crit: "))
-				if (!nwarn++)
-					snprintf(first, sizeof(first), "%s", line);
-		if (f)
-			fclose(f);
-		if (nwarn)
-			fprintf(stderr, "bench-vacate: vcmad logged %u warning(s)/error(s); the first: %s", nwarn, first);
-	}
-
-	/* ---- tables ---- */
+	/* ---- the idle VM: latency ---- */
 	printf("bench-vacate: vcma_alloc latency in us as the allocating guest sees it (libvcma in this process,\n"
 	       "vcmad sim backend); %zu allocations per cell after %zu warm-up round(s); pool %d MiB, fully lent to\n"
-	       "one idle vcma-simvm VM (lend_share 100%%) for (b) and (c) and relent after every free\n",
+	       "one idle vcma-simvm VM (lend_share 100%%) for (b) and (c) and relent after every free.\n"
+	       "pre-copy off: vcmad `precopy = no` (pause, copy, remap, resume in batches: the old way);\n"
+	       "pre-copy on: `precopy = yes`, the default (reported pages dropped without a pause, in-use pages\n"
+	       "copied while the VM runs with its writes logged, one-trip pauses). Each column its own vcmad.\n",
 	       iters, warm, POOL_MIB);
-	printf("%-7s %9s | %-19s | %-19s | %-19s | %-19s\n", "", "(a) FREE", "(b) LENT_FREE", "(c) LENT_USED",
-	       "floor: copy + remap", "ratio of p50s");
-	printf("%-7s %9s | %9s %9s | %9s %9s | %9s %9s | %9s %9s\n", "size", "p50", "p50", "p99", "p50", "p99",
-	       "1 call", "per page", "(c)/floor", "(c)/(b)");
+	printf("%-7s %9s | %-36s | %-36s | %s\n", "", "(a) FREE", "            (b) LENT_FREE", "            (c) LENT_USED",
+	       "floor: copy + remap");
+	printf("%-7s %9s | %-18s%-18s | %-18s%-18s |\n", "", "", "    pre-copy off", "    on: dropped", "    pre-copy off",
+	       "   on: pre-copied");
+	printf("%-7s %9s | %8s %8s  %8s %8s | %8s %8s  %8s %8s | %9s %9s\n", "size", "p50", "p50", "p99", "p50", "p99",
+	       "p50", "p99", "p50", "p99", "1 call", "per page");
 	for (int s = 0; s < NSIZES; s++) {
-		char a[16], b50[16], b99[16], c50[16], c99[16], r1[16], r2[16];
-		const struct cell *cb = &cells[K_LENT_FREE][s], *cc = &cells[K_LENT_USED][s];
+		char a[16], x[4][16], y[4][16];
 
-		if (cc->d.n && cb->d.n) {
-			snprintf(r1, sizeof(r1), "%.1fx", cc->d.p50 / fl[s].contig.p50);
-			snprintf(r2, sizeof(r2), "%.1fx", cc->d.p50 / cb->d.p50);
-		} else {
-			snprintf(r1, sizeof(r1), "-");
-			snprintf(r2, sizeof(r2), "-");
+		for (int m = 0; m < NMODES; m++) {
+			fmt_us(x[2 * m], 16, &lfree[m].cells[s], false);
+			fmt_us(x[2 * m + 1], 16, &lfree[m].cells[s], true);
+			fmt_us(y[2 * m], 16, &used[m].cells[s], false);
+			fmt_us(y[2 * m + 1], 16, &used[m].cells[s], true);
 		}
-		printf("%3" PRIu64 " MiB %9s | %9s %9s | %9s %9s | %9.0f %9.0f | %9s %9s\n", sizes[s] / MiB,
-		       fmt_us(a, sizeof(a), &cells[K_FREE][s], false), fmt_us(b50, sizeof(b50), cb, false),
-		       fmt_us(b99, sizeof(b99), cb, true), fmt_us(c50, sizeof(c50), cc, false),
-		       fmt_us(c99, sizeof(c99), cc, true), fl[s].contig.p50, fl[s].scattered.p50, r1, r2);
+		printf("%3" PRIu64 " MiB %9s | %8s %8s  %8s %8s | %8s %8s  %8s %8s | %9.0f %9.0f\n", sizes[s] / MiB,
+		       fmt_us(a, sizeof(a), &free_cells[s], false), x[0], x[1], x[2], x[3], y[0], y[1], y[2], y[3],
+		       fl[s].contig.p50, fl[s].scattered.p50);
 	}
-	for (int k = 0; k < NKINDS; k++)
-		for (int s = 0; s < NSIZES; s++)
-			if (cells[k][s].failed)
-				printf("  %s %" PRIu64 " MiB: %zu allocation(s) failed (first: %s), not in the numbers\n",
-				       kind_name[k], sizes[s] / MiB, cells[k][s].failed, vcma_strerror(cells[k][s].first_err));
+	for (int s = 0; s < NSIZES; s++) {
+		if (free_cells[s].failed)
+			printf("  (a) FREE %" PRIu64 " MiB: %zu allocation(s) failed (first: %s), not in the numbers\n",
+			       sizes[s] / MiB, free_cells[s].failed, vcma_strerror(free_cells[s].first_err));
+		for (int m = 0; m < NMODES; m++) {
+			const struct cell *cs[2] = { &lfree[m].cells[s], &used[m].cells[s] };
+
+			for (int i = 0; i < 2; i++)
+				if (cs[i]->failed)
+					printf("  %s pre-copy %s %" PRIu64 " MiB: %zu allocation(s) failed (first: %s), not in "
+					       "the numbers\n",
+					       kind_name[i ? K_LENT_USED : K_LENT_FREE], mode_name[m], sizes[s] / MiB,
+					       cs[i]->failed, vcma_strerror(cs[i]->first_err));
+		}
+	}
+	printf("p50 / floor (1 call)  |     (b) LENT_FREE     |     (c) LENT_USED     |  (c) / (b), p50s\n");
+	printf("%-21s | %10s %10s | %10s %10s | %10s %10s\n", "size", "off", "on", "off", "on", "off", "on");
+	for (int s = 0; s < NSIZES; s++) {
+		char r[6][16];
+
+		for (int m = 0; m < NMODES; m++) {
+			fmt_ratio(r[m], 16, &lfree[m].cells[s], fl[s].contig.p50);
+			fmt_ratio(r[2 + m], 16, &used[m].cells[s], fl[s].contig.p50);
+			fmt_ratio(r[4 + m], 16, &used[m].cells[s], lfree[m].cells[s].d.n ? lfree[m].cells[s].d.p50 : 0);
+		}
+		printf("%3" PRIu64 " MiB%-14s | %10s %10s | %10s %10s | %10s %10s\n", sizes[s] / MiB, "", r[0], r[1], r[2],
+		       r[3], r[4], r[5]);
+	}
 	printf("floor (p50, this process): page-by-page memcpy into populated destination pages of a second memfd,\n"
 	       "then mmap(MAP_FIXED|MAP_SHARED) of the destination over the (unpopulated) guest view: one call for\n"
 	       "the window, or one call per page to scattered destination offsets. No pause, no messages, no zeroing.\n");
@@ -1014,75 +1324,211 @@ int main(int argc, char **argv)
 		       fl[s].copy_cold.p50, fl[s].remap1.p50, fl[s].remapn.p50);
 	printf("  (vcmad's ordinary memory is punched when freed, so its copies go to punched destinations)\n");
 
-	printf("\nlent VM pauses (vcma-simvm --json: PAUSE received to RESUME; the VM is idle, so no vCPU parks)\n");
-	printf("%-34s %7s %9s %9s %9s %11s %11s %13s\n", "", "pauses", "p50 us", "p99 us", "max us", "pages", "remap",
-	       "pages vacated");
-	printf("%-34s %7s %9s %9s %9s %11s %11s %13s\n", "", "", "", "", "", "remapped", "calls", "for allocs");
-	for (int k = K_LENT_USED; k >= K_LENT_FREE; k--) {
-		char vac[32];
+	/* ---- the idle VM: pauses and how the pages moved ---- */
+	printf("\nidle VM pauses, over each phase (relending's included)\n");
+	printf("%-31s | %-34s | %s\n", "", "VM: vcma-simvm --json", "vcmad: vcmactl stats pause_latency");
+	printf("%-31s | %7s %8s %8s %8s | %7s %9s %9s %9s\n", "", "pauses", "p50 us", "p99 us", "max us", "pauses",
+	       "p50 us", "p99 us", "max us");
+	for (int k = K_LENT_USED; k >= K_LENT_FREE; k--)
+		for (int m = 0; m < NMODES; m++) {
+			const struct idle_phase *ph = k == K_LENT_USED ? &used[m] : &lfree[m];
+			char lbl[64], p50[16], p99[16];
 
-		snprintf(vac, sizeof(vac), "%" PRIu64 "%s", moved[k][k == K_LENT_USED ? 0 : 1],
-			 moved[k][k == K_LENT_USED ? 1 : 0] ? "+" : "");
-		printf("%-34s %7" PRIu64 " %9.1f %9.1f %9.1f %11" PRIu64 " %11" PRIu64 " %13s\n",
-		       k == K_LENT_USED ? "(c) VM, pages in use" : "(b) VM, every page reported free", vs[k].pauses,
-		       vs[k].p50_us, vs[k].p99_us, vs[k].max_us, vs[k].remapped_pages, vs[k].remap_calls, vac);
-	}
+			snprintf(lbl, sizeof(lbl), "%s, pre-copy %s", k == K_LENT_USED ? "(c) pages in use" : "(b) reported free",
+				 mode_name[m]);
+			snprintf(p50, sizeof(p50), "<=%.0f", pause_q_us(&ph->h, 0.5));
+			snprintf(p99, sizeof(p99), "<=%.0f", pause_q_us(&ph->h, 0.99));
+			printf("%-31s | %7" PRIu64 " %8.1f %8.1f %8.1f | %7" PRIu64 " %9s %9s %9.1f\n", lbl, ph->vm.pauses,
+			       ph->vm.p50_us, ph->vm.p99_us, ph->vm.max_us, ph->h.pause_count, ph->h.pause_count ? p50 : "-",
+			       ph->h.pause_count ? p99 : "-", (double)ph->h.pause_max_ns / 1e3);
+		}
+	printf("VM: PAUSE received to RESUME (or REMAP_RESUME) received. vcmad: PAUSE sent to RESUME (or\n"
+	       "REMAP_RESUME) sent; its quantiles are upper edges of log2 buckets, hence \"<=\". The VM is idle:\n"
+	       "no vCPU has to park. Each row is its own vcmad and VM; %zu+%zu allocations of each size.\n",
+	       iters, warm);
+
+	printf("\nhow the idle VM's pages moved (vcma-simvm --json; vcmactl --json stats over the phase)\n");
+	printf("%-31s | %9s %9s %8s %8s | %8s %8s %8s %8s %8s %6s\n", "", "vacated", "moved", "REMAP_", "DROPs",
+	       "pre-copy", "pre-", "DIRTY_", "copied", "in the", "fell");
+	printf("%-31s | %9s %9s %8s %8s | %8s %8s %8s %8s %8s %6s\n", "", "for", "pages", "RESUMEs", "", "batches",
+	       "copied", "READ", "again", "pause", "back");
+	printf("%-31s | %9s %9s %8s %8s | %8s %8s %8s %8s %8s\n", "", "allocs", "(VM)", "(VM)", "(VM)", "", "pages",
+	       "rounds", "pages", "pages");
+	for (int k = K_LENT_USED; k >= K_LENT_FREE; k--)
+		for (int m = 0; m < NMODES; m++) {
+			const struct idle_phase *ph = k == K_LENT_USED ? &used[m] : &lfree[m];
+			char lbl[64];
+
+			snprintf(lbl, sizeof(lbl), "%s, pre-copy %s", k == K_LENT_USED ? "(c) pages in use" : "(b) reported free",
+				 mode_name[m]);
+			printf("%-31s | %9" PRIu64 " %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " | %8" PRIu64 " %8" PRIu64
+			       " %8" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 "\n",
+			       lbl, k == K_LENT_USED ? ph->h.vacated_lent_used : ph->h.vacated_lent_free,
+			       ph->vm.remapped_pages + ph->vm.dropped_pages,
+			       ph->vm.remap_resumes, ph->vm.drops, ph->h.pc_batches, ph->h.pc_pages, ph->h.pc_rounds,
+			       ph->h.pc_recopied, ph->h.pc_final, ph->h.pc_fallbacks);
+		}
 	{
-		uint64_t want[NKINDS] = { 0, 0, 0 };
-		size_t failed = 0;
+		uint64_t per_row = 0;
+		bool bad = false;
 
-		for (int k = K_LENT_FREE; k <= K_LENT_USED; k++)
+		for (int s = 0; s < NSIZES; s++)
+			per_row += (iters + warm) * (sizes[s] / PAGE);
+		printf("Relending moves the pages back after each free the same way, so pages moved (the VM's remapped\n"
+		       "plus dropped pages) = 2 x vacated. \"vacated for allocs\" is vcmactl stats' vacated_lent_used for\n"
+		       "(c), vacated_lent_free for (b) (expected %" PRIu64 " per row: every round, warm-up included).\n",
+		       per_row);
+		for (int m = 0; m < NMODES; m++) {
+			uint64_t want_c = per_row, want_b = per_row;
+
 			for (int s = 0; s < NSIZES; s++) {
-				want[k] += (iters + warm - cells[k][s].failed) * (sizes[s] / PAGE);
-				failed += cells[k][s].failed;
+				want_c -= used[m].cells[s].failed * (sizes[s] / PAGE);
+				want_b -= lfree[m].cells[s].failed * (sizes[s] / PAGE);
 			}
-		printf("pauses and remaps include relending: after each free vcmad moves the pages back onto the pool\n"
-		       "with the same pause/copy/remap/resume (so pages remapped = 2 x pages vacated). \"vacated for\n"
-		       "allocs\" is vcmactl stats' vacated_lent_used for (c), vacated_lent_free for (b), over the phase\n"
-		       "(expected %" PRIu64 " and %" PRIu64 ": every round, warm-up included).\n",
-		       want[K_LENT_USED], want[K_LENT_FREE]);
-		if (moved[K_LENT_USED][0] != want[K_LENT_USED] || moved[K_LENT_USED][1] ||
-		    moved[K_LENT_FREE][1] != want[K_LENT_FREE] || moved[K_LENT_FREE][0])
-			printf("WARNING: the windows were not what they should be: (c) vacated %" PRIu64 " used + %" PRIu64
-			       " free, (b) %" PRIu64 " used + %" PRIu64 " free page(s)%s\n",
-			       moved[K_LENT_USED][0], moved[K_LENT_USED][1], moved[K_LENT_FREE][0], moved[K_LENT_FREE][1],
-			       failed ? " (failed allocations may have moved some)" : "");
+			if (used[m].h.vacated_lent_used != want_c || used[m].h.vacated_lent_free ||
+			    lfree[m].h.vacated_lent_free != want_b || lfree[m].h.vacated_lent_used)
+				bad = true;
+		}
+		if (bad)
+			printf("WARNING: the windows were not what they should be: (c) off/on vacated %" PRIu64 "/%" PRIu64
+			       " used + %" PRIu64 "/%" PRIu64 " free, (b) %" PRIu64 "/%" PRIu64 " used + %" PRIu64 "/%" PRIu64
+			       " free page(s)\n",
+			       used[0].h.vacated_lent_used, used[1].h.vacated_lent_used, used[0].h.vacated_lent_free,
+			       used[1].h.vacated_lent_free, lfree[0].h.vacated_lent_used, lfree[1].h.vacated_lent_used,
+			       lfree[0].h.vacated_lent_free, lfree[1].h.vacated_lent_free);
 	}
-	if (h2.pause_found)
-		printf("vcmad (vcmactl stats \"%s\", PAUSE sent to RESUME sent, all VMs, whole run): %.0f pauses, p50 %.1f us,"
-		       " p99 %.1f us, max %.1f us\n",
-		       h2.pause_key, h2.pause_count, h2.pause_p50_us, h2.pause_p99_us, h2.pause_max_us);
-	else
-		printf("vcmad: vcmactl --json stats exposes no pause histogram (vcmad keeps one, unexported)\n");
-	for (int k = K_LENT_FREE; k <= K_LENT_USED; k++)
-		if (vs[k].errors || vs[k].corruptions)
-			printf("WARNING: %s VM reported %" PRIu64 " error(s), %" PRIu64 " corruption(s)\n",
-			       k == K_LENT_USED ? "(c)" : "(b)", vs[k].errors, vs[k].corruptions);
+	for (int m = 0; m < NMODES; m++) {
+		const struct vm_stats *vs[2] = { &used[m].vm, &lfree[m].vm };
+
+		for (int i = 0; i < 2; i++) {
+			if (vs[i]->errors || vs[i]->corruptions)
+				printf("WARNING: %s VM, pre-copy %s, reported %" PRIu64 " error(s), %" PRIu64 " corruption(s)\n",
+				       i ? "(b)" : "(c)", mode_name[m], vs[i]->errors, vs[i]->corruptions);
+			if (m == M_ON && (!vs[i]->one_trip || !vs[i]->dirty_log))
+				printf("WARNING: %s VM attached without %s%s%s: pre-copy on could not use it (see vcma-simvm's "
+				       "first lines)\n",
+				       i ? "(b)" : "(c)", vs[i]->one_trip ? "" : "ONE_TRIP",
+				       !vs[i]->one_trip && !vs[i]->dirty_log ? " and " : "", vs[i]->dirty_log ? "" : "DIRTY_LOG");
+		}
+	}
+
+	/* ---- the writing VM ---- */
+	printf("\na VM writing into the window being vacated: vcma-simvm --workload checksum --vcpus 1 --ram %dM\n"
+	       "--write-rate R on a pool of %d MiB (its RAM is the pool, so every %d MiB window is all of it and\n"
+	       "every write lands in it); %zu allocations of %d MiB per row after %zu warm-up (p99 of %zu: the\n"
+	       "maximum); its vCPU writes random pages (4 KiB each, checksummed) and verifies one op in four\n",
+	       HOT_POOL_MIB, HOT_POOL_MIB, HOT_POOL_MIB, hot_iters, HOT_POOL_MIB, hot_warm, hot_iters);
+	printf("%-22s %-8s | %-17s | %-34s | %s\n", "write rate asked", "", "vcma_alloc us", "VM pauses (vcma-simvm), us",
+	       "vcmad pauses, allocs");
+	printf("%-22s %-8s | %8s %8s | %7s %8s %8s %8s | %9s %6s %6s\n", "(pages/s per vCPU)", "pre-copy", "p50", "p99",
+	       "pauses", "p50", "p99", "max", "per alloc", "p50<=", "p99<=");
+	for (int i = 0; i < nrates * NMODES; i++) {
+		const struct hot_row *h = &hot[i];
+		char rt[40], a50[16], a99[16];
+		double n = h->c.n ? (double)h->c.n : 1;
+
+		printf("%-22s %-8s | %8s %8s | %7" PRIu64 " %8.1f %8.1f %8.1f | %9.1f %6.0f %6.0f\n",
+		       h->m == M_OFF ? fmt_rate(rt, sizeof(rt), h->rate) : "", mode_name[h->m],
+		       fmt_us(a50, sizeof(a50), &h->c, false), fmt_us(a99, sizeof(a99), &h->c, true), h->vm.pauses,
+		       h->vm.p50_us, h->vm.p99_us, h->vm.max_us, (double)h->alloc.pause_count / n, pause_q_us(&h->alloc, 0.5),
+		       pause_q_us(&h->alloc, 0.99));
+	}
+	printf("VM pauses are all of the VM's life, relending's included (after each free vcmad moves its pages\n"
+	       "back onto the pool the same way); vcmad's count only the pauses inside the measured vcma_alloc()s\n"
+	       "(vcmactl stats before and after each, log2 buckets).\n");
+	printf("%-22s %-8s | %-35s | %-14s | %s\n", "", "", "pre-copy per alloc (vcmad, mean)", "allocations",
+	       "the VM (vcma-simvm)");
+	printf("%-22s %-8s | %8s %8s %8s %8s | %6s %7s | %9s %8s\n", "write rate asked", "pre-copy", "copied",
+	       "DIRTY_", "copied", "in the", "pre-", "fell", "written", "corrupt");
+	printf("%-22s %-8s | %8s %8s %8s %8s | %6s %7s | %9s %8s\n", "", "", "running", "READs", "again", "pause",
+	       "copied", "back", "pages/s", "pages");
+	for (int i = 0; i < nrates * NMODES; i++) {
+		const struct hot_row *h = &hot[i];
+		char rt[40];
+		double n = h->c.n ? (double)h->c.n : 1;
+
+		printf("%-22s %-8s | %8.0f %8.1f %8.0f %8.0f | %6zu %7zu | %9.0f %8" PRIu64 "\n",
+		       h->m == M_OFF ? fmt_rate(rt, sizeof(rt), h->rate) : "", mode_name[h->m], (double)h->alloc.pc_pages / n,
+		       (double)h->alloc.pc_rounds / n, (double)h->alloc.pc_recopied / n, (double)h->alloc.pc_final / n,
+		       h->precopied, h->fell_back, h->vm.duration_s > 0 ? (double)h->vm.written / h->vm.duration_s : 0,
+		       h->vm.corruptions);
+	}
+	printf("copied running: pages copied in the first pass while the VM ran (precopy_pages); DIRTY_READ rounds\n"
+	       "while it ran, and the pages they named copied again (precopy_rounds, precopy_recopied); in the\n"
+	       "pause: written since the last round, copied with the VM parked (precopy_final_pages). Pre-copy\n"
+	       "converges when few enough are dirty for one pause (60%% of max_pause_us); it falls back to pausing\n"
+	       "in batches (precopy_fallbacks) when the dirty set stops shrinking or after 8 rounds. allocations:\n"
+	       "how many of the %zu pre-copied, how many fell back. written: the vCPU's page writes over its life.\n",
+	       hot_iters);
+	for (int i = 0; i < nrates * NMODES; i++) {
+		const struct hot_row *h = &hot[i];
+
+		if (h->c.failed)
+			printf("  writing VM %u pages/s, pre-copy %s: %zu allocation(s) failed (first: %s), not in the numbers\n",
+			       h->rate, mode_name[h->m], h->c.failed, vcma_strerror(h->c.first_err));
+		if (h->m == M_ON && !h->vm.dirty_log)
+			printf("WARNING: the writing VM (%u pages/s) attached without DIRTY_LOG: its pre-copy row is "
+			       "pause-only\n",
+			       h->rate);
+		if (h->alloc.vacated_lent_used != (uint64_t)h->c.n * (HOT_SIZE / PAGE))
+			printf("WARNING: writing VM %u pages/s, pre-copy %s: %" PRIu64 " pages vacated for the %zu "
+			       "measured allocations, not %" PRIu64 "\n",
+			       h->rate, mode_name[h->m], h->alloc.vacated_lent_used, h->c.n,
+			       (uint64_t)h->c.n * (HOT_SIZE / PAGE));
+	}
 
 	/* ---- targets ---- */
-	printf("\ntarget (c) p50 <= 3x floor (1 remap call):");
-	for (int s = 0; s < NSIZES; s++) {
-		const struct cell *cc = &cells[K_LENT_USED][s];
-		double r = cc->d.n ? cc->d.p50 / fl[s].contig.p50 : 0;
+	{
+		const struct cell *c8 = &used[M_ON].cells[NSIZES - 1], *c8off = &used[M_OFF].cells[NSIZES - 1];
+		double r8 = c8->d.n ? c8->d.p50 / fl[NSIZES - 1].contig.p50 : 0;
+		char pv[3][40];
+		uint64_t corrupt = 0, errors = 0;
+		int nvm = 0, bad_vm = 0;
 
-		printf("%s %" PRIu64 " MiB %s (%.1fx)", s ? "," : "", sizes[s] / MiB, verdict(cc->d.n && r <= 3.0), r);
-	}
-	printf("\ntarget (b) >= 10x faster than (c), c_p50/b_p50 >= 10:");
-	for (int s = 0; s < NSIZES; s++) {
-		const struct cell *cb = &cells[K_LENT_FREE][s], *cc = &cells[K_LENT_USED][s];
-		double r = cb->d.n && cc->d.n ? cc->d.p50 / cb->d.p50 : 0;
+		printf("\ntarget (c) 8 MiB, pre-copy on: p50 <= 3x floor (1 remap call): %s (%.1fx; pre-copy off %.1fx)\n",
+		       verdict(c8->d.n && r8 <= 3.0), r8, c8off->d.n ? c8off->d.p50 / fl[NSIZES - 1].contig.p50 : 0);
+		printf("  (c) pre-copy on, other sizes:");
+		for (int s = 0; s < NSIZES - 1; s++) {
+			const struct cell *cc = &used[M_ON].cells[s];
 
-		printf("%s %" PRIu64 " MiB %s (%.1fx)", s ? "," : "", sizes[s] / MiB, verdict(cb->d.n && cc->d.n && r >= 10.0),
-		       r);
+			printf("%s %" PRIu64 " MiB %.1fx", s ? "," : "", sizes[s] / MiB,
+			       cc->d.n ? cc->d.p50 / fl[s].contig.p50 : 0);
+		}
+		printf("\ntarget guest pause p99 <= 1 ms on the idle VM, pre-copy on: (c) VM %s, (b) VM %s\n",
+		       pause_verdict(pv[0], sizeof(pv[0]), &used[M_ON].vm),
+		       pause_verdict(pv[1], sizeof(pv[1]), &lfree[M_ON].vm));
+		printf("  (vcmad p99 <= %.0f us for (c); pre-copy off: (c) VM %.0f us, (b) VM %.0f us)\n",
+		       pause_q_us(&used[M_ON].h, 0.99), used[M_OFF].vm.p99_us, lfree[M_OFF].vm.p99_us);
+		printf("target (b) >= 10x faster than (c), pre-copy on, c_p50/b_p50 >= 10:");
+		for (int s = 0; s < NSIZES; s++) {
+			const struct cell *cb = &lfree[M_ON].cells[s], *cc = &used[M_ON].cells[s];
+			double r = cb->d.n && cc->d.n ? cc->d.p50 / cb->d.p50 : 0;
+
+			printf("%s %" PRIu64 " MiB %s (%.1fx)", s ? "," : "", sizes[s] / MiB,
+			       verdict(cb->d.n && cc->d.n && r >= 10.0), r);
+		}
+		for (int i = 0; i < nrates * NMODES; i++) {
+			nvm++;
+			corrupt += hot[i].vm.corruptions;
+			errors += hot[i].vm.errors;
+			bad_vm += hot[i].vm.status != 0;
+		}
+		printf("\ntarget the writing VMs find no corruption: %s (%" PRIu64 " corrupt page(s), %" PRIu64
+		       " error(s), %d of %d VM(s) exited with an error)\n",
+		       verdict(!corrupt && !errors && !bad_vm), corrupt, errors, bad_vm, nvm);
 	}
-	printf("\ntarget guest pause p99 <= 1 ms: (c) VM %s (%.0f us), (b) VM %s (%.0f us)",
-	       verdict(vs[K_LENT_USED].pauses && vs[K_LENT_USED].p99_us <= 1000.0), vs[K_LENT_USED].p99_us,
-	       verdict(vs[K_LENT_FREE].pauses && vs[K_LENT_FREE].p99_us <= 1000.0), vs[K_LENT_FREE].p99_us);
-	if (h2.pause_found)
-		printf(", vcmad %s (%.0f us)", verdict(h2.pause_p99_us <= 1000.0), h2.pause_p99_us);
-	printf("\n(run took %.1f s)\n", (double)(now_ns() - t_start) / 1e9);
-	for (int k = 0; k < NKINDS; k++)
-		for (int s = 0; s < NSIZES; s++)
-			free(cells[k][s].t);
+	if (vcmad_warnings)
+		printf("vcmad logged %u warning(s)/error(s) over its %u runs; the first: %s", vcmad_warnings, vcmad_started,
+		       vcmad_first_warning);
+	printf("(run took %.1f s)\n", (double)(now_ns() - t_start) / 1e9);
+	for (int s = 0; s < NSIZES; s++) {
+		free(free_cells[s].t);
+		for (int m = 0; m < NMODES; m++) {
+			free(used[m].cells[s].t);
+			free(lfree[m].cells[s].t);
+		}
+	}
+	for (int i = 0; i < nrates * NMODES; i++)
+		free(hot[i].c.t);
 	return 0;
 }
