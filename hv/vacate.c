@@ -276,7 +276,7 @@ static void prepare_dst(struct vcmad_job *j)
 		for (size_t i = 0, k; i < j->bn; i = k) {
 			for (k = i + 1; k < j->bn && j->dst[k] == j->dst[k - 1] + 1; k++)
 				;
-			mem(d)->zero(&d->be, j->dst[i], k - i);
+			vcmad_mem_clear(&d->be, j->dst[i], k - i);
 		}
 	for (size_t i = 0; i < j->bn; i++)
 		if (!(j->vm->gflags[bmv(j, i)->gfn] & VCMAD_GFN_REPORTED))

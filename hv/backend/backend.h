@@ -57,6 +57,11 @@ struct vcmad_mem_ops {
 	void (*fini)(struct vcmad_backend *be);
 	/* [mfn, mfn+count) reads as zero from now on (and needs no memory until touched). */
 	int (*zero)(struct vcmad_backend *be, uint64_t mfn, uint64_t count);
+	/* Optional: the same as zero for frames about to be used (a region handed out,
+	 * relend's destinations), but pages that hold memory keep it, cleared in place: a
+	 * hole punched there would be faulted in again page by page, at several times the
+	 * cost of the clearing. NULL: zero is used (vcmad_mem_clear). */
+	int (*clear)(struct vcmad_backend *be, uint64_t mfn, uint64_t count);
 	/* Copy count frames from src to dst (ranges do not overlap). */
 	int (*copy)(struct vcmad_backend *be, uint64_t dst, uint64_t src, uint64_t count);
 	/* Make [mfn, mfn+count) cheap to write: fault it in now, before a VM is paused. */
@@ -172,6 +177,12 @@ struct vcmad_backend {
 	struct vcma_loop *loop; /* vcmad's: timers for work that takes a while */
 	void *priv;             /* the backend's own state */
 };
+
+/* [mfn, mfn+count) reads as zero from now on and is about to be used. */
+static inline int vcmad_mem_clear(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
+{
+	return be->type->mem->clear ? be->type->mem->clear(be, mfn, count) : be->type->mem->zero(be, mfn, count);
+}
 
 /* The backends built in, and the one of a name (NULL if none). */
 extern const struct vcmad_backend_type *const vcmad_backends[];

@@ -4,6 +4,11 @@
  * ordinary memory are frame ranges of it; simulated VMs map their RAM from it frame
  * run by frame run as their p2m says (the VM control half is sim_vmm.c).
  *
+ * Pool frames are zeroed by punching holes when they go idle (a region freed, a lent
+ * frame given back), so idle pool memory holds no host RAM; frames about to be used (a
+ * region handed out, relend's destinations) are cleared in place where they hold
+ * memory (sim_clear), since a hole would be faulted in again page by page.
+ *
  * Ordinary memory is kept zeroed while it is free: the memfd starts sparse, and
  * ram_free clears frames in place before they go back (resident, so the next owner,
  * a page copied while its VM is paused, takes no page fault). So ram_alloc hands out
@@ -49,6 +54,38 @@ static int sim_zero(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
 	if (fallocate(sm(be)->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(mfn * SIM_PAGE),
 		      (off_t)(count * SIM_PAGE)))
 		return -errno;
+	return 0;
+}
+
+/*
+ * Clear in place what holds memory; leave holes as they are (they read as zero). The
+ * memfd says which is which (SEEK_DATA/SEEK_HOLE count a swapped-out page as data),
+ * so a frame a VMM wrote through its own mapping is cleared too.
+ */
+static int sim_clear(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
+{
+	struct sim_mem *m = sm(be);
+	off_t pos, end;
+
+	if (!in_range(be, mfn, count))
+		return -EINVAL;
+	pos = (off_t)(mfn * SIM_PAGE);
+	end = (off_t)((mfn + count) * SIM_PAGE);
+	while (pos < end) {
+		off_t data = lseek(m->fd, pos, SEEK_DATA), hole;
+
+		if (data < 0 && errno == ENXIO)
+			break; /* nothing but holes from pos to the end of the file */
+		if (data < 0)
+			return sim_zero(be, (uint64_t)pos / SIM_PAGE, (uint64_t)(end - pos) / SIM_PAGE);
+		if (data >= end)
+			break;
+		hole = lseek(m->fd, data, SEEK_HOLE);
+		if (hole < 0 || hole > end)
+			hole = end;
+		memset(m->map + data, 0, (size_t)(hole - data));
+		pos = hole;
+	}
 	return 0;
 }
 
@@ -182,6 +219,7 @@ static const struct vcmad_mem_ops sim_mem_ops = {
 	.init = sim_init,
 	.fini = sim_fini,
 	.zero = sim_zero,
+	.clear = sim_clear,
 	.copy = sim_copy,
 	.touch = sim_touch,
 	.read = sim_read,

@@ -351,7 +351,7 @@ static int admin_take(struct vcmad_requester *rq, struct vcma_region *r)
 	struct vcmad *d = rq->d;
 
 	r->gpa = 0;
-	return d->be.type->mem->zero(&d->be, r->mfn, r->nframes);
+	return vcmad_mem_clear(&d->be, r->mfn, r->nframes);
 }
 
 /* tag: the client that asked (vcmad_alloc_drop stops answers once it is gone) */

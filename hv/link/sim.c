@@ -145,7 +145,7 @@ static int sim_place(struct vcmad_guest *g, const struct vcma_region *r)
 
 	if (vcma_core_take_zeroed(&d->core, r->mfn, r->nframes))
 		return 0;
-	return d->be.type->mem->zero(&d->be, r->mfn, r->nframes);
+	return vcmad_mem_clear(&d->be, r->mfn, r->nframes);
 }
 
 static void sim_addr(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, uint64_t *bus)

@@ -106,6 +106,8 @@ ok = sum(z["ok"] for z in s["sizes"])
 check(attempts >= 1000, "%d allocations of 1-8 MiB were made" % attempts)
 check(ok == attempts, "every one succeeded (%d of %d): free + lent frames always covered it" % (ok, attempts))
 check(s["pattern_errors"] == 0, "every region's DMA pattern read back")
+check(s["regions_not_zeroed"] == 0, "every region read as zeros when it was handed out, although its frames had "
+      "just held the VMs' pages (cleared in place, not punched)")
 
 stats = ctl(d, "stats")
 st = [p for p in stats["pools"] if p["name"] == "main"][0]
