@@ -69,6 +69,7 @@ struct vcmad_job {
 	size_t ndirty, last_dirty;
 	uint32_t rounds;
 	uint64_t copy_ns; /* B_PRECOPY: what copying one page cost in the first round */
+	bool prepared; /* prepare_dst done for this batch */
 	bool got_paused, got_dirty, one_trip_sent;
 	uint64_t pause_ns;
 	struct vcmad_run runs[MAX_RUNS];
@@ -173,6 +174,7 @@ static void batch_free(struct vcmad_job *j)
 	j->bi = NULL;
 	j->dirty = NULL;
 	j->bn = 0;
+	j->prepared = false;
 }
 
 static void release_dst(struct vcmad_job *j)
@@ -272,6 +274,9 @@ static void prepare_dst(struct vcmad_job *j)
 {
 	struct vcmad *d = j->d;
 
+	if (j->prepared)
+		return;
+	j->prepared = true;
 	if (j->kind == JOB_RELEND)
 		for (size_t i = 0, k; i < j->bn; i = k) {
 			for (k = i + 1; k < j->bn && j->dst[k] == j->dst[k - 1] + 1; k++)
@@ -486,7 +491,6 @@ static void step(struct vcmad_job *j)
 		j->bn = keep;
 	}
 	j->vm = vm;
-	prepare_dst(j);
 	if (j->bk != B_PAUSE) {
 		struct vcmad_run runs[MAX_RUNS];
 
@@ -494,19 +498,26 @@ static void step(struct vcmad_job *j)
 		j->seq = ++vm->seq;
 		arm_deadline(j);
 		if (j->bk == B_DROP) {
+			/* the VMM maps the destinations as they are: they must read as zeros first */
+			prepare_dst(j);
 			for (size_t i = 0; i < j->bn; i++)
 				vm->gflags[bmv(j, i)->gfn] |= VCMAD_GFN_MOVING;
 			j->st = J_WAIT_DROP;
 			rc = vm->ctl.ops->drop(&vm->ctl, j->seq, j->runs, j->nruns);
 		} else {
+			/* TRACK first: the VMM write-protects while the destinations are prepared
+			 * here; TRACKING is read (and the copy starts) only after both */
 			j->dirty = calloc(j->bn, 1);
 			j->st = J_WAIT_TRACK;
 			rc = j->dirty ? vm->ctl.ops->track(&vm->ctl, j->seq, runs, gfn_runs(j, runs)) : -ENOMEM;
+			if (!rc)
+				prepare_dst(j);
 		}
 		if (rc)
 			batch_abandon(j); /* the VM is reported lost (or no memory): wait for that */
 		return;
 	}
+	prepare_dst(j);
 	j->st = J_WAIT_PAUSE;
 	j->got_paused = false;
 	j->seq = vm->seq + 1; /* the seq of this PAUSE: a synchronous backend answers at once */
@@ -791,6 +802,7 @@ static void job_tracking(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_
 		step(j);
 		return;
 	}
+	prepare_dst(j); /* done already, unless the backend answered TRACK at once */
 	/* every write from now on is logged: copy everything while the VM runs */
 	j->d->vacate.precopy_batches++;
 	t0 = vcmad_now(j->d);
