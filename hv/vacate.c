@@ -411,7 +411,7 @@ static void untrack(struct vcmad_job *j)
 {
 	struct vcmad_run runs[MAX_RUNS];
 
-	if (j->bk == B_PRECOPY && j->vm && !j->vm->ctl.lost && j->st != J_WAIT_TRACK)
+	if (j->bk == B_PRECOPY && j->vm && !j->vm->ctl.lost)
 		j->vm->ctl.ops->untrack(&j->vm->ctl, j->vm->seq, runs, gfn_runs(j, runs));
 }
 
@@ -798,6 +798,7 @@ static void job_tracking(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_
 		log_info("guest %u (%s) cannot log writes (%s): it is vacated by pausing it", vm->ctl.id, vm->ctl.name,
 			 strerror(status));
 		vm->no_dirty_log = true;
+		j->bk = B_PAUSE; /* nothing is tracked: no UNTRACK */
 		batch_abandon(j);
 		step(j);
 		return;
@@ -907,17 +908,21 @@ static void deadline_cb(struct vcma_timer *t)
 		batch_abandon(j); /* RESUME cancels the pause, whenever the VMM gets to it */
 		complete(j, -ETIMEDOUT);
 		vcmad_vm_pause_missed(vm);
+	} else if (j->st == J_WAIT_TRACK || j->st == J_WAIT_DIRTY || j->st == J_WAIT_PAUSE) {
+		/* its log is late, not its memory: nothing moved, so the batch is given up
+		 * (UNTRACK follows the TRACK on the channel; a late answer is ignored by its
+		 * seq) and this job pauses the VM in batches instead */
+		log_warn("guest %u (%s) did not answer %s within %u ms; pausing it in batches instead", vm->ctl.id,
+			 vm->ctl.name, j->st == J_WAIT_TRACK ? "TRACK" : "DIRTY_READ", d->conf.pause_timeout_ms);
+		d->vacate.precopy_fallbacks++;
+		j->no_precopy = true;
+		batch_abandon(j);
+		step(j);
 	} else {
-		/* a REMAP, DROP, TRACK or DIRTY_READ not answered: its memory state (or its
-		 * log) is unknown, the owner cuts it off, which ends the batch */
-		static const char *const what[] = {
-			[J_WAIT_DROP] = "DROP", [J_WAIT_TRACK] = "TRACK", [J_WAIT_DIRTY] = "DIRTY_READ",
-			[J_WAIT_PAUSE] = "DIRTY_READ", [J_WAIT_REMAP] = "REMAP",
-		};
-		char why[64];
-
-		snprintf(why, sizeof(why), "VM did not answer %s in time", what[j->st] ? what[j->st] : "a request");
-		vm->ctl.ev->lost(&vm->ctl, why, true);
+		/* a REMAP or DROP not answered: its memory state is unknown, the owner cuts
+		 * it off, which ends the batch */
+		vm->ctl.ev->lost(&vm->ctl, j->st == J_WAIT_DROP ? "VM did not answer DROP in time"
+								  : "paused VM did not answer REMAP in time", true);
 	}
 }
 

@@ -111,9 +111,11 @@ dc, s = phase(d, "fast", "falls back", "--vcpus", "4", "--write-rate", "0", unti
 check(dc["precopy_fallbacks"] >= 1,
       "falls back: the VM dirtied faster than the copy converged: %d fallback(s) after %d pre-copy round(s)"
       % (dc["precopy_fallbacks"], dc["precopy_rounds"]))
-check(s["pauses"]["count"] > dc["precopy_batches"],
-      "falls back: the pages went in pause-and-copy batches bounded by max_pause_us (%d pauses for %d "
-      "pre-copied batches)" % (s["pauses"]["count"], dc["precopy_batches"]))
+check(s["pauses"]["count"] >= dc["precopy_batches"] - dc["precopy_fallbacks"]
+      and "pre-copy did not converge" in d.logtext(),
+      "falls back: vcmad said so, and the VM was paused for the rest (%d pauses, %d pre-copied batches of which "
+      "%d fell back; every allocation above was served)" % (s["pauses"]["count"], dc["precopy_batches"],
+                                                           dc["precopy_fallbacks"]))
 
 text = d.stop()
 check("protocol violation" not in text, "no VM was cut off")

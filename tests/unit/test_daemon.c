@@ -616,6 +616,38 @@ static void test_precopy_converges(void **unused)
 	stop();
 }
 
+/* A VMM that never answers TRACK (or DIRTY_READ): not a violation, nothing moved; after
+ * pause_timeout_ms the batch is given up (UNTRACK) and the job pauses the VM instead. */
+static void test_track_unanswered(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+
+	start("8M", NULL);
+	vm = new_vm(100, 8 * MiB);
+	vm->ctl.one_trip = vm->ctl.dirty_log = true;
+	write_all(vm);
+	new_rq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
+	assert_int_equal(count(OP_TRACK), 1);
+	advance_ms(201);
+	assert_int_equal(lost_count, 0);
+	assert_int_equal(count(OP_UNTRACK), 1);
+	assert_int_equal(d.vacate.precopy_fallbacks, 1);
+	assert_int_equal(count(OP_PAUSE), 1);
+	/* the late TRACKING changes nothing */
+	vm->ctl.ev->tracking(&vm->ctl, last(OP_TRACK)->seq, 0);
+	assert_int_equal(count(OP_DIRTY_READ), 0);
+	while (!g.a[0].got) {
+		vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+		vm->ctl.ev->remapped(&vm->ctl, last(OP_REMAP_RESUME)->seq, 0);
+		turn();
+	}
+	assert_int_equal(g.a[0].err, 0);
+	check_pages(vm);
+	stop();
+}
+
 /* Answer whatever the VM's control holder waits for, writing every tracked page
  * again in each round (a VM that writes faster than the copy). */
 static void answer_busy(struct vcmad_vm *vm)
@@ -762,6 +794,7 @@ int main(void)
 		cmocka_unit_test(test_precopy_converges),
 		cmocka_unit_test(test_precopy_falls_back),
 		cmocka_unit_test(test_drop_reuse_race),
+		cmocka_unit_test(test_track_unanswered),
 	};
 
 	vcma_log_init(LOG_ERR);
