@@ -283,6 +283,8 @@ static void prepare_dst(struct vcmad_job *j)
 				;
 			vcmad_mem_clear(&d->be, j->dst[i], k - i);
 		}
+	if (j->bk == B_PRECOPY)
+		return; /* copied while the VM runs: a fault then costs no pause */
 	for (size_t i = 0; i < j->bn; i++)
 		if (!(j->vm->gflags[bmv(j, i)->gfn] & VCMAD_GFN_REPORTED))
 			mem(d)->touch(&d->be, j->dst[i], 1);
