@@ -64,6 +64,7 @@ struct vcmad_vacate {
 	uint64_t precopy_pages, precopy_recopied; /* pages pre-copied; copied again (written meanwhile) */
 	uint64_t precopy_final_pages;          /* copied inside the final pause */
 	uint64_t precopy_fallbacks;            /* did not converge: pause-and-copy batches instead */
+	uint64_t reuses_held;                  /* REUSEs answered only after the DROP they raced */
 	struct vcma_timer step; /* jobs waiting for their turn get one */
 };
 

@@ -135,6 +135,7 @@ static void ev_report(struct vcmad_vm_ctl *vc, const struct vcmad_run *runs, uin
 		return;
 	}
 	vm->reuse_wait[vm->nreuse_wait++] = (uint32_t)seq;
+	vm->d->vacate.reuses_held++;
 }
 
 void vcmad_vm_reuse_flush(struct vcmad_vm *vm)

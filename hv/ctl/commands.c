@@ -963,6 +963,7 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(dm, "precopy_recopied", d->vacate.precopy_recopied);
 	add_u64(dm, "precopy_final_pages", d->vacate.precopy_final_pages);
 	add_u64(dm, "precopy_fallbacks", d->vacate.precopy_fallbacks);
+	add_u64(dm, "reuses_held", d->vacate.reuses_held);
 	/* ordinary memory: free frames, and those promised to running vacate jobs */
 	add_u64(dm, "ordinary_free_frames", d->be.type->mem->ram_free_frames(&d->be));
 	add_u64(dm, "ordinary_reserved_frames", d->vacate.ord_reserved);

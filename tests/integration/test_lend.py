@@ -121,10 +121,9 @@ check(st["vacated_lent_used"] >= 4 * 2048, "windows were really vacated: %d lent
       % st["vacated_lent_used"])
 dm = stats["daemon"]
 log("pre-copy: %d batches, %d pages copied while the VMs ran, %d copied again, %d in final pauses, %d rounds, "
-    "%d fallbacks; %d drops of %d reported pages" % (dm["precopy_batches"], dm["precopy_pages"],
-                                                      dm["precopy_recopied"], dm["precopy_final_pages"],
-                                                      dm["precopy_rounds"], dm["precopy_fallbacks"], dm["drops"],
-                                                      dm["dropped_pages"]))
+    "%d fallbacks; %d drops of %d reported pages, %d REUSEs raced a DROP and waited for it"
+    % (dm["precopy_batches"], dm["precopy_pages"], dm["precopy_recopied"], dm["precopy_final_pages"],
+       dm["precopy_rounds"], dm["precopy_fallbacks"], dm["drops"], dm["dropped_pages"], dm["reuses_held"]))
 check(dm["precopy_batches"] > 0 and dm["precopy_pages"] > 0,
       "the windows' pages in use were pre-copied while their VMs ran (%d batches)" % dm["precopy_batches"])
 check(dm["drops"] > 0 and dm["dropped_pages"] > 0,

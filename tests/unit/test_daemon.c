@@ -749,6 +749,7 @@ static void test_drop_reuse_race(void **unused)
 	one = (struct vcmad_run){ gfn + 7, 0, 1 };
 	vm->ctl.ev->report(&vm->ctl, &one, 1, false, 77);
 	assert_int_equal(count(OP_REUSED), 0); /* not yet: the page is moving */
+	assert_int_equal(d.vacate.reuses_held, 1);
 	assert_int_equal(pool()->fm.count[VCMA_FRAME_LENT_FREE], 255);
 	vm->ctl.ev->dropped(&vm->ctl, last(OP_DROP)->seq, 0);
 	assert_int_equal(count(OP_REUSED), 1);
