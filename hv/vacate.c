@@ -342,6 +342,8 @@ static int pick_dst(struct vcmad_job *j, size_t bn)
 
 static const struct vcmad_vm_pauser_ops pauser_ops;
 static void adapt_batch(struct vcmad *d, uint64_t ns, size_t bn);
+static size_t pause_budget(const struct vcmad_job *j);
+static void next_round(struct vcmad_job *j);
 
 static void arm_deadline(struct vcmad_job *j)
 {
@@ -622,10 +624,21 @@ static void job_paused(void *pauser, struct vcmad_vm *vm, uint32_t seq)
 	if (j->bk == B_PRECOPY && !j->got_dirty)
 		return; /* the last DIRTY comes next */
 	vcma_timer_cancel(&j->d->loop, &j->deadline);
-	if (j->bk == B_PRECOPY)
+	if (j->bk == B_PRECOPY) {
+		vm->quiet = !j->ndirty;
+		if (j->ndirty > pause_budget(j)) {
+			/* the VM wrote more than one pause may copy (it was quiet before, or
+			 * it burst): resume it at once and go on copying while it runs */
+			vcmad_vm_unpause(vm, true);
+			j->d->vacate.precopy_rounds++;
+			j->d->vacate.precopy_recopied += copy_pages(j, true);
+			next_round(j);
+			return;
+		}
 		j->d->vacate.precopy_final_pages += copy_pages(j, true);
-	else
+	} else {
 		copy_pages(j, false);
+	}
 	send_remap(j);
 }
 
@@ -788,6 +801,23 @@ static void go_pause(struct vcmad_job *j)
 	dirty_read(j);
 }
 
+/* A round ended with the VM running and what it wrote copied: pause for the rest if
+ * few enough are left, give up if the dirty set stopped shrinking, or read again. */
+static void next_round(struct vcmad_job *j)
+{
+	j->rounds++;
+	if (j->ndirty <= pause_budget(j)) {
+		go_pause(j);
+	} else if (j->rounds >= PRECOPY_ROUNDS || j->ndirty * 10 >= j->last_dirty * 9) {
+		fall_back(j);
+	} else {
+		j->last_dirty = j->ndirty;
+		j->st = J_WAIT_DIRTY;
+		arm_deadline(j);
+		dirty_read(j);
+	}
+}
+
 static void job_tracking(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status)
 {
 	struct vcmad_job *j = pauser;
@@ -813,6 +843,13 @@ static void job_tracking(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_
 	j->copy_ns = (vcmad_now(j->d) - t0) / (j->bn ? j->bn : 1);
 	j->rounds = 0;
 	j->last_dirty = j->bn;
+	if (vm->quiet) {
+		/* it wrote nothing during its last batch's first round: pause for the rest
+		 * at once (PAUSE and DIRTY_READ in one trip); if it wrote more than one
+		 * pause may copy after all, job_paused resumes it and the rounds go on */
+		go_pause(j);
+		return;
+	}
 	j->st = J_WAIT_DIRTY;
 	arm_deadline(j);
 	dirty_read(j);
@@ -872,19 +909,11 @@ static void job_dirty(void *pauser, struct vcmad_vm *vm, uint32_t seq, const str
 	}
 	vcma_timer_cancel(&d->loop, &j->deadline);
 	/* a round while the VM ran: copy what was written during it, then decide */
+	if (!j->rounds)
+		vm->quiet = !j->ndirty;
 	d->vacate.precopy_rounds++;
 	d->vacate.precopy_recopied += copy_pages(j, true);
-	j->rounds++;
-	if (j->ndirty <= pause_budget(j)) {
-		go_pause(j);
-	} else if (j->rounds >= PRECOPY_ROUNDS || j->ndirty * 10 >= j->last_dirty * 9) {
-		fall_back(j);
-	} else {
-		j->last_dirty = j->ndirty;
-		j->st = J_WAIT_DIRTY;
-		arm_deadline(j);
-		dirty_read(j);
-	}
+	next_round(j);
 }
 
 static const struct vcmad_vm_pauser_ops pauser_ops = {

@@ -73,6 +73,7 @@ struct vcmad_vm {
 	void *pauser;        /* the job holding its control (paused or not), or NULL */
 	bool paused;         /* PAUSE sent, RESUME (or REMAP_RESUME) not yet */
 	bool no_dirty_log;   /* answered TRACKING with an errno: vacated by pausing only */
+	bool quiet;          /* wrote nothing in its last pre-copy's first round: pause at once */
 	uint32_t *reuse_wait; /* REUSEs to answer when the DROP in flight ends */
 	uint32_t nreuse_wait;
 	const struct vcmad_vm_pauser_ops *pauser_ops;

@@ -538,7 +538,7 @@ static void write_all(struct vcmad_vm *vm)
 
 static void dirty_answer(struct vcmad_vm *vm, const uint64_t *gfns, uint32_t n)
 {
-	struct vcmad_run r[8];
+	struct vcmad_run r[8] = { { 0, 0, 0 } };
 
 	assert_true(n <= 8);
 	for (uint32_t i = 0; i < n; i++)
@@ -613,6 +613,66 @@ static void test_precopy_converges(void **unused)
 	check_pages(vm);
 	assert_int_equal(d.vacate.precopy_fallbacks, 0);
 	assert_int_equal(d.vacate.ord_reserved, 0);
+	stop();
+}
+
+/*
+ * A VM that wrote nothing in its last pre-copy's first round is paused at once after
+ * the first copy (PAUSE and DIRTY_READ in one trip, no round while running). If it
+ * wrote more than one pause may copy after all, the pause ends at once (RESUME), what
+ * it wrote is copied while it runs, and the rounds go on: no pause over the budget.
+ */
+static void test_precopy_quiet(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+	struct vcmad_run all;
+
+	start("8M", "[daemon]\nmax_pause_us = 100\n");
+	vm = new_vm(100, 8 * MiB);
+	vm->ctl.one_trip = vm->ctl.dirty_log = true;
+	write_all(vm);
+	new_rq(&g, 1);
+	/* the first batch: a round while running, in which the VM wrote nothing */
+	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
+	vm->ctl.ev->tracking(&vm->ctl, last(OP_TRACK)->seq, 0);
+	assert_int_equal(count(OP_PAUSE), 0);
+	dirty_answer(vm, NULL, 0);
+	assert_int_equal(count(OP_PAUSE), 1);
+	vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+	dirty_answer(vm, NULL, 0);
+	vm->ctl.ev->remapped(&vm->ctl, last(OP_REMAP_RESUME)->seq, 0);
+	assert_true(g.a[0].got && !g.a[0].err);
+	assert_true(vm->quiet);
+	/* the next: paused right after the first copy */
+	assert_int_equal(alloc(&g, 1, 2 * MiB), VCMAD_ALLOC_WAITING);
+	vm->ctl.ev->tracking(&vm->ctl, last(OP_TRACK)->seq, 0);
+	assert_int_equal(count(OP_PAUSE), 2);
+	assert_int_equal(count(OP_DIRTY_READ), 3); /* 2 for the first batch, this one with its PAUSE */
+	/* ...but it burst: 200 of its 512 pages written before it parked, more than one
+	 * pause may copy (120 at max_pause_us = 100) */
+	all = last(OP_TRACK)->runs[0];
+	assert_int_equal(last(OP_TRACK)->nruns, 1);
+	all.count = 200;
+	for (uint64_t k = 0; k < all.count; k++) {
+		version[all.gfn + k]++;
+		vm_write(vm, all.gfn + k, version[all.gfn + k]);
+	}
+	vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+	vm->ctl.ev->dirty(&vm->ctl, last(OP_DIRTY_READ)->seq, &all, 1, true, 0);
+	assert_int_equal(count(OP_RESUME), 1);          /* that pause ended at once */
+	assert_int_equal(count(OP_REMAP_RESUME), 1);    /* nothing moved */
+	assert_int_equal(count(OP_DIRTY_READ), 4);      /* a round while it runs */
+	assert_false(vm->quiet);
+	dirty_answer(vm, NULL, 0);
+	assert_int_equal(count(OP_PAUSE), 3);
+	vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+	dirty_answer(vm, NULL, 0);
+	vm->ctl.ev->remapped(&vm->ctl, last(OP_REMAP_RESUME)->seq, 0);
+	assert_true(g.a[1].got);
+	assert_int_equal(g.a[1].err, 0);
+	assert_int_equal(d.vacate.precopy_fallbacks, 0);
+	check_pages(vm);
 	stop();
 }
 
@@ -796,6 +856,7 @@ int main(void)
 		cmocka_unit_test(test_precopy_falls_back),
 		cmocka_unit_test(test_drop_reuse_race),
 		cmocka_unit_test(test_track_unanswered),
+		cmocka_unit_test(test_precopy_quiet),
 	};
 
 	vcma_log_init(LOG_ERR);
