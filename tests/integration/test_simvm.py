@@ -99,7 +99,7 @@ check(s["sizes"][0]["ok"] >= 5, "five 8 MiB regions fit the 40 MiB quota")
 # posted FREEs: one 8 MiB region at a time in an 8 MiB pool, so each ALLOC needs the
 # memory the vcma_free() just before it posted; none is refused, every pattern verifies
 s = vm_summary(simvm(d, "reuse", "--ram", "8M", "--vcpus", "1", "--pool", "reuse", "--alloc", "8M",
-                     "--max-regions", "1", "--duration", "1.5"), "reuse")
+                     "--max-regions", "1", "--count", "25", "--duration", "60"), "reuse")
 z = s["sizes"][0]
 check(s["corruptions"] == 0 and s["pattern_errors"] == 0 and s["errors"] == 0,
       "reuse: no corruption in RAM or regions, no unexpected error")
