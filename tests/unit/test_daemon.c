@@ -552,6 +552,22 @@ static void check_pages(struct vcmad_vm *vm)
 		assert_int_equal(page_word(vm, g), version[g]);
 }
 
+/* vcmad with an 8 MiB pool (and extra config), fully lent to an 8 MiB VM whose VMM
+ * takes one-trip pauses and drops, and logs writes if dirty_log; every page written;
+ * requester g ready. */
+static struct vcmad_vm *start_vm(const char *extra, bool dirty_log, struct fake_rq *g)
+{
+	struct vcmad_vm *vm;
+
+	start("8M", extra);
+	vm = new_vm(100, 8 * MiB);
+	vm->ctl.one_trip = true;
+	vm->ctl.dirty_log = dirty_log;
+	write_all(vm);
+	new_rq(g, 1);
+	return vm;
+}
+
 /*
  * Pre-copy that converges: TRACK, everything copied while the VM runs, a round in
  * which the VM wrote 3 pages (copied again), then PAUSE and DIRTY_READ together; the
@@ -566,11 +582,7 @@ static void test_precopy_converges(void **unused)
 	struct vcmad_vm *vm;
 	uint64_t g4;
 
-	start("8M", NULL);
-	vm = new_vm(100, 8 * MiB);
-	vm->ctl.one_trip = vm->ctl.dirty_log = true;
-	write_all(vm);
-	new_rq(&g, 1);
+	vm = start_vm(NULL, true, &g);
 	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
 	assert_int_equal(count(OP_TRACK), 1);
 	assert_int_equal(count(OP_PAUSE), 0); /* nothing paused yet */
@@ -628,11 +640,7 @@ static void test_precopy_quiet(void **unused)
 	struct vcmad_vm *vm;
 	struct vcmad_run all;
 
-	start("8M", "[daemon]\nmax_pause_us = 100\n");
-	vm = new_vm(100, 8 * MiB);
-	vm->ctl.one_trip = vm->ctl.dirty_log = true;
-	write_all(vm);
-	new_rq(&g, 1);
+	vm = start_vm("[daemon]\nmax_pause_us = 100\n", true, &g);
 	/* the first batch: a round while running, in which the VM wrote nothing */
 	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
 	vm->ctl.ev->tracking(&vm->ctl, last(OP_TRACK)->seq, 0);
@@ -683,11 +691,7 @@ static void test_track_unanswered(void **unused)
 	struct fake_rq g;
 	struct vcmad_vm *vm;
 
-	start("8M", NULL);
-	vm = new_vm(100, 8 * MiB);
-	vm->ctl.one_trip = vm->ctl.dirty_log = true;
-	write_all(vm);
-	new_rq(&g, 1);
+	vm = start_vm(NULL, true, &g);
 	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
 	assert_int_equal(count(OP_TRACK), 1);
 	advance_ms(201);
@@ -752,11 +756,7 @@ static void test_precopy_falls_back(void **unused)
 	struct fake_rq g;
 	struct vcmad_vm *vm;
 
-	start("8M", "[daemon]\nmax_pause_us = 50\n");
-	vm = new_vm(100, 8 * MiB);
-	vm->ctl.one_trip = vm->ctl.dirty_log = true;
-	write_all(vm);
-	new_rq(&g, 1);
+	vm = start_vm("[daemon]\nmax_pause_us = 50\n", true, &g);
 	assert_int_equal(alloc(&g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
 	for (int i = 0; i < 200 && !g.a[0].got; i++) {
 		answer_busy(vm);
@@ -787,10 +787,7 @@ static void test_drop_reuse_race(void **unused)
 	struct vcmad_run rep = { 0, 0, 0 }, one;
 	uint64_t gfn, old_mfn;
 
-	start("8M", NULL);
-	vm = new_vm(100, 8 * MiB);
-	vm->ctl.one_trip = true;
-	write_all(vm);
+	vm = start_vm(NULL, false, &g);
 	/* the first 256 pages backed by the pool's lowest frames are reported free */
 	for (gfn = 0; gfn < vm->ctl.ram_frames && vm->p2m[gfn] != pool()->fm.base; gfn++)
 		;
@@ -799,7 +796,6 @@ static void test_drop_reuse_race(void **unused)
 	rep = (struct vcmad_run){ gfn, 0, 256 };
 	vm->ctl.ev->report(&vm->ctl, &rep, 1, true, -1);
 	assert_int_equal(pool()->fm.count[VCMA_FRAME_LENT_FREE], 256);
-	new_rq(&g, 1);
 	assert_int_equal(alloc(&g, 0, 1 * MiB), VCMAD_ALLOC_WAITING); /* the cheapest window: those 256 */
 	assert_int_equal(count(OP_DROP), 1);
 	assert_int_equal(count(OP_PAUSE), 0);
