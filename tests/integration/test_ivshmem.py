@@ -188,7 +188,6 @@ check(a3.status == 0 and bus3 == bus2 and q.window(bus3, len3) == bytes(len3),
 # vcmad's audit (once a second) gives that memory back and leaves the regions alone
 q.fill(bus3, b"\x33" * len3)
 held = q.committed()
-mark = d.log_mark()
 stray_off = q.window_off + q.window_size - 16 * MiB
 q.m[stray_off:stray_off + 8 * MiB] = b"\xee" * (8 * MiB)
 q.m[q.size - MiB:q.size] = b"\xee" * MiB
@@ -204,7 +203,9 @@ g = guests(d)["cam0"]
 check(g["stray_reclaims"] >= 1 and g["stray_bytes"] >= 9 * MiB,
       "vcmactl guests counts the 9 MiB committed and released: %d reclaim(s), %d KiB"
       % (g["stray_reclaims"], g["stray_bytes"] >> 10))
-check(re.search(r"guest \d+ \(cam0\) wrote outside its regions: \d+ KiB released", d.log_since(mark)),
+# logged the first time and then at most once a minute: the first may be the audit that
+# caught the bytes scribbled over the freed region above, before the mark
+check(re.search(r"guest \d+ \(cam0\) wrote outside its regions: \d+ KiB released", d.logtext()),
       "and vcmad logged it")
 
 # one QEMU per guest socket
