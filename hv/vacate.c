@@ -71,6 +71,9 @@ struct vcmad_job {
 	uint64_t copy_ns; /* B_PRECOPY: what copying one page cost in the first round */
 	bool prepared; /* prepare_dst done for this batch */
 	bool got_paused, got_dirty, one_trip_sent;
+	/* WINDOW, one trip: the old frames were cleared while the VMM remapped (tried: some
+	 * may have been; ahead: all were, so the owner's placement may skip them) */
+	bool clear_tried, cleared_ahead;
 	uint64_t pause_ns;
 	struct vcmad_run runs[MAX_RUNS];
 	uint32_t nruns;
@@ -175,6 +178,7 @@ static void batch_free(struct vcmad_job *j)
 	j->dirty = NULL;
 	j->bn = 0;
 	j->prepared = false;
+	j->clear_tried = j->cleared_ahead = false;
 }
 
 static void release_dst(struct vcmad_job *j)
@@ -593,6 +597,56 @@ static size_t copy_pages(struct vcmad_job *j, bool only_dirty)
 	return n;
 }
 
+/* Each run of consecutive old frames of the batch, as [first, first+count). */
+static void for_src_runs(struct vcmad_job *j, void (*fn)(struct vcmad_job *j, uint64_t mfn, uint64_t n))
+{
+	for (size_t i = 0, k; i < j->bn; i = k) {
+		for (k = i + 1; k < j->bn && bmv(j, k)->src == bmv(j, k - 1)->src + 1; k++)
+			;
+		fn(j, bmv(j, i)->src, k - i);
+	}
+}
+
+static void clear_run(struct vcmad_job *j, uint64_t mfn, uint64_t n)
+{
+	if (vcmad_mem_clear(&j->d->be, mfn, n))
+		j->cleared_ahead = false; /* the owner's placement clears what is not marked */
+}
+
+/*
+ * An allocation's window must reach its owner cleared. Its old frames are cleared here,
+ * while the VMM remaps and resumes (one trip), instead of after REMAPPED: the VM is
+ * parked and never reads them again once the remap is done. A VMM that refuses
+ * REMAP_RESUME stays paused (PROTOCOL.md §9.1), and restore() copies the pages back from
+ * their new frames, which hold every byte, before it is resumed.
+ */
+static void clear_ahead(struct vcmad_job *j)
+{
+	j->clear_tried = j->cleared_ahead = j->kind == JOB_WINDOW;
+	if (j->clear_tried)
+		for_src_runs(j, clear_run);
+}
+
+static void restore(struct vcmad_job *j)
+{
+	struct vcmad *d = j->d;
+
+	for (size_t i = 0; i < j->bn; i++) {
+		const struct vcmad_move *m = bmv(j, i);
+
+		/* a reported page was not copied: its old frame now reads as zeros, as its
+		 * new one would have */
+		if (!(j->vm->gflags[m->gfn] & VCMAD_GFN_REPORTED))
+			mem(d)->copy(&d->be, m->src, j->dst[i], 1);
+	}
+	j->clear_tried = j->cleared_ahead = false;
+}
+
+static void mark_run(struct vcmad_job *j, uint64_t mfn, uint64_t n)
+{
+	vcma_core_mark_zeroed(&j->d->core, mfn, n);
+}
+
 /* Paused, and copied: move the pages. A VMM that takes REMAP_RESUME resumes itself
  * and answers after (one round trip per pause); the pause ends as it is sent. */
 static void send_remap(struct vcmad_job *j)
@@ -606,6 +660,8 @@ static void send_remap(struct vcmad_job *j)
 	if (j->one_trip_sent) {
 		j->pause_ns = vcmad_vm_unpause(vm, false);
 		rc = vm->ctl.ops->remap_resume(&vm->ctl, j->seq, j->runs, j->nruns);
+		if (!rc)
+			clear_ahead(j);
 	} else {
 		rc = vm->ctl.ops->remap(&vm->ctl, j->seq, j->runs, j->nruns);
 	}
@@ -669,7 +725,8 @@ static void commit(struct vcmad_job *j)
 		 * backend (which zeroes it); a pool frame is now FREE, and every way out
 		 * of FREE clears it (a region when it is handed out, lending at attach,
 		 * relend's prepare_dst), so an allocation's window is cleared once, whole,
-		 * when it completes, rather than page by page here */
+		 * when it completes, rather than page by page here (or batch by batch
+		 * while the VMM remaps, one trip: clear_ahead) */
 		if (p) {
 			if (j->kind != JOB_WINDOW)
 				mem(d)->zero(&d->be, m->src, 1);
@@ -684,8 +741,11 @@ static void commit(struct vcmad_job *j)
 			vcma_fmap_unclaim(fm, j->dst[i] - fm->base, 1);
 			vcma_fmap_lend(fm, j->dst[i] - fm->base, vm->ctl.id, m->gfn, !reported);
 		}
-		m->src = MOVED;
 	}
+	if (j->cleared_ahead)
+		for_src_runs(j, mark_run); /* FREE, claimed by this window: its owner needs no second clear */
+	for (size_t i = 0; i < j->bn; i++)
+		bmv(j, i)->src = MOVED;
 	vcma_core_batch_end(&d->core);
 	batch_free(j);
 }
@@ -705,6 +765,12 @@ static void job_remapped(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_
 		adapt_batch(d, ns, j->bn);
 	if (status) {
 		log_warn("guest %u (%s): REMAP failed (%s); vacate abandoned", vm->ctl.id, vm->ctl.name, strerror(status));
+		if (j->one_trip_sent) {
+			/* it stayed paused: put its bytes back, then batch_abandon() resumes it */
+			vcmad_vm_still_paused(vm);
+			if (j->clear_tried)
+				restore(j);
+		}
 		batch_abandon(j);
 		complete(j, -EIO);
 		return;

@@ -422,6 +422,12 @@ uint64_t vcmad_vm_unpause(struct vcmad_vm *vm, bool send)
 	return ns;
 }
 
+void vcmad_vm_still_paused(struct vcmad_vm *vm)
+{
+	vm->paused = true;
+	vm->paused_at = vcmad_now(vm->d); /* the pause's tail is recorded as one more */
+}
+
 void vcmad_vm_let_go(struct vcmad_vm *vm)
 {
 	vm->pauser = NULL;

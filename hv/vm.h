@@ -109,6 +109,9 @@ int vcmad_vm_pause(struct vcmad_vm *vm, void *pauser, const struct vcmad_vm_paus
 /* The pause ends now: as part of REMAP_RESUME (sent by the caller), or with a RESUME
  * sent here (send). Records the pause's length and returns it (ns); 0 if not paused. */
 uint64_t vcmad_vm_unpause(struct vcmad_vm *vm, bool send);
+/* A REMAP_RESUME was refused: the VMM stayed paused (PROTOCOL.md §9.1) and waits for
+ * a RESUME under the same seq (vcmad_vm_unpause(vm, true) or vcmad_vm_resume()). */
+void vcmad_vm_still_paused(struct vcmad_vm *vm);
 /* Resume it (if paused) and let its control go. Returns the pause's length (ns). */
 uint64_t vcmad_vm_resume(struct vcmad_vm *vm);
 /* Let the control go; a pause must have ended. */

@@ -48,6 +48,7 @@ struct opts {
 	unsigned int pause_delay_ms;  /* fault injection: late PAUSED */
 	bool no_pause_ack;            /* fault injection: never PAUSED */
 	unsigned int exit_after_pauses; /* fault injection: _exit(0) at this PAUSE, 0 = never */
+	unsigned int refuse_remaps;   /* fault injection: refuse every K-th remap, 0 = never */
 	bool no_one_trip;             /* attach without VCMA_SIM_F_ONE_TRIP (an older VMM) */
 	bool no_dirty_log;            /* attach without VCMA_SIM_F_DIRTY_LOG */
 	unsigned int write_rate;      /* page writes per second per vCPU, 0 = as fast as it can */
@@ -149,6 +150,7 @@ struct vm {
 	pthread_mutex_t stats_lock;
 	struct pause_stats ps;
 	atomic_uint_fast64_t remapped_pages, remap_calls, remap_refused, reports_init;
+	uint64_t remaps_seen; /* REMAP and REMAP_RESUME messages (the VMM thread's own) */
 	atomic_uint_fast64_t host_msgs_ignored;
 	atomic_uint_fast64_t remap_resumes, drops, dropped_pages, drops_refused;
 	atomic_uint_fast64_t tracks, tracks_refused, untracks, dirty_reads, dirty_read_errors, dirty_pages;

@@ -14,7 +14,9 @@
  *   RESUME   always unparks; the pause is timed from PAUSE received to this.
  *   REUSED / PINNED  hand the answer to the vCPU or the main thread that waits for it.
  * With VCMA_SIM_F_ONE_TRIP:
- *   REMAP_RESUME  REMAP, then unpark as RESUME does (the pause ends here), then REMAPPED.
+ *   REMAP_RESUME  REMAP, then unpark as RESUME does (the pause ends here), then REMAPPED;
+ *            a refused one stays parked (the host may have cleared the old frames and
+ *            restores them) until the host's RESUME.
  *   DROP     map the runs like REMAP while the vCPUs run (they never touch reported
  *            pages), then DROPPED.
  *   A remap is all or nothing: if an mmap fails, the runs already mapped go back to the
@@ -539,8 +541,13 @@ static int do_remap(struct vm *vm, const char *what, const struct vcma_sim_run *
 /* REMAP and REMAP_RESUME: the remap and its counters; 0 or a positive errno */
 static int remap_msg(struct vm *vm, const struct vcma_sim_msg *m, const char *what)
 {
-	uint64_t pages;
-	int st = do_remap(vm, what, m->run, m->count, true, &pages);
+	uint64_t pages = 0;
+	int st;
+
+	if (vm->o->refuse_remaps && ++vm->remaps_seen % vm->o->refuse_remaps == 0)
+		st = EIO; /* --refuse-remaps: as a VMM whose mmap failed, before it touched anything */
+	else
+		st = do_remap(vm, what, m->run, m->count, true, &pages);
 
 	if (st) {
 		atomic_fetch_add(&vm->remap_refused, 1);
@@ -786,7 +793,8 @@ static void handle(struct vm *vm, const struct vcma_sim_msg *m, ssize_t n)
 		if (!(vm->flags & VCMA_SIM_F_ONE_TRIP))
 			goto unknown; /* --no-one-trip: as a VMM that never heard of it */
 		st = remap_msg(vm, m, "REMAP_RESUME");
-		on_resume(vm); /* whether the remap worked or not */
+		if (!st)
+			on_resume(vm); /* refused: parked until RESUME (PROTOCOL.md §9.1) */
 		atomic_fetch_add(&vm->remap_resumes, 1);
 		answer(vm, VCMA_SIM_MSG_REMAPPED, "REMAPPED", m->seq, st);
 		break;

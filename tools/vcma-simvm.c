@@ -1034,6 +1034,8 @@ static void usage(FILE *f)
 		"      --no-pause-ack      never answer PAUSE (vCPUs still park, and RESUME unparks)\n"
 		"      --exit-on-pause     _exit(0) when the first PAUSE arrives, without answering\n"
 		"      --exit-after-pauses K  the same at the K-th PAUSE\n"
+		"      --refuse-remaps K   refuse every K-th REMAP or REMAP_RESUME (EIO, nothing mapped;\n"
+		"                          a refused REMAP_RESUME stays paused until RESUME)\n"
 		"\n"
 		"Allocation refusals (ERANGE, EDQUOT, ENOSPC, EBUSY, E2BIG, ENOBUFS, ENOMEM) are counted, not\n"
 		"errors. In --json output, regions[] lists every region obtained with its bus address, size\n"
@@ -1126,7 +1128,7 @@ static __attribute__((format(printf, 1, 2))) int bad_usage(const char *fmt, ...)
 
 enum {
 	OPT_REPORT = 256, OPT_PIN, OPT_PAUSE_DELAY, OPT_NO_PAUSE_ACK, OPT_EXIT_ON_PAUSE, OPT_EXIT_AFTER_PAUSES, OPT_COUNT,
-	OPT_WRITE_RATE, OPT_NO_ONE_TRIP, OPT_NO_DIRTY_LOG,
+	OPT_WRITE_RATE, OPT_NO_ONE_TRIP, OPT_NO_DIRTY_LOG, OPT_REFUSE_REMAPS,
 };
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -1148,6 +1150,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "write-rate", required_argument, NULL, OPT_WRITE_RATE },
 		{ "no-one-trip", no_argument, NULL, OPT_NO_ONE_TRIP },
 		{ "no-dirty-log", no_argument, NULL, OPT_NO_DIRTY_LOG },
+		{ "refuse-remaps", required_argument, NULL, OPT_REFUSE_REMAPS },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *env = getenv("VCMA_SOCKET");
@@ -1257,6 +1260,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case OPT_NO_ONE_TRIP: o->no_one_trip = true; break;
 		case OPT_NO_DIRTY_LOG: o->no_dirty_log = true; break;
+		case OPT_REFUSE_REMAPS:
+			if (parse_uint(optarg, 1, UINT32_MAX, &o->refuse_remaps))
+				return bad_usage("--refuse-remaps: expected 1 or more");
+			break;
 		case OPT_NO_PAUSE_ACK: o->no_pause_ack = true; break;
 		case OPT_EXIT_ON_PAUSE: o->exit_after_pauses = 1; break;
 		case OPT_EXIT_AFTER_PAUSES:

@@ -65,6 +65,14 @@ bool vcma_core_take_zeroed(struct vcma_core *core, uint64_t mfn, uint64_t n)
 	return p && vcma_fmap_take_zeroed(&p->fm, mfn - p->fm.base, n);
 }
 
+uint64_t vcma_core_zeroed_run(struct vcma_core *core, uint64_t mfn, uint64_t n, bool *zero)
+{
+	struct vcma_pool *p = vcma_core_pool_of(core, mfn);
+
+	*zero = false;
+	return p ? vcma_fmap_zeroed_run(&p->fm, mfn - p->fm.base, n, zero) : n;
+}
+
 void vcma_core_batch_begin(struct vcma_core *core)
 {
 	for (uint32_t i = 0; i < core->npools; i++)

@@ -151,6 +151,8 @@ const struct vcma_region *vcma_core_lookup(const struct vcma_core *core, uint32_
  * outside every pool. */
 int vcma_core_mark_zeroed(struct vcma_core *core, uint64_t mfn, uint64_t n);
 bool vcma_core_take_zeroed(struct vcma_core *core, uint64_t mfn, uint64_t n);
+/* vcma_fmap_zeroed_run() by machine frame: n, *zero false, outside every pool. */
+uint64_t vcma_core_zeroed_run(struct vcma_core *core, uint64_t mfn, uint64_t n, bool *zero);
 
 /* Frame lending, with the pool's counters kept: see fmap.h for the transitions. */
 int vcma_pool_lend(struct vcma_pool *p, uint64_t idx, uint32_t guest, uint64_t gfn, bool used);

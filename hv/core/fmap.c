@@ -509,10 +509,23 @@ int vcma_fmap_mark_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n)
 {
 	if (!range_ok(fm, idx, n))
 		return -EINVAL;
-	if (!range_all(fm, idx, n, VCMA_FRAME_FREE, 0))
+	if (!range_all(fm, idx, n, VCMA_FRAME_FREE, -1))
 		return -EBUSY;
 	bits_assign(fm->zeroed, idx, idx + n, true);
 	return 0;
+}
+
+uint64_t vcma_fmap_zeroed_run(const struct vcma_fmap *fm, uint64_t idx, uint64_t n, bool *zero)
+{
+	uint64_t len = 1;
+
+	*zero = false;
+	if (!n || !range_ok(fm, idx, n))
+		return n;
+	*zero = bit_test(fm->zeroed, idx);
+	while (len < n && bit_test(fm->zeroed, idx + len) == *zero)
+		len++;
+	return len;
 }
 
 bool vcma_fmap_take_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n)

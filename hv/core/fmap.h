@@ -136,8 +136,13 @@ int vcma_fmap_release_region(struct vcma_fmap *fm, uint64_t idx, uint64_t n);
  * given it zeroed again. The bits are a promise of the caller of mark_zeroed(), not
  * something the map can check.
  */
-/* [idx, idx+n) all FREE and unclaimed: mark them known zero. -EBUSY otherwise. */
+/* [idx, idx+n) all FREE: mark them known zero. -EBUSY otherwise. Claimed frames may be
+ * marked by their claimer only (an allocation clears its window's frames as they are
+ * vacated), which writes nothing there afterwards; unclaim() forgets the mark. */
 int vcma_fmap_mark_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n);
+/* From idx on (at most n frames): how many frames in a row are known zero (*zero true)
+ * or all are not (*zero false). n for a range outside the pool, *zero false. */
+uint64_t vcma_fmap_zeroed_run(const struct vcma_fmap *fm, uint64_t idx, uint64_t n, bool *zero);
 /* Were all of [idx, idx+n) known zero? Clears the bits either way: the frames are
  * about to be written by their new owner. */
 bool vcma_fmap_take_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n);

@@ -134,18 +134,25 @@ static void sock_cb(struct vcma_watch *w, uint32_t events)
 }
 
 /*
- * Whatever the frames held before, the guest gets zeros: they are zeroed now, unless
- * every one is known zero (zeroed when its last region was freed, and neither lent
- * nor given to anyone since: core/fmap.h), which spares the second hole-punch of a
- * region freed and taken again at once.
+ * Whatever the frames held before, the guest gets zeros: they are zeroed now, except
+ * those known zero (core/fmap.h): zeroed when their last region was freed, which
+ * spares the second hole-punch of a region freed and taken again at once, or cleared
+ * by the vacate that emptied the window while the VM remapped (vacate.c).
  */
 static int sim_place(struct vcmad_guest *g, const struct vcma_region *r)
 {
 	struct vcmad *d = g->d;
+	uint64_t len;
+	bool zero;
+	int rc = 0;
 
-	if (vcma_core_take_zeroed(&d->core, r->mfn, r->nframes))
-		return 0;
-	return vcmad_mem_clear(&d->be, r->mfn, r->nframes);
+	for (uint64_t off = 0; off < r->nframes && !rc; off += len) {
+		len = vcma_core_zeroed_run(&d->core, r->mfn + off, r->nframes - off, &zero);
+		if (!zero)
+			rc = vcmad_mem_clear(&d->be, r->mfn + off, len);
+	}
+	vcma_core_take_zeroed(&d->core, r->mfn, r->nframes); /* the owner writes them next */
+	return rc;
 }
 
 static void sim_addr(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, uint64_t *bus)

@@ -10,8 +10,12 @@ migration"): a simulated VM whose RAM is exactly the pool, checksumming its page
                least vcmad takes; the other phases run with the default 1000) may copy, so pre-copy gives up and the batches are paused for, bounded
   no log       a VMM that does not log writes (--no-dirty-log): nothing is tracked, it
                is vacated by pausing it, and vcmad says which VMs it pre-copies
+  refused      a VMM that refuses every second REMAP_RESUME (--refuse-remaps 2): vcmad
+               cleared the window's old frames while it waited, so it must copy every
+               page back before it resumes the VM; those allocations fail, the others
+               are served, and the VM's checksums stay intact
 
-Every allocation must succeed and no VM may see a corrupted page."""
+Every allocation must succeed (but the refused ones) and no VM may see a corrupted page."""
 import json
 import sys
 import time
@@ -97,6 +101,30 @@ check(s["pauses"]["count"] <= 2 * ROUNDS + 2,
 dc, s = phase(d, "nolog", "no log", "--vcpus", "1", "--no-dirty-log")
 check(not s["dirty_log"] and s["tracks"] == 0 and dc["precopy_batches"] == 0,
       "no log: a VMM without dirty logging is never sent TRACK and is vacated by pausing it")
+# refused: the VM writes steadily, so a page copied back from its new frame is one it
+# wrote since the old frame was cleared; relend's remaps are refused too, and retried
+vm = simvm(d, "refuser", "--ram", "8M", "--alloc", "none", "--duration", "600", "--vcpus", "1",
+           "--write-rate", "2000", "--refuse-remaps", "2")
+ok = failed = 0
+for i in range(8):
+    wait_until(lambda f: lent(f) == f["total"] and f["claimed"] == 0, 60,
+               "refused: the pool fully lent again (attempt %d)" % i, probe=lambda: frames(d))
+    r = vcmactl(d, "--json", "alloc", "--pool", "main", "8M", timeout=120)
+    if r.returncode == 0:
+        ok += 1
+        check(vcmactl(d, "free", json.loads(r.stdout)["handle"]).returncode == 0, "refused: attempt %d freed" % i)
+    else:
+        failed += 1
+vm.terminate()
+s = vm_summary(vm, "refuser", timeout=60)
+check(ok >= 1 and failed >= 1 and s["remaps_refused"] >= failed,
+      "refused: %d allocations served, %d failed on the %d REMAP(_RESUME)s the VMM refused"
+      % (ok, failed, s["remaps_refused"]))
+check(s["corruptions"] == 0 and s["errors"] == 0,
+      "refused: %d pages verified by the VM, none corrupted: every page cleared ahead was copied back"
+      % s["vcpu_pages_verified"])
+wait_until(lambda f: f["free"] == f["total"], 10, "refused: the gone VM's frames back", probe=lambda: frames(d))
+
 text = d.logtext()
 check("attached as VM with RAM, one-trip pauses and drops, dirty logging (pre-copy)" in text
       and "(nolog) attached as VM with RAM, one-trip pauses and drops\n" in text,

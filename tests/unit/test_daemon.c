@@ -628,6 +628,86 @@ static void test_precopy_converges(void **unused)
 	stop();
 }
 
+/* Does frame mfn read as zeros, every byte? */
+static bool frame_zero(uint64_t mfn)
+{
+	const uint8_t *f = fake_frame(&d.be, mfn);
+
+	for (size_t i = 0; i < PAGE; i++)
+		if (f[i])
+			return false;
+	return true;
+}
+
+/* A 2 MiB allocation from the start_vm() VM, quiet, carried up to its REMAP_RESUME. */
+static void up_to_remap_resume(struct vcmad_vm *vm, struct fake_rq *g)
+{
+	assert_int_equal(alloc(g, 0, 2 * MiB), VCMAD_ALLOC_WAITING);
+	vm->ctl.ev->tracking(&vm->ctl, last(OP_TRACK)->seq, 0);
+	dirty_answer(vm, NULL, 0);
+	vm->ctl.ev->paused(&vm->ctl, last(OP_PAUSE)->seq);
+	dirty_answer(vm, NULL, 0);
+	assert_int_equal(count(OP_REMAP_RESUME), 1);
+}
+
+/*
+ * An allocation clears its window's old frames while the VMM remaps (one trip): they
+ * read as zeros before REMAPPED arrives, and once it has, the region's frames are
+ * known zero (its placement clears nothing again); the VM's pages are on their new
+ * frames, intact.
+ */
+static void test_clear_ahead(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+	struct vcmad_run w;
+
+	vm = start_vm(NULL, true, &g);
+	up_to_remap_resume(vm, &g);
+	w = last(OP_TRACK)->runs[0];
+	assert_int_equal(last(OP_TRACK)->nruns, 1);
+	assert_int_equal(w.count, 512);
+	for (uint64_t k = 0; k < w.count; k++)
+		assert_true(frame_zero(vm->p2m[w.gfn + k])); /* still the old frames: not remapped yet */
+	vm->ctl.ev->remapped(&vm->ctl, last(OP_REMAP_RESUME)->seq, 0);
+	assert_true(g.a[0].got);
+	assert_int_equal(g.a[0].err, 0);
+	assert_int_equal(g.a[0].r.nframes, 512);
+	assert_true(vcma_core_take_zeroed(&d.core, g.a[0].r.mfn, g.a[0].r.nframes));
+	check_pages(vm);
+	stop();
+}
+
+/*
+ * A refused REMAP_RESUME after the old frames were cleared: the VMM stayed paused, the
+ * host copies every page back and only then sends RESUME (same seq); the allocation
+ * fails, nothing moved, and every page holds what the VM last wrote.
+ */
+static void test_clear_ahead_refused(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+	size_t rr;
+
+	vm = start_vm(NULL, true, &g);
+	up_to_remap_resume(vm, &g);
+	assert_int_equal(count(OP_RESUME), 0);
+	rr = ncalls;
+	vm->ctl.ev->remapped(&vm->ctl, last(OP_REMAP_RESUME)->seq, 5 /* EIO */);
+	assert_true(g.a[0].got);
+	assert_int_equal(g.a[0].err, -EIO);
+	assert_int_equal(count(OP_RESUME), 1);
+	assert_true(last(OP_RESUME) >= &calls[rr]); /* after the refusal, not before */
+	assert_int_equal(last(OP_RESUME)->seq, last(OP_PAUSE)->seq);
+	assert_false(vm->paused);
+	assert_int_equal(lent_frames(), 2048);
+	for (uint64_t gfn = 0; gfn < vm->ctl.ram_frames; gfn++)
+		assert_non_null(vcma_core_pool_of(&d.core, vm->p2m[gfn])); /* nothing moved */
+	check_pages(vm);
+	assert_int_equal(d.vacate.ord_reserved, 0);
+	stop();
+}
+
 /*
  * A VM that wrote nothing in its last pre-copy's first round is paused at once after
  * the first copy (PAUSE and DIRTY_READ in one trip, no round while running). If it
@@ -845,6 +925,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pause_timeout),
 		cmocka_unit_test(test_remap_refused),
+		cmocka_unit_test(test_clear_ahead),
+		cmocka_unit_test(test_clear_ahead_refused),
 		cmocka_unit_test(test_vm_dies_mid_batch),
 		cmocka_unit_test(test_relend_gives_way),
 		cmocka_unit_test(test_requesters_race),

@@ -249,7 +249,8 @@ static void test_batch_matches_unbatched(void **unused)
 	vcma_fmap_fini(&b);
 }
 
-/* Known-zero frames: only marked while FREE; lost when lent, reserved or released;
+/* Known-zero frames: only marked while FREE (claimed or not); lost when lent, reserved,
+ * unclaimed or released;
  * taken (and lost) when a region is handed out, so they are never skipped twice. */
 static void test_zero_tracking(void **unused)
 {
@@ -267,11 +268,38 @@ static void test_zero_tracking(void **unused)
 	assert_true(vcma_fmap_take_zeroed(&fm, 0, 256));
 	assert_false(vcma_fmap_take_zeroed(&fm, 0, 256));
 
-	/* marking needs FREE, unclaimed frames: not a region, not a claimed window */
+	/* marking needs FREE frames: not a region, not a lent frame */
 	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 0, 256), -EBUSY);
+	assert_int_equal(vcma_fmap_lend(&fm, 300, 3, 42, true), 0);
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 256, 256), -EBUSY);
+	assert_int_equal(vcma_fmap_unlend(&fm, 300), 0);
+
+	/* a claimed window's FREE frames may be marked by its claimer (a vacate clears
+	 * them as it empties them); the run query sees where the mark stops; the region
+	 * committed there finds them known zero; an unclaim would have lost them */
+	vcma_fmap_take_zeroed(&fm, 256, 256); /* forget the first mark */
 	assert_int_equal(vcma_fmap_claim(&fm, 256, 256), 0);
-	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 256, 1), -EBUSY);
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 256, 100), 0);
+	{
+		bool zero = false;
+
+		assert_int_equal(vcma_fmap_zeroed_run(&fm, 256, 256, &zero), 100);
+		assert_true(zero);
+		assert_int_equal(vcma_fmap_zeroed_run(&fm, 356, 156, &zero), 156);
+		assert_false(zero);
+		assert_int_equal(vcma_fmap_zeroed_run(&fm, 300, 10, &zero), 10); /* bounded by n */
+		assert_true(zero);
+		assert_int_equal(vcma_fmap_zeroed_run(&fm, 1000, 100, &zero), 100); /* outside: not zero */
+		assert_false(zero);
+	}
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 356, 156), 0);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 256, 256, 9), 0);
+	assert_true(vcma_fmap_take_zeroed(&fm, 256, 256));
+	assert_int_equal(vcma_fmap_release_region(&fm, 256, 256), 0);
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 256, 256), 0);
+	assert_int_equal(vcma_fmap_claim(&fm, 256, 256), 0);
 	assert_int_equal(vcma_fmap_unclaim(&fm, 256, 256), 0);
+	assert_false(vcma_fmap_take_zeroed(&fm, 256, 256));
 
 	/* release loses the mark even where a region kept it (its owner wrote there) */
 	assert_int_equal(vcma_fmap_claim(&fm, 256, 256), 0);
