@@ -665,6 +665,7 @@ int vcma_store_open(struct vcma_store **out, const char *dir, const struct vcma_
 	struct check c;
 	MDB_txn *txn;
 	struct stat st;
+	unsigned int flags;
 	int rc;
 
 	s = calloc(1, sizeof(*s));
@@ -694,9 +695,15 @@ int vcma_store_open(struct vcma_store **out, const char *dir, const struct vcma_
 		rc = store_fail(s, -errno, "%s: %s", dir, strerror(errno));
 		goto fail;
 	}
-	rc = env_open(&s->env, dir, env_flags(s), s->opt.map_size);
-	if (rc == -EACCES && s->opt.read_only) /* lock.mdb not writable: nobody else may write either */
-		rc = env_open(&s->env, dir, MDB_RDONLY | MDB_NOLOCK, s->opt.map_size);
+	flags = env_flags(s);
+	if (s->opt.read_only) { /* use vcmad's lock file if there is one, never create one */
+		char lock[PATH_MAX + 16];
+
+		snprintf(lock, sizeof(lock), "%s/lock.mdb", dir);
+		if (access(lock, R_OK | W_OK))
+			flags |= MDB_NOLOCK;
+	}
+	rc = env_open(&s->env, dir, flags, s->opt.map_size);
 	if (rc) {
 		rc = store_fail(s, rc, "%s: %s%s", s->path, rc == -EUCLEAN ? "not an LMDB file, or its meta pages are damaged: " : "",
 				strerror(-rc));

@@ -87,7 +87,8 @@ struct vcma_store_lender {
 
 struct vcma_store_options {
 	uint64_t map_size;  /* 0: VCMA_STORE_DEFAULT_MAP_SIZE */
-	bool read_only;     /* never writes DIR: a torn tail is dropped in a private copy */
+	bool read_only;     /* never writes DIR (uses DIR/lock.mdb if it is there, creates
+	                     * none); a torn tail is dropped in a private copy in $TMPDIR */
 	bool no_sync;       /* commit without fsync (benchmarks: what durability costs) */
 	bool lmdb_sync;     /* commit with LMDB's own syncs (data, then meta: two fsyncs) */
 	/* start-up warnings (a dropped torn tail); NULL: stderr */
