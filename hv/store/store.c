@@ -213,9 +213,11 @@ static int rec_decode(const MDB_val *k, const MDB_val *v, uint64_t last_txn, uni
 
 typedef int (*walk_fn)(void *ctx, const MDB_val *k, const MDB_val *v);
 
+#define WALK_FREE_DB 1 /* walk LMDB's own free-page list (dbi 0, as mdb_stat -f does) */
+
 /* Every record of env's newest snapshot in key order; fn's nonzero return stops.
  * An LMDB error is returned as -errno with *lmdb_rc set. */
-static int walk(MDB_env *env, walk_fn fn, void *ctx, int *lmdb_rc)
+static int walk_db(MDB_env *env, int which, walk_fn fn, void *ctx, int *lmdb_rc)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
@@ -227,7 +229,8 @@ static int walk(MDB_env *env, walk_fn fn, void *ctx, int *lmdb_rc)
 	rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
 	if (rc)
 		goto out;
-	rc = mdb_dbi_open(txn, NULL, 0, &dbi);
+	dbi = 0;
+	rc = which == WALK_FREE_DB ? 0 : mdb_dbi_open(txn, NULL, 0, &dbi);
 	if (rc)
 		goto out_txn;
 	rc = mdb_cursor_open(txn, dbi, &cur);
@@ -253,6 +256,11 @@ out:
 	return lmdb_errno(rc);
 }
 
+static int walk(MDB_env *env, walk_fn fn, void *ctx, int *lmdb_rc)
+{
+	return walk_db(env, 0, fn, ctx, lmdb_rc);
+}
+
 static uint64_t env_last_txn(MDB_env *env)
 {
 	MDB_envinfo ei;
@@ -270,6 +278,7 @@ struct check {
 	bool meta_found;
 	uint32_t format;
 	uint64_t meta_last_txn, created_ns;
+	char last_good[96];    /* the last record that checked out */
 	char bad[768];         /* the first damaged records, named, with why */
 };
 
@@ -278,7 +287,7 @@ static void check_bad(struct check *c, const char *name, const char *why)
 	size_t o = strlen(c->bad);
 
 	if (c->nbad++ < STORE_BAD_NAMES && o < sizeof(c->bad))
-		snprintf(c->bad + o, sizeof(c->bad) - o, "%srecord %s: %s", o ? "; " : "", name, why);
+		snprintf(c->bad + o, sizeof(c->bad) - o, "%s%s: %s", o ? "; " : "", name, why);
 }
 
 static int check_one(void *ctx, const MDB_val *k, const MDB_val *v)
@@ -288,10 +297,15 @@ static int check_one(void *ctx, const MDB_val *k, const MDB_val *v)
 	char why[160], name[96];
 
 	c->records++;
+	key_name(k->mv_data, k->mv_size, name, sizeof(name));
 	if (rec_decode(k, v, c->last_txn, &r, why, sizeof(why))) {
-		check_bad(c, key_name(k->mv_data, k->mv_size, name, sizeof(name)), why);
+		char what[112];
+
+		snprintf(what, sizeof(what), "record %s", name);
+		check_bad(c, what, why);
 		return 0;
 	}
+	memcpy(c->last_good, name, sizeof(name));
 	if (r.h.type == VCMA_REC_META) {
 		c->meta_found = true;
 		c->format = le32toh(r.meta.format_version);
@@ -303,30 +317,81 @@ static int check_one(void *ctx, const MDB_val *k, const MDB_val *v)
 
 /* Validates env's newest snapshot into *c: 0 (c->nbad tells), or -errno from LMDB
  * (counted as damage too: a page it cannot read). */
-static int check_snapshot(MDB_env *env, struct check *c)
+/* LMDB's free-page list: a transaction's torn pages may be there as well as in the
+ * records, and the next write transaction would trust it. Each entry: key a
+ * transaction id, value a page list (count, then page numbers). */
+struct free_check {
+	uint64_t last_txn, last_pgno;
+	char why[160];
+};
+
+static int free_one(void *ctx, const MDB_val *k, const MDB_val *v)
 {
+	struct free_check *f = ctx;
+	uint64_t txn = 0, count, pg;
+
+	if (k->mv_size == sizeof(size_t))
+		memcpy(&txn, k->mv_data, sizeof(size_t));
+	if (!txn || txn > f->last_txn)
+		return snprintf(f->why, sizeof(f->why), "an entry of transaction %llu (key %zu bytes)",
+				(unsigned long long)txn, k->mv_size), 1;
+	if (v->mv_size < sizeof(size_t) || v->mv_size % sizeof(size_t))
+		return snprintf(f->why, sizeof(f->why), "transaction %llu's entry is %zu bytes", (unsigned long long)txn,
+				v->mv_size), 1;
+	count = 0;
+	memcpy(&count, v->mv_data, sizeof(size_t));
+	if ((count + 1) * sizeof(size_t) > v->mv_size)
+		return snprintf(f->why, sizeof(f->why), "transaction %llu's entry counts %llu pages in %zu bytes",
+				(unsigned long long)txn, (unsigned long long)count, v->mv_size), 1;
+	for (uint64_t i = 1; i <= count; i++) {
+		pg = 0;
+		memcpy(&pg, (const char *)v->mv_data + i * sizeof(size_t), sizeof(size_t));
+		if (pg < 2 || pg > f->last_pgno)
+			return snprintf(f->why, sizeof(f->why), "transaction %llu's entry names page %llu (the file has %llu)",
+					(unsigned long long)txn, (unsigned long long)pg,
+					(unsigned long long)f->last_pgno + 1), 1;
+	}
+	return 0;
+}
+
+/* Validates env's newest snapshot into *c (c->nbad tells): every record, the meta
+ * record's claim to be the last commit, and LMDB's free-page list. A page LMDB cannot
+ * read counts as damage. */
+static void check_snapshot(MDB_env *env, struct check *c)
+{
+	struct free_check f = { 0 };
+	MDB_envinfo ei;
+	char why[200], where[128];
 	int rc, lrc;
 
 	memset(c, 0, sizeof(*c));
 	c->last_txn = env_last_txn(env);
 	rc = walk(env, check_one, c, &lrc);
 	if (rc) {
-		char why[128];
-
-		snprintf(why, sizeof(why), "LMDB cannot read past it: %s", mdb_strerror(lrc));
-		check_bad(c, c->records ? "after the last good" : "first", why);
-		return 0;
+		snprintf(why, sizeof(why), "LMDB cannot read it: %s", mdb_strerror(lrc));
+		snprintf(where, sizeof(where), "the records %s%s", c->last_good[0] ? "after " : "from the first",
+			 c->last_good);
+		check_bad(c, where, why);
+		return;
 	}
 	if (c->records && !c->meta_found) {
-		check_bad(c, "meta", "missing");
+		check_bad(c, "record meta", "missing");
 	} else if (c->meta_found && c->meta_last_txn != c->last_txn && !c->nbad) {
-		char why[128];
-
 		snprintf(why, sizeof(why), "says transaction %llu committed last, the file's newest is %llu",
 			 (unsigned long long)c->meta_last_txn, (unsigned long long)c->last_txn);
-		check_bad(c, "meta", why);
+		check_bad(c, "record meta", why);
 	}
-	return 0;
+	if (mdb_env_info(env, &ei))
+		return;
+	f.last_txn = c->last_txn;
+	f.last_pgno = ei.me_last_pgno;
+	rc = walk_db(env, WALK_FREE_DB, free_one, &f, &lrc);
+	if (rc < 0) {
+		snprintf(why, sizeof(why), "LMDB cannot read it: %s", mdb_strerror(lrc));
+		check_bad(c, "LMDB's free-page list", why);
+	} else if (rc) {
+		check_bad(c, "LMDB's free-page list", f.why);
+	}
 }
 
 /* ---- opening ---- */
@@ -497,7 +562,7 @@ static void describe_drop(MDB_env *torn, MDB_env *prev, char *out, size_t n)
 		diff_close(&a);
 		return;
 	}
-	while (!a.rc || !b.rc) {
+	while ((!a.rc || !b.rc) && (!b.rc || b.rc == MDB_NOTFOUND)) {
 		const char *what = NULL;
 		const MDB_val *k;
 		int cmp;
@@ -529,9 +594,11 @@ static void describe_drop(MDB_env *torn, MDB_env *prev, char *out, size_t n)
 			b.rc = mdb_cursor_get(b.cur, &b.k, &b.v, MDB_NEXT);
 	}
 	if (changes > shown && o < n)
-		snprintf(out + o, n - o, " and %lu more", changes - shown);
-	if (!changes)
-		snprintf(out, n, "no record readable as changed");
+		o += (size_t)snprintf(out + o, n - o, " and %lu more", changes - shown);
+	if (b.rc && b.rc != MDB_NOTFOUND && o < n)
+		snprintf(out + o, n - o, "%sunreadable from there on (%s)", changes ? "; " : "", mdb_strerror(b.rc));
+	else if (!changes)
+		snprintf(out, n, "no record");
 	diff_close(&a);
 	diff_close(&b);
 }

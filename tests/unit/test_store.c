@@ -606,6 +606,49 @@ static void test_torn_newest_dropped(void **unused)
 	free(dir);
 }
 
+/* The likelier torn tail: the meta page reached the disk, a data page of the same
+ * commit did not (reads as zeros). */
+static void test_torn_page_of_zeros(void **unused)
+{
+	uint64_t last;
+	char *dir = three_turns(&last), *bad = copy_store(dir), p[4096], want[64];
+	unsigned char pat[8], *b;
+	struct vcma_store *s;
+	struct seen *seen;
+	size_t len, off = 0, hits = 0;
+
+	for (int i = 0; i < 8; i++)
+		pat[i] = (unsigned char)(MFN_C >> (8 * i));
+	snprintf(p, sizeof(p), "%s/data.mdb", bad);
+	b = read_file(p, &len);
+	for (size_t o = 0; o + 8 <= len; o++)
+		if (!memcmp(b + o, pat, 8)) {
+			off = o & ~(size_t)4095;
+			hits++;
+		}
+	assert_int_equal(hits, 1);
+	assert_true(off >= 2 * 4096); /* not a meta page */
+	memset(b + off, 0, 4096);
+	write_file(p, b, len);
+	free(b);
+
+	nwarned = 0;
+	s = open_ok(bad, 0, false);
+	assert_int_equal(nwarned, 1);
+	snprintf(want, sizeof(want), "dropped transaction %llu", (unsigned long long)last);
+	assert_non_null(strstr(warned, want));
+	assert_non_null(strstr(warned, "LMDB cannot read it"));
+	seen = replay(s);
+	assert_int_equal(seen->nregion, 2);
+	assert_int_equal(seen->meta.last_txn, last - 1);
+	free(seen);
+	vcma_store_close(s);
+	rm_dir(bad);
+	rm_dir(dir);
+	free(bad);
+	free(dir);
+}
+
 static void test_map_full(void **unused)
 {
 	char *dir = tmp_dir(), err[1024];
@@ -836,6 +879,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_replay_order),
 		cmocka_unit_test(test_corrupt_old_record_refused),
 		cmocka_unit_test(test_torn_newest_dropped),
+		cmocka_unit_test(test_torn_page_of_zeros),
 		cmocka_unit_test(test_map_full),
 		cmocka_unit_test(test_verify_good),
 		cmocka_unit_test(test_verify_frame_owned_twice),
