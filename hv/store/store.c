@@ -698,10 +698,15 @@ static int store_rollback(struct vcma_store *s, const struct check *newest)
 		unlink(copy); /* the open environment keeps the copy */
 		s->env = penv;
 	} else {
+		char lock[PATH_MAX + 16];
+
 		mdb_env_close(penv);
-		if (unlink(kept) && errno != ENOENT)
-			return store_fail(s, -errno, "%s: %s", kept, strerror(errno));
-		if (link(s->path, kept) || rename(copy, s->path) || (rc = fsync_dir(s->dir))) {
+		msgf(lock, sizeof(lock), "%s/lock.mdb", s->dir);
+		/* A reader elsewhere (vcmactl state verify) would keep the old lock table,
+		 * whose last transaction is the torn one, and LMDB would build the next
+		 * transaction on it: a new lock file makes this open the first again. */
+		if ((unlink(kept) && errno != ENOENT) || link(s->path, kept) || rename(copy, s->path) ||
+		    (unlink(lock) && errno != ENOENT) || (rc = fsync_dir(s->dir))) {
 			rc = rc ? rc : -errno;
 			unlink(copy);
 			return store_fail(s, rc, "%s: cannot drop the torn transaction %llu: %s", s->path,

@@ -17,8 +17,11 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+
+#include <lmdb.h>
 
 #include "store.h"
 
@@ -606,6 +609,82 @@ static void test_torn_newest_dropped(void **unused)
 	free(dir);
 }
 
+/* A reader in another process (vcmactl state verify) holds the torn file's lock table
+ * while vcmad drops the torn transaction: the next commit must still build on the
+ * snapshot before it. */
+static void test_torn_with_reader(void **unused)
+{
+	uint64_t last;
+	char *dir = three_turns(&last), *bad = copy_store(dir), go;
+	struct vcma_store_region d = region(0x100000004ull, 1, 0x100100, 4);
+	struct vcma_store_info info;
+	struct vcma_store *s;
+	struct seen *seen;
+	int up[2], down[2];
+	pid_t pid;
+
+	assert_int_equal(damage(bad, MFN_C), 1);
+	assert_int_equal(pipe(up), 0);
+	assert_int_equal(pipe(down), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) { /* the reader: LMDB directly, as any reader of the file might */
+		MDB_env *env;
+		MDB_txn *txn;
+
+		close(up[0]);
+		close(down[1]); /* so a parent that fails and exits ends this reader too */
+		if (mdb_env_create(&env) || mdb_env_open(env, bad, MDB_RDONLY, 0600) ||
+		    mdb_txn_begin(env, NULL, MDB_RDONLY, &txn))
+			_exit(1);
+		if (write(up[1], "r", 1) != 1 || read(down[0], &go, 1) != 1)
+			_exit(1);
+		mdb_txn_abort(txn);
+		mdb_env_close(env);
+		_exit(0);
+	}
+	close(up[1]);
+	close(down[0]);
+	assert_int_equal(read(up[0], &go, 1), 1);
+	nwarned = 0;
+	s = open_ok(bad, 0, false);
+	assert_int_equal(nwarned, 1);
+	vcma_store_info(s, &info);
+	assert_int_equal(info.dropped_txn, last);
+	assert_int_equal(vcma_store_put_region(s, &d), 0);
+	assert_int_equal(vcma_store_commit(s), 0);
+	vcma_store_info(s, &info);
+	assert_int_equal(info.last_txn, last);
+	seen = replay(s);
+	assert_int_equal(seen->nregion, 3);
+	assert_int_equal(seen->region[2].handle, d.handle);
+	free(seen);
+	vcma_store_close(s);
+	assert_int_equal(write(down[1], "x", 1), 1);
+	{
+		int st;
+
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	close(up[0]);
+	close(down[1]);
+	nwarned = 0;
+	s = open_ok(bad, 0, false);
+	assert_int_equal(nwarned, 0);
+	seen = replay(s);
+	assert_int_equal(seen->nregion, 3);
+	assert_int_equal(seen->region[0].handle, 0x100000001ull);
+	assert_int_equal(seen->region[1].handle, 0x100000002ull);
+	assert_int_equal(seen->region[2].handle, d.handle);
+	free(seen);
+	vcma_store_close(s);
+	rm_dir(bad);
+	rm_dir(dir);
+	free(bad);
+	free(dir);
+}
+
 /* The likelier torn tail: the meta page reached the disk, a data page of the same
  * commit did not (reads as zeros). */
 static void test_torn_page_of_zeros(void **unused)
@@ -880,6 +959,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_corrupt_old_record_refused),
 		cmocka_unit_test(test_torn_newest_dropped),
 		cmocka_unit_test(test_torn_page_of_zeros),
+		cmocka_unit_test(test_torn_with_reader),
 		cmocka_unit_test(test_map_full),
 		cmocka_unit_test(test_verify_good),
 		cmocka_unit_test(test_verify_frame_owned_twice),
