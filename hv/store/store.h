@@ -134,8 +134,9 @@ bool vcma_store_in_turn(const struct vcma_store *s);
 /*
  * Makes the turn durable: 0 (also when nothing changed), -ENOSPC (map or disk full:
  * the turn is gone, everything committed before is intact, the store stays usable),
- * -EIO (the sync failed: whether the turn reached the disk is unknown; the store
- * refuses every change until it is closed and opened again, which tells).
+ * -EIO or -ENOSPC from the sync (whether the turn reached the disk is unknown; the
+ * store refuses every change with -EIO until it is closed and opened again, which
+ * tells), -EIO when LMDB failed writing its meta page (the same).
  */
 int vcma_store_commit(struct vcma_store *s);
 void vcma_store_abort(struct vcma_store *s);

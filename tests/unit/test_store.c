@@ -6,6 +6,7 @@
  * everything committed before stays, and the offline invariant check.
  */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -26,6 +27,21 @@
 #include "store.h"
 
 /* ---- fixtures ---- */
+
+/* A failing sync, injected: this definition wins over liblmdb's for the store linked
+ * into this program; with fail_sync 0 it calls LMDB's. */
+static int fail_sync;
+
+int mdb_env_sync(MDB_env *env, int force)
+{
+	static int (*real)(MDB_env *, int);
+
+	if (fail_sync)
+		return fail_sync;
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "mdb_env_sync");
+	return real ? real(env, force) : EIO;
+}
 
 static char warned[4096];
 static unsigned int nwarned;
@@ -784,6 +800,50 @@ static void test_map_full(void **unused)
 	free(dir);
 }
 
+/* The sync after a commit fails: the turn is in LMDB but maybe not on disk. The store
+ * says so and refuses every change until it is opened again. */
+static void test_sync_failure_poisons(void **unused)
+{
+	static const int errs[] = { EIO, ENOSPC };
+
+	for (int e = 0; e < 2; e++) {
+		char *dir = tmp_dir();
+		struct vcma_store *s = open_ok(dir, 0, false);
+		struct vcma_store_region a = region(0x100000001ull, 1, 0x100000, 16), b = region(0x100000002ull, 1, 0x100010, 1);
+		struct vcma_store_info i1;
+		struct seen *seen;
+
+		put_base(s);
+		assert_int_equal(vcma_store_commit(s), 0);
+		vcma_store_info(s, &i1);
+		assert_int_equal(vcma_store_put_region(s, &a), 0);
+		fail_sync = errs[e];
+		assert_int_equal(vcma_store_commit(s), -errs[e]);
+		fail_sync = 0;
+		assert_non_null(strstr(vcma_store_error(s), "sync of transaction"));
+		assert_non_null(strstr(vcma_store_error(s), "unknown"));
+		/* no change is taken any more, the sync works again or not */
+		assert_int_equal(vcma_store_put_region(s, &b), -EIO);
+		assert_non_null(strstr(vcma_store_error(s), "close and open the store again"));
+		assert_int_equal(vcma_store_del_region(s, a.handle), -EIO);
+		assert_int_equal(vcma_store_commit(s), -EIO);
+		assert_false(vcma_store_in_turn(s));
+		vcma_store_close(s);
+		/* opened again, the store says what it holds: here the page cache kept the turn */
+		s = open_ok(dir, 0, false);
+		seen = replay(s);
+		assert_int_equal(seen->nregion, 1);
+		assert_int_equal(seen->region[0].handle, a.handle);
+		assert_int_equal(seen->meta.last_txn, i1.last_txn + 1);
+		free(seen);
+		assert_int_equal(vcma_store_put_region(s, &b), 0);
+		assert_int_equal(vcma_store_commit(s), 0);
+		vcma_store_close(s);
+		rm_dir(dir);
+		free(dir);
+	}
+}
+
 /* ---- verify ---- */
 
 static char viols[8][512];
@@ -961,6 +1021,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_torn_page_of_zeros),
 		cmocka_unit_test(test_torn_with_reader),
 		cmocka_unit_test(test_map_full),
+		cmocka_unit_test(test_sync_failure_poisons),
 		cmocka_unit_test(test_verify_good),
 		cmocka_unit_test(test_verify_frame_owned_twice),
 		cmocka_unit_test(test_verify_region_outside_pool),
