@@ -13,7 +13,8 @@
  *       - with LMDB's own syncs (data pages, then the meta page: two fsyncs),
  *       - with group commit when 8 guests' requests share each turn (time per pair).
  *
- * usage: bench-store [--dir DIR] [--records N] [--pairs N]
+ * usage: bench-store [--dir DIR] [--records N] [--pairs N] [--quick]
+ * (--quick: 100 k records, 200 pairs: a smoke run)
  * DIR defaults to a new directory under /var/tmp (a real disk, not tmpfs); the
  * output says which file system it is. Never run by the test suite.
  */
@@ -302,6 +303,7 @@ int main(int argc, char **argv)
 		{ "dir", required_argument, NULL, 'd' },
 		{ "records", required_argument, NULL, 'r' },
 		{ "pairs", required_argument, NULL, 'p' },
+		{ "quick", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -311,13 +313,17 @@ int main(int argc, char **argv)
 	struct result r[M_COUNT];
 	int o;
 
-	while ((o = getopt_long(argc, argv, "d:r:p:h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "d:r:p:qh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'd': dir = optarg; break;
 		case 'r': nrec = strtoull(optarg, NULL, 0); break;
 		case 'p': pairs = strtoull(optarg, NULL, 0); break;
+		case 'q':
+			nrec = 100000;
+			pairs = 200;
+			break;
 		case 'h':
-			printf("usage: bench-store [--dir DIR] [--records N] [--pairs N]\n");
+			printf("usage: bench-store [--dir DIR] [--records N] [--pairs N] [--quick]\n");
 			return 0;
 		default: return 2;
 		}
