@@ -25,6 +25,7 @@
 #include <lmdb.h>
 
 #include "store.h"
+#include "store_format.h" /* the newer-format test writes a meta record by hand */
 
 /* ---- fixtures ---- */
 
@@ -844,6 +845,48 @@ static void test_sync_failure_poisons(void **unused)
 	}
 }
 
+/* A store written by a newer format is refused, not misread. */
+static void test_newer_format_refused(void **unused)
+{
+	char *dir = tmp_dir(), err[1024];
+	struct vcma_store *s = open_ok(dir, 0, false);
+	struct vcma_store_info info;
+	struct vcma_rec_meta m;
+	uint8_t key = VCMA_REC_META;
+	MDB_val k = { 1, &key }, v = { sizeof(m), &m };
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	put_base(s);
+	assert_int_equal(vcma_store_commit(s), 0);
+	vcma_store_info(s, &info);
+	vcma_store_close(s);
+
+	memset(&m, 0, sizeof(m));
+	m.h.type = VCMA_REC_META;
+	m.h.len = sizeof(m); /* little-endian hosts only, as the test runs */
+	m.h.txn = info.last_txn + 1;
+	m.format_version = VCMA_STORE_FORMAT + 1;
+	m.last_txn = info.last_txn + 1;
+	m.h.crc = vcma_crc32c(vcma_crc32c(0, &key, 1), (uint8_t *)&m + 4, sizeof(m) - 4);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+	assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	nwarned = 0;
+	assert_int_equal(open_err(dir, err, sizeof(err)), -EPROTO);
+	assert_int_equal(nwarned, 0);
+	assert_non_null(strstr(err, "record meta: format 2, this vcmad knows format 1"));
+	assert_non_null(strstr(err, "/data.mdb"));
+	rm_dir(dir);
+	free(dir);
+}
+
 /* ---- verify ---- */
 
 static char viols[8][512];
@@ -940,6 +983,32 @@ static void test_verify_gfn_backed_twice(void **unused)
 	assert_non_null(strstr(viols[0], "vm 3 is not a known guest"));
 }
 
+static void test_verify_lenders_and_pools(void **unused)
+{
+	char *dir = tmp_dir();
+	struct vcma_store *s = open_ok(dir, 0, false);
+	struct vcma_store_lender ok = { 1, 0, 0x100 }, nopool = { 2, 7, 1 }, toomuch = { 2, 0, 0x10001 };
+	struct vcma_store_pool overlap = { .id = 1, .name = "other", .base_mfn = 0x10ff00, .frames = 0x1000 };
+	struct vcma_store_counts c;
+
+	put_base(s);
+	assert_int_equal(vcma_store_put_lender(s, &ok), 0);
+	assert_int_equal(vcma_store_put_lender(s, &nopool), 0);
+	assert_int_equal(vcma_store_put_lender(s, &toomuch), 0);
+	assert_int_equal(vcma_store_put_pool(s, &overlap), 0);
+	assert_int_equal(vcma_store_commit(s), 0);
+	nviols = 0;
+	assert_int_equal(vcma_store_verify(s, &c, viol_cb, NULL), 3);
+	assert_int_equal(c.lenders, 3);
+	assert_int_equal(c.pools, 2);
+	assert_non_null(strstr(viols[0], "pools 0 (camera) and 1 (other) overlap"));
+	assert_non_null(strstr(viols[1], "lender guest 2 pool 0: 65537 frames lent, the pool has 65536"));
+	assert_non_null(strstr(viols[2], "lender guest 2 pool 7: pool 7 is not a known pool"));
+	vcma_store_close(s);
+	rm_dir(dir);
+	free(dir);
+}
+
 /* ---- full disk: a small tmpfs (root only) ---- */
 
 static int full_disk(void)
@@ -1022,10 +1091,12 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_torn_with_reader),
 		cmocka_unit_test(test_map_full),
 		cmocka_unit_test(test_sync_failure_poisons),
+		cmocka_unit_test(test_newer_format_refused),
 		cmocka_unit_test(test_verify_good),
 		cmocka_unit_test(test_verify_frame_owned_twice),
 		cmocka_unit_test(test_verify_region_outside_pool),
 		cmocka_unit_test(test_verify_gfn_backed_twice),
+		cmocka_unit_test(test_verify_lenders_and_pools),
 	};
 
 	if (argc > 1 && !strcmp(argv[1], "full-disk"))
