@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * crc32c.c - CRC32C (Castagnoli, reflected polynomial 0x82F63B78), slicing by 8 over
- * tables built once. About 1.5 GB/s without SSE4.2, ample for records of ~100 bytes.
+ * crc32c.c - CRC32C (Castagnoli, reflected polynomial 0x82F63B78): the SSE4.2 crc32
+ * instruction where the CPU has it (x86-64), else slicing by 8 over tables built once.
+ * The CRC was most of what validating 1 M records at open cost.
  */
 #include <stdint.h>
 #include <string.h>
 
 #include "store.h"
+#include "store_format.h"
 
 static uint32_t crc32c_tab[8][256];
 static int crc32c_ready;
@@ -26,7 +28,7 @@ static void crc32c_init(void)
 	crc32c_ready = 1; /* single-threaded users; a race would only build equal tables twice */
 }
 
-uint32_t vcma_crc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t vcma_crc32c_portable(uint32_t crc, const void *buf, size_t len)
 {
 	const unsigned char *p = buf;
 
@@ -53,3 +55,39 @@ uint32_t vcma_crc32c(uint32_t crc, const void *buf, size_t len)
 		crc = (crc >> 8) ^ crc32c_tab[0][(crc ^ *p++) & 0xff];
 	return ~crc;
 }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	uint64_t c = ~crc;
+
+	for (; len >= 8; p += 8, len -= 8) {
+		uint64_t w;
+
+		memcpy(&w, p, 8);
+		c = _mm_crc32_u64(c, w);
+	}
+	for (; len; p++, len--)
+		c = _mm_crc32_u8((uint32_t)c, *p);
+	return ~(uint32_t)c;
+}
+
+uint32_t vcma_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	static int have = -1; /* single-threaded users; a race only asks the CPU twice */
+
+	if (have < 0) {
+		__builtin_cpu_init();
+		have = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+	}
+	return have ? crc32c_sse42(crc, buf, len) : vcma_crc32c_portable(crc, buf, len);
+}
+#else
+uint32_t vcma_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	return vcma_crc32c_portable(crc, buf, len);
+}
+#endif

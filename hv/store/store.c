@@ -278,7 +278,8 @@ struct check {
 	bool meta_found;
 	uint32_t format;
 	uint64_t meta_last_txn, created_ns;
-	char last_good[96];    /* the last record that checked out */
+	uint8_t last_good[VCMA_REC_KEY_MAX]; /* key of the last record that checked out */
+	size_t last_good_len;
 	char bad[768];         /* the first damaged records, named, with why */
 };
 
@@ -297,15 +298,16 @@ static int check_one(void *ctx, const MDB_val *k, const MDB_val *v)
 	char why[160], name[96];
 
 	c->records++;
-	key_name(k->mv_data, k->mv_size, name, sizeof(name));
 	if (rec_decode(k, v, c->last_txn, &r, why, sizeof(why))) {
 		char what[112];
 
-		snprintf(what, sizeof(what), "record %s", name);
+		snprintf(what, sizeof(what), "record %s", key_name(k->mv_data, k->mv_size, name, sizeof(name)));
 		check_bad(c, what, why);
 		return 0;
 	}
-	memcpy(c->last_good, name, sizeof(name));
+	/* named only if a later page is unreadable: no formatting per record */
+	c->last_good_len = k->mv_size;
+	memcpy(c->last_good, k->mv_data, k->mv_size); /* a decoded key is at most KEY_MAX */
 	if (r.h.type == VCMA_REC_META) {
 		c->meta_found = true;
 		c->format = le32toh(r.meta.format_version);
@@ -369,8 +371,13 @@ static void check_snapshot(MDB_env *env, struct check *c)
 	rc = walk(env, check_one, c, &lrc);
 	if (rc) {
 		snprintf(why, sizeof(why), "LMDB cannot read it: %s", mdb_strerror(lrc));
-		snprintf(where, sizeof(where), "the records %s%s", c->last_good[0] ? "after " : "from the first",
-			 c->last_good);
+		char name[96];
+
+		if (c->last_good_len)
+			snprintf(where, sizeof(where), "the records after %s",
+				 key_name(c->last_good, c->last_good_len, name, sizeof(name)));
+		else
+			snprintf(where, sizeof(where), "the records from the first");
 		check_bad(c, where, why);
 		return;
 	}

@@ -110,4 +110,7 @@ struct vcma_rec_lender {
 };
 _Static_assert(sizeof(struct vcma_rec_lender) == 32, "lender record");
 
+/* The table-driven CRC32C that vcma_crc32c() uses without SSE4.2 (tests compare them). */
+uint32_t vcma_crc32c_portable(uint32_t crc, const void *buf, size_t len);
+
 #endif

@@ -282,6 +282,20 @@ static void test_crc32c(void **unused)
 	assert_int_equal(vcma_crc32c(0, "123456789", 9), 0xE3069283u);
 	assert_int_equal(vcma_crc32c(vcma_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
 	assert_int_equal(vcma_crc32c(0, "", 0), 0);
+	assert_int_equal(vcma_crc32c_portable(0, "123456789", 9), 0xE3069283u);
+	/* the instruction path (where the CPU has one) and the tables agree at every
+	 * length and alignment */
+	{
+		unsigned char buf[320];
+
+		srand(16);
+		for (size_t i = 0; i < sizeof(buf); i++)
+			buf[i] = (unsigned char)rand();
+		for (size_t off = 0; off < 8; off++)
+			for (size_t len = 0; len + off <= sizeof(buf); len += 7)
+				assert_int_equal(vcma_crc32c(0x1234u, buf + off, len),
+						 vcma_crc32c_portable(0x1234u, buf + off, len));
+	}
 }
 
 static void guest_equal(const struct vcma_store_guest *a, const struct vcma_store_guest *b)
