@@ -10,6 +10,9 @@ quick=()
 echo "== window search (hv/core) =="
 ./build-release/bench/bench-search "${quick[@]}"
 echo
+echo "== the durable store (hv/store): replay of 1 M records, ALLOC+FREE with and without recording =="
+./build-release/bench/bench-store "${quick[@]}"
+echo
 echo "== ALLOC+FREE round trip (vcmad, sim backend) =="
 ./build-release/bench/bench-rtt "${quick[@]}"
 echo

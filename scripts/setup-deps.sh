@@ -17,8 +17,10 @@
 set -euo pipefail
 
 # build: compiler, meson, the control socket's JSON library; python3 runs the tests
-# and the demo's JSON handling (meson pulls it in, but we name what we use)
-BUILD=(gcc libc6-dev pkg-config meson ninja-build python3 libjson-c-dev)
+# and the demo's JSON handling (meson pulls it in, but we name what we use);
+# liblmdb-dev: the durable ownership store (hv/store: vcmactl state verify today, vcmad's
+# state directory once it is wired in; Debian 12 ships LMDB 0.9.24 with lmdb.pc)
+BUILD=(gcc libc6-dev pkg-config meson ninja-build python3 libjson-c-dev liblmdb-dev)
 MAN=(scdoc)                                        # man pages vcmactl(1), vcmad(8), vcma(4)
 UNIT=(libcmocka-dev)                               # unit tests
 FUZZ=(clang libclang-rt-14-dev)                    # libFuzzer targets

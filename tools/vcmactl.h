@@ -5,6 +5,7 @@
  *
  *   vcmactl.c         command line, the connection to vcmad, one function per command
  *   vcmactl-output.c  tables, units, map wrapping, Prometheus exposition
+ *   vcmactl-state.c   state verify: vcmad's state directory checked offline (hv/store)
  */
 #ifndef VCMA_TOOLS_VCMACTL_H
 #define VCMA_TOOLS_VCMACTL_H
@@ -52,6 +53,10 @@ void table_print(struct table *t, FILE *f, const char *indent); /* and free */
  * prefixed with the machine address of its first block, then the legend. */
 void print_map(FILE *f, const char *map, uint64_t base, uint64_t bytes_per_char, unsigned int columns);
 void print_legend(FILE *f);
+
+/* vcmactl state verify DIR: prints the summary (or one JSON object) and each
+ * violation; returns VCMACTL_OK, or VCMACTL_FAILED on corruption or violations. */
+int vcmactl_state_verify(const char *dir, bool json);
 
 /* The stats result as Prometheus text exposition (format 0.0.4). */
 void print_prometheus(FILE *f, struct json_object *stats);
