@@ -126,6 +126,12 @@ struct vcmad_scrub {
 struct vcmad_stats {
 	uint64_t attaches, detaches, violations, attach_refused;
 	uint64_t conns_refused; /* closed at once: too many connections waiting to attach */
+	/* detaches that gave something back (regions, RAM): how long from the loop's wake-up
+	 * that saw the guest go (its hang-up, its loss, a violation) to its regions and RAM
+	 * frames free in the pools */
+	uint64_t reclaims, reclaimed_regions, reclaimed_ram_frames;
+	uint64_t reclaim_last_ns;
+	struct vcma_hist reclaim_latency;
 };
 
 struct vcmad {
