@@ -10,6 +10,7 @@
 #include "log.h"
 #include "scrub.h"
 #include "vcmad.h"
+#include "vm.h"
 
 static struct vcmad *of_timer(struct vcma_timer *t)
 {
@@ -53,11 +54,27 @@ static uint64_t scrub_range(struct vcmad *d, uint64_t mfn, uint64_t n, uint64_t 
 	return at + len - idx;
 }
 
+/* A VM held paused by a vacate job waits for the loop: zeroing then would lengthen
+ * its pause past max_pause_us. */
+static bool vm_paused(const struct vcmad *d)
+{
+	for (const struct vcmad_vm *vm = d->vms; vm; vm = vm->next)
+		if (vm->paused)
+			return true;
+	return false;
+}
+
 static void step(struct vcma_timer *t)
 {
 	struct vcmad *d = of_timer(t);
 	struct vcmad_scrub *s = &d->scrub;
 	uint64_t budget = VCMAD_SCRUB_STEP_FRAMES;
+
+	if (vm_paused(d)) {
+		s->deferred++;
+		vcma_timer_arm(&d->loop, &s->timer, vcma_loop_now(&d->loop) + VCMAD_SCRUB_DEFER_NS);
+		return;
+	}
 
 	while (budget && s->head < s->n) {
 		struct vcmad_scrub_range *r = &s->q[s->head];

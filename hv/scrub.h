@@ -4,8 +4,9 @@
  * regions and the pool frames lent to its RAM at once (they are FREE in the frame map
  * the moment its hang-up is seen), but zeroing them — on the sim backend a hole punch,
  * ~80 ms for 256 MiB of resident pages — is left to the scrubber, which works through
- * them a few MiB per loop turn (a zero-delay timer, so guests are served between
- * steps) and marks what it zeroed known zero (core/fmap.h).
+ * them 1 MiB per loop turn (a zero-delay timer, so guests are served between steps;
+ * none while a vacate job holds a VM paused) and marks what it zeroed known zero
+ * (core/fmap.h).
  *
  * Why this is safe: every path that hands a pool frame to a new owner zeroes it
  * unless it is known zero (a region: the link's place; lent RAM: vm.c at lend;
@@ -24,7 +25,11 @@
 
 struct vcmad;
 
-#define VCMAD_SCRUB_STEP_FRAMES 2048u /* frames zeroed per loop turn, at most (8 MiB) */
+/* Frames zeroed per loop turn, at most: 1 MiB, ~0.3 ms of hole punching for resident
+ * pages on the sim backend, so a guest's request waits at most that behind it. */
+#define VCMAD_SCRUB_STEP_FRAMES 256u
+/* While a vacate job holds a VM paused the scrubber waits this long and looks again. */
+#define VCMAD_SCRUB_DEFER_NS 200000ull
 
 void vcmad_scrub_init(struct vcmad *d);
 void vcmad_scrub_fini(struct vcmad *d);

@@ -120,6 +120,7 @@ struct vcmad_scrub {
 	uint64_t pending_frames;  /* frames queued, not looked at yet */
 	uint64_t scrubbed_frames; /* frames zeroed and marked known zero */
 	uint64_t errors;          /* zeroing that failed (the frames' next owner zeroes them) */
+	uint64_t deferred;        /* steps put off because a VM was paused */
 	struct vcma_timer timer;
 };
 

@@ -960,6 +960,7 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(dm, "scrub_pending_frames", d->scrub.pending_frames);
 	add_u64(dm, "scrubbed_frames", d->scrub.scrubbed_frames);
 	add_u64(dm, "scrub_errors", d->scrub.errors);
+	add_u64(dm, "scrub_deferred", d->scrub.deferred);
 	/* every VM pause for a vacate batch, PAUSE sent to RESUME sent */
 	json_object_object_add(dm, "pause_latency", hist_json(&d->vacate.pause_hist));
 	add_u64(dm, "vacate_jobs_ok", d->vacate.jobs_ok);
