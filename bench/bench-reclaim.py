@@ -10,7 +10,7 @@ one vcmad for all:
   simvm            vcma-simvm with 256 MiB of RAM, all of it lent pool frames, a
                    checksumming vCPU writing it, its driver holding up to 8 x 8 MiB regions
                    (allocating and freeing one every 20 ms), killed
-  QEMU stand-in    bench/reclaim_qemu_peer.py: QEMU's ivshmem-doorbell side of the wire
+  QEMU stand-in    tests/integration/ivshmem_peer.py: QEMU's ivshmem-doorbell side of the wire
                    and a driver's ring use, 8 x 8 MiB regions written through BAR2, killed
                    (no real QEMU: its own teardown is not in this row)
 
@@ -210,7 +210,7 @@ for i in range(N):
     after_reclaim(t0, vmrows)
 
 # ---- a QEMU stand-in on the ivshmem link holding 8 x 8 MiB it wrote, killed
-PEER = os.path.join(ROOT, "bench", "reclaim_qemu_peer.py")
+PEER = os.path.join(ROOT, "tests", "integration", "ivshmem_peer.py")
 qrows = new_rows()
 for i in range(N):
     before = frames()

@@ -3,9 +3,12 @@
  * scrub.c - zeroing pool frames after the fact (scrub.h says why it is safe).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "scrub.h"
@@ -54,6 +57,71 @@ static uint64_t scrub_range(struct vcmad *d, uint64_t mfn, uint64_t n, uint64_t 
 	return at + len - idx;
 }
 
+#define FILE_CHUNK (2ull << 20) /* a huge page: hugetlbfs frees only whole ones */
+#define PAGE_BYTES 4096ull
+
+static void file_done(struct vcmad_scrub_file *f)
+{
+	if (f->map && munmap(f->map, f->map_size))
+		log_err("scrub: munmap: %s", strerror(errno));
+	if (close(f->fd))
+		log_err("scrub: close: %s", strerror(errno));
+	free(f);
+}
+
+/* Punch the next chunk of f that holds memory; true when f is done. */
+static bool file_step(struct vcmad_scrub *s, struct vcmad_scrub_file *f)
+{
+	uint64_t from = f->pos, at, to;
+	off_t data = lseek(f->fd, (off_t)f->pos, SEEK_DATA);
+
+	if (data < 0 && errno != ENXIO)
+		data = (off_t)f->pos; /* cannot tell: punch it all, chunk by chunk */
+	if (data < 0 || (uint64_t)data >= f->end) {
+		f->pos = f->end; /* nothing but holes left */
+	} else {
+		at = (uint64_t)data & ~(FILE_CHUNK - 1);
+		if (at < f->pos)
+			at = f->pos;
+		to = at + FILE_CHUNK < f->end ? at + FILE_CHUNK : f->end;
+		if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)at, (off_t)(to - at)) &&
+		    !s->errors++)
+			log_err("scrub: cannot release a detached guest's memory: %s", strerror(errno));
+		f->pos = to;
+	}
+	s->pending_frames -= (f->pos - from) / PAGE_BYTES;
+	return f->pos >= f->end;
+}
+
+void vcmad_scrub_release_file(struct vcmad *d, int fd, void *map, size_t map_size, uint64_t off, uint64_t len)
+{
+	struct vcmad_scrub *s = &d->scrub;
+	struct vcmad_scrub_file *f = calloc(1, sizeof(*f)), **pp;
+
+	len &= ~(PAGE_BYTES - 1);
+	if (!f) {
+		/* punch it all now, as vcmad did before it had a scrubber */
+		if (len && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len))
+			log_err("scrub: cannot release a detached guest's memory: %s", strerror(errno));
+		if (map && munmap(map, map_size))
+			log_err("scrub: munmap: %s", strerror(errno));
+		if (close(fd))
+			log_err("scrub: close: %s", strerror(errno));
+		return;
+	}
+	f->fd = fd;
+	f->map = map;
+	f->map_size = map_size;
+	f->pos = off;
+	f->end = off + len;
+	for (pp = &s->files; *pp; pp = &(*pp)->next)
+		;
+	*pp = f;
+	s->pending_frames += len / PAGE_BYTES;
+	if (!s->timer.armed)
+		vcma_timer_arm(&d->loop, &s->timer, vcma_loop_now(&d->loop));
+}
+
 /* A VM held paused by a vacate job waits for the loop: zeroing then would lengthen
  * its pause past max_pause_us. */
 static bool vm_paused(const struct vcmad *d)
@@ -75,6 +143,16 @@ static void step(struct vcma_timer *t)
 		vcma_timer_arm(&d->loop, &s->timer, vcma_loop_now(&d->loop) + VCMAD_SCRUB_DEFER_NS);
 		return;
 	}
+	if (s->files) {
+		/* one chunk of a detached guest's memory per turn, then the frames' turn */
+		struct vcmad_scrub_file *f = s->files;
+
+		if (file_step(s, f)) {
+			s->files = f->next;
+			file_done(f);
+		}
+		budget = budget > FILE_CHUNK / PAGE_BYTES ? budget - FILE_CHUNK / PAGE_BYTES : 0;
+	}
 
 	while (budget && s->head < s->n) {
 		struct vcmad_scrub_range *r = &s->q[s->head];
@@ -86,7 +164,7 @@ static void step(struct vcma_timer *t)
 		if (!r->n)
 			s->head++;
 	}
-	if (s->head < s->n) {
+	if (s->head < s->n || s->files) {
 		vcma_timer_arm(&d->loop, &s->timer, vcma_loop_now(&d->loop)); /* more next turn */
 		return;
 	}
@@ -141,6 +219,12 @@ void vcmad_scrub_init(struct vcmad *d)
 void vcmad_scrub_fini(struct vcmad *d)
 {
 	vcma_timer_cancel(&d->loop, &d->scrub.timer);
+	while (d->scrub.files) {
+		struct vcmad_scrub_file *f = d->scrub.files;
+
+		d->scrub.files = f->next;
+		file_done(f);
+	}
 	free(d->scrub.q);
 	d->scrub.q = NULL;
 	d->scrub.n = d->scrub.cap = d->scrub.head = 0;

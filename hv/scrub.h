@@ -17,6 +17,12 @@
  * memory and leave old bytes at rest in idle frames until their next owner, never
  * hand them to that owner. What can read bytes at rest in FREE frames: vcmad and
  * VMMs, which map all of machine memory and are trusted as QEMU is.
+ *
+ * A QEMU guest's regions are not machine frames but its BAR's memfd, one per
+ * connection and never given to anyone else: at its detach the link hands the memfd
+ * over whole (vcmad_scrub_release_file) instead of punching it region by region; the
+ * scrubber punches what holds memory 2 MiB per turn, then closes it. Until then only
+ * that guest's QEMU, if it still runs, can see its own old bytes.
  */
 #ifndef VCMA_HV_SCRUB_H
 #define VCMA_HV_SCRUB_H
@@ -37,5 +43,11 @@ void vcmad_scrub_fini(struct vcmad *d);
 /* Pool frames [mfn, mfn+n) were just made FREE holding someone's bytes: zero them
  * soon. Adjacent calls coalesce. Out of memory for the queue: zeroed now instead. */
 void vcmad_scrub_add(struct vcmad *d, uint64_t mfn, uint64_t n);
+
+/* A detached guest's own shared memory (a QEMU guest's BAR: its memfd, which nobody
+ * is given again): punch [off, off+len) of fd, what holds memory, a 2 MiB chunk per
+ * loop turn (whole huge pages on hugetlbfs), then munmap map (map_size bytes; NULL:
+ * none) and close fd. Takes fd and map: out of memory, they are punched and closed now. */
+void vcmad_scrub_release_file(struct vcmad *d, int fd, void *map, size_t map_size, uint64_t off, uint64_t len);
 
 #endif

@@ -114,10 +114,19 @@ struct vcmad_scrub_range {
 	uint64_t mfn, n;
 };
 
+struct vcmad_scrub_file {
+	struct vcmad_scrub_file *next;
+	int fd;
+	void *map;
+	size_t map_size;
+	uint64_t pos, end; /* bytes of fd still to punch */
+};
+
 struct vcmad_scrub {
+	struct vcmad_scrub_file *files; /* detached guests' own memory, oldest first */
 	struct vcmad_scrub_range *q; /* ranges to look at, from head to n */
 	size_t n, cap, head;
-	uint64_t pending_frames;  /* frames queued, not looked at yet */
+	uint64_t pending_frames;  /* frames queued, not looked at yet (and pages of files) */
 	uint64_t scrubbed_frames; /* frames zeroed and marked known zero */
 	uint64_t errors;          /* zeroing that failed (the frames' next owner zeroes them) */
 	uint64_t deferred;        /* steps put off because a VM was paused */

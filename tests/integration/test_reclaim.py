@@ -3,12 +3,15 @@
 frames lent to its RAM given back, and they reach their next owner as zeros, while
 the other guests go on untouched.
 
-Two kinds of death, one after the other, beside two survivors in the same pool (a
+Three kinds of death, one after the other, beside two survivors in the same pool (a
 checksumming vcma-simvm on lent RAM, a libvcma client holding two regions):
   * a libvcma client (hold_regions) holding 4 x 8 MiB regions;
   * a vcma-simvm whose 64 MiB of RAM is all lent pool frames, its driver allocating and
     freeing 8 MiB regions and writing patterns into them (stopped with SIGSTOP first,
-    so the regions it holds can be counted, then killed).
+    so the regions it holds can be counted, then killed);
+  * a QEMU stand-in on the ivshmem link (ivshmem_peer.py) holding 2 x 8 MiB it wrote
+    through its BAR (whose memfd the scrubber punches and closes after the detach);
+    a new one attaches to the same socket afterwards.
 After each: the pool's frame counts are exactly what they were before the guest came,
 none of its regions is left, vcmad's reclaim counters moved by exactly what it held,
 and the scrubber zeroed exactly its frames. Then a new guest takes every free frame
@@ -25,6 +28,7 @@ from vcmatest import (CtlConn, Vcmad, check, ctl, fail, frames, guests, log, set
                       wait_attached, wait_until)
 
 VCMAD, SIMVM, VCMACTL, HOLD = sys.argv[1:5]
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ivshmem_peer.py")
 set_tools(vcmactl=VCMACTL, simvm=SIMVM)
 MiB = 1 << 20
 FRAME = 4096
@@ -39,6 +43,8 @@ memory = 1G
 max_ram_per_guest = 128M
 [pool main]
 size = 256M
+[guest q0]
+backend = qemu
 """
 
 
@@ -85,9 +91,12 @@ class Holder:
         return self.p.returncode
 
 
-def check_reclaimed(d, what, name, base, st0, nregions, region_frames, ram_frames):
+def check_reclaimed(d, what, name, base, st0, nregions, region_frames, ram_frames, scrubbed=None):
     """After `name` died: frames exactly as in `base`, none of its regions left, counters
-    moved by what it held, the scrubber done with exactly its frames."""
+    moved by what it held, the scrubber done with exactly its frames (region_frames +
+    ram_frames pool frames, unless scrubbed says otherwise)."""
+    if scrubbed is None:
+        scrubbed = region_frames + ram_frames
     f = wait_until(lambda f: f == base, 30, "%s's frames back (before it came: %s)" % (what, base),
                    probe=lambda: frames(d))
     check(f == base, "%s killed: pool main's frame counts are exactly as before it attached (%s)" % (what, f))
@@ -101,9 +110,8 @@ def check_reclaimed(d, what, name, base, st0, nregions, region_frames, ram_frame
     check(st["reclaim_latency"]["count"] == st0["reclaim_latency"]["count"] + 1 and st["reclaim_last_ns"] > 0,
           "%s killed: its reclaim time is recorded (%.3f ms inside vcmad, not asserted)"
           % (what, st["reclaim_last_ns"] / 1e6))
-    check(st["scrubbed_frames"] - st0["scrubbed_frames"] == region_frames + ram_frames and st["scrub_errors"] == 0,
-          "%s killed: the scrubber zeroed exactly its %d region and %d RAM frame(s), without error"
-          % (what, region_frames, ram_frames))
+    check(st["scrubbed_frames"] - st0["scrubbed_frames"] == scrubbed and st["scrub_errors"] == 0,
+          "%s killed: the scrubber zeroed exactly %d pool frame(s) of its own, without error" % (what, scrubbed))
     return st
 
 
@@ -143,6 +151,40 @@ check(f["lent_used"] + f["lent_free"] == base["lent_used"] + base["lent_free"] +
 vm.kill()
 vm.wait()
 st0 = check_reclaimed(d, "the simvm", "victimvm", base, st0, held, held * 2048, 64 * MiB // FRAME)
+
+# ---- a QEMU stand-in on the ivshmem link, 2 x 8 MiB written through its BAR, is killed
+q = subprocess.Popen([sys.executable, PEER, os.path.join(d.rundir, "q0.ivshmem"), "main", "8", "2"],
+                     stdout=subprocess.PIPE, text=True)
+check(q.stdout.readline().strip() == "ready", "the QEMU stand-in q0 holds 2 x 8 MiB it wrote")
+f = frames(d)
+check(f["region"] == base["region"] + 2 * 2048, "q0's regions are in pool main (%s)" % f)
+q.kill()
+q.wait()
+# its regions live in its own BAR memfd, not in machine memory: no pool frame to zero
+st0 = check_reclaimed(d, "the QEMU stand-in", "q0", base, st0, 2, 2 * 2048, 0, scrubbed=0)
+
+
+def q0_memfds():
+    """vcmad's open fds on a q0 BAR memfd (memfd:vcma-ivshmem-q0)."""
+    fds = os.path.join("/proc", str(d.proc.pid), "fd")
+    n = 0
+    for fd in os.listdir(fds):
+        try:
+            n += "vcma-ivshmem-q0" in os.readlink(os.path.join(fds, fd))
+        except OSError:
+            pass
+    return n
+
+
+check(q0_memfds() == 0, "with the scrubber done, vcmad holds no fd on the dead QEMU's BAR memfd (punched and closed)")
+q = subprocess.Popen([sys.executable, PEER, os.path.join(d.rundir, "q0.ivshmem"), "main", "8", "1"],
+                     stdout=subprocess.PIPE, text=True)
+check(q.stdout.readline().strip() == "ready" and q0_memfds() == 1,
+      "a new QEMU on q0's socket attaches and allocates (vcmad holds its new BAR memfd)")
+q.kill()
+q.wait()
+wait_until(lambda f: f == base, 30, "the second QEMU's region back", probe=lambda: frames(d))
+st0 = daemon_stats(d)
 
 # ---- every free frame of the pool, handed out again, reads as zeros
 free = frames(d)["free"]

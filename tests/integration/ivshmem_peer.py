@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
-"""A QEMU stand-in for bench-reclaim.py: what QEMU's ivshmem-doorbell device and vcma.ko
+"""A QEMU stand-in for test_reclaim.py and bench/bench-reclaim.py: what QEMU's ivshmem-doorbell device and vcma.ko
 do on the wire (as tests/integration/test_ivshmem.py's FakeQemu), in a process of its
 own so it can be killed. Connects to SOCKET, says HELLO, allocates COUNT regions of
 SIZE_MIB from POOL, writes every byte of each (the pages become resident in the BAR's
 memfd, as a device's DMA would make them), prints "ready" and waits to be killed.
 
-usage: reclaim_qemu_peer.py SOCKET POOL SIZE_MIB COUNT
+usage: ivshmem_peer.py SOCKET POOL SIZE_MIB COUNT
 """
 import mmap
 import os
 import socket
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import proto  # noqa: E402
 from proto import Op  # noqa: E402
