@@ -23,6 +23,7 @@
 #include "log.h"
 #include "peerfd.h"
 #include "relend.h"
+#include "scrub.h"
 #include "vacate.h"
 #include "vm.h"
 #include "vmem.h"
@@ -221,6 +222,7 @@ int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const str
 		goto fail_be;
 	vcmad_vacate_init(d);
 	vcmad_relend_init(d);
+	vcmad_scrub_init(d);
 	vcmad_balloon_init(d);
 	d->links[0] = (struct vcmad_link){ .ops = &vcmad_link_sim, .d = d };
 	d->links[1] = (struct vcmad_link){ .ops = &vcmad_link_ivshmem, .d = d };
@@ -445,6 +447,7 @@ void vcmad_fini(struct vcmad *d)
 		if (d->links[i].ops && d->links[i].priv)
 			d->links[i].ops->stop(&d->links[i]);
 	vcma_timer_cancel(&d->loop, &d->relend.timer);
+	vcmad_scrub_fini(d);
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);
 	vcma_loop_fini(&d->loop);

@@ -271,7 +271,7 @@ void vcmad_guest_kill(struct vcmad_guest *g, const char *why)
 void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 {
 	struct vcmad *d = g->d;
-	uint64_t ram = g->vm ? g->vm->ctl.ram_frames : 0;
+	uint64_t ram = g->vm ? g->vm->ctl.ram_frames : 0, seen = d->loop.woke_ns, now;
 	int freed;
 
 	if (g->dead)
@@ -286,8 +286,22 @@ void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 		g->vm = NULL;
 	}
 	g->link->ops->close(g, false);
-	log_info("guest %u (%s) detached (%s): %d region(s) freed, %llu RAM frame(s) reclaimed", g->id, g->name, why,
-		 freed, (unsigned long long)ram);
+	/* reclaimed: regions and RAM frames are free in the pools (zeroing them is the
+	 * scrubber's, after); timed from the wake-up of the loop turn that saw it go */
+	now = vcmad_now(d);
+	if (freed > 0 || ram) {
+		uint64_t ns = seen && seen <= now ? now - seen : 0;
+
+		d->stats.reclaims++;
+		d->stats.reclaimed_regions += (uint64_t)freed;
+		d->stats.reclaimed_ram_frames += ram;
+		d->stats.reclaim_last_ns = ns;
+		vcma_hist_record(&d->stats.reclaim_latency, ns);
+		log_info("guest %u (%s) detached (%s): %d region(s) freed, %llu RAM frame(s) reclaimed in %llu us",
+			 g->id, g->name, why, freed, (unsigned long long)ram, (unsigned long long)(ns / 1000));
+	} else {
+		log_info("guest %u (%s) detached (%s): nothing to reclaim", g->id, g->name, why);
+	}
 	d->stats.detaches++;
 	retire(g);
 }

@@ -125,6 +125,7 @@ int vcma_loop_once(struct vcma_loop *l, int max_ms)
 			tmo = ms > 3600000 ? 3600000 : (int)ms;
 	}
 	n = epoll_wait(l->epfd, ev, 32, tmo);
+	l->woke_ns = vcma_loop_now(l);
 	if (n < 0) {
 		if (errno != EINTR)
 			return -errno;

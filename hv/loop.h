@@ -38,6 +38,7 @@ struct vcma_loop {
 	uint64_t (*clock)(void);
 	struct vcma_timer *timers; /* armed, earliest first */
 	uint64_t arm_seq;
+	uint64_t woke_ns; /* loop clock when the last epoll_wait returned: events of this turn were seen then */
 };
 
 int vcma_loop_init(struct vcma_loop *l);

@@ -12,6 +12,7 @@
  *          ├─ vcmad_vm list    VMs whose RAM vcmad backs             (vm.h)
  *          ├─ vcmad_vacate     jobs moving lent pages                (vacate.h)
  *          ├─ vcmad_relend     idle pool frames back to VMs' RAM     (relend.h)
+ *          ├─ vcmad_scrub      zeroing frames a dead guest gave back (scrub.h)
  *          ├─ vcmad_balloon    idle capacity to lenders: Xen balloons, virtio-mem
  *          │                   devices (balloon.h, vmem.h)
  *          ├─ vcmad_libvirt    libvirt-managed guests (a worker thread) (libvirt.h)
@@ -108,9 +109,39 @@ struct vcmad_balloon {
 	uint64_t reclaim_ns_total, reclaim_ns_max;
 };
 
+/* Zeroing pool frames after the fact (scrub.h). */
+struct vcmad_scrub_range {
+	uint64_t mfn, n;
+};
+
+struct vcmad_scrub_file {
+	struct vcmad_scrub_file *next;
+	int fd;
+	void *map;
+	size_t map_size;
+	uint64_t pos, end; /* bytes of fd still to punch */
+};
+
+struct vcmad_scrub {
+	struct vcmad_scrub_file *files; /* detached guests' own memory, oldest first */
+	struct vcmad_scrub_range *q; /* ranges to look at, from head to n */
+	size_t n, cap, head;
+	uint64_t pending_frames;  /* frames queued, not looked at yet (and pages of files) */
+	uint64_t scrubbed_frames; /* frames zeroed and marked known zero */
+	uint64_t errors;          /* zeroing that failed (the frames' next owner zeroes them) */
+	uint64_t deferred;        /* steps put off because a VM was paused */
+	struct vcma_timer timer;
+};
+
 struct vcmad_stats {
 	uint64_t attaches, detaches, violations, attach_refused;
 	uint64_t conns_refused; /* closed at once: too many connections waiting to attach */
+	/* detaches that gave something back (regions, RAM): how long from the loop's wake-up
+	 * that saw the guest go (its hang-up, its loss, a violation) to its regions and RAM
+	 * frames free in the pools */
+	uint64_t reclaims, reclaimed_regions, reclaimed_ram_frames;
+	uint64_t reclaim_last_ns;
+	struct vcma_hist reclaim_latency;
 };
 
 struct vcmad {
@@ -123,6 +154,7 @@ struct vcmad {
 	struct vcmad_vm *vms;
 	struct vcmad_vacate vacate;
 	struct vcmad_relend relend;
+	struct vcmad_scrub scrub;
 	struct vcmad_balloon balloon;
 	struct vcmad_ctl *ctl; /* control socket (hv/ctl), NULL until started */
 	struct vcmad_libvirt *libvirt; /* [libvirt] uri set and built with libvirt; else NULL */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "scrub.h"
 #include "vcmad.h"
 #include "vm.h"
 
@@ -204,8 +205,8 @@ static uint64_t lend_from_pools(struct vcmad_vm *vm, uint64_t want)
 	return gfn;
 }
 
-/* Give the VM's frames back: pool frames FREE (zeroed: the guest's data must not
- * outlive it) and unquarantined, ordinary ones to the backend. */
+/* Give the VM's frames back: pool frames FREE (zeroed by the scrubber right after:
+ * the guest's data must not outlive it) and unquarantined, ordinary ones to the backend. */
 static void release_ram(struct vcmad_vm *vm)
 {
 	struct vcmad *d = vm->d;
@@ -226,7 +227,7 @@ static void release_ram(struct vcmad_vm *vm)
 					(unsigned long long)gfn, p->cfg.name, (unsigned long long)mfn);
 			if ((vm->gflags[gfn] & VCMAD_GFN_QUARANTINED) && !vcma_fmap_unclaim(&p->fm, mfn - p->fm.base, 1))
 				p->quarantined--; /* the VM was unresponsive */
-			d->be.type->mem->zero(&d->be, mfn, 1);
+			vcmad_scrub_add(d, mfn, 1); /* zeroed soon after: scrub.h */
 		} else if (ord) {
 			ord[nord++] = mfn;
 		}

@@ -19,6 +19,9 @@ echo
 echo "== ALLOC of free / lent-free / lent-used windows: vacating (vcmad + vcma-simvm, sim backend) =="
 ./build-release/bench/bench-vacate "${quick[@]}"
 echo
+echo "== dead guests: SIGKILL to regions and lent frames back in the pool (vcmad + libvcma + vcma-simvm, sim backend) =="
+python3 bench/bench-reclaim.py build-release "${quick[@]}"
+echo
 echo "== ALLOC+FREE from a real guest: vcma.ko in Debian's kernel under QEMU (TCG) =="
 python3 bench/bench-qemu.py build-release/hv/vcmad . "${quick[@]}" || [ $? -eq 77 ]
 echo

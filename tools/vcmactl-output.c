@@ -357,6 +357,11 @@ void print_prometheus(FILE *f, struct json_object *stats)
 	family(f, "vcmad_vacate_pause_seconds", "histogram",
 	       "How long VMs stayed paused while vcmad moved their pages (PAUSE sent to RESUME sent).");
 	hist_samples(f, "vcmad_vacate_pause_seconds", NULL, jget(dm, "pause_latency"));
+	family(f, "vcmad_reclaim_seconds", "histogram",
+	       "How long vcmad took to free a departed guest's regions and RAM, from the loop turn that saw it go.");
+	hist_samples(f, "vcmad_reclaim_seconds", NULL, jget(dm, "reclaim_latency"));
+	family(f, "vcmad_scrub_pending_frames", "gauge", "Pool frames given back by departed guests not zeroed yet.");
+	fprintf(f, "vcmad_scrub_pending_frames %llu\n", (unsigned long long)ju64(dm, "scrub_pending_frames"));
 
 	family(f, "vcmad_uptime_seconds", "gauge", "Seconds since vcmad started serving.");
 	fprintf(f, "vcmad_uptime_seconds %.3f\n", (double)ju64(dm, "uptime_ns") / 1e9);
@@ -372,6 +377,15 @@ void print_prometheus(FILE *f, struct json_object *stats)
 		{ "vcmad_detaches_total", "detaches", "Guests that detached or were cut off.", false },
 		{ "vcmad_violations_total", "violations", "Guests cut off for breaking the protocol.", false },
 		{ "vcmad_attach_refused_total", "attach_refused", "Attach requests refused.", false },
+		{ "vcmad_reclaims_total", "reclaims", "Guests that went away holding regions or RAM, reclaimed.", false },
+		{ "vcmad_reclaimed_regions_total", "reclaimed_regions", "Regions freed because their guest went away.",
+		  false },
+		{ "vcmad_reclaimed_ram_frames_total", "reclaimed_ram_frames", "RAM frames of departed VMs given back.",
+		  false },
+		{ "vcmad_scrubbed_frames_total", "scrubbed_frames", "Pool frames the scrubber zeroed after a guest went away.",
+		  false },
+		{ "vcmad_scrub_errors_total", "scrub_errors", "Zeroing by the scrubber that failed (left to the next owner).",
+		  false },
 		{ "vcmad_vacate_jobs_ok_total", "vacate_jobs_ok", "Vacate jobs (allocation, evict, relend) completed.", false },
 		{ "vcmad_vacate_jobs_failed_total", "vacate_jobs_failed", "Vacate jobs that failed.", false },
 		{ "vcmad_drops_total", "drops", "DROPs: reported pages moved without pausing their VM.", false },

@@ -933,6 +933,13 @@ static int run_stats(struct ctx *c, int argc, char **argv)
 	       (unsigned long long)ju64(dm, "precopy_recopied"), (unsigned long long)ju64(dm, "precopy_final_pages"),
 	       (unsigned long long)ju64(dm, "precopy_rounds"), (unsigned long long)ju64(dm, "precopy_fallbacks"),
 	       (unsigned long long)ju64(dm, "drops"), (unsigned long long)ju64(dm, "dropped_pages"));
+	printf("\nguests that went away holding regions or RAM: %llu reclaimed (%llu region(s), %llu RAM frame(s)), "
+	       "the last in %.3f ms; zeroing after: %llu frame(s) done, %llu pending, %llu error(s)\n",
+	       (unsigned long long)ju64(dm, "reclaims"), (unsigned long long)ju64(dm, "reclaimed_regions"),
+	       (unsigned long long)ju64(dm, "reclaimed_ram_frames"), (double)ju64(dm, "reclaim_last_ns") / 1e6,
+	       (unsigned long long)ju64(dm, "scrubbed_frames"), (unsigned long long)ju64(dm, "scrub_pending_frames"),
+	       (unsigned long long)ju64(dm, "scrub_errors"));
+	print_hist(jget(dm, "reclaim_latency"), "reclaim");
 	ctl = jget(dm, "ctl");
 	printf("\ndaemon: up %s, %llu guest(s), %llu region(s); %llu attaches, %llu detaches, %llu violations, "
 	       "%llu attaches refused\n",

@@ -539,6 +539,49 @@ bool vcma_fmap_take_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n)
 	return all;
 }
 
+/* Bits of word w set for frames FREE, unclaimed and not known zero. Frames past the
+ * end of the pool are blocked, so they never count. */
+static inline uint64_t unzeroed_word(const struct vcma_fmap *fm, uint64_t w)
+{
+	return ~(fm->blocked[w] | fm->lf[w] | fm->lu[w] | fm->zeroed[w]);
+}
+
+uint64_t vcma_fmap_next_unzeroed(const struct vcma_fmap *fm, uint64_t idx, uint64_t end, uint64_t *len)
+{
+	uint64_t start;
+
+	*len = 0;
+	if (end > fm->nframes)
+		end = fm->nframes;
+	/* find the first candidate bit at or after idx */
+	while (idx < end) {
+		uint64_t bits = unzeroed_word(fm, idx >> 6) >> (idx & 63);
+
+		if (bits) {
+			idx += (uint64_t)__builtin_ctzll(bits);
+			break;
+		}
+		idx = (idx | 63) + 1;
+	}
+	if (idx >= end)
+		return end;
+	start = idx;
+	/* and the first non-candidate after it */
+	while (idx < end) {
+		uint64_t bits = ~unzeroed_word(fm, idx >> 6) >> (idx & 63);
+
+		if (bits) {
+			idx += (uint64_t)__builtin_ctzll(bits);
+			break;
+		}
+		idx = (idx | 63) + 1;
+	}
+	if (idx > end)
+		idx = end;
+	*len = idx - start;
+	return start;
+}
+
 uint64_t vcma_fmap_largest_free_run(const struct vcma_fmap *fm)
 {
 	struct vcma_runsum acc = { 0, 0, 0 };

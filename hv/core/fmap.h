@@ -146,6 +146,10 @@ uint64_t vcma_fmap_zeroed_run(const struct vcma_fmap *fm, uint64_t idx, uint64_t
 /* Were all of [idx, idx+n) known zero? Clears the bits either way: the frames are
  * about to be written by their new owner. */
 bool vcma_fmap_take_zeroed(struct vcma_fmap *fm, uint64_t idx, uint64_t n);
+/* The first run inside [idx, end) of frames that are FREE, unclaimed and not known
+ * zero (what may be zeroed now and then marked): returns its first frame and sets
+ * *len, or returns end (and *len = 0) when there is none. end is capped at nframes. */
+uint64_t vcma_fmap_next_unzeroed(const struct vcma_fmap *fm, uint64_t idx, uint64_t end, uint64_t *len);
 
 /* Longest run of FREE frames anywhere in the pool. */
 uint64_t vcma_fmap_largest_free_run(const struct vcma_fmap *fm);

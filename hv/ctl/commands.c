@@ -950,6 +950,17 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(dm, "violations", d->stats.violations);
 	add_u64(dm, "attach_refused", d->stats.attach_refused);
 	add_u64(dm, "guest_requests", requests);
+	/* guests that went away holding regions or RAM: from the loop turn that saw them
+	 * go to everything free in the pools; the zeroing after it (the scrubber) */
+	add_u64(dm, "reclaims", d->stats.reclaims);
+	add_u64(dm, "reclaimed_regions", d->stats.reclaimed_regions);
+	add_u64(dm, "reclaimed_ram_frames", d->stats.reclaimed_ram_frames);
+	add_u64(dm, "reclaim_last_ns", d->stats.reclaim_last_ns);
+	json_object_object_add(dm, "reclaim_latency", hist_json(&d->stats.reclaim_latency));
+	add_u64(dm, "scrub_pending_frames", d->scrub.pending_frames);
+	add_u64(dm, "scrubbed_frames", d->scrub.scrubbed_frames);
+	add_u64(dm, "scrub_errors", d->scrub.errors);
+	add_u64(dm, "scrub_deferred", d->scrub.deferred);
 	/* every VM pause for a vacate batch, PAUSE sent to RESUME sent */
 	json_object_object_add(dm, "pause_latency", hist_json(&d->vacate.pause_hist));
 	add_u64(dm, "vacate_jobs_ok", d->vacate.jobs_ok);

@@ -38,6 +38,7 @@
 #include "guest.h"
 #include "log.h"
 #include "peerfd.h"
+#include "scrub.h"
 #include "vcmad.h"
 
 #define IVS_WINDOW_OFF (2ull << 20) /* shared area padded to one huge page */
@@ -169,7 +170,11 @@ static void ivs_addr(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, u
 
 static void ivs_clear(struct vcmad_guest *g, const struct vcma_region *r)
 {
-	int rc = clear_range(g, r->mfn, r->nframes);
+	int rc;
+
+	if (g->dead)
+		return; /* detaching: ivs_close hands the whole window to the scrubber */
+	rc = clear_range(g, r->mfn, r->nframes);
 
 	if (rc)
 		log_warn("guest %u (%s): cannot release a freed region's memory: %s", g->id, g->name, strerror(-rc));
@@ -374,12 +379,14 @@ static void ivs_close(struct vcmad_guest *g, bool keep_memory)
 	struct ivs_link *il = il_of(g);
 
 	/* QEMU keeps its mapping until the VM stops: leave it nothing but zeros, unless
-	 * vcmad exits with the guest attached (its regions stay valid, PROTOCOL.md §3) */
+	 * vcmad exits with the guest attached (its regions stay valid, PROTOCOL.md §3).
+	 * The memfd is this connection's alone, so the punch need not hold up the
+	 * detach: the scrubber does it over the next turns, then closes it (scrub.h). */
 	if (!keep_memory && s->shm_fd >= 0) {
-		int rc = punch(s, IVS_WINDOW_OFF, il->win_frames << VCMA_PAGE_SHIFT);
-
-		if (rc)
-			log_warn("guest %u (%s): cannot release its window: %s", g->id, g->name, strerror(-rc));
+		vcmad_scrub_release_file(g->d, s->shm_fd, s->shm, s->shm_size, IVS_WINDOW_OFF,
+					 il->win_frames << VCMA_PAGE_SHIFT);
+		s->shm_fd = -1;
+		s->shm = NULL;
 	}
 	if (s->ls)
 		s->ls->g = NULL;

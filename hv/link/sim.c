@@ -32,6 +32,7 @@
 #include "guest.h"
 #include "log.h"
 #include "peerfd.h"
+#include "scrub.h"
 #include "vcma_name.h"
 #include "vcma_sim.h"
 #include "vcmad.h"
@@ -162,11 +163,17 @@ static void sim_addr(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, u
 }
 
 /* Called after the core freed the region: its frames are FREE again. Zeroing them
- * releases the memory and lets the next sim_place skip it. */
+ * releases the memory and lets the next sim_place skip it. A dead guest's regions
+ * (it is being detached) are left to the scrubber, so that its reclaim is not held up
+ * by punching every region it had (scrub.h). */
 static void sim_clear(struct vcmad_guest *g, const struct vcma_region *r)
 {
 	struct vcmad *d = g->d;
 
+	if (g->dead) {
+		vcmad_scrub_add(d, r->mfn, r->nframes);
+		return;
+	}
 	if (d->be.type->mem->zero(&d->be, r->mfn, r->nframes))
 		return; /* not known zero: the next owner's place zeroes it */
 	if (vcma_core_mark_zeroed(&d->core, r->mfn, r->nframes))

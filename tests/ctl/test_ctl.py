@@ -335,8 +335,8 @@ for line in prom.splitlines():
         m = re.fullmatch(r'([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)', line)
         if not m:
             fail("not Prometheus text exposition: %r" % line)
-        fam = re.sub(r"_(bucket|sum|count)$", "", m.group(1)) \
-            if m.group(1).startswith(("vcma_alloc_latency", "vcmad_vacate_pause")) else m.group(1)
+        base = re.sub(r"_(bucket|sum|count)$", "", m.group(1))
+        fam = base if types.get(base) == "histogram" else m.group(1)
         if fam not in types:
             fail("sample before its # TYPE line: %r" % line)
         samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))

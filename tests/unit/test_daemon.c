@@ -33,6 +33,7 @@
 #include "daemon.h"
 #include "evict.h"
 #include "log.h"
+#include "scrub.h"
 #include "vacate.h"
 #include "vm.h"
 
@@ -920,6 +921,75 @@ static void test_drop_reuse_race(void **unused)
 	stop();
 }
 
+/* A VM dies: its pool frames are FREE at once and zeroed by the scrubber over the
+ * next turns, 1 MiB at a time, not while another VM is held paused; a region handed
+ * out of those frames before the scrubber got there keeps its new owner's bytes, and
+ * what the scrubber zeroed is known zero. */
+static void test_scrub_after_death(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm, *other;
+	uint64_t base, turns = 0;
+	bool bad = false;
+
+	start("8M", NULL);
+	vm = new_vm(100, 8 * MiB);
+	base = pool()->fm.base;
+	assert_int_equal(lent_frames(), 2048);
+	for (uint64_t i = 0; i < 2048; i++)
+		memset(fake_frame(&d.be, base + i), 0xab, PAGE); /* the VM's data */
+	fake_zeroed_frames = 0;
+	vcmad_vacate_vm_gone(vm);
+	vcmad_vm_free(vm); /* its socket hung up */
+	assert_int_equal(pool()->fm.count[VCMA_FRAME_FREE], 2048);
+	assert_int_equal(fake_zeroed_frames, 0); /* nothing zeroed yet: that is the scrubber's */
+	assert_int_equal(d.scrub.pending_frames, 2048);
+
+	/* a region taken from those frames before the scrubber looked: its owner writes */
+	new_rq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 4 * MiB), 0);
+	assert_true(g.a[0].got && !g.a[0].err && g.a[0].r.mfn == base && g.a[0].r.nframes == 1024);
+	for (uint64_t i = 0; i < 1024; i++)
+		memset(fake_frame(&d.be, base + i), 0xcd, PAGE);
+
+	/* another VM held paused: no zeroing meanwhile */
+	other = new_vm(101, 1 * MiB);
+	fake_zeroed_frames = 0;
+	other->paused = true;
+	advance_ms(1);
+	advance_ms(1);
+	assert_int_equal(fake_zeroed_frames, 0);
+	assert_true(d.scrub.deferred >= 1);
+	other->paused = false;
+
+	while (d.scrub.pending_frames && turns < 100) {
+		advance_ms(1);
+		turns++;
+		assert_true(fake_zeroed_frames <= turns * VCMAD_SCRUB_STEP_FRAMES);
+	}
+	assert_int_equal(d.scrub.pending_frames, 0);
+	assert_false(d.scrub.timer.armed);
+	/* 1024 went to the region, 256 were lent to the other VM (which zeroed them) */
+	assert_int_equal(d.scrub.scrubbed_frames, 768);
+	assert_int_equal(fake_zeroed_frames, 768);
+	for (uint64_t i = 0; i < 1024; i++)
+		bad |= fake_frame(&d.be, base + i)[0] != 0xcd || fake_frame(&d.be, base + i)[PAGE - 1] != 0xcd;
+	assert_false(bad); /* the new owner's bytes */
+	/* the VM's old frames: zero and known zero, but for the 256 lent again to the other VM */
+	for (uint64_t i = 1024; i < 2048; i++) {
+		struct vcma_frame_info fi;
+
+		assert_int_equal(vcma_fmap_get(&pool()->fm, i, &fi), 0);
+		if (fi.state == VCMA_FRAME_FREE)
+			bad |= fake_frame(&d.be, base + i)[0] != 0 || fake_frame(&d.be, base + i)[PAGE - 1] != 0 ||
+			       !(pool()->fm.zeroed[i >> 6] >> (i & 63) & 1);
+	}
+	assert_false(bad);
+	assert_int_equal(lent_frames(), 256);
+	vcmad_vm_free(other);
+	stop();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -935,6 +1005,7 @@ int main(void)
 		cmocka_unit_test(test_drop_reuse_race),
 		cmocka_unit_test(test_track_unanswered),
 		cmocka_unit_test(test_precopy_quiet),
+		cmocka_unit_test(test_scrub_after_death),
 	};
 
 	vcma_log_init(LOG_ERR);

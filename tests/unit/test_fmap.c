@@ -340,6 +340,77 @@ static void test_zero_tracking(void **unused)
 	vcma_fmap_fini(&fm);
 }
 
+/* What a scrubber may zero: FREE, unclaimed, not known zero, found run by run and
+ * checked against a frame-by-frame reference. */
+static void test_next_unzeroed(void **unused)
+{
+	struct vcma_fmap fm;
+	uint64_t len, at;
+
+	assert_int_equal(vcma_fmap_init(&fm, 0, 1000, 1, 16), 0); /* a partial last granule */
+	at = vcma_fmap_next_unzeroed(&fm, 0, 1000, &len);
+	assert_true(at == 0 && len == 1000); /* nothing known zero at start */
+	at = vcma_fmap_next_unzeroed(&fm, 0, 5000, &len);
+	assert_true(at == 0 && len == 1000); /* end capped at the pool's end */
+	assert_int_equal(vcma_fmap_mark_zeroed(&fm, 0, 1000), 0);
+	at = vcma_fmap_next_unzeroed(&fm, 0, 1000, &len);
+	assert_true(at == 1000 && len == 0);
+
+	/* a region released, a lent frame given back, a claimed one, a reserved one */
+	assert_int_equal(vcma_fmap_claim(&fm, 64, 70), 0);
+	assert_int_equal(vcma_fmap_commit_region(&fm, 64, 70, 7), 0);
+	assert_int_equal(vcma_fmap_release_region(&fm, 64, 70), 0); /* 64..133 not zero */
+	assert_int_equal(vcma_fmap_lend(&fm, 300, 3, 1, true), 0);
+	assert_int_equal(vcma_fmap_lend(&fm, 301, 3, 2, false), 0);
+	assert_int_equal(vcma_fmap_unlend(&fm, 300), 0); /* 300 not zero, 301 lent */
+	assert_int_equal(vcma_fmap_claim(&fm, 100, 10), 0); /* 100..109 claimed */
+	assert_int_equal(vcma_fmap_reserve(&fm, 990, 10), 0);
+
+	at = vcma_fmap_next_unzeroed(&fm, 0, 1000, &len);
+	assert_true(at == 64 && len == 36);
+	at = vcma_fmap_next_unzeroed(&fm, 100, 1000, &len);
+	assert_true(at == 110 && len == 24);
+	at = vcma_fmap_next_unzeroed(&fm, 120, 125, &len);
+	assert_true(at == 120 && len == 5); /* cut at end */
+	at = vcma_fmap_next_unzeroed(&fm, 134, 1000, &len);
+	assert_true(at == 300 && len == 1);
+	at = vcma_fmap_next_unzeroed(&fm, 301, 1000, &len);
+	assert_true(at == 1000 && len == 0);
+
+	/* against the reference, from every start */
+	for (uint64_t i = 0; i < 1000; i++) {
+		uint64_t ref = i, rlen = 0;
+
+		for (;; ref++) {
+			struct vcma_frame_info fi;
+
+			if (ref >= 1000)
+				break;
+			assert_int_equal(vcma_fmap_get(&fm, ref, &fi), 0);
+			if (fi.state == VCMA_FRAME_FREE && !fi.claimed && !(fm.zeroed[ref >> 6] >> (ref & 63) & 1))
+				break;
+		}
+		while (ref + rlen < 1000) {
+			struct vcma_frame_info fi;
+			uint64_t k = ref + rlen;
+
+			assert_int_equal(vcma_fmap_get(&fm, k, &fi), 0);
+			if (!(fi.state == VCMA_FRAME_FREE && !fi.claimed && !(fm.zeroed[k >> 6] >> (k & 63) & 1)))
+				break;
+			rlen++;
+		}
+		at = vcma_fmap_next_unzeroed(&fm, i, 1000, &len);
+		assert_int_equal(at, ref);
+		assert_int_equal(len, rlen);
+	}
+	/* marking what it found leaves nothing */
+	for (uint64_t i = 0; (at = vcma_fmap_next_unzeroed(&fm, i, 1000, &len)) < 1000; i = at + len)
+		assert_int_equal(vcma_fmap_mark_zeroed(&fm, at, len), 0);
+	at = vcma_fmap_next_unzeroed(&fm, 0, 1000, &len);
+	assert_true(at == 1000 && len == 0);
+	vcma_fmap_fini(&fm);
+}
+
 static void test_metadata_budget(void **unused)
 {
 	struct vcma_fmap fm;
@@ -363,6 +434,7 @@ int main(void)
 		cmocka_unit_test(test_runs_across_superblocks),
 		cmocka_unit_test(test_batch_matches_unbatched),
 		cmocka_unit_test(test_zero_tracking),
+		cmocka_unit_test(test_next_unzeroed),
 		cmocka_unit_test(test_metadata_budget),
 	};
 
