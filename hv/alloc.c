@@ -8,6 +8,7 @@
 
 #include "alloc.h"
 #include "balloon.h"
+#include "durable.h"
 #include "log.h"
 #include "relend.h"
 #include "vacate.h"
@@ -34,6 +35,8 @@ void vcmad_requester_init(struct vcmad_requester *rq, struct vcmad *d, const str
 	};
 }
 
+static int free_region(struct vcmad_requester *rq, uint64_t handle, bool busy);
+
 /* The committed region becomes rq's (take), or the error is final. */
 static int grant(struct vcmad_requester *rq, struct vcma_region *r)
 {
@@ -58,16 +61,37 @@ static int grant(struct vcmad_requester *rq, struct vcma_region *r)
 	vcma_regions_set_gpa(&d->core.regions, rq->owner, r->handle, r->gpa);
 	rq->nregions++;
 	rq->bytes += r->nframes << VCMA_PAGE_SHIFT;
+	if (vcmad_durable_region_new(d, r)) {
+		/* it cannot be recorded (the state directory is full): not granted */
+		free_region(rq, r->handle, false);
+		return -ENOSPC;
+	}
 	return 0;
 }
 
 static void answer(struct vcmad_requester *rq, uint64_t tag, int err, const struct vcma_region *r)
 {
+	/* a region is on disk before its owner hears of it: after this turn's commit */
+	if (!err && vcmad_durable_hold(rq, tag, r))
+		return;
 	if (err)
 		rq->failed++;
 	else
 		rq->ok++;
 	rq->ops->answer(rq, tag, err, err ? NULL : r);
+}
+
+void vcmad_answer_granted(struct vcmad_requester *rq, uint64_t tag, const struct vcma_region *r)
+{
+	rq->ok++;
+	rq->ops->answer(rq, tag, 0, r);
+}
+
+void vcmad_take_back(struct vcmad_requester *rq, uint64_t tag, const struct vcma_region *r)
+{
+	free_region(rq, r->handle, false);
+	rq->failed++;
+	rq->ops->answer(rq, tag, -ENOSPC, NULL);
 }
 
 static void unwait(struct vcmad_alloc *a)
@@ -162,6 +186,10 @@ int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_allo
 		answer(rq, tag, -ESHUTDOWN, NULL);
 		return 0;
 	}
+	if (vcmad_durable_may_grant(d)) {
+		answer(rq, tag, -ENOSPC, NULL); /* the state directory is full: nothing can be recorded */
+		return 0;
+	}
 	vcmad_relend_busy(d); /* relending waits for quiet */
 	/* limits count what is promised as well as what is granted: allocations waiting
 	 * for a vacate hold their share (bytes + pending_bytes <= max_bytes) */
@@ -214,6 +242,7 @@ static int free_region(struct vcmad_requester *rq, uint64_t handle, bool busy)
 	rc = vcma_core_free(&d->core, rq->owner, handle);
 	if (rc)
 		return rc;
+	vcmad_durable_region_gone(d, handle);
 	/* release the memory; the next owner gets zeros either way */
 	rq->ops->release(rq, &copy);
 	rq->nregions--;
@@ -232,6 +261,7 @@ int vcmad_free(struct vcmad_requester *rq, uint64_t handle)
 
 void vcmad_alloc_drop(struct vcmad_requester *rq, uint64_t tag)
 {
+	vcmad_durable_drop(rq, tag); /* granted, its answer held for the commit: freed */
 	for (struct vcmad_alloc *a = rq->waiting; a; a = a->next)
 		if (a->tag == tag) {
 			unwait(a); /* the job goes on and lets its window go (window_done) */
@@ -255,6 +285,7 @@ int vcmad_requester_gone(struct vcmad_requester *rq)
 	int freed = 0;
 
 	drop_waiting(rq);
+	vcmad_durable_forget(rq);
 	for (uint32_t cursor = 0;;) {
 		const struct vcma_region *r = vcma_regions_next(&d->core.regions, &cursor);
 
@@ -269,6 +300,7 @@ int vcmad_requester_gone(struct vcmad_requester *rq)
 void vcmad_requester_abandon(struct vcmad_requester *rq)
 {
 	drop_waiting(rq);
+	vcmad_durable_forget(rq);
 }
 
 void vcmad_pool_retire(struct vcmad *d, uint64_t mfn, uint64_t n, const char *why)

@@ -84,6 +84,14 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 		snprintf(c->runtime_dir, sizeof(c->runtime_dir), "%s", v);
 		return 0;
 	}
+	if (sec == SEC_DAEMON && !strcmp(k, "state_dir")) {
+		if ((v[0] != '/' && strcmp(v, "none")) || strlen(v) >= sizeof(c->state_dir) - 32) {
+			*msg = "expected an absolute path shorter than 224 characters, or none";
+			return -EINVAL;
+		}
+		snprintf(c->state_dir, sizeof(c->state_dir), "%s", v);
+		return 0;
+	}
 	if (sec == SEC_DAEMON && !strcmp(k, "backend")) {
 		if (strcmp(v, "sim") && strcmp(v, "xen")) {
 			*msg = "expected sim (simulated machine memory and VMs) or xen (vcmad in dom0)";
@@ -772,4 +780,17 @@ uint32_t vcmad_conf_count_guests(const struct vcmad_conf *c, enum vcmad_guest_ki
 	for (uint32_t i = 0; i < c->nguests; i++)
 		n += c->guests[i].kind == kind;
 	return n;
+}
+
+const char *vcmad_conf_state_dir(const struct vcmad_conf *c, char *buf, size_t len)
+{
+	if (!strcmp(c->state_dir, "none"))
+		snprintf(buf, len, "%s", "");
+	else if (c->state_dir[0])
+		snprintf(buf, len, "%s", c->state_dir);
+	else if (!strcmp(c->runtime_dir, VCMAD_DEFAULT_RUNTIME_DIR))
+		snprintf(buf, len, "%s", VCMAD_DEFAULT_STATE_DIR);
+	else /* a second instance, or a test: never share the first one's */
+		snprintf(buf, len, "%s/state", c->runtime_dir);
+	return buf;
 }

@@ -32,6 +32,7 @@
 
 #define VCMAD_DEFAULT_CONFIG "/etc/vcma/vcmad.conf"
 #define VCMAD_DEFAULT_RUNTIME_DIR "/run/vcma"
+#define VCMAD_DEFAULT_STATE_DIR "/var/lib/vcma"
 
 struct vcmad_limits {
 	uint32_t max_regions;  /* live regions per guest */
@@ -97,6 +98,10 @@ struct vcmad_libvirt_conf {
 
 struct vcmad_conf {
 	char runtime_dir[256];
+	/* where ownership is recorded (durable.h); "" = not set: VCMAD_DEFAULT_STATE_DIR
+	 * with the default runtime_dir, else RUNTIME_DIR/state (vcmad_conf_state_dir);
+	 * "none" = not recorded */
+	char state_dir[256];
 	char backend[16];
 	uint32_t max_guests;
 	uint32_t poll_us; /* spin this long for more requests after serving some (0 = off) */
@@ -127,6 +132,8 @@ int vcmad_conf_load(struct vcmad_conf *c, const char *path, char *err, size_t er
 int vcmad_conf_override_pool_size(struct vcmad_conf *c, const char *arg, char *err, size_t errlen);
 /* Cross-checks after all input: pools valid, at least one pool. */
 int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen);
+/* The state directory in effect: "" when ownership is not recorded. */
+const char *vcmad_conf_state_dir(const struct vcmad_conf *c, char *buf, size_t len);
 /* The [guest NAME] section of that name, or NULL. */
 const struct vcmad_guest_conf *vcmad_conf_guest(const struct vcmad_conf *c, const char *name);
 /* How many [guest] sections have this backend. */

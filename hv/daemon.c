@@ -18,6 +18,7 @@
 #include "balloon.h"
 #include "ctl/ctl.h"
 #include "daemon.h"
+#include "durable.h"
 #include "guest.h"
 #include "libvirt.h"
 #include "log.h"
@@ -291,6 +292,10 @@ int vcmad_start(struct vcmad *d)
 		log_err("cannot create runtime directory %s: %s", d->conf.runtime_dir, strerror(-rc));
 		return rc;
 	}
+	/* ownership is recorded from here on: before any guest can attach */
+	rc = vcmad_durable_open(d);
+	if (rc)
+		return rc;
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGTERM);
 	sigaddset(&ss, SIGINT);
@@ -416,6 +421,8 @@ int vcmad_run_once(struct vcmad *d, int max_ms)
 	/* guests left with requests after their turn get another one */
 	vcmad_guests_run_queued(d);
 	vcmad_vacate_reap(d);
+	/* the turn's ownership changes on disk, then its held answers go out */
+	vcmad_durable_turn_end(d);
 	vcmad_guests_reap(d);
 	return 1;
 }
@@ -455,6 +462,7 @@ void vcmad_fini(struct vcmad *d)
 	vcmad_guests_fini(d);
 	while (d->vms)
 		vcmad_vm_abandon(d->vms);
+	vcmad_durable_close(d); /* what abandoned guests hold stays recorded */
 	if (d->be.type)
 		d->be.type->mem->fini(&d->be);
 	vcma_core_fini(&d->core);

@@ -10,6 +10,7 @@
 
 #include "alloc.h"
 #include "balloon.h"
+#include "durable.h"
 #include "guest.h"
 #include "log.h"
 #include "vacate.h"
@@ -172,6 +173,7 @@ struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const
 	g->tokens_at = vcmad_now(d);
 	d->guests.slot[slot] = g;
 	d->guests.n++;
+	vcmad_durable_guest_new(d, g);
 	*status = VCMA_ST_OK;
 	return g;
 }
@@ -285,6 +287,7 @@ void vcmad_guest_detach(struct vcmad_guest *g, const char *why)
 		vcmad_vm_free(g->vm);
 		g->vm = NULL;
 	}
+	vcmad_durable_guest_gone(d, g->id);
 	g->link->ops->close(g, false);
 	/* reclaimed: regions and RAM frames are free in the pools (zeroing them is the
 	 * scrubber's, after); timed from the wake-up of the loop turn that saw it go */
@@ -394,15 +397,15 @@ static int do_alloc(struct vcmad_guest *g, const struct vcma_req *q, struct vcma
 	}
 	if (g->link->ops->shape)
 		g->link->ops->shape(g, &req);
-	/* an answer that comes now fills rsp; one that waits for a vacate is published
-	 * when the job ends (vcmad_guest_respond) */
+	/* an answer that comes now fills rsp; one that waits for a vacate, or for the
+	 * turn's commit (durable.h), is published later (vcmad_guest_respond) */
 	g->sync_rsp = rsp;
 	g->sync_id = q->id;
-	if (vcmad_alloc(&g->rq, q->id, &req) == VCMAD_ALLOC_WAITING && g->sync_rsp) {
+	vcmad_alloc(&g->rq, q->id, &req);
+	if (g->sync_rsp) {
 		g->sync_rsp = NULL;
 		return VCMA_RING_DEFERRED;
 	}
-	g->sync_rsp = NULL;
 	return VCMA_RING_ANSWERED;
 }
 

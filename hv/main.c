@@ -22,6 +22,8 @@ static void usage(FILE *f)
 		"\n"
 		"  -c, --config FILE        configuration file (default " VCMAD_DEFAULT_CONFIG ")\n"
 		"  -r, --runtime-dir DIR    directory for sockets (default from the config, else " VCMAD_DEFAULT_RUNTIME_DIR ")\n"
+		"  -s, --state-dir DIR      where ownership is recorded (default from the config, else\n"
+		"                           " VCMAD_DEFAULT_STATE_DIR ", or RUNTIME_DIR/state with --runtime-dir); none: nowhere\n"
 		"  -p, --pool-size NAME=SIZE  override a pool's size (256M, 10%%, min(256M,10%%), max(...))\n"
 		"  -t, --check-config       parse the configuration, lay out the pools, print them and exit\n"
 		"  -v, --verbose            log debug messages\n"
@@ -36,6 +38,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "runtime-dir", required_argument, NULL, 'r' },
+		{ "state-dir", required_argument, NULL, 's' },
 		{ "pool-size", required_argument, NULL, 'p' },
 		{ "check-config", no_argument, NULL, 't' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -43,7 +46,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *config = VCMAD_DEFAULT_CONFIG, *runtime_dir = NULL;
+	const char *config = VCMAD_DEFAULT_CONFIG, *runtime_dir = NULL, *state_dir = NULL;
 	const char *overrides[VCMA_MAX_POOLS];
 	unsigned int noverrides = 0;
 	bool check = false;
@@ -53,10 +56,11 @@ int main(int argc, char **argv)
 	int c, rc;
 
 	vcma_log_init(LOG_INFO);
-	while ((c = getopt_long(argc, argv, "c:r:p:tvhV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:r:s:p:tvhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': config = optarg; break;
 		case 'r': runtime_dir = optarg; break;
+		case 's': state_dir = optarg; break;
 		case 'p':
 			if (noverrides == VCMA_MAX_POOLS) {
 				fprintf(stderr, "vcmad: too many --pool-size options\n");
@@ -101,6 +105,13 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		snprintf(conf.runtime_dir, sizeof(conf.runtime_dir), "%s", runtime_dir);
+	}
+	if (state_dir) {
+		if ((state_dir[0] != '/' && strcmp(state_dir, "none")) || strlen(state_dir) >= sizeof(conf.state_dir) - 32) {
+			fprintf(stderr, "vcmad: --state-dir: expected an absolute path shorter than 224 characters, or none\n");
+			return 2;
+		}
+		snprintf(conf.state_dir, sizeof(conf.state_dir), "%s", state_dir);
 	}
 	if (check) {
 		const struct vcmad_backend_type *bt = vcmad_backend_find(conf.backend);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "durable.h"
 #include "log.h"
 #include "vacate.h"
 #include "vcmad.h"
@@ -714,6 +715,7 @@ static void commit(struct vcmad_job *j)
 		bool reported = vm->gflags[m->gfn] & VCMAD_GFN_REPORTED;
 
 		vm->p2m[m->gfn] = j->dst[i];
+		vcmad_durable_p2m(vm, m->gfn, 1);
 		if (p) {
 			vcma_pool_unlend(p, m->src - p->fm.base);
 			if (reported)

@@ -144,6 +144,24 @@ struct vcmad_stats {
 	struct vcma_hist reclaim_latency;
 };
 
+struct vcmad_held;
+struct vcma_store;
+
+/* Ownership recorded in the state directory (durable.h). */
+struct vcmad_durable {
+	struct vcma_store *store; /* NULL: not recorded */
+	bool stale;               /* a turn failed to commit: nothing granted until all is recorded anew */
+	bool reopen;              /* ...and the store must be opened again first (a failed sync) */
+	bool turn_failed;         /* a put or del of this turn failed */
+	int lock_fd;              /* DIR/vcmad.lock, held while running (locked) */
+	bool locked;
+	char dir[256];
+	struct vcmad_held *held;  /* answers to allocations granted this turn */
+	size_t nheld, held_cap;
+	struct vcmad_vm *dirty_vms; /* VMs with p2m chunks to write this turn */
+	uint64_t commits, commit_ns_total, commit_ns_max, failures, resyncs, held_total, refused;
+};
+
 struct vcmad {
 	struct vcmad_conf conf;
 	struct vcma_core core;
@@ -161,6 +179,7 @@ struct vcmad {
 	int signal_fd;
 	struct vcma_watch signal_w;
 	struct vcmad_stats stats;
+	struct vcmad_durable durable;
 	uint64_t last_active_ns; /* when a guest last had requests served (adaptive polling) */
 	bool stop;
 	bool closing;           /* stop seen: guests told, waiting for them to detach */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "durable.h"
 #include "log.h"
 #include "scrub.h"
 #include "vcmad.h"
@@ -314,6 +315,7 @@ int vcmad_vm_new(struct vcmad *d, uint32_t id, const char *name, uint64_t ram_fr
 	for (uint64_t i = 0; i < ram_frames; i++)
 		if (vcma_core_pool_of(&d->core, vm->p2m[i]))
 			mem->zero(&d->be, vm->p2m[i], 1);
+	vcmad_durable_p2m(vm, 0, ram_frames);
 	*out = vm;
 	return 0;
 }
@@ -323,6 +325,7 @@ void vcmad_vm_free(struct vcmad_vm *vm)
 	if (vm->ctl.ops && vm->ctl.ops->release)
 		vm->ctl.ops->release(&vm->ctl);
 	release_ram(vm);
+	vcmad_durable_vm_gone(vm, false);
 	vm_unlink_free(vm);
 }
 
@@ -330,6 +333,7 @@ void vcmad_vm_abandon(struct vcmad_vm *vm)
 {
 	if (vm->ctl.ops && vm->ctl.ops->release)
 		vm->ctl.ops->release(&vm->ctl);
+	vcmad_durable_vm_gone(vm, true); /* the VM keeps its memory: its p2m stays recorded */
 	vm_unlink_free(vm);
 }
 

@@ -84,6 +84,10 @@ struct vcmad_vm {
 	uint32_t pause_misses; /* PAUSEs in a row it did not answer in time */
 	bool unresponsive;     /* VCMAD_PAUSE_MISSES of them: its pool frames quarantined */
 	struct vcmad_vm *next; /* in d's VM list */
+	/* durable.c: first gfns of the p2m runs recorded, chunks to write this turn */
+	uint64_t *durable_rec, *durable_dirty;
+	bool durable_queued;
+	struct vcmad_vm *durable_next;
 };
 
 /*

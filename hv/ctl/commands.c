@@ -524,8 +524,10 @@ static struct json_object *cmd_alloc(struct vcmad_ctl *ctl, struct vcmad_ctl_cli
 	snprintf(c->job_what, sizeof(c->job_what), "alloc %s%s%s", sz, ar.pool ? " in pool " : "",
 		 ar.pool ? ar.pool : "");
 	c->job_done = false;
-	if (vcmad_alloc(&ctl->admin, (uintptr_t)c, &ar) == VCMAD_ALLOC_WAITING) {
-		*err = -EINPROGRESS; /* answered when done (vcmad_ctl_alloc_done) */
+	if (vcmad_alloc(&ctl->admin, (uintptr_t)c, &ar) == VCMAD_ALLOC_WAITING || !c->job_done) {
+		/* answered when done (vcmad_ctl_alloc_done): after a vacate, or after the
+		 * turn's commit (durable.h) */
+		*err = -EINPROGRESS;
 		return NULL;
 	}
 	c->job_done = false;

@@ -1085,6 +1085,16 @@ int vcma_store_commit(struct vcma_store *s)
 	return 0;
 }
 
+int vcma_store_clear(struct vcma_store *s)
+{
+	int rc = turn_begin(s);
+
+	if (rc)
+		return rc;
+	rc = mdb_drop(s->txn, s->dbi, 0);
+	return rc ? turn_fail(s, rc, "clearing", (const uint8_t *)"", 0) : 0;
+}
+
 void vcma_store_abort(struct vcma_store *s)
 {
 	if (s->txn)

@@ -130,6 +130,9 @@ int vcma_store_del_region(struct vcma_store *s, uint64_t handle);
 int vcma_store_del_p2m(struct vcma_store *s, uint32_t vm, uint64_t first_gfn);
 int vcma_store_del_lender(struct vcma_store *s, uint32_t guest, uint32_t pool);
 
+/* Delete every record in this turn (the commit writes meta anew): a turn that rewrites
+ * the whole state starts with it. */
+int vcma_store_clear(struct vcma_store *s);
 bool vcma_store_in_turn(const struct vcma_store *s);
 /*
  * Makes the turn durable: 0 (also when nothing changed), -ENOSPC (map or disk full:

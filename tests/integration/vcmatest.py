@@ -147,20 +147,23 @@ class Vcmad:
     every socket listens): the sim socket d.sock, the control socket d.ctl_sock and
     the ivshmem sockets of [guest] sections exist then."""
 
-    def __init__(self, vcmad, config, timeout=10):
-        self.dir = tempfile.mkdtemp(prefix="vcma-test-")
+    def __init__(self, vcmad, config, timeout=10, reuse=None, args=()):
+        """reuse: a stopped (or killed) Vcmad whose directory this one starts in again
+        (same runtime and state directory: a restart); args: more vcmad options."""
+        self.dir = reuse.dir if reuse else tempfile.mkdtemp(prefix="vcma-test-")
         self.conf = os.path.join(self.dir, "vcmad.conf")
         with open(self.conf, "w") as f:
             f.write(config)
         self.rundir = os.path.join(self.dir, "run")
+        self.state_dir = os.path.join(self.rundir, "state")  # vcmad's default with -r
         self.sock = os.path.join(self.rundir, "vcmad.sock")
         self.ctl_sock = os.path.join(self.rundir, "vcmad-ctl.sock")
         self.logpath = os.path.join(self.dir, "vcmad.log")
-        self.log = open(self.logpath, "w")
+        self.log = open(self.logpath, "a" if reuse else "w")
         notify_path = os.path.join(self.dir, "notify.sock")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
-        self.proc = subprocess.Popen([vcmad, "-c", self.conf, "-r", self.rundir],
+        self.proc = subprocess.Popen([vcmad, "-c", self.conf, "-r", self.rundir] + list(args),
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, NOTIFY_SOCKET=notify_path))
         _running.append(self.proc)
@@ -191,6 +194,11 @@ class Vcmad:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def kill(self):
+        """SIGKILL, as a crash: nothing of vcmad's runs after it."""
+        self.proc.kill()
+        self.proc.wait()
 
     def stop(self):
         """SIGTERM; vcmad must exit 0 and remove its socket."""

@@ -31,8 +31,10 @@
 #include "alloc.h"
 #include "fake_machine.h"
 #include "daemon.h"
+#include "durable.h"
 #include "evict.h"
 #include "log.h"
+#include "store/store.h"
 #include "scrub.h"
 #include "vacate.h"
 #include "vm.h"
@@ -207,6 +209,7 @@ static const struct vcmad_vm_owner_ops owner_ops = { .pin = own_pin, .lost = own
 
 static struct vcmad d;
 static char dir[64];
+static bool durable; /* record ownership in dir/run/state (answers wait for the turn's commit) */
 
 static const char *const CONFIG = "[daemon]\n"
 				  "lend_share = 100%%\n"
@@ -231,6 +234,8 @@ static void start(const char *pool_size, const char *extra)
 	vcmad_conf_defaults(&c);
 	assert_int_equal(vcmad_conf_parse(&c, text, "test.conf", err, sizeof(err)), 0);
 	snprintf(c.runtime_dir, sizeof(c.runtime_dir), "%s/run", dir);
+	if (!durable)
+		snprintf(c.state_dir, sizeof(c.state_dir), "none");
 	assert_int_equal(vcmad_init_backend(&d, &c, &fake_backend), 0);
 	d.loop.clock = fake_clock;
 	assert_int_equal(vcmad_start(&d), 0);
@@ -509,6 +514,121 @@ static void test_requesters_race(void **unused)
 	stop();
 }
 
+
+/* ---- durable ownership (durable.h) ---- */
+
+struct seen {
+	uint64_t pools, guests, regions, handle, p2m_frames;
+	uint64_t p2m[2048]; /* vm 100's mfn per gfn, as recorded (0: none) */
+	bool twice;
+};
+
+static int seen_pool(void *ctx, const struct vcma_store_pool *p)
+{
+	((struct seen *)ctx)->pools++;
+	return 0;
+}
+
+static int seen_region(void *ctx, const struct vcma_store_region *r)
+{
+	struct seen *s = ctx;
+
+	s->regions++;
+	s->handle = r->handle;
+	return 0;
+}
+
+static int seen_p2m(void *ctx, const struct vcma_store_p2m *m)
+{
+	struct seen *s = ctx;
+
+	for (uint64_t k = 0; k < m->count; k++) {
+		assert_true(m->first_gfn + k < 2048);
+		s->twice |= s->p2m[m->first_gfn + k] != 0;
+		s->p2m[m->first_gfn + k] = m->mfn + k;
+		s->p2m_frames++;
+	}
+	return 0;
+}
+
+static void replay(struct seen *s)
+{
+	static const struct vcma_store_replay_ops ops = { .pool = seen_pool, .region = seen_region, .p2m = seen_p2m };
+
+	memset(s, 0, sizeof(*s));
+	assert_int_equal(vcma_store_replay(d.durable.store, &ops, s), 0);
+}
+
+/*
+ * A granted allocation is answered only once its turn committed, and the store then
+ * holds the region; a free takes it out; a VM's p2m is recorded as runs that cover
+ * every gfn once, and follows a vacate. A turn that cannot be committed takes its
+ * grants back (NO_SPACE), refuses allocations until the whole state is written anew,
+ * and the next turn does that.
+ */
+static void test_durable_turns(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *vm;
+	struct seen s;
+	uint64_t h;
+
+	durable = true;
+	start("16M", NULL);
+	durable = false;
+	assert_non_null(d.durable.store);
+	new_rq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 1 * MiB), 0);
+	assert_false(g.a[0].got); /* held until the turn commits */
+	turn();
+	assert_true(g.a[0].got);
+	assert_int_equal(g.a[0].err, 0);
+	replay(&s);
+	assert_int_equal(s.pools, 1);
+	assert_int_equal(s.regions, 1);
+	assert_int_equal(s.handle, g.a[0].r.handle);
+	h = g.a[0].r.handle;
+	assert_int_equal(vcmad_free(&g.rq, h), 0);
+	turn();
+	replay(&s);
+	assert_int_equal(s.regions, 0);
+
+	/* a VM on half the pool: every gfn recorded once, where the p2m has it */
+	vm = new_vm(100, 8 * MiB);
+	turn();
+	replay(&s);
+	assert_int_equal(s.p2m_frames, 2048);
+	assert_false(s.twice);
+	for (uint64_t gfn = 0; gfn < 2048; gfn++)
+		assert_int_equal(s.p2m[gfn], vm->p2m[gfn]);
+
+	/* a turn that fails: its grant is taken back, allocations refused until resynced */
+	assert_int_equal(alloc(&g, 1, 1 * MiB), 0);
+	d.durable.turn_failed = true; /* as if a put of this turn had failed */
+	turn();
+	assert_true(g.a[1].got);
+	assert_int_equal(g.a[1].err, -ENOSPC);
+	assert_null(vcma_core_lookup(&d.core, 1, g.a[1].r.handle));
+	assert_true(d.durable.stale);
+	assert_int_equal(alloc(&g, 2, 1 * MiB), 0);
+	assert_int_equal(g.a[2].err, -ENOSPC); /* at once, while stale */
+	turn();
+	assert_false(d.durable.stale);
+	assert_int_equal(d.durable.resyncs, 1);
+	assert_int_equal(alloc(&g, 3, 1 * MiB), 0);
+	turn();
+	assert_int_equal(g.a[3].err, 0);
+	replay(&s);
+	assert_int_equal(s.regions, 1);
+	assert_int_equal(s.handle, g.a[3].r.handle);
+	assert_int_equal(s.p2m_frames, 2048);
+	vcmad_vacate_vm_gone(vm);
+	vcmad_vm_free(vm);
+	turn();
+	replay(&s);
+	assert_int_equal(s.p2m_frames, 0);
+	stop();
+}
 
 /* ---- pre-copy, one-trip pauses, drops (PROTOCOL.md §9.1) ---- */
 
@@ -996,6 +1116,7 @@ int main(void)
 		cmocka_unit_test(test_pause_timeout),
 		cmocka_unit_test(test_remap_refused),
 		cmocka_unit_test(test_clear_ahead),
+		cmocka_unit_test(test_durable_turns),
 		cmocka_unit_test(test_clear_ahead_refused),
 		cmocka_unit_test(test_vm_dies_mid_batch),
 		cmocka_unit_test(test_relend_gives_way),

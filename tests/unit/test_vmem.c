@@ -140,6 +140,7 @@ static void start(void)
 	vcmad_conf_defaults(&c);
 	assert_int_equal(vcmad_conf_parse(&c, text, "test.conf", err, sizeof(err)), 0);
 	snprintf(c.runtime_dir, sizeof(c.runtime_dir), "%s/run", dir);
+	snprintf(c.state_dir, sizeof(c.state_dir), "none"); /* answers at once, not after a commit */
 	assert_int_equal(vcmad_init_backend(&d, &c, &fake_backend), 0);
 	d.loop.clock = fake_clock;
 	assert_int_equal(vcmad_start(&d), 0);

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Ownership recorded in the state directory (vcmad(8) STATE, hv/durable.h), with real
+processes: a simulated VM lending pool frames and a guest holding regions.
+
+  recorded     while vcmad runs, `vcmactl state verify` finds every region a guest was
+               answered, the guests, and the VM's p2m, with no violation
+  crash        after kill -9 the directory still holds exactly that: nothing answered
+               was lost
+  one vcmad    a second vcmad on the same state directory refuses to start
+  restart      a restarted vcmad moves the previous run's state aside whole (it still
+               verifies) and starts afresh
+  full disk    the state directory on a small tmpfs that fills up: the allocations that
+               cannot be recorded are answered NO_SPACE, vcmad keeps serving frees, what
+               was recorded before is intact, and once there is room again allocations
+               are served (the whole state written anew)"""
+import json
+import mmap
+import os
+import subprocess
+import sys
+import tempfile
+
+import proto
+from vcmatest import (RingClient, Vcmad, check, fail, lent, frames, log, partial, set_tools, sim_attach_raw, simvm,
+                      wait_until)
+
+VCMAD, SIMVM, VCMACTL = sys.argv[1], sys.argv[2], sys.argv[3]
+set_tools(vcmactl=VCMACTL, simvm=SIMVM)
+
+CONFIG = """
+[daemon]
+lend_share = 100%
+relend_idle_ms = 50
+[machine]
+memory = 256M
+[pool main]
+size = 64M
+"""
+MiB = 1 << 20
+
+
+def verify(state_dir):
+    r = subprocess.run([VCMACTL, "--json", "state", "verify", state_dir], capture_output=True, text=True, timeout=60)
+    try:
+        return r.returncode, json.loads(r.stdout)
+    except ValueError:
+        fail("state verify %s: exit %d, not JSON: %r %r" % (state_dir, r.returncode, r.stdout, r.stderr))
+
+
+class Guest:
+    """A guest driver over the raw ring: allocations and frees by hand."""
+
+    def __init__(self, d, name):
+        self.s, rsp, self.fds = sim_attach_raw(d.sock, name)
+        self.m = mmap.mmap(self.fds[proto.SIM_FD_SHM], rsp.shm_size)
+        self.ring = RingClient(self.m, self.fds[proto.SIM_FD_KICK], self.fds[proto.SIM_FD_IRQ])
+        check(self.ring.hello().status == proto.Status.OK, "%s: HELLO" % name)
+
+    def alloc(self, size):
+        return self.ring.call(proto.Op.ALLOC, length=size)
+
+    def free(self, handle):
+        return self.ring.call(proto.Op.FREE, handle=handle).status
+
+    def close(self):
+        self.m.close()
+        for fd in self.fds:
+            os.close(fd)
+        self.s.close()
+
+
+d = Vcmad(VCMAD, CONFIG)
+state = d.state_dir
+vm = simvm(d, "vm1", "--ram", "16M", "--alloc", "none", "--duration", "600", "--vcpus", "1")
+wait_until(lambda f: lent(f) == 4096, 30, "the VM's 16 MiB lent from the pool", probe=lambda: frames(d))
+g = Guest(d, "g1")
+handles = []
+for i in range(6):
+    r = g.alloc((i % 3 + 1) * MiB)
+    check(r.status == proto.Status.OK, "g1: ALLOC %d MiB answered (handle %#x)" % (i % 3 + 1, r.handle))
+    handles.append(r.handle)
+check(g.free(handles.pop(0)) == proto.Status.OK, "g1: one region freed")
+
+rc, v = verify(state)
+check(rc == 0 and v["ok"] and v["violations"] == 0, "recorded: verify finds no violation while vcmad runs (%s)" % v)
+check(v["records"]["regions"] == 5 and v["records"]["guests"] == 2 and v["records"]["pools"] == 1,
+      "recorded: the 5 regions g1 holds, 2 guests (vm1, g1), 1 pool: %s" % v["records"])
+check(v["records"]["p2m_runs"] >= 1, "recorded: vm1's p2m (%d run(s))" % v["records"]["p2m_runs"])
+
+# one vcmad per state directory
+other = tempfile.mkdtemp(prefix="vcma-test-other-")
+with open(os.path.join(other, "vcmad.conf"), "w") as f:
+    f.write(CONFIG)
+r = subprocess.run([VCMAD, "-c", os.path.join(other, "vcmad.conf"), "-r", os.path.join(other, "run"), "-s", state],
+                   capture_output=True, text=True, timeout=30)
+check(r.returncode != 0 and "is in use by another vcmad, pid %d" % d.proc.pid in r.stdout + r.stderr,
+      "one vcmad: a second one on the same state directory refuses to start, naming the first")
+
+# crash: every answered region is still recorded
+d.kill()
+vm.kill()
+vm.wait()
+g.close()
+rc, v2 = verify(state)
+check(rc == 0 and v2["ok"] and v2["records"] == v["records"],
+      "crash: after kill -9 the state directory holds what was answered: %s" % v2["records"])
+
+# restart: the previous run is moved aside whole
+d = Vcmad(VCMAD, CONFIG, reuse=d)
+text = d.logtext()
+prev = [p for p in os.listdir(state) if p.startswith("previous-")]
+check(len(prev) == 1 and "taking guests back after a restart is not built yet" in text,
+      "restart: vcmad says it keeps the previous run's state aside (%s)" % prev)
+rc, vp = verify(os.path.join(state, prev[0]))
+check(rc == 0 and vp["records"]["regions"] == 5 and vp["records"]["guests"] == 2,
+      "restart: the previous run's state verifies: %s" % vp["records"])
+rc, vn = verify(state)
+check(rc == 0 and vn["records"]["regions"] == 0 and vn["records"]["guests"] == 0 and vn["records"]["pools"] == 1,
+      "restart: vcmad starts afresh: %s" % vn["records"])
+d.stop()
+
+# full disk: a state directory on a tmpfs of 256 KiB, the rest of it taken by a file
+if os.geteuid() != 0:
+    partial("full disk: not root, cannot mount a small tmpfs")
+else:
+    mnt = tempfile.mkdtemp(prefix="vcma-test-full-")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt]).returncode != 0:
+        partial("full disk: cannot mount a tmpfs")
+    else:
+        try:
+            sd = os.path.join(mnt, "state")
+            d = Vcmad(VCMAD, CONFIG, args=("-s", sd))
+            g = Guest(d, "g2")
+            kept = []
+            for i in range(3):
+                r = g.alloc(MiB)
+                check(r.status == proto.Status.OK, "full disk: a region recorded while there is room")
+                kept.append(r.handle)
+            filler = os.path.join(mnt, "filler")
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                while True:
+                    os.write(fd, b"\xff" * 4096)
+            except OSError:
+                pass  # full
+            os.close(fd)
+            refused = served = 0
+            for i in range(240):  # held, so the store grows until a commit finds no room
+                r = g.alloc(2 * 4096)
+                if r.status == proto.Status.NO_SPACE:
+                    refused += 1
+                    break
+                if r.status != proto.Status.OK:
+                    fail("full disk: ALLOC answered %d, not OK or NO_SPACE" % r.status)
+                served += 1
+                kept.append(r.handle)
+            check(refused == 1, "full disk: an ALLOC that cannot be recorded is answered NO_SPACE (after %d served)"
+                  % served)
+            r = g.alloc(MiB)
+            check(r.status == proto.Status.NO_SPACE, "full disk: allocations are refused while nothing can be recorded")
+            check(g.free(kept.pop()) == proto.Status.OK, "full disk: frees go on")
+            check(d.alive() and "allocations are refused (NO_SPACE) until the whole state is recorded again"
+                  in d.logtext(), "full disk: vcmad says so and keeps running")
+            os.unlink(filler)
+            r = g.alloc(MiB)
+            check(r.status == proto.Status.OK, "full disk: with room again the whole state is recorded and the "
+                  "allocation served")
+            kept.append(r.handle)
+            check("the whole state is recorded again" in d.logtext(), "full disk: vcmad says it serves again")
+            rc, vf = verify(sd)
+            check(rc == 0 and vf["records"]["regions"] == len(kept),
+                  "full disk: the store holds the %d regions g2 has: %s" % (len(kept), vf["records"]))
+            g.close()
+            d.stop()
+        finally:
+            if d.alive():
+                d.kill()
+            subprocess.run(["umount", mnt])
+            os.rmdir(mnt)
+print("PASS")
