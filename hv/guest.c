@@ -446,6 +446,8 @@ static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 		rsp->status = VCMA_ST_INVALID;
 		return;
 	}
+	if (d->held.n)
+		vcmad_free_release_held(d); /* a FREE taken before this QUERY is counted done */
 	if (pname) {
 		p = vcma_core_pool_by_name(&d->core, pname);
 	} else {
@@ -507,15 +509,13 @@ static void refill(struct vcmad_guest *g)
 	g->tokens_at = now;
 }
 
-void vcmad_guest_run(struct vcmad_guest *g)
+static void turn(struct vcmad_guest *g)
 {
 	struct vcmad *d = g->d;
 	const char *why;
 	bool notify, more;
 	int n;
 
-	if (g->dead)
-		return;
 	refill(g);
 	n = vcma_ring_host_process(&g->ring, GUEST_BUDGET, handle_req, g, &notify, &more, &why);
 	if (g->dead)
@@ -540,6 +540,24 @@ void vcmad_guest_run(struct vcmad_guest *g)
 		g->next_run = d->guests.runq;
 		d->guests.runq = g;
 	}
+}
+
+/* One turn. On a link that allows it, the FREEs the turn takes are held until its
+ * answers and irq are out, and only then are their frames released and zeroed
+ * (alloc.h). */
+void vcmad_guest_run(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	if (g->dead)
+		return;
+	if (!g->link->ops->hold_frees) {
+		turn(g);
+		return;
+	}
+	vcmad_free_hold(d);
+	turn(g);
+	vcmad_free_settle(d);
 }
 
 bool vcmad_guests_run_queued(struct vcmad *d)

@@ -108,6 +108,23 @@ struct vcmad_balloon {
 	uint64_t reclaim_ns_total, reclaim_ns_max;
 };
 
+/* Regions freed in a guest's turn whose frames wait until the turn's answers are out
+ * (alloc.h, vcmad_free_hold). */
+#define VCMAD_HELD_MAX 64u /* a turn takes at most 64 requests (guest.c) */
+
+struct vcmad_requester;
+
+struct vcmad_held {
+	uint32_t depth; /* open holds: FREEs are held while it is nonzero */
+	uint32_t n;
+	uint64_t frees;          /* FREEs held so far */
+	uint64_t released_early; /* holds ended early: an ALLOC needed the frames, a QUERY counted them */
+	struct {
+		struct vcmad_requester *rq;
+		struct vcma_region r;
+	} ent[VCMAD_HELD_MAX];
+};
+
 struct vcmad_stats {
 	uint64_t attaches, detaches, violations, attach_refused;
 	uint64_t conns_refused; /* closed at once: too many connections waiting to attach */
@@ -124,6 +141,7 @@ struct vcmad {
 	struct vcmad_vacate vacate;
 	struct vcmad_relend relend;
 	struct vcmad_balloon balloon;
+	struct vcmad_held held;
 	struct vcmad_ctl *ctl; /* control socket (hv/ctl), NULL until started */
 	struct vcmad_libvirt *libvirt; /* [libvirt] uri set and built with libvirt; else NULL */
 	int signal_fd;

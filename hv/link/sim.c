@@ -154,8 +154,9 @@ static void sim_addr(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, u
 	*gpa = sg(g)->window_gpa + *bus;
 }
 
-/* Called after the core freed the region: its frames are FREE again. Zeroing them
- * releases the memory and lets the next sim_place skip it. */
+/* Called after the core freed the region: its frames are FREE again (a FREE taken in
+ * the guest's turn: once the turn's answers and irq are out, .hold_frees). Zeroing
+ * them releases the memory and lets the next sim_place skip it. */
 static void sim_clear(struct vcmad_guest *g, const struct vcma_region *r)
 {
 	struct vcmad *d = g->d;
@@ -753,6 +754,7 @@ const struct vcmad_link_ops vcmad_link_sim = {
 	.place = sim_place,
 	.addr = sim_addr,
 	.clear = sim_clear,
+	.hold_frees = true,
 	.read = sim_read,
 	.close = sim_close,
 	.describe = NULL,
