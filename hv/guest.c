@@ -13,6 +13,7 @@
 #include "guest.h"
 #include "log.h"
 #include "vacate.h"
+#include "vcma_barrier.h"
 #include "vcma_status.h"
 #include "vcmad.h"
 #include "vm.h"
@@ -586,6 +587,20 @@ void vcmad_guest_kicked(struct vcmad_guest *g)
 	g->stats.kicks++;
 	if (!g->queued)
 		vcmad_guest_run(g);
+}
+
+void vcmad_guest_kicks_read(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	if (g->dead || g->queued)
+		return;
+	vcma_mb(); /* the kick read before the ring's index */
+	if (!vcma_ring_host_pending(&g->ring))
+		return;
+	g->queued = true;
+	g->next_run = d->guests.runq;
+	d->guests.runq = g;
 }
 
 /* ---- guests vcmad expects by name ---- */

@@ -103,6 +103,12 @@ static void kick_cb(struct vcma_watch *w, uint32_t events)
 
 	if (g->dead)
 		return;
+	/* the turn first, so its answers and irq wait for no syscall; the kicks are read
+	 * after it, and requests published since are looked for then (a kick read here
+	 * may be one that came after the turn's last look at the ring) */
+	vcmad_guest_kicked(g);
+	if (g->dead)
+		return;
 	/* never blocks, whatever the peer did to the fd; a kick it consumed itself reads
 	 * as none, and the turn costs a token like any empty kick */
 	rc = vcmad_peerfd_drain(sg(g)->kick_fd, &cnt);
@@ -114,7 +120,7 @@ static void kick_cb(struct vcma_watch *w, uint32_t events)
 		vcmad_guest_detach(g, "kick eventfd failed");
 		return;
 	}
-	vcmad_guest_kicked(g);
+	vcmad_guest_kicks_read(g);
 }
 
 /* A plain guest says nothing after its attach: a byte is a violation, EOF a detach. */
