@@ -14,6 +14,13 @@
  * each again with polling (vcmad poll_us, VCMA_SPIN_US), and throughput from 8 guest
  * processes at once.
  *
+ * Then the floor and the blocking row again with the placement fixed (sched_setaffinity),
+ * since in a VM it decides the floor: both processes on one vCPU (a wake-up is a context
+ * switch, ~5-7 us a round trip on the 2-core VM this was written on), and on two (a
+ * wake-up is an IPI to a vCPU that may be halted, ~40-100 us there). Unpinned, the
+ * scheduler picks either, and not always the same for the floor and the vcma rows of
+ * one run. Needs 2 CPUs; --no-placement skips it.
+ *
  * vcmad is started as a child with a temporary runtime directory; its path is
  * --vcmad (default: ../hv/vcmad next to this binary).
  */
@@ -22,6 +29,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -92,8 +100,23 @@ static void die(const char *what)
 	exit(1);
 }
 
-/* Floor: parent writes a, child reads a and writes b, parent reads b. */
-static struct dist floor_eventfd(size_t iters, size_t warm)
+static cpu_set_t all_cpus; /* the affinity the bench started with */
+
+/* Run on CPU cpu only, or (cpu < 0) where the bench started. */
+static void pin(int cpu)
+{
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	if (cpu >= 0)
+		CPU_SET(cpu, &one);
+	if (sched_setaffinity(0, sizeof(cpu_set_t), cpu >= 0 ? &one : &all_cpus))
+		die("sched_setaffinity");
+}
+
+/* Floor: parent writes a, child reads a and writes b, parent reads b. The parent runs
+ * on CPU me and the child on CPU peer (-1: unpinned). */
+static struct dist floor_eventfd(size_t iters, size_t warm, int me, int peer)
 {
 	int a = eventfd(0, EFD_CLOEXEC), b = eventfd(0, EFD_CLOEXEC);
 	uint64_t *t = calloc(iters, sizeof(*t)), v = 1;
@@ -105,12 +128,16 @@ static struct dist floor_eventfd(size_t iters, size_t warm)
 	if (pid < 0)
 		die("fork");
 	if (pid == 0) {
+		if (peer >= 0)
+			pin(peer);
 		for (size_t i = 0; i < iters + warm; i++) {
 			if (read(a, &v, sizeof(v)) != sizeof(v) || write(b, &v, sizeof(v)) != sizeof(v))
 				_exit(1);
 		}
 		_exit(0);
 	}
+	if (me >= 0)
+		pin(me);
 	for (size_t i = 0; i < iters + warm; i++) {
 		uint64_t t0 = now_ns();
 
@@ -120,6 +147,8 @@ static struct dist floor_eventfd(size_t iters, size_t warm)
 			t[i - warm] = now_ns() - t0;
 	}
 	waitpid(pid, NULL, 0);
+	if (me >= 0)
+		pin(-1);
 	close(a);
 	close(b);
 	struct dist d = summarize(t, iters);
@@ -280,6 +309,61 @@ static double throughput(const char *sock, int nguests, double secs)
 	return total / secs;
 }
 
+/* Start vcmad (poll_us, on CPU cpu unless -1) with its runtime in dir; its socket's
+ * path in sock. Exits if it does not come up. */
+static pid_t start_vcmad(const char *vcmad, const char *dir, int poll_us, int cpu, char *conf, size_t conflen,
+			 char *sock, size_t socklen)
+{
+	pid_t dpid;
+	FILE *f;
+
+	snprintf(conf, conflen, "%s/vcmad.conf", dir);
+	snprintf(sock, socklen, "%s/run/vcmad.sock", dir);
+	f = fopen(conf, "w");
+	if (!f)
+		die(conf);
+	fprintf(f, "[daemon]\nruntime_dir = %s/run\npoll_us = %d\n[limits]\nrequest_rate = 10000000\n"
+		   "request_burst = 1000000\n[machine]\nmemory = 1G\n[pool main]\nsize = 256M\n",
+		dir, poll_us);
+	fclose(f);
+	dpid = fork();
+	if (dpid < 0)
+		die("fork");
+	if (dpid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		if (null >= 0)
+			dup2(null, 2);
+		if (cpu >= 0)
+			pin(cpu);
+		prctl(PR_SET_PDEATHSIG, SIGTERM); /* a bench that exits early takes vcmad along */
+		execl(vcmad, vcmad, "-c", conf, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && access(sock, F_OK); i++)
+		usleep(10000);
+	if (access(sock, F_OK)) {
+		fprintf(stderr, "bench-rtt: vcmad (%s) did not start\n", vcmad);
+		kill(dpid, SIGKILL);
+		exit(1);
+	}
+	return dpid;
+}
+
+static void stop_vcmad(pid_t dpid)
+{
+	kill(dpid, SIGTERM);
+	waitpid(dpid, NULL, 0);
+}
+
+static void row(const char *label, const struct dist *d, const struct dist *floor)
+{
+	if (d == floor)
+		printf("%-56s %9.2f %9.2f %9.2f %12s\n", label, d->p50, d->p99, d->mean, "1.00x");
+	else
+		printf("%-56s %9.2f %9.2f %9.2f %11.2fx\n", label, d->p50, d->p99, d->mean, d->p50 / floor->p50);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -288,15 +372,16 @@ int main(int argc, char **argv)
 		{ "guests", required_argument, NULL, 'g' },
 		{ "seconds", required_argument, NULL, 's' },
 		{ "quick", no_argument, NULL, 'q' },
+		{ "no-placement", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char vcmad[PATH_MAX], dir[] = "/tmp/vcma-bench-XXXXXX", conf[PATH_MAX], sock[PATH_MAX + 32];
 	size_t iters = 100000, warm = 2000;
-	int nguests = 8, c;
+	int nguests = 8, c, cpu[2] = { -1, -1 };
+	bool placement = true;
 	double secs = 3;
 	pid_t dpid;
-	FILE *f;
 
 	snprintf(vcmad, sizeof(vcmad), "%s", argv[0]);
 	{
@@ -305,15 +390,17 @@ int main(int argc, char **argv)
 		snprintf(slash ? slash + 1 : vcmad, sizeof(vcmad) - (size_t)(slash ? slash + 1 - vcmad : 0),
 			 "../hv/vcmad");
 	}
-	while ((c = getopt_long(argc, argv, "d:n:g:s:qh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:n:g:s:qPh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': snprintf(vcmad, sizeof(vcmad), "%s", optarg); break;
 		case 'n': iters = strtoull(optarg, NULL, 10); break;
 		case 'g': nguests = atoi(optarg); break;
 		case 's': secs = atof(optarg); break;
 		case 'q': iters = 5000; warm = 500; secs = 1; break;
+		case 'P': placement = false; break;
 		case 'h':
-			printf("usage: bench-rtt [--vcmad PATH] [--iterations N] [--guests N] [--seconds S] [--quick]\n");
+			printf("usage: bench-rtt [--vcmad PATH] [--iterations N] [--guests N] [--seconds S] [--quick] "
+			       "[--no-placement]\n");
 			return 0;
 		default: return 2;
 		}
@@ -326,44 +413,24 @@ int main(int argc, char **argv)
 	setenv("VCMA_RATE", "0", 0);
 	if (!mkdtemp(dir))
 		die("mkdtemp");
+	if (sched_getaffinity(0, sizeof(all_cpus), &all_cpus))
+		die("sched_getaffinity");
+	for (int i = 0, n = 0; i < CPU_SETSIZE && n < 2; i++)
+		if (CPU_ISSET(i, &all_cpus))
+			cpu[n++] = i;
+	if (cpu[1] < 0)
+		placement = false;
 
-	struct dist fl = floor_eventfd(iters, warm);
+	struct dist fl = floor_eventfd(iters, warm, -1, -1);
 	struct dist bl[2], sy[2], pl[2];
 	double tp1 = 0, tpn = 0;
 
 	/* pass 0: both sides block; pass 1: vcmad polls 50 us after serving and
 	 * libvcma spins 50 us before blocking (adaptive polling) */
 	for (int pass = 0; pass < 2; pass++) {
-		snprintf(conf, sizeof(conf), "%s/vcmad.conf", dir);
-		snprintf(sock, sizeof(sock), "%s/run/vcmad.sock", dir);
-		f = fopen(conf, "w");
-		if (!f)
-			die(conf);
-		fprintf(f, "[daemon]\nruntime_dir = %s/run\npoll_us = %d\n[limits]\nrequest_rate = 10000000\n"
-			   "request_burst = 1000000\n[machine]\nmemory = 1G\n[pool main]\nsize = 256M\n",
-			dir, pass ? 50 : 0);
-		fclose(f);
 		if (pass)
 			setenv("VCMA_SPIN_US", "50", 1);
-		dpid = fork();
-		if (dpid < 0)
-			die("fork");
-		if (dpid == 0) {
-			int null = open("/dev/null", O_WRONLY);
-
-			if (null >= 0)
-				dup2(null, 2);
-			prctl(PR_SET_PDEATHSIG, SIGTERM); /* a bench that exits early takes vcmad along */
-			execl(vcmad, vcmad, "-c", conf, (char *)NULL);
-			_exit(127);
-		}
-		for (int i = 0; i < 500 && access(sock, F_OK); i++)
-			usleep(10000);
-		if (access(sock, F_OK)) {
-			fprintf(stderr, "bench-rtt: vcmad (%s) did not start\n", vcmad);
-			kill(dpid, SIGKILL);
-			return 1;
-		}
+		dpid = start_vcmad(vcmad, dir, pass ? 50 : 0, -1, conf, sizeof(conf), sock, sizeof(sock));
 		bl[pass] = vcma_blocking(sock, iters, warm, false);
 		sy[pass] = vcma_blocking(sock, iters, warm, true);
 		pl[pass] = vcma_pipelined(sock, iters, warm);
@@ -371,30 +438,39 @@ int main(int argc, char **argv)
 			tp1 = throughput(sock, 1, secs);
 			tpn = throughput(sock, nguests, secs);
 		}
-		kill(dpid, SIGTERM);
-		waitpid(dpid, NULL, 0);
+		stop_vcmad(dpid);
 		unsetenv("VCMA_SPIN_US");
+	}
+
+	/* the placement fixed: [0] bench, floor's child and vcmad on one CPU, [1] the
+	 * floor's child and vcmad on another CPU than the bench */
+	size_t piters = iters / 5 < 100 ? 100 : iters / 5;
+	struct dist pfl[2], pbl[2];
+
+	for (int two = 0; placement && two < 2; two++) {
+		pfl[two] = floor_eventfd(piters, warm, cpu[0], cpu[two]);
+		dpid = start_vcmad(vcmad, dir, 0, cpu[two], conf, sizeof(conf), sock, sizeof(sock));
+		pin(cpu[0]);
+		pbl[two] = vcma_blocking(sock, piters, warm, false);
+		pin(-1);
+		stop_vcmad(dpid);
 	}
 	unlink(conf);
 	rmdir(dir);
 
 	printf("bench-rtt: 1 MiB ALLOC+FREE through libvcma to vcmad (sim backend), %zu ops per row\n", iters);
 	printf("%-56s %9s %9s %9s %12s\n", "", "p50 us", "p99 us", "mean us", "p50 / floor");
-	printf("%-56s %9.2f %9.2f %9.2f %12s\n", "floor: eventfd ping-pong, 2 processes", fl.p50, fl.p99, fl.mean,
-	       "1.00x");
+	row("floor: eventfd ping-pong, 2 processes", &fl, &fl);
 	for (int pass = 0; pass < 2; pass++) {
 		const char *how = pass ? " + polling" : "";
 		char label[80];
 
 		snprintf(label, sizeof(label), "vcma blocking%s: alloc, then free (posted, 1 trip)", how);
-		printf("%-56s %9.2f %9.2f %9.2f %11.2fx\n", label, bl[pass].p50, bl[pass].p99, bl[pass].mean,
-		       bl[pass].p50 / fl.p50);
+		row(label, &bl[pass], &fl);
 		snprintf(label, sizeof(label), "vcma blocking%s: alloc, then free_sync (2 trips)", how);
-		printf("%-56s %9.2f %9.2f %9.2f %11.2fx\n", label, sy[pass].p50, sy[pass].p99, sy[pass].mean,
-		       sy[pass].p50 / fl.p50);
+		row(label, &sy[pass], &fl);
 		snprintf(label, sizeof(label), "vcma pipelined%s: free+alloc per kick (1 trip)", how);
-		printf("%-56s %9.2f %9.2f %9.2f %11.2fx\n", label, pl[pass].p50, pl[pass].p99, pl[pass].mean,
-		       pl[pass].p50 / fl.p50);
+		row(label, &pl[pass], &fl);
 	}
 	printf("(+ polling: vcmad poll_us = 50, libvcma VCMA_SPIN_US = 50)\n");
 	printf("blocking alloc+free (no polling): p50 %.2f us = %.2fx the floor's %.2f us in this run, target <= 1.20x: "
@@ -405,5 +481,21 @@ int main(int argc, char **argv)
 	       bl[1].p50 <= 1.2 * fl.p50 ? "PASS" : "MISS", pl[1].p50 <= 1.2 * fl.p50 ? "PASS" : "MISS");
 	printf("throughput (blocking alloc+free, posted, no polling): 1 guest %.0f ops/s, %d guests at once %.0f ops/s\n", tp1,
 	       nguests, tpn);
+	if (placement) {
+		printf("placement fixed (sched_setaffinity), %zu ops per row, no polling; p50 / the floor above it:\n",
+		       piters);
+		for (int two = 0; two < 2; two++) {
+			char label[80];
+
+			if (two)
+				snprintf(label, sizeof(label), "two vCPUs (%d, %d): floor", cpu[0], cpu[1]);
+			else
+				snprintf(label, sizeof(label), "one vCPU (%d): floor", cpu[0]);
+			row(label, &pfl[two], &pfl[two]);
+			snprintf(label, sizeof(label), two ? "two vCPUs: vcma blocking, alloc + free (posted)"
+							   : "one vCPU: vcma blocking, alloc + free (posted)");
+			row(label, &pbl[two], &pfl[two]);
+		}
+	}
 	return 0;
 }

@@ -26,6 +26,8 @@ struct vcmad_alloc {
 	struct vcmad_alloc *next; /* in rq->waiting */
 };
 
+static void settle(struct vcmad *d, struct vcmad_requester *rq);
+
 void vcmad_requester_init(struct vcmad_requester *rq, struct vcmad *d, const struct vcmad_requester_ops *ops,
 			  uint32_t owner, const char *name, const char *devclass)
 {
@@ -197,7 +199,22 @@ int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_allo
 		answer(rq, tag, -ENOBUFS, NULL);
 		return 0;
 	}
-	rc = vcma_core_alloc_begin(&d->core, &who, req, &plan);
+	if (d->held.n) {
+		/* regions freed earlier in this turn are held (vcmad_free_hold): when the
+		 * pool has no window of FREE frames without them, they are released now
+		 * and the search runs again, so the memory just freed serves this ALLOC
+		 * as it would have without the hold */
+		rc = vcma_core_alloc_try(&d->core, &who, req, &plan);
+		if (!rc && plan.w.nlent_free + plan.w.nlent_used)
+			vcma_core_alloc_drop(&d->core, &plan);
+		if (rc || plan.w.nlent_free + plan.w.nlent_used) {
+			d->held.released_early++;
+			settle(d, NULL);
+			rc = vcma_core_alloc_begin(&d->core, &who, req, &plan);
+		}
+	} else {
+		rc = vcma_core_alloc_begin(&d->core, &who, req, &plan);
+	}
 	if (!rc && plan.w.nlent_free + plan.w.nlent_used) {
 		/* lent frames in the window: answer when they are vacated */
 		struct vcmad_alloc *a = calloc(1, sizeof(*a));
@@ -227,6 +244,53 @@ int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_allo
 	return 0;
 }
 
+/* Release the held regions (of rq only, unless NULL): their frames become FREE and
+ * the requester zeroes what it held, as a FREE does without the hold. */
+static void settle(struct vcmad *d, struct vcmad_requester *rq)
+{
+	struct vcmad_held *h = &d->held;
+	uint32_t kept = 0;
+
+	for (uint32_t i = 0; i < h->n; i++) {
+		struct vcmad_requester *owner = h->ent[i].rq;
+		struct vcma_region r = h->ent[i].r;
+		int rc;
+
+		if (rq && owner != rq) {
+			h->ent[kept++] = h->ent[i];
+			continue;
+		}
+		rc = vcma_core_release_held(&d->core, r.mfn, r.nframes);
+		if (rc) {
+			/* they stay REGION: out of every search, never handed out unzeroed */
+			log_err("%s: cannot release the %llu frame(s) held at mfn %#llx: %s", owner->name,
+				(unsigned long long)r.nframes, (unsigned long long)r.mfn, strerror(-rc));
+			continue;
+		}
+		owner->ops->release(owner, &r);
+	}
+	h->n = kept;
+}
+
+void vcmad_free_hold(struct vcmad *d)
+{
+	d->held.depth++;
+}
+
+void vcmad_free_settle(struct vcmad *d)
+{
+	if (d->held.depth && --d->held.depth)
+		return;
+	settle(d, NULL);
+}
+
+void vcmad_free_release_held(struct vcmad *d)
+{
+	if (d->held.n)
+		d->held.released_early++;
+	settle(d, NULL);
+}
+
 /* busy: a FREE the requester asked for (relending waits for quiet after it); not
  * when a requester's regions go with it. */
 static int free_region(struct vcmad_requester *rq, uint64_t handle, bool busy)
@@ -234,17 +298,26 @@ static int free_region(struct vcmad_requester *rq, uint64_t handle, bool busy)
 	struct vcmad *d = rq->d;
 	const struct vcma_region *r = vcma_core_lookup(&d->core, rq->owner, handle);
 	struct vcma_region copy;
+	bool hold = busy && d->held.depth && d->held.n < VCMAD_HELD_MAX;
 	int rc;
 
 	if (!r)
 		return -ENOENT;
 	copy = *r;
-	rc = vcma_core_free(&d->core, rq->owner, handle);
+	rc = hold ? vcma_core_free_held(&d->core, rq->owner, handle) : vcma_core_free(&d->core, rq->owner, handle);
 	if (rc)
 		return rc;
 	vcmad_durable_region_gone(d, handle);
-	/* release the memory; the next owner gets zeros either way */
-	rq->ops->release(rq, &copy);
+	if (hold) {
+		/* its frames stay REGION until settle() releases and zeroes them */
+		d->held.ent[d->held.n].rq = rq;
+		d->held.ent[d->held.n].r = copy;
+		d->held.n++;
+		d->held.frees++;
+	} else {
+		/* release the memory; the next owner gets zeros either way */
+		rq->ops->release(rq, &copy);
+	}
 	rq->nregions--;
 	rq->bytes -= copy.nframes << VCMA_PAGE_SHIFT;
 	if (busy)
@@ -284,6 +357,7 @@ int vcmad_requester_gone(struct vcmad_requester *rq)
 	struct vcmad *d = rq->d;
 	int freed = 0;
 
+	settle(d, rq); /* what it freed this turn, before its link lets go of it */
 	drop_waiting(rq);
 	vcmad_durable_forget(rq);
 	for (uint32_t cursor = 0;;) {
@@ -299,6 +373,7 @@ int vcmad_requester_gone(struct vcmad_requester *rq)
 
 void vcmad_requester_abandon(struct vcmad_requester *rq)
 {
+	settle(rq->d, rq);
 	drop_waiting(rq);
 	vcmad_durable_forget(rq);
 }

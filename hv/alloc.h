@@ -64,6 +64,22 @@ int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_allo
 void vcmad_alloc_drop(struct vcmad_requester *rq, uint64_t tag);
 /* Free one of rq's regions: 0, -ENOENT (not rq's, stale, garbage), -EIO. */
 int vcmad_free(struct vcmad_requester *rq, uint64_t handle);
+/*
+ * Held FREEs: between vcmad_free_hold() and vcmad_free_settle() (a guest's turn,
+ * guest.c), vcmad_free() forgets the region at once (its handle, the requester's
+ * counts and quota) but keeps its frames REGION, out of every search; settle makes
+ * them FREE and has the requester release them (the sim link punches them then).
+ * So a turn's answers and irq go out before the zeroing of what it freed, and no
+ * frame can be handed to anyone before it is zeroed. An ALLOC that finds no window
+ * of FREE frames while regions are held releases them first and looks again; a
+ * requester that goes, or is abandoned, has its held regions released first, and a
+ * pool QUERY releases them before it counts (a request after a FREE sees it done). Holds
+ * nest; at most VCMAD_HELD_MAX regions are held, the FREEs beyond are released at once.
+ */
+void vcmad_free_hold(struct vcmad *d);
+void vcmad_free_settle(struct vcmad *d);
+/* Release the held regions now, the hold staying open (a pool QUERY counts them free). */
+void vcmad_free_release_held(struct vcmad *d);
 /* The requester is going: allocations waiting are dropped (their windows released
  * when their jobs end; no answer), every region freed. Returns how many. */
 int vcmad_requester_gone(struct vcmad_requester *rq);

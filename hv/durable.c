@@ -24,7 +24,7 @@
 #define CHUNK VCMAD_DURABLE_CHUNK
 #define WORD_BITS 64u
 
-struct vcmad_held {
+struct vcmad_held_answer {
 	struct vcmad_requester *rq;
 	uint64_t tag;
 	struct vcma_region r;
@@ -428,7 +428,7 @@ bool vcmad_durable_hold(struct vcmad_requester *rq, uint64_t tag, const struct v
 		return false;
 	if (du->nheld == du->held_cap) {
 		size_t cap = du->held_cap ? du->held_cap * 2 : 16;
-		struct vcmad_held *n = realloc(du->held, cap * sizeof(*n));
+		struct vcmad_held_answer *n = realloc(du->held, cap * sizeof(*n));
 
 		if (!n) {
 			/* cannot wait for the commit: commit now, for this one */
@@ -438,7 +438,7 @@ bool vcmad_durable_hold(struct vcmad_requester *rq, uint64_t tag, const struct v
 		du->held = n;
 		du->held_cap = cap;
 	}
-	du->held[du->nheld++] = (struct vcmad_held){ rq, tag, *r };
+	du->held[du->nheld++] = (struct vcmad_held_answer){ rq, tag, *r };
 	du->held_total++;
 	return true;
 }
@@ -492,7 +492,7 @@ static void answer_held(struct vcmad *d, bool ok)
 	/* answers may start new work (and a nested turn end): take the list first */
 	du->nheld = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct vcmad_held h = du->held[i];
+		struct vcmad_held_answer h = du->held[i];
 
 		if (!h.rq)
 			continue; /* its requester left; its regions went with it */

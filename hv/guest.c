@@ -14,6 +14,7 @@
 #include "guest.h"
 #include "log.h"
 #include "vacate.h"
+#include "vcma_barrier.h"
 #include "vcma_status.h"
 #include "vcmad.h"
 #include "vm.h"
@@ -463,6 +464,8 @@ static void do_query(struct vcmad_guest *g, const struct vcma_req *q, struct vcm
 		rsp->status = VCMA_ST_INVALID;
 		return;
 	}
+	if (d->held.n)
+		vcmad_free_release_held(d); /* a FREE taken before this QUERY is counted done */
 	if (pname) {
 		p = vcma_core_pool_by_name(&d->core, pname);
 	} else {
@@ -524,15 +527,13 @@ static void refill(struct vcmad_guest *g)
 	g->tokens_at = now;
 }
 
-void vcmad_guest_run(struct vcmad_guest *g)
+static void turn(struct vcmad_guest *g)
 {
 	struct vcmad *d = g->d;
 	const char *why;
 	bool notify, more;
 	int n;
 
-	if (g->dead)
-		return;
 	refill(g);
 	n = vcma_ring_host_process(&g->ring, GUEST_BUDGET, handle_req, g, &notify, &more, &why);
 	if (g->dead)
@@ -557,6 +558,24 @@ void vcmad_guest_run(struct vcmad_guest *g)
 		g->next_run = d->guests.runq;
 		d->guests.runq = g;
 	}
+}
+
+/* One turn. On a link that allows it, the FREEs the turn takes are held until its
+ * answers and irq are out, and only then are their frames released and zeroed
+ * (alloc.h). */
+void vcmad_guest_run(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	if (g->dead)
+		return;
+	if (!g->link->ops->hold_frees) {
+		turn(g);
+		return;
+	}
+	vcmad_free_hold(d);
+	turn(g);
+	vcmad_free_settle(d);
 }
 
 bool vcmad_guests_run_queued(struct vcmad *d)
@@ -585,6 +604,20 @@ void vcmad_guest_kicked(struct vcmad_guest *g)
 	g->stats.kicks++;
 	if (!g->queued)
 		vcmad_guest_run(g);
+}
+
+void vcmad_guest_kicks_read(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	if (g->dead || g->queued)
+		return;
+	vcma_mb(); /* the kick read before the ring's index */
+	if (!vcma_ring_host_pending(&g->ring))
+		return;
+	g->queued = true;
+	g->next_run = d->guests.runq;
+	d->guests.runq = g;
 }
 
 /* ---- guests vcmad expects by name ---- */

@@ -75,6 +75,9 @@ struct vcmad_guest *vcmad_guest_by_name(struct vcmad *d, const char *name);
 
 /* The link saw a kick: take requests (one turn). */
 void vcmad_guest_kicked(struct vcmad_guest *g);
+/* The link has read g's kicks after its turn: requests published since the turn's
+ * last look at the ring (whose kick that read may have taken) get a turn soon. */
+void vcmad_guest_kicks_read(struct vcmad_guest *g);
 /* One turn: up to 64 requests; a guest with more goes on the run queue. */
 void vcmad_guest_run(struct vcmad_guest *g);
 /* Run the guests left on the run queue; true if any was. */

@@ -54,6 +54,9 @@ struct vcmad_link_ops {
 	void (*addr)(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, uint64_t *bus);
 	/* Region r was freed: release what it held in g's view. */
 	void (*clear)(struct vcmad_guest *g, const struct vcma_region *r);
+	/* clear may wait until the answers of the guest's turn are out (alloc.h,
+	 * vcmad_free_hold): nobody the guest can ask sees the difference. */
+	bool hold_frees;
 	/* Read bytes of r as g sees them. */
 	int (*read)(struct vcmad_guest *g, const struct vcma_region *r, uint64_t off, void *buf, size_t len);
 	/* g is going: close its fds and shared area. keep_memory: vcmad exits, so what g

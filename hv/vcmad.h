@@ -133,6 +133,23 @@ struct vcmad_scrub {
 	struct vcma_timer timer;
 };
 
+/* Regions freed in a guest's turn whose frames wait until the turn's answers are out
+ * (alloc.h, vcmad_free_hold). */
+#define VCMAD_HELD_MAX 64u /* a turn takes at most 64 requests (guest.c) */
+
+struct vcmad_requester;
+
+struct vcmad_held {
+	uint32_t depth; /* open holds: FREEs are held while it is nonzero */
+	uint32_t n;
+	uint64_t frees;          /* FREEs held so far */
+	uint64_t released_early; /* holds ended early: an ALLOC needed the frames, a QUERY counted them */
+	struct {
+		struct vcmad_requester *rq;
+		struct vcma_region r;
+	} ent[VCMAD_HELD_MAX];
+};
+
 struct vcmad_stats {
 	uint64_t attaches, detaches, violations, attach_refused;
 	uint64_t conns_refused; /* closed at once: too many connections waiting to attach */
@@ -144,7 +161,7 @@ struct vcmad_stats {
 	struct vcma_hist reclaim_latency;
 };
 
-struct vcmad_held;
+struct vcmad_held_answer;
 struct vcma_store;
 
 /* Ownership recorded in the state directory (durable.h). */
@@ -156,7 +173,7 @@ struct vcmad_durable {
 	int lock_fd;              /* DIR/vcmad.lock, held while running (locked) */
 	bool locked;
 	char dir[256];
-	struct vcmad_held *held;  /* answers to allocations granted this turn */
+	struct vcmad_held_answer *held; /* answers to allocations granted this turn */
 	size_t nheld, held_cap;
 	struct vcmad_vm *dirty_vms; /* VMs with p2m chunks to write this turn */
 	uint64_t commits, commit_ns_total, commit_ns_max, failures, resyncs, held_total, refused;
@@ -174,6 +191,7 @@ struct vcmad {
 	struct vcmad_relend relend;
 	struct vcmad_scrub scrub;
 	struct vcmad_balloon balloon;
+	struct vcmad_held held;
 	struct vcmad_ctl *ctl; /* control socket (hv/ctl), NULL until started */
 	struct vcmad_libvirt *libvirt; /* [libvirt] uri set and built with libvirt; else NULL */
 	int signal_fd;

@@ -298,8 +298,8 @@ static int plan_in_pool(struct vcma_pool *p, const struct vcma_requester *who, c
 	return vcma_fmap_claim(&p->fm, plan->w.start, nframes);
 }
 
-int vcma_core_alloc_begin(struct vcma_core *core, const struct vcma_requester *who, const struct vcma_alloc_req *req,
-			  struct vcma_alloc_plan *plan)
+static int alloc_begin(struct vcma_core *core, const struct vcma_requester *who, const struct vcma_alloc_req *req,
+		       struct vcma_alloc_plan *plan, bool count_fail)
 {
 	uint64_t nframes = 0;
 	struct vcma_pool *p;
@@ -329,8 +329,10 @@ int vcma_core_alloc_begin(struct vcma_core *core, const struct vcma_requester *w
 		}
 	}
 	if (rc) {
-		p->stats.alloc_fail++;
-		p->stats.alloc_pages_fail += nframes;
+		if (count_fail) {
+			p->stats.alloc_fail++;
+			p->stats.alloc_pages_fail += nframes;
+		}
 		return rc;
 	}
 	plan->pool = p;
@@ -340,7 +342,19 @@ int vcma_core_alloc_begin(struct vcma_core *core, const struct vcma_requester *w
 	return 0;
 }
 
-void vcma_core_alloc_abort(struct vcma_core *core, struct vcma_alloc_plan *plan)
+int vcma_core_alloc_begin(struct vcma_core *core, const struct vcma_requester *who, const struct vcma_alloc_req *req,
+			  struct vcma_alloc_plan *plan)
+{
+	return alloc_begin(core, who, req, plan, true);
+}
+
+int vcma_core_alloc_try(struct vcma_core *core, const struct vcma_requester *who, const struct vcma_alloc_req *req,
+			struct vcma_alloc_plan *plan)
+{
+	return alloc_begin(core, who, req, plan, false);
+}
+
+static void alloc_abort(struct vcma_alloc_plan *plan, bool count_fail)
 {
 	struct vcma_pool *p = plan->pool;
 
@@ -348,9 +362,21 @@ void vcma_core_alloc_abort(struct vcma_core *core, struct vcma_alloc_plan *plan)
 		return;
 	vcma_fmap_unclaim(&p->fm, plan->w.start, plan->w.count);
 	usage_unpromise(p, plan->guest, plan->w.count << VCMA_PAGE_SHIFT);
-	p->stats.alloc_fail++;
-	p->stats.alloc_pages_fail += plan->w.count;
+	if (count_fail) {
+		p->stats.alloc_fail++;
+		p->stats.alloc_pages_fail += plan->w.count;
+	}
 	plan->pool = NULL;
+}
+
+void vcma_core_alloc_abort(struct vcma_core *core, struct vcma_alloc_plan *plan)
+{
+	alloc_abort(plan, true);
+}
+
+void vcma_core_alloc_drop(struct vcma_core *core, struct vcma_alloc_plan *plan)
+{
+	alloc_abort(plan, false);
 }
 
 int vcma_core_alloc_finish(struct vcma_core *core, struct vcma_alloc_plan *plan, struct vcma_region *out)
@@ -422,7 +448,7 @@ int vcma_core_alloc(struct vcma_core *core, const struct vcma_requester *who, co
 	return rc;
 }
 
-int vcma_core_free(struct vcma_core *core, uint32_t guest, uint64_t handle)
+static int core_free(struct vcma_core *core, uint32_t guest, uint64_t handle, bool hold)
 {
 	const struct vcma_region *r = vcma_regions_lookup(&core->regions, guest, handle);
 	struct vcma_region copy;
@@ -433,12 +459,36 @@ int vcma_core_free(struct vcma_core *core, uint32_t guest, uint64_t handle)
 		return -ENOENT;
 	copy = *r;
 	p = core->pool[copy.pool];
-	rc = vcma_fmap_release_region(&p->fm, copy.mfn - p->fm.base, copy.nframes);
-	if (rc)
-		return -EIO; /* the frame map disagrees with the table: keep the region */
+	if (!hold) {
+		rc = vcma_fmap_release_region(&p->fm, copy.mfn - p->fm.base, copy.nframes);
+		if (rc)
+			return -EIO; /* the frame map disagrees with the table: keep the region */
+		p->stats.release_pages_success += copy.nframes;
+	}
 	vcma_regions_remove(&core->regions, guest, handle, NULL);
 	usage_sub(p, guest, copy.nframes << VCMA_PAGE_SHIFT);
-	p->stats.release_pages_success += copy.nframes;
+	return 0;
+}
+
+int vcma_core_free(struct vcma_core *core, uint32_t guest, uint64_t handle)
+{
+	return core_free(core, guest, handle, false);
+}
+
+int vcma_core_free_held(struct vcma_core *core, uint32_t guest, uint64_t handle)
+{
+	return core_free(core, guest, handle, true);
+}
+
+int vcma_core_release_held(struct vcma_core *core, uint64_t mfn, uint64_t nframes)
+{
+	struct vcma_pool *p = vcma_core_pool_of(core, mfn);
+
+	if (!p)
+		return -ENOENT;
+	if (vcma_fmap_release_region(&p->fm, mfn - p->fm.base, nframes))
+		return -EIO;
+	p->stats.release_pages_success += nframes;
 	return 0;
 }
 

@@ -138,9 +138,24 @@ int vcma_core_alloc_begin(struct vcma_core *core, const struct vcma_requester *w
 			  const struct vcma_alloc_req *req, struct vcma_alloc_plan *plan);
 int vcma_core_alloc_finish(struct vcma_core *core, struct vcma_alloc_plan *plan, struct vcma_region *out);
 void vcma_core_alloc_abort(struct vcma_core *core, struct vcma_alloc_plan *plan);
+/* begin and abort for a look that may be repeated (vcmad releases memory it held and
+ * looks again): the same, except that a failure is not counted in the pool's stats. */
+int vcma_core_alloc_try(struct vcma_core *core, const struct vcma_requester *who,
+			const struct vcma_alloc_req *req, struct vcma_alloc_plan *plan);
+void vcma_core_alloc_drop(struct vcma_core *core, struct vcma_alloc_plan *plan);
 
 /* Free a region of guest. -ENOENT for a stale, foreign or garbage handle. */
 int vcma_core_free(struct vcma_core *core, uint32_t guest, uint64_t handle);
+/*
+ * A free in two steps, for a caller that releases the memory later (vcmad: after the
+ * answers of the guest's turn are out, alloc.h): free_held forgets the region (the
+ * handle is gone, the guest's usage drops) but leaves its frames REGION, so no search
+ * can hand them out; release_held makes them FREE then. Between the two the pool's
+ * REGION count includes the held frames. Errors as vcma_core_free(); release_held:
+ * -ENOENT outside every pool, -EIO if the frames are not REGION.
+ */
+int vcma_core_free_held(struct vcma_core *core, uint32_t guest, uint64_t handle);
+int vcma_core_release_held(struct vcma_core *core, uint64_t mfn, uint64_t nframes);
 /* Free every region of guest (it detached or died); returns how many. */
 int vcma_core_release_guest(struct vcma_core *core, uint32_t guest);
 const struct vcma_region *vcma_core_lookup(const struct vcma_core *core, uint32_t guest,

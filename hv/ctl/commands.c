@@ -963,6 +963,9 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(dm, "scrubbed_frames", d->scrub.scrubbed_frames);
 	add_u64(dm, "scrub_errors", d->scrub.errors);
 	add_u64(dm, "scrub_deferred", d->scrub.deferred);
+	/* FREEs whose frames were zeroed after their turn's answers (alloc.h) */
+	add_u64(dm, "frees_held", d->held.frees);
+	add_u64(dm, "frees_held_released_early", d->held.released_early);
 	/* every VM pause for a vacate batch, PAUSE sent to RESUME sent */
 	json_object_object_add(dm, "pause_latency", hist_json(&d->vacate.pause_hist));
 	add_u64(dm, "vacate_jobs_ok", d->vacate.jobs_ok);

@@ -104,6 +104,12 @@ static void kick_cb(struct vcma_watch *w, uint32_t events)
 
 	if (g->dead)
 		return;
+	/* the turn first, so its answers and irq wait for no syscall; the kicks are read
+	 * after it, and requests published since are looked for then (a kick read here
+	 * may be one that came after the turn's last look at the ring) */
+	vcmad_guest_kicked(g);
+	if (g->dead)
+		return;
 	/* never blocks, whatever the peer did to the fd; a kick it consumed itself reads
 	 * as none, and the turn costs a token like any empty kick */
 	rc = vcmad_peerfd_drain(sg(g)->kick_fd, &cnt);
@@ -115,7 +121,7 @@ static void kick_cb(struct vcma_watch *w, uint32_t events)
 		vcmad_guest_detach(g, "kick eventfd failed");
 		return;
 	}
-	vcmad_guest_kicked(g);
+	vcmad_guest_kicks_read(g);
 }
 
 /* A plain guest says nothing after its attach: a byte is a violation, EOF a detach. */
@@ -162,8 +168,9 @@ static void sim_addr(const struct vcmad_guest *g, uint64_t mfn, uint64_t *gpa, u
 	*gpa = sg(g)->window_gpa + *bus;
 }
 
-/* Called after the core freed the region: its frames are FREE again. Zeroing them
- * releases the memory and lets the next sim_place skip it. A dead guest's regions
+/* Called after the core freed the region: its frames are FREE again (a FREE taken in
+ * the guest's turn: once the turn's answers and irq are out, .hold_frees). Zeroing
+ * them releases the memory and lets the next sim_place skip it. A dead guest's regions
  * (it is being detached) are left to the scrubber, so that its reclaim is not held up
  * by punching every region it had (scrub.h). */
 static void sim_clear(struct vcmad_guest *g, const struct vcma_region *r)
@@ -767,6 +774,7 @@ const struct vcmad_link_ops vcmad_link_sim = {
 	.place = sim_place,
 	.addr = sim_addr,
 	.clear = sim_clear,
+	.hold_frees = true,
 	.read = sim_read,
 	.close = sim_close,
 	.describe = NULL,

@@ -7,13 +7,16 @@ exhaustion is refused with a clear error. A VM whose pool holds one region frees
 FREE before it gave back, and the patterns it writes there verify. Two VMs that take
 turns with one pool's memory each find it zeroed after the other wrote its pattern
 there (vcmad zeroes a region when it is freed and skips zeroing it again when it is
-handed out from frames known zero: no owner's data reaches the next)."""
+handed out from frames known zero: no owner's data reaches the next). A VM whose pool
+has room for two does the same: the FREE's frames are held until its turn's answers
+are out and zeroed then (the ALLOC of the same turn gets the other frames), and every
+region still arrives zeroed."""
 import sys
 
-from vcmatest import Vcmad, check, query_pool, set_tools, simvm, vm_summary
+from vcmatest import Vcmad, check, ctl, query_pool, set_tools, simvm, vm_summary
 
-VCMAD, SIMVM = sys.argv[1], sys.argv[2]
-set_tools(simvm=SIMVM)
+VCMAD, SIMVM, VCMACTL = sys.argv[1], sys.argv[2], sys.argv[3]
+set_tools(simvm=SIMVM, vcmactl=VCMACTL)
 
 CONFIG = """
 [daemon]
@@ -37,6 +40,10 @@ bind = guest:reuse
 size = 4M
 mode = exclusive
 bind = class:handoff
+[pool relay]
+size = 16M
+mode = exclusive
+bind = guest:relay
 """
 
 
@@ -106,6 +113,20 @@ check(s["corruptions"] == 0 and s["pattern_errors"] == 0 and s["errors"] == 0,
 check(z["ok"] >= 20 and z["ok"] == z["attempts"] and sum(z["refused"].values()) == 0,
       "reuse: %d of %d ALLOCs right after a posted FREE got its memory (refused: %s)"
       % (z["ok"], z["attempts"], z["refused"]))
+
+# the same with room for two 8 MiB regions: a FREE's frames are held, out of reach,
+# until the answers of its turn are out, and zeroed then; the ALLOC right after it
+# gets the other frames, and the held ones come back zeroed for the next
+held0 = ctl(d, "stats")["daemon"]["frees_held"]
+s = vm_summary(simvm(d, "relay", "--ram", "8M", "--vcpus", "1", "--pool", "relay", "--alloc", "8M",
+                     "--max-regions", "1", "--count", "25", "--duration", "60"), "relay")
+z = s["sizes"][0]
+held = ctl(d, "stats")["daemon"]["frees_held"] - held0
+check(s["regions_not_zeroed"] == 0 and s["corruptions"] == 0 and s["pattern_errors"] == 0 and s["errors"] == 0,
+      "relay: every region arrived zeroed (%d not), its patterns verified" % s["regions_not_zeroed"])
+check(z["ok"] >= 20 and z["ok"] == z["attempts"] and held >= z["ok"] - 1,
+      "relay: %d ALLOCs right after a posted FREE, %d FREEs held until their turn's answers were out"
+      % (z["ok"], held))
 
 # two owners in turn on the same 4 MiB: each region must arrive zeroed although the
 # other VM's pattern was there (simvm counts a region that is not as an error). They

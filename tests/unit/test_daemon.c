@@ -514,6 +514,132 @@ static void test_requesters_race(void **unused)
 	stop();
 }
 
+/* ---- held FREEs (alloc.h): frames released and zeroed after the turn ---- */
+
+/* A requester whose release() zeroes the region as a link's clear does, and whose
+ * take() records whether the region it is given reads as zeros. */
+static struct {
+	uint64_t released;  /* regions released */
+	uint64_t dirty;     /* regions handed out that did not read as zeros */
+} zr;
+
+static bool frames_zero(uint64_t mfn, uint64_t n)
+{
+	for (uint64_t f = mfn; f < mfn + n; f++) {
+		const uint64_t *w = (const uint64_t *)fake_frame(&d.be, f);
+
+		for (size_t i = 0; i < PAGE / 8; i++)
+			if (w[i])
+				return false;
+	}
+	return true;
+}
+
+static int zrq_take(struct vcmad_requester *rq, struct vcma_region *r)
+{
+	if (!frames_zero(r->mfn, r->nframes))
+		zr.dirty++;
+	r->gpa = r->mfn << 12;
+	return 0;
+}
+
+static void zrq_release(struct vcmad_requester *rq, const struct vcma_region *r)
+{
+	zr.released++;
+	memset(fake_frame(&d.be, r->mfn), 0, r->nframes * PAGE);
+}
+
+static const struct vcmad_requester_ops zero_rq_ops = { .take = zrq_take, .answer = rq_answer, .release = zrq_release };
+
+static void new_zrq(struct fake_rq *f, uint32_t owner)
+{
+	memset(f, 0, sizeof(*f));
+	memset(&zr, 0, sizeof(zr));
+	vcmad_requester_init(&f->rq, &d, &zero_rq_ops, owner, "guest", NULL);
+}
+
+/* The region's memory, as its owner would write it. */
+static void scribble(const struct vcma_region *r)
+{
+	memset(fake_frame(&d.be, r->mfn), 0xa5, r->nframes * PAGE);
+}
+
+/*
+ * A FREE taken while a hold is open (a guest's turn) keeps its frames out of every
+ * search until the hold ends, and releases (zeroes) them then: an ALLOC in the same
+ * turn gets other frames, and the freed ones read as zeros when they are handed out
+ * next. In a pool with no other room the ALLOC releases the held frames first, so it
+ * still succeeds, with zeros.
+ */
+static void test_held_free(void **unused)
+{
+	struct fake_rq g;
+	uint64_t a_mfn;
+
+	/* room for two: the ALLOC after the FREE gets the other frames */
+	start("8M", NULL);
+	new_zrq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 4 * MiB), 0);
+	assert_int_equal(g.a[0].err, 0);
+	a_mfn = g.a[0].r.mfn;
+	scribble(&g.a[0].r);
+	vcmad_free_hold(&d);
+	assert_int_equal(vcmad_free(&g.rq, g.a[0].r.handle), 0);
+	assert_int_equal(zr.released, 0);                                 /* held */
+	assert_int_equal(pool()->fm.count[VCMA_FRAME_REGION], 1024);      /* still out of reach */
+	assert_null(vcma_core_lookup(&d.core, 1, g.a[0].r.handle));       /* but the handle is gone */
+	assert_int_equal(g.rq.nregions, 0);
+	assert_int_equal(alloc(&g, 1, 4 * MiB), 0);
+	assert_int_equal(g.a[1].err, 0);
+	assert_true(g.a[1].r.mfn != a_mfn);
+	assert_int_equal(zr.released, 0);
+	vcmad_free_settle(&d);
+	assert_int_equal(zr.released, 1);
+	assert_int_equal(pool()->fm.count[VCMA_FRAME_REGION], 1024);      /* only the second */
+	scribble(&g.a[1].r);
+	vcmad_free_hold(&d);
+	assert_int_equal(vcmad_free(&g.rq, g.a[1].r.handle), 0);
+	assert_int_equal(alloc(&g, 2, 4 * MiB), 0);                       /* the first's frames again */
+	assert_int_equal(g.a[2].err, 0);
+	assert_int_equal(g.a[2].r.mfn, a_mfn);
+	vcmad_free_settle(&d);
+	assert_int_equal(zr.released, 2);
+	assert_int_equal(zr.dirty, 0);
+	assert_int_equal(vcmad_free(&g.rq, g.a[2].r.handle), 0);          /* no hold: at once */
+	assert_int_equal(zr.released, 3);
+	assert_int_equal(pool()->fm.count[VCMA_FRAME_FREE], 2048);
+	assert_int_equal(d.held.n, 0);
+	stop();
+
+	/* room for one: the ALLOC releases the held frames first, and gets them zeroed */
+	start("4M", NULL);
+	new_zrq(&g, 1);
+	assert_int_equal(alloc(&g, 0, 4 * MiB), 0);
+	assert_int_equal(g.a[0].err, 0);
+	scribble(&g.a[0].r);
+	vcmad_free_hold(&d);
+	assert_int_equal(vcmad_free(&g.rq, g.a[0].r.handle), 0);
+	assert_int_equal(zr.released, 0);
+	assert_int_equal(alloc(&g, 1, 4 * MiB), 0);
+	assert_int_equal(g.a[1].err, 0);
+	assert_int_equal(g.a[1].r.mfn, g.a[0].r.mfn);
+	assert_int_equal(zr.released, 1);
+	assert_int_equal(zr.dirty, 0);
+	assert_int_equal(pool()->stats.alloc_fail, 0); /* the first look is not a failure */
+	vcmad_free_settle(&d);
+	assert_int_equal(zr.released, 1);
+	/* a requester that goes has what it freed in the turn released first */
+	scribble(&g.a[1].r);
+	vcmad_free_hold(&d);
+	assert_int_equal(vcmad_free(&g.rq, g.a[1].r.handle), 0);
+	assert_int_equal(vcmad_requester_gone(&g.rq), 0);
+	assert_int_equal(zr.released, 2);
+	assert_int_equal(d.held.n, 0);
+	vcmad_free_settle(&d);
+	assert_true(frames_zero(g.a[1].r.mfn, 1024));
+	assert_int_equal(pool()->fm.count[VCMA_FRAME_FREE], 1024);
+	stop();
+}
 
 /* ---- durable ownership (durable.h) ---- */
 
@@ -1121,6 +1247,7 @@ int main(void)
 		cmocka_unit_test(test_vm_dies_mid_batch),
 		cmocka_unit_test(test_relend_gives_way),
 		cmocka_unit_test(test_requesters_race),
+		cmocka_unit_test(test_held_free),
 		cmocka_unit_test(test_precopy_converges),
 		cmocka_unit_test(test_precopy_falls_back),
 		cmocka_unit_test(test_drop_reuse_race),
