@@ -309,10 +309,11 @@ static double throughput(const char *sock, int nguests, double secs)
 	return total / secs;
 }
 
-/* Start vcmad (poll_us, on CPU cpu unless -1) with its runtime in dir; its socket's
- * path in sock. Exits if it does not come up. */
-static pid_t start_vcmad(const char *vcmad, const char *dir, int poll_us, int cpu, char *conf, size_t conflen,
-			 char *sock, size_t socklen)
+/* Start vcmad (poll_us, on CPU cpu unless -1) with its runtime in dir and its state
+ * in state ("none": not recorded); its socket's path in sock. Exits if it does not
+ * come up. */
+static pid_t start_vcmad(const char *vcmad, const char *dir, const char *state, int poll_us, int cpu, char *conf,
+			 size_t conflen, char *sock, size_t socklen)
 {
 	pid_t dpid;
 	FILE *f;
@@ -322,9 +323,9 @@ static pid_t start_vcmad(const char *vcmad, const char *dir, int poll_us, int cp
 	f = fopen(conf, "w");
 	if (!f)
 		die(conf);
-	fprintf(f, "[daemon]\nruntime_dir = %s/run\npoll_us = %d\n[limits]\nrequest_rate = 10000000\n"
+	fprintf(f, "[daemon]\nruntime_dir = %s/run\nstate_dir = %s\npoll_us = %d\n[limits]\nrequest_rate = 10000000\n"
 		   "request_burst = 1000000\n[machine]\nmemory = 1G\n[pool main]\nsize = 256M\n",
-		dir, poll_us);
+		dir, state, poll_us);
 	fclose(f);
 	dpid = fork();
 	if (dpid < 0)
@@ -430,7 +431,7 @@ int main(int argc, char **argv)
 	for (int pass = 0; pass < 2; pass++) {
 		if (pass)
 			setenv("VCMA_SPIN_US", "50", 1);
-		dpid = start_vcmad(vcmad, dir, pass ? 50 : 0, -1, conf, sizeof(conf), sock, sizeof(sock));
+		dpid = start_vcmad(vcmad, dir, "none", pass ? 50 : 0, -1, conf, sizeof(conf), sock, sizeof(sock));
 		bl[pass] = vcma_blocking(sock, iters, warm, false);
 		sy[pass] = vcma_blocking(sock, iters, warm, true);
 		pl[pass] = vcma_pipelined(sock, iters, warm);
@@ -449,11 +450,40 @@ int main(int argc, char **argv)
 
 	for (int two = 0; placement && two < 2; two++) {
 		pfl[two] = floor_eventfd(piters, warm, cpu[0], cpu[two]);
-		dpid = start_vcmad(vcmad, dir, 0, cpu[two], conf, sizeof(conf), sock, sizeof(sock));
+		dpid = start_vcmad(vcmad, dir, "none", 0, cpu[two], conf, sizeof(conf), sock, sizeof(sock));
 		pin(cpu[0]);
 		pbl[two] = vcma_blocking(sock, piters, warm, false);
 		pin(-1);
 		stop_vcmad(dpid);
+	}
+
+	/* durability (vcmad(8) STATE): the same blocking op and throughput with ownership
+	 * recorded, on the disk (/var/tmp: ext4 here, as /var/lib/vcma) and on tmpfs */
+	static const char *const where[] = { "none", "/var/tmp", "/dev/shm" };
+	struct dist dbl[3];
+	double dtp1[3], dtpn[3];
+	char states[3][PATH_MAX];
+
+	for (int w = 0; w < 3; w++) {
+		if (w) {
+			snprintf(states[w], sizeof(states[w]), "%s/vcma-bench-state-XXXXXX", where[w]);
+			if (!mkdtemp(states[w]))
+				die(states[w]);
+		} else {
+			snprintf(states[w], sizeof(states[w]), "none");
+		}
+		dpid = start_vcmad(vcmad, dir, states[w], 0, -1, conf, sizeof(conf), sock, sizeof(sock));
+		dbl[w] = vcma_blocking(sock, iters / 10 < 1000 ? iters : iters / 10, warm, false);
+		dtp1[w] = throughput(sock, 1, secs);
+		dtpn[w] = throughput(sock, nguests, secs);
+		stop_vcmad(dpid);
+		if (w) {
+			char cmd[PATH_MAX + 16];
+
+			snprintf(cmd, sizeof(cmd), "rm -rf '%s'", states[w]);
+			if (system(cmd))
+				fprintf(stderr, "bench-rtt: cannot remove %s\n", states[w]);
+		}
 	}
 	unlink(conf);
 	rmdir(dir);
@@ -481,6 +511,19 @@ int main(int argc, char **argv)
 	       bl[1].p50 <= 1.2 * fl.p50 ? "PASS" : "MISS", pl[1].p50 <= 1.2 * fl.p50 ? "PASS" : "MISS");
 	printf("throughput (blocking alloc+free, posted, no polling): 1 guest %.0f ops/s, %d guests at once %.0f ops/s\n", tp1,
 	       nguests, tpn);
+	printf("durability: blocking alloc+free (posted, no polling) with ownership recorded (vcmad state_dir), "
+	       "%zu ops per row; ratio to not recorded, same run:\n", iters / 10 < 1000 ? iters : iters / 10);
+	printf("%-44s %9s %9s %8s %14s %14s %7s\n", "state_dir", "p50 us", "p99 us", "p50 x", "1 guest ops/s",
+	       "N guests ops/s", "x");
+	for (int w = 0; w < 3; w++) {
+		static const char *const what[] = { "none (not recorded)", "on disk (/var/tmp, ext4; one fsync a turn)",
+						    "on tmpfs (/dev/shm)" };
+
+		printf("%-44s %9.2f %9.2f %7.2fx %14.0f %14.0f %6.2fx\n", what[w], dbl[w].p50, dbl[w].p99,
+		       dbl[w].p50 / dbl[0].p50, dtp1[w], dtpn[w], dtpn[w] / (dtpn[0] > 0 ? dtpn[0] : 1));
+	}
+	printf("(ops/s: alloc+free pairs per second, 1 guest and N = %d guests at once; x: N guests' ops/s to not "
+	       "recorded; one commit covers every guest served in a loop turn)\n", nguests);
 	if (placement) {
 		printf("placement fixed (sched_setaffinity), %zu ops per row, no polling; p50 / the floor above it:\n",
 		       piters);
