@@ -723,7 +723,7 @@ static void start_vcmad(enum mode m, int pool_mib)
 	/* pause_timeout_ms: generous, so a noisy host shows up as slow pauses, not
 	 * as failed allocations */
 	fprintf(f,
-		"[daemon]\nruntime_dir = %s\nlend_share = 100%%\nrelend_idle_ms = %d\npause_timeout_ms = 2000\n"
+		"[daemon]\nruntime_dir = %s\nstate_dir = none\nlend_share = 100%%\nrelend_idle_ms = %d\npause_timeout_ms = 2000\n"
 		"precopy = %s\n"
 		"[limits]\nrequest_rate = 10000000\nrequest_burst = 1000000\nmax_ram_per_guest = 1G\n"
 		"[machine]\nmemory = %dM\n[pool main]\nsize = %dM\n",

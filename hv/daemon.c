@@ -239,7 +239,7 @@ fail_core:
 	return rc;
 }
 
-static int mkdir_p(const char *path)
+int vcmad_mkdir_p(const char *path, mode_t mode)
 {
 	char buf[256];
 	size_t n = strlen(path);
@@ -255,7 +255,7 @@ static int mkdir_p(const char *path)
 			return -errno;
 		*p = '/';
 	}
-	if (mkdir(buf, 0755) && errno != EEXIST)
+	if (mkdir(buf, mode) && errno != EEXIST)
 		return -errno;
 	return 0;
 }
@@ -287,7 +287,7 @@ int vcmad_start(struct vcmad *d)
 		log_err("cannot set up the peer fd watchdog: %s", strerror(-rc));
 		return rc;
 	}
-	rc = mkdir_p(d->conf.runtime_dir);
+	rc = vcmad_mkdir_p(d->conf.runtime_dir, 0755);
 	if (rc) {
 		log_err("cannot create runtime directory %s: %s", d->conf.runtime_dir, strerror(-rc));
 		return rc;

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "daemon.h"
 #include "durable.h"
 #include "guest.h"
 #include "log.h"
@@ -234,9 +235,10 @@ static int lock_dir(struct vcmad *d)
 	char path[300], pid[32];
 	int fd;
 
-	if (mkdir(d->durable.dir, 0700) && errno != EEXIST) {
-		log_err("state: cannot make the state directory %s: %s", d->durable.dir, strerror(errno));
-		return -errno;
+	fd = vcmad_mkdir_p(d->durable.dir, 0700);
+	if (fd) {
+		log_err("state: cannot make the state directory %s: %s", d->durable.dir, strerror(-fd));
+		return fd;
 	}
 	snprintf(path, sizeof(path), "%s/vcmad.lock", d->durable.dir);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);

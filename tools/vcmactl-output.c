@@ -398,6 +398,10 @@ void print_prometheus(FILE *f, struct json_object *stats)
 		  "pre-copied batch.", false },
 		{ "vcmad_precopy_fallbacks_total", "precopy_fallbacks", "Pre-copies that did not converge (paused in batches "
 		  "instead).", false },
+		{ "vcmad_state_commits_total", "state_commits", "Loop turns whose ownership changes were committed to the "
+		  "state directory.", false },
+		{ "vcmad_state_failures_total", "state_failures", "Turns whose commit failed (allocations refused until "
+		  "the whole state is recorded again).", false },
 		{ "vcmad_ctl_requests_total", "requests", "Control requests served.", true },
 		{ "vcmad_ctl_errors_total", "errors", "Control requests answered with an error.", true },
 		{ "vcmad_ctl_refused_total", "refused", "Control connections refused for their credentials.", true },

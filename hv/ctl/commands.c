@@ -963,6 +963,17 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(dm, "scrubbed_frames", d->scrub.scrubbed_frames);
 	add_u64(dm, "scrub_errors", d->scrub.errors);
 	add_u64(dm, "scrub_deferred", d->scrub.deferred);
+	/* ownership recorded in the state directory (durable.h): turns committed and what
+	 * a commit took, turns that failed, whole rewrites after one, answers held for a
+	 * commit and grants taken back; stale: allocations refused now */
+	add_u64(dm, "state_commits", d->durable.commits);
+	add_u64(dm, "state_commit_ns_mean", d->durable.commits ? d->durable.commit_ns_total / d->durable.commits : 0);
+	add_u64(dm, "state_commit_ns_max", d->durable.commit_ns_max);
+	add_u64(dm, "state_failures", d->durable.failures);
+	add_u64(dm, "state_resyncs", d->durable.resyncs);
+	add_u64(dm, "state_answers_held", d->durable.held_total);
+	add_u64(dm, "state_grants_taken_back", d->durable.refused);
+	json_object_object_add(dm, "state_stale", json_object_new_boolean(d->durable.stale));
 	/* FREEs whose frames were zeroed after their turn's answers (alloc.h) */
 	add_u64(dm, "frees_held", d->held.frees);
 	add_u64(dm, "frees_held_released_early", d->held.released_early);

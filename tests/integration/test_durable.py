@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 import proto
-from vcmatest import (RingClient, Vcmad, check, fail, lent, frames, log, partial, set_tools, sim_attach_raw, simvm,
+from vcmatest import (RingClient, Vcmad, check, ctl, fail, lent, frames, log, partial, set_tools, sim_attach_raw, simvm,
                       wait_until)
 
 VCMAD, SIMVM, VCMACTL = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -167,6 +167,11 @@ else:
                   "allocation served")
             kept.append(r.handle)
             check("the whole state is recorded again" in d.logtext(), "full disk: vcmad says it serves again")
+            st = ctl(d, "stats")["daemon"]
+            check(st["state_failures"] >= 1 and st["state_resyncs"] >= 1 and st["state_commits"] > served
+                  and st["state_stale"] is False,
+                  "full disk: vcmactl stats counts it: %d commit(s), %d failed, %d rewrite(s), now served"
+                  % (st["state_commits"], st["state_failures"], st["state_resyncs"]))
             rc, vf = verify(sd)
             check(rc == 0 and vf["records"]["regions"] == len(kept),
                   "full disk: the store holds the %d regions g2 has: %s" % (len(kept), vf["records"]))
