@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "balloon.h"
@@ -352,21 +353,57 @@ void vcmad_request_stop(struct vcmad *d)
  * instead of sleeping, so a guest that follows up quickly is served without a
  * wake-up (about 20 us each way in a VM, machine-floors.md section 2).
  */
-static void spin_for_requests(struct vcmad *d)
+/* true if it served something: the turn's end (durable answers) must not wait for
+ * the next event */
+static bool spin_for_requests(struct vcmad *d)
 {
 	uint64_t end = d->last_active_ns + (uint64_t)d->conf.poll_us * 1000;
+	bool served = false;
 
 	while (vcmad_now(d) < end && !d->guests.runq) {
 		for (uint32_t i = 0; i < d->conf.max_guests; i++) {
 			struct vcmad_guest *g = d->guests.slot[i];
 
-			if (g && !g->dead && !g->queued && vcma_ring_host_pending(&g->ring))
+			if (g && !g->dead && !g->queued && vcma_ring_host_pending(&g->ring)) {
 				vcmad_guest_run(g);
+				served = true;
+			}
 		}
 		if (vcma_loop_once(&d->loop, 0) != 0)
-			return; /* some fd is ready: handle it in the main loop */
+			return true; /* handled: the turn ends in the main loop */
+		if (served && vcmad_durable_on(d))
+			return true; /* its answers wait for the turn's commit */
 		cpu_relax();
 	}
+	return served;
+}
+
+/*
+ * A VM paused for a vacate is the costliest thing on the host, and a wake-up on this
+ * machine can cost a pause as much as everything else in it: while a VM's answer to
+ * PAUSE is due, vcmad polls for it rather than sleeping, for at most half of
+ * max_pause_us. (The VMM polling for the REMAP_RESUME that follows was tried too: on
+ * this 2-core host a second spinner starved the others and made every pause longer.)
+ */
+static uint64_t real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* (real time, not the loop's clock, which tests step by hand) */
+static bool spin_while_paused(struct vcmad *d)
+{
+	uint64_t end = real_ns() + (uint64_t)d->conf.max_pause_us * 500;
+
+	while (vcmad_vacate_pause_pending(d) && real_ns() < end) {
+		if (vcma_loop_once(&d->loop, 0) != 0)
+			return true; /* handled: the turn ends in the main loop */
+		cpu_relax();
+	}
+	return false;
 }
 
 /*
@@ -409,8 +446,10 @@ int vcmad_run_once(struct vcmad *d, int max_ms)
 		if (tmo < 0 || tmo > 50)
 			tmo = 50;
 	}
-	if (d->conf.poll_us && !d->guests.runq && !d->closing)
-		spin_for_requests(d);
+	if (d->conf.poll_us && !d->guests.runq && !d->closing && spin_for_requests(d))
+		tmo = 0;
+	if (!d->guests.runq && spin_while_paused(d))
+		tmo = 0;
 	if (d->guests.runq)
 		tmo = 0;
 	rc = vcma_loop_once(&d->loop, tmo);

@@ -268,6 +268,14 @@ bool vcmad_vacate_busy(const struct vcmad *d)
 	return false;
 }
 
+bool vcmad_vacate_pause_pending(const struct vcmad *d)
+{
+	for (const struct vcmad_job *j = d->vacate.jobs; j; j = j->next)
+		if (j->st == J_WAIT_PAUSE && j->vm && j->vm->paused)
+			return true;
+	return false;
+}
+
 /*
  * Before the pause, not during it: destinations must read as zeros (a reported page
  * is not copied; its destination is what the guest finds) and those that will
