@@ -71,29 +71,33 @@ static int grant(struct vcmad_requester *rq, struct vcma_region *r)
 	return 0;
 }
 
+/* A grant whose answer waited for the turn's commit (durable.h): answered, or taken
+ * back (NO_SPACE: it could not be recorded), or freed (nobody waits for it now). */
+static void held_answer(void *arg, uint64_t tag, const struct vcma_region *r, int outcome)
+{
+	struct vcmad_requester *rq = arg;
+
+	if (outcome)
+		free_region(rq, r->handle, false);
+	if (outcome == -ECANCELED)
+		return;
+	if (outcome)
+		rq->failed++;
+	else
+		rq->ok++;
+	rq->ops->answer(rq, tag, outcome, outcome ? NULL : r);
+}
+
 static void answer(struct vcmad_requester *rq, uint64_t tag, int err, const struct vcma_region *r)
 {
 	/* a region is on disk before its owner hears of it: after this turn's commit */
-	if (!err && vcmad_durable_hold(rq, tag, r))
+	if (!err && vcmad_durable_hold(rq->d, rq, tag, r, held_answer))
 		return;
 	if (err)
 		rq->failed++;
 	else
 		rq->ok++;
 	rq->ops->answer(rq, tag, err, err ? NULL : r);
-}
-
-void vcmad_answer_granted(struct vcmad_requester *rq, uint64_t tag, const struct vcma_region *r)
-{
-	rq->ok++;
-	rq->ops->answer(rq, tag, 0, r);
-}
-
-void vcmad_take_back(struct vcmad_requester *rq, uint64_t tag, const struct vcma_region *r)
-{
-	free_region(rq, r->handle, false);
-	rq->failed++;
-	rq->ops->answer(rq, tag, -ENOSPC, NULL);
 }
 
 static void unwait(struct vcmad_alloc *a)
@@ -334,7 +338,7 @@ int vcmad_free(struct vcmad_requester *rq, uint64_t handle)
 
 void vcmad_alloc_drop(struct vcmad_requester *rq, uint64_t tag)
 {
-	vcmad_durable_drop(rq, tag); /* granted, its answer held for the commit: freed */
+	vcmad_durable_drop(rq->d, rq, tag); /* granted, its answer held for the commit: freed */
 	for (struct vcmad_alloc *a = rq->waiting; a; a = a->next)
 		if (a->tag == tag) {
 			unwait(a); /* the job goes on and lets its window go (window_done) */
@@ -359,7 +363,7 @@ int vcmad_requester_gone(struct vcmad_requester *rq)
 
 	settle(d, rq); /* what it freed this turn, before its link lets go of it */
 	drop_waiting(rq);
-	vcmad_durable_forget(rq);
+	vcmad_durable_forget(rq->d, rq);
 	for (uint32_t cursor = 0;;) {
 		const struct vcma_region *r = vcma_regions_next(&d->core.regions, &cursor);
 
@@ -375,7 +379,7 @@ void vcmad_requester_abandon(struct vcmad_requester *rq)
 {
 	settle(rq->d, rq);
 	drop_waiting(rq);
-	vcmad_durable_forget(rq);
+	vcmad_durable_forget(rq->d, rq);
 }
 
 void vcmad_pool_retire(struct vcmad *d, uint64_t mfn, uint64_t n, const char *why)

@@ -83,10 +83,7 @@ void vcmad_free_release_held(struct vcmad *d);
 /* The requester is going: allocations waiting are dropped (their windows released
  * when their jobs end; no answer), every region freed. Returns how many. */
 int vcmad_requester_gone(struct vcmad_requester *rq);
-/* durable.c, after the turn's commit: answer a granted allocation that was held, or
- * take its region back and answer -ENOSPC (the turn could not be recorded). */
-void vcmad_answer_granted(struct vcmad_requester *rq, uint64_t tag, const struct vcma_region *r);
-void vcmad_take_back(struct vcmad_requester *rq, uint64_t tag, const struct vcma_region *r);
+
 /* vcmad exits with rq attached: drop what waits, keep the regions as they are. */
 void vcmad_requester_abandon(struct vcmad_requester *rq);
 

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <pwd.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 
 #include "conf.h"
 #include "errmsg.h"
@@ -793,4 +795,25 @@ const char *vcmad_conf_state_dir(const struct vcmad_conf *c, char *buf, size_t l
 	else /* a second instance, or a test: never share the first one's */
 		snprintf(buf, len, "%s/state", c->runtime_dir);
 	return buf;
+}
+
+int vcmad_mkdir_p(const char *path, mode_t mode)
+{
+	char buf[256];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) && errno != EEXIST)
+		return -errno;
+	return 0;
 }

@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core.h"
 
@@ -132,6 +133,8 @@ int vcmad_conf_load(struct vcmad_conf *c, const char *path, char *err, size_t er
 int vcmad_conf_override_pool_size(struct vcmad_conf *c, const char *arg, char *err, size_t errlen);
 /* Cross-checks after all input: pools valid, at least one pool. */
 int vcmad_conf_validate(const struct vcmad_conf *c, char *err, size_t errlen);
+/* mkdir -p: missing parents 0755, path itself mode. 0 or -errno. */
+int vcmad_mkdir_p(const char *path, mode_t mode);
 /* The state directory in effect: "" when ownership is not recorded. */
 const char *vcmad_conf_state_dir(const struct vcmad_conf *c, char *buf, size_t len);
 /* The [guest NAME] section of that name, or NULL. */

@@ -240,27 +240,6 @@ fail_core:
 	return rc;
 }
 
-int vcmad_mkdir_p(const char *path, mode_t mode)
-{
-	char buf[256];
-	size_t n = strlen(path);
-
-	if (n >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, n + 1);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, mode) && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 static void signal_cb(struct vcma_watch *w, uint32_t events)
 {
 	struct vcmad *d = (struct vcmad *)((char *)w - offsetof(struct vcmad, signal_w));

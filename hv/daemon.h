@@ -6,8 +6,6 @@
 #ifndef VCMA_HV_DAEMON_H
 #define VCMA_HV_DAEMON_H
 
-#include <sys/types.h>
-
 #include "vcmad.h"
 
 /* Build pools, machine memory and the core from conf, on the backend it names. */
@@ -27,7 +25,6 @@ void vcmad_fini(struct vcmad *d);
 
 /* sd_notify(3) without libsystemd: 0 if sent or NOTIFY_SOCKET unset. */
 int vcmad_sd_notify(const char *msg);
-/* mkdir -p: missing parents 0755, path itself mode. 0 or -errno. */
-int vcmad_mkdir_p(const char *path, mode_t mode);
+
 
 #endif

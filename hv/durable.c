@@ -13,35 +13,32 @@
 #include <unistd.h>
 #include <time.h>
 
-#include "alloc.h"
-#include "daemon.h"
 #include "durable.h"
-#include "guest.h"
 #include "log.h"
 #include "store/store.h"
 #include "vcmad.h"
-#include "vm.h"
 
 #define CHUNK VCMAD_DURABLE_CHUNK
 #define WORD_BITS 64u
 
 struct vcmad_held_answer {
-	struct vcmad_requester *rq;
+	void *rq; /* NULL: dropped */
 	uint64_t tag;
 	struct vcma_region r;
+	vcmad_durable_answer_fn fn;
 };
 
-static struct vcma_store *st(const struct vcmad *d)
+static struct vcma_store *store_of(const struct vcmad *d)
 {
 	return d->durable.store;
 }
 
 bool vcmad_durable_on(const struct vcmad *d)
 {
-	return st(d) != NULL;
+	return store_of(d) != NULL;
 }
 
-static uint64_t mono_ns(void)
+static uint64_t durable_now_ns(void)
 {
 	struct timespec ts;
 
@@ -64,18 +61,19 @@ static int put_pool(struct vcmad *d, const struct vcma_pool *p)
 	struct vcma_store_pool sp = { .id = p->index, .base_mfn = p->fm.base, .frames = p->fm.nframes };
 
 	snprintf(sp.name, sizeof(sp.name), "%s", p->cfg.name);
-	return vcma_store_put_pool(st(d), &sp);
+	return vcma_store_put_pool(store_of(d), &sp);
 }
 
-static int put_guest(struct vcmad *d, const struct vcmad_guest *g)
+static int put_guest(struct vcmad *d, const struct vcmad_durable_guest *g)
 {
 	struct vcma_store_guest sg = { .id = g->id, .sim_uid = g->uid };
 
 	snprintf(sg.name, sizeof(sg.name), "%s", g->name);
-	snprintf(sg.class_name, sizeof(sg.class_name), "%s", g->devclass);
-	sg.link = g->link->ops->kind == VCMAD_GUEST_QEMU ? VCMA_STORE_LINK_QEMU
-		  : g->link->ops->kind == VCMAD_GUEST_XEN ? VCMA_STORE_LINK_XEN : VCMA_STORE_LINK_SIM;
-	return vcma_store_put_guest(st(d), &sg);
+	snprintf(sg.class_name, sizeof(sg.class_name), "%s", g->class_name);
+	sg.link = g->link == VCMAD_GUEST_QEMU  ? VCMA_STORE_LINK_QEMU
+		  : g->link == VCMAD_GUEST_XEN ? VCMA_STORE_LINK_XEN
+					       : VCMA_STORE_LINK_SIM;
+	return vcma_store_put_guest(store_of(d), &sg);
 }
 
 static int put_region(struct vcmad *d, const struct vcma_region *r)
@@ -83,15 +81,15 @@ static int put_region(struct vcmad *d, const struct vcma_region *r)
 	struct vcma_store_region sr = { .handle = r->handle, .guest = r->guest, .pool = r->pool,
 					.first_mfn = r->mfn, .frames = r->nframes, .flags = r->flags };
 
-	return vcma_store_put_region(st(d), &sr);
+	return vcma_store_put_region(store_of(d), &sr);
 }
 
-static bool bit(const uint64_t *bm, uint64_t i)
+static bool rec_test(const uint64_t *bm, uint64_t i)
 {
 	return bm[i / WORD_BITS] >> (i % WORD_BITS) & 1u;
 }
 
-static void bit_put(uint64_t *bm, uint64_t i, bool v)
+static void rec_put(uint64_t *bm, uint64_t i, bool v)
 {
 	if (v)
 		bm[i / WORD_BITS] |= 1ull << (i % WORD_BITS);
@@ -100,40 +98,40 @@ static void bit_put(uint64_t *bm, uint64_t i, bool v)
 }
 
 /* Rewrite chunk c of vm's p2m: its old runs go, the runs it has now are put. */
-static int write_chunk(struct vcmad *d, struct vcmad_vm *vm, uint64_t c)
+static int write_chunk(struct vcmad *d, struct vcmad_durable_vm *vm, uint64_t c)
 {
-	uint64_t lo = c * CHUNK, hi = lo + CHUNK < vm->ctl.ram_frames ? lo + CHUNK : vm->ctl.ram_frames;
+	uint64_t lo = c * CHUNK, hi = lo + CHUNK < vm->frames ? lo + CHUNK : vm->frames;
 	int rc = 0;
 
 	for (uint64_t g = lo; g < hi && !rc; g++)
-		if (bit(vm->durable_rec, g)) {
-			rc = vcma_store_del_p2m(st(d), vm->ctl.id, g);
-			bit_put(vm->durable_rec, g, false);
+		if (rec_test(vm->rec, g)) {
+			rc = vcma_store_del_p2m(store_of(d), vm->id, g);
+			rec_put(vm->rec, g, false);
 		}
 	for (uint64_t g = lo, e; g < hi && !rc; g = e) {
-		struct vcma_store_p2m m = { .vm = vm->ctl.id, .first_gfn = g, .mfn = vm->p2m[g] };
+		struct vcma_store_p2m m = { .vm = vm->id, .first_gfn = g, .mfn = vm->p2m[g] };
 
 		for (e = g + 1; e < hi && vm->p2m[e] == vm->p2m[e - 1] + 1; e++)
 			;
 		m.count = e - g;
-		rc = vcma_store_put_p2m(st(d), &m);
-		bit_put(vm->durable_rec, g, true);
+		rc = vcma_store_put_p2m(store_of(d), &m);
+		rec_put(vm->rec, g, true);
 	}
 	return rc;
 }
 
-static uint64_t nchunks(const struct vcmad_vm *vm)
+static uint64_t nchunks(const struct vcmad_durable_vm *vm)
 {
-	return (vm->ctl.ram_frames + CHUNK - 1) / CHUNK;
+	return (vm->frames + CHUNK - 1) / CHUNK;
 }
 
-static int vm_bitmaps(struct vcmad_vm *vm)
+static int vm_bitmaps(struct vcmad_durable_vm *vm)
 {
-	if (vm->durable_rec)
+	if (vm->rec)
 		return 0;
-	vm->durable_rec = calloc((vm->ctl.ram_frames + WORD_BITS - 1) / WORD_BITS, sizeof(uint64_t));
-	vm->durable_dirty = calloc((nchunks(vm) + WORD_BITS - 1) / WORD_BITS, sizeof(uint64_t));
-	return vm->durable_rec && vm->durable_dirty ? 0 : -ENOMEM;
+	vm->rec = calloc((vm->frames + WORD_BITS - 1) / WORD_BITS, sizeof(uint64_t));
+	vm->dirty = calloc((nchunks(vm) + WORD_BITS - 1) / WORD_BITS, sizeof(uint64_t));
+	return vm->rec && vm->dirty ? 0 : -ENOMEM;
 }
 
 /* ---- the whole state, anew (a fresh store, or after a turn that failed) ---- */
@@ -142,24 +140,24 @@ static int write_all(struct vcmad *d)
 {
 	uint32_t cursor = 0;
 	const struct vcma_region *r;
-	int rc = vcma_store_clear(st(d));
+	int rc = vcma_store_clear(store_of(d));
 
 	for (uint32_t i = 0; i < d->core.npools && !rc; i++)
 		rc = put_pool(d, d->core.pool[i]);
-	for (uint32_t i = 0; d->guests.slot && i < d->conf.max_guests && !rc; i++)
-		if (d->guests.slot[i] && !d->guests.slot[i]->dead)
-			rc = put_guest(d, d->guests.slot[i]);
+	for (uint32_t i = 0; d->durable.guests && i < d->conf.max_guests && !rc; i++)
+		if (d->durable.guests[i].used)
+			rc = put_guest(d, &d->durable.guests[i]);
 	while (!rc && (r = vcma_regions_next(&d->core.regions, &cursor)))
 		rc = put_region(d, r);
-	for (struct vcmad_vm *vm = d->vms; vm && !rc; vm = vm->next) {
+	for (struct vcmad_durable_vm *vm = d->durable.vms; vm && !rc; vm = vm->next) {
 		rc = vm_bitmaps(vm);
 		if (rc)
 			break;
-		memset(vm->durable_rec, 0, (vm->ctl.ram_frames + WORD_BITS - 1) / WORD_BITS * sizeof(uint64_t));
+		memset(vm->rec, 0, (vm->frames + WORD_BITS - 1) / WORD_BITS * sizeof(uint64_t));
 		for (uint64_t c = 0; c < nchunks(vm) && !rc; c++)
 			rc = write_chunk(d, vm, c);
-		memset(vm->durable_dirty, 0, (nchunks(vm) + WORD_BITS - 1) / WORD_BITS * sizeof(uint64_t));
-		vm->durable_queued = false;
+		memset(vm->dirty, 0, (nchunks(vm) + WORD_BITS - 1) / WORD_BITS * sizeof(uint64_t));
+		vm->queued = false;
 	}
 	d->durable.dirty_vms = NULL;
 	return rc;
@@ -171,25 +169,25 @@ struct prev_counts {
 	uint64_t guests, regions, p2m, lenders;
 };
 
-static int count_guest(void *ctx, const struct vcma_store_guest *g)
+static int prev_guest(void *ctx, const struct vcma_store_guest *g)
 {
 	((struct prev_counts *)ctx)->guests++;
 	return 0;
 }
 
-static int count_region(void *ctx, const struct vcma_store_region *r)
+static int prev_region(void *ctx, const struct vcma_store_region *r)
 {
 	((struct prev_counts *)ctx)->regions++;
 	return 0;
 }
 
-static int count_p2m(void *ctx, const struct vcma_store_p2m *m)
+static int prev_p2m(void *ctx, const struct vcma_store_p2m *m)
 {
 	((struct prev_counts *)ctx)->p2m++;
 	return 0;
 }
 
-static int count_lender(void *ctx, const struct vcma_store_lender *l)
+static int prev_lender(void *ctx, const struct vcma_store_lender *l)
 {
 	((struct prev_counts *)ctx)->lenders++;
 	return 0;
@@ -207,7 +205,7 @@ static int set_aside(struct vcmad *d, const struct prev_counts *pc)
 	char from[320], to[320];
 	struct vcma_store_info info;
 
-	vcma_store_info(st(d), &info);
+	vcma_store_info(store_of(d), &info);
 	vcma_store_close(d->durable.store);
 	d->durable.store = NULL;
 	snprintf(to, sizeof(to), "%s/previous-%llu", d->durable.dir, (unsigned long long)info.last_txn);
@@ -282,7 +280,7 @@ static int open_store(struct vcmad *d)
 int vcmad_durable_open(struct vcmad *d)
 {
 	static const struct vcma_store_replay_ops count_ops = {
-		.guest = count_guest, .region = count_region, .p2m = count_p2m, .lender = count_lender,
+		.guest = prev_guest, .region = prev_region, .p2m = prev_p2m, .lender = prev_lender,
 	};
 	struct prev_counts pc = { 0 };
 	int rc;
@@ -290,14 +288,17 @@ int vcmad_durable_open(struct vcmad *d)
 	vcmad_conf_state_dir(&d->conf, d->durable.dir, sizeof(d->durable.dir));
 	if (!d->durable.dir[0])
 		return 0;
+	d->durable.guests = calloc(d->conf.max_guests, sizeof(*d->durable.guests));
+	if (!d->durable.guests)
+		return -ENOMEM;
 	rc = lock_dir(d);
 	if (!rc)
 		rc = open_store(d);
 	if (rc)
 		return rc;
-	rc = vcma_store_replay(st(d), &count_ops, &pc);
+	rc = vcma_store_replay(store_of(d), &count_ops, &pc);
 	if (rc) {
-		log_err("state: %s", vcma_store_error(st(d)));
+		log_err("state: %s", vcma_store_error(store_of(d)));
 		vcmad_durable_close(d);
 		return rc < 0 ? rc : -EIO;
 	}
@@ -310,33 +311,37 @@ int vcmad_durable_open(struct vcmad *d)
 	}
 	rc = write_all(d);
 	if (!rc)
-		rc = vcma_store_commit(st(d));
+		rc = vcma_store_commit(store_of(d));
 	if (rc) {
-		log_err("state: %s", vcma_store_error(st(d)));
+		log_err("state: %s", vcma_store_error(store_of(d)));
 		vcmad_durable_close(d);
 		return rc;
 	}
-	log_info("state: recording ownership in %s", vcma_store_path(st(d)));
+	log_info("state: recording ownership in %s", vcma_store_path(store_of(d)));
 	return 0;
 }
 
 void vcmad_durable_close(struct vcmad *d)
 {
-	if (d->durable.locked && !st(d)) {
-		close(d->durable.lock_fd);
+	if (!store_of(d)) {
+		if (d->durable.locked)
+			close(d->durable.lock_fd);
 		d->durable.locked = false;
-	}
-	if (!st(d))
+		free(d->durable.guests);
+		d->durable.guests = NULL;
 		return;
+	}
 	/* what the last turn changed is committed by its turn_end; nothing is open here
 	 * but changes made while closing (guests leaving), committed now */
-	if (vcma_store_in_turn(st(d)) && !d->durable.stale && vcma_store_commit(st(d)))
-		log_warn("state: %s", vcma_store_error(st(d)));
+	if (vcma_store_in_turn(store_of(d)) && !d->durable.stale && vcma_store_commit(store_of(d)))
+		log_warn("state: %s", vcma_store_error(store_of(d)));
 	vcma_store_close(d->durable.store);
 	d->durable.store = NULL;
 	free(d->durable.held);
 	d->durable.held = NULL;
 	d->durable.nheld = d->durable.held_cap = 0;
+	free(d->durable.guests);
+	d->durable.guests = NULL;
 	if (d->durable.locked)
 		close(d->durable.lock_fd);
 	d->durable.locked = false;
@@ -346,14 +351,14 @@ void vcmad_durable_close(struct vcmad *d)
 
 int vcmad_durable_may_grant(struct vcmad *d)
 {
-	return st(d) && d->durable.stale ? -ENOSPC : 0;
+	return store_of(d) && d->durable.stale ? -ENOSPC : 0;
 }
 
 int vcmad_durable_region_new(struct vcmad *d, const struct vcma_region *r)
 {
 	int rc;
 
-	if (!st(d) || d->durable.stale)
+	if (!store_of(d) || d->durable.stale)
 		return 0; /* stale: turn_end writes it all anew */
 	rc = put_region(d, r);
 	turn_failed(d, rc);
@@ -362,71 +367,104 @@ int vcmad_durable_region_new(struct vcmad *d, const struct vcma_region *r)
 
 void vcmad_durable_region_gone(struct vcmad *d, uint64_t handle)
 {
-	if (st(d) && !d->durable.stale)
-		turn_failed(d, vcma_store_del_region(st(d), handle));
+	if (store_of(d) && !d->durable.stale)
+		turn_failed(d, vcma_store_del_region(store_of(d), handle));
 }
 
-void vcmad_durable_guest_new(struct vcmad *d, const struct vcmad_guest *g)
+void vcmad_durable_guest_new(struct vcmad *d, const struct vcmad_durable_guest *g)
 {
-	if (st(d) && !d->durable.stale)
+	if (!store_of(d))
+		return;
+	for (uint32_t i = 0; i < d->conf.max_guests; i++)
+		if (!d->durable.guests[i].used) {
+			d->durable.guests[i] = *g;
+			d->durable.guests[i].used = true;
+			break;
+		}
+	if (!d->durable.stale)
 		turn_failed(d, put_guest(d, g));
 }
 
 void vcmad_durable_guest_gone(struct vcmad *d, uint32_t id)
 {
-	if (st(d) && !d->durable.stale)
-		turn_failed(d, vcma_store_del_guest(st(d), id));
+	if (!store_of(d))
+		return;
+	for (uint32_t i = 0; i < d->conf.max_guests; i++)
+		if (d->durable.guests[i].used && d->durable.guests[i].id == id)
+			d->durable.guests[i].used = false;
+	if (!d->durable.stale)
+		turn_failed(d, vcma_store_del_guest(store_of(d), id));
 }
 
-void vcmad_durable_p2m(struct vcmad_vm *vm, uint64_t gfn, uint64_t n)
+void vcmad_durable_vm_new(struct vcmad *d, struct vcmad_durable_vm *dv, uint32_t id, uint64_t frames,
+			  const uint64_t *p2m)
+{
+	*dv = (struct vcmad_durable_vm){ .d = d, .id = id, .frames = frames, .p2m = p2m };
+	if (!store_of(d))
+		return;
+	dv->registered = true;
+	dv->next = d->durable.vms;
+	d->durable.vms = dv;
+	vcmad_durable_p2m(dv, 0, frames);
+}
+
+void vcmad_durable_p2m(struct vcmad_durable_vm *vm, uint64_t gfn, uint64_t n)
 {
 	struct vcmad *d = vm->d;
 
-	if (!st(d) || !n || gfn >= vm->ctl.ram_frames)
+	if (!vm->registered || !store_of(d) || !n || gfn >= vm->frames)
 		return;
 	if (vm_bitmaps(vm)) {
 		turn_failed(d, -ENOMEM);
 		return;
 	}
-	if (n > vm->ctl.ram_frames - gfn)
-		n = vm->ctl.ram_frames - gfn;
+	if (n > vm->frames - gfn)
+		n = vm->frames - gfn;
 	for (uint64_t c = gfn / CHUNK; c <= (gfn + n - 1) / CHUNK; c++)
-		bit_put(vm->durable_dirty, c, true);
-	if (!vm->durable_queued) {
-		vm->durable_queued = true;
-		vm->durable_next = d->durable.dirty_vms;
+		rec_put(vm->dirty, c, true);
+	if (!vm->queued) {
+		vm->queued = true;
+		vm->next_dirty = d->durable.dirty_vms;
 		d->durable.dirty_vms = vm;
 	}
 }
 
-void vcmad_durable_vm_gone(struct vcmad_vm *vm, bool keep)
+static void unlink_vm(struct vcmad_durable_vm **head, struct vcmad_durable_vm *vm, bool dirty_list)
+{
+	for (struct vcmad_durable_vm **pp = head; *pp; pp = dirty_list ? &(*pp)->next_dirty : &(*pp)->next)
+		if (*pp == vm) {
+			*pp = dirty_list ? vm->next_dirty : vm->next;
+			return;
+		}
+}
+
+void vcmad_durable_vm_gone(struct vcmad_durable_vm *vm, bool keep)
 {
 	struct vcmad *d = vm->d;
 
-	if (vm->durable_queued)
-		for (struct vcmad_vm **pp = &d->durable.dirty_vms; *pp; pp = &(*pp)->durable_next)
-			if (*pp == vm) {
-				*pp = vm->durable_next;
-				break;
-			}
-	vm->durable_queued = false;
-	if (!keep && st(d) && !d->durable.stale && vm->durable_rec)
-		for (uint64_t g = 0; g < vm->ctl.ram_frames; g++)
-			if (bit(vm->durable_rec, g))
-				turn_failed(d, vcma_store_del_p2m(st(d), vm->ctl.id, g));
-	free(vm->durable_rec);
-	free(vm->durable_dirty);
-	vm->durable_rec = vm->durable_dirty = NULL;
+	if (!vm->registered)
+		return;
+	if (vm->queued)
+		unlink_vm(&d->durable.dirty_vms, vm, true);
+	unlink_vm(&d->durable.vms, vm, false);
+	vm->queued = vm->registered = false;
+	if (!keep && store_of(d) && !d->durable.stale && vm->rec)
+		for (uint64_t g = 0; g < vm->frames; g++)
+			if (rec_test(vm->rec, g))
+				turn_failed(d, vcma_store_del_p2m(store_of(d), vm->id, g));
+	free(vm->rec);
+	free(vm->dirty);
+	vm->rec = vm->dirty = NULL;
 }
 
 /* ---- held answers ---- */
 
-bool vcmad_durable_hold(struct vcmad_requester *rq, uint64_t tag, const struct vcma_region *r)
+bool vcmad_durable_hold(struct vcmad *d, void *rq, uint64_t tag, const struct vcma_region *r,
+			vcmad_durable_answer_fn fn)
 {
-	struct vcmad *d = rq->d;
 	struct vcmad_durable *du = &d->durable;
 
-	if (!st(d))
+	if (!store_of(d))
 		return false;
 	if (du->nheld == du->held_cap) {
 		size_t cap = du->held_cap ? du->held_cap * 2 : 16;
@@ -440,28 +478,30 @@ bool vcmad_durable_hold(struct vcmad_requester *rq, uint64_t tag, const struct v
 		du->held = n;
 		du->held_cap = cap;
 	}
-	du->held[du->nheld++] = (struct vcmad_held_answer){ rq, tag, *r };
+	du->held[du->nheld++] = (struct vcmad_held_answer){ rq, tag, *r, fn };
 	du->held_total++;
 	return true;
 }
 
-void vcmad_durable_forget(struct vcmad_requester *rq)
+void vcmad_durable_forget(struct vcmad *d, const void *rq)
 {
-	struct vcmad_durable *du = &rq->d->durable;
+	struct vcmad_durable *du = &d->durable;
 
 	for (size_t i = 0; i < du->nheld; i++)
 		if (du->held[i].rq == rq)
 			du->held[i].rq = NULL;
 }
 
-void vcmad_durable_drop(struct vcmad_requester *rq, uint64_t tag)
+void vcmad_durable_drop(struct vcmad *d, const void *rq, uint64_t tag)
 {
-	struct vcmad_durable *du = &rq->d->durable;
+	struct vcmad_durable *du = &d->durable;
 
 	for (size_t i = 0; i < du->nheld; i++)
 		if (du->held[i].rq == rq && du->held[i].tag == tag) {
+			struct vcmad_held_answer h = du->held[i];
+
 			du->held[i].rq = NULL;
-			vcmad_free(rq, du->held[i].r.handle);
+			h.fn(h.rq, h.tag, &h.r, -ECANCELED);
 		}
 }
 
@@ -472,13 +512,13 @@ static int write_dirty(struct vcmad *d)
 	int rc = 0;
 
 	while (d->durable.dirty_vms) {
-		struct vcmad_vm *vm = d->durable.dirty_vms;
+		struct vcmad_durable_vm *vm = d->durable.dirty_vms;
 
-		d->durable.dirty_vms = vm->durable_next;
-		vm->durable_queued = false;
+		d->durable.dirty_vms = vm->next_dirty;
+		vm->queued = false;
 		for (uint64_t c = 0; c < nchunks(vm); c++)
-			if (bit(vm->durable_dirty, c)) {
-				bit_put(vm->durable_dirty, c, false);
+			if (rec_test(vm->dirty, c)) {
+				rec_put(vm->dirty, c, false);
 				if (!rc)
 					rc = write_chunk(d, vm, c);
 			}
@@ -489,21 +529,26 @@ static int write_dirty(struct vcmad *d)
 static void answer_held(struct vcmad *d, bool ok)
 {
 	struct vcmad_durable *du = &d->durable;
-	size_t n = du->nheld;
+	struct vcmad_held_answer *list = du->held;
+	size_t n = du->nheld, cap = du->held_cap;
 
-	/* answers may start new work (and a nested turn end): take the list first */
-	du->nheld = 0;
+	/* answers may start new work (and hold more): take the list first */
+	du->held = NULL;
+	du->nheld = du->held_cap = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct vcmad_held_answer h = du->held[i];
+		struct vcmad_held_answer h = list[i];
 
 		if (!h.rq)
 			continue; /* its requester left; its regions went with it */
-		if (ok) {
-			vcmad_answer_granted(h.rq, h.tag, &h.r);
-		} else {
+		if (!ok)
 			du->refused++;
-			vcmad_take_back(h.rq, h.tag, &h.r);
-		}
+		h.fn(h.rq, h.tag, &h.r, ok ? 0 : -ENOSPC);
+	}
+	if (!du->held) {
+		du->held = list; /* keep the room for the next turn */
+		du->held_cap = cap;
+	} else {
+		free(list);
 	}
 }
 
@@ -513,12 +558,12 @@ void vcmad_durable_turn_end(struct vcmad *d)
 	uint64_t t0;
 	int rc;
 
-	if (!st(d) || (!du->stale && !du->nheld && !du->dirty_vms && !vcma_store_in_turn(st(d))))
+	if (!store_of(d) || (!du->stale && !du->nheld && !du->dirty_vms && !vcma_store_in_turn(store_of(d))))
 		return;
-	t0 = mono_ns();
+	t0 = durable_now_ns();
 	if (du->stale) {
 		/* a turn failed: nothing is recorded piecemeal until the whole state is */
-		vcma_store_abort(st(d));
+		vcma_store_abort(store_of(d));
 		rc = 0;
 		if (du->reopen) {
 			vcma_store_close(du->store);
@@ -537,25 +582,25 @@ void vcmad_durable_turn_end(struct vcmad *d)
 	}
 	if (!rc && du->turn_failed)
 		rc = -EIO;
-	rc = rc ? (vcma_store_commit(st(d)), rc) : vcma_store_commit(st(d));
+	rc = rc ? (vcma_store_commit(store_of(d)), rc) : vcma_store_commit(store_of(d));
 	du->turn_failed = false;
 	if (rc) {
 		if (!du->stale)
 			log_err("state: %s; allocations are refused (NO_SPACE) until the whole state is recorded again",
-				vcma_store_error(st(d)));
-		vcma_store_abort(st(d));
+				vcma_store_error(store_of(d)));
+		vcma_store_abort(store_of(d));
 		du->failures++;
 		du->stale = true;
-		du->reopen = rc == -EIO || vcma_store_in_turn(st(d));
+		du->reopen = rc == -EIO || vcma_store_in_turn(store_of(d));
 		answer_held(d, false);
 		return;
 	}
 	if (du->stale) {
-		log_notice("state: the whole state is recorded again (%s); allocations are served", vcma_store_path(st(d)));
+		log_notice("state: the whole state is recorded again (%s); allocations are served", vcma_store_path(store_of(d)));
 		du->stale = false;
 		du->resyncs++;
 	}
-	t0 = mono_ns() - t0;
+	t0 = durable_now_ns() - t0;
 	du->commits++;
 	du->commit_ns_total += t0;
 	if (t0 > du->commit_ns_max)

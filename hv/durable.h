@@ -38,47 +38,72 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "conf.h"
 #include "core/region.h"
 
 struct vcmad;
-struct vcmad_vm;
-struct vcmad_guest;
-struct vcmad_requester;
 
 #define VCMAD_DURABLE_CHUNK 4096u /* gfns per p2m chunk (16 MiB) */
 
-/* Open (or create) the store in d->conf.state_dir and record the pools; "" = off (every
- * call below then does nothing and nothing is held). -errno with a message logged. */
+/* Open (or create) the store in the state directory (vcmad_conf_state_dir) and record
+ * the pools; none = off (every call below then does nothing and nothing is held).
+ * -errno with a message logged. */
 int vcmad_durable_open(struct vcmad *d);
 void vcmad_durable_close(struct vcmad *d);
 bool vcmad_durable_on(const struct vcmad *d);
 
 /* May a region be granted now? -ENOSPC while the store is stale. */
 int vcmad_durable_may_grant(struct vcmad *d);
-/* A region was granted to (-ENOSPC: it could not be recorded; the caller takes it
- * back) or freed by its requester. */
+/* A region was granted (-ENOSPC: it could not be recorded; the caller takes it back)
+ * or freed. */
 int vcmad_durable_region_new(struct vcmad *d, const struct vcma_region *r);
 void vcmad_durable_region_gone(struct vcmad *d, uint64_t handle);
-/* Hold the answer to a granted allocation until the turn commits: true if held (the
- * caller must not answer), false if the store is off (answer now). */
-bool vcmad_durable_hold(struct vcmad_requester *rq, uint64_t tag, const struct vcma_region *r);
-/* The requester goes away: its held answers are dropped (its regions go with it). */
-void vcmad_durable_forget(struct vcmad_requester *rq);
-/* Nobody waits for the answer to rq's allocation tag any more: if it is held, its
- * region is freed and nothing is answered. */
-void vcmad_durable_drop(struct vcmad_requester *rq, uint64_t tag);
 
-void vcmad_durable_guest_new(struct vcmad *d, const struct vcmad_guest *g);
+/* What becomes of an answer held for the turn's commit: outcome 0 (recorded: answer
+ * it), -ENOSPC (not recorded: take the region back, answer NO_SPACE) or -ECANCELED
+ * (nobody waits for it any more: free the region, answer nothing). */
+typedef void (*vcmad_durable_answer_fn)(void *rq, uint64_t tag, const struct vcma_region *r, int outcome);
+/* Hold requester rq's answer to a granted allocation until the turn commits: true if
+ * held (fn settles it), false if the store is off (answer now). */
+bool vcmad_durable_hold(struct vcmad *d, void *rq, uint64_t tag, const struct vcma_region *r,
+			vcmad_durable_answer_fn fn);
+/* rq goes away: its held answers are dropped without a call (its regions go with it). */
+void vcmad_durable_forget(struct vcmad *d, const void *rq);
+/* Nobody waits for rq's answer to tag any more: if held, fn(-ECANCELED) now. */
+void vcmad_durable_drop(struct vcmad *d, const void *rq, uint64_t tag);
+
+/* A guest, as recorded (durable.c keeps a copy while it is attached). */
+struct vcmad_durable_guest {
+	uint32_t id;
+	char name[32];
+	char class_name[32];
+	enum vcmad_guest_kind link;
+	uint32_t uid; /* the peer's at attach (SO_PEERCRED) */
+	bool used;
+};
+void vcmad_durable_guest_new(struct vcmad *d, const struct vcmad_durable_guest *g);
 void vcmad_durable_guest_gone(struct vcmad *d, uint32_t id);
 
-/* The backing of gfns [gfn, gfn+n) of vm changed (or the VM is new: all of it). */
-void vcmad_durable_p2m(struct vcmad_vm *vm, uint64_t gfn, uint64_t n);
+/* A VM's p2m, as durable.c records it (embedded in struct vcmad_vm; durable.c's). */
+struct vcmad_durable_vm {
+	struct vcmad *d;
+	uint32_t id;
+	uint64_t frames;
+	const uint64_t *p2m;     /* the VM's, [frames] */
+	uint64_t *rec, *dirty;   /* first gfns of the runs recorded; chunks to write */
+	bool queued, registered;
+	struct vcmad_durable_vm *next_dirty, *next;
+};
+/* A new VM with this p2m: all of it is written at the turn's end. */
+void vcmad_durable_vm_new(struct vcmad *d, struct vcmad_durable_vm *dv, uint32_t id, uint64_t frames,
+			  const uint64_t *p2m);
+/* The backing of gfns [gfn, gfn+n) changed. */
+void vcmad_durable_p2m(struct vcmad_durable_vm *dv, uint64_t gfn, uint64_t n);
 /* The VM goes away: its p2m records go, or stay (keep: vcmad exits and the VM keeps
- * its memory); its struct holds no durable state after. */
-void vcmad_durable_vm_gone(struct vcmad_vm *vm, bool keep);
+ * its memory). */
+void vcmad_durable_vm_gone(struct vcmad_durable_vm *dv, bool keep);
 
-/* End of a loop turn: write the marked p2m chunks, commit, then answer what was held
- * (or take it back: NO_SPACE). */
+/* End of a loop turn: write the marked p2m chunks, commit, then settle what was held. */
 void vcmad_durable_turn_end(struct vcmad *d);
 
 #endif

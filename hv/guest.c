@@ -174,7 +174,13 @@ struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const
 	g->tokens_at = vcmad_now(d);
 	d->guests.slot[slot] = g;
 	d->guests.n++;
-	vcmad_durable_guest_new(d, g);
+	{
+		struct vcmad_durable_guest dg = { .id = g->id, .link = l->ops->kind, .uid = uid };
+
+		snprintf(dg.name, sizeof(dg.name), "%s", g->name);
+		snprintf(dg.class_name, sizeof(dg.class_name), "%s", g->devclass);
+		vcmad_durable_guest_new(d, &dg);
+	}
 	*status = VCMA_ST_OK;
 	return g;
 }

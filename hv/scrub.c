@@ -13,7 +13,6 @@
 #include "log.h"
 #include "scrub.h"
 #include "vcmad.h"
-#include "vm.h"
 
 static struct vcmad *of_timer(struct vcma_timer *t)
 {
@@ -126,10 +125,7 @@ void vcmad_scrub_release_file(struct vcmad *d, int fd, void *map, size_t map_siz
  * its pause past max_pause_us. */
 static bool vm_paused(const struct vcmad *d)
 {
-	for (const struct vcmad_vm *vm = d->vms; vm; vm = vm->next)
-		if (vm->paused)
-			return true;
-	return false;
+	return d->vms_paused > 0;
 }
 
 static void step(struct vcma_timer *t)

@@ -723,7 +723,7 @@ static void commit(struct vcmad_job *j)
 		bool reported = vm->gflags[m->gfn] & VCMAD_GFN_REPORTED;
 
 		vm->p2m[m->gfn] = j->dst[i];
-		vcmad_durable_p2m(vm, m->gfn, 1);
+		vcmad_durable_p2m(&vm->durable, m->gfn, 1);
 		if (p) {
 			vcma_pool_unlend(p, m->src - p->fm.base);
 			if (reported)
@@ -1171,7 +1171,7 @@ void vcmad_vacate_vm_gone(struct vcmad_vm *vm)
 	}
 	vm->pauser = NULL;
 	vm->pauser_ops = NULL;
-	vm->paused = false;
+	vcmad_vm_set_paused(vm, false);
 	kick_waiting(d);
 }
 

@@ -162,6 +162,8 @@ struct vcmad_stats {
 };
 
 struct vcmad_held_answer;
+struct vcmad_durable_guest;
+struct vcmad_durable_vm;
 struct vcma_store;
 
 /* Ownership recorded in the state directory (durable.h). */
@@ -175,7 +177,9 @@ struct vcmad_durable {
 	char dir[256];
 	struct vcmad_held_answer *held; /* answers to allocations granted this turn */
 	size_t nheld, held_cap;
-	struct vcmad_vm *dirty_vms; /* VMs with p2m chunks to write this turn */
+	struct vcmad_durable_guest *guests; /* [max_guests]: the guests recorded */
+	struct vcmad_durable_vm *vms;       /* every VM's p2m record state */
+	struct vcmad_durable_vm *dirty_vms; /* those with p2m chunks to write this turn */
 	uint64_t commits, commit_ns_total, commit_ns_max, failures, resyncs, held_total, refused;
 };
 
@@ -187,6 +191,7 @@ struct vcmad {
 	struct vcmad_link links[VCMAD_NLINKS];
 	struct vcmad_guests guests;
 	struct vcmad_vm *vms;
+	uint32_t vms_paused; /* VMs paused for a vacate now (vm.c keeps it; scrub.c reads it) */
 	struct vcmad_vacate vacate;
 	struct vcmad_relend relend;
 	struct vcmad_scrub scrub;

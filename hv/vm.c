@@ -243,8 +243,16 @@ static void release_ram(struct vcmad_vm *vm)
 	}
 }
 
+void vcmad_vm_set_paused(struct vcmad_vm *vm, bool paused)
+{
+	if (vm->paused != paused)
+		vm->d->vms_paused = paused ? vm->d->vms_paused + 1 : vm->d->vms_paused - 1;
+	vm->paused = paused;
+}
+
 static void vm_unlink_free(struct vcmad_vm *vm)
 {
+	vcmad_vm_set_paused(vm, false);
 	for (struct vcmad_vm **pp = &vm->d->vms; *pp; pp = &(*pp)->next)
 		if (*pp == vm) {
 			*pp = vm->next;
@@ -315,7 +323,7 @@ int vcmad_vm_new(struct vcmad *d, uint32_t id, const char *name, uint64_t ram_fr
 	for (uint64_t i = 0; i < ram_frames; i++)
 		if (vcma_core_pool_of(&d->core, vm->p2m[i]))
 			mem->zero(&d->be, vm->p2m[i], 1);
-	vcmad_durable_p2m(vm, 0, ram_frames);
+	vcmad_durable_vm_new(d, &vm->durable, vm->ctl.id, ram_frames, vm->p2m);
 	*out = vm;
 	return 0;
 }
@@ -325,7 +333,7 @@ void vcmad_vm_free(struct vcmad_vm *vm)
 	if (vm->ctl.ops && vm->ctl.ops->release)
 		vm->ctl.ops->release(&vm->ctl);
 	release_ram(vm);
-	vcmad_durable_vm_gone(vm, false);
+	vcmad_durable_vm_gone(&vm->durable, false);
 	vm_unlink_free(vm);
 }
 
@@ -333,7 +341,7 @@ void vcmad_vm_abandon(struct vcmad_vm *vm)
 {
 	if (vm->ctl.ops && vm->ctl.ops->release)
 		vm->ctl.ops->release(&vm->ctl);
-	vcmad_durable_vm_gone(vm, true); /* the VM keeps its memory: its p2m stays recorded */
+	vcmad_durable_vm_gone(&vm->durable, true); /* the VM keeps its memory: its p2m stays recorded */
 	vm_unlink_free(vm);
 }
 
@@ -400,10 +408,10 @@ int vcmad_vm_pause(struct vcmad_vm *vm, void *pauser, const struct vcmad_vm_paus
 	vm->pause_seq = ++vm->seq;
 	/* paused from now on: a synchronous backend answers (and the pauser may remap
 	 * and resume) before the call returns */
-	vm->paused = true;
+	vcmad_vm_set_paused(vm, true);
 	rc = vm->ctl.ops->pause(&vm->ctl, vm->pause_seq);
 	if (rc && vm->paused && vm->pauser == pauser) {
-		vm->paused = false;
+		vcmad_vm_set_paused(vm, false);
 		if (took) {
 			vm->pauser = NULL;
 			vm->pauser_ops = NULL;
@@ -421,7 +429,7 @@ uint64_t vcmad_vm_unpause(struct vcmad_vm *vm, bool send)
 	ns = vcmad_now(vm->d) - vm->paused_at;
 	if (send && vm->ctl.ops->resume(&vm->ctl, vm->pause_seq))
 		log_warn("guest %u (%s): cannot send RESUME", vm->ctl.id, vm->ctl.name);
-	vm->paused = false;
+	vcmad_vm_set_paused(vm, false);
 	vcma_hist_record(&vm->pause_hist, ns);
 	vcma_hist_record(&vm->d->vacate.pause_hist, ns);
 	return ns;
@@ -429,7 +437,7 @@ uint64_t vcmad_vm_unpause(struct vcmad_vm *vm, bool send)
 
 void vcmad_vm_still_paused(struct vcmad_vm *vm)
 {
-	vm->paused = true;
+	vcmad_vm_set_paused(vm, true);
 	vm->paused_at = vcmad_now(vm->d); /* the pause's tail is recorded as one more */
 }
 

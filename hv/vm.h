@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "durable.h"
 #include "core.h"
 
 struct vcmad;
@@ -84,10 +85,7 @@ struct vcmad_vm {
 	uint32_t pause_misses; /* PAUSEs in a row it did not answer in time */
 	bool unresponsive;     /* VCMAD_PAUSE_MISSES of them: its pool frames quarantined */
 	struct vcmad_vm *next; /* in d's VM list */
-	/* durable.c: first gfns of the p2m runs recorded, chunks to write this turn */
-	uint64_t *durable_rec, *durable_dirty;
-	bool durable_queued;
-	struct vcmad_vm *durable_next;
+	struct vcmad_durable_vm durable; /* its p2m as recorded (durable.h) */
 };
 
 /*
@@ -106,6 +104,8 @@ struct vcmad_vm *vcmad_vm_find(struct vcmad *d, uint32_t id);
 /* The p2m as runs of consecutive gfns on consecutive mfns (*runs malloc'd). */
 int vcmad_vm_p2m_runs(const struct vcmad_vm *vm, struct vcmad_run **runs, uint32_t *n);
 
+/* vm->paused, with d->vms_paused kept. */
+void vcmad_vm_set_paused(struct vcmad_vm *vm, bool paused);
 /* Take the VM's control (it must have no holder: -EBUSY) without pausing it. */
 int vcmad_vm_hold(struct vcmad_vm *vm, void *pauser, const struct vcmad_vm_pauser_ops *ops);
 /* Send PAUSE (taking the control if nobody holds it). */

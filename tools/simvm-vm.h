@@ -170,7 +170,7 @@ struct vm {
 	/* allocation driver (main thread only, and the mapper it calls) */
 	struct held *held;
 	unsigned int nheld;
-	struct record *rec;
+	struct region_record *rec;
 	size_t nrec, rec_cap;
 	struct size_stat *st;
 	uint64_t errors;

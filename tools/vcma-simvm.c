@@ -75,7 +75,7 @@ struct size_stat {
 /* Every region ever obtained: lets a test check that concurrently live regions of
  * different guests never overlapped. alloc_ns is taken after ALLOC answered, free_ns
  * before FREE was sent, so [alloc_ns, free_ns] lies inside the host's lifetime. */
-struct record {
+struct region_record {
 	uint64_t handle, gpa, bus, size;
 	uint64_t alloc_ns, free_ns;
 };
@@ -522,14 +522,14 @@ static int record_add(struct vm *vm, const struct vcma_region_info *ri)
 {
 	if (vm->nrec == vm->rec_cap) {
 		size_t cap = vm->rec_cap ? vm->rec_cap * 2 : 256;
-		struct record *r = realloc(vm->rec, cap * sizeof(*r));
+		struct region_record *r = realloc(vm->rec, cap * sizeof(*r));
 
 		if (!r)
 			return -ENOMEM;
 		vm->rec = r;
 		vm->rec_cap = cap;
 	}
-	vm->rec[vm->nrec] = (struct record){
+	vm->rec[vm->nrec] = (struct region_record){
 		.handle = ri->handle, .gpa = ri->gpa, .bus = ri->bus, .size = ri->size, .alloc_ns = now_ns(),
 	};
 	return (int)vm->nrec++;
@@ -978,7 +978,7 @@ static void print_json(struct vm *vm, const struct totals *t)
 	}
 	printf("],\"regions\":[");
 	for (size_t i = 0; i < vm->nrec; i++) {
-		const struct record *r = &vm->rec[i];
+		const struct region_record *r = &vm->rec[i];
 
 		printf("%s{\"handle\":%" PRIu64 ",\"gpa\":%" PRIu64 ",\"bus\":%" PRIu64 ",\"size\":%" PRIu64
 		       ",\"alloc_ns\":%" PRIu64 ",\"free_ns\":%" PRIu64 "}",

@@ -729,7 +729,7 @@ static int store_rollback(struct vcma_store *s, const struct check *newest)
 	return 0;
 }
 
-static uint64_t now_ns(void)
+static uint64_t store_now_ns(void)
 {
 	struct timespec ts;
 
@@ -824,7 +824,7 @@ int vcma_store_open(struct vcma_store **out, const char *dir, const struct vcma_
 		s->info.last_txn = env_last_txn(s->env);
 	}
 	if (!c.meta_found && !s->opt.read_only) { /* a new store: its meta record is its first turn */
-		s->created_ns = now_ns();
+		s->created_ns = store_now_ns();
 		rc = turn_begin(s);
 		if (!rc)
 			rc = vcma_store_commit(s);

@@ -1201,12 +1201,12 @@ static void test_scrub_after_death(void **unused)
 	/* another VM held paused: no zeroing meanwhile */
 	other = new_vm(101, 1 * MiB);
 	fake_zeroed_frames = 0;
-	other->paused = true;
+	vcmad_vm_set_paused(other, true);
 	advance_ms(1);
 	advance_ms(1);
 	assert_int_equal(fake_zeroed_frames, 0);
 	assert_true(d.scrub.deferred >= 1);
-	other->paused = false;
+	vcmad_vm_set_paused(other, false);
 
 	while (d.scrub.pending_frames && turns < 100) {
 		advance_ms(1);
