@@ -66,7 +66,8 @@ static int put_pool(struct vcmad *d, const struct vcma_pool *p)
 
 static int put_guest(struct vcmad *d, const struct vcmad_durable_guest *g)
 {
-	struct vcma_store_guest sg = { .id = g->id, .sim_uid = g->uid };
+	struct vcma_store_guest sg = { .id = g->id, .sim_uid = g->uid, .qemu_pid = g->pid,
+				       .qemu_start_time = g->start_time, .xen_domid = g->domid };
 
 	snprintf(sg.name, sizeof(sg.name), "%s", g->name);
 	snprintf(sg.class_name, sizeof(sg.class_name), "%s", g->class_name);
@@ -394,6 +395,51 @@ void vcmad_durable_guest_gone(struct vcmad *d, uint32_t id)
 			d->durable.guests[i].used = false;
 	if (!d->durable.stale)
 		turn_failed(d, vcma_store_del_guest(store_of(d), id));
+}
+
+/* Field 22 of /proc/PID/stat: the process's start, in clock ticks after boot (with the
+ * pid, it names one process for good). 0 if unknown. */
+static uint64_t proc_start_time(uint32_t pid)
+{
+	char path[64], buf[1024], *p;
+	uint64_t t = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+	/* after ") ": field 3 (state) ... field 22 (starttime) */
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (p)
+		t = strtoull(p + 1, NULL, 10);
+	return t;
+}
+
+void vcmad_durable_guest_identity(struct vcmad *d, uint32_t id, uint32_t pid, uint32_t domid)
+{
+	if (!store_of(d))
+		return;
+	for (uint32_t i = 0; i < d->conf.max_guests; i++) {
+		struct vcmad_durable_guest *g = &d->durable.guests[i];
+
+		if (!g->used || g->id != id)
+			continue;
+		g->pid = pid;
+		g->start_time = pid ? proc_start_time(pid) : 0;
+		g->domid = domid;
+		if (!d->durable.stale)
+			turn_failed(d, put_guest(d, g));
+		return;
+	}
 }
 
 void vcmad_durable_vm_new(struct vcmad *d, struct vcmad_durable_vm *dv, uint32_t id, uint64_t frames,

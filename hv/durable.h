@@ -79,9 +79,15 @@ struct vcmad_durable_guest {
 	char class_name[32];
 	enum vcmad_guest_kind link;
 	uint32_t uid; /* the peer's at attach (SO_PEERCRED) */
+	uint32_t pid; /* QEMU: its process, and when it started (/proc/PID/stat field 22) */
+	uint64_t start_time;
+	uint32_t domid; /* Xen */
 	bool used;
 };
 void vcmad_durable_guest_new(struct vcmad *d, const struct vcmad_durable_guest *g);
+/* What identifies a guest again after a restart, once its link knows it: a QEMU's pid
+ * (its start time is read here), a Xen domid. */
+void vcmad_durable_guest_identity(struct vcmad *d, uint32_t id, uint32_t pid, uint32_t domid);
 void vcmad_durable_guest_gone(struct vcmad *d, uint32_t id);
 
 /* A VM's p2m, as durable.c records it (embedded in struct vcmad_vm; durable.c's). */

@@ -223,6 +223,7 @@ static void unslot(struct vcmad_guest *g)
 
 void vcmad_guest_discard(struct vcmad_guest *g)
 {
+	vcmad_durable_guest_gone(g->d, g->id);
 	unslot(g);
 	free(g->link_priv);
 	free(g);

@@ -1193,11 +1193,15 @@ static int run_state(struct ctx *c, int argc, char **argv)
 	if (plain_opts(c, argc, argv, &rc, 0, 2))
 		return rc;
 	if (argc - optind < 1)
-		return usage_error("missing subcommand: vcmactl state verify DIR");
-	if (strcmp(argv[optind], "verify"))
-		return usage_error("unknown subcommand '%s' (expected: verify DIR)", argv[optind]);
+		return usage_error("missing subcommand: vcmactl state verify|show DIR");
+	if (strcmp(argv[optind], "verify") && strcmp(argv[optind], "show"))
+		return usage_error("unknown subcommand '%s' (expected: verify DIR or show DIR)", argv[optind]);
 	if (argc - optind < 2)
 		return usage_error("missing DIR (vcmad's state directory, e.g. /var/lib/vcma)");
+	if (argc - optind > 2)
+		return usage_error("unexpected argument '%s'", argv[optind + 2]);
+	if (!strcmp(argv[optind], "show"))
+		return vcmactl_state_show(argv[optind + 1], c->json);
 	return vcmactl_state_verify(argv[optind + 1], c->json);
 }
 
@@ -1261,13 +1265,15 @@ static const struct cmd cmds[] = {
 	  run_domain, NULL, NULL },
 	{ "stats", "[--prometheus]", "counters and allocation latency histograms",
 	  "\n  -P, --prometheus   print Prometheus text exposition format instead\n", run_stats, "P", stats_opts },
-	{ "state", "verify DIR", "check vcmad's state directory offline",
+	{ "state", "verify|show DIR", "check vcmad's state directory offline, or list what it records",
 	  "\nDIR is vcmad's state directory (/var/lib/vcma by default). Needs no vcmad and changes\n"
 	  "no record in DIR. Checks every record's CRC, says what start-up would do with a torn newest\n"
 	  "transaction (drop it: printed as a warning), and the ownership invariants: every frame\n"
 	  "owned at most once by regions and p2m runs, regions inside their pools, no gfn of a VM\n"
 	  "backed twice, owners that are known guests. Prints the record counts and the last\n"
-	  "transaction, then OK or each violation. Exit status 1 on corruption or any violation.\n",
+	  "transaction, then OK or each violation. Exit status 1 on corruption or any violation.\n"
+	  "show lists the records: pools, guests (with their link and identity: uid, QEMU pid and\n"
+	  "start time, Xen domid), regions, and each VM's p2m as frames and runs.\n",
 	  run_state, NULL, NULL },
 	{ "watch", "[--interval SECONDS] [--count N]", "redraw the pools and their maps until interrupted",
 	  "\n  -i, --interval SECONDS   time between pictures (default 1, fractions allowed)\n"

@@ -57,6 +57,7 @@ void print_legend(FILE *f);
 /* vcmactl state verify DIR: prints the summary (or one JSON object) and each
  * violation; returns VCMACTL_OK, or VCMACTL_FAILED on corruption or violations. */
 int vcmactl_state_verify(const char *dir, bool json);
+int vcmactl_state_show(const char *dir, bool json);
 
 /* The stats result as Prometheus text exposition (format 0.0.4). */
 void print_prometheus(FILE *f, struct json_object *stats);

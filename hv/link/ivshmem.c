@@ -35,6 +35,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "durable.h"
 #include "guest.h"
 #include "log.h"
 #include "peerfd.h"
@@ -536,6 +537,8 @@ static void attach(struct listener *ls, int fd)
 	}
 	g->link_priv = s;
 	g->role = "qemu";
+	if (crlen == sizeof(cr) && cr.pid > 0)
+		vcmad_durable_guest_identity(d, g->id, (uint32_t)cr.pid, 0); /* QEMU across a restart */
 	s->g = g;
 	s->ls = ls;
 	s->sock = s->kick_fd = s->irq_fd = s->shm_fd = -1;

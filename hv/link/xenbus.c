@@ -34,6 +34,7 @@
 
 #include "backend/xen.h"
 #include "balloon.h"
+#include "durable.h"
 #include "guest.h"
 #include "link/xenbus.h"
 #include "log.h"
@@ -301,6 +302,7 @@ static void connect(struct xb_dev *dv)
 	s->nregs = d->conf.limits.max_regions;
 	g->link_priv = s;
 	g->role = "xen";
+	vcmad_durable_guest_identity(d, g->id, 0, dv->domid);
 	if (vcmad_guest_ring_init(g, dv->area, (uint64_t)dv->pages * VCMA_PROTO_PAGE, 0, 0)) {
 		g->link_priv = NULL;
 		free(s);

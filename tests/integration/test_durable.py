@@ -3,7 +3,9 @@
 processes: a simulated VM lending pool frames and a guest holding regions.
 
   recorded     while vcmad runs, `vcmactl state verify` finds every region a guest was
-               answered, the guests, and the VM's p2m, with no violation
+               answered, the guests, and the VM's p2m, with no violation; `state show`
+               lists exactly the handles the guest holds, the VM's every page, and a
+               QEMU's identity (its pid and start time, what finds it after a restart)
   crash        after kill -9 the directory still holds exactly that: nothing answered
                was lost
   one vcmad    a second vcmad on the same state directory refuses to start
@@ -35,8 +37,26 @@ relend_idle_ms = 50
 memory = 256M
 [pool main]
 size = 64M
+[guest q0]
+backend = qemu
 """
 MiB = 1 << 20
+
+
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ivshmem_peer.py")
+
+
+def show(state_dir):
+    r = subprocess.run([VCMACTL, "--json", "state", "show", state_dir], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        fail("state show %s: exit %d: %s" % (state_dir, r.returncode, r.stderr))
+    return json.loads(r.stdout)
+
+
+def start_time(pid):
+    """field 22 of /proc/PID/stat, as vcmad records it"""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
 
 
 def verify(state_dir):
@@ -80,12 +100,24 @@ for i in range(6):
     check(r.status == proto.Status.OK, "g1: ALLOC %d MiB answered (handle %#x)" % (i % 3 + 1, r.handle))
     handles.append(r.handle)
 check(g.free(handles.pop(0)) == proto.Status.OK, "g1: one region freed")
+q = subprocess.Popen([sys.executable, PEER, os.path.join(d.rundir, "q0.ivshmem"), "main", "1", "1"],
+                     stdout=subprocess.PIPE, text=True)
+check(q.stdout.readline().strip() == "ready", "q0: a QEMU stand-in holds a 1 MiB region")
 
 rc, v = verify(state)
 check(rc == 0 and v["ok"] and v["violations"] == 0, "recorded: verify finds no violation while vcmad runs (%s)" % v)
-check(v["records"]["regions"] == 5 and v["records"]["guests"] == 2 and v["records"]["pools"] == 1,
-      "recorded: the 5 regions g1 holds, 2 guests (vm1, g1), 1 pool: %s" % v["records"])
+check(v["records"]["regions"] == 6 and v["records"]["guests"] == 3 and v["records"]["pools"] == 1,
+      "recorded: the 5 regions g1 holds and q0's, 3 guests (vm1, g1, q0), 1 pool: %s" % v["records"])
 check(v["records"]["p2m_runs"] >= 1, "recorded: vm1's p2m (%d run(s))" % v["records"]["p2m_runs"])
+sh = show(state)
+names = {x["name"]: x for x in sh["guests"]}
+g1_id = names["g1"]["id"] if "g1" in names else None
+check(sorted(r["handle"] for r in sh["regions"] if r["guest"] == g1_id) == sorted(handles),
+      "recorded: state show lists exactly the handles g1 holds (%s)" % [hex(h) for h in sorted(handles)])
+check([x["frames"] for x in sh["vms"]] == [4096], "recorded: vm1's 4096 pages, each backed once (%s)" % sh["vms"])
+check(names.get("q0", {}).get("link") == "qemu" and names["q0"]["pid"] == q.pid
+      and names["q0"]["start_time"] == start_time(q.pid),
+      "recorded: q0 as a QEMU guest with its pid %d and start time (%s)" % (q.pid, names.get("q0")))
 
 # one vcmad per state directory
 other = tempfile.mkdtemp(prefix="vcma-test-other-")
@@ -100,6 +132,8 @@ check(r.returncode != 0 and "is in use by another vcmad, pid %d" % d.proc.pid in
 d.kill()
 vm.kill()
 vm.wait()
+q.kill()
+q.wait()
 g.close()
 rc, v2 = verify(state)
 check(rc == 0 and v2["ok"] and v2["records"] == v["records"],
@@ -112,7 +146,7 @@ prev = [p for p in os.listdir(state) if p.startswith("previous-")]
 check(len(prev) == 1 and "taking guests back after a restart is not built yet" in text,
       "restart: vcmad says it keeps the previous run's state aside (%s)" % prev)
 rc, vp = verify(os.path.join(state, prev[0]))
-check(rc == 0 and vp["records"]["regions"] == 5 and vp["records"]["guests"] == 2,
+check(rc == 0 and vp["records"]["regions"] == 6 and vp["records"]["guests"] == 3,
       "restart: the previous run's state verifies: %s" % vp["records"])
 rc, vn = verify(state)
 check(rc == 0 and vn["records"]["regions"] == 0 and vn["records"]["guests"] == 0 and vn["records"]["pools"] == 1,
