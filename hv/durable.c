@@ -209,10 +209,19 @@ static int set_aside(struct vcmad *d, const struct prev_counts *pc)
 	vcma_store_info(store_of(d), &info);
 	vcma_store_close(d->durable.store);
 	d->durable.store = NULL;
-	snprintf(to, sizeof(to), "%s/previous-%llu", d->durable.dir, (unsigned long long)info.last_txn);
-	if (mkdir(to, 0700) && errno != EEXIST) {
-		log_err("state: cannot make %s: %s", to, strerror(errno));
-		return -errno;
+	/* a new store counts its transactions from 1 again: earlier runs' copies may have
+	 * the same number, and none of them is overwritten */
+	for (unsigned int n = 0;; n++) {
+		if (n)
+			snprintf(to, sizeof(to), "%s/previous-%llu.%u", d->durable.dir, (unsigned long long)info.last_txn, n);
+		else
+			snprintf(to, sizeof(to), "%s/previous-%llu", d->durable.dir, (unsigned long long)info.last_txn);
+		if (!mkdir(to, 0700))
+			break;
+		if (errno != EEXIST || n == 9999) {
+			log_err("state: cannot make %s: %s", to, strerror(errno));
+			return errno == EEXIST ? -EEXIST : -errno;
+		}
 	}
 	snprintf(from, sizeof(from), "%s/data.mdb", d->durable.dir);
 	snprintf(to + strlen(to), sizeof(to) - strlen(to), "/data.mdb");

@@ -28,7 +28,8 @@
  * commits the store is in sync again. What was committed before is never touched.
  *
  * Restart (taking guests back from the store) is not built yet: a store that holds a
- * previous run's guests, regions or p2m is moved aside at start (DIR/previous-TXN/,
+ * previous run's guests, regions or p2m is moved aside at start (DIR/previous-TXN/, or
+ * previous-TXN.N/ when an earlier copy has that name,
  * logged with its counts) and vcmad starts afresh, as it did before the store.
  * Single-threaded: vcmad's loop only.
  */

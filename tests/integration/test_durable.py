@@ -151,6 +151,24 @@ check(rc == 0 and vp["records"]["regions"] == 6 and vp["records"]["guests"] == 3
 rc, vn = verify(state)
 check(rc == 0 and vn["records"]["regions"] == 0 and vn["records"]["guests"] == 0 and vn["records"]["pools"] == 1,
       "restart: vcmad starts afresh: %s" % vn["records"])
+# a second crash: its copy is kept beside the first, whatever their transaction numbers
+g = Guest(d, "g3")
+check(g.alloc(MiB).status == proto.Status.OK, "restart: g3 holds a region")
+d.kill()
+g.close()
+txn = verify(state)[1]["last_txn"]
+taken = os.path.join(state, "previous-%d" % txn)  # as if an earlier run had ended on the same number
+os.makedirs(taken, exist_ok=True)
+with open(os.path.join(taken, "marker"), "w") as f:
+    f.write("an earlier copy\n")
+d = Vcmad(VCMAD, CONFIG, reuse=d)
+prev = sorted(p for p in os.listdir(state) if p.startswith("previous-") and os.path.exists(os.path.join(state, p,
+                                                                                                     "data.mdb")))
+counts = sorted(verify(os.path.join(state, p))[1]["records"]["regions"] for p in prev)
+check(len(prev) == 2 and counts == [1, 6] and os.path.exists(os.path.join(taken, "marker"))
+      and os.path.exists(os.path.join(taken + ".1", "data.mdb")),
+      "restart: a second crash's copy goes beside the others, never over one of the same name (%s: %s regions)"
+      % (prev, counts))
 d.stop()
 
 # full disk: a state directory on a tmpfs of 256 KiB, the rest of it taken by a file
