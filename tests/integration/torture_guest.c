@@ -13,18 +13,22 @@
  * way (PAUSED, REMAPPED 0: nothing of its RAM is mapped). Its guest part is libvcma on
  * the ring fds with a mapper that maps a region's machine memory. Each step, chosen by
  * a PRNG seeded with SEED: allocate 1-8 MiB (while fewer than MAX_HELD, default 6, are
- * held) and write the pattern (a function of SEED, handle and word index), or verify
- * one held region and free it, posted (vcma_free, answered by a later vcma_flush) or
- * awaited (vcma_free_sync). Between steps it sleeps 0-3 ms, so vcmad has idle moments
+ * held), check that it reads as zeros and write the pattern (a function of SEED, handle
+ * and word index), or verify one held region and free it, posted (vcma_free, answered
+ * by a later vcma_flush) or awaited (vcma_free_sync). Between steps it sleeps 0-3 ms, so vcmad has idle moments
  * to lend frames back to the VMs.
  *
  * The log (appended with write(2), one line per event, so it survives this process
  * and vcmad being killed):
  *   START guest_id seed
- *   ANSWERED handle size bus     after an ALLOC was answered OK (hex handle and bus)
+ *   ANSWERED handle size bus us  after an ALLOC was answered OK (hex handle and bus;
+ *                                us: how long the call took, microseconds)
+ *   NOTZERO handle words         a new region that did not read as zeros (PROTOCOL.md §6)
  *   REFUSED size errno           an ALLOC refused (no room now: normal)
  *   FREEING handle               before its FREE is posted or sent
- *   FREED handle                 after the FREE was answered OK (posted: at the flush)
+ *   FREED handle us how          after the FREE was answered OK; how: sync
+ *                                (vcma_free_sync, us its time) or flush (posted, at
+ *                                the vcma_flush that waited us for it)
  *   BADPATTERN handle words      a held region whose pattern did not check out
  *   ERROR what errno             an unexpected failure
  *   END errno                    why the workload stopped (vcmad gone: ECONNRESET...)
@@ -119,6 +123,16 @@ static void fill(const struct held *h)
 {
 	for (uint64_t i = 0; i < h->size / 8; i++)
 		h->map[i] = word(h->handle, i);
+}
+
+/* words of a new region that are not zero */
+static uint64_t nonzero(const struct held *h)
+{
+	uint64_t bad = 0;
+
+	for (uint64_t i = 0; i < h->size / 8; i++)
+		bad += h->map[i] != 0;
+	return bad;
 }
 
 /* words of h that do not hold the pattern */
@@ -280,12 +294,12 @@ static bool refusal(int rc)
 	return rc == -ENOSPC || rc == -EBUSY || rc == -EDQUOT || rc == -ENOBUFS || rc == -ENOMEM;
 }
 
-static uint64_t now_s(void)
+static uint64_t now_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec;
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 int main(int argc, char **argv)
@@ -346,12 +360,14 @@ int main(int argc, char **argv)
 	vcma_set_mapper(v, map_region, unmap_region, NULL);
 	logf_("START %u %" PRIu64, vcma_guest_id(v), seed);
 
-	t0 = now_s();
+	t0 = now_us();
 	for (;;) {
 		uint64_t r = rnd();
 		struct timespec think = { 0, (long)(r % 3000000) };
 
-		if (now_s() - t0 >= max_s) {
+		uint64_t t;
+
+		if (now_us() - t0 >= (uint64_t)max_s * 1000000u) {
 			rc = -ETIMEDOUT;
 			break;
 		}
@@ -359,14 +375,24 @@ int main(int argc, char **argv)
 			uint64_t size = ((r >> 40) % 8 + 1) * MiB;
 			struct vcma_region_info ri;
 
+			t = now_us();
 			rc = vcma_alloc(v, size, 0, VCMA_ALLOC_MAP, pool, &ri);
+			t = now_us() - t;
 			if (refusal(rc)) {
 				logf_("REFUSED %" PRIu64 " %d", size, -rc);
 			} else if (rc) {
 				break;
 			} else {
-				logf_("ANSWERED %#" PRIx64 " %" PRIu64 " %#" PRIx64, ri.handle, ri.size, ri.bus);
+				logf_("ANSWERED %#" PRIx64 " %" PRIu64 " %#" PRIx64 " %" PRIu64, ri.handle, ri.size, ri.bus,
+				      t);
+				uint64_t nz;
+
 				held[nheld] = (struct held){ ri.handle, ri.size, ri.bus, ri.map };
+				nz = nonzero(&held[nheld]);
+				if (nz) {
+					logf_("NOTZERO %#" PRIx64 " %" PRIu64, ri.handle, nz);
+					bad++;
+				}
 				fill(&held[nheld++]);
 			}
 		} else if (nheld) {
@@ -386,18 +412,21 @@ int main(int argc, char **argv)
 					break;
 				posted[nposted++] = h.handle;
 			} else {
+				t = now_us();
 				rc = vcma_free_sync(v, h.handle);
 				if (rc)
 					break;
-				logf_("FREED %#" PRIx64, h.handle);
+				logf_("FREED %#" PRIx64 " %" PRIu64 " sync", h.handle, now_us() - t);
 			}
 		}
 		if (nposted && ((r >> 24) % 4 == 0 || nposted == MAX_POSTED)) {
+			t = now_us();
 			rc = vcma_flush(v, NULL);
 			if (rc)
 				break;
+			t = now_us() - t;
 			for (unsigned int k = 0; k < nposted; k++)
-				logf_("FREED %#" PRIx64, posted[k]);
+				logf_("FREED %#" PRIx64 " %" PRIu64 " flush", posted[k], t);
 			nposted = 0;
 		}
 		nanosleep(&think, NULL);
