@@ -198,6 +198,9 @@ for cycle in range(CYCLES + 1):
     wait_attached(d, GUEST_NAME, *VMS)
     # the moment of the crash is the thing under test: a random point of the workload
     time.sleep(delay)
+    if not d.alive():
+        fail("cycle %d (seed %d): vcmad died by itself before the kill (exit %s):\n%s"
+             % (cycle, seed, d.proc.returncode, d.logtext()[-3000:]))
     d.kill()
     mark = d.log_mark()
 
