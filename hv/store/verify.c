@@ -240,7 +240,8 @@ static void check_owners(struct verify *v, struct vec *own)
 	struct owner *o = own->a;
 	size_t far = 0; /* the range reaching furthest so far */
 
-	qsort(o, own->n, sizeof(*o), owner_cmp);
+	if (own->n > 1) /* none: o is NULL, which qsort may not be given */
+		qsort(o, own->n, sizeof(*o), owner_cmp);
 	for (size_t i = 1; i < own->n; i++) {
 		if (o[i].mfn < o[far].end) {
 			char a[96], b[96];
