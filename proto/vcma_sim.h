@@ -40,12 +40,18 @@ enum vcma_sim_msg_type {
 	VCMA_SIM_MSG_ATTACH = 1,
 	VCMA_SIM_MSG_ATTACH_RSP = 2,
 	VCMA_SIM_MSG_P2M = 3,
+	VCMA_SIM_MSG_TOKEN = 4,    /* host -> client: how to reattach after a host restart */
+	VCMA_SIM_MSG_REATTACH = 5, /* client -> host: take back what a restarted host kept */
+	VCMA_SIM_MSG_REGIONS = 6,  /* host -> client: the regions it holds, after a reattach */
 };
 
 /* What a VMM can do beyond PAUSE/REMAP/RESUME (attach flags; a GUEST sends 0). */
 #define VCMA_SIM_F_ONE_TRIP 0x1u  /* REMAP_RESUME and DROP */
 #define VCMA_SIM_F_DIRTY_LOG 0x2u /* TRACK, UNTRACK, DIRTY_READ: it logs writes to RAM */
-#define VCMA_SIM_F_ALL (VCMA_SIM_F_ONE_TRIP | VCMA_SIM_F_DIRTY_LOG)
+/* Either role: the client will reattach if the host restarts (a TOKEN follows the response). */
+#define VCMA_SIM_F_REATTACH 0x4u
+#define VCMA_SIM_F_ALL (VCMA_SIM_F_ONE_TRIP | VCMA_SIM_F_DIRTY_LOG | VCMA_SIM_F_REATTACH)
+#define VCMA_SIM_F_GUEST VCMA_SIM_F_REATTACH /* the only flag role GUEST may set */
 
 struct vcma_sim_attach {
 	uint32_t magic;   /* VCMA_SIM_MAGIC */
@@ -79,6 +85,41 @@ struct vcma_sim_run {
 };
 
 #define VCMA_SIM_P2M_RUNS 128u
+
+/*
+ * ---- restart and reattach (docs/PROTOCOL.md §9.1 "Restart and reattach") ----
+ *
+ * A client that set VCMA_SIM_F_REATTACH gets one TOKEN right after the response (before
+ * any P2M). If vcmad restarts, the connection ends without DEAD; the restarted vcmad
+ * keeps the guest's regions (and a VMM's RAM) for grace_ms. The client then connects
+ * again and sends one REATTACH (a VMM follows it with its own p2m as P2M messages,
+ * client -> host). The host answers with an ATTACH_RSP (status, fresh ring fds; a VMM
+ * gets the machine memory again) whose nruns counts the regions it holds, then a new
+ * TOKEN, then the regions as REGIONS messages (struct vcma_sim_p2m, run = {handle,
+ * first machine frame, frames}). The old ring is gone: the client lays its ring state
+ * anew on the new area and sends HELLO.
+ */
+struct vcma_sim_token {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;     /* VCMA_SIM_MSG_TOKEN */
+	uint32_t guest_id; /* what to reattach as */
+	uint32_t grace_ms; /* a restarted host keeps the guest this long after it starts */
+	uint8_t token[16]; /* secret: whoever shows it (and the same uid) is this guest */
+};
+
+struct vcma_sim_reattach {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;     /* VCMA_SIM_MSG_REATTACH */
+	uint32_t role;     /* as at the attach */
+	uint32_t flags;    /* VMM: VCMA_SIM_F_* it can do now (REATTACH implied); GUEST: 0 or REATTACH */
+	uint32_t guest_id; /* from the last TOKEN */
+	uint32_t nruns;    /* VMM: p2m runs that follow in P2M messages (its RAM, exactly once); GUEST: 0 */
+	uint64_t ram_bytes; /* VMM: as at the attach; GUEST: 0 */
+	uint8_t token[16];  /* from the last TOKEN */
+	char name[VCMA_SIM_NAME_LEN]; /* as at the attach */
+};
 
 struct vcma_sim_p2m {
 	uint32_t magic;
@@ -173,5 +214,7 @@ _Static_assert(sizeof(struct vcma_sim_msg) == 24, "sim VMM message header size")
 _Static_assert(sizeof(struct vcma_sim_attach) == 88, "sim attach size");
 _Static_assert(sizeof(struct vcma_sim_attach_rsp) == 56, "sim attach response size");
 _Static_assert(sizeof(struct vcma_sim_p2m) == 16 + 24 * VCMA_SIM_P2M_RUNS, "sim p2m size");
+_Static_assert(sizeof(struct vcma_sim_token) == 32, "sim token size");
+_Static_assert(sizeof(struct vcma_sim_reattach) == 80, "sim reattach size");
 
 #endif

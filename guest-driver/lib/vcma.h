@@ -64,6 +64,34 @@ int vcma_attach(const char *socket_path, const char *name, const char *devclass,
  * on failure. Says HELLO. */
 int vcma_attach_fds(int shm_fd, size_t shm_size, int kick_fd, int irq_fd, struct vcma **out);
 
+/*
+ * Host restarts (docs/PROTOCOL.md §9.1 "Restart and reattach"). vcma_attach() asks the
+ * host for a reattach token ($VCMA_REATTACH=0: it does not). When the host's end of
+ * the connection goes away while the guest was not cut off, the handle keeps its
+ * regions and their mappings and reattaches on its own, with backoff (10 ms doubling
+ * to 500 ms) for as long as the token's grace period: calls wait meanwhile (up to
+ * their timeout). Calls in flight when the host died fail with -ECONNRESET; regions
+ * the host granted to a request that was never answered are freed; a posted FREE the
+ * host did not take is sent again. If the host did not keep the guest (NO_REGION) or
+ * the grace period passes, the handle is dead with -ECONNRESET and its regions are
+ * gone.
+ */
+/* A region the host says the guest holds, after a reattach (a REGIONS run). */
+struct vcma_held_region {
+	uint64_t handle;
+	uint64_t bus;  /* machine address: first frame * 4096 */
+	uint64_t size; /* bytes */
+};
+/* vcma_attach_fds() handles, whose socket is the VMM's: the VMM reattached. Take the
+ * new shared area and eventfds (owned as by vcma_attach_fds, even on failure), the
+ * regions the host listed, and say HELLO again: what this handle holds and the host
+ * listed keeps its handle and mapping; what the host listed and this handle does not
+ * know is freed; what this handle holds and the host did not list is forgotten
+ * (unmapped). Calls waiting on the old rings fail with -ECONNRESET; may be called
+ * from another thread while one waits. */
+int vcma_reattach_fds(struct vcma *v, int shm_fd, size_t shm_size, int kick_fd, int irq_fd,
+		      const struct vcma_held_region *held, size_t nheld);
+
 /* Free every region this handle still holds (best effort), wait for the answers to
  * those FREEs and to every FREE vcma_free() posted (flush; their errors are dropped),
  * unmap, close. Waits at most the timeout (vcma_set_timeout) in all. */
