@@ -29,6 +29,7 @@ void vcmad_conf_defaults(struct vcmad_conf *c)
 	c->precopy = true;
 	c->relend_idle_ms = 200;
 	c->shutdown_grace_ms = 2000;
+	c->reattach_grace_ms = 5000;
 	c->machine_bytes = 1ull << 30;
 	c->limits.max_regions = 256;
 	c->limits.max_bytes = UINT64_MAX;
@@ -165,6 +166,14 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 			return -EINVAL;
 		}
 		c->shutdown_grace_ms = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_DAEMON && !strcmp(k, "reattach_grace_ms")) {
+		if (parse_u64(v, 0, 3600000, &x)) {
+			*msg = "expected milliseconds from 0 to 3600000";
+			return -EINVAL;
+		}
+		c->reattach_grace_ms = (uint32_t)x;
 		return 0;
 	}
 	if (sec == SEC_DAEMON && !strcmp(k, "poll_us")) {
