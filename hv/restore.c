@@ -28,6 +28,7 @@
 struct restored {
 	struct vcmad_guest *g;
 	enum vcma_store_link kind;
+	bool vm;   /* a VM: nothing is handed out until it is back or reclaimed */
 	int pidfd; /* QEMU: its process, readable when it exits */
 	struct vcma_watch pid_w;
 };
@@ -85,7 +86,7 @@ static void left_waiting(struct vcmad_guest *g)
 	struct vcmad *d = g->d;
 
 	d->restore.waiting--;
-	if (g->vm && !--d->restore.vms_waiting) {
+	if (rs_of(g)->vm && !--d->restore.vms_waiting) {
 		log_notice("restore: every VM taken back is back or reclaimed: handing out memory again");
 		vcmad_relend_kick(d);
 	}
@@ -434,6 +435,7 @@ int vcmad_restore(struct vcmad *d)
 		if (!is_restored(g))
 			continue;
 		d->restore.waiting++;
+		rs_of(g)->vm = g->vm != NULL; /* g->vm goes before the link is closed */
 		d->restore.vms_waiting += g->vm != NULL;
 	}
 	log_notice("restore: took back %llu guest(s) with %llu region(s) and %llu VM(s); sim guests have %u ms to "
@@ -480,9 +482,9 @@ void vcmad_restore_take(struct vcmad_guest *g, struct vcmad_link *l, void *priv)
 	struct restored *rs = rs_of(g);
 
 	rs_close_pid(g->d, rs);
+	left_waiting(g);
 	free(rs);
 	g->link = l;
 	g->link_priv = priv;
 	g->d->restore.back++;
-	left_waiting(g);
 }
