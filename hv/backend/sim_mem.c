@@ -39,6 +39,7 @@
 
 struct sim_mem {
 	int fd;
+	int lock_fd; /* the file's flock, on an open of its own: VMMs share fd's description */
 	uint8_t *map; /* vcmad's own mapping of all of it */
 	struct vcma_memrange ordinary;
 };
@@ -134,6 +135,8 @@ static void sim_fini(struct vcmad_backend *be)
 		munmap(m->map, be->machine_bytes);
 	if (m->fd >= 0)
 		close(m->fd);
+	if (m->lock_fd >= 0)
+		close(m->lock_fd);
 	vcma_memrange_fini(&m->ordinary);
 	free(m);
 	be->priv = NULL;
@@ -152,7 +155,12 @@ static int open_file(struct vcmad_backend *be, struct sim_mem *m, uint64_t bytes
 		log_err("sim: cannot open machine memory %s: %s", be->mem_file, strerror(errno));
 		return rc;
 	}
-	if (flock(m->fd, LOCK_EX | LOCK_NB)) {
+	/* a lock on fd itself would be held by every VMM it is passed to, and outlive
+	 * vcmad with them: the restarted vcmad could never take it */
+	m->lock_fd = open(be->mem_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (m->lock_fd < 0)
+		return -errno;
+	if (flock(m->lock_fd, LOCK_EX | LOCK_NB)) {
 		rc = -errno;
 		log_err("sim: machine memory %s is in use by another vcmad (%s)", be->mem_file, strerror(errno));
 		return rc == -EWOULDBLOCK ? -EBUSY : rc;
@@ -185,7 +193,7 @@ static int sim_init(struct vcmad_backend *be, uint64_t bytes, const struct vcma_
 	if (!m)
 		return -ENOMEM;
 	be->priv = m;
-	m->fd = -1;
+	m->fd = m->lock_fd = -1;
 	vcma_memrange_init(&m->ordinary);
 	if (be->mem_file[0]) {
 		rc = open_file(be, m, bytes);
