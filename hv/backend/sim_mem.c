@@ -30,6 +30,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <unistd.h>
 
 #include "backend/sim_backend.h"
@@ -181,6 +183,17 @@ static int open_file(struct vcmad_backend *be, struct sim_mem *m, uint64_t bytes
 	}
 	if (fchmod(m->fd, 0600))
 		return -errno;
+	{
+		struct statfs fs;
+
+		/* /run is tmpfs on a host; a runtime_dir on a disk makes every page written
+		 * to machine memory a page the kernel writes back to that disk */
+		if (!fstatfs(m->fd, &fs) && fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC &&
+		    fs.f_type != RAMFS_MAGIC)
+			log_warn("sim: machine memory %s is not on tmpfs (filesystem type %#lx): the kernel writes its "
+				 "pages back to that disk; put runtime_dir on tmpfs (as /run is)", be->mem_file,
+				 (unsigned long)fs.f_type);
+	}
 	return 0;
 }
 
