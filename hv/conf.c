@@ -221,6 +221,14 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 		c->machine_bytes = x;
 		return 0;
 	}
+	if (sec == SEC_MACHINE && !strcmp(k, "file")) {
+		if (v[0] != '/' || strlen(v) >= sizeof(c->machine_file) - 1) {
+			*msg = "expected an absolute path shorter than 255 characters";
+			return -EINVAL;
+		}
+		snprintf(c->machine_file, sizeof(c->machine_file), "%s", v);
+		return 0;
+	}
 	if (sec == SEC_LIMITS && !strcmp(k, "max_regions_per_guest")) {
 		if (parse_u64(v, 1, 65536, &x)) {
 			*msg = "expected a number from 1 to 65536";

@@ -117,6 +117,7 @@ struct vcmad_conf {
 	char attach_group[33]; /* may connect to the sim attach socket besides root; "" = root only */
 	bool open_attach;      /* unconfigured names may attach (as plain guests, no class) */
 	uint64_t machine_bytes;
+	char machine_file[256]; /* sim: where machine memory lives when state is recorded; "" = RUNTIME_DIR/machine.mem */
 	struct vcmad_limits limits;
 	uint32_t npools;
 	struct vcma_pool_config pool[VCMA_MAX_POOLS];

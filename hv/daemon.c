@@ -201,7 +201,10 @@ int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const str
 				d->be.type = NULL;
 				goto fail_core;
 			}
-			snprintf(d->be.mem_file, sizeof(d->be.mem_file), "%s/machine.mem", d->conf.runtime_dir);
+			if (d->conf.machine_file[0])
+				snprintf(d->be.mem_file, sizeof(d->be.mem_file), "%s", d->conf.machine_file);
+			else
+				snprintf(d->be.mem_file, sizeof(d->be.mem_file), "%s/machine.mem", d->conf.runtime_dir);
 		}
 	}
 	rc = bt->mem->init(&d->be, d->conf.machine_bytes, ranges, d->conf.npools);

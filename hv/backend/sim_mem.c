@@ -185,14 +185,25 @@ static int open_file(struct vcmad_backend *be, struct sim_mem *m, uint64_t bytes
 		return -errno;
 	{
 		struct statfs fs;
+		uint64_t held = (uint64_t)st.st_blocks * 512, room;
 
+		if (fstatfs(m->fd, &fs))
+			return -errno;
+		/* a tmpfs that fills up makes the next page written fault (SIGBUS): it must
+		 * have room for all of machine memory (on tmpfs nothing is reserved by this) */
+		room = (uint64_t)fs.f_bavail * (uint64_t)fs.f_bsize + (be->mem_reopened ? held : 0);
+		if (room < bytes) {
+			log_err("sim: machine memory %s needs %llu MiB, and its filesystem has room for %llu MiB: give it "
+				"more room, or set [machine] file elsewhere", be->mem_file, (unsigned long long)(bytes >> 20),
+				(unsigned long long)(room >> 20));
+			return -ENOSPC;
+		}
 		/* /run is tmpfs on a host; a runtime_dir on a disk makes every page written
 		 * to machine memory a page the kernel writes back to that disk */
-		if (!fstatfs(m->fd, &fs) && fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC &&
-		    fs.f_type != RAMFS_MAGIC)
+		if (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC && fs.f_type != RAMFS_MAGIC)
 			log_warn("sim: machine memory %s is not on tmpfs (filesystem type %#lx): the kernel writes its "
-				 "pages back to that disk; put runtime_dir on tmpfs (as /run is)", be->mem_file,
-				 (unsigned long)fs.f_type);
+				 "pages back to that disk; put runtime_dir (or [machine] file) on tmpfs, as /run is",
+				 be->mem_file, (unsigned long)fs.f_type);
 	}
 	return 0;
 }

@@ -193,11 +193,11 @@ wait_until(lambda t: "(q0) detached (its QEMU exited)" in t, 15, "q0 reclaimed o
            probe=d.logtext)
 check(not any(r["guest"] == names["q0"]["id"] for r in show(state)["regions"]),
       "restart: q0's region is gone from the record once its QEMU exited")
+d.kill()  # with g1 attached: its regions stay recorded
 m2.close()
 for fd in fds:
     os.close(fd)
 s2.close()
-d.kill()
 
 # host reboot: without the machine memory file nothing can be taken back; the state is
 # moved aside, never over an earlier copy of the same name
