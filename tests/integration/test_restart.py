@@ -112,7 +112,8 @@ d = Vcmad(VCMAD, CONFIG, reuse=d)
 check("restore: took back 2 guest(s) with 0 region(s) and 2 VM(s)" in d.logtext(), "restart: both VMs taken back")
 check(lent(frames(d)) == lent_before, "restart: the pool frames they had are theirs again (%d lent)" % lent(frames(d)))
 r = vcmactl(d, "alloc", "1M")
-check(r.returncode != 0 and "busy" in (r.stdout + r.stderr).lower(), "restart: allocations wait (EBUSY) for the VMs")
+check(r.returncode != 0 and "EBUSY" in r.stderr and "restarted" in r.stderr,
+      "restart: allocations wait (EBUSY) for the VMs, and vcmactl says why (%s)" % r.stderr.strip())
 
 # hostile: nothing of these takes a VM or changes anything
 ta, tb = sa.token.token, sb.token.token
