@@ -395,6 +395,11 @@ int vcmad_vm_adopt_p2m(struct vcmad_vm *vm, const struct vcmad_run *runs, uint32
 			*why = "its p2m does not cover its RAM exactly once, in order";
 			return -EINVAL;
 		}
+		if (runs[i].mfn > d->be.machine_bytes >> VCMA_PAGE_SHIFT ||
+		    runs[i].count > (d->be.machine_bytes >> VCMA_PAGE_SHIFT) - runs[i].mfn) {
+			*why = "its p2m runs outside machine memory";
+			return -EINVAL;
+		}
 		next += runs[i].count;
 	}
 	if (next != vm->ctl.ram_frames) {

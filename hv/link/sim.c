@@ -34,6 +34,7 @@
 #include "log.h"
 #include "peerfd.h"
 #include "restore.h"
+#include "link/sim_msg.h"
 #include "scrub.h"
 #include "vcma_name.h"
 #include "vcma_sim.h"
@@ -55,7 +56,7 @@ struct conn {
 	/* a VMM's REATTACH whose p2m messages are still coming in */
 	bool reattaching;
 	struct vcma_sim_reattach ra;
-	struct vcmad_run *runs;
+	struct vcma_sim_run *runs;
 	uint32_t got;
 };
 
@@ -89,7 +90,7 @@ static struct sim_guest *sg(const struct vcmad_guest *g)
 }
 
 static void collect(struct sim_link *sl, struct conn *c);
-static void reattach_begin(struct sim_link *sl, struct conn *c);
+static void reattach_begin(struct sim_link *sl, struct conn *c, const void *msg, size_t len);
 
 /* ---- guest I/O ---- */
 
@@ -658,34 +659,28 @@ fail_sent:
 }
 
 /* A REATTACH arrived on c: a plain guest's is whole, a VMM's p2m follows. */
-static void reattach_begin(struct sim_link *sl, struct conn *c)
+static void reattach_begin(struct sim_link *sl, struct conn *c, const void *msg, size_t len)
 {
 	struct vcmad *d = sl->d;
-	const struct vcma_sim_reattach *ra = &c->ra;
-	bool vmm = ra->role == VCMA_SIM_ROLE_VMM;
+	const char *why;
+	int32_t status;
 	int fd = c->fd;
 
-	if (ra->version != VCMA_SIM_VERSION || (ra->role != VCMA_SIM_ROLE_GUEST && !vmm) ||
-	    (ra->flags & ~(vmm ? VCMA_SIM_F_ALL : VCMA_SIM_F_GUEST)) || (!vmm && (ra->nruns || ra->ram_bytes)) ||
-	    (vmm && (!ra->nruns || !ra->ram_bytes || ra->ram_bytes % VCMA_PAGE_SIZE ||
-		     ra->ram_bytes > d->conf.limits.max_ram || ra->nruns > ra->ram_bytes / VCMA_PAGE_SIZE)) ||
-	    !vcma_name_field_ok(ra->name, sizeof(ra->name), false)) {
-		int32_t st = ra->version != VCMA_SIM_VERSION ? VCMA_ST_VERSION : VCMA_ST_INVALID;
-
+	if (vcmad_sim_reattach_check(msg, len, d->conf.limits.max_ram, &c->ra, &status, &why)) {
 		conn_unlink(sl, c);
-		refuse(d, fd, st, "malformed reattach");
+		refuse(d, fd, status, why);
 		close(fd);
 		return;
 	}
-	if (!vmm) {
+	if (c->ra.role != VCMA_SIM_ROLE_VMM) {
 		uint32_t uid = c->uid;
-		struct vcma_sim_reattach copy = *ra;
+		struct vcma_sim_reattach copy = c->ra;
 
 		conn_unlink(sl, c);
 		reattach(sl, fd, uid, &copy, NULL, 0);
 		return;
 	}
-	c->runs = calloc(ra->nruns, sizeof(*c->runs));
+	c->runs = calloc(c->ra.nruns, sizeof(*c->runs));
 	if (!c->runs) {
 		conn_unlink(sl, c);
 		refuse(d, fd, VCMA_ST_NO_MEMORY, "reattach: out of memory");
@@ -702,6 +697,9 @@ static void collect(struct sim_link *sl, struct conn *c)
 {
 	struct vcmad *d = sl->d;
 	struct vcma_sim_p2m m;
+	struct vcma_sim_run part[VCMA_SIM_P2M_RUNS];
+	const char *why;
+	uint32_t k;
 	int fd = c->fd;
 
 	while (c->got < c->ra.nruns) {
@@ -709,25 +707,36 @@ static void collect(struct sim_link *sl, struct conn *c)
 
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return; /* more later (or the attach deadline closes it) */
-		if (n != (ssize_t)sizeof(m) || m.magic != VCMA_SIM_MAGIC || m.version != VCMA_SIM_VERSION ||
-		    m.type != VCMA_SIM_MSG_P2M || !m.nruns || m.nruns > VCMA_SIM_P2M_RUNS || m.pad ||
-		    m.nruns > c->ra.nruns - c->got) {
+		if (n <= 0 || vcmad_sim_p2m_msg_check(&m, (size_t)n, c->ra.nruns - c->got, part, &k, &why)) {
 			conn_unlink(sl, c);
 			if (n > 0)
-				refuse(d, fd, VCMA_ST_INVALID, "reattach: malformed p2m message");
+				refuse(d, fd, VCMA_ST_INVALID, why);
 			close(fd);
 			return;
 		}
-		for (uint32_t i = 0; i < m.nruns; i++)
-			c->runs[c->got++] = (struct vcmad_run){ m.run[i].gfn, m.run[i].mfn, m.run[i].count };
+		memcpy(&c->runs[c->got], part, k * sizeof(*part));
+		c->got += k;
+	}
+	if (vcmad_sim_p2m_check(c->runs, c->got, c->ra.ram_bytes / VCMA_PAGE_SIZE, d->conf.machine_bytes / VCMA_PAGE_SIZE,
+				&why)) {
+		conn_unlink(sl, c);
+		refuse(d, fd, VCMA_ST_INVALID, why);
+		close(fd);
+		return;
 	}
 	{
 		struct vcma_sim_reattach ra = c->ra;
-		struct vcmad_run *runs = c->runs;
+		struct vcmad_run *runs = calloc(c->got + 1, sizeof(*runs));
 		uint32_t uid = c->uid, n = c->got;
 
-		c->runs = NULL;
+		for (uint32_t i = 0; runs && i < n; i++)
+			runs[i] = (struct vcmad_run){ c->runs[i].gfn, c->runs[i].mfn, c->runs[i].count };
 		conn_unlink(sl, c);
+		if (!runs) {
+			refuse(d, fd, VCMA_ST_NO_MEMORY, "reattach: out of memory");
+			close(fd);
+			return;
+		}
 		reattach(sl, fd, uid, &ra, runs, n);
 		free(runs);
 	}
@@ -761,8 +770,7 @@ static void attach(struct sim_link *sl, struct conn *c)
 		return;
 	if (n == (ssize_t)sizeof(struct vcma_sim_reattach) && a.magic == VCMA_SIM_MAGIC &&
 	    a.type == VCMA_SIM_MSG_REATTACH) {
-		memcpy(&c->ra, &a, sizeof(c->ra));
-		reattach_begin(sl, c);
+		reattach_begin(sl, c, &a, (size_t)n);
 		return;
 	}
 	/* from here on the connection either becomes a guest or is closed */
