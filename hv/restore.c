@@ -81,12 +81,15 @@ static void rs_close_pid(struct vcmad *d, struct restored *rs)
 	rs->pidfd = -1;
 }
 
+static int zero_unowned(struct vcmad *d);
+
 static void left_waiting(struct vcmad_guest *g)
 {
 	struct vcmad *d = g->d;
 
 	d->restore.waiting--;
 	if (rs_of(g)->vm && !--d->restore.vms_waiting) {
+		zero_unowned(d);
 		log_notice("restore: every VM taken back is back or reclaimed: handing out memory again");
 		vcmad_relend_kick(d);
 	}
@@ -336,21 +339,32 @@ static int cmp_owned(const void *a, const void *b)
 	return x->mfn < y->mfn ? -1 : x->mfn > y->mfn;
 }
 
-/* Zero every machine frame the record gives nobody: destinations of a vacate in flight,
- * frames freed whose zeroing had not run, a dead guest's scrub that never finished. */
-static int zero_unowned(struct vcmad *d, const struct record *rec)
+/*
+ * Zero every machine frame nobody owns now: destinations of a vacate in flight when
+ * vcmad died, frames freed whose zeroing had not run, a dead guest's unfinished scrub.
+ * Not before every VM taken back is back or reclaimed: a frame a VMM moved a page to
+ * before the crash is nobody's in the record but holds that page, until the reattach
+ * adopts it (and nothing is handed out meanwhile, so nobody can get the old bytes).
+ */
+static int zero_unowned(struct vcmad *d)
 {
-	size_t n = rec->nregions + rec->nruns, k = 0;
-	struct owned *o = malloc((n + 1) * sizeof(*o));
+	const struct vcma_region *r;
+	uint32_t cursor = 0;
+	size_t n = d->core.regions.nlive, k = 0;
 	uint64_t at = 0, end = d->be.machine_bytes >> VCMA_PAGE_SHIFT, zeroed = 0;
+	struct owned *o;
 	int rc = 0;
 
+	for (struct vcmad_vm *vm = d->vms; vm; vm = vm->next)
+		n += vm->ctl.ram_frames;
+	o = malloc((n + 1) * sizeof(*o));
 	if (!o)
 		return -ENOMEM;
-	for (size_t i = 0; i < rec->nregions; i++)
-		o[k++] = (struct owned){ rec->regions[i].first_mfn, rec->regions[i].frames };
-	for (size_t i = 0; i < rec->nruns; i++)
-		o[k++] = (struct owned){ rec->runs[i].mfn, rec->runs[i].count };
+	while ((r = vcma_regions_next(&d->core.regions, &cursor)) && k < n)
+		o[k++] = (struct owned){ r->mfn, r->nframes };
+	for (struct vcmad_vm *vm = d->vms; vm; vm = vm->next)
+		for (uint64_t g = 0; g < vm->ctl.ram_frames && k < n; g++)
+			o[k++] = (struct owned){ vm->p2m[g], 1 };
 	qsort(o, k, sizeof(*o), cmp_owned);
 	for (size_t i = 0; i <= k && !rc; i++) {
 		uint64_t next = i < k ? o[i].mfn : end;
@@ -388,8 +402,6 @@ static int take_back(struct vcmad *d, struct record *rec)
 		rc = restore_region(d, &rec->regions[i]);
 	for (size_t i = 0; i < rec->nruns && !rc;)
 		rc = restore_vm(d, rec->runs, rec->nruns, &i);
-	if (!rc)
-		rc = zero_unowned(d, rec);
 	return rc;
 }
 
@@ -437,6 +449,10 @@ int vcmad_restore(struct vcmad *d)
 		d->restore.waiting++;
 		rs_of(g)->vm = g->vm != NULL; /* g->vm goes before the link is closed */
 		d->restore.vms_waiting += g->vm != NULL;
+	}
+	if (!d->restore.vms_waiting && zero_unowned(d)) {
+		record_free(&rec);
+		return -EIO;
 	}
 	log_notice("restore: took back %llu guest(s) with %llu region(s) and %llu VM(s); sim guests have %u ms to "
 		   "reattach", (unsigned long long)rec.nguests, (unsigned long long)d->restore.restored_regions,

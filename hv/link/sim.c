@@ -587,30 +587,31 @@ static void reattach(struct sim_link *sl, int fd, uint32_t uid, const struct vcm
 	s->kick_fd = s->irq_fd = s->shm_fd = -1;
 	s->sock_w.fd = s->kick_w.fd = -1;
 	s->g = g;
+	/* until it is taken (below) the guest stays on the restore link: a failure here
+	 * reclaims it as one that never came back */
+	rc = guest_io(g, s);
+	if (rc)
+		why = "cannot set up its ring";
+	else if (vmm && (rc = vcmad_vm_adopt_p2m(g->vm, runs, nruns, &why)))
+		rc = VCMA_ST_INVALID; /* its p2m: not the host's failure */
+	if (rc) {
+		refuse(d, fd, rc == VCMA_ST_INVALID ? VCMA_ST_INVALID : VCMA_ST_INTERNAL, why);
+		close_io(d, s); /* fd too */
+		free(s);
+		vcmad_guest_detach(g, why);
+		return;
+	}
+	/* taken back: with the last VM, what nobody owns is zeroed (restore.h) */
 	vcmad_restore_take(g, sl->l, s);
 	g->role = vmm ? "vmm" : "guest";
-	rc = guest_io(g, s);
-	if (rc) {
-		why = "cannot set up its ring";
-		goto fail;
-	}
+	if (vmm)
+		vcmad_vm_set_owner(g->vm, &vm_owner, g);
 	s->window_gpa = ((vmm ? ra->ram_bytes : 0) + (1ull << 30) - 1) & ~((1ull << 30) - 1);
 	if (s->window_gpa < (1ull << 30))
 		s->window_gpa = 1ull << 30;
 	while ((r = vcma_regions_next(&d->core.regions, &cursor)))
 		if (r->guest == g->id)
 			vcma_regions_set_gpa(&d->core.regions, g->id, r->handle, s->window_gpa + (r->mfn << VCMA_PAGE_SHIFT));
-	if (vmm) {
-		rc = vcmad_vm_adopt_p2m(g->vm, runs, nruns, &why);
-		if (rc) {
-			refuse(d, fd, VCMA_ST_INVALID, why);
-			s->sock = -1;
-			close(fd);
-			vcmad_guest_detach(g, why);
-			return;
-		}
-		vcmad_vm_set_owner(g->vm, &vm_owner, g);
-	}
 	rc = held_regions(d, g, &held, &nheld);
 	if (rc) {
 		why = "out of memory";

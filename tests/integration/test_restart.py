@@ -104,6 +104,23 @@ sb, rb, fb, runs_b = attach_vmm(d, "b")
 check(sa.token.guest_id == ra.guest_id and sb.token.guest_id == rb.guest_id,
       "two VMMs attached with reattach tokens (ids %d, %d)" % (ra.guest_id, rb.guest_id))
 lent_before = lent(frames(d))
+# a's page copied to an ordinary frame nobody holds, as a vacate does before its remap,
+# and bytes left in another free frame, as a vacate that never remapped leaves them
+held = {m for g_, m, c in runs_a + runs_b for m in range(m, m + c)}
+free_ord = [m for m in range(4096, (64 - 16) * MiB // 4096) if m not in held][:2]
+PAGE_A, JUNK = b"\x5a" * 4096, b"\xa7" * 4096
+with open(os.path.join(d.rundir, "machine.mem"), "r+b") as f:
+    f.seek(free_ord[0] * 4096)
+    f.write(PAGE_A)
+    f.seek(free_ord[1] * 4096)
+    f.write(JUNK)
+
+
+def frame(mfn):
+    with open(os.path.join(d.rundir, "machine.mem"), "rb") as f:
+        f.seek(mfn * 4096)
+        return f.read(4096)
+
 check(lent_before == 2 * (RAM // 4096) // 2, "half of each VM's RAM is lent from the pool (%d frames)" % lent_before)
 d.kill()
 for s in (sa, sb):
@@ -148,12 +165,12 @@ check(set(g) == {"a", "b"} and lent(frames(d)) == lent_before,
       "hostile: both VMs are still taken back and waiting, their frames theirs (%s)" % sorted(g))
 
 # adopted: a moved one page off the pool onto an ordinary frame nobody holds
+check(frame(free_ord[0]) == PAGE_A and frame(free_ord[1]) == JUNK,
+      "restart: frames nobody holds are not zeroed while a VM may still claim one")
 pages_a = split(runs_a)
 pool_pages = [p for p in pages_a if p[1] >= (64 - 16) * MiB // 4096]
-ordinary_held = {p[1] for p in split(runs_a) + split(runs_b)}
-free_ord = next(m for m in range(4096, (64 - 16) * MiB // 4096) if m not in ordinary_held)
 gfn, old_mfn, _ = pool_pages[0]
-moved = [(gg, free_ord if gg == gfn else mm, 1) for gg, mm, _ in pages_a]
+moved = [(gg, free_ord[0] if gg == gfn else mm, 1) for gg, mm, _ in pages_a]
 st, sa2, fds = reattach(d, "a", ra.guest_id, ta, merge(moved))
 check(st == proto.Status.OK and len(fds) == 4, "adopted: a is back (status %d, %d fds)" % (st, len(fds)))
 check("VM %d (a): 1 page(s) were moved before vcmad restarted and not recorded" % ra.guest_id in d.logtext(),
@@ -178,6 +195,9 @@ g = {x["name"]: x for x in ctl(d, "guests")["guests"]}
 check(set(g) == {"a"}, "refused: a stays, b is gone (%s)" % sorted(g))
 check(lent(frames(d)) == lent_before - 1 - (RAM // 4096) // 2,
       "refused: b's pool frames are free, a's are a's (%d lent)" % lent(frames(d)))
+
+check(frame(free_ord[0]) == PAGE_A, "adopted: the page a moved is intact on its frame, now a's")
+check(frame(free_ord[1]) == bytes(4096), "every VM back or reclaimed: the bytes in a frame nobody holds are zeroed")
 
 # serving again
 r = vcmactl(d, "alloc", "1M")
