@@ -1425,6 +1425,20 @@ struct srv {
 	struct vcma_sim_attach got;
 };
 
+/* (From the fake hosts' threads: a failure shows as the client's.) */
+static void send_token(int conn, uint32_t guest_id, uint32_t grace_ms, uint8_t seed)
+{
+	struct vcma_sim_token t = {
+		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_TOKEN,
+		.guest_id = guest_id, .grace_ms = grace_ms,
+	};
+
+	for (unsigned int i = 0; i < sizeof(t.token); i++)
+		t.token[i] = (uint8_t)(seed + 3 * i);
+	if (send(conn, &t, sizeof(t), MSG_NOSIGNAL) != (ssize_t)sizeof(t))
+		return;
+}
+
 static void *srv_main(void *p)
 {
 	struct srv *s = p;
@@ -1461,6 +1475,10 @@ static void *srv_main(void *p)
 	}
 	if (sendmsg(s->conn, &mh, MSG_NOSIGNAL) < 0)
 		return NULL;
+	/* a host that keeps nothing for a restart (grace 0): the end of the connection
+	 * is the end of the guest, as without a token */
+	if (!s->status && (s->got.flags & VCMA_SIM_F_REATTACH))
+		send_token(s->conn, 7, 0, 1);
 	return NULL;
 }
 
