@@ -907,15 +907,16 @@ static int try_answer(struct vcma *v, uint64_t deadline, bool wait)
 		vl_mark_dead(v, -EIO); /* garbage for an answer: a broken host */
 		return v->dead;
 	}
-	if (rc || rsp.status == VCMA_ST_BUSY) {
-		/* closed without an answer (a host still going down, or not up yet), or
-		 * "not yet" (BUSY): within the grace period, again */
+	if (rc || rsp.status == VCMA_ST_BUSY || rsp.status == VCMA_ST_SHUTDOWN) {
+		/* closed without an answer (a host still going down, or not up yet), "not
+		 * yet" (BUSY) or a host stopping again, which keeps the guest's records
+		 * (SHUTDOWN): within the grace period, again */
 		retry_later(v);
 		return 1;
 	}
 	if (rsp.status != VCMA_ST_OK) {
 		/* NO_REGION: the host did not keep the guest, its regions are gone; INVALID,
-		 * VERSION, SHUTDOWN, INTERNAL...: it will not take it back either */
+		 * VERSION, INTERNAL...: it will not take it back either */
 		vl_mark_dead(v, -ECONNRESET);
 		return v->dead;
 	}

@@ -2086,7 +2086,7 @@ static void test_reattach_refused(void **state)
 	host_free(&h);
 }
 
-/* BUSY, BUSY, OK: retries with backoff (10 ms, then 20 ms). The host went down cleanly
+/* BUSY, SHUTDOWN, OK: retries with backoff (10 ms, then 20 ms). The host went down cleanly
  * (CLOSING): a call made after it went waits for the reattach and proceeds. A second
  * restart, without CLOSING, under an idle handle: the same, and the REATTACH shows the
  * token the first reattach brought, not the spent one. */
@@ -2100,7 +2100,7 @@ static void test_reattach_busy(void **state)
 
 	h.step[0] = (struct host_step){ .status = VCMA_ST_OK, .f = f1, .keep = true };
 	h.step[1] = (struct host_step){ .restart = true, .status = VCMA_ST_BUSY };
-	h.step[2] = (struct host_step){ .status = VCMA_ST_BUSY };
+	h.step[2] = (struct host_step){ .status = VCMA_ST_SHUTDOWN }; /* a host stopping again: retried too */
 	h.step[3] = (struct host_step){ .status = VCMA_ST_OK, .f = f2, .keep = true };
 	h.step[4] = (struct host_step){ .restart = true, .status = VCMA_ST_OK, .f = f3, .keep = true };
 	host_start(&h);
