@@ -13,16 +13,20 @@ over the raw protocol, and the same from hostile clients.
   refused      VM b reattaches with a page on a frame VM a holds: INVALID, and b is
                reclaimed (its pool frames free), a untouched
   serving      with every VM back or reclaimed, allocations are served again; until then
-               they were refused with EBUSY"""
+               they were refused with EBUSY
+  libvcma      a real libvcma guest (hold_regions) holding regions across the restart
+               reattaches on its own at its next call and frees them all"""
 import json
+import re
 import os
 import socket
+import subprocess
 import sys
 
 import proto
 from vcmatest import (Vcmad, check, ctl, frames, lent, set_tools, sim_attach_raw, vcmactl, wait_until)
 
-VCMAD, VCMACTL = sys.argv[1], sys.argv[2]
+VCMAD, VCMACTL, HOLD = sys.argv[1], sys.argv[2], sys.argv[3]
 set_tools(vcmactl=VCMACTL)
 
 CONFIG = """
@@ -122,11 +126,21 @@ def frame(mfn):
         return f.read(4096)
 
 check(lent_before == 2 * (RAM // 4096) // 2, "half of each VM's RAM is lent from the pool (%d frames)" % lent_before)
+hold = subprocess.Popen([HOLD, d.sock, "h", "main", "1M", "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        text=True)
+hold_handles = []
+for line in hold.stdout:
+    if line.startswith("region "):
+        hold_handles.append(int(line.split()[1], 16))
+    if line.strip() == "ready":
+        break
+check(len(hold_handles) == 3, "libvcma: hold_regions holds 3 regions (%s)" % [hex(h) for h in hold_handles])
 d.kill()
 for s in (sa, sb):
     s.close()
 d = Vcmad(VCMAD, CONFIG, reuse=d)
-check("restore: took back 2 guest(s) with 0 region(s) and 2 VM(s)" in d.logtext(), "restart: both VMs taken back")
+check("restore: took back 3 guest(s) with 3 region(s) and 2 VM(s)" in d.logtext(),
+      "restart: both VMs and hold_regions with its 3 regions taken back")
 check(lent(frames(d)) == lent_before, "restart: the pool frames they had are theirs again (%d lent)" % lent(frames(d)))
 r = vcmactl(d, "alloc", "1M")
 check(r.returncode != 0 and "EBUSY" in r.stderr and "restarted" in r.stderr,
@@ -135,8 +149,11 @@ check(r.returncode != 0 and "EBUSY" in r.stderr and "restarted" in r.stderr,
 # hostile: nothing of these takes a VM or changes anything
 ta, tb = sa.token.token, sb.token.token
 cases = [
-    ("garbage flags", dict(name="a", guest_id=ra.guest_id, token=ta, runs=runs_a, flags=0x80), proto.Status.INVALID),
-    ("a bad name", dict(name=b"a b", guest_id=ra.guest_id, token=ta, runs=runs_a), proto.Status.INVALID),
+    # refused on the REATTACH alone: no p2m follows (a close with it unread would reset
+    # the connection, and the answer with it)
+    ("garbage flags", dict(name="a", guest_id=ra.guest_id, token=ta, runs=runs_a, flags=0x80, msgs=[]),
+     proto.Status.INVALID),
+    ("a bad name", dict(name=b"a b", guest_id=ra.guest_id, token=ta, runs=runs_a, msgs=[]), proto.Status.INVALID),
     ("a VMM without a p2m", dict(name="a", guest_id=ra.guest_id, token=ta, runs=[]), proto.Status.INVALID),
     ("another RAM size", dict(name="a", guest_id=ra.guest_id, token=ta, runs=[(0, 0, 2 * RAM // 4096)],
                               ram=2 * RAM), proto.Status.NO_REGION),
@@ -161,7 +178,7 @@ for what, kw, want in cases:
     check(st == want and not fds, "hostile: %s is answered %s with no fds (%s)" % (what, want.name, st))
     s.close()
 g = {x["name"]: x for x in ctl(d, "guests")["guests"]}
-check(set(g) == {"a", "b"} and lent(frames(d)) == lent_before,
+check(set(g) == {"a", "b", "h"} and lent(frames(d)) == lent_before,
       "hostile: both VMs are still taken back and waiting, their frames theirs (%s)" % sorted(g))
 
 # adopted: a moved one page off the pool onto an ordinary frame nobody holds
@@ -192,7 +209,7 @@ check(st == proto.Status.INVALID and not fds, "refused: b's p2m with a page on a
 wait_until(lambda t: "(b) detached (its p2m puts a page on a frame someone else holds)" in t, 10,
            "b reclaimed for it", probe=d.logtext)
 g = {x["name"]: x for x in ctl(d, "guests")["guests"]}
-check(set(g) == {"a"}, "refused: a stays, b is gone (%s)" % sorted(g))
+check(set(g) == {"a", "h"}, "refused: a and h stay, b is gone (%s)" % sorted(g))
 check(lent(frames(d)) == lent_before - 1 - (RAM // 4096) // 2,
       "refused: b's pool frames are free, a's are a's (%d lent)" % lent(frames(d)))
 
@@ -201,8 +218,8 @@ check(frame(free_ord[1]) == bytes(4096), "every VM back or reclaimed: the bytes 
 
 st = ctl(d, "stats")["daemon"]
 check((st["restored_guests"], st["restored_regions"], st["restored_vms"], st["restore_back"], st["restore_reclaimed"],
-       st["restore_waiting"], st["restore_vms_waiting"]) == (2, 0, 2, 1, 1, 0, 0),
-      "stats: 2 guests and 2 VMs taken back, 1 back, 1 reclaimed, none waiting (%s)"
+       st["restore_waiting"], st["restore_vms_waiting"]) == (3, 3, 2, 1, 1, 1, 0),
+      "stats: 3 guests, 3 regions and 2 VMs taken back, 1 back, 1 reclaimed, h waiting, no VM (%s)"
       % {k: v for k, v in st.items() if k.startswith("restore")})
 r = vcmactl(d, "stats", "--prometheus")
 check(r.returncode == 0 and "vcmad_restore_back_total 1" in r.stdout and "vcmad_restored_vms_total 2" in r.stdout,
@@ -211,6 +228,15 @@ check(r.returncode == 0 and "vcmad_restore_back_total 1" in r.stdout and "vcmad_
 # serving again
 r = vcmactl(d, "alloc", "1M")
 check(r.returncode == 0, "serving: with a back and b reclaimed, an allocation is served (%s)" % r.stdout.strip())
+# libvcma: hold_regions finds the host gone at its next call, reattaches and frees
+out, _ = hold.communicate("free\n", timeout=30)
+check(hold.returncode == 0, "libvcma: hold_regions freed its 3 regions after reattaching on its own (exit %d)"
+      % hold.returncode)
+check(re.search(r"guest \d+ \(h\) reattached \d+ ms after the restart: 3 region\(s\) kept", d.logtext()),
+      "libvcma: vcmad logged h's reattach with its 3 regions")
+check(not [r for r in ctl(d, "regions")["regions"] if r.get("guest") == "h"], "libvcma: h holds no region now")
+st = ctl(d, "stats")["daemon"]
+check(st["restore_back"] == 2 and st["restore_waiting"] == 0, "stats: 2 back, none waiting")
 sa2.close()
 sb2.close()
 d.stop()
