@@ -27,21 +27,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "link_ops.h"
-#include "loop.h"
-
 struct vcmad;
 struct vcmad_guest;
+struct vcmad_link;
 
-struct vcmad_restore {
-	struct vcmad_link link;   /* the restored guests' link until they are back */
-	struct vcma_timer grace;  /* reclaims the sim guests not back in time */
-	uint32_t waiting;         /* restored guests not back yet */
-	uint32_t vms_waiting;     /* of them, VMs: nothing is handed out while > 0 */
-	uint64_t since_ns;        /* when the restart took them back */
-	/* counts for vcmactl stats */
-	uint64_t restored_guests, restored_regions, restored_vms, back, reclaimed;
-};
+/* The state (struct vcmad_restore, d->restore) is vcmad.h's, as every part's is. */
 
 /* Take back the previous run's guests, if the store holds them (else nothing): 0, or
  * -errno with the reason logged (vcmad does not start). */

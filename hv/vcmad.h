@@ -32,7 +32,6 @@
 #include "core.h"
 #include "link_ops.h"
 #include "loop.h"
-#include "restore.h"
 
 struct vcmad_ctl;
 struct vcmad_libvirt;
@@ -183,6 +182,17 @@ struct vcmad_durable {
 	struct vcmad_durable_vm *vms;       /* every VM's p2m record state */
 	struct vcmad_durable_vm *dirty_vms; /* those with p2m chunks to write this turn */
 	uint64_t commits, commit_ns_total, commit_ns_max, failures, resyncs, held_total, refused;
+};
+
+/* Guests taken back after a restart (restore.h). */
+struct vcmad_restore {
+	struct vcmad_link link;   /* the restored guests' link until they are back */
+	struct vcma_timer grace;  /* reclaims the sim guests not back in time */
+	uint32_t waiting;         /* restored guests not back yet */
+	uint32_t vms_waiting;     /* of them, VMs: nothing is handed out while > 0 */
+	uint64_t since_ns;        /* when the restart took them back */
+	/* counts for vcmactl stats */
+	uint64_t restored_guests, restored_regions, restored_vms, back, reclaimed;
 };
 
 struct vcmad {

@@ -102,12 +102,19 @@ static void ep_del(struct vcma *v, int fd)
 		epoll_ctl(v->epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
+static const struct vl_session_ops session_ops = {
+	.ready = vl_ready,
+	.notice_lost = vl_notice_lost,
+	.reattach_end = vl_reattach_end,
+};
+
 static struct vcma *vl_new(int sock, int shm_fd, int kick_fd, int irq_fd)
 {
 	struct vcma *v = calloc(1, sizeof(*v));
 
 	if (!v)
 		return NULL;
+	v->session = &session_ops;
 	v->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (v->epfd < 0)
 		goto err_free;

@@ -158,7 +158,7 @@ void vl_mark_dead(struct vcma *v, int err)
 	/* the host frees a dead guest's regions itself (§8.2): nothing is owed */
 	fail_inflight(v, err, false);
 	v->nrefree = 0;
-	vl_reattach_end(v);
+	vl_session_end(v);
 	/* a closed socket would keep vcma_fd() readable for good */
 	if (v->sock >= 0)
 		epoll_ctl(v->epfd, EPOLL_CTL_DEL, v->sock, NULL);
@@ -430,7 +430,7 @@ int vl_check_sock(struct vcma *v)
 		return v->dead ? v->dead : (v->lost ? -ECONNRESET : 0);
 	n = recv(v->sock, buf, sizeof(buf), MSG_DONTWAIT);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-		vl_notice_lost(v); /* the host closed: it detached us, or it went away */
+		vl_session_lost(v); /* the host closed: it detached us, or it went away */
 	/* n > 0: vcmad sends nothing to a guest after attach; the datagram is dropped */
 	return v->dead ? v->dead : (v->lost ? -ECONNRESET : 0);
 }
@@ -523,7 +523,7 @@ int vl_wait(struct vcma *v, uint64_t deadline_ns)
 static int wait_failed(struct vcma *v, int rc, uint64_t deadline_ns)
 {
 	if (v->lost)
-		vl_ready(v, deadline_ns, true);
+		vl_session_ready(v, deadline_ns, true);
 	return rc;
 }
 
@@ -560,7 +560,7 @@ int vl_reserve(struct vcma *v, uint64_t deadline)
 	int rc;
 
 	for (;;) {
-		rc = vl_ready(v, deadline, true);
+		rc = vl_session_ready(v, deadline, true);
 		if (!rc)
 			rc = vl_usable(v);
 		if (rc)
@@ -594,7 +594,7 @@ int vl_post_free(struct vcma *v, uint64_t handle)
 
 int vl_flush(struct vcma *v, uint64_t deadline)
 {
-	int rc = vl_ready(v, deadline, true);
+	int rc = vl_session_ready(v, deadline, true);
 
 	if (rc)
 		return rc;

@@ -89,7 +89,10 @@ struct vl_refree {
 	bool posted; /* a FREE vcma_free() posted: vcma_flush() waits for it, reports its error */
 };
 
+struct vl_session_ops;
+
 struct vcma {
+	const struct vl_session_ops *session; /* attach.c's: restart and reattach (below) */
 	pthread_mutex_t lock;
 	pthread_cond_t swapped;   /* broadcast when a vcma_reattach_fds() is done */
 	pthread_mutex_t swap_lock; /* one vcma_reattach_fds() at a time */
@@ -238,6 +241,35 @@ int vl_ready(struct vcma *v, uint64_t deadline_ns, bool wait);
 void vl_notice_lost(struct vcma *v);
 /* End a reattach in progress (the handle died): close its connection, stop its timer. */
 void vl_reattach_end(struct vcma *v);
+
+/*
+ * How the ring layer (ring.c) reaches the session above it (attach.c, which owns the
+ * connection and its reattach) without naming it: attach.c sets v->session when it
+ * makes a handle, so the layers stay one above the other. The three are the ones
+ * above; a handle without a session (none today) is never lost.
+ */
+struct vl_session_ops {
+	int (*ready)(struct vcma *v, uint64_t deadline_ns, bool wait);
+	void (*notice_lost)(struct vcma *v);
+	void (*reattach_end)(struct vcma *v);
+};
+
+static inline int vl_session_ready(struct vcma *v, uint64_t deadline_ns, bool wait)
+{
+	return v->session ? v->session->ready(v, deadline_ns, wait) : v->dead;
+}
+
+static inline void vl_session_lost(struct vcma *v)
+{
+	if (v->session)
+		v->session->notice_lost(v);
+}
+
+static inline void vl_session_end(struct vcma *v)
+{
+	if (v->session)
+		v->session->reattach_end(v);
+}
 
 /* regions */
 struct vl_region *vl_region_find(struct vcma *v, uint64_t handle);
