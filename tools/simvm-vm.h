@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "vcma_sim.h"
@@ -216,6 +217,11 @@ static inline bool stopping(struct vm *vm)
 __attribute__((format(printf, 1, 2))) void msg(const char *fmt, ...);
 /* SIGINT/SIGTERM handler: sets got_signal (simvm-log.c). */
 void on_signal(int sig);
+/* poll one fd for input: 0 readable, -ETIMEDOUT, -errno (simvm-log.c) */
+int wait_readable(int fd, int ms);
+/* Receive an attach response and up to 4 fds (*got of them, the caller's to close
+ * whatever the result): its length or 0 (closed), or -errno. *trunc: cut short. */
+ssize_t sim_recv_rsp(int sock, struct vcma_sim_attach_rsp *rsp, int fds[4], int *got, bool *trunc);
 
 /* ---- simvm-vmm.c: the VMM channel ---- */
 

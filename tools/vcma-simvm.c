@@ -650,19 +650,6 @@ static void close_fds(int *fds, int n)
 	}
 }
 
-static int wait_readable(int fd, int ms)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	int rc;
-
-	do
-		rc = poll(&pfd, 1, ms);
-	while (rc < 0 && errno == EINTR && !got_signal);
-	if (rc < 0)
-		return -errno;
-	return rc ? 0 : -ETIMEDOUT;
-}
-
 /* 0, or -errno with *why set; fds[4] are ours on success. */
 static int vmm_handshake(struct vm *vm, int fds[4], const char **why)
 {
@@ -673,13 +660,8 @@ static int vmm_handshake(struct vm *vm, int fds[4], const char **why)
 		.role = VCMA_SIM_ROLE_VMM, .flags = vm->flags, .ram_bytes = o->ram,
 	};
 	struct vcma_sim_attach_rsp rsp;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 8)];
-		struct cmsghdr align;
-	} cbuf;
-	struct iovec iov = { .iov_base = &rsp, .iov_len = sizeof(rsp) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf) };
 	int got = 0, rc;
+	bool trunc;
 	ssize_t n;
 
 	for (int i = 0; i < 4; i++)
@@ -706,28 +688,16 @@ static int vmm_handshake(struct vm *vm, int fds[4], const char **why)
 	rc = wait_readable(vm->sock, ATTACH_TIMEOUT_MS);
 	if (rc)
 		return rc;
-	memset(&rsp, 0, sizeof(rsp));
-	n = recvmsg(vm->sock, &mh, MSG_CMSG_CLOEXEC);
-	if (n < 0)
-		return -errno;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-			int fd;
-
-			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-			if (got < 4)
-				fds[got++] = fd;
-			else
-				close(fd);
-		}
+	n = sim_recv_rsp(vm->sock, &rsp, fds, &got, &trunc);
+	if (n < 0) {
+		close_fds(fds, 4);
+		return (int)n;
 	}
 	*why = "malformed attach response";
 	if (n == 0) {
 		*why = "vcmad closed the connection without an answer";
 		rc = -ECONNRESET;
-	} else if (n != (ssize_t)sizeof(rsp) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || rsp.magic != VCMA_SIM_MAGIC ||
+	} else if (n != (ssize_t)sizeof(rsp) || trunc || rsp.magic != VCMA_SIM_MAGIC ||
 		   rsp.version != VCMA_SIM_VERSION || rsp.type != VCMA_SIM_MSG_ATTACH_RSP) {
 		rc = -EIO;
 	} else if (rsp.status != VCMA_ST_OK) {
