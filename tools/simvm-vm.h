@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * simvm-vm.h - vcma-simvm's shared state: the VM, its vCPUs and the options, shared
- * by vcma-simvm.c (attach, vCPU workload, allocation driver, output) and
- * simvm-vmm.c (the VMM channel: pause/remap/resume, free page reporting, pinning).
+ * by vcma-simvm.c (attach, vCPU workload, allocation driver, output),
+ * simvm-vmm.c (the VMM channel: pause/remap/resume, free page reporting, pinning) and
+ * simvm-reattach.c (a vcmad restart: the token, reconnecting, the new ring).
  */
 #ifndef SIMVM_VM_H
 #define SIMVM_VM_H
@@ -15,12 +16,14 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "vcma.h"
 #include "vcma_sim.h"
 
 #define PAGE 4096ull
 #define PAGE_WORDS (PAGE / 8)
 #define MAX_SIZES 16
 #define MAX_LOGGED 10 /* corruption reports per kind, then only counted */
+#define ATTACH_TIMEOUT_MS 10000 /* an attach (or reattach) answer, each message after it */
 
 /* free page reporting: each vCPU rotates ROT_PAGES pages every ROT_OPS page operations */
 #define ROT_OPS 4096u
@@ -53,6 +56,7 @@ struct opts {
 	bool no_one_trip;             /* attach without VCMA_SIM_F_ONE_TRIP (an older VMM) */
 	bool no_dirty_log;            /* attach without VCMA_SIM_F_DIRTY_LOG */
 	unsigned int write_rate;      /* page writes per second per vCPU, 0 = as fast as it can */
+	bool no_reattach;             /* attach without VCMA_SIM_F_REATTACH: stop when vcmad does */
 };
 
 /* A vCPU page (index inside the vCPU's slice) is in exactly one state. */
@@ -83,6 +87,7 @@ struct vcpu {
 	uint64_t rng;
 	uint64_t written, verified, corrupt;
 	uint64_t reports, reuses, reused_pages; /* REPORT / REUSE messages sent, pages taken back */
+	unsigned int reported_epoch; /* host_epoch when rep[] was last REPORTed (this thread's) */
 	pthread_t thr;
 	bool started;
 };
@@ -141,11 +146,34 @@ struct vm {
 	pthread_mutex_t send_lock;
 	atomic_uint next_seq; /* VMM -> host requests (REUSE, PIN) */
 
-	/* PIN, waited for by the main thread */
+	/* PIN, waited for by the main thread; pin_frames (under send_lock, as pin_waiting
+	 * and pin_resent) is sent again after a reattach, and PINNED to that one is checked
+	 * by the VMM thread unless main still waits for it */
 	atomic_uint pin_seq;
 	atomic_bool pin_done;
 	atomic_int pin_status;
+	uint64_t pin_frames;
+	bool pin_waiting, pin_resent;
 	uint64_t pinned_pages;
+
+	/*
+	 * Restart and reattach (simvm-reattach.c). host_epoch is written under send_lock and
+	 * read anywhere: odd while vcmad is away (the socket ended, no new one yet), and
+	 * nothing is sent then (-ENOTCONN). token is main's until the VMM thread starts,
+	 * then the VMM thread's. The VMM thread hands the guest part a new ring only while
+	 * holding reattach_lock and seeing detaching false; main sets detaching (under the
+	 * lock) before vcma_detach.
+	 */
+	struct vcma_sim_token token;
+	bool have_token;
+	dev_t machine_dev;
+	ino_t machine_ino;
+	atomic_uint host_epoch;
+	pthread_mutex_t reattach_lock;
+	bool detaching;
+	atomic_bool reattach_failed; /* the host did not take the VM back: exit EXIT_ATTACH */
+	atomic_uint_fast64_t reattaches, reattach_errors, local_reuses;
+	uint64_t calls_retried; /* main: guest part calls in flight across a restart, retried */
 
 	/* counters of the channel */
 	pthread_mutex_t stats_lock;
@@ -168,7 +196,9 @@ struct vm {
 	struct vcpu *vcpu;
 	unsigned int nslices; /* vcpu[] entries: the vCPUs, or one slice for the idle workload */
 
-	/* allocation driver (main thread only, and the mapper it calls) */
+	/* allocation driver (main thread, the mapper it calls, and the VMM thread checking
+	 * held[] after a reattach: held_lock covers held[], nheld and rec[]) */
+	pthread_mutex_t held_lock;
 	struct held *held;
 	unsigned int nheld;
 	struct region_record *rec;
@@ -239,12 +269,46 @@ void vmm_vcpu_enter(struct vm *vm);
 void vmm_vcpu_leave(struct vm *vm);
 
 uint32_t vmm_next_seq(struct vm *vm);
+/* vcmad is away: odd host_epoch (simvm-reattach.c) */
+static inline bool vmm_host_away(struct vm *vm)
+{
+	return atomic_load_explicit(&vm->host_epoch, memory_order_relaxed) & 1u;
+}
+/* rc of a send says vcmad went away, and a reattach will follow: nothing to log */
+bool vmm_lost_err(struct vm *vm, int rc);
 /* Send `type` with the pages gfns[0..n) (sorted, distinct) as merged runs, at most
  * VCMA_SIM_MSG_RUNS per message, all with `seq`. Returns messages sent or -errno. */
 int vmm_send_gfns(struct vm *vm, uint16_t type, uint32_t seq, const uint64_t *gfns, uint64_t n);
 /* PIN the first `frames` gfns and wait for PINNED: 0, a positive errno from the host,
  * or -errno (host gone, timeout) */
 int vmm_pin(struct vm *vm, uint64_t frames);
+
+/* The socket ended and a reattach follows: take host_epoch odd, unpark the vCPUs,
+ * stop dirty logging, answer the waiting REUSEs (VMM thread). */
+void vmm_host_lost(struct vm *vm);
+/* Reattached: serve the channel on sock from now on (the old one is closed), host_epoch
+ * even, and PIN again what was pinned (VMM thread). */
+void vmm_host_back(struct vm *vm, int sock);
+
+/* ---- simvm-reattach.c: a vcmad restart ---- */
+
+/* Main, at attach, after the response: read the TOKEN (0, have_token set), or find the
+ * p2m first (a vcmad without restart support: 0, have_token false); else -errno, why. */
+int reattach_read_token(struct vm *vm, const char **why);
+/* VMM thread, the socket ended (cause says how): reconnect and take the VM back. 0: the
+ * channel is served on a new socket; -ECANCELED: the run is over or a signal came;
+ * other -errno: vcmad did not take the VM back within the grace period (logged). */
+int vmm_reattach(struct vm *vm, const char *cause);
+
+/* ---- vcma-simvm.c, for simvm-reattach.c ---- */
+
+/* VMM thread, before the guest part takes the new ring: every region the driver holds
+ * must be in regions[0..n) unchanged; one that is not is dropped (logged). Returns how
+ * many were dropped. */
+unsigned int vm_regions_back(struct vm *vm, const struct vcma_held_region *regions, size_t n);
+/* VMM thread, after a reattach: REPORT again the pages of slices no vCPU thread runs
+ * (the idle workload); vCPU threads do their own. */
+void vm_report_again_idle(struct vm *vm);
 
 /* summary */
 struct vmm_summary {
