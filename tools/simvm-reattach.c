@@ -16,14 +16,17 @@
  *              timed out without an answer: try again. NO_REGION, INVALID, any other
  *              status, a malformed answer, another machine memory file: the VM's memory
  *              is gone, and vcma-simvm stops (exit 3).
- *   OK         the driver's regions are checked against REGIONS (vm_regions_back), the
- *              guest part moves to the new ring (vcma_reattach_fds: its calls in flight
- *              fail with -ECONNRESET and are retried), then the channel moves to the new
- *              socket (vmm_host_back: PIN again) and the VMM thread serves it as before.
+ *   OK         the channel moves to the new socket at once (vmm_host_back: PIN again)
+ *              and the VMM thread serves it as before: vcmad may PAUSE or DROP right
+ *              away. The new ring goes to the ring thread, which checks the driver's
+ *              regions against REGIONS (vm_regions_back) and moves the guest part with
+ *              vcma_reattach_fds(): its calls in flight fail with -ECONNRESET and are
+ *              retried. If vcmad goes away again before that is done, the newer ring
+ *              replaces a queued one, or follows a handover that failed.
  *
- * Everything here runs on the VMM thread, except reattach_read_token() (main, before the
- * VMM thread starts). The p2m does not change while vcmad is away: only the VMM thread
- * remaps, on vcmad's word.
+ * The VMM thread runs reconnecting; main reads the token (before the VMM thread starts)
+ * and starts and stops the ring thread. The p2m does not change while vcmad is away:
+ * only the VMM thread remaps, on vcmad's word.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -419,6 +422,34 @@ static int backoff(struct vm *vm, uint64_t ns)
 	}
 }
 
+/* ---- the guest part's move to the new ring (the ring thread) ---- */
+
+/* A new ring for the guest part, and the VMM's own view of it (as at attach). */
+struct ring_handoff {
+	int fds[3]; /* area, kick, irq: libvcma's once handed over */
+	uint64_t shm_size;
+	struct vcma_held_region *regions;
+	uint32_t nregions;
+	struct vcma_ctrl *ctrl;
+	int irq;
+	unsigned int host_epoch; /* of the vcmad that gave it: the ring is stale once it changed */
+};
+
+static void handoff_free(struct ring_handoff *h)
+{
+	if (!h)
+		return;
+	for (int i = 0; i < 3; i++)
+		if (h->fds[i] >= 0)
+			close(h->fds[i]);
+	if (h->ctrl)
+		munmap(h->ctrl, VCMA_PROTO_PAGE);
+	if (h->irq >= 0)
+		close(h->irq);
+	free(h->regions);
+	free(h);
+}
+
 /* The VMM's own view of a ring: DEAD and an irq (as vcmad does to a guest it cut off). */
 static void ring_dead(struct vcma_ctrl *ctrl, int irq_fd)
 {
@@ -429,69 +460,191 @@ static void ring_dead(struct vcma_ctrl *ctrl, int irq_fd)
 		msg("cannot raise the guest part's irq: %s", strerror(errno));
 }
 
-/* OK and checked: the guest part moves to the new ring, the channel to the new socket. */
-static int come_back(struct vm *vm, struct back *b, uint64_t t_lost, unsigned int tries)
+void reattach_rings_dead(struct vm *vm)
 {
-	struct vcma_ctrl *ctrl;
-	unsigned int lost;
-	int irq, rc;
+	if (vm->ring_busy)
+		ring_dead(vm->ring_busy->ctrl, vm->ring_busy->irq);
+	if (vm->ring_next)
+		ring_dead(vm->ring_next->ctrl, vm->ring_next->irq);
+}
 
-	/* the VMM keeps its own view of the new device, as at attach */
-	ctrl = mmap(NULL, VCMA_PROTO_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, b->fds[0], 0);
-	if (ctrl == MAP_FAILED) {
-		msg("cannot reattach: mapping the new ring's control page: %s", strerror(errno));
-		back_release(b);
-		return -EIO;
+bool reattach_cut_off(struct vm *vm)
+{
+	const struct vcma_ctrl *c;
+	bool dead;
+
+	/* the ring that came with the socket: the newest one */
+	pthread_mutex_lock(&vm->reattach_lock);
+	c = vm->ring_next ? vm->ring_next->ctrl : vm->ring_busy ? vm->ring_busy->ctrl : vm->ctrl;
+	dead = c && vcma_load_acquire(&c->state) == VCMA_STATE_DEAD;
+	pthread_mutex_unlock(&vm->reattach_lock);
+	return dead;
+}
+
+/* From b (OK, checked): the handoff for the ring thread, with the VMM's view. */
+static struct ring_handoff *handoff_new(struct back *b)
+{
+	struct ring_handoff *h = calloc(1, sizeof(*h));
+
+	if (!h) {
+		errno = ENOMEM;
+		return NULL;
 	}
-	irq = fcntl(b->fds[2], F_DUPFD_CLOEXEC, 0);
-	if (irq < 0) {
-		msg("cannot reattach: %s", strerror(errno));
-		munmap(ctrl, VCMA_PROTO_PAGE);
-		back_release(b);
-		return -EIO;
+	h->irq = -1;
+	for (int i = 0; i < 3; i++) {
+		h->fds[i] = b->fds[i];
+		b->fds[i] = -1;
 	}
-	/* before libvcma forgets (unmaps) what the list does not name */
-	lost = vm_regions_back(vm, b->regions, b->nregions);
+	h->shm_size = b->rsp.shm_size;
+	h->regions = b->regions;
+	h->nregions = b->nregions;
+	b->regions = NULL;
+	h->ctrl = mmap(NULL, VCMA_PROTO_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, h->fds[0], 0);
+	if (h->ctrl == MAP_FAILED)
+		h->ctrl = NULL;
+	else
+		h->irq = fcntl(h->fds[2], F_DUPFD_CLOEXEC, 0);
+	if (!h->ctrl || h->irq < 0) {
+		int err = errno;
+
+		handoff_free(h);
+		errno = err;
+		return NULL;
+	}
+	return h;
+}
+
+/* The guest part cannot move: vcmad has the VM, the VM cannot use it. As NO_REGION. */
+static void ring_fatal(struct vm *vm, struct ring_handoff *h, int rc)
+{
+	if (rc == -ENOSYS)
+		msg("cannot reattach: this libvcma has no vcma_reattach_fds() (it predates restart support): the guest "
+		    "part cannot move to the new ring; stopping");
+	else
+		msg("cannot reattach: the guest part cannot take the new ring: %s (%s); stopping", vcma_strerror(rc),
+		    strerror(-rc));
+	atomic_store(&vm->reattach_failed, true);
+	atomic_store(&vm->host_gone, true);
+	atomic_store(&vm->stop, true);
+	ring_dead(h->ctrl, h->irq); /* wherever libvcma is now, it sees the device gone */
+	if (vm->ctrl)
+		ring_dead(vm->ctrl, vm->irq_fd);
+}
+
+static void *ring_main(void *p)
+{
+	struct vm *vm = p;
 
 	pthread_mutex_lock(&vm->reattach_lock);
-	if (vm->detaching) {
-		rc = -ECANCELED;
-	} else if (!vcma_reattach_fds) {
-		rc = -ENOSYS;
-	} else {
-		rc = vcma_reattach_fds(vm->v, b->fds[0], (size_t)b->rsp.shm_size, b->fds[1], b->fds[2], b->regions,
-				       b->nregions);
-		b->fds[0] = b->fds[1] = b->fds[2] = -1; /* libvcma's now, even on failure */
+	for (;;) {
+		struct ring_handoff *h;
+		unsigned int lost;
+		int rc;
+
+		while (!vm->ring_next && !vm->detaching)
+			pthread_cond_wait(&vm->ring_cond, &vm->reattach_lock);
+		if (vm->detaching)
+			break;
+		h = vm->ring_busy = vm->ring_next;
+		vm->ring_next = NULL;
+		pthread_mutex_unlock(&vm->reattach_lock);
+
+		/* before libvcma forgets (unmaps) what the list does not name */
+		lost = vm_regions_back(vm, h->regions, h->nregions);
+		atomic_fetch_add(&vm->reattach_errors, lost);
+		if (!vcma_reattach_fds) {
+			rc = -ENOSYS;
+		} else {
+			/* wakes the guest part's calls waiting on the old ring: -ECONNRESET */
+			rc = vcma_reattach_fds(vm->v, h->fds[0], (size_t)h->shm_size, h->fds[1], h->fds[2], h->regions,
+					       h->nregions);
+			h->fds[0] = h->fds[1] = h->fds[2] = -1; /* libvcma's now, even on failure */
+		}
+
+		pthread_mutex_lock(&vm->reattach_lock);
+		vm->ring_busy = NULL;
+		if (!rc) {
+			struct vcma_ctrl *old = vm->ctrl;
+			int old_irq = vm->irq_fd;
+
+			vm->ctrl = h->ctrl;
+			vm->irq_fd = h->irq;
+			h->ctrl = old;
+			h->irq = old_irq;
+			/* unless vcmad went away again meanwhile: then it is stale already */
+			if (atomic_load(&vm->host_epoch) == h->host_epoch && (atomic_load(&vm->ring_epoch) & 1u))
+				atomic_fetch_add(&vm->ring_epoch, 1);
+		} else if (vm->ring_next) {
+			msg("the guest part could not take the new ring (%s), but vcmad restarted again meanwhile: "
+			    "trying the newer one", strerror(-rc));
+		} else if (!atomic_load(&vm->host_gone)) {
+			ring_fatal(vm, h, rc);
+		}
+		handoff_free(h);
 	}
 	pthread_mutex_unlock(&vm->reattach_lock);
-	if (rc) {
-		if (rc == -ECANCELED)
-			msg("not reattaching: the run is over");
-		else if (rc == -ENOSYS)
-			msg("cannot reattach: this libvcma has no vcma_reattach_fds() (it predates restart support): "
-			    "the guest part cannot move to the new ring");
-		else
-			msg("cannot reattach: the guest part cannot take the new ring: %s (%s)", vcma_strerror(rc),
-			    strerror(-rc));
-		ring_dead(ctrl, irq); /* wherever libvcma is now, it sees the device gone */
-		munmap(ctrl, VCMA_PROTO_PAGE);
-		close(irq);
+	return NULL;
+}
+
+int reattach_ring_start(struct vm *vm)
+{
+	int rc = pthread_create(&vm->ring_thr, NULL, ring_main, vm);
+
+	if (rc)
+		return -rc;
+	vm->ring_started = true;
+	return 0;
+}
+
+void reattach_ring_stop(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->reattach_lock);
+	vm->detaching = true;
+	pthread_cond_broadcast(&vm->ring_cond);
+	pthread_mutex_unlock(&vm->reattach_lock);
+	if (vm->ring_started)
+		pthread_join(vm->ring_thr, NULL);
+	vm->ring_started = false;
+	pthread_mutex_lock(&vm->reattach_lock);
+	handoff_free(vm->ring_next); /* queued after the run was over */
+	vm->ring_next = NULL;
+	pthread_mutex_unlock(&vm->reattach_lock);
+}
+
+/* OK and checked: the channel moves to the new socket at once (vcmad may PAUSE or DROP
+ * right away), and the new ring is queued for the ring thread. */
+static int come_back(struct vm *vm, struct back *b, uint64_t t_lost, unsigned int tries)
+{
+	struct ring_handoff *h = handoff_new(b);
+
+	if (!h) {
+		msg("cannot reattach: taking the new ring: %s", strerror(errno));
 		back_release(b);
-		return rc;
+		return -ENOMEM;
 	}
-	munmap(vm->ctrl, VCMA_PROTO_PAGE);
-	close(vm->irq_fd);
-	vm->ctrl = ctrl;
-	vm->irq_fd = irq;
+	pthread_mutex_lock(&vm->reattach_lock);
+	if (vm->detaching) {
+		pthread_mutex_unlock(&vm->reattach_lock);
+		handoff_free(h);
+		back_release(b);
+		msg("not reattaching: the run is over");
+		return -ECANCELED;
+	}
+	if (vm->ring_next) /* never handed over: its vcmad is gone already */
+		handoff_free(vm->ring_next);
+	h->host_epoch = atomic_load(&vm->host_epoch) + 1; /* vmm_host_back, below, sets it */
+	vm->ring_next = h;
+	pthread_cond_signal(&vm->ring_cond);
+	pthread_mutex_unlock(&vm->reattach_lock);
+
 	close(b->fds[3]); /* the machine memory file RAM is mapped from already */
 	b->fds[3] = -1;
 	vm->token = b->token; /* the old one is spent */
 	vmm_host_back(vm, b->sock);
 	b->sock = -1;
 	atomic_fetch_add(&vm->reattaches, 1);
-	atomic_fetch_add(&vm->reattach_errors, lost);
-	msg("reattached to vcmad as guest %u after %.0f ms away (try %u): %u region(s) back%s", vm->token.guest_id,
-	    (double)(now_ns() - t_lost) / 1e6, tries, b->nregions, lost ? ", some held ones lost (above)" : "");
+	msg("reattached to vcmad as guest %u after %.0f ms away (try %u): %u region(s) back", vm->token.guest_id,
+	    (double)(now_ns() - t_lost) / 1e6, tries, h->nregions);
 	vm_report_again_idle(vm);
 	back_release(b);
 	return 0;

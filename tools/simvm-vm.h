@@ -67,6 +67,7 @@ enum page_state {
 };
 
 struct vm;
+struct ring_handoff; /* simvm-reattach.c */
 
 struct vcpu {
 	struct vm *vm;
@@ -105,8 +106,8 @@ struct vm {
 	int sock;
 	int machine_fd;
 	int wake_fd; /* wakes the VMM thread at exit */
-	int irq_fd;  /* the VMM's copy of the guest part's irq eventfd */
-	struct vcma_ctrl *ctrl; /* the VMM's view of the ring's control page */
+	int irq_fd;  /* the VMM's copy of the guest part's irq eventfd (reattach_lock) */
+	struct vcma_ctrl *ctrl; /* the VMM's view of the ring's control page (reattach_lock) */
 	uint32_t guest_id;
 	uint64_t shm_size, ram_frames, machine_bytes, window_gpa;
 	struct vcma_sim_run *runs;
@@ -157,19 +158,29 @@ struct vm {
 	uint64_t pinned_pages;
 
 	/*
-	 * Restart and reattach (simvm-reattach.c). host_epoch is written under send_lock and
-	 * read anywhere: odd while vcmad is away (the socket ended, no new one yet), and
-	 * nothing is sent then (-ENOTCONN). token is main's until the VMM thread starts,
-	 * then the VMM thread's. The VMM thread hands the guest part a new ring only while
-	 * holding reattach_lock and seeing detaching false; main sets detaching (under the
-	 * lock) before vcma_detach.
+	 * Restart and reattach (simvm-reattach.c). Two epochs, each odd while its part is
+	 * cut off from vcmad and read anywhere:
+	 *   host_epoch  the VMM channel (under send_lock): from the socket's end to the new
+	 *               socket; nothing is sent meanwhile (-ENOTCONN);
+	 *   ring_epoch  the guest part (under reattach_lock): from the socket's end until the
+	 *               ring thread has moved libvcma to the newest ring.
+	 * The VMM thread reconnects and queues the new ring in ring_next; the ring thread
+	 * (ring_thr) hands it to libvcma, so the VMM thread keeps serving the channel while
+	 * libvcma says HELLO. reattach_lock covers ring_next, ring_busy (the one being handed
+	 * over), ctrl and irq_fd, and detaching: main sets it, wakes ring_cond and joins the
+	 * ring thread before vcma_detach. token is main's until the VMM thread starts, then
+	 * the VMM thread's.
 	 */
 	struct vcma_sim_token token;
 	bool have_token;
 	dev_t machine_dev;
 	ino_t machine_ino;
-	atomic_uint host_epoch;
+	atomic_uint host_epoch, ring_epoch;
 	pthread_mutex_t reattach_lock;
+	pthread_cond_t ring_cond;
+	struct ring_handoff *ring_next, *ring_busy;
+	pthread_t ring_thr;
+	bool ring_started;
 	bool detaching;
 	atomic_bool reattach_failed; /* the host did not take the VM back: exit EXIT_ATTACH */
 	atomic_uint_fast64_t reattaches, reattach_errors, local_reuses;
@@ -274,6 +285,11 @@ static inline bool vmm_host_away(struct vm *vm)
 {
 	return atomic_load_explicit(&vm->host_epoch, memory_order_relaxed) & 1u;
 }
+/* the guest part is on a ring whose vcmad went away: odd ring_epoch */
+static inline bool vmm_ring_stale(struct vm *vm)
+{
+	return atomic_load_explicit(&vm->ring_epoch, memory_order_relaxed) & 1u;
+}
 /* rc of a send says vcmad went away, and a reattach will follow: nothing to log */
 bool vmm_lost_err(struct vm *vm, int rc);
 /* Send `type` with the pages gfns[0..n) (sorted, distinct) as merged runs, at most
@@ -283,9 +299,12 @@ int vmm_send_gfns(struct vm *vm, uint16_t type, uint32_t seq, const uint64_t *gf
  * or -errno (host gone, timeout) */
 int vmm_pin(struct vm *vm, uint64_t frames);
 
-/* The socket ended and a reattach follows: take host_epoch odd, unpark the vCPUs,
- * stop dirty logging, answer the waiting REUSEs (VMM thread). */
+/* The socket ended and a reattach follows: take host_epoch and ring_epoch odd, unpark
+ * the vCPUs, stop dirty logging, answer the waiting REUSEs (VMM thread). */
 void vmm_host_lost(struct vm *vm);
+/* vcmad is gone for good: every ring the guest part is on or is being moved to reads
+ * DEAD, with an irq, as vcmad does to a guest it cuts off (so its calls fail at once). */
+void vmm_device_gone(struct vm *vm);
 /* Reattached: serve the channel on sock from now on (the old one is closed), host_epoch
  * even, and PIN again what was pinned (VMM thread). */
 void vmm_host_back(struct vm *vm, int sock);
@@ -296,13 +315,24 @@ void vmm_host_back(struct vm *vm, int sock);
  * p2m first (a vcmad without restart support: 0, have_token false); else -errno, why. */
 int reattach_read_token(struct vm *vm, const char **why);
 /* VMM thread, the socket ended (cause says how): reconnect and take the VM back. 0: the
- * channel is served on a new socket; -ECANCELED: the run is over or a signal came;
- * other -errno: vcmad did not take the VM back within the grace period (logged). */
+ * channel is served on a new socket and the new ring is queued for the ring thread;
+ * -ECANCELED: the run is over or a signal came; other -errno: vcmad did not take the VM
+ * back within the grace period (logged). */
 int vmm_reattach(struct vm *vm, const char *cause);
+/* VMM thread, the socket ended: did vcmad cut the VM off (DEAD on the ring that came
+ * with the socket, PROTOCOL.md §8.2) rather than go away? Then there is nothing to take
+ * back. */
+bool reattach_cut_off(struct vm *vm);
+/* Main: start the ring thread (after the VMM thread; only with a token) / stop it and
+ * wait for it (before vcma_detach; sets detaching). 0 or -errno. */
+int reattach_ring_start(struct vm *vm);
+void reattach_ring_stop(struct vm *vm);
+/* Under reattach_lock: DEAD and an irq on the rings queued or being handed over. */
+void reattach_rings_dead(struct vm *vm);
 
 /* ---- vcma-simvm.c, for simvm-reattach.c ---- */
 
-/* VMM thread, before the guest part takes the new ring: every region the driver holds
+/* Ring thread, before the guest part takes the new ring: every region the driver holds
  * must be in regions[0..n) unchanged; one that is not is dropped (logged). Returns how
  * many were dropped. */
 unsigned int vm_regions_back(struct vm *vm, const struct vcma_held_region *regions, size_t n);

@@ -750,16 +750,20 @@ static void on_dirty_read(struct vm *vm, uint32_t seq)
  * vcmad is gone and nobody will answer the ring again. The VMM emulates the device, so
  * it reports the device dead the way the host would (state DEAD, then an irq): the
  * guest part's calls fail at once with -ECONNRESET instead of running into timeouts.
+ * After a restart the guest part may be on its way to a newer ring: that one too.
  */
-static void device_gone(struct vm *vm)
+void vmm_device_gone(struct vm *vm)
 {
 	uint64_t one = 1;
 
-	if (!vm->ctrl)
-		return;
-	vcma_store_release(&vm->ctrl->state, (uint32_t)VCMA_STATE_DEAD);
-	if (write(vm->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		msg("cannot raise the guest part's irq: %s", strerror(errno));
+	pthread_mutex_lock(&vm->reattach_lock);
+	if (vm->ctrl) {
+		vcma_store_release(&vm->ctrl->state, (uint32_t)VCMA_STATE_DEAD);
+		if (write(vm->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			msg("cannot raise the guest part's irq: %s", strerror(errno));
+	}
+	reattach_rings_dead(vm);
+	pthread_mutex_unlock(&vm->reattach_lock);
 }
 
 /* Log what the host should not send once per kind (key: an unknown message type,
@@ -945,20 +949,23 @@ void *vmm_main(void *p)
 			continue;
 		if (n <= 0) {
 			const char *cause = n ? strerror(errno) : "connection closed";
+			bool cut_off = reattach_cut_off(vm);
 
-			if (vm->have_token && !got_signal) {
+			if (vm->have_token && !got_signal && !cut_off) {
 				int rc = vmm_reattach(vm, cause);
 
 				if (!rc)
 					continue; /* on the new socket */
 				if (rc != -ECANCELED)
 					atomic_store(&vm->reattach_failed, true);
+			} else if (cut_off) {
+				msg("vcmad cut this VM off (its ring is DEAD; the reason is in vcmad's log): stopping");
 			} else if (!atomic_load(&vm->stop)) {
 				msg("vcmad went away (%s): stopping", cause);
 			}
 			atomic_store(&vm->host_gone, true);
 			atomic_store(&vm->stop, true);
-			device_gone(vm);
+			vmm_device_gone(vm);
 			if (atomic_load(&vm->sleepers))
 				futex_wake_all(&vm->pstate); /* parked vCPUs leave */
 			break;
@@ -1043,6 +1050,11 @@ void vmm_host_lost(struct vm *vm)
 	pthread_mutex_lock(&vm->send_lock);
 	atomic_fetch_add(&vm->host_epoch, 1); /* odd: away; senders see it under the lock */
 	pthread_mutex_unlock(&vm->send_lock);
+	/* the guest part's ring is stale (it may be already, its move still under way) */
+	pthread_mutex_lock(&vm->reattach_lock);
+	if (!(atomic_load(&vm->ring_epoch) & 1u))
+		atomic_fetch_add(&vm->ring_epoch, 1);
+	pthread_mutex_unlock(&vm->reattach_lock);
 	/* a pause nobody will end: its pages are where we applied them (and answered) */
 	on_resume(vm);
 	if (vm->dlog)

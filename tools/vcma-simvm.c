@@ -95,11 +95,16 @@ struct held {
 /*
  * vcmad zeroes a VM's RAM and regions when it detaches it, before the VMM channel
  * reports EOF. A mismatch is therefore only corruption if vcmad is still there a
- * moment later (mismatches are rare, so the wait costs nothing in a good run).
+ * moment later (mismatches are rare, so the wait costs nothing in a good run). While
+ * vcmad is away after a restart, only the outcome of the reattach tells: a VM taken
+ * back must not have lost a byte, one that is not lost everything.
  */
 static bool host_left(struct vm *vm)
 {
-	for (int i = 0; i < 50 && !atomic_load(&vm->host_gone); i++) {
+	uint64_t t0 = now_ns();
+
+	while (!atomic_load(&vm->host_gone) && !got_signal &&
+	       (now_ns() - t0 < 200000000ull || (vmm_host_away(vm) && now_ns() - t0 < 60000000000ull))) {
 		struct timespec ts = { 0, 4000000 };
 
 		nanosleep(&ts, NULL);
@@ -601,14 +606,14 @@ static void unexpected(struct vm *vm, const char *what, int rc)
 }
 
 /*
- * A guest part call that began at host_epoch epoch0 failed with rc: was it in flight
+ * A guest part call that began at ring_epoch epoch0 failed with rc: was it in flight
  * across a vcmad restart? The new ring fails such calls with -ECONNRESET (and one that
  * outlasts its timeout while vcmad is away sees -ETIMEDOUT): not a failure of the run
  * but a call to make again. Unless vcmad did not come back.
  */
 static bool crossed_restart(struct vm *vm, unsigned int epoch0, int rc)
 {
-	unsigned int epoch = atomic_load(&vm->host_epoch);
+	unsigned int epoch = atomic_load(&vm->ring_epoch);
 
 	if ((rc != -ECONNRESET && rc != -ETIMEDOUT) || atomic_load(&vm->host_gone))
 		return false;
@@ -623,7 +628,7 @@ static int do_alloc(struct vm *vm, uint64_t *rng)
 {
 	unsigned int si = (unsigned int)(rnd(rng) % vm->o->nsizes);
 	struct size_stat *st = &vm->st[si];
-	unsigned int epoch0 = atomic_load(&vm->host_epoch);
+	unsigned int epoch0 = atomic_load(&vm->ring_epoch);
 	struct vcma_region_info ri;
 	struct held *h;
 	int rc, ref, rec;
@@ -668,7 +673,7 @@ static int do_alloc(struct vm *vm, uint64_t *rng)
 
 static void do_free(struct vm *vm, unsigned int i)
 {
-	unsigned int epoch0 = atomic_load(&vm->host_epoch);
+	unsigned int epoch0 = atomic_load(&vm->ring_epoch);
 	struct held h;
 	int rc;
 
@@ -736,11 +741,11 @@ static void sleep_ms(struct vm *vm, unsigned int ms)
 	}
 }
 
-/* While vcmad is away (and the run goes on, unless past_stop), wait for the reattach or
- * for its failure: a call made now would only wait on the old ring. */
+/* While the guest part's ring is stale (and the run goes on, unless past_stop), wait
+ * for the reattach or for its failure: a call made now would only wait on the old ring. */
 static void wait_while_away(struct vm *vm, bool past_stop)
 {
-	while (vmm_host_away(vm) && !atomic_load(&vm->host_gone) && !got_signal && (past_stop || !stopping(vm))) {
+	while (vmm_ring_stale(vm) && !atomic_load(&vm->host_gone) && !got_signal && (past_stop || !stopping(vm))) {
 		struct timespec ts = { 0, 1000000 };
 
 		nanosleep(&ts, NULL);
@@ -1469,6 +1474,10 @@ int main(int argc, char **argv)
 	rc = pthread_mutex_init(&vm.held_lock, NULL);
 	if (!rc && (rc = pthread_mutex_init(&vm.reattach_lock, NULL)))
 		pthread_mutex_destroy(&vm.held_lock);
+	if (!rc && (rc = pthread_cond_init(&vm.ring_cond, NULL))) {
+		pthread_mutex_destroy(&vm.reattach_lock);
+		pthread_mutex_destroy(&vm.held_lock);
+	}
 	if (rc) {
 		msg("cannot start: %s", strerror(rc));
 		vmm_channel_fini(&vm);
@@ -1589,6 +1598,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	vm.vmm_started = true;
+	if (vm.have_token) {
+		rc = reattach_ring_start(&vm);
+		if (rc) {
+			msg("cannot start: %s", strerror(-rc));
+			ret = EXIT_FAIL;
+			goto out;
+		}
+	}
 	for (unsigned int i = 0; i < o.nsizes; i++)
 		vm.st[i].bytes = o.sizes[i];
 
@@ -1677,7 +1694,7 @@ int main(int argc, char **argv)
 		vm.errors++;
 	/* the run ended while vcmad was away: free the regions on the ring it comes back
 	 * with (the VMM thread gives up by itself when the grace period is over) */
-	if (vmm_host_away(&vm) && !atomic_load(&vm.host_gone)) {
+	if (vmm_ring_stale(&vm) && !atomic_load(&vm.host_gone)) {
 		msg("the run is over while vcmad is away: waiting for the reattach before freeing the regions");
 		wait_while_away(&vm, true);
 	}
@@ -1713,10 +1730,7 @@ int main(int argc, char **argv)
 		ret = EXIT_ATTACH; /* the VM's memory is gone with vcmad's restart */
 out:
 	atomic_store(&vm.stop, true);
-	/* no reattach hands the guest part a new ring from here on */
-	pthread_mutex_lock(&vm.reattach_lock);
-	vm.detaching = true;
-	pthread_mutex_unlock(&vm.reattach_lock);
+	reattach_ring_stop(&vm); /* no new ring for the guest part from here on */
 	vcma_detach(vm.v); /* unmaps and frees whatever is left */
 	if (vm.vmm_started) {
 		uint64_t one = 1;
@@ -1747,6 +1761,7 @@ out:
 	free(vm.rec);
 	free(vm.st);
 	if (chan) {
+		pthread_cond_destroy(&vm.ring_cond);
 		pthread_mutex_destroy(&vm.reattach_lock);
 		pthread_mutex_destroy(&vm.held_lock);
 		vmm_channel_fini(&vm);
