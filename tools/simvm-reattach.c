@@ -616,6 +616,7 @@ void reattach_ring_stop(struct vm *vm)
 static int come_back(struct vm *vm, struct back *b, uint64_t t_lost, unsigned int tries)
 {
 	struct ring_handoff *h = handoff_new(b);
+	uint32_t nregions;
 
 	if (!h) {
 		msg("cannot reattach: taking the new ring: %s", strerror(errno));
@@ -633,7 +634,8 @@ static int come_back(struct vm *vm, struct back *b, uint64_t t_lost, unsigned in
 	if (vm->ring_next) /* never handed over: its vcmad is gone already */
 		handoff_free(vm->ring_next);
 	h->host_epoch = atomic_load(&vm->host_epoch) + 1; /* vmm_host_back, below, sets it */
-	vm->ring_next = h;
+	nregions = h->nregions;
+	vm->ring_next = h; /* the ring thread's from here on */
 	pthread_cond_signal(&vm->ring_cond);
 	pthread_mutex_unlock(&vm->reattach_lock);
 
@@ -644,7 +646,7 @@ static int come_back(struct vm *vm, struct back *b, uint64_t t_lost, unsigned in
 	b->sock = -1;
 	atomic_fetch_add(&vm->reattaches, 1);
 	msg("reattached to vcmad as guest %u after %.0f ms away (try %u): %u region(s) back", vm->token.guest_id,
-	    (double)(now_ns() - t_lost) / 1e6, tries, h->nregions);
+	    (double)(now_ns() - t_lost) / 1e6, tries, nregions);
 	vm_report_again_idle(vm);
 	back_release(b);
 	return 0;
