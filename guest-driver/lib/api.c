@@ -2,10 +2,14 @@
 /*
  * api.c - libvcma's public calls (vcma.h) on top of the ring engine.
  *
- * Each call takes the handle's mutex for its whole duration; a blocking call keeps it
- * while it waits for the host, so calls on one handle run one at a time (use one
- * handle per thread, or the async API, for concurrency). The mapper runs under the
+ * Each call takes the handle's mutex for its whole duration (vl_lock); a blocking call
+ * keeps it while it waits for the host, so calls on one handle run one at a time (use
+ * one handle per thread, or the async API, for concurrency). The mapper runs under the
  * mutex too and must not call back into libvcma for the same handle.
+ *
+ * A handle whose host went away is taken back (vl_ready) at the start of each call:
+ * blocking calls wait for it up to their timeout, event-loop calls take the steps that
+ * are due and do not sleep.
  *
  * Arguments are checked before anything is sent: the host disconnects a guest that
  * puts a malformed name, an alignment order above 18 or garbage in an unused field on
@@ -74,7 +78,7 @@ static int free_locked(struct vcma *v, uint64_t handle)
 	memset(&q, 0, sizeof(q));
 	q.op = VCMA_OP_FREE;
 	q.handle = handle;
-	return vl_call(v, &q, NULL);
+	return vl_call(v, &q, NULL, vl_deadline(v));
 }
 
 int vcma_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, uint32_t flags, const char *pool,
@@ -83,6 +87,7 @@ int vcma_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, uint32_
 	struct vcma_region_info info;
 	struct vcma_req q;
 	struct vcma_rsp r;
+	uint64_t deadline;
 	int rc;
 
 	if (out)
@@ -92,16 +97,19 @@ int vcma_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, uint32_
 	rc = alloc_req(&q, bytes, align_order, pool);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&v->lock);
+	vl_lock(v);
+	deadline = vl_deadline(v);
 	if ((flags & VCMA_ALLOC_MAP) && !v->map) {
 		rc = -EOPNOTSUPP; /* nothing was asked of the host */
 		goto out;
 	}
-	rc = vl_usable(v);
+	rc = vl_ready(v, deadline, true);
+	if (!rc)
+		rc = vl_usable(v);
 	if (!rc)
 		rc = vl_region_reserve(v);
 	if (!rc)
-		rc = vl_call(v, &q, &r);
+		rc = vl_call(v, &q, &r, deadline);
 	if (rc)
 		goto out;
 	info_from(&info, &r, NULL);
@@ -137,16 +145,23 @@ out:
  */
 int vcma_free(struct vcma *v, uint64_t handle)
 {
+	uint64_t deadline;
 	int rc;
+
 
 	if (!v)
 		return -EINVAL;
-	pthread_mutex_lock(&v->lock);
+	vl_lock(v);
+	deadline = vl_deadline(v);
+	/* a reattach first: it may forget the region (the host no longer has it) */
+	rc = vl_ready(v, deadline, true);
+	if (rc)
+		goto out;
 	if (!handle || !vl_region_find(v, handle)) {
 		rc = free_locked(v, handle);
 		goto out;
 	}
-	rc = vl_reserve(v, vl_deadline(v));
+	rc = vl_reserve(v, deadline);
 	if (rc)
 		goto out;
 	region_unmap(v, handle);
@@ -163,7 +178,7 @@ int vcma_free_sync(struct vcma *v, uint64_t handle)
 
 	if (!v)
 		return -EINVAL;
-	pthread_mutex_lock(&v->lock);
+	vl_lock(v);
 	rc = free_locked(v, handle);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
@@ -177,7 +192,7 @@ int vcma_flush(struct vcma *v, uint64_t *handle)
 		*handle = 0;
 	if (!v)
 		return -EINVAL;
-	pthread_mutex_lock(&v->lock);
+	vl_lock(v);
 	rc = vl_flush(v, vl_deadline(v));
 	if (!rc && v->posted_err) {
 		rc = v->posted_err;
@@ -203,8 +218,8 @@ int vcma_query_region(struct vcma *v, uint64_t handle, struct vcma_region_info *
 	memset(&q, 0, sizeof(q));
 	q.op = VCMA_OP_QUERY;
 	q.handle = handle;
-	pthread_mutex_lock(&v->lock);
-	rc = vl_call(v, &q, &r);
+	vl_lock(v);
+	rc = vl_call(v, &q, &r, vl_deadline(v));
 	if (!rc) {
 		struct vl_region *reg = vl_region_find(v, handle);
 
@@ -233,8 +248,8 @@ int vcma_query_pool(struct vcma *v, const char *pool, struct vcma_pool_info *out
 	rc = wire_name(q.name, pool);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&v->lock);
-	rc = vl_call(v, &q, &r);
+	vl_lock(v);
+	rc = vl_call(v, &q, &r, vl_deadline(v));
 	if (!rc) {
 		out->size = r.length;
 		out->allocatable = r.val[0];
@@ -266,25 +281,28 @@ void vcma_set_timeout(struct vcma *v, unsigned int ms)
 
 int vcma_fd(const struct vcma *v)
 {
-	return v ? v->irq_fd : -EINVAL;
+	return v ? v->epfd : -EINVAL;
 }
 
 uint32_t vcma_guest_id(const struct vcma *v)
 {
-	return v ? v->guest_id : 0;
+	return v ? v->guest_id : 0; /* a reattach keeps it */
 }
 
 uint64_t vcma_features(const struct vcma *v)
 {
-	return v ? v->features : 0;
+	return v ? atomic_load(&v->features) : 0;
 }
 
 /* ---- event-loop API ---- */
 
 static int submit(struct vcma *v, struct vcma_req *q, uint64_t cookie)
 {
-	int rc = vl_usable(v);
+	/* -EAGAIN while a reattach is under way: come back when vcma_fd() is readable */
+	int rc = vl_ready(v, 0, false);
 
+	if (!rc)
+		rc = vl_usable(v);
 	if (rc)
 		return rc;
 	if (!vl_room(v) || v->nasync >= v->max_outstanding)
@@ -311,7 +329,7 @@ int vcma_submit_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, 
 	rc = alloc_req(&q, bytes, align_order, pool);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&v->lock);
+	vl_lock(v);
 	rc = submit(v, &q, cookie);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
@@ -327,7 +345,7 @@ int vcma_submit_free(struct vcma *v, uint64_t handle, uint64_t cookie)
 	memset(&q, 0, sizeof(q));
 	q.op = VCMA_OP_FREE;
 	q.handle = handle;
-	pthread_mutex_lock(&v->lock);
+	vl_lock(v);
 	region_unmap(v, handle);
 	rc = submit(v, &q, cookie);
 	pthread_mutex_unlock(&v->lock);
@@ -366,13 +384,15 @@ int vcma_complete(struct vcma *v, struct vcma_completion *c, int max)
 		return -EINVAL;
 	if (!max)
 		return 0;
-	pthread_mutex_lock(&v->lock);
+	vl_lock(v);
 	vl_drain_irq(v);
-	vl_check_sock(v);
+	vl_check_sock(v); /* the host gone: what was in flight completes with -ECONNRESET */
+	vl_ready(v, 0, false); /* a lost handle: the reattach steps that are due */
 	for (;;) {
-		vl_harvest(v); /* a broken host fails the requests it leaves in flight */
+		if (!v->lost)
+			vl_harvest(v); /* a broken host fails the requests it leaves in flight */
 		n += deliver(v, c + n, max - n);
-		if (n == max || v->dead)
+		if (n == max || v->dead || v->lost)
 			break;
 		/* re-arm, then look again for answers that raced with it */
 		vcma_write_once(&v->rh->rsp_event, v->rsp_cons + 1);
@@ -395,9 +415,16 @@ int vcma_next_event(struct vcma *v, struct vcma_event *ev)
 	if (!v || !ev)
 		return -EINVAL;
 	memset(ev, 0, sizeof(*ev));
-	pthread_mutex_lock(&v->lock);
+	vl_lock(v);
 	vl_drain_irq(v);
-	rc = vl_usable(v);
+	vl_check_sock(v);
+	rc = vl_ready(v, 0, false);
+	if (rc == -EAGAIN) {
+		rc = 0; /* reattaching: nothing to read now (the old ring's events are gone) */
+		goto out;
+	}
+	if (!rc)
+		rc = vl_usable(v);
 	if (rc && rc != -ESHUTDOWN)
 		goto out;
 	rc = 0;

@@ -1,23 +1,34 @@
 // SPDX-License-Identifier: MIT
 /*
  * attach.c - getting an attachment: the sim socket handshake (proto/vcma_sim.h), the
- * shared-area checks of docs/PROTOCOL.md §2.5, HELLO; and taking it apart again.
+ * shared-area checks of docs/PROTOCOL.md §2.5, HELLO; getting it back after the host
+ * restarted (§9.1 "Restart and reattach"); and taking it apart again.
  *
  * The control page is copied into private memory once, checked, and only the copy's
  * geometry is used from then on. Environment: VCMA_SOCKET (default socket),
  * VCMA_TIMEOUT_MS (default timeout, also for the attach itself), VCMA_SPIN_US (spin on
  * rsp_prod this long before sleeping; 0 = off), VCMA_RATE and VCMA_BURST (request
- * pacing, see vcma_internal.h).
+ * pacing, see vcma_internal.h), VCMA_REATTACH=0 (attach without a reattach token).
+ *
+ * Reattaching has no thread of its own: a handle that lost its host (vl_notice_lost)
+ * is taken back by the calls made on it (vl_ready), a step at a time. Between tries
+ * the handle's timer_fd, in the epoll set vcma_fd() returns, wakes an event loop when
+ * the next try is due; the connection being tried is in that set too.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vcma_barrier.h"
@@ -60,20 +71,60 @@ static bool name_ok(const char *s, size_t max, bool allow_empty)
 	return vcma_name_ok(s, n, max + 1);
 }
 
+/* Milliseconds for poll() until a deadline in monotonic ns (0 = none: -1). */
+static int ms_left(uint64_t deadline_ns)
+{
+	uint64_t now = vl_now_ns(), left;
+
+	if (!deadline_ns)
+		return -1;
+	if (now >= deadline_ns)
+		return 0;
+	left = (deadline_ns - now + 999999ull) / 1000000ull;
+	return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* ---- the handle and its fds ---- */
+
+/* vcma_fd()'s epoll set: readable when any of its members is. */
+static int ep_add(struct vcma *v, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+
+	return epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+/* Out of the set before close(): a registration lives as long as the open file, which
+ * a peer may hold too (a dup'd irq eventfd would keep waking the set). */
+static void ep_del(struct vcma *v, int fd)
+{
+	if (fd >= 0)
+		epoll_ctl(v->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
 static struct vcma *vl_new(int sock, int shm_fd, int kick_fd, int irq_fd)
 {
 	struct vcma *v = calloc(1, sizeof(*v));
 
 	if (!v)
 		return NULL;
-	if (pthread_mutex_init(&v->lock, NULL)) {
-		free(v);
-		return NULL;
-	}
+	v->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (v->epfd < 0)
+		goto err_free;
+	if (pthread_mutex_init(&v->lock, NULL))
+		goto err_epfd;
+	if (pthread_mutex_init(&v->swap_lock, NULL))
+		goto err_lock;
+	if (pthread_cond_init(&v->swapped, NULL))
+		goto err_swap_lock;
+	atomic_init(&v->swaps, 0);
 	v->sock = sock;
 	v->shm_fd = shm_fd;
 	v->kick_fd = kick_fd;
 	v->irq_fd = irq_fd;
+	v->wake_fd = -1;
+	v->timer_fd = -1;
+	v->try_sock = -1;
 	v->timeout_ms = env_uint("VCMA_TIMEOUT_MS", VL_DEFAULT_TIMEOUT_MS, 86400000u);
 	v->spin_us = env_uint("VCMA_SPIN_US", 0, 1000000u);
 	v->rate = env_uint("VCMA_RATE", VL_DEFAULT_RATE, 100000000u);
@@ -83,6 +134,16 @@ static struct vcma *vl_new(int sock, int shm_fd, int kick_fd, int irq_fd)
 	v->tokens = v->burst;
 	v->tokens_at = vl_now_ns();
 	return v;
+
+err_swap_lock:
+	pthread_mutex_destroy(&v->swap_lock);
+err_lock:
+	pthread_mutex_destroy(&v->lock);
+err_epfd:
+	close(v->epfd);
+err_free:
+	free(v);
+	return NULL;
 }
 
 static void vl_destroy(struct vcma *v)
@@ -93,10 +154,26 @@ static void vl_destroy(struct vcma *v)
 	close_fd(v->kick_fd);
 	close_fd(v->irq_fd);
 	close_fd(v->sock);
+	close_fd(v->try_sock);
+	close_fd(v->timer_fd);
+	close_fd(v->wake_fd);
+	close_fd(v->epfd);
 	vl_ring_fini(v);
+	pthread_cond_destroy(&v->swapped);
+	pthread_mutex_destroy(&v->swap_lock);
 	pthread_mutex_destroy(&v->lock);
 	free(v);
 }
+
+/* ---- a shared area: map, check, say HELLO ---- */
+
+struct vl_area {
+	int shm_fd, kick_fd, irq_fd;
+	uint8_t *shm;
+	uint64_t size;
+	uint32_t state;        /* READY or CONNECTED, when it was checked */
+	struct vcma_ctrl ctrl; /* the private copy (§2.5), checked */
+};
 
 /* §2.5 on the private copy. 0, -EPROTONOSUPPORT (major) or -EIO. */
 static int ctrl_check(const struct vcma_ctrl *c, uint64_t size)
@@ -106,6 +183,111 @@ static int ctrl_check(const struct vcma_ctrl *c, uint64_t size)
 	case VCMA_CTRL_MAJOR: return -EPROTONOSUPPORT;
 	default: return -EIO;
 	}
+}
+
+/*
+ * Map a's shared area, wait for READY and check its control page. The fds stay the
+ * caller's; the mapping is a's on success only. 0, or -errno (-EIO: a bad layout,
+ * -ECONNRESET: DEAD, -ESHUTDOWN: CLOSING, -ETIMEDOUT: still INIT at the deadline).
+ */
+static int area_open(struct vl_area *a, size_t shm_size, uint64_t deadline)
+{
+	uint64_t words[sizeof(struct vcma_ctrl) / 8];
+	struct stat st;
+	int rc;
+
+	a->shm = NULL;
+	if (a->shm_fd < 0 || a->kick_fd < 0 || a->irq_fd < 0)
+		return -EBADF;
+	if (fstat(a->shm_fd, &st))
+		return -errno;
+	if (shm_size < VCMA_PROTO_PAGE || st.st_size < 0 || (uint64_t)st.st_size != (uint64_t)shm_size)
+		return -EIO;
+	/* never block in read() or write() on the notification fds */
+	for (int i = 0; i < 2; i++) {
+		int fd = i ? a->irq_fd : a->kick_fd, fl = fcntl(fd, F_GETFL);
+
+		if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK)))
+			return -errno;
+	}
+	a->shm = mmap(NULL, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, a->shm_fd, 0);
+	if (a->shm == MAP_FAILED) {
+		a->shm = NULL;
+		return -errno;
+	}
+	a->size = shm_size;
+
+	/* INIT: the host is still writing the layout; touch nothing else (§3) */
+	for (;;) {
+		a->state = vcma_load_acquire(&((struct vcma_ctrl *)a->shm)->state);
+		if (a->state != VCMA_STATE_INIT)
+			break;
+		if (deadline && vl_now_ns() >= deadline) {
+			rc = -ETIMEDOUT;
+			goto fail;
+		}
+		usleep(1000);
+	}
+	/* the copy is ordered after the acquire of state, and is all we use */
+	vcma_copy_from_shared(words, a->shm, sizeof(words));
+	memcpy(&a->ctrl, words, sizeof(a->ctrl));
+	switch (a->state) {
+	case VCMA_STATE_READY:
+	case VCMA_STATE_CONNECTED:
+		rc = ctrl_check(&a->ctrl, a->size);
+		break;
+	case VCMA_STATE_CLOSING:
+		rc = -ESHUTDOWN;
+		break;
+	default:
+		rc = -ECONNRESET; /* DEAD, or anything above it */
+		break;
+	}
+	if (!rc)
+		return 0;
+fail:
+	munmap(a->shm, (size_t)a->size);
+	a->shm = NULL;
+	return rc;
+}
+
+/* Whatever of a is still a's: its mapping and fds. */
+static void area_close(struct vl_area *a)
+{
+	if (a->shm)
+		munmap(a->shm, (size_t)a->size);
+	a->shm = NULL;
+	close_fd(a->shm_fd);
+	close_fd(a->kick_fd);
+	close_fd(a->irq_fd);
+	a->shm_fd = a->kick_fd = a->irq_fd = -1;
+}
+
+/* The handle's area goes: out of the epoll set, unmapped, closed. */
+static void area_drop(struct vcma *v)
+{
+	ep_del(v, v->irq_fd);
+	if (v->shm)
+		munmap(v->shm, (size_t)v->shm_size);
+	v->shm = NULL;
+	close_fd(v->shm_fd);
+	close_fd(v->kick_fd);
+	close_fd(v->irq_fd);
+	v->shm_fd = v->kick_fd = v->irq_fd = -1;
+}
+
+/* a becomes the handle's area (a keeps nothing). */
+static int area_take(struct vcma *v, struct vl_area *a)
+{
+	v->shm = a->shm;
+	v->shm_size = a->size;
+	v->ctrl = (struct vcma_ctrl *)v->shm; /* never left on the old, unmapped area */
+	v->shm_fd = a->shm_fd;
+	v->kick_fd = a->kick_fd;
+	v->irq_fd = a->irq_fd;
+	a->shm = NULL;
+	a->shm_fd = a->kick_fd = a->irq_fd = -1;
+	return ep_add(v, v->irq_fd);
 }
 
 static int hello(struct vcma *v, uint32_t initial_state)
@@ -118,7 +300,7 @@ static int hello(struct vcma *v, uint32_t initial_state)
 	q.op = VCMA_OP_HELLO;
 	q.arg0 = (uint64_t)VCMA_PROTO_MAJOR << 16 | VCMA_PROTO_MINOR;
 	q.arg1 = VCMA_F_KNOWN;
-	rc = vl_call(v, &q, &r);
+	rc = vl_call(v, &q, &r, vl_deadline(v));
 	if (rc == -EINVAL && initial_state == VCMA_STATE_CONNECTED) {
 		/* features are negotiated once per generation: take over the ones a
 		 * previous user of this area agreed */
@@ -134,62 +316,9 @@ static int hello(struct vcma *v, uint32_t initial_state)
 	return 0;
 }
 
-/* Map the area, wait for READY, check the control page, start the ring, HELLO. */
-static int attach_area(struct vcma *v, size_t shm_size)
+/* The ring indices of the handle's new area, then HELLO. */
+static int ring_start(struct vcma *v, uint32_t state)
 {
-	uint64_t deadline = vl_deadline(v), words[sizeof(struct vcma_ctrl) / 8];
-	struct vcma_ctrl c;
-	struct stat st;
-	uint32_t state;
-	int rc;
-
-	if (v->shm_fd < 0 || v->kick_fd < 0 || v->irq_fd < 0)
-		return -EBADF;
-	if (fstat(v->shm_fd, &st))
-		return -errno;
-	if (shm_size < VCMA_PROTO_PAGE || st.st_size < 0 || (uint64_t)st.st_size != (uint64_t)shm_size)
-		return -EIO;
-	/* never block in read() or write() on the notification fds */
-	for (int i = 0; i < 2; i++) {
-		int fd = i ? v->irq_fd : v->kick_fd, fl = fcntl(fd, F_GETFL);
-
-		if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK)))
-			return -errno;
-	}
-	v->shm = mmap(NULL, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->shm_fd, 0);
-	if (v->shm == MAP_FAILED) {
-		v->shm = NULL;
-		return -errno;
-	}
-	v->shm_size = shm_size;
-
-	/* INIT: the host is still writing the layout; touch nothing else (§3) */
-	for (;;) {
-		state = vcma_load_acquire(&((struct vcma_ctrl *)v->shm)->state);
-		if (state != VCMA_STATE_INIT)
-			break;
-		if (deadline && vl_now_ns() >= deadline)
-			return -ETIMEDOUT;
-		usleep(1000);
-	}
-	/* the copy is ordered after the acquire of state, and is all we use */
-	vcma_copy_from_shared(words, v->shm, sizeof(words));
-	memcpy(&c, words, sizeof(c));
-	switch (state) {
-	case VCMA_STATE_READY:
-	case VCMA_STATE_CONNECTED:
-		break;
-	case VCMA_STATE_CLOSING:
-		return -ESHUTDOWN;
-	default:
-		return -ECONNRESET; /* DEAD, or anything above it */
-	}
-	rc = ctrl_check(&c, v->shm_size);
-	if (rc)
-		return rc;
-	rc = vl_ring_init(v, &c);
-	if (rc)
-		return rc;
 	/* a fresh area starts at 0; one already CONNECTED continues where it is, and
 	 * only if nothing is in flight there */
 	v->req_prod_pvt = vcma_read_once(&v->rh->req_prod);
@@ -198,6 +327,25 @@ static int attach_area(struct vcma *v, size_t shm_size)
 		return -EBUSY;
 	v->evt_cons = vcma_read_once(&v->eh->evt_cons);
 	return hello(v, state);
+}
+
+/* The first area of a handle whose fds vl_new() took. */
+static int attach_area(struct vcma *v, size_t shm_size)
+{
+	struct vl_area a = { .shm_fd = v->shm_fd, .kick_fd = v->kick_fd, .irq_fd = v->irq_fd };
+	int rc = area_open(&a, shm_size, vl_deadline(v));
+
+	if (rc)
+		return rc;
+	v->shm = a.shm;
+	v->shm_size = a.size;
+	v->guest_id = a.ctrl.guest_id; /* a reattach keeps it (adopt() checks) */
+	rc = ep_add(v, v->irq_fd);
+	if (!rc)
+		rc = vl_ring_init(v, &a.ctrl);
+	if (!rc)
+		rc = ring_start(v, a.state);
+	return rc;
 }
 
 int vcma_attach_fds(int shm_fd, size_t shm_size, int kick_fd, int irq_fd, struct vcma **out)
@@ -214,7 +362,9 @@ int vcma_attach_fds(int shm_fd, size_t shm_size, int kick_fd, int irq_fd, struct
 		close_fd(irq_fd);
 		return out ? -ENOMEM : -EINVAL;
 	}
-	rc = attach_area(v, shm_size);
+	/* what vcma_reattach_fds() wakes a call waiting on the old rings with */
+	v->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	rc = v->wake_fd < 0 ? -errno : attach_area(v, shm_size);
 	if (rc) {
 		vl_destroy(v);
 		return rc;
@@ -222,6 +372,8 @@ int vcma_attach_fds(int shm_fd, size_t shm_size, int kick_fd, int irq_fd, struct
 	*out = v;
 	return 0;
 }
+
+/* ---- the sim socket ---- */
 
 static int sock_connect(const char *path)
 {
@@ -245,32 +397,46 @@ static int sock_connect(const char *path)
 	return fd;
 }
 
-/* Receive the attach response and its fds. The fds are ours on success only. */
-static int recv_attach_rsp(int sock, unsigned int timeout_ms, struct vcma_sim_attach_rsp *rsp, int fds[3])
+/* One datagram, whole. 0, or -errno (-ECONNRESET: the host is gone). */
+static int send_msg(int sock, const void *msg, size_t len)
+{
+	ssize_t n = send(sock, msg, len, MSG_NOSIGNAL);
+
+	if (n == (ssize_t)len)
+		return 0;
+	return n < 0 ? (errno == EPIPE ? -ECONNRESET : -errno) : -EIO;
+}
+
+/*
+ * One datagram into buf within timeout_ms (-1: no limit), and the fds it carried
+ * (fds[VL_MAX_RECV_FDS], *nfds of them; extras are closed). Returns its length, or
+ * -ECONNRESET (closed), -ETIMEDOUT, -EIO (truncated; its fds closed) or -errno.
+ */
+static ssize_t recv_msg(int sock, void *buf, size_t len, int timeout_ms, int *fds, int *nfds)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * VL_MAX_RECV_FDS)];
 		struct cmsghdr align;
 	} cbuf;
-	struct iovec iov = { .iov_base = rsp, .iov_len = sizeof(*rsp) };
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf) };
 	struct pollfd pfd = { .fd = sock, .events = POLLIN };
-	int got[VL_MAX_RECV_FDS], ngot = 0, rc;
 	ssize_t n;
+	int rc;
 
+	*nfds = 0;
 	do
-		rc = poll(&pfd, 1, timeout_ms ? (int)timeout_ms : -1);
+		rc = poll(&pfd, 1, timeout_ms);
 	while (rc < 0 && errno == EINTR);
 	if (rc < 0)
 		return -errno;
 	if (rc == 0)
 		return -ETIMEDOUT;
-	memset(rsp, 0, sizeof(*rsp));
 	do
 		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
-		return errno == ECONNRESET ? -ECONNRESET : -errno;
+		return -errno;
 	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -278,41 +444,195 @@ static int recv_attach_rsp(int sock, unsigned int timeout_ms, struct vcma_sim_at
 			int fd;
 
 			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-			if (ngot < VL_MAX_RECV_FDS)
-				got[ngot++] = fd;
+			if (*nfds < VL_MAX_RECV_FDS)
+				fds[(*nfds)++] = fd;
 			else
 				close(fd);
 		}
 	}
-	if (n == 0)
-		rc = -ECONNRESET; /* closed without an answer: refused */
-	else if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n != (ssize_t)sizeof(*rsp))
+	if (n > 0 && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		return n;
+	for (int i = 0; i < *nfds; i++)
+		close(fds[i]);
+	*nfds = 0;
+	return n == 0 ? -ECONNRESET : -EIO; /* closed without a word, or cut short */
+}
+
+/* One datagram of exactly len bytes without fds: 0 or -errno (as recv_msg; -EIO for
+ * another length or fds). */
+static int recv_fixed(int sock, void *buf, size_t len, int timeout_ms)
+{
+	int fds[VL_MAX_RECV_FDS], nfds;
+	ssize_t n = recv_msg(sock, buf, len, timeout_ms, fds, &nfds);
+
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (n < 0)
+		return (int)n;
+	return n == (ssize_t)len && !nfds ? 0 : -EIO;
+}
+
+/*
+ * The answer to an ATTACH or a REATTACH: 0 once a well-formed one arrived, whatever
+ * its status (the three fds are ours if it is OK; extras are closed). -ECONNRESET if
+ * the host closed without one (refused), -ETIMEDOUT, -EIO (malformed) or -errno.
+ */
+static int recv_attach_rsp(int sock, int timeout_ms, struct vcma_sim_attach_rsp *rsp, int fds[3])
+{
+	int got[VL_MAX_RECV_FDS], ngot, rc = 0;
+	ssize_t n;
+
+	memset(rsp, 0, sizeof(*rsp));
+	n = recv_msg(sock, rsp, sizeof(*rsp), timeout_ms, got, &ngot);
+	if (n < 0)
+		return (int)n;
+	if (n != (ssize_t)sizeof(*rsp))
 		rc = -EIO;
 	else if (rsp->magic != VCMA_SIM_MAGIC || rsp->version != VCMA_SIM_VERSION || rsp->type != VCMA_SIM_MSG_ATTACH_RSP)
 		rc = -EIO;
-	else if (rsp->status != VCMA_ST_OK)
-		rc = vcma_status_errno(rsp->status);
-	else if (rsp->nfds != 3 || ngot < 3)
+	else if (rsp->status == VCMA_ST_OK && (rsp->nfds != 3 || ngot < 3))
 		rc = -EIO;
-	else
-		rc = 0;
 	for (int i = 0; i < ngot; i++) {
-		if (!rc && i < 3)
+		if (!rc && rsp->status == VCMA_ST_OK && i < 3)
 			fds[i] = got[i];
 		else
-			close(got[i]); /* extras, or everything on failure */
+			close(got[i]); /* extras, a refusal's, or everything on failure */
 	}
 	return rc;
+}
+
+/* The TOKEN right behind an OK answer to a client that set REATTACH. */
+static int recv_token(int sock, int timeout_ms, uint32_t guest_id, struct vcma_sim_token *tok)
+{
+	int rc = recv_fixed(sock, tok, sizeof(*tok), timeout_ms);
+
+	if (rc)
+		return rc;
+	if (tok->magic != VCMA_SIM_MAGIC || tok->version != VCMA_SIM_VERSION || tok->type != VCMA_SIM_MSG_TOKEN ||
+	    tok->guest_id != guest_id)
+		return -EIO;
+	return 0;
+}
+
+/* One REGIONS run checked and appended to h[*got]: runs are sorted by handle. */
+static int region_run(const struct vcma_sim_run *r, struct vcma_held_region *h, uint32_t *got)
+{
+	const uint64_t max_frames = UINT64_MAX / VCMA_PROTO_PAGE;
+
+	if (!r->gfn || !r->count || r->count > max_frames || r->mfn > max_frames - r->count ||
+	    (*got && r->gfn <= h[*got - 1].handle))
+		return -EIO;
+	h[*got].handle = r->gfn;
+	h[*got].bus = r->mfn * VCMA_PROTO_PAGE;
+	h[*got].size = r->count * VCMA_PROTO_PAGE;
+	(*got)++;
+	return 0;
+}
+
+/* The REGIONS messages after a reattach's TOKEN: nruns runs {handle, first machine
+ * frame, frames}, as held regions in *out (malloc'd; NULL for none). 0 or -errno. */
+static int recv_regions(int sock, uint32_t nruns, int timeout_ms, struct vcma_held_region **out)
+{
+	struct vcma_held_region *h = NULL;
+	struct vcma_sim_p2m *m = NULL;
+	uint32_t got = 0;
+	int rc = 0;
+
+	*out = NULL;
+	if (!nruns)
+		return 0;
+	if (nruns > VL_MAX_REGIONS)
+		return -EIO;
+	m = malloc(sizeof(*m));
+	h = calloc(nruns, sizeof(*h));
+	if (!m || !h) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	while (got < nruns) {
+		rc = recv_fixed(sock, m, sizeof(*m), timeout_ms);
+		if (rc)
+			goto out;
+		if (m->magic != VCMA_SIM_MAGIC || m->version != VCMA_SIM_VERSION || m->type != VCMA_SIM_MSG_REGIONS ||
+		    !m->nruns || m->nruns > VCMA_SIM_P2M_RUNS || m->nruns > nruns - got || m->pad) {
+			rc = -EIO;
+			goto out;
+		}
+		for (uint32_t i = 0; i < VCMA_SIM_P2M_RUNS && !rc; i++) {
+			const struct vcma_sim_run *r = &m->run[i];
+
+			if (i < m->nruns)
+				rc = region_run(r, h, &got);
+			else if (r->gfn || r->mfn || r->count)
+				rc = -EIO; /* entries from nruns on are zero */
+		}
+		if (rc)
+			goto out;
+	}
+	*out = h;
+	h = NULL;
+out:
+	free(m);
+	free(h);
+	return rc;
+}
+
+/*
+ * One attach on a new connection: 0 with *sockp, *rsp (OK), fds and, if a asked for
+ * REATTACH, *tok; or -errno, with rsp->status the host's if it refused (0 else).
+ */
+static int attach_once(const char *path, const struct vcma_sim_attach *a, unsigned int timeout_ms, int *sockp,
+		       struct vcma_sim_attach_rsp *rsp, int fds[3], struct vcma_sim_token *tok)
+{
+	int ms = timeout_ms ? (int)timeout_ms : -1, sock, rc;
+
+	memset(rsp, 0, sizeof(*rsp));
+	sock = sock_connect(path);
+	if (sock < 0)
+		return sock;
+	rc = send_msg(sock, a, sizeof(*a));
+	if (!rc)
+		rc = recv_attach_rsp(sock, ms, rsp, fds);
+	if (!rc && rsp->status != VCMA_ST_OK)
+		rc = vcma_status_errno(rsp->status);
+	if (!rc && (a->flags & VCMA_SIM_F_REATTACH)) {
+		rc = recv_token(sock, ms, rsp->guest_id, tok);
+		if (rc)
+			for (int i = 0; i < 3; i++)
+				close(fds[i]);
+	}
+	if (rc) {
+		close(sock);
+		return rc;
+	}
+	*sockp = sock;
+	return 0;
+}
+
+/* Keep what a reattach needs: where, as whom, the token, and a timer for the tries. */
+static int keep_token(struct vcma *v, const char *path, const char *name, const struct vcma_sim_token *tok)
+{
+	memcpy(v->path, path, strlen(path) + 1); /* sock_connect() checked the length */
+	memcpy(v->name, name, strlen(name) + 1);
+	memcpy(v->token, tok->token, sizeof(v->token));
+	v->token_guest_id = tok->guest_id;
+	v->grace_ms = tok->grace_ms;
+	v->has_token = true;
+	v->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (v->timer_fd < 0)
+		return -errno;
+	return ep_add(v, v->timer_fd);
 }
 
 int vcma_attach(const char *socket_path, const char *name, const char *devclass, struct vcma **out)
 {
 	struct vcma_sim_attach a;
 	struct vcma_sim_attach_rsp rsp;
+	struct vcma_sim_token tok;
 	unsigned int timeout_ms = env_uint("VCMA_TIMEOUT_MS", VL_DEFAULT_TIMEOUT_MS, 86400000u);
+	const char *reattach = getenv("VCMA_REATTACH");
 	struct vcma *v;
 	int sock, fds[3], rc;
-	ssize_t n;
 
 	if (!out)
 		return -EINVAL;
@@ -324,29 +644,26 @@ int vcma_attach(const char *socket_path, const char *name, const char *devclass,
 		if (!socket_path || !*socket_path)
 			socket_path = VCMA_DEFAULT_SOCKET;
 	}
-	sock = sock_connect(socket_path);
-	if (sock < 0)
-		return sock;
 
 	memset(&a, 0, sizeof(a));
 	a.magic = VCMA_SIM_MAGIC;
 	a.version = VCMA_SIM_VERSION;
 	a.type = VCMA_SIM_MSG_ATTACH;
 	a.role = VCMA_SIM_ROLE_GUEST;
+	a.flags = reattach && !strcmp(reattach, "0") ? 0 : VCMA_SIM_F_REATTACH;
 	memcpy(a.name, name, strlen(name));
 	if (devclass)
 		memcpy(a.devclass, devclass, strlen(devclass));
-	n = send(sock, &a, sizeof(a), MSG_NOSIGNAL);
-	if (n != (ssize_t)sizeof(a)) {
-		rc = n < 0 ? (errno == EPIPE ? -ECONNRESET : -errno) : -EIO;
-		close(sock);
-		return rc;
+	rc = attach_once(socket_path, &a, timeout_ms, &sock, &rsp, fds, &tok);
+	if (rc == -EINVAL && a.flags && rsp.status == VCMA_ST_INVALID) {
+		/* a host older than the reattach protocol refuses the flag it does not know
+		 * (INVALID, then it closes): attach once more without it, and without a
+		 * token; a refusal for another reason comes back the same */
+		a.flags = 0;
+		rc = attach_once(socket_path, &a, timeout_ms, &sock, &rsp, fds, &tok);
 	}
-	rc = recv_attach_rsp(sock, timeout_ms, &rsp, fds);
-	if (rc) {
-		close(sock);
+	if (rc)
 		return rc;
-	}
 	v = vl_new(sock, fds[0], fds[1], fds[2]);
 	if (!v) {
 		close(sock);
@@ -357,11 +674,11 @@ int vcma_attach(const char *socket_path, const char *name, const char *devclass,
 	v->timeout_ms = timeout_ms;
 	v->window_gpa = rsp.window_gpa;
 	v->has_window = true;
-	if (rsp.shm_size > SIZE_MAX) {
-		vl_destroy(v);
-		return -EIO;
-	}
-	rc = attach_area(v, (size_t)rsp.shm_size);
+	rc = rsp.shm_size > SIZE_MAX ? -EIO : ep_add(v, sock);
+	if (!rc && a.flags)
+		rc = keep_token(v, socket_path, name, &tok);
+	if (!rc)
+		rc = attach_area(v, (size_t)rsp.shm_size);
 	if (!rc && v->guest_id != rsp.guest_id)
 		rc = -EIO;
 	if (rc) {
@@ -372,11 +689,372 @@ int vcma_attach(const char *socket_path, const char *name, const char *devclass,
 	return 0;
 }
 
+/* ---- restart and reattach ---- */
+
+static uint64_t grace_end(const struct vcma *v)
+{
+	return v->lost_at + (uint64_t)v->grace_ms * 1000000ull;
+}
+
+/* Make vcma_fd() readable at monotonic time at_ns (0: not at all). */
+static void timer_arm(struct vcma *v, uint64_t at_ns)
+{
+	struct itimerspec its;
+	uint64_t expirations;
+
+	if (v->timer_fd < 0)
+		return;
+	/* read what expired already, so the set is quiet until the new time */
+	if (read(v->timer_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+		return;
+	memset(&its, 0, sizeof(its));
+	if (at_ns) {
+		its.it_value.tv_sec = (time_t)(at_ns / 1000000000ull);
+		its.it_value.tv_nsec = (long)(at_ns % 1000000000ull);
+	}
+	timerfd_settime(v->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void try_close(struct vcma *v)
+{
+	ep_del(v, v->try_sock);
+	close_fd(v->try_sock);
+	v->try_sock = -1;
+}
+
+void vl_reattach_end(struct vcma *v)
+{
+	try_close(v);
+	timer_arm(v, 0);
+	v->lost = false;
+}
+
+void vl_notice_lost(struct vcma *v)
+{
+	uint32_t st;
+
+	if (v->dead || v->lost)
+		return;
+	if (!v->shm) {
+		vl_mark_dead(v, -ECONNRESET);
+		return;
+	}
+	st = vcma_load_acquire(&v->ctrl->state);
+	/* DEAD: cut off, nothing to take back. A handle that never finished its HELLO has
+	 * nothing either, unless that HELLO was a reattach's (then it tries again). */
+	if (!v->has_token || st >= VCMA_STATE_DEAD || (!v->connected && !v->in_reattach)) {
+		vl_mark_dead(v, -ECONNRESET);
+		return;
+	}
+	vl_lose(v);
+	if (v->dead)
+		return; /* the ring it left was broken: -EIO */
+	ep_del(v, v->sock);
+	close(v->sock);
+	v->sock = -1;
+	v->lost = true;
+	v->connected = false;
+	v->lost_at = v->next_try = vl_now_ns();
+	v->backoff_ms = VL_BACKOFF_FIRST_MS;
+	timer_arm(v, v->next_try); /* an event loop calls in at once */
+}
+
+/* A try failed: the next one after the backoff (10 ms, doubling to 500 ms). */
+static void retry_later(struct vcma *v)
+{
+	uint64_t end = grace_end(v);
+
+	try_close(v);
+	v->next_try = vl_now_ns() + (uint64_t)v->backoff_ms * 1000000ull;
+	v->backoff_ms = v->backoff_ms * 2 > VL_BACKOFF_MAX_MS ? VL_BACKOFF_MAX_MS : v->backoff_ms * 2;
+	timer_arm(v, v->next_try < end ? v->next_try : end);
+}
+
+/* Connect again and send REATTACH: 0 (try_sock waits for the answer) or -errno. */
+static int try_connect(struct vcma *v)
+{
+	struct vcma_sim_reattach m;
+	int sock = sock_connect(v->path), rc;
+
+	if (sock < 0)
+		return sock;
+	memset(&m, 0, sizeof(m));
+	m.magic = VCMA_SIM_MAGIC;
+	m.version = VCMA_SIM_VERSION;
+	m.type = VCMA_SIM_MSG_REATTACH;
+	m.role = VCMA_SIM_ROLE_GUEST;
+	m.flags = VCMA_SIM_F_REATTACH;
+	m.guest_id = v->token_guest_id;
+	memcpy(m.token, v->token, sizeof(m.token));
+	memcpy(m.name, v->name, sizeof(m.name));
+	rc = send_msg(sock, &m, sizeof(m));
+	if (!rc)
+		rc = ep_add(v, sock); /* an event loop hears the answer */
+	if (rc) {
+		close(sock);
+		return rc;
+	}
+	v->try_sock = sock;
+	timer_arm(v, grace_end(v)); /* or learns that the grace is over */
+	return 0;
+}
+
+/*
+ * Put the new area a (checked) and connection sock (-1: none, vcma_reattach_fds) in
+ * place of the old ones, reconcile the regions with the host's list, say HELLO and
+ * send the FREEs owed. The handle owns a and sock from here on, whatever happens. 0;
+ * -ECONNRESET with the handle lost again (the new connection ended during HELLO);
+ * else the handle is dead and its error comes back.
+ */
+static int adopt(struct vcma *v, struct vl_area *a, int sock, const struct vcma_held_region *held, size_t nheld)
+{
+	int rc;
+
+	area_drop(v);
+	rc = area_take(v, a);
+	v->sock = sock; /* in the epoll set since it was tried */
+	v->lost = false;
+	v->connected = false;
+	if (!rc && a->ctrl.guest_id != v->guest_id)
+		rc = -EIO; /* the same guest comes back (§9.1) */
+	if (!rc)
+		rc = vl_ring_init(v, &a->ctrl); /* a keeps its copy of the control page */
+	if (!rc)
+		rc = vl_region_reconcile(v, held, nheld);
+	if (!rc)
+		rc = ring_start(v, a->state);
+	if (rc) {
+		if (v->lost)
+			return -ECONNRESET;
+		vl_mark_dead(v, rc == -EIO ? -EIO : -ECONNRESET);
+		return v->dead;
+	}
+	vl_refree_send(v);
+	return 0;
+}
+
+/* What an OK answer brings after it: the new token (the old one is spent) and the
+ * regions. 0, or -errno (-EIO: malformed). */
+static int reattach_rest(struct vcma *v, const struct vcma_sim_attach_rsp *rsp, struct vcma_held_region **held)
+{
+	struct vcma_sim_token tok;
+	int ms = ms_left(grace_end(v)), rc;
+
+	/* the same guest, seen at the same guest-physical addresses */
+	if (rsp->guest_id != v->token_guest_id || rsp->shm_size > SIZE_MAX || rsp->window_gpa != v->window_gpa)
+		return -EIO;
+	/* the host sends both right behind the answer */
+	rc = recv_token(v->try_sock, ms, rsp->guest_id, &tok);
+	if (!rc)
+		rc = recv_regions(v->try_sock, rsp->nruns, ms, held);
+	if (rc)
+		return rc;
+	memcpy(v->token, tok.token, sizeof(v->token));
+	v->grace_ms = tok.grace_ms;
+	return 0;
+}
+
+/*
+ * OK: the host has the guest back on try_sock. Read what follows the answer, check the
+ * new area and adopt it. 0: attached again; 1: go on trying; else the handle is dead
+ * and its error comes back.
+ */
+static int take_back(struct vcma *v, const struct vcma_sim_attach_rsp *rsp, const int fds[3])
+{
+	struct vl_area a = { .shm_fd = fds[0], .kick_fd = fds[1], .irq_fd = fds[2] };
+	struct vcma_held_region *held = NULL;
+	int sock = v->try_sock, rc;
+
+	rc = reattach_rest(v, rsp, &held);
+	if (rc == -ECONNRESET) {
+		/* the host ended the connection before it said everything (it died again):
+		 * another try may find the guest kept. Any other failure ends it here:
+		 * closing a connection the host took the guest back on is a detach. */
+		area_close(&a);
+		retry_later(v);
+		return 1;
+	}
+	if (!rc)
+		rc = area_open(&a, (size_t)rsp->shm_size, vl_deadline(v));
+	if (rc) {
+		area_close(&a);
+		free(held);
+		vl_mark_dead(v, rc == -EIO ? -EIO : -ECONNRESET);
+		return v->dead;
+	}
+	v->try_sock = -1; /* the handle's socket from now on */
+	rc = adopt(v, &a, sock, held, rsp->nruns);
+	free(held);
+	return rc == -ECONNRESET && v->lost ? 1 : rc;
+}
+
+/*
+ * The answer on try_sock, waited for until the deadline (and the grace's end) if wait,
+ * else taken only if it is there. 0: attached again. 1: go on (a new try is due, or
+ * the grace may be over). -EAGAIN (not waiting) or -ETIMEDOUT: no answer yet. Else
+ * the handle is dead: its error.
+ */
+static int try_answer(struct vcma *v, uint64_t deadline, bool wait)
+{
+	uint64_t end = grace_end(v), until = wait && deadline && deadline < end ? deadline : end;
+	struct vcma_sim_attach_rsp rsp;
+	int fds[3], rc;
+
+	rc = recv_attach_rsp(v->try_sock, wait ? ms_left(until) : 0, &rsp, fds);
+	if (rc == -ETIMEDOUT)
+		return !wait ? -EAGAIN : vl_now_ns() >= end ? 1 : -ETIMEDOUT;
+	if (rc == -EIO) {
+		vl_mark_dead(v, -EIO); /* garbage for an answer: a broken host */
+		return v->dead;
+	}
+	if (rc || rsp.status == VCMA_ST_BUSY) {
+		/* closed without an answer (a host still going down, or not up yet), or
+		 * "not yet" (BUSY): within the grace period, again */
+		retry_later(v);
+		return 1;
+	}
+	if (rsp.status != VCMA_ST_OK) {
+		/* NO_REGION: the host did not keep the guest, its regions are gone; INVALID,
+		 * VERSION, SHUTDOWN, INTERNAL...: it will not take it back either */
+		vl_mark_dead(v, -ECONNRESET);
+		return v->dead;
+	}
+	return take_back(v, &rsp, fds);
+}
+
+/* Sleep until the next try (or the grace's end, or the deadline). 0, or -ETIMEDOUT. */
+static int wait_for_try(struct vcma *v, uint64_t deadline)
+{
+	uint64_t now = vl_now_ns(), until = v->next_try, end = grace_end(v);
+
+	if (end < until)
+		until = end;
+	if (deadline && deadline < until) {
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		until = deadline;
+	}
+	if (until > now)
+		poll(NULL, 0, ms_left(until));
+	return 0;
+}
+
+/* See vl_ready(). */
+static int reattach_run(struct vcma *v, uint64_t deadline, bool wait)
+{
+	int rc;
+
+	while (v->lost) {
+		if (vl_now_ns() >= grace_end(v)) {
+			/* not taken back in time: the host reclaims the guest's regions */
+			vl_mark_dead(v, -ECONNRESET);
+			break;
+		}
+		if (v->try_sock < 0 && vl_now_ns() < v->next_try) {
+			if (!wait)
+				return -EAGAIN;
+			rc = wait_for_try(v, deadline);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (v->try_sock < 0 && try_connect(v)) {
+			retry_later(v); /* nobody listening yet */
+			continue;
+		}
+		rc = try_answer(v, deadline, wait);
+		if (rc == 0) {
+			timer_arm(v, 0);
+			break;
+		}
+		if (rc != 1)
+			return rc;
+	}
+	return v->dead;
+}
+
+int vl_ready(struct vcma *v, uint64_t deadline, bool wait)
+{
+	int rc = 0;
+
+	if (v->dead)
+		return v->dead;
+	/* a host in CLOSING may have exited since, which only its socket tells; calls
+	 * fail with -ESHUTDOWN there without waiting on anything that would look */
+	if (!v->lost && v->sock >= 0 && v->shm && vcma_load_acquire(&v->ctrl->state) == VCMA_STATE_CLOSING)
+		vl_check_sock(v);
+	if (v->lost) {
+		if (v->in_reattach)
+			return -ECONNRESET; /* the reattach's own HELLO lost the new connection */
+		v->in_reattach = true;
+		rc = reattach_run(v, deadline, wait);
+		v->in_reattach = false;
+	}
+	if (!rc)
+		vl_refree_send(v);
+	return rc;
+}
+
+/* A call waiting on the old irq fd holds v->lock: wake it, it fails and lets go. */
+static void wake_waiter(struct vcma *v)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN: the counter is full, so it is readable already */
+	if (write(v->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		return;
+}
+
+static void unwake(struct vcma *v)
+{
+	uint64_t cnt;
+
+	if (read(v->wake_fd, &cnt, sizeof(cnt)) < 0)
+		return; /* EAGAIN: nothing was pending */
+}
+
+int vcma_reattach_fds(struct vcma *v, int shm_fd, size_t shm_size, int kick_fd, int irq_fd,
+		      const struct vcma_held_region *held, size_t nheld)
+{
+	struct vl_area a = { .shm_fd = shm_fd, .kick_fd = kick_fd, .irq_fd = irq_fd };
+	int rc;
+
+	if (!v || v->wake_fd < 0 || (nheld && !held) || nheld > VL_MAX_REGIONS) {
+		area_close(&a); /* a vcma_attach() handle reattaches by itself */
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&v->swap_lock);
+	atomic_fetch_add(&v->swaps, 1);
+	wake_waiter(v);
+	pthread_mutex_lock(&v->lock);
+	/* nobody else runs under the lock now; calls that come wait for it (vl_lock), and
+	 * this one's own HELLO must not see a swap pending */
+	atomic_fetch_sub(&v->swaps, 1);
+	unwake(v);
+	rc = v->dead;
+	if (!rc) {
+		vl_lose(v);
+		rc = v->dead;
+	}
+	if (!rc) {
+		rc = area_open(&a, shm_size, vl_deadline(v));
+		if (rc)
+			vl_mark_dead(v, rc == -EIO ? -EIO : -ECONNRESET);
+		else
+			rc = adopt(v, &a, -1, held, nheld);
+	}
+	area_close(&a); /* what adopt() did not take */
+	pthread_cond_broadcast(&v->swapped);
+	pthread_mutex_unlock(&v->lock);
+	pthread_mutex_unlock(&v->swap_lock);
+	return rc;
+}
+
 void vcma_detach(struct vcma *v)
 {
 	if (!v)
 		return;
-	pthread_mutex_lock(&v->lock);
+	vl_lock(v);
 	/* no mapping may outlive the attachment: the host hands the memory on */
 	for (uint32_t i = 0; i < v->nregion; i++) {
 		struct vl_region *r = &v->region[i];
@@ -385,10 +1063,13 @@ void vcma_detach(struct vcma *v)
 			v->unmap(v->map_ctx, r->map, r->size);
 		r->map = NULL;
 	}
-	/* best effort: post a FREE for every region, then wait for them and for the FREEs
-	 * vcma_free() posted before; stop at the first sign the host is not answering (a
-	 * silent host costs one timeout in all). Their errors are nobody's any more. */
-	if (v->connected && !v->dead) {
+	/* best effort: post a FREE for every region, then wait for them, for the FREEs
+	 * vcma_free() posted before and for those a reattach owes (vl_flush sends them);
+	 * stop at the first sign the host is not answering (a silent host costs one
+	 * timeout in all). Their errors are nobody's any more. A lost handle sends
+	 * nothing: the host reclaims what it kept when the grace period ends. */
+	v->has_token = false; /* a host that goes away now just ends it */
+	if (v->connected && !v->dead && !v->lost) {
 		uint64_t deadline = vl_deadline(v);
 
 		while (v->nregion) {

@@ -6,7 +6,10 @@
  * used (XSA-155, the netfront lesson: the guest does not trust the host either). The
  * private indices and geometry are never read back from shared memory. A host that
  * breaks the ring rules (§8.3) makes the attachment dead with -EIO; a DEAD state, a new
- * generation or a closed socket make it dead with -ECONNRESET. Dead is sticky.
+ * generation or a closed socket make it dead with -ECONNRESET. Dead is sticky. A closed
+ * socket with a reattach token and the state not DEAD makes it lost instead (attach.c
+ * takes it back): what was in flight fails with -ECONNRESET, and vl_lose() keeps the
+ * FREEs among it to send again if the host still lists their regions.
  */
 #include <errno.h>
 #include <limits.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,8 +39,43 @@ uint64_t vl_deadline(const struct vcma *v)
 	return v->timeout_ms ? vl_now_ns() + (uint64_t)v->timeout_ms * 1000000ull : 0;
 }
 
+void vl_lock(struct vcma *v)
+{
+	pthread_mutex_lock(&v->lock);
+	while (atomic_load(&v->swaps))
+		pthread_cond_wait(&v->swapped, &v->lock);
+}
+
 int vl_ring_init(struct vcma *v, const struct vcma_ctrl *c)
 {
+	/* at most max_outstanding entries are published, at most max_outstanding async ones
+	 * wait for vcma_complete(), and one answered blocking call is being collected; after
+	 * a reattach, the completions of the old ring not delivered yet come on top */
+	uint32_t nreq = 2 * c->max_outstanding + 1 + v->ndone;
+	struct vl_req *req = calloc(nreq, sizeof(*req));
+	uint32_t *done = calloc(nreq, sizeof(*done));
+
+	if (!req || !done) {
+		free(req);
+		free(done);
+		return -ENOMEM;
+	}
+	/* only answered entries are left (vl_lose): the queued ones move, in order */
+	for (uint32_t k = 0; k < v->ndone; k++) {
+		req[k] = v->req[v->done[(v->done_head + k) % v->nreq]];
+		done[k] = k;
+	}
+	free(v->req);
+	free(v->done);
+	v->req = req;
+	v->done = done;
+	v->nreq = nreq;
+	v->done_head = 0;
+	v->done_tail = v->ndone;
+	v->nsent = 0;
+	v->nposted = 0;
+	v->alloc_pending = 0;
+
 	v->ctrl = (struct vcma_ctrl *)v->shm;
 	v->rh = (struct vcma_ring_hdr *)(v->shm + c->req_off);
 	v->slot = vcma_req_slots(v->rh);
@@ -46,16 +85,7 @@ int vl_ring_init(struct vcma *v, const struct vcma_ctrl *c)
 	v->evt_slots = c->evt_slots;
 	v->max_outstanding = c->max_outstanding;
 	v->generation = c->generation;
-	v->guest_id = c->guest_id;
 	v->region_max = c->max_regions && c->max_regions < VL_MAX_REGIONS ? c->max_regions : VL_MAX_REGIONS;
-
-	/* at most max_outstanding entries are published, at most max_outstanding async ones
-	 * wait for vcma_complete(), and one answered blocking call is being collected */
-	v->nreq = 2 * v->max_outstanding + 1;
-	v->req = calloc(v->nreq, sizeof(*v->req));
-	v->done = calloc(v->nreq, sizeof(*v->done));
-	if (!v->req || !v->done)
-		return -ENOMEM;
 	return 0;
 }
 
@@ -64,9 +94,11 @@ void vl_ring_fini(struct vcma *v)
 	free(v->req);
 	free(v->done);
 	free(v->region);
+	free(v->refree);
 	v->req = NULL;
 	v->done = NULL;
 	v->region = NULL;
+	v->refree = NULL;
 }
 
 static void done_push(struct vcma *v, uint32_t idx)
@@ -82,13 +114,11 @@ static void entry_free(struct vl_req *e)
 	memset(e, 0, sizeof(*e));
 }
 
-void vl_mark_dead(struct vcma *v, int err)
+/* Every request in flight fails with err; async ones still get their completion, so
+ * each submission is answered exactly once. With keep_frees, the FREEs nobody waits for
+ * are owed again (a reattach); else they are dropped with the rest. */
+static void fail_inflight(struct vcma *v, int err, bool keep_frees)
 {
-	if (v->dead)
-		return;
-	v->dead = err;
-	/* every request in flight fails with the same error; async ones still get
-	 * their completion, so each submission is answered exactly once */
 	for (uint32_t i = 0; i < v->nreq; i++) {
 		struct vl_req *e = &v->req[i];
 
@@ -102,9 +132,13 @@ void vl_mark_dead(struct vcma *v, int err)
 			e->state = VL_DONE_ASYNC;
 			done_push(v, i);
 			break;
-		case VL_ORPHAN:
 		case VL_INTERNAL:
-		case VL_POSTED: /* the host frees a dead guest's regions itself (§8.2) */
+		case VL_POSTED: /* always FREEs */
+			if (keep_frees)
+				vl_refree_add(v, e->handle, e->state == VL_POSTED);
+			entry_free(e);
+			break;
+		case VL_ORPHAN: /* a FREE among them keeps its region in the table until answered */
 			entry_free(e);
 			break;
 		default:
@@ -116,13 +150,30 @@ void vl_mark_dead(struct vcma *v, int err)
 	v->alloc_pending = 0;
 }
 
-/* §3: read state and generation on every wake-up. 0, -ESHUTDOWN, or dead. */
+void vl_mark_dead(struct vcma *v, int err)
+{
+	if (v->dead)
+		return;
+	v->dead = err;
+	/* the host frees a dead guest's regions itself (§8.2): nothing is owed */
+	fail_inflight(v, err, false);
+	v->nrefree = 0;
+	vl_reattach_end(v);
+	/* a closed socket would keep vcma_fd() readable for good */
+	if (v->sock >= 0)
+		epoll_ctl(v->epfd, EPOLL_CTL_DEL, v->sock, NULL);
+}
+
+/* §3: read state and generation on every wake-up. 0, -ESHUTDOWN, or dead (or lost:
+ * -ECONNRESET, and the old ring is not touched). */
 static int state_check(struct vcma *v)
 {
 	uint32_t st, gen;
 
 	if (v->dead)
 		return v->dead;
+	if (v->lost)
+		return -ECONNRESET;
 	st = vcma_load_acquire(&v->ctrl->state);
 	gen = vcma_read_once(&v->ctrl->generation);
 	if (gen != v->generation || st == VCMA_STATE_DEAD || st > VCMA_STATE_DEAD || st == VCMA_STATE_INIT ||
@@ -160,6 +211,8 @@ int vl_publish(struct vcma *v, struct vcma_req *q, uint32_t state, uint64_t cook
 
 	if (v->dead)
 		return v->dead;
+	if (v->lost)
+		return -ECONNRESET;
 	if (!vl_room(v))
 		return -EAGAIN;
 	for (idx = 0; idx < v->nreq; idx++)
@@ -307,14 +360,12 @@ broken:
 	return -EIO;
 }
 
-int vl_harvest(struct vcma *v)
+/* Take every published answer (§4.5): the count, or -EIO (the host is broken). */
+static int harvest_ring(struct vcma *v)
 {
 	uint32_t rp;
 	int rc, n = 0;
 
-	rc = state_check(v);
-	if (rc && rc != -ESHUTDOWN)
-		return rc;
 	/* read the producer index once; the slots it covers are read after it */
 	rp = vcma_load_acquire(&v->rh->rsp_prod);
 	if (rp - v->rsp_cons > v->req_prod_pvt - v->rsp_cons) {
@@ -335,6 +386,32 @@ int vl_harvest(struct vcma *v)
 	return v->dead ? v->dead : n;
 }
 
+int vl_harvest(struct vcma *v)
+{
+	int rc = state_check(v);
+
+	if (rc && rc != -ESHUTDOWN)
+		return rc;
+	return harvest_ring(v);
+}
+
+void vl_lose(struct vcma *v)
+{
+	uint32_t st;
+
+	if (v->dead || v->lost)
+		return;
+	st = vcma_load_acquire(&v->ctrl->state);
+	/* what the host answered before it went is done: an ALLOC answered OK is the
+	 * caller's region. (Its unread events are lost with the ring; a region it took
+	 * back is missing from the host's list, which is what the reattach goes by.) */
+	if ((st == VCMA_STATE_CONNECTED || st == VCMA_STATE_CLOSING) &&
+	    vcma_read_once(&v->ctrl->generation) == v->generation)
+		harvest_ring(v);
+	if (!v->dead)
+		fail_inflight(v, -ECONNRESET, true);
+}
+
 void vl_drain_irq(struct vcma *v)
 {
 	uint64_t cnt;
@@ -350,12 +427,12 @@ int vl_check_sock(struct vcma *v)
 	ssize_t n;
 
 	if (v->sock < 0 || v->dead)
-		return v->dead;
+		return v->dead ? v->dead : (v->lost ? -ECONNRESET : 0);
 	n = recv(v->sock, buf, sizeof(buf), MSG_DONTWAIT);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-		vl_mark_dead(v, -ECONNRESET); /* the host closed: it detached us */
+		vl_notice_lost(v); /* the host closed: it detached us, or it went away */
 	/* n > 0: vcmad sends nothing to a guest after attach; the datagram is dropped */
-	return v->dead;
+	return v->dead ? v->dead : (v->lost ? -ECONNRESET : 0);
 }
 
 static inline void cpu_relax(void)
@@ -367,10 +444,13 @@ static inline void cpu_relax(void)
 
 int vl_wait(struct vcma *v, uint64_t deadline_ns)
 {
-	struct pollfd pfd[2];
+	struct pollfd pfd[3];
 	uint64_t now;
-	int n, ms, nfds = 1;
+	int n, ms, nfds = 1, sock_i = -1;
 
+	/* vcma_reattach_fds() is waiting for the lock: this ring is over */
+	if (atomic_load(&v->swaps))
+		return -ECONNRESET;
 	n = vl_harvest(v);
 	if (n)
 		return n < 0 ? n : 0;
@@ -409,26 +489,46 @@ int vl_wait(struct vcma *v, uint64_t deadline_ns)
 	pfd[0].events = POLLIN;
 	pfd[0].revents = 0;
 	if (v->sock >= 0) {
-		pfd[1].fd = v->sock;
-		pfd[1].events = POLLIN;
-		pfd[1].revents = 0;
-		nfds = 2;
+		sock_i = nfds++;
+		pfd[sock_i].fd = v->sock;
+		pfd[sock_i].events = POLLIN;
+		pfd[sock_i].revents = 0;
+	}
+	if (v->wake_fd >= 0) {
+		pfd[nfds].fd = v->wake_fd; /* drained by vcma_reattach_fds() once it has the lock */
+		pfd[nfds].events = POLLIN;
+		pfd[nfds].revents = 0;
+		nfds++;
 	}
 	n = poll(pfd, (nfds_t)nfds, ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
+	if (atomic_load(&v->swaps))
+		return -ECONNRESET;
 	if (n == 0)
 		return deadline_ns && vl_now_ns() >= deadline_ns ? -ETIMEDOUT : 0;
 	if (pfd[0].revents)
 		vl_drain_irq(v);
-	if (nfds == 2 && pfd[1].revents)
+	if (sock_i >= 0 && pfd[sock_i].revents)
 		return vl_check_sock(v);
 	return 0;
 }
 
-int vl_call(struct vcma *v, struct vcma_req *q, struct vcma_rsp *rsp)
+/*
+ * A wait that failed because the host went away (the handle is lost): the call that
+ * noticed takes the handle back before it returns its error, up to its deadline, so a
+ * caller that gives up on -ECONNRESET does not leave the reattach to a later call that
+ * might come after the grace period. Returns rc.
+ */
+static int wait_failed(struct vcma *v, int rc, uint64_t deadline_ns)
 {
-	uint64_t deadline = vl_deadline(v);
+	if (v->lost)
+		vl_ready(v, deadline_ns, true);
+	return rc;
+}
+
+int vl_call(struct vcma *v, struct vcma_req *q, struct vcma_rsp *rsp, uint64_t deadline)
+{
 	struct vl_req *e;
 	int rc, idx;
 
@@ -447,12 +547,12 @@ int vl_call(struct vcma *v, struct vcma_req *q, struct vcma_rsp *rsp)
 			return rc;
 		}
 	}
-	/* VL_DONE: answered, or failed by vl_mark_dead() */
+	/* VL_DONE: answered, or failed by vl_mark_dead() or vl_lose() */
 	if (rsp)
 		*rsp = e->rsp;
 	rc = e->result;
 	entry_free(e);
-	return rc;
+	return wait_failed(v, rc, deadline);
 }
 
 int vl_reserve(struct vcma *v, uint64_t deadline)
@@ -460,7 +560,9 @@ int vl_reserve(struct vcma *v, uint64_t deadline)
 	int rc;
 
 	for (;;) {
-		rc = vl_usable(v);
+		rc = vl_ready(v, deadline, true);
+		if (!rc)
+			rc = vl_usable(v);
 		if (rc)
 			return rc;
 		if (vl_room(v))
@@ -468,7 +570,7 @@ int vl_reserve(struct vcma *v, uint64_t deadline)
 		/* the ring is full (posted FREEs, async requests): wait for answers */
 		rc = vl_wait(v, deadline);
 		if (rc)
-			return rc;
+			return wait_failed(v, rc, deadline);
 	}
 	return vl_pace(v, true, deadline);
 }
@@ -492,14 +594,57 @@ int vl_post_free(struct vcma *v, uint64_t handle)
 
 int vl_flush(struct vcma *v, uint64_t deadline)
 {
-	int rc;
+	int rc = vl_ready(v, deadline, true);
 
-	while (v->nposted && !v->dead) {
+	if (rc)
+		return rc;
+	/* FREEs still owed after a reattach go out as answers make room (none go out
+	 * in CLOSING: the host frees them when the guest detaches) */
+	while ((v->nposted || (v->nrefree && v->nsent)) && !v->dead) {
 		rc = vl_wait(v, deadline);
 		if (rc)
-			return rc;
+			return wait_failed(v, rc, deadline);
+		vl_refree_send(v);
 	}
 	return v->dead;
+}
+
+void vl_refree_add(struct vcma *v, uint64_t handle, bool posted)
+{
+	if (v->nrefree == v->refree_cap) {
+		uint32_t cap = v->refree_cap ? 2 * v->refree_cap : 16;
+		struct vl_refree *r = realloc(v->refree, (size_t)cap * sizeof(*r));
+
+		/* without memory the FREE is dropped: the region stays the guest's until it
+		 * detaches, when the host frees it with the rest */
+		if (!r)
+			return;
+		v->refree = r;
+		v->refree_cap = cap;
+	}
+	v->refree[v->nrefree].handle = handle;
+	v->refree[v->nrefree].posted = posted;
+	v->nrefree++;
+}
+
+void vl_refree_send(struct vcma *v)
+{
+	while (v->nrefree && v->connected && state_check(v) == 0 && vl_room(v)) {
+		struct vl_refree r = v->refree[--v->nrefree];
+		struct vcma_req q;
+
+		memset(&q, 0, sizeof(q));
+		q.op = VCMA_OP_FREE;
+		q.handle = r.handle;
+		if (vl_publish(v, &q, r.posted ? VL_POSTED : VL_INTERNAL, 0) < 0) {
+			v->nrefree++; /* still owed */
+			return;
+		}
+		if (r.posted)
+			v->nposted++;
+		if (v->rate)
+			v->tokens -= 1.0; /* charged without waiting, as internal FREEs are */
+	}
 }
 
 /* ---- regions the library allocated ---- */
@@ -557,4 +702,106 @@ void vl_region_del(struct vcma *v, uint64_t handle)
 
 	if (r)
 		*r = v->region[--v->nregion];
+}
+
+static int held_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct vcma_held_region *)a)->handle, y = ((const struct vcma_held_region *)b)->handle;
+
+	return x < y ? -1 : x > y;
+}
+
+static int refree_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct vl_refree *)a)->handle, y = ((const struct vl_refree *)b)->handle;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The host's list, sorted by handle and checked: a private copy in *out. */
+static int held_sorted(const struct vcma_held_region *held, size_t n, struct vcma_held_region **out)
+{
+	struct vcma_held_region *list = malloc(n * sizeof(*list));
+
+	*out = list;
+	if (!list)
+		return -ENOMEM;
+	memcpy(list, held, n * sizeof(*list));
+	if (n > 1)
+		qsort(list, n, sizeof(*list), held_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (!list[i].handle || !list[i].size || list[i].size % VCMA_PROTO_PAGE || list[i].bus % VCMA_PROTO_PAGE ||
+		    (i && list[i].handle == list[i - 1].handle))
+			return -EIO;
+	return 0;
+}
+
+/* Held regions the list names stay (known[] marks them); the others go, unmapped. */
+static int held_keep(struct vcma *v, const struct vcma_held_region *list, size_t n, bool *known)
+{
+	for (uint32_t i = v->nregion; i-- > 0;) {
+		struct vl_region *r = &v->region[i];
+		struct vcma_held_region key = { .handle = r->handle };
+		const struct vcma_held_region *h = n ? bsearch(&key, list, n, sizeof(*list), held_cmp) : NULL;
+
+		if (h) {
+			/* the same handle must be the same region (§9.1): else the host is broken */
+			if (h->bus != r->bus || h->size != r->size)
+				return -EIO;
+			known[h - list] = true;
+			continue;
+		}
+		if (r->map && v->unmap)
+			v->unmap(v->map_ctx, r->map, r->size);
+		*r = v->region[--v->nregion]; /* from the end: already visited */
+	}
+	return 0;
+}
+
+int vl_region_reconcile(struct vcma *v, const struct vcma_held_region *held, size_t n)
+{
+	struct vcma_held_region *list = NULL;
+	struct vl_refree *owed = NULL;
+	bool *known = NULL;
+	size_t nowed = 0;
+	int rc = 0;
+
+	if (n) {
+		known = calloc(n, sizeof(*known));
+		owed = malloc(n * sizeof(*owed));
+		rc = held_sorted(held, n, &list);
+		if (!rc && (!known || !owed))
+			rc = -ENOMEM;
+		if (rc)
+			goto out;
+	}
+	rc = held_keep(v, list, n, known);
+	if (rc)
+		goto out;
+	/* listed and not held: an ALLOC the host granted and never answered, or a FREE it
+	 * did not take; a FREE owed before (posted or not) stays what it was */
+	if (v->nrefree > 1)
+		qsort(v->refree, v->nrefree, sizeof(*v->refree), refree_cmp);
+	for (size_t i = 0; i < n; i++) {
+		struct vl_refree key = { .handle = list[i].handle };
+		const struct vl_refree *old;
+
+		if (known[i])
+			continue;
+		old = v->nrefree ? bsearch(&key, v->refree, v->nrefree, sizeof(*v->refree), refree_cmp) : NULL;
+		owed[nowed].handle = list[i].handle;
+		owed[nowed].posted = old && old->posted;
+		nowed++;
+	}
+	/* owed FREEs the list leaves out took effect */
+	free(v->refree);
+	v->refree = owed;
+	v->nrefree = (uint32_t)nowed;
+	v->refree_cap = (uint32_t)n;
+	owed = NULL;
+out:
+	free(list);
+	free(known);
+	free(owed);
+	return rc;
 }

@@ -6,7 +6,8 @@
  * eventfd (to the host) and an irq eventfd (from the host). Calls on one handle are
  * serialized internally; blocking calls wait on the irq eventfd, except vcma_free(),
  * which posts its FREE and does not wait for the answer (see below). Event-loop users
- * poll vcma_fd() and call vcma_complete() / vcma_next_event() when it is readable.
+ * poll vcma_fd() and call vcma_complete() / vcma_next_event() when it is readable. A
+ * handle outlives a restart of vcmad ("Host restarts" below).
  *
  * Every function returns 0 or a count on success, a negative errno on failure;
  * vcma_strerror() turns it into text. Host status codes map to errno values:
@@ -18,7 +19,8 @@
  *   -ENOBUFS per-guest limit    -EPROTONOSUPPORT version mismatch
  *   -ESHUTDOWN host stopping    -ECONNRESET host cut this guest off / went away
  *   -ETIMEDOUT no answer in time  -EIO host-side failure or malformed answer
- *   -EAGAIN  (vcma_submit_*) too many requests in flight or above the rate limit
+ *   -EAGAIN  (vcma_submit_*) too many requests in flight, above the rate limit, or
+ *            reattaching after a host restart
  *   -EOPNOTSUPP VCMA_ALLOC_MAP without a mapper
  *
  * libvcma paces itself below vcmad's flood limit: 8000 requests/s with a burst of
@@ -66,15 +68,33 @@ int vcma_attach_fds(int shm_fd, size_t shm_size, int kick_fd, int irq_fd, struct
 
 /*
  * Host restarts (docs/PROTOCOL.md §9.1 "Restart and reattach"). vcma_attach() asks the
- * host for a reattach token ($VCMA_REATTACH=0: it does not). When the host's end of
- * the connection goes away while the guest was not cut off, the handle keeps its
- * regions and their mappings and reattaches on its own, with backoff (10 ms doubling
- * to 500 ms) for as long as the token's grace period: calls wait meanwhile (up to
- * their timeout). Calls in flight when the host died fail with -ECONNRESET; regions
- * the host granted to a request that was never answered are freed; a posted FREE the
- * host did not take is sent again. If the host did not keep the guest (NO_REGION) or
- * the grace period passes, the handle is dead with -ECONNRESET and its regions are
- * gone.
+ * host for a reattach token ($VCMA_REATTACH=0: it does not; a host older than the
+ * reattach protocol refuses to give one, and the handle attaches without). When the
+ * host's end of the connection goes away while the guest was not cut off (the state is
+ * not DEAD; CLOSING counts: a clean shutdown keeps the guest too), a handle with a
+ * token keeps its regions and their mappings and reattaches on its own, with backoff
+ * (10 ms doubling to 500 ms) for the token's grace period, counted from when it
+ * noticed. libvcma has no thread: the reattach runs inside the calls made on the
+ * handle. The call that notices tries before it returns (up to its timeout); later
+ * blocking calls wait for it up to their timeout (-ETIMEDOUT if it is not done; the
+ * next call goes on) and then proceed on the new ring; vcma_submit_*() return -EAGAIN
+ * and vcma_next_event() 0 until it is done; vcma_complete() takes the steps that are
+ * due without sleeping between tries (the exchange with the host and the HELLO on the
+ * new ring may keep it up to the timeout). An event loop needs nothing more than to
+ * keep polling vcma_fd() (it stays the same fd) and calling in when it is readable.
+ *
+ * Calls in flight when the loss is seen (one made after the host died but before the
+ * library saw it go is in flight on the dead ring too), and calls waiting for ring room
+ * or for posted FREEs, fail with -ECONNRESET (submissions complete with it); events
+ * the old ring held unread are lost. Then the host's list of the guest's regions decides: a region
+ * the handle holds and the host kept stays, with its handle and mapping; one the host
+ * did not keep is forgotten and unmapped (there is no VCMA_EVENT_REGION_GONE for it);
+ * one the host granted to a request that was never answered is freed; a FREE the host
+ * did not take is sent again (vcma_flush() waits for a posted one). Features are
+ * negotiated again (vcma_features()); vcma_guest_id() stays. If the host did not keep
+ * the guest (NO_REGION, or another refusal) or the grace period passes, the handle is
+ * dead with -ECONNRESET as when the host cuts a guest off: its regions are gone, and
+ * their mappings go at vcma_detach().
  */
 /* A region the host says the guest holds, after a reattach (a REGIONS run). */
 struct vcma_held_region {
@@ -84,11 +104,16 @@ struct vcma_held_region {
 };
 /* vcma_attach_fds() handles, whose socket is the VMM's: the VMM reattached. Take the
  * new shared area and eventfds (owned as by vcma_attach_fds, even on failure), the
- * regions the host listed, and say HELLO again: what this handle holds and the host
- * listed keeps its handle and mapping; what the host listed and this handle does not
- * know is freed; what this handle holds and the host did not list is forgotten
- * (unmapped). Calls waiting on the old rings fail with -ECONNRESET; may be called
- * from another thread while one waits. */
+ * regions the host listed (any order), and say HELLO again: what this handle holds and
+ * the host listed keeps its handle and mapping; what the host listed and this handle
+ * does not hold is freed (a FREE posted on the old ring is sent again); what this
+ * handle holds and the host did not list is forgotten (unmapped). Calls in flight or
+ * waiting on the old rings fail with -ECONNRESET, as above; may be called from another
+ * thread while one waits (it wakes and lets go), and calls made meanwhile wait and
+ * then use the new rings. Returns 0; -EINVAL (no handle, or a vcma_attach() handle:
+ * those reattach by themselves); else the handle is dead and its error comes back
+ * (-EIO: the area fails §2.5, or the list names a held handle with another address or
+ * size). One vcma_reattach_fds() at a time runs; others wait their turn. */
 int vcma_reattach_fds(struct vcma *v, int shm_fd, size_t shm_size, int kick_fd, int irq_fd,
 		      const struct vcma_held_region *held, size_t nheld);
 
@@ -148,8 +173,13 @@ int vcma_flush(struct vcma *v, uint64_t *handle);
 int vcma_query_region(struct vcma *v, uint64_t handle, struct vcma_region_info *out);
 int vcma_query_pool(struct vcma *v, const char *pool, struct vcma_pool_info *out);
 
-/* Event-loop API. */
-int vcma_fd(const struct vcma *v); /* readable when responses or events are published */
+/* Event-loop API. vcma_fd() is an epoll fd, the same for the handle's whole life
+ * (across reattaches): poll it for POLLIN, or add it to an epoll set, and call
+ * vcma_complete() and/or vcma_next_event() whenever it is readable. It is readable when
+ * responses or events are published, when the host's end of the connection goes away,
+ * and during a reattach when the next try is due, when the host answered, or when the
+ * grace period is over. Never read from it. */
+int vcma_fd(const struct vcma *v);
 
 struct vcma_completion {
 	uint64_t cookie;              /* what the caller passed to vcma_submit_*() */
@@ -162,7 +192,9 @@ int vcma_submit_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, 
 /* Posted FREEs take ring room too: vcma_submit_*() may see -EAGAIN until they are
  * answered (vcma_complete() harvests their answers as well). */
 int vcma_submit_free(struct vcma *v, uint64_t handle, uint64_t cookie);
-/* Harvest up to max completions without blocking; returns how many. */
+/* Harvest up to max completions without waiting for the host (except in a reattach,
+ * above); returns how many, or the attachment's error when it is dead and none are
+ * left. */
 int vcma_complete(struct vcma *v, struct vcma_completion *c, int max);
 
 /* Event types (the same values as VCMA_EVT_* in the protocol). */

@@ -8,14 +8,24 @@
  *                ├─ done FIFO     finished async requests waiting for vcma_complete()
  *                └─ vl_region[]   regions this handle allocated (and maybe mapped)
  *
- * Locking: every public entry point takes v->lock; everything here runs under it.
- * Blocking calls keep the lock while they wait, so one handle serves one blocking call
- * at a time. Internal symbols use the vl_ prefix: the version script exports vcma_*.
+ * Locking: every public entry point takes v->lock (vl_lock); everything here runs under
+ * it. Blocking calls keep the lock while they wait, so one handle serves one blocking
+ * call at a time. The one exception is vcma_reattach_fds(), which another thread may
+ * call while a call waits: it raises v->swaps and writes v->wake_fd first, so the
+ * waiting call gives up (-ECONNRESET) and lets go of the lock, and calls that take the
+ * lock meanwhile wait on v->swapped until the new rings are in place.
+ *
+ * Host restarts (docs/PROTOCOL.md §9.1 "Restart and reattach"): a vcma_attach() handle
+ * with a token whose socket ends while the state is not DEAD is *lost*: what was in
+ * flight has failed, the regions stay, and whichever call comes next reconnects
+ * (vl_ready, attach.c) until the token's grace period ends. Internal symbols use the
+ * vl_ prefix: the version script exports vcma_*.
  */
 #ifndef VCMA_LIB_INTERNAL_H
 #define VCMA_LIB_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -30,6 +40,8 @@
 #define VL_MAX_ALIGN_ORDER 18u     /* ALLOC arg0 above this is a violation (§5.3) */
 #define VL_MAX_REGIONS 65536u      /* bound on the region table whatever the host says */
 #define VL_DEFAULT_TIMEOUT_MS 10000u
+#define VL_BACKOFF_FIRST_MS 10u    /* reattach: the wait after the first failed try, */
+#define VL_BACKOFF_MAX_MS 500u     /* doubling up to this */
 #define VL_ID_IDX_BITS 20u         /* id = seq << 20 | table index */
 /*
  * Request pacing (§8.1: a guest MUST NOT exceed burst + rate*t requests, or the host
@@ -68,10 +80,23 @@ struct vl_region {
 	void *map; /* from the mapper, or NULL */
 };
 
+/* A FREE the library owes the host after a reattach: a region the host still lists
+ * that this handle no longer holds (a FREE in flight when the host died, or an ALLOC
+ * in flight that the host granted). */
+struct vl_refree {
+	uint64_t handle;
+	bool posted; /* a FREE vcma_free() posted: vcma_flush() waits for it, reports its error */
+};
+
 struct vcma {
 	pthread_mutex_t lock;
+	pthread_cond_t swapped;   /* broadcast when a vcma_reattach_fds() is done */
+	pthread_mutex_t swap_lock; /* one vcma_reattach_fds() at a time */
+	atomic_uint swaps;        /* vcma_reattach_fds() calls that want the lock */
 	int sock; /* vcma_attach(): the attach socket, closed = detach; else -1 */
 	int shm_fd, kick_fd, irq_fd;
+	int epfd;    /* vcma_fd(): epoll set of irq_fd, sock, timer_fd, try_sock; never changes */
+	int wake_fd; /* vcma_attach_fds() handles: vcma_reattach_fds() wakes a waiting call; else -1 */
 	uint8_t *shm;
 	uint64_t shm_size;
 
@@ -88,7 +113,7 @@ struct vcma {
 	uint64_t window_gpa; /* sim guest: gpa = window_gpa + bus; has_window says it is known */
 	bool has_window;
 	uint32_t req_prod_pvt, rsp_cons, evt_cons;
-	uint64_t features;
+	_Atomic uint64_t features; /* a reattach negotiates them again; vcma_features() reads without the lock */
 	uint64_t host_version;
 
 	int dead; /* 0, or the sticky error every call returns (-ECONNRESET, -EIO) */
@@ -120,6 +145,23 @@ struct vcma {
 	uint32_t nposted;
 	int posted_err;             /* first error of a posted FREE since vcma_flush(), or 0 */
 	uint64_t posted_err_handle; /* the handle it named */
+
+	/* FREEs owed after a reattach, sent once the new ring has room (vl_refree_send) */
+	struct vl_refree *refree;
+	uint32_t nrefree, refree_cap;
+
+	/* restart and reattach: vcma_attach() handles that hold a token */
+	char path[108];   /* the socket to connect to again (sun_path) */
+	char name[32];    /* the name attached as */
+	bool has_token;
+	uint8_t token[16];
+	uint32_t token_guest_id, grace_ms;
+	bool lost;        /* the host's end went away (state not DEAD): reattaching */
+	bool in_reattach; /* the reattach itself is running (its HELLO must not start another) */
+	uint64_t lost_at, next_try; /* monotonic ns: when the loss was seen, the next connect */
+	uint32_t backoff_ms;
+	int timer_fd;     /* in epfd: readable when the next try is due or the grace ends; else -1 */
+	int try_sock;     /* a connection whose REATTACH waits for its answer, or -1 */
 };
 
 /*
@@ -138,9 +180,13 @@ static inline void vl_copy_in(void *dst, const void *src, unsigned int len)
 }
 
 /* ring.c */
+/* Take v->lock, waiting while a vcma_reattach_fds() wants it. */
+void vl_lock(struct vcma *v);
+/* The ring geometry of the checked control page c (v->shm is its area). Undelivered
+ * completions from an earlier ring move to the new table; nothing is in flight. */
 int vl_ring_init(struct vcma *v, const struct vcma_ctrl *c);
 void vl_ring_fini(struct vcma *v);
-/* 0 if a new request may be sent now, else -errno (dead, closing). */
+/* 0 if a new request may be sent now, else -errno (dead, closing, lost). */
 int vl_usable(struct vcma *v);
 bool vl_room(const struct vcma *v);
 /* Publish q (its id is set here) in a free entry; returns the entry index or -errno. */
@@ -152,8 +198,9 @@ int vl_wait(struct vcma *v, uint64_t deadline_ns);
 /* Take a request token: 0, or -EAGAIN if none now (wait = false), or wait for one up
  * to the deadline (-ETIMEDOUT). */
 int vl_pace(struct vcma *v, bool wait, uint64_t deadline_ns);
-/* Publish q and wait for its answer (or -ETIMEDOUT); *rsp gets the answer. */
-int vl_call(struct vcma *v, struct vcma_req *q, struct vcma_rsp *rsp);
+/* Publish q and wait for its answer until the deadline (-ETIMEDOUT; 0 = none); *rsp
+ * gets the answer. */
+int vl_call(struct vcma *v, struct vcma_req *q, struct vcma_rsp *rsp, uint64_t deadline_ns);
 /* Wait until a request may be published (room in the ring, a rate token): 0, or
  * -errno (dead, closing, -ETIMEDOUT at the deadline; 0 = none). Nothing is published;
  * under the lock the room stays until the caller publishes. */
@@ -163,15 +210,42 @@ int vl_post_free(struct vcma *v, uint64_t handle);
 /* Wait until every posted FREE is answered: 0, or -errno (dead, -ETIMEDOUT). */
 int vl_flush(struct vcma *v, uint64_t deadline_ns);
 void vl_mark_dead(struct vcma *v, int err);
+/* The host that served the ring is gone but kept the guest: take the answers it
+ * published, fail what is left in flight with -ECONNRESET, and note the FREEs among it
+ * (vl_refree_add). Nothing is published on this ring afterwards. */
+void vl_lose(struct vcma *v);
 void vl_drain_irq(struct vcma *v);
+/* The attach socket: EOF makes the handle lost (a token, state not DEAD) or dead
+ * (-ECONNRESET). Returns 0 or -ECONNRESET. */
 int vl_check_sock(struct vcma *v);
+/* Owe the host a FREE of handle (see struct vl_refree). */
+void vl_refree_add(struct vcma *v, uint64_t handle, bool posted);
+/* Publish owed FREEs while the ring has room; never waits. */
+void vl_refree_send(struct vcma *v);
 uint64_t vl_now_ns(void);
 uint64_t vl_deadline(const struct vcma *v);
+
+/* attach.c: restart and reattach */
+/* A lost handle reattaches here: wait = true tries (and sleeps between tries) until
+ * the deadline (0 = none), false takes the steps that are due without sleeping. Owed
+ * FREEs go out once attached. 0 once attached, -EAGAIN (not waiting) or -ETIMEDOUT
+ * while still reattaching, the sticky error once dead. */
+int vl_ready(struct vcma *v, uint64_t deadline_ns, bool wait);
+/* The socket of a handle that noticed its host gone: lost (with a token and the state
+ * not DEAD) or dead. */
+void vl_notice_lost(struct vcma *v);
+/* End a reattach in progress (the handle died): close its connection, stop its timer. */
+void vl_reattach_end(struct vcma *v);
 
 /* regions */
 struct vl_region *vl_region_find(struct vcma *v, uint64_t handle);
 int vl_region_reserve(struct vcma *v);
 void vl_region_add(struct vcma *v, const struct vcma_rsp *rsp);
 void vl_region_del(struct vcma *v, uint64_t handle);
+/* After a reattach: held[n] (any order) is what the host says this guest holds. A held
+ * region it lists stays as it is; one it does not is forgotten (unmapped); one it lists
+ * that this handle does not hold becomes a FREE owed (posted, if the one owed before
+ * was). 0, -EIO (the list contradicts a held region, or repeats one) or -ENOMEM. */
+int vl_region_reconcile(struct vcma *v, const struct vcma_held_region *held, size_t n);
 
 #endif

@@ -8,6 +8,10 @@
  * asked, final check), checks every request the library sends for the things a real
  * host disconnects for, and misbehaves on request: silence, held and reordered
  * answers, unknown ids, a runaway rsp_prod, DEAD, malformed OK answers.
+ *
+ * For vcma_attach() a second fake plays vcmad's attach socket (struct host): it answers
+ * ATTACH and REATTACH from a script, and "restarts" by closing the guest's connection
+ * (and, if told, its listening socket) when the test says so.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +55,7 @@ enum fake_mode {
 
 #define FAKE_MAX_REGIONS 64
 #define FAKE_MAX_HELD 128
+#define FAKE_MAX_FREED 64
 #define FAKE_NO_STATUS INT32_MIN
 
 struct fake_region {
@@ -83,6 +88,8 @@ struct fake {
 	struct fake_region region[FAKE_MAX_REGIONS];
 	unsigned int nregion;
 	uint64_t next_handle, next_bus;
+	uint64_t freed[FAKE_MAX_FREED]; /* every FREE's handle, in the order taken */
+	unsigned int nfreed;
 	unsigned int nreq, kicks, violations;
 	unsigned int nops[VCMA_OP_MAX + 1];
 	struct vcma_req last[VCMA_OP_MAX + 1];
@@ -229,6 +236,8 @@ static void answer(struct fake *f, const struct vcma_req *q)
 	case VCMA_OP_FREE:
 		reg = fake_find(f, q->handle);
 		r.handle = q->handle;
+		if (f->nfreed < FAKE_MAX_FREED)
+			f->freed[f->nfreed++] = q->handle;
 		if (!reg) {
 			r.status = VCMA_ST_NO_REGION;
 			break;
@@ -476,6 +485,32 @@ static void fake_post_event(struct fake *f, uint32_t type, uint64_t handle, uint
 	if (vcma_need_notify(old, f->evt_prod_pvt, vcma_read_once(&f->eh->evt_event)))
 		irq(f);
 	pthread_mutex_unlock(&f->lock);
+}
+
+/* The fake holds a region (one a restarted host kept). */
+static struct fake_region fake_hold(struct fake *f, uint64_t handle, uint64_t bus, uint64_t len)
+{
+	struct fake_region *reg;
+
+	pthread_mutex_lock(&f->lock);
+	assert_true(f->nregion < FAKE_MAX_REGIONS);
+	reg = &f->region[f->nregion++];
+	reg->handle = handle;
+	reg->bus = bus;
+	reg->len = len;
+	pthread_mutex_unlock(&f->lock);
+	return *reg;
+}
+
+static bool fake_freed(struct fake *f, uint64_t handle)
+{
+	bool yes = false;
+
+	pthread_mutex_lock(&f->lock);
+	for (unsigned int i = 0; i < f->nfreed; i++)
+		yes |= f->freed[i] == handle;
+	pthread_mutex_unlock(&f->lock);
+	return yes;
 }
 
 /* Detach, then the fake must have seen nothing a real host disconnects for. */
@@ -1425,6 +1460,20 @@ struct srv {
 	struct vcma_sim_attach got;
 };
 
+/* (From the fake hosts' threads: a failure shows as the client's.) */
+static void send_token(int conn, uint32_t guest_id, uint32_t grace_ms, uint8_t seed)
+{
+	struct vcma_sim_token t = {
+		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_TOKEN,
+		.guest_id = guest_id, .grace_ms = grace_ms,
+	};
+
+	for (unsigned int i = 0; i < sizeof(t.token); i++)
+		t.token[i] = (uint8_t)(seed + 3 * i);
+	if (send(conn, &t, sizeof(t), MSG_NOSIGNAL) != (ssize_t)sizeof(t))
+		return;
+}
+
 static void *srv_main(void *p)
 {
 	struct srv *s = p;
@@ -1461,6 +1510,10 @@ static void *srv_main(void *p)
 	}
 	if (sendmsg(s->conn, &mh, MSG_NOSIGNAL) < 0)
 		return NULL;
+	/* a host that keeps nothing for a restart (grace 0): the end of the connection
+	 * is the end of the guest, as without a token */
+	if (!s->status && (s->got.flags & VCMA_SIM_F_REATTACH))
+		send_token(s->conn, 7, 0, 1);
 	return NULL;
 }
 
@@ -1535,6 +1588,758 @@ static void test_attach_socket(void **state)
 	unsetenv("VCMA_SOCKET");
 }
 
+/* ---- restart and reattach (vcma_attach): a host that restarts ---- */
+
+#define HOST_MAX_STEPS 8
+#define HOST_MAX_RUNS 8
+#define HOST_GUEST_ID 7
+#define HOST_WINDOW_GPA 0x40000000ull
+
+enum host_kind {
+	HOST_ANSWER, /* accept one connection and answer its first message */
+	HOST_NONE,   /* there must be no connection for accept_ms */
+};
+
+struct host_step {
+	enum host_kind kind;
+	bool restart;             /* first: wait for the test's go, then close the guest's connection */
+	unsigned int restart_ms;  /* ... this long after the go */
+	bool unlisten;            /* with the restart: nobody listens ... */
+	unsigned int relisten_ms; /* ... until this long after (0: never again) */
+	int32_t status;           /* the answer */
+	struct fake *f;           /* OK: whose area and eventfds go along */
+	uint32_t grace_ms;        /* in the TOKEN (0: 5000) */
+	bool keep;                /* the connection becomes the guest's */
+	unsigned int accept_ms;   /* how long to wait for the connection (0: 3000) */
+	unsigned int nruns;       /* REGIONS after a reattach's OK */
+	struct fake_region runs[HOST_MAX_RUNS];
+};
+
+struct host {
+	int listen_fd;
+	char path[108];
+	int conn;
+	pthread_t thr;
+	atomic_int go, restarted;
+	unsigned int nsteps;
+	struct host_step step[HOST_MAX_STEPS];
+	/* what the thread saw, per step: read after host_wait() */
+	uint8_t got[HOST_MAX_STEPS][128];
+	ssize_t got_len[HOST_MAX_STEPS];
+	uint64_t t_accept[HOST_MAX_STEPS];
+	unsigned int unexpected; /* connections a HOST_NONE step saw */
+	char error[128];
+};
+
+/* The token the host gives in step i's TOKEN. */
+static uint8_t host_seed(unsigned int i)
+{
+	return (uint8_t)(0x40 + 16 * i);
+}
+
+static int host_bind(struct host *h)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	unlink(h->path);
+	memcpy(sa.sun_path, h->path, sizeof(h->path));
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 4)) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int host_accept(struct host *h, unsigned int ms)
+{
+	struct pollfd pfd = { .fd = h->listen_fd, .events = POLLIN };
+
+	if (h->listen_fd < 0) {
+		usleep(ms * 1000u); /* nobody listening: nobody can connect */
+		return -1;
+	}
+	if (poll(&pfd, 1, (int)ms) != 1)
+		return -1;
+	return accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+static void host_regions(int c, const struct host_step *st)
+{
+	struct vcma_sim_p2m m;
+
+	memset(&m, 0, sizeof(m));
+	m.magic = VCMA_SIM_MAGIC;
+	m.version = VCMA_SIM_VERSION;
+	m.type = VCMA_SIM_MSG_REGIONS;
+	m.nruns = st->nruns;
+	for (unsigned int k = 0; k < st->nruns; k++) {
+		m.run[k].gfn = st->runs[k].handle;
+		m.run[k].mfn = st->runs[k].bus / 4096;
+		m.run[k].count = st->runs[k].len / 4096;
+	}
+	if (st->nruns && send(c, &m, sizeof(m), MSG_NOSIGNAL) != (ssize_t)sizeof(m))
+		return; /* the client sees the end of the connection */
+}
+
+/* Answer step i's first message as vcmad does: the response (fds if OK), a TOKEN to a
+ * client that asked (or reattached), the REGIONS after a reattach. */
+static void host_answer(struct host *h, unsigned int i, int c)
+{
+	const struct host_step *st = &h->step[i];
+	struct vcma_sim_attach_rsp rsp = {
+		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH_RSP, .status = st->status,
+	};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 3)];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = &rsp, .iov_len = sizeof(rsp) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	uint16_t type = 0;
+	uint32_t flags = 0;
+	bool reattach;
+
+	if (h->got_len[i] >= 16) {
+		memcpy(&type, h->got[i] + 6, sizeof(type));
+		memcpy(&flags, h->got[i] + 12, sizeof(flags));
+	}
+	reattach = type == VCMA_SIM_MSG_REATTACH;
+	if (st->status == VCMA_ST_OK) {
+		int fds[3] = { st->f->shm_fd, st->f->kick_fd, st->f->irq_fd };
+		struct cmsghdr *cm;
+
+		rsp.guest_id = HOST_GUEST_ID;
+		rsp.shm_size = st->f->size;
+		rsp.window_gpa = HOST_WINDOW_GPA;
+		rsp.nfds = 3;
+		rsp.nruns = reattach ? st->nruns : 0;
+		memset(&cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = sizeof(cbuf.buf);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(fds));
+		memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+	}
+	if (sendmsg(c, &mh, MSG_NOSIGNAL) < 0) {
+		snprintf(h->error, sizeof(h->error), "step %u: sendmsg: %s", i, strerror(errno));
+		return;
+	}
+	if (st->status != VCMA_ST_OK)
+		return;
+	if (reattach || (flags & VCMA_SIM_F_REATTACH))
+		send_token(c, HOST_GUEST_ID, st->grace_ms ? st->grace_ms : 5000, host_seed(i));
+	if (reattach)
+		host_regions(c, st);
+}
+
+/* The host dies: when the test says go (and restart_ms later), its end of the guest's
+ * connection closes (and, if told, its listening socket goes for a while). */
+static void host_restart(struct host *h, const struct host_step *st)
+{
+	for (int i = 0; i < 10000 && !atomic_exchange(&h->go, 0); i++)
+		usleep(1000);
+	usleep(st->restart_ms * 1000u);
+	if (st->unlisten) {
+		close(h->listen_fd);
+		h->listen_fd = -1;
+		unlink(h->path);
+	}
+	if (h->conn >= 0)
+		close(h->conn);
+	h->conn = -1;
+	atomic_fetch_add(&h->restarted, 1);
+	if (st->unlisten && st->relisten_ms) {
+		usleep(st->relisten_ms * 1000u);
+		h->listen_fd = host_bind(h);
+	}
+}
+
+static void *host_main(void *p)
+{
+	struct host *h = p;
+
+	for (unsigned int i = 0; i < h->nsteps; i++) {
+		const struct host_step *st = &h->step[i];
+		int c;
+
+		if (st->restart)
+			host_restart(h, st);
+		c = host_accept(h, st->accept_ms ? st->accept_ms : 3000);
+		if (st->kind == HOST_NONE) {
+			if (c >= 0) {
+				h->unexpected++;
+				close(c);
+			}
+			continue;
+		}
+		if (c < 0) {
+			snprintf(h->error, sizeof(h->error), "step %u: nobody connected", i);
+			break;
+		}
+		h->t_accept[i] = now_ns();
+		h->got_len[i] = recv(c, h->got[i], sizeof(h->got[i]), 0);
+		host_answer(h, i, c);
+		if (st->keep)
+			h->conn = c;
+		else
+			close(c);
+	}
+	return NULL;
+}
+
+static void host_start(struct host *h)
+{
+	static int n;
+
+	snprintf(h->path, sizeof(h->path), "/tmp/test-libvcma-host-%d-%d.sock", (int)getpid(), n++);
+	h->conn = -1;
+	h->listen_fd = host_bind(h);
+	assert_true(h->listen_fd >= 0);
+	assert_int_equal(pthread_create(&h->thr, NULL, host_main, h), 0);
+}
+
+/* The script has run; nothing went wrong on the host's side. */
+static void host_wait(struct host *h)
+{
+	pthread_join(h->thr, NULL);
+	if (h->error[0])
+		fail_msg("fake host: %s", h->error);
+}
+
+static void host_wait_restart(struct host *h, int n)
+{
+	for (int i = 0; i < 5000 && atomic_load(&h->restarted) < n; i++)
+		usleep(1000);
+	assert_true(atomic_load(&h->restarted) >= n);
+}
+
+static void host_free(struct host *h)
+{
+	if (h->listen_fd >= 0)
+		close(h->listen_fd);
+	if (h->conn >= 0)
+		close(h->conn);
+	unlink(h->path);
+}
+
+static struct vcma *host_attach(struct host *h)
+{
+	struct vcma *v = NULL;
+
+	assert_int_equal(vcma_attach(h->path, "cam0", NULL, &v), 0);
+	assert_non_null(v);
+	return v;
+}
+
+/* Step i got a REATTACH as §9.1 has it, showing the token of the host's step `from`. */
+static void check_reattach_msg(struct host *h, unsigned int i, unsigned int from)
+{
+	struct vcma_sim_reattach m;
+
+	assert_int_equal(h->got_len[i], sizeof(m));
+	memcpy(&m, h->got[i], sizeof(m));
+	assert_int_equal(m.magic, VCMA_SIM_MAGIC);
+	assert_int_equal(m.version, VCMA_SIM_VERSION);
+	assert_int_equal(m.type, VCMA_SIM_MSG_REATTACH);
+	assert_int_equal(m.role, VCMA_SIM_ROLE_GUEST);
+	assert_int_equal(m.flags, VCMA_SIM_F_REATTACH);
+	assert_int_equal(m.guest_id, HOST_GUEST_ID);
+	assert_int_equal(m.nruns, 0);
+	assert_int_equal(m.ram_bytes, 0);
+	for (unsigned int k = 0; k < sizeof(m.token); k++)
+		assert_int_equal(m.token[k], (uint8_t)(host_seed(from) + 3 * k));
+	assert_memory_equal(m.name, "cam0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", sizeof(m.name));
+}
+
+/* A second area for the restarted host; its handles differ from the first one's. */
+static struct fake *fake_next(void)
+{
+	struct fake *f = fake_new(8, 8);
+
+	f->ctrl->generation = 5; /* a new area: the generation starts anew */
+	f->next_handle = 0x200000001ull;
+	f->next_bus = 0x20000000ull;
+	fake_run(f);
+	return f;
+}
+
+static void finish2(struct fake *old, struct fake *f, struct vcma *v, struct host *h)
+{
+	finish(f, v);
+	assert_int_equal(fake_get(old, &old->violations), 0);
+	fake_free(old);
+	if (h)
+		host_free(h);
+}
+
+/*
+ * The host restarts while a blocking ALLOC is in flight and a posted FREE unanswered.
+ * The restarted host kept a and p (it never took p's FREE) and the ALLOC's region u,
+ * and not b.
+ */
+static void test_reattach(void **state)
+{
+	struct fake *f1 = fake_start(8, 8), *f2 = fake_next();
+	struct host h = { .nsteps = 2 };
+	struct map_log log = { 0 };
+	struct vcma_region_info a, b, p, x, qi;
+	struct vcma_pool_info pi;
+	struct fake_region u;
+	unsigned int f1_nreq;
+	struct vcma *v;
+	int fd;
+
+	h.step[0] = (struct host_step){ .status = VCMA_ST_OK, .f = f1, .keep = true };
+	h.step[1] = (struct host_step){ .restart = true, .restart_ms = 30, .status = VCMA_ST_OK, .f = f2, .keep = true };
+	host_start(&h);
+	v = host_attach(&h);
+	assert_int_equal(vcma_guest_id(v), HOST_GUEST_ID);
+	fd = vcma_fd(v);
+	vcma_set_mapper(v, test_map, test_unmap, &log);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, VCMA_ALLOC_MAP, NULL, &a), 0);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, VCMA_ALLOC_MAP, NULL, &b), 0);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, VCMA_ALLOC_MAP, NULL, &p), 0);
+	memset(a.map, 0x5a, a.size);
+	fake_set(f1, FAKE_SILENT); /* from now on the host answers nothing: it is dying */
+	assert_int_equal(vcma_free(v, p.handle), 0);
+	assert_int_equal(log.unmaps, 1);
+
+	fake_hold(f2, a.handle, a.bus, a.size);
+	fake_hold(f2, p.handle, p.bus, p.size);
+	u = fake_hold(f2, 0x1000000ffull, 0x30000000ull, 1 << 20);
+	h.step[1].runs[0] = (struct fake_region){ a.handle, a.bus, a.size };
+	h.step[1].runs[1] = (struct fake_region){ p.handle, p.bus, p.size };
+	h.step[1].runs[2] = u;
+	h.step[1].nruns = 3;
+	/* the posted FREE is taken (and held unanswered) before the count */
+	for (int i = 0; i < 2000 && !fake_get(f1, &f1->nops[VCMA_OP_FREE]); i++)
+		usleep(1000);
+	assert_int_equal(fake_get(f1, &f1->nops[VCMA_OP_FREE]), 1);
+	f1_nreq = fake_get(f1, &f1->nreq);
+	atomic_store(&h.go, 1);
+	vcma_set_timeout(v, 5000);
+	/* in flight when the host goes: it fails, and the call takes the handle back */
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &x), -ECONNRESET);
+	host_wait(&h);
+	check_reattach_msg(&h, 1, 0);
+	assert_int_equal(fake_get(f1, &f1->nreq), f1_nreq + 1); /* the ALLOC, and nothing after */
+	assert_int_equal(fake_get(f2, &f2->nops[VCMA_OP_HELLO]), 1);
+	assert_int_equal(vcma_features(v), VCMA_F_KNOWN);
+	assert_int_equal(vcma_guest_id(v), HOST_GUEST_ID);
+	assert_int_equal(vcma_fd(v), fd);
+
+	/* the posted FREE the host did not take goes again; vcma_flush() waits for it */
+	assert_int_equal(vcma_flush(v, NULL), 0);
+	assert_true(fake_freed(f2, p.handle));
+	/* the ALLOC's region, which nobody asked for any more, is given back */
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), 0); /* taken after everything before it */
+	assert_true(fake_freed(f2, u.handle));
+	/* the region kept: the same handle, addresses, mapping and contents */
+	assert_int_equal(vcma_query_region(v, a.handle, &qi), 0);
+	assert_int_equal(qi.gpa, a.gpa);
+	assert_int_equal(qi.bus, a.bus);
+	assert_ptr_equal(qi.map, a.map);
+	for (uint64_t k = 0; k < a.size; k += 4093)
+		assert_int_equal(((uint8_t *)a.map)[k], 0x5a);
+	/* the region the host did not keep is forgotten: unmapped, and not freed */
+	assert_int_equal(log.unmaps, 2);
+	assert_ptr_equal(log.unmap_addr, b.map);
+	assert_false(fake_freed(f2, b.handle));
+	assert_int_equal(vcma_free(v, b.handle), -ENOENT); /* not held: sent and refused */
+
+	/* the new ring serves */
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &x), 0);
+	assert_int_equal(x.handle, 0x200000001ull);
+	assert_int_equal(fake_get(f2, &f2->nregion), 2); /* a and x */
+	finish2(f1, f2, v, &h);
+}
+
+/* The same for an event loop: vcma_fd() says when to call in, the submission in
+ * flight completes with -ECONNRESET, and nobody listens for a while after the restart. */
+static void test_reattach_event_loop(void **state)
+{
+	struct fake *f1 = fake_start(8, 8), *f2 = fake_next();
+	struct host h = { .nsteps = 2 };
+	struct vcma_region_info a, qi;
+	struct vcma_completion c[4];
+	struct vcma_event ev;
+	unsigned int wakeups = 0, idle = 0;
+	bool failed = false;
+	uint64_t end;
+	struct vcma *v;
+	int fd;
+
+	h.step[0] = (struct host_step){ .status = VCMA_ST_OK, .f = f1, .keep = true };
+	h.step[1] = (struct host_step){ .restart = true, .unlisten = true, .relisten_ms = 80, .status = VCMA_ST_OK,
+					.f = f2, .keep = true };
+	host_start(&h);
+	v = host_attach(&h);
+	fd = vcma_fd(v);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &a), 0);
+	fake_set(f1, FAKE_SILENT);
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, 9), 0);
+	fake_hold(f2, a.handle, a.bus, a.size);
+	h.step[1].runs[0] = (struct fake_region){ a.handle, a.bus, a.size };
+	h.step[1].nruns = 1;
+	atomic_store(&h.go, 1);
+
+	end = now_ns() + 3000000000ull;
+	while (now_ns() < end && !(failed && fake_get(f2, &f2->nops[VCMA_OP_HELLO]))) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int n;
+
+		if (poll(&pfd, 1, 1000) == 1)
+			wakeups++;
+		else
+			idle++; /* the fd should have woken us before */
+		n = vcma_complete(v, c, 4);
+		assert_true(n >= 0);
+		for (int i = 0; i < n; i++) {
+			assert_int_equal(c[i].cookie, 9);
+			assert_int_equal(c[i].result, -ECONNRESET);
+			failed = true;
+		}
+		assert_true(vcma_next_event(v, &ev) >= 0); /* 0 while reattaching */
+	}
+	host_wait(&h);
+	assert_true(failed);
+	assert_int_equal(fake_get(f2, &f2->nops[VCMA_OP_HELLO]), 1);
+	check_reattach_msg(&h, 1, 0);
+	/* woken by the close, by the timer for each try before anyone listened, and by
+	 * the answer; never left to time out */
+	assert_int_equal(idle, 0);
+	assert_true(wakeups >= 3);
+	assert_int_equal(vcma_fd(v), fd);
+
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, 10), 0);
+	assert_int_equal(collect(v, c, 1), 1);
+	assert_int_equal(c[0].cookie, 10);
+	assert_int_equal(c[0].result, 0);
+	assert_int_equal(c[0].region.handle, 0x200000001ull);
+	assert_int_equal(vcma_query_region(v, a.handle, &qi), 0);
+	finish2(f1, f2, v, &h);
+}
+
+/* NO_REGION: the host did not keep the guest. Dead, no second try; the regions are
+ * gone as after DEAD (the mapping goes at detach, nothing is freed). */
+static void test_reattach_refused(void **state)
+{
+	struct fake *f1 = fake_start(8, 8);
+	struct host h = { .nsteps = 3 };
+	struct map_log log = { 0 };
+	struct vcma_region_info a, x;
+	struct vcma_pool_info pi;
+	struct vcma_completion c;
+	struct vcma_event ev;
+	struct vcma *v;
+
+	h.step[0] = (struct host_step){ .status = VCMA_ST_OK, .f = f1, .keep = true };
+	h.step[1] = (struct host_step){ .restart = true, .restart_ms = 20, .status = VCMA_ST_NO_REGION };
+	h.step[2] = (struct host_step){ .kind = HOST_NONE, .accept_ms = 200 };
+	host_start(&h);
+	v = host_attach(&h);
+	vcma_set_mapper(v, test_map, test_unmap, &log);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, VCMA_ALLOC_MAP, NULL, &a), 0);
+	fake_set(f1, FAKE_SILENT);
+	atomic_store(&h.go, 1);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	host_wait(&h);
+	check_reattach_msg(&h, 1, 0);
+	assert_int_equal(h.unexpected, 0);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &x), -ECONNRESET);
+	assert_int_equal(vcma_free(v, a.handle), -ECONNRESET);
+	assert_int_equal(vcma_submit_alloc(v, 1 << 20, 0, NULL, 1), -ECONNRESET);
+	assert_int_equal(vcma_complete(v, &c, 1), -ECONNRESET);
+	assert_int_equal(vcma_next_event(v, &ev), -ECONNRESET);
+	{
+		struct pollfd pfd = { .fd = vcma_fd(v), .events = POLLIN };
+
+		assert_int_equal(poll(&pfd, 1, 0), 0); /* nothing more will happen */
+	}
+	assert_int_equal(log.unmaps, 0);
+	vcma_detach(v);
+	assert_int_equal(log.unmaps, 1);
+	assert_int_equal(fake_get(f1, &f1->nops[VCMA_OP_FREE]), 0);
+	assert_int_equal(fake_get(f1, &f1->violations), 0);
+	fake_free(f1);
+	host_free(&h);
+
+	/* cut off (DEAD), then the connection ends: nothing to take back, no try */
+	memset(&h, 0, sizeof(h));
+	h.nsteps = 2;
+	f1 = fake_start(8, 8);
+	h.step[0] = (struct host_step){ .status = VCMA_ST_OK, .f = f1, .keep = true };
+	h.step[1] = (struct host_step){ .kind = HOST_NONE, .restart = true, .accept_ms = 300 };
+	host_start(&h);
+	v = host_attach(&h);
+	vcma_store_release(&f1->ctrl->state, (uint32_t)VCMA_STATE_DEAD);
+	atomic_store(&h.go, 1);
+	host_wait_restart(&h, 1);
+	assert_int_equal(vcma_complete(v, &c, 1), -ECONNRESET); /* sees the socket first */
+	host_wait(&h);
+	assert_int_equal(h.unexpected, 0);
+	finish(f1, v);
+	host_free(&h);
+}
+
+/* BUSY, BUSY, OK: retries with backoff (10 ms, then 20 ms). The host went down cleanly
+ * (CLOSING): a call made after it went waits for the reattach and proceeds. A second
+ * restart shows the token the reattach brought, not the spent one. */
+static void test_reattach_busy(void **state)
+{
+	struct fake *f1 = fake_start(8, 8), *f2 = fake_next(), *f3 = fake_next();
+	struct host h = { .nsteps = 5 };
+	struct vcma_region_info a;
+	struct vcma_pool_info pi;
+	struct vcma *v;
+
+	h.step[0] = (struct host_step){ .status = VCMA_ST_OK, .f = f1, .keep = true };
+	h.step[1] = (struct host_step){ .restart = true, .status = VCMA_ST_BUSY };
+	h.step[2] = (struct host_step){ .status = VCMA_ST_BUSY };
+	h.step[3] = (struct host_step){ .status = VCMA_ST_OK, .f = f2, .keep = true };
+	h.step[4] = (struct host_step){ .restart = true, .status = VCMA_ST_OK, .f = f3, .keep = true };
+	host_start(&h);
+	v = host_attach(&h);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &a), 0);
+	fake_hold(f2, a.handle, a.bus, a.size);
+	fake_hold(f3, a.handle, a.bus, a.size);
+	h.step[3].runs[0] = h.step[4].runs[0] = (struct fake_region){ a.handle, a.bus, a.size };
+	h.step[3].nruns = h.step[4].nruns = 1;
+
+	vcma_store_release(&f1->ctrl->state, (uint32_t)VCMA_STATE_CLOSING);
+	atomic_store(&h.go, 1);
+	host_wait_restart(&h, 1);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	assert_int_equal(fake_get(f2, &f2->nops[VCMA_OP_QUERY]), 1);
+	for (unsigned int i = 1; i <= 3; i++)
+		check_reattach_msg(&h, i, 0); /* a refusal does not spend the token */
+	assert_true(h.t_accept[2] - h.t_accept[1] >= 9000000ull);
+	assert_true(h.t_accept[3] - h.t_accept[2] >= 19000000ull);
+	assert_true(h.t_accept[3] - h.t_accept[1] < 2000000000ull);
+
+	/* this time it dies without CLOSING: the call it leaves unanswered fails, and
+	 * takes the handle back before it returns */
+	fake_set(f2, FAKE_SILENT);
+	atomic_store(&h.go, 1);
+	host_wait_restart(&h, 2);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	host_wait(&h);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	check_reattach_msg(&h, 4, 3);
+	assert_int_equal(fake_get(f3, &f3->nops[VCMA_OP_QUERY]), 1);
+	assert_int_equal(fake_get(f2, &f2->violations), 0);
+	fake_free(f2);
+	finish2(f1, f3, v, &h);
+}
+
+/* Nobody comes back within the grace period: dead, for blocking calls and for an event
+ * loop, which vcma_fd() wakes when the grace is over. */
+static void test_reattach_grace(void **state)
+{
+	struct fake *f1 = fake_start(8, 8);
+	struct host h = { .nsteps = 2 };
+	struct vcma_region_info a;
+	struct vcma_pool_info pi;
+	struct vcma_completion c;
+	unsigned int idle = 0;
+	uint64_t t0, dt;
+	struct vcma *v;
+	int rc = 0;
+
+	h.step[0] = (struct host_step){ .status = VCMA_ST_OK, .f = f1, .keep = true, .grace_ms = 150 };
+	h.step[1] = (struct host_step){ .kind = HOST_NONE, .restart = true, .unlisten = true, .accept_ms = 1 };
+	host_start(&h);
+	v = host_attach(&h);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &a), 0);
+	fake_set(f1, FAKE_SILENT);
+	atomic_store(&h.go, 1);
+	host_wait(&h);
+	vcma_set_timeout(v, 5000);
+	t0 = now_ns();
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	dt = now_ns() - t0;
+	assert_true(dt >= 140000000ull && dt < 3000000000ull);
+	t0 = now_ns();
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &a), -ECONNRESET);
+	assert_true(now_ns() - t0 < 100000000ull); /* dead: no more tries */
+	finish(f1, v);
+	host_free(&h);
+
+	memset(&h, 0, sizeof(h));
+	h.nsteps = 2;
+	f1 = fake_start(8, 8);
+	h.step[0] = (struct host_step){ .status = VCMA_ST_OK, .f = f1, .keep = true, .grace_ms = 100 };
+	h.step[1] = (struct host_step){ .kind = HOST_NONE, .restart = true, .unlisten = true, .accept_ms = 1 };
+	host_start(&h);
+	v = host_attach(&h);
+	atomic_store(&h.go, 1);
+	host_wait(&h);
+	t0 = now_ns();
+	while (rc == 0 && now_ns() - t0 < 3000000000ull) {
+		struct pollfd pfd = { .fd = vcma_fd(v), .events = POLLIN };
+
+		if (poll(&pfd, 1, 1000) != 1)
+			idle++;
+		rc = vcma_complete(v, &c, 1);
+	}
+	dt = now_ns() - t0;
+	assert_int_equal(rc, -ECONNRESET);
+	assert_int_equal(idle, 0);
+	assert_true(dt >= 90000000ull && dt < 2000000000ull);
+	finish(f1, v);
+	host_free(&h);
+}
+
+/* vcma_reattach_fds() from another thread (the VMM's) while a blocking call waits on
+ * the old irq fd, with no timeout: the call fails with -ECONNRESET, the handle serves
+ * on the new rings. */
+struct swapper {
+	struct vcma *v;
+	struct fake *f;
+	const struct vcma_held_region *held;
+	size_t nheld;
+	int rc;
+	pthread_t thr;
+};
+
+static void *swapper_main(void *p)
+{
+	struct swapper *sw = p;
+
+	usleep(50000);
+	sw->rc = vcma_reattach_fds(sw->v, dup(sw->f->shm_fd), sw->f->size, dup(sw->f->kick_fd), dup(sw->f->irq_fd),
+				   sw->held, sw->nheld);
+	return NULL;
+}
+
+static bool fd_closed(int fd)
+{
+	return fcntl(fd, F_GETFD) < 0 && errno == EBADF;
+}
+
+static void test_reattach_fds(void **state)
+{
+	struct fake *f1 = fake_start(8, 8), *f2 = fake_next();
+	struct map_log log = { 0 };
+	struct vcma_region_info a, b, x, qi;
+	struct vcma_held_region held[2];
+	struct vcma_pool_info pi;
+	struct fake_region u;
+	struct swapper sw;
+	struct vcma *v = fake_attach(f1);
+	int fd = vcma_fd(v), dfd;
+	uint64_t t0;
+
+	vcma_set_mapper(v, test_map, test_unmap, &log);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, VCMA_ALLOC_MAP, NULL, &a), 0);
+	assert_int_equal(vcma_alloc(v, 2 << 20, 0, VCMA_ALLOC_MAP, NULL, &b), 0);
+	memset(a.map, 0xc3, a.size);
+	fake_hold(f2, a.handle, a.bus, a.size);
+	u = fake_hold(f2, 0x1000000ffull, 0x30000000ull, 1 << 20);
+	/* the VMM's list, in its own order */
+	held[0] = (struct vcma_held_region){ u.handle, u.bus, u.len };
+	held[1] = (struct vcma_held_region){ a.handle, a.bus, a.size };
+
+	fake_set(f1, FAKE_SILENT);
+	sw = (struct swapper){ .v = v, .f = f2, .held = held, .nheld = 2, .rc = 1 };
+	assert_int_equal(pthread_create(&sw.thr, NULL, swapper_main, &sw), 0);
+	vcma_set_timeout(v, 4000); /* only the reattach should end this wait, long before */
+	t0 = now_ns();
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	assert_true(now_ns() - t0 < 2000000000ull);
+	pthread_join(sw.thr, NULL);
+	assert_int_equal(sw.rc, 0);
+	assert_int_equal(vcma_fd(v), fd);
+
+	vcma_set_timeout(v, 5000);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	assert_int_equal(fake_get(f2, &f2->nops[VCMA_OP_HELLO]), 1);
+	assert_true(fake_freed(f2, u.handle));
+	assert_int_equal(vcma_query_region(v, a.handle, &qi), 0);
+	assert_ptr_equal(qi.map, a.map);
+	assert_int_equal(((uint8_t *)a.map)[a.size - 1], 0xc3);
+	assert_int_equal(log.unmaps, 1);
+	assert_ptr_equal(log.unmap_addr, b.map);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &x), 0);
+	assert_int_equal(x.handle, 0x200000001ull);
+
+	/* a list that contradicts a held region is a broken host */
+	{
+		struct fake *f3 = fake_next();
+		struct vcma_held_region bad = { a.handle, a.bus + 4096, a.size };
+
+		assert_int_equal(vcma_reattach_fds(v, dup(f3->shm_fd), f3->size, dup(f3->kick_fd), dup(f3->irq_fd), &bad, 1),
+				 -EIO);
+		assert_int_equal(vcma_query_pool(v, NULL, &pi), -EIO);
+		assert_int_equal(fake_get(f3, &f3->violations), 0);
+		fake_free(f3);
+	}
+	/* no handle, or one whose socket is its own: refused, the fds closed anyway */
+	dfd = dup(f2->irq_fd);
+	assert_int_equal(vcma_reattach_fds(NULL, -1, 0, -1, dfd, NULL, 0), -EINVAL);
+	assert_true(fd_closed(dfd));
+	finish2(f1, f2, v, NULL);
+}
+
+/* $VCMA_REATTACH=0: no flag, no token, and the end of the connection is the end. A
+ * host older than the reattach protocol refuses the flag (INVALID): the attach is made
+ * again without it, with the same outcome. */
+static void test_reattach_off(void **state)
+{
+	struct fake *f1 = fake_start(8, 8), *f2 = fake_next();
+	struct host h = { .nsteps = 2 };
+	struct vcma_sim_attach at;
+	struct vcma_pool_info pi;
+	struct vcma *v;
+	int dfd;
+
+	h.step[0] = (struct host_step){ .status = VCMA_ST_OK, .f = f1, .keep = true };
+	h.step[1] = (struct host_step){ .kind = HOST_NONE, .restart = true, .accept_ms = 300 };
+	host_start(&h);
+	setenv("VCMA_REATTACH", "0", 1);
+	v = host_attach(&h);
+	unsetenv("VCMA_REATTACH");
+	memcpy(&at, h.got[0], sizeof(at));
+	assert_int_equal(h.got_len[0], sizeof(at));
+	assert_int_equal(at.flags, 0);
+	fake_set(f1, FAKE_SILENT);
+	atomic_store(&h.go, 1);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	host_wait(&h);
+	assert_int_equal(h.unexpected, 0);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	/* a socket handle reattaches by itself: vcma_reattach_fds() is not for it */
+	dfd = dup(f2->irq_fd);
+	assert_int_equal(vcma_reattach_fds(v, -1, 0, -1, dfd, NULL, 0), -EINVAL);
+	assert_true(fd_closed(dfd));
+	finish(f1, v);
+	host_free(&h);
+
+	memset(&h, 0, sizeof(h));
+	h.nsteps = 3;
+	h.step[0] = (struct host_step){ .status = VCMA_ST_INVALID };
+	h.step[1] = (struct host_step){ .status = VCMA_ST_OK, .f = f2, .keep = true };
+	h.step[2] = (struct host_step){ .kind = HOST_NONE, .restart = true, .accept_ms = 300 };
+	host_start(&h);
+	v = host_attach(&h);
+	memcpy(&at, h.got[0], sizeof(at));
+	assert_int_equal(at.flags, VCMA_SIM_F_REATTACH);
+	memcpy(&at, h.got[1], sizeof(at));
+	assert_int_equal(at.flags, 0);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
+	fake_set(f2, FAKE_SILENT);
+	atomic_store(&h.go, 1);
+	assert_int_equal(vcma_query_pool(v, NULL, &pi), -ECONNRESET);
+	host_wait(&h);
+	assert_int_equal(h.unexpected, 0);
+	finish(f2, v);
+	host_free(&h);
+}
+
 /* ---- errors as text ---- */
 
 static void test_strerror(void **state)
@@ -1589,6 +2394,13 @@ int main(void)
 		cmocka_unit_test(test_posted_detach),
 		cmocka_unit_test(test_posted_ring_full),
 		cmocka_unit_test(test_attach_socket),
+		cmocka_unit_test(test_reattach),
+		cmocka_unit_test(test_reattach_event_loop),
+		cmocka_unit_test(test_reattach_refused),
+		cmocka_unit_test(test_reattach_busy),
+		cmocka_unit_test(test_reattach_grace),
+		cmocka_unit_test(test_reattach_fds),
+		cmocka_unit_test(test_reattach_off),
 		cmocka_unit_test(test_strerror),
 	};
 
