@@ -21,8 +21,9 @@
  *              away. The new ring goes to the ring thread, which checks the driver's
  *              regions against REGIONS (vm_regions_back) and moves the guest part with
  *              vcma_reattach_fds(): its calls in flight fail with -ECONNRESET and are
- *              retried. If vcmad goes away again before that is done, the newer ring
- *              replaces a queued one, or follows a handover that failed.
+ *              retried. If vcmad goes away again before the ring thread took the
+ *              ring, the newer one replaces it; a handover that fails (vcmad went away
+ *              again during libvcma's HELLO) leaves libvcma's handle dead: the end.
  *
  * The VMM thread runs reconnecting; main reads the token (before the VMM thread starts)
  * and starts and stops the ring thread. The p2m does not change while vcmad is away:
@@ -53,13 +54,6 @@
 #define BACKOFF_FIRST_NS 10000000ull  /* PROTOCOL.md: 10 ms, */
 #define BACKOFF_MAX_NS 500000000ull   /* doubling to 500 ms */
 #define RSP_MIN_WAIT_MS 1000          /* a try started near the end of the grace still waits this long */
-
-/*
- * libvcma's vcma_reattach_fds() is declared in vcma.h and lands with branch
- * libvcma-reattach. Until the libvcma linked here has it, the reference is weak: the
- * program links, and a reattach finds it NULL and stops with a message.
- */
-#pragma weak vcma_reattach_fds
 
 static const char *status_name(int32_t st)
 {
@@ -514,15 +508,12 @@ static struct ring_handoff *handoff_new(struct back *b)
 	return h;
 }
 
-/* The guest part cannot move: vcmad has the VM, the VM cannot use it. As NO_REGION. */
+/* The guest part cannot move (libvcma's handle is dead now): vcmad has the VM, the VM
+ * cannot use it. As NO_REGION. */
 static void ring_fatal(struct vm *vm, struct ring_handoff *h, int rc)
 {
-	if (rc == -ENOSYS)
-		msg("cannot reattach: this libvcma has no vcma_reattach_fds() (it predates restart support): the guest "
-		    "part cannot move to the new ring; stopping");
-	else
-		msg("cannot reattach: the guest part cannot take the new ring: %s (%s); stopping", vcma_strerror(rc),
-		    strerror(-rc));
+	msg("cannot reattach: the guest part cannot take the new ring: %s (%s); stopping", vcma_strerror(rc),
+	    strerror(-rc));
 	atomic_store(&vm->reattach_failed, true);
 	atomic_store(&vm->host_gone, true);
 	atomic_store(&vm->stop, true);
@@ -552,14 +543,10 @@ static void *ring_main(void *p)
 		/* before libvcma forgets (unmaps) what the list does not name */
 		lost = vm_regions_back(vm, h->regions, h->nregions);
 		atomic_fetch_add(&vm->reattach_errors, lost);
-		if (!vcma_reattach_fds) {
-			rc = -ENOSYS;
-		} else {
-			/* wakes the guest part's calls waiting on the old ring: -ECONNRESET */
-			rc = vcma_reattach_fds(vm->v, h->fds[0], (size_t)h->shm_size, h->fds[1], h->fds[2], h->regions,
-					       h->nregions);
-			h->fds[0] = h->fds[1] = h->fds[2] = -1; /* libvcma's now, even on failure */
-		}
+		/* wakes the guest part's calls waiting on the old ring: -ECONNRESET */
+		rc = vcma_reattach_fds(vm->v, h->fds[0], (size_t)h->shm_size, h->fds[1], h->fds[2], h->regions,
+				       h->nregions);
+		h->fds[0] = h->fds[1] = h->fds[2] = -1; /* libvcma's now, even on failure */
 
 		pthread_mutex_lock(&vm->reattach_lock);
 		vm->ring_busy = NULL;
@@ -574,10 +561,9 @@ static void *ring_main(void *p)
 			/* unless vcmad went away again meanwhile: then it is stale already */
 			if (atomic_load(&vm->host_epoch) == h->host_epoch && (atomic_load(&vm->ring_epoch) & 1u))
 				atomic_fetch_add(&vm->ring_epoch, 1);
-		} else if (vm->ring_next) {
-			msg("the guest part could not take the new ring (%s), but vcmad restarted again meanwhile: "
-			    "trying the newer one", strerror(-rc));
 		} else if (!atomic_load(&vm->host_gone)) {
+			/* a handle that failed stays dead (vcma.h), even if vcmad went away again
+			 * during its HELLO and a newer ring is queued: nothing more to hand over */
 			ring_fatal(vm, h, rc);
 		}
 		handoff_free(h);

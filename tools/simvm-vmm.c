@@ -951,7 +951,7 @@ void *vmm_main(void *p)
 			const char *cause = n ? strerror(errno) : "connection closed";
 			bool cut_off = reattach_cut_off(vm);
 
-			if (vm->have_token && !got_signal && !cut_off) {
+			if (vm->have_token && !got_signal && !cut_off && !atomic_load(&vm->host_gone)) {
 				int rc = vmm_reattach(vm, cause);
 
 				if (!rc)

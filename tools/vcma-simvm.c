@@ -1508,6 +1508,15 @@ int main(int argc, char **argv)
 
 	/* attach: the VMM side first, then the guest part on the ring fds */
 	rc = vmm_handshake(&vm, fds, &why);
+	if (rc == -EINVAL && (vm.flags & VCMA_SIM_F_REATTACH)) {
+		/* as libvcma does: a vcmad older than restart support refuses the flag */
+		msg("vcmad refused the attach as INVALID: once more without REATTACH (a vcmad that cannot keep VMs "
+		    "across a restart?)");
+		close(vm.sock);
+		vm.sock = -1;
+		vm.flags &= ~VCMA_SIM_F_REATTACH;
+		rc = vmm_handshake(&vm, fds, &why);
+	}
 	if (!rc) {
 		vm.machine_fd = fds[3];
 		if (vm.flags & VCMA_SIM_F_REATTACH)

@@ -15,16 +15,15 @@ ok        attach with a token; a vacate (PAUSE, copy, REMAP_RESUME) moves a run;
           PIN again, REPORT its reported pages again, log no writes (a DIRTY_READ finds
           nothing), have answered the waiting REUSEs itself, and run
           to the end with no corruption, every region freed, 'reattaches 1' counted.
-          Needs libvcma's vcma_reattach_fds(): without it simvm stops at that point with
-          a message, and the end of this scenario is reported partial.
 no-region the restarted host answers NO_REGION: simvm exits 3 saying its memory is gone.
 cut-off   the host sets DEAD and closes (a violation, PROTOCOL.md 8.2): no reattach.
 grace     the restarted host answers BUSY to every try: the tries follow the backoff
           (10 ms doubling to 500 ms), and simvm gives up (exit 3) once the token's grace
           period after the loss is over.
 no-token  a host that sends no TOKEN (a vcmad without restart support): simvm runs as
-          before and stops when the host goes; --no-reattach does not ask for a token
-          and never connects again.
+          before and stops when the host goes; a host that refuses the REATTACH flag
+          (INVALID) gets the attach again without it; --no-reattach does not ask for a
+          token and never connects again.
 
 The TOKEN and REATTACH layouts are described here (proto.py does not have them yet);
 their sizes are held against proto/vcma_sim.h's _Static_asserts.
@@ -364,6 +363,12 @@ class Host:
         return ring, held
 
 
+def running(ch):
+    """simvm is past its attach (the guest part's HELLO answered and taken): its first
+    REPORT (--report) comes after vcma_attach_fds() returned."""
+    wait_until(lambda: ch.of(REPORT), 5, "simvm's first REPORT")
+
+
 def start_simvm(*args):
     cmd = [SIMVM, "--socket", SOCK, "--name", "rvm", "--ram", "4M", "--json"] + list(args)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -463,13 +468,6 @@ def run_ok():
 
     rc, s, err = finish(p, 30, "ok")
     sys.stdout.write(err)
-    if rc != 0 and "no vcma_reattach_fds" in err:
-        check(rc == 3, "ok: without libvcma's vcma_reattach_fds, simvm stops (exit 3) and says why")
-        partial("libvcma has no vcma_reattach_fds() yet (branch libvcma-reattach): the VM's life after the "
-                "reattach (the guest part on the new ring, PIN again, final checks) is not checked")
-        ch2.close()
-        ring2.stop()
-        return
     check(ring2.hellos == 1, "ok: the guest part said HELLO on the new ring")
     check(rc == 0 and s is not None, "ok: simvm ran to the end and exited 0 (%s)" % rc)
     check(s["reattaches"] == 1 and s["reattach"] and not s["reattach_failed"],
@@ -505,11 +503,11 @@ def run_ok():
 def run_no_region():
     host = Host(grace_ms=3000)
     host.listen()
-    p = start_simvm("--vcpus", "1", "--alloc", "none", "--duration", "10", "--seed", "3")
+    p = start_simvm("--vcpus", "1", "--alloc", "none", "--report", "10", "--duration", "10", "--seed", "3")
     conn = host.accept(what="simvm's attach")
     attach, ring = host.attach(conn)
     ch = Channel(conn)
-    wait_until(lambda: ring.hellos, 5, "HELLO")
+    running(ch)
     ring.stop()
     ch.close()
     host.die()
@@ -532,11 +530,11 @@ def run_cut_off():
     """vcmad cuts the VM off (DEAD, then closes, PROTOCOL.md 8.2): nothing to take back."""
     host = Host(grace_ms=3000)
     host.listen()
-    p = start_simvm("--vcpus", "1", "--alloc", "none", "--duration", "10", "--seed", "8")
+    p = start_simvm("--vcpus", "1", "--alloc", "none", "--report", "10", "--duration", "10", "--seed", "8")
     conn = host.accept(what="simvm's attach")
     attach, ring = host.attach(conn)
     ch = Channel(conn)
-    wait_until(lambda: ring.hellos, 5, "HELLO")
+    running(ch)
     CTRL.put(ring.m, 0, "state", proto.State.DEAD)
     os.write(ring.irq, (1).to_bytes(8, "little"))
     ring.stop()
@@ -553,11 +551,11 @@ def run_grace():
     grace = 1500
     host = Host(grace_ms=grace)
     host.listen()
-    p = start_simvm("--vcpus", "1", "--alloc", "none", "--duration", "20", "--seed", "4")
+    p = start_simvm("--vcpus", "1", "--alloc", "none", "--report", "10", "--duration", "20", "--seed", "4")
     conn = host.accept(what="simvm's attach")
     attach, ring = host.attach(conn)
     ch = Channel(conn)
-    wait_until(lambda: ring.hellos, 5, "HELLO")
+    running(ch)
     ring.stop()
     ch.close()  # simvm sees the end at once; the listener stays: every try is seen
     t0 = time.monotonic()
@@ -593,11 +591,11 @@ def run_no_token():
     # a host without restart support: the attach asks, no TOKEN comes
     host = Host(send_token=False)
     host.listen()
-    p = start_simvm("--vcpus", "1", "--alloc", "none", "--duration", "10", "--seed", "6")
+    p = start_simvm("--vcpus", "1", "--alloc", "none", "--report", "10", "--duration", "10", "--seed", "6")
     conn = host.accept(what="simvm's attach")
     attach, ring = host.attach(conn)
     ch = Channel(conn)
-    wait_until(lambda: ring.hellos, 5, "HELLO")
+    running(ch)
     ring.stop()
     ch.close()
     rc, s, err = finish(p, 10, "no-token")
@@ -606,15 +604,33 @@ def run_no_token():
           "no-token: without a token simvm stops when the host goes (exit %s), and does not connect again" % rc)
     host.die()
 
+    # a host older than the REATTACH flag refuses it (INVALID): attached once more without
+    host = Host(send_token=False)
+    host.listen()
+    p = start_simvm("--vcpus", "1", "--alloc", "none", "--report", "10", "--duration", "0.5", "--seed", "6")
+    conn = host.accept(what="simvm's attach")
+    a = SIM_ATTACH.unpack(recv(conn, what="ATTACH"))
+    host.answer(conn, proto.Status.INVALID)
+    conn.close()
+    conn = host.accept(what="simvm's attach without REATTACH")
+    attach, ring = host.attach(conn)
+    ch = Channel(conn)
+    rc, s, err = finish(p, 10, "old host")
+    check(a.flags & F_REATTACH and not attach.flags & F_REATTACH and rc == 0 and "once more without REATTACH" in err,
+          "old host: refused with INVALID for the flag, simvm attaches again without it and runs (exit %s)" % rc)
+    ring.stop()
+    ch.close()
+    host.die()
+
     host = Host()
     host.listen()
-    p = start_simvm("--vcpus", "1", "--alloc", "none", "--duration", "10", "--seed", "6", "--no-reattach")
+    p = start_simvm("--vcpus", "1", "--alloc", "none", "--report", "10", "--duration", "10", "--seed", "6", "--no-reattach")
     conn = host.accept(what="simvm's attach")
     attach, ring = host.attach(conn)
     check(not attach.flags & F_REATTACH, "--no-reattach: the attach does not ask for REATTACH (flags %#x)"
           % attach.flags)
     ch = Channel(conn)
-    wait_until(lambda: ring.hellos, 5, "HELLO")
+    running(ch)
     ring.stop()
     ch.close()
     rc, s, err = finish(p, 10, "no-reattach")
