@@ -196,6 +196,12 @@ int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_allo
 		answer(rq, tag, -ENOSPC, NULL); /* the state directory is full: nothing can be recorded */
 		return 0;
 	}
+	if (d->restore.vms_waiting) {
+		/* after a restart, until every VM taken back is back: a frame a VMM moved a
+		 * page to may not be recorded as its own yet (restore.h) */
+		answer(rq, tag, -EBUSY, NULL);
+		return 0;
+	}
 	vcmad_relend_busy(d); /* relending waits for quiet */
 	/* limits count what is promised as well as what is granted: allocations waiting
 	 * for a vacate hold their share (bytes + pending_bytes <= max_bytes) */

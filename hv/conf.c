@@ -29,6 +29,7 @@ void vcmad_conf_defaults(struct vcmad_conf *c)
 	c->precopy = true;
 	c->relend_idle_ms = 200;
 	c->shutdown_grace_ms = 2000;
+	c->reattach_grace_ms = 5000;
 	c->machine_bytes = 1ull << 30;
 	c->limits.max_regions = 256;
 	c->limits.max_bytes = UINT64_MAX;
@@ -167,6 +168,14 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 		c->shutdown_grace_ms = (uint32_t)x;
 		return 0;
 	}
+	if (sec == SEC_DAEMON && !strcmp(k, "reattach_grace_ms")) {
+		if (parse_u64(v, 0, 3600000, &x)) {
+			*msg = "expected milliseconds from 0 to 3600000";
+			return -EINVAL;
+		}
+		c->reattach_grace_ms = (uint32_t)x;
+		return 0;
+	}
 	if (sec == SEC_DAEMON && !strcmp(k, "poll_us")) {
 		if (parse_u64(v, 0, 100000, &x)) {
 			*msg = "expected microseconds from 0 (off) to 100000";
@@ -210,6 +219,14 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 			return -EINVAL;
 		}
 		c->machine_bytes = x;
+		return 0;
+	}
+	if (sec == SEC_MACHINE && !strcmp(k, "file")) {
+		if (v[0] != '/' || strlen(v) >= sizeof(c->machine_file) - 1) {
+			*msg = "expected an absolute path shorter than 255 characters";
+			return -EINVAL;
+		}
+		snprintf(c->machine_file, sizeof(c->machine_file), "%s", v);
 		return 0;
 	}
 	if (sec == SEC_LIMITS && !strcmp(k, "max_regions_per_guest")) {

@@ -112,10 +112,12 @@ struct vcmad_conf {
 	bool precopy;              /* use what a VMM offers: drops, one-trip pauses, pre-copy */
 	uint32_t relend_idle_ms;   /* quiet time before pages move back onto idle pool frames */
 	uint32_t shutdown_grace_ms; /* on SIGTERM, how long guests get to detach */
+	uint32_t reattach_grace_ms; /* after a restart, how long guests taken back get to reattach */
 	char ctl_group[33]; /* may use the control socket besides root; "" = root only */
 	char attach_group[33]; /* may connect to the sim attach socket besides root; "" = root only */
 	bool open_attach;      /* unconfigured names may attach (as plain guests, no class) */
 	uint64_t machine_bytes;
+	char machine_file[256]; /* sim: where machine memory lives when state is recorded; "" = RUNTIME_DIR/machine.mem */
 	struct vcmad_limits limits;
 	uint32_t npools;
 	struct vcma_pool_config pool[VCMA_MAX_POOLS];

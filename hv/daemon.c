@@ -25,6 +25,7 @@
 #include "log.h"
 #include "peerfd.h"
 #include "relend.h"
+#include "restore.h"
 #include "scrub.h"
 #include "vacate.h"
 #include "vm.h"
@@ -187,6 +188,25 @@ int vcmad_init_backend(struct vcmad *d, const struct vcmad_conf *conf, const str
 		ranges[i].count = pl[i].frames;
 		ranges[i].cfg = &d->conf.pool[pl[i].idx];
 	}
+	/* With ownership recorded, machine memory must outlive vcmad as its record does:
+	 * a file in the runtime directory (tmpfs: gone with the host, as RAM is). */
+	{
+		char state[256];
+
+		vcmad_conf_state_dir(&d->conf, state, sizeof(state));
+		if (state[0] && !bt->holds_frames && !bt->mem->probe) {
+			rc = vcmad_mkdir_p(d->conf.runtime_dir, 0755);
+			if (rc) {
+				log_err("cannot create runtime directory %s: %s", d->conf.runtime_dir, strerror(-rc));
+				d->be.type = NULL;
+				goto fail_core;
+			}
+			if (d->conf.machine_file[0])
+				snprintf(d->be.mem_file, sizeof(d->be.mem_file), "%s", d->conf.machine_file);
+			else
+				snprintf(d->be.mem_file, sizeof(d->be.mem_file), "%s/machine.mem", d->conf.runtime_dir);
+		}
+	}
 	rc = bt->mem->init(&d->be, d->conf.machine_bytes, ranges, d->conf.npools);
 	if (rc) {
 		if (bt->holds_frames)
@@ -274,6 +294,8 @@ int vcmad_start(struct vcmad *d)
 	}
 	/* ownership is recorded from here on: before any guest can attach */
 	rc = vcmad_durable_open(d);
+	if (!rc)
+		rc = vcmad_restore(d); /* a previous run's guests, if it left any */
 	if (rc)
 		return rc;
 	sigemptyset(&ss);

@@ -69,6 +69,7 @@ static int put_guest(struct vcmad *d, const struct vcmad_durable_guest *g)
 	struct vcma_store_guest sg = { .id = g->id, .sim_uid = g->uid, .qemu_pid = g->pid,
 				       .qemu_start_time = g->start_time, .xen_domid = g->domid };
 
+	memcpy(sg.sim_token, g->token, sizeof(sg.sim_token));
 	snprintf(sg.name, sizeof(sg.name), "%s", g->name);
 	snprintf(sg.class_name, sizeof(sg.class_name), "%s", g->class_name);
 	sg.link = g->link == VCMAD_GUEST_QEMU  ? VCMA_STORE_LINK_QEMU
@@ -199,8 +200,8 @@ static void store_warn(void *ctx, const char *msg)
 	log_warn("state: %s", msg);
 }
 
-/* A previous run's ownership: taking it back is not built yet, so it is kept aside,
- * whole, for the operator (and vcmactl state verify), and vcmad starts afresh. */
+/* A previous run's ownership that cannot be taken back (its machine memory is gone):
+ * kept aside, whole, for the operator (and vcmactl state verify); vcmad starts afresh. */
 static int set_aside(struct vcmad *d, const struct prev_counts *pc)
 {
 	char from[320], to[320];
@@ -230,8 +231,8 @@ static int set_aside(struct vcmad *d, const struct prev_counts *pc)
 		return -errno;
 	}
 	log_warn("state: %s held a previous run's ownership (transaction %llu: %llu guest(s), %llu region(s), %llu "
-		 "p2m run(s), %llu lender(s)); taking guests back after a restart is not built yet, so it is kept as %s "
-		 "and vcmad starts afresh", from, (unsigned long long)info.last_txn, (unsigned long long)pc->guests,
+		 "p2m run(s), %llu lender(s)), but the machine memory it describes was not kept (the host restarted, "
+		 "or this backend's memory does not outlive vcmad): kept as %s, and vcmad starts afresh", from, (unsigned long long)info.last_txn, (unsigned long long)pc->guests,
 		 (unsigned long long)pc->regions, (unsigned long long)pc->p2m, (unsigned long long)pc->lenders, to);
 	return 0;
 }
@@ -312,6 +313,14 @@ int vcmad_durable_open(struct vcmad *d)
 		vcmad_durable_close(d);
 		return rc < 0 ? rc : -EIO;
 	}
+	if ((pc.guests || pc.regions || pc.p2m || pc.lenders) && d->be.mem_reopened) {
+		/* restore.c takes it back, then calls vcmad_durable_restored() */
+		d->durable.previous = true;
+		log_info("state: %s holds a previous run's ownership (%llu guest(s), %llu region(s), %llu p2m run(s)) "
+			 "and its machine memory was kept: taking it back", vcma_store_path(store_of(d)),
+			 (unsigned long long)pc.guests, (unsigned long long)pc.regions, (unsigned long long)pc.p2m);
+		return 0;
+	}
 	if (pc.guests || pc.regions || pc.p2m || pc.lenders) {
 		rc = set_aside(d, &pc);
 		if (!rc)
@@ -319,6 +328,20 @@ int vcmad_durable_open(struct vcmad *d)
 		if (rc)
 			return rc;
 	}
+	if (d->be.mem_reopened) {
+		/* nothing in it is anyone's any more */
+		rc = d->be.type->mem->zero(&d->be, 0, d->be.machine_bytes >> VCMA_PAGE_SHIFT);
+		if (rc)
+			log_warn("state: cannot zero the kept machine memory: %s", strerror(-rc));
+	}
+	return vcmad_durable_restored(d);
+}
+
+int vcmad_durable_restored(struct vcmad *d)
+{
+	int rc;
+
+	d->durable.previous = false;
 	rc = write_all(d);
 	if (!rc)
 		rc = vcma_store_commit(store_of(d));
@@ -406,9 +429,7 @@ void vcmad_durable_guest_gone(struct vcmad *d, uint32_t id)
 		turn_failed(d, vcma_store_del_guest(store_of(d), id));
 }
 
-/* Field 22 of /proc/PID/stat: the process's start, in clock ticks after boot (with the
- * pid, it names one process for good). 0 if unknown. */
-static uint64_t proc_start_time(uint32_t pid)
+uint64_t vcmad_proc_start_time(uint32_t pid)
 {
 	char path[64], buf[1024], *p;
 	uint64_t t = 0;
@@ -443,12 +464,49 @@ void vcmad_durable_guest_identity(struct vcmad *d, uint32_t id, uint32_t pid, ui
 		if (!g->used || g->id != id)
 			continue;
 		g->pid = pid;
-		g->start_time = pid ? proc_start_time(pid) : 0;
+		g->start_time = pid ? vcmad_proc_start_time(pid) : 0;
 		g->domid = domid;
 		if (!d->durable.stale)
 			turn_failed(d, put_guest(d, g));
 		return;
 	}
+}
+
+void vcmad_durable_guest_token(struct vcmad *d, uint32_t id, const uint8_t token[16])
+{
+	if (!store_of(d))
+		return;
+	for (uint32_t i = 0; i < d->conf.max_guests; i++) {
+		struct vcmad_durable_guest *g = &d->durable.guests[i];
+
+		if (!g->used || g->id != id)
+			continue;
+		memcpy(g->token, token, sizeof(g->token));
+		if (!d->durable.stale)
+			turn_failed(d, put_guest(d, g));
+		return;
+	}
+}
+
+static void verify_violation(void *ctx, const char *msg)
+{
+	log_err("state: %s: %s", (const char *)ctx, msg);
+}
+
+int vcmad_durable_verify(struct vcmad *d)
+{
+	struct vcma_store_counts c;
+
+	return vcma_store_verify(store_of(d), &c, verify_violation, (void *)vcma_store_path(store_of(d)));
+}
+
+int vcmad_durable_replay(struct vcmad *d, const struct vcma_store_replay_ops *ops, void *ctx)
+{
+	int rc = vcma_store_replay(store_of(d), ops, ctx);
+
+	if (rc < 0)
+		log_err("state: %s", vcma_store_error(store_of(d)));
+	return rc;
 }
 
 void vcmad_durable_vm_new(struct vcmad *d, struct vcmad_durable_vm *dv, uint32_t id, uint64_t frames,

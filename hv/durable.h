@@ -27,10 +27,12 @@
  * and every turn tries to write the whole state anew in one transaction; when that
  * commits the store is in sync again. What was committed before is never touched.
  *
- * Restart (taking guests back from the store) is not built yet: a store that holds a
- * previous run's guests, regions or p2m is moved aside at start (DIR/previous-TXN/, or
- * previous-TXN.N/ when an earlier copy has that name,
- * logged with its counts) and vcmad starts afresh, as it did before the store.
+ * Restart: a store that holds a previous run's guests, regions or p2m is kept for
+ * restore.c to take back when the machine memory they live in was kept too
+ * (be.mem_reopened: the sim backend's file); otherwise (the host restarted, or memory
+ * that dies with vcmad) it is moved aside at start (DIR/previous-TXN/, or
+ * previous-TXN.N/ when an earlier copy has that name, logged with its counts) and
+ * vcmad starts afresh, machine memory zeroed.
  * Single-threaded: vcmad's loop only.
  */
 #ifndef VCMAD_DURABLE_H
@@ -83,6 +85,7 @@ struct vcmad_durable_guest {
 	uint32_t pid; /* QEMU: its process, and when it started (/proc/PID/stat field 22) */
 	uint64_t start_time;
 	uint32_t domid; /* Xen */
+	uint8_t token[16]; /* sim: the reattach token (all zero: none) */
 	bool used;
 };
 void vcmad_durable_guest_new(struct vcmad *d, const struct vcmad_durable_guest *g);
@@ -90,6 +93,20 @@ void vcmad_durable_guest_new(struct vcmad *d, const struct vcmad_durable_guest *
  * (its start time is read here), a Xen domid. */
 void vcmad_durable_guest_identity(struct vcmad *d, uint32_t id, uint32_t pid, uint32_t domid);
 void vcmad_durable_guest_gone(struct vcmad *d, uint32_t id);
+/* A sim guest's reattach token (a new one at each attach and reattach). */
+void vcmad_durable_guest_token(struct vcmad *d, uint32_t id, const uint8_t token[16]);
+/* Field 22 of /proc/PID/stat: when the process started (clock ticks after boot); with
+ * the pid it names one process for good. 0 if there is no such process. */
+uint64_t vcmad_proc_start_time(uint32_t pid);
+
+/* The previous run's records (d->durable.previous), for restore.c: verified (the
+ * ownership invariants; violations logged, their count returned, or -errno), then
+ * replayed (store/store.h callbacks). */
+struct vcma_store_replay_ops;
+int vcmad_durable_verify(struct vcmad *d);
+int vcmad_durable_replay(struct vcmad *d, const struct vcma_store_replay_ops *ops, void *ctx);
+/* Restore is done (or failed, and vcmad exits): record the state anew. */
+int vcmad_durable_restored(struct vcmad *d);
 
 /* A VM's p2m, as durable.c records it (embedded in struct vcmad_vm; durable.c's). */
 struct vcmad_durable_vm {

@@ -63,7 +63,7 @@ struct vcmad_guest *vcmad_guest_by_name(struct vcmad *d, const char *name)
 
 /* A slot and an id. Every configured guest has a slot of its own; the others share
  * the rest of max_guests, so sim clients can never crowd out a configured guest. */
-static int take_slot(struct vcmad *d, bool configured, uint32_t *slot, uint32_t *id)
+static int take_slot(struct vcmad *d, bool configured, uint32_t want, uint32_t *slot, uint32_t *id)
 {
 	struct vcmad_guests *gs = &d->guests;
 	uint32_t i, others = 0;
@@ -76,6 +76,15 @@ static int take_slot(struct vcmad *d, bool configured, uint32_t *slot, uint32_t 
 		;
 	if (i == d->conf.max_guests)
 		return -ENOSPC;
+	if (want) {
+		if (want >= VCMAD_BALLOON_GUEST_BASE || vcmad_guest_find(d, want) || vcmad_vm_find(d, want))
+			return -EEXIST;
+		*slot = i;
+		*id = want;
+		if (gs->next_id <= want && want < VCMAD_BALLOON_GUEST_BASE - 1)
+			gs->next_id = want + 1; /* new guests' ids follow the restored ones' */
+		return 0;
+	}
 	/* ids above VCMAD_BALLOON_GUEST_BASE name balloon lenders in the frame map */
 	for (uint32_t tries = 0; tries < VCMAD_BALLOON_GUEST_BASE; tries++) {
 		uint32_t cand = gs->next_id;
@@ -145,8 +154,11 @@ static const struct vcmad_requester_ops guest_rq_ops = {
 
 /* ---- lifecycle ---- */
 
-struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const char *name, const char *devclass,
-				    const struct vcmad_guest_conf *gc, uint32_t uid, int32_t *status)
+/* A guest in a slot: id picked (want 0) or the one given (a restored guest's: -EEXIST
+ * if taken); recorded as rec says, or as a new guest of l's kind. */
+static struct vcmad_guest *guest_create(struct vcmad *d, struct vcmad_link *l, const char *name,
+					const char *devclass, const struct vcmad_guest_conf *gc, uint32_t uid,
+					uint32_t want, const struct vcmad_durable_guest *rec, int32_t *status)
 {
 	struct vcmad_guest *g = calloc(1, sizeof(*g));
 	uint32_t slot;
@@ -154,7 +166,7 @@ struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const
 	*status = VCMA_ST_NO_MEMORY;
 	if (!g)
 		return NULL;
-	if (take_slot(d, gc != NULL, &slot, &g->id)) {
+	if (take_slot(d, gc != NULL, want, &slot, &g->id)) {
 		*status = VCMA_ST_LIMIT;
 		free(g);
 		return NULL;
@@ -174,7 +186,9 @@ struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const
 	g->tokens_at = vcmad_now(d);
 	d->guests.slot[slot] = g;
 	d->guests.n++;
-	{
+	if (rec) {
+		vcmad_durable_guest_new(d, rec);
+	} else {
 		struct vcmad_durable_guest dg = { .id = g->id, .link = l->ops->kind, .uid = uid };
 
 		snprintf(dg.name, sizeof(dg.name), "%s", g->name);
@@ -183,6 +197,19 @@ struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const
 	}
 	*status = VCMA_ST_OK;
 	return g;
+}
+
+struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const char *name, const char *devclass,
+				    const struct vcmad_guest_conf *gc, uint32_t uid, int32_t *status)
+{
+	return guest_create(d, l, name, devclass, gc, uid, 0, NULL, status);
+}
+
+struct vcmad_guest *vcmad_guest_restore(struct vcmad *d, struct vcmad_link *l, const struct vcmad_durable_guest *rec,
+					int32_t *status)
+{
+	return guest_create(d, l, rec->name, rec->class_name, vcmad_guest_known(d, rec->name), rec->uid, rec->id, rec,
+			    status);
 }
 
 int vcmad_guest_ring_init(struct vcmad_guest *g, void *base, uint64_t size, uint64_t window_off, uint64_t window_size)

@@ -52,6 +52,7 @@ struct vcmad_guest {
 	bool dead;   /* detached; freed at the end of the loop iteration */
 	struct vcmad_guest *next_run;
 	struct vcmad_guest_stats stats;
+	uint8_t token[16]; /* sim: the reattach token it was given (PROTOCOL.md §9.1); all zero: none */
 };
 
 int vcmad_guests_init(struct vcmad *d);
@@ -62,6 +63,11 @@ void vcmad_guests_fini(struct vcmad *d);
  * (VCMA_ST_LIMIT, VCMA_ST_NO_MEMORY). */
 struct vcmad_guest *vcmad_guest_new(struct vcmad *d, struct vcmad_link *l, const char *name, const char *devclass,
 				    const struct vcmad_guest_conf *gc, uint32_t uid, int32_t *status);
+/* A guest taken back after a restart (restore.c): the recorded id, name, class and
+ * identity (rec), on link l (the restore link until it is back), not yet serving. */
+struct vcmad_durable_guest;
+struct vcmad_guest *vcmad_guest_restore(struct vcmad *d, struct vcmad_link *l, const struct vcmad_durable_guest *rec,
+					int32_t *status);
 /* Lay out its ring in shared memory [base, base+size), with an optional DMA window. */
 int vcmad_guest_ring_init(struct vcmad_guest *g, void *base, uint64_t size, uint64_t window_off,
 			  uint64_t window_size);

@@ -71,8 +71,8 @@ static void relend_cb(struct vcma_timer *t)
 	struct vcmad *d = (struct vcmad *)((char *)t - offsetof(struct vcmad, relend.timer));
 	uint64_t now = vcmad_now(d), due;
 
-	if (d->vacate.jobs || d->stop)
-		return; /* a job's end kicks the timer again */
+	if (d->vacate.jobs || d->stop || d->restore.vms_waiting)
+		return; /* a job's end, or the last VM taken back after a restart, kicks the timer again */
 	due = due_ns(d);
 	if (due == UINT64_MAX)
 		return;

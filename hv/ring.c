@@ -68,6 +68,8 @@ int vcma_ring_host_init(struct vcma_ring_host *r, void *base, uint64_t size, con
 
 void vcma_ring_host_set_state(struct vcma_ring_host *r, enum vcma_ctrl_state st)
 {
+	if (!r->ctrl)
+		return; /* no area laid out (a guest taken back after a restart, not back yet) */
 	vcma_store_release(&r->ctrl->state, (uint32_t)st);
 }
 
@@ -117,6 +119,10 @@ int vcma_req_check(const struct vcma_req *q, const char **why)
 
 int vcma_ring_host_respond(struct vcma_ring_host *r, const struct vcma_rsp *rsp, bool *notify)
 {
+	if (!r->ctrl) { /* no area laid out (a guest taken back after a restart, not back yet) */
+		*notify = false;
+		return -ENODEV;
+	}
 	uint32_t old = r->rsp_prod_pvt;
 
 	*notify = false;
@@ -132,8 +138,12 @@ int vcma_ring_host_respond(struct vcma_ring_host *r, const struct vcma_rsp *rsp,
 
 uint32_t vcma_ring_host_pending(const struct vcma_ring_host *r)
 {
-	uint32_t prod = vcma_load_acquire(&r->req->req_prod);
-	uint32_t n = prod - r->req_cons;
+	uint32_t prod, n;
+
+	if (!r->ctrl)
+		return 0; /* no area laid out (a guest taken back after a restart, not back yet) */
+	prod = vcma_load_acquire(&r->req->req_prod);
+	n = prod - r->req_cons;
 
 	return n > r->slots ? r->slots : n;
 }
@@ -146,6 +156,8 @@ int vcma_ring_host_process(struct vcma_ring_host *r, uint32_t budget, vcma_req_f
 	*notify = false;
 	*more = false;
 	*why = NULL;
+	if (!r->ctrl)
+		return 0; /* no area laid out (a guest taken back after a restart, not back yet) */
 	/* read the producer index once; the slots it covers are read after it */
 	prod = vcma_load_acquire(&r->req->req_prod);
 	if (prod - r->rsp_prod_pvt > r->slots) {
@@ -189,6 +201,10 @@ int vcma_ring_host_process(struct vcma_ring_host *r, uint32_t budget, vcma_req_f
 
 int vcma_ring_host_post_event(struct vcma_ring_host *r, const struct vcma_evt *e, bool *notify)
 {
+	if (!r->ctrl) { /* no area laid out (a guest taken back after a restart, not back yet) */
+		*notify = false;
+		return -ENODEV;
+	}
 	uint32_t cons = vcma_read_once(&r->evh->evt_cons), old = r->evt_prod_pvt;
 
 	*notify = false;

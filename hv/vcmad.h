@@ -32,6 +32,7 @@
 #include "core.h"
 #include "link_ops.h"
 #include "loop.h"
+#include "restore.h"
 
 struct vcmad_ctl;
 struct vcmad_libvirt;
@@ -174,6 +175,7 @@ struct vcmad_durable {
 	bool turn_failed;         /* a put or del of this turn failed */
 	int lock_fd;              /* DIR/vcmad.lock, held while running (locked) */
 	bool locked;
+	bool previous;            /* the store holds a previous run's guests, for restore.c to take back */
 	char dir[256];
 	struct vcmad_held_answer *held; /* answers to allocations granted this turn */
 	size_t nheld, held_cap;
@@ -198,6 +200,7 @@ struct vcmad {
 	struct vcmad_balloon balloon;
 	struct vcmad_held held;
 	struct vcmad_ctl *ctl; /* control socket (hv/ctl), NULL until started */
+	struct vcmad_restore restore; /* guests taken back after a restart (restore.h) */
 	struct vcmad_libvirt *libvirt; /* [libvirt] uri set and built with libvirt; else NULL */
 	int signal_fd;
 	struct vcma_watch signal_w;

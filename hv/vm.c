@@ -328,6 +328,122 @@ int vcmad_vm_new(struct vcmad *d, uint32_t id, const char *name, uint64_t ram_fr
 	return 0;
 }
 
+/* Back gfn with machine frame mfn, taken from whoever has it free: a pool frame is lent
+ * (used), an ordinary frame taken from the backend. -EEXIST if it is not free. */
+static int take_frame(struct vcmad_vm *vm, uint64_t gfn, uint64_t mfn)
+{
+	struct vcmad *d = vm->d;
+	struct vcma_pool *p = vcma_core_pool_of(&d->core, mfn);
+
+	if (p)
+		return vcma_pool_lend(p, mfn - p->fm.base, vm->ctl.id, gfn, true) ? -EEXIST : 0;
+	if (!d->be.type->mem->ram_take)
+		return -EOPNOTSUPP;
+	return d->be.type->mem->ram_take(&d->be, mfn, 1) ? -EEXIST : 0;
+}
+
+int vcmad_vm_restore(struct vcmad *d, uint32_t id, const char *name, uint64_t ram_frames, uint64_t *p2m,
+		     struct vcmad_vm **out)
+{
+	struct vcmad_vm *vm = calloc(1, sizeof(*vm));
+	int rc = 0;
+
+	if (!d->be.type->vm || !d->be.type->mem->ram_take) {
+		free(vm);
+		free(p2m);
+		return -EOPNOTSUPP;
+	}
+	if (!vm || !(vm->gflags = calloc(ram_frames, 1))) {
+		free(vm);
+		free(p2m);
+		return -ENOMEM;
+	}
+	vm->d = d;
+	vm->ctl.id = id;
+	vm->ctl.name = name;
+	vm->ctl.ev = &vm_events;
+	vm->ctl.ops = d->be.type->vm;
+	vm->p2m = p2m;
+	vm->no_lend = true; /* until its VMM is back */
+	vm->next = d->vms;
+	d->vms = vm;
+	vcma_core_batch_begin(&d->core);
+	for (uint64_t gfn = 0; gfn < ram_frames && !rc; gfn++) {
+		rc = take_frame(vm, gfn, p2m[gfn]);
+		if (!rc)
+			vm->ctl.ram_frames = gfn + 1; /* what release_ram gives back on failure */
+	}
+	vcma_core_batch_end(&d->core);
+	if (rc) {
+		release_ram(vm);
+		vm_unlink_free(vm);
+		return rc;
+	}
+	vcmad_durable_vm_new(d, &vm->durable, id, ram_frames, vm->p2m);
+	*out = vm;
+	return 0;
+}
+
+int vcmad_vm_adopt_p2m(struct vcmad_vm *vm, const struct vcmad_run *runs, uint32_t n, const char **why)
+{
+	struct vcmad *d = vm->d;
+	uint64_t next = 0, moved = 0;
+
+	*why = "";
+	for (uint32_t i = 0; i < n; i++) {
+		if (runs[i].gfn != next || !runs[i].count || runs[i].count > vm->ctl.ram_frames - next) {
+			*why = "its p2m does not cover its RAM exactly once, in order";
+			return -EINVAL;
+		}
+		if (runs[i].mfn > d->be.machine_bytes >> VCMA_PAGE_SHIFT ||
+		    runs[i].count > (d->be.machine_bytes >> VCMA_PAGE_SHIFT) - runs[i].mfn) {
+			*why = "its p2m runs outside machine memory";
+			return -EINVAL;
+		}
+		next += runs[i].count;
+	}
+	if (next != vm->ctl.ram_frames) {
+		*why = "its p2m does not cover its RAM";
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		for (uint64_t k = 0; k < runs[i].count; k++) {
+			uint64_t gfn = runs[i].gfn + k, mfn = runs[i].mfn + k, old = vm->p2m[gfn];
+			struct vcma_pool *p;
+
+			if (mfn == old)
+				continue;
+			/* the VMM applied a remap vcmad had not recorded: its frame is the newer,
+			 * if nobody else holds it */
+			if (mfn >= d->be.machine_bytes >> VCMA_PAGE_SHIFT || take_frame(vm, gfn, mfn)) {
+				*why = "its p2m puts a page on a frame someone else holds";
+				return -EEXIST;
+			}
+			p = vcma_core_pool_of(&d->core, old);
+			if (p) {
+				vcma_pool_unlend(p, old - p->fm.base);
+				vcmad_scrub_add(d, old, 1);
+			} else {
+				free_ordinary(d, &old, 1);
+			}
+			vm->p2m[gfn] = mfn;
+			vcmad_durable_p2m(&vm->durable, gfn, 1);
+			moved++;
+		}
+	if (moved)
+		log_notice("VM %u (%s): %llu page(s) were moved before vcmad restarted and not recorded: taken as the "
+			   "VMM has them", vm->ctl.id, vm->ctl.name, (unsigned long long)moved);
+	return 0;
+}
+
+void vcmad_vm_set_owner(struct vcmad_vm *vm, const struct vcmad_vm_owner_ops *owner, void *owner_arg)
+{
+	vm->owner = owner;
+	vm->owner_arg = owner_arg;
+	vm->no_lend = false;
+	vcmad_relend_kick(vm->d);
+}
+
 void vcmad_vm_free(struct vcmad_vm *vm)
 {
 	if (vm->ctl.ops && vm->ctl.ops->release)

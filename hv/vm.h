@@ -95,6 +95,20 @@ struct vcmad_vm {
  */
 int vcmad_vm_new(struct vcmad *d, uint32_t id, const char *name, uint64_t ram_frames,
 		 const struct vcmad_vm_owner_ops *owner, void *owner_arg, struct vcmad_vm **out);
+/*
+ * Taking VMs back after a restart (restore.c). vcmad_vm_restore: VM id's RAM where the
+ * record's p2m (malloc'd, ram_frames entries, taken over even on failure) puts it:
+ * pool frames lent used, ordinary frames taken from the backend; -EEXIST if a frame
+ * is not free. No owner (nobody is told about pins or loss) and no lending until
+ * vcmad_vm_set_owner. vcmad_vm_adopt_p2m: the VMM reattached with its p2m; where it
+ * differs (a remap it applied that vcmad had not recorded) its frame is taken if free
+ * and the recorded one released; else -EEXIST / -EINVAL with *why (the caller cuts the
+ * VM off: what was adopted so far is the VM's and goes with it).
+ */
+int vcmad_vm_restore(struct vcmad *d, uint32_t id, const char *name, uint64_t ram_frames, uint64_t *p2m,
+		     struct vcmad_vm **out);
+int vcmad_vm_adopt_p2m(struct vcmad_vm *vm, const struct vcmad_run *runs, uint32_t n, const char **why);
+void vcmad_vm_set_owner(struct vcmad_vm *vm, const struct vcmad_vm_owner_ops *owner, void *owner_arg);
 /* The VM is gone: its pool frames back to FREE (zeroed), its ordinary memory back to
  * the backend, quarantined frames unclaimed; the backend's state released. */
 void vcmad_vm_free(struct vcmad_vm *vm);

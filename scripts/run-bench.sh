@@ -22,6 +22,9 @@ echo
 echo "== dead guests: SIGKILL to regions and lent frames back in the pool (vcmad + libvcma + vcma-simvm, sim backend) =="
 python3 bench/bench-reclaim.py build-release "${quick[@]}"
 echo
+echo "== restart: a vcmad killed under VMs and regions takes them back (vcmad + vcma-simvm, sim backend) =="
+python3 bench/bench-restart.py build-release "${quick[@]}"
+echo
 echo "== ALLOC+FREE from a real guest: vcma.ko in Debian's kernel under QEMU (TCG) =="
 python3 bench/bench-qemu.py build-release/hv/vcmad . "${quick[@]}" || [ $? -eq 77 ]
 echo

@@ -13,9 +13,15 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	umount "$dir/run" 2>/dev/null || true
 	rm -rf "$dir"
 }
 trap cleanup EXIT
+# vcmad's runtime directory on a tmpfs, as /run is on a host: machine memory is a file
+# there (vcmad(8) STATE), and on a disk its pages would be written back to the disk
+mkdir "$dir/run"
+mount -t tmpfs -o size=4g,mode=0755 vcma-demo "$dir/run" 2>/dev/null ||
+	echo "(cannot mount a tmpfs for the runtime directory: it stays on $(stat -f -c %T "$dir"))"
 sed "s|^runtime_dir = .*|runtime_dir = $dir/run|" docs/examples/vcmad.conf > "$dir/vcmad.conf"
 export VCMA_SOCKET=$dir/run/vcmad.sock VCMA_CTL_SOCKET=$dir/run/vcmad-ctl.sock
 ctl() {

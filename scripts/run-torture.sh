@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The crash-torture test at full length (issue 16): vcmad killed with SIGKILL at a
 # random moment of a mixed workload CYCLES times (default 200), the state directory it
-# left checked after each crash (tests/integration/test_crash_torture.py says what).
-# The suite runs 20 cycles of it; this runs as many as asked, from SEED (default 1):
-# a failing cycle prints its seed, and `run-torture.sh 1 SEED` reruns it alone.
-# About 1 s per cycle on 2 cores.
+# left checked after each crash, and the restarted vcmad checked taking that state back
+# and reclaiming it after its grace period (tests/integration/test_crash_torture.py
+# says what). The suite runs 20 cycles of it; this runs as many as asked, from SEED
+# (default 1): a failing cycle prints its seed, and `run-torture.sh 1 SEED` reruns it
+# alone. About 1.5 s per cycle on 2 cores.
 #   run-torture.sh [CYCLES [SEED]]
 set -euo pipefail
 cd "$(dirname "$0")/.."

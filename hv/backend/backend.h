@@ -76,6 +76,9 @@ struct vcmad_mem_ops {
 	void (*ram_free)(struct vcmad_backend *be, const struct vcma_extent *runs, uint32_t nruns);
 	/* Ordinary frames free now. */
 	uint64_t (*ram_free_frames)(const struct vcmad_backend *be);
+	/* Optional (needed to take VMs back after a restart): take exactly these ordinary
+	 * frames, recorded as a VM's RAM. -ENOENT if any is not free. */
+	int (*ram_take)(struct vcmad_backend *be, uint64_t mfn, uint64_t count);
 	/* holds_frames only: the machine frame backing a held slot (0, or -ENOENT when
 	 * the slot's frame is not held: it is a guest's). */
 	int (*machine_frame)(const struct vcmad_backend *be, uint64_t slot, uint64_t *mfn);
@@ -174,6 +177,11 @@ struct vcmad_backend_type {
 struct vcmad_backend {
 	const struct vcmad_backend_type *type;
 	uint64_t machine_bytes;
+	/* Machine memory that outlives vcmad (set before init; "" = none): the sim backend
+	 * keeps it in this file, and init says whether it found it there from an earlier
+	 * run, contents kept (reopened), or made it anew (all zero). */
+	char mem_file[256];
+	bool mem_reopened;
 	struct vcma_loop *loop; /* vcmad's: timers for work that takes a while */
 	void *priv;             /* the backend's own state */
 };

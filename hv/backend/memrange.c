@@ -99,3 +99,48 @@ int vcma_memrange_alloc(struct vcma_memrange *m, uint64_t frames, struct vcma_ex
 	m->free_frames -= frames;
 	return (int)runs;
 }
+
+int vcma_memrange_take(struct vcma_memrange *m, uint64_t start, uint64_t count)
+{
+	uint32_t i = 0;
+	struct vcma_extent *e;
+	uint64_t end = start + count;
+
+	if (!count || end < start)
+		return -EINVAL;
+	while (i < m->n && m->ext[i].start + m->ext[i].count <= start)
+		i++;
+	if (i == m->n || m->ext[i].start > start || m->ext[i].start + m->ext[i].count < end)
+		return -ENOENT;
+	e = &m->ext[i];
+	if (e->start == start && e->count == count) {
+		memmove(&m->ext[i], &m->ext[i + 1], (m->n - i - 1) * sizeof(*m->ext));
+		m->n--;
+	} else if (e->start == start) {
+		e->start = end;
+		e->count -= count;
+	} else if (e->start + e->count == end) {
+		e->count -= count;
+	} else {
+		/* split: [e->start, start) and [end, old end) */
+		uint64_t old_end = e->start + e->count;
+
+		if (m->n == m->cap) {
+			uint32_t cap = m->cap ? m->cap * 2 : 16;
+			struct vcma_extent *ne = realloc(m->ext, cap * sizeof(*ne));
+
+			if (!ne)
+				return -ENOMEM;
+			m->ext = ne;
+			m->cap = cap;
+			e = &m->ext[i];
+		}
+		memmove(&m->ext[i + 2], &m->ext[i + 1], (m->n - i - 1) * sizeof(*m->ext));
+		e->count = start - e->start;
+		m->ext[i + 1].start = end;
+		m->ext[i + 1].count = old_end - end;
+		m->n++;
+	}
+	m->free_frames -= count;
+	return 0;
+}

@@ -25,5 +25,8 @@ int vcma_memrange_free(struct vcma_memrange *m, uint64_t start, uint64_t count);
 /* Take `frames` frames as at most max_runs extents, lowest addresses first; fills
  * out[] and returns the number of extents, or -ENOMEM (nothing taken). */
 int vcma_memrange_alloc(struct vcma_memrange *m, uint64_t frames, struct vcma_extent *out, uint32_t max_runs);
+/* Take exactly [start, start+count) (a VM's RAM taken back after a restart): -ENOENT
+ * unless all of it is free; -ENOMEM when splitting an extent needs memory. */
+int vcma_memrange_take(struct vcma_memrange *m, uint64_t start, uint64_t count);
 
 #endif

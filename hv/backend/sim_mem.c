@@ -1,8 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
- * sim_mem.c - the sim backend's machine memory: one sparse, sealed memfd. Pools and
- * ordinary memory are frame ranges of it; simulated VMs map their RAM from it frame
- * run by frame run as their p2m says (the VM control half is sim_vmm.c).
+ * sim_mem.c - the sim backend's machine memory: one sparse file. Pools and ordinary
+ * memory are frame ranges of it; simulated VMs map their RAM from it frame run by frame
+ * run as their p2m says (the VM control half is sim_vmm.c).
+ *
+ * Where: a sealed memfd when vcmad records no state (it dies with vcmad, as nothing
+ * could take it back), else be->mem_file (RUNTIME_DIR/machine.mem, tmpfs): like
+ * physical memory it outlives the daemon but not the host, so a restarted vcmad finds
+ * every VM's RAM and every region where its record says. A file cannot be sealed;
+ * only root and the VMMs vcmad hands it to (trusted as QEMU is) hold it, and the
+ * file is flock()ed so two vcmads never share one.
  *
  * Pool frames are zeroed by punching holes when they go idle (a region freed, a lent
  * frame given back), so idle pool memory holds no host RAM; frames about to be used (a
@@ -20,7 +27,11 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <unistd.h>
 
 #include "backend/sim_backend.h"
@@ -30,6 +41,7 @@
 
 struct sim_mem {
 	int fd;
+	int lock_fd; /* the file's flock, on an open of its own: VMMs share fd's description */
 	uint8_t *map; /* vcmad's own mapping of all of it */
 	struct vcma_memrange ordinary;
 };
@@ -125,9 +137,75 @@ static void sim_fini(struct vcmad_backend *be)
 		munmap(m->map, be->machine_bytes);
 	if (m->fd >= 0)
 		close(m->fd);
+	if (m->lock_fd >= 0)
+		close(m->lock_fd);
 	vcma_memrange_fini(&m->ordinary);
 	free(m);
 	be->priv = NULL;
+}
+
+/* The machine memory file: kept as it is when it has the right size (an earlier run's,
+ * for vcmad to take back or zero), else made anew. */
+static int open_file(struct vcmad_backend *be, struct sim_mem *m, uint64_t bytes)
+{
+	struct stat st;
+	int rc;
+
+	m->fd = open(be->mem_file, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (m->fd < 0) {
+		rc = -errno;
+		log_err("sim: cannot open machine memory %s: %s", be->mem_file, strerror(errno));
+		return rc;
+	}
+	/* a lock on fd itself would be held by every VMM it is passed to, and outlive
+	 * vcmad with them: the restarted vcmad could never take it */
+	m->lock_fd = open(be->mem_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (m->lock_fd < 0)
+		return -errno;
+	if (flock(m->lock_fd, LOCK_EX | LOCK_NB)) {
+		rc = -errno;
+		log_err("sim: machine memory %s is in use by another vcmad (%s)", be->mem_file, strerror(errno));
+		return rc == -EWOULDBLOCK ? -EBUSY : rc;
+	}
+	if (fstat(m->fd, &st))
+		return -errno;
+	if (!S_ISREG(st.st_mode)) {
+		log_err("sim: machine memory %s is not a regular file", be->mem_file);
+		return -EINVAL;
+	}
+	be->mem_reopened = st.st_size == (off_t)bytes;
+	if (!be->mem_reopened) {
+		if (st.st_size)
+			log_warn("sim: machine memory %s has %lld bytes, not %llu: made anew", be->mem_file,
+				 (long long)st.st_size, (unsigned long long)bytes);
+		if (ftruncate(m->fd, 0) || ftruncate(m->fd, (off_t)bytes))
+			return -errno;
+	}
+	if (fchmod(m->fd, 0600))
+		return -errno;
+	{
+		struct statfs fs;
+		uint64_t held = (uint64_t)st.st_blocks * 512, room;
+
+		if (fstatfs(m->fd, &fs))
+			return -errno;
+		/* a tmpfs that fills up makes the next page written fault (SIGBUS): it must
+		 * have room for all of machine memory (on tmpfs nothing is reserved by this) */
+		room = (uint64_t)fs.f_bavail * (uint64_t)fs.f_bsize + (be->mem_reopened ? held : 0);
+		if (room < bytes) {
+			log_err("sim: machine memory %s needs %llu MiB, and its filesystem has room for %llu MiB: give it "
+				"more room, or set [machine] file elsewhere", be->mem_file, (unsigned long long)(bytes >> 20),
+				(unsigned long long)(room >> 20));
+			return -ENOSPC;
+		}
+		/* /run is tmpfs on a host; a runtime_dir on a disk makes every page written
+		 * to machine memory a page the kernel writes back to that disk */
+		if (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC && fs.f_type != RAMFS_MAGIC)
+			log_warn("sim: machine memory %s is not on tmpfs (filesystem type %#lx): the kernel writes its "
+				 "pages back to that disk; put runtime_dir (or [machine] file) on tmpfs, as /run is",
+				 be->mem_file, (unsigned long)fs.f_type);
+	}
+	return 0;
 }
 
 static int sim_init(struct vcmad_backend *be, uint64_t bytes, const struct vcma_pool_range *pools, uint32_t npools)
@@ -139,18 +217,25 @@ static int sim_init(struct vcmad_backend *be, uint64_t bytes, const struct vcma_
 	if (!m)
 		return -ENOMEM;
 	be->priv = m;
-	m->fd = -1;
+	m->fd = m->lock_fd = -1;
 	vcma_memrange_init(&m->ordinary);
-	m->fd = memfd_create("vcma-machine", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (m->fd < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	/* F_SEAL_SEAL too: a VMM that maps it cannot seal vcmad out of writing or
-	 * punching it (PROTOCOL.md §8.4) */
-	if (ftruncate(m->fd, (off_t)bytes) || fcntl(m->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
-		rc = -errno;
-		goto fail;
+	if (be->mem_file[0]) {
+		rc = open_file(be, m, bytes);
+		if (rc)
+			goto fail;
+	} else {
+		m->fd = memfd_create("vcma-machine", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (m->fd < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		/* F_SEAL_SEAL too: a VMM that maps it cannot seal vcmad out of writing or
+		 * punching it (PROTOCOL.md §8.4) */
+		if (ftruncate(m->fd, (off_t)bytes) ||
+		    fcntl(m->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+			rc = -errno;
+			goto fail;
+		}
 	}
 	m->map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd, 0);
 	if (m->map == MAP_FAILED) {
@@ -205,6 +290,13 @@ static void sim_ram_free(struct vcmad_backend *be, const struct vcma_extent *run
 	}
 }
 
+static int sim_ram_take(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
+{
+	if (!in_range(be, mfn, count))
+		return -EINVAL;
+	return vcma_memrange_take(&sm(be)->ordinary, mfn, count);
+}
+
 static uint64_t sim_ram_free_frames(const struct vcmad_backend *be)
 {
 	return sm(be)->ordinary.free_frames;
@@ -226,6 +318,7 @@ static const struct vcmad_mem_ops sim_mem_ops = {
 	.ram_alloc = sim_ram_alloc,
 	.ram_free = sim_ram_free,
 	.ram_free_frames = sim_ram_free_frames,
+	.ram_take = sim_ram_take,
 };
 
 extern const struct vcmad_vm_ops vcmad_sim_vm_ops; /* sim_vmm.c */

@@ -422,6 +422,40 @@ int vcma_core_alloc_finish(struct vcma_core *core, struct vcma_alloc_plan *plan,
 	return 0;
 }
 
+int vcma_core_restore_region(struct vcma_core *core, const struct vcma_region *r)
+{
+	struct vcma_pool *p = r->pool < core->npools ? core->pool[r->pool] : NULL;
+	struct vcma_guest_usage *u;
+	uint64_t idx;
+	int rc;
+
+	if (!p || !r->nframes || r->mfn < p->fm.base || r->nframes > p->fm.nframes ||
+	    r->mfn - p->fm.base > p->fm.nframes - r->nframes)
+		return -ERANGE;
+	idx = r->mfn - p->fm.base;
+	u = usage_get(p, r->guest, &rc);
+	if (!u)
+		return rc;
+	rc = vcma_fmap_claim(&p->fm, idx, r->nframes);
+	if (!rc) {
+		rc = vcma_fmap_commit_region(&p->fm, idx, r->nframes, r->guest);
+		if (rc)
+			vcma_fmap_unclaim(&p->fm, idx, r->nframes);
+	}
+	if (!rc) {
+		rc = vcma_regions_insert_at(&core->regions, r);
+		if (rc)
+			vcma_fmap_release_region(&p->fm, idx, r->nframes);
+	}
+	if (rc) {
+		usage_put(p, u);
+		return rc == -EBUSY ? -EEXIST : rc;
+	}
+	u->bytes += r->nframes << VCMA_PAGE_SHIFT;
+	u->regions++;
+	return 0;
+}
+
 int vcma_core_alloc(struct vcma_core *core, const struct vcma_requester *who, const struct vcma_alloc_req *req,
 		    const struct vcma_vacate_ops *ops, struct vcma_region *out)
 {

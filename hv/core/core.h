@@ -145,6 +145,9 @@ int vcma_core_alloc_try(struct vcma_core *core, const struct vcma_requester *who
 void vcma_core_alloc_drop(struct vcma_core *core, struct vcma_alloc_plan *plan);
 
 /* Free a region of guest. -ENOENT for a stale, foreign or garbage handle. */
+/* Take back a region recorded before a restart, under its own handle and frames (all
+ * FREE: -EEXIST if any is not, -ERANGE outside its pool). */
+int vcma_core_restore_region(struct vcma_core *core, const struct vcma_region *r);
 int vcma_core_free(struct vcma_core *core, uint32_t guest, uint64_t handle);
 /*
  * A free in two steps, for a caller that releases the memory later (vcmad: after the

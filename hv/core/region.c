@@ -20,6 +20,7 @@ int vcma_regions_init(struct vcma_regions *t, uint32_t max_slots)
 		return -EINVAL;
 	t->max_slots = max_slots;
 	t->free_head = NO_SLOT;
+	t->gen_floor = 1;
 	return 0;
 }
 
@@ -27,6 +28,28 @@ void vcma_regions_fini(struct vcma_regions *t)
 {
 	free(t->slot);
 	memset(t, 0, sizeof(*t));
+}
+
+/* Make room for slots up to idx (exclusive of nothing: idx < max_slots). */
+static int grow(struct vcma_regions *t, uint32_t need)
+{
+	if (need > t->max_slots)
+		return -ENOSPC;
+	if (need > t->cap) {
+		uint32_t cap = t->cap ? t->cap : 64;
+		struct vcma_region_slot *ns;
+
+		while (cap < need)
+			cap *= 2;
+		if (cap > t->max_slots)
+			cap = t->max_slots;
+		ns = realloc(t->slot, (size_t)cap * sizeof(*ns));
+		if (!ns)
+			return -ENOMEM;
+		t->slot = ns;
+		t->cap = cap;
+	}
+	return 0;
 }
 
 static struct vcma_region_slot *slot_of(const struct vcma_regions *t, uint32_t guest, uint64_t handle)
@@ -42,31 +65,40 @@ static struct vcma_region_slot *slot_of(const struct vcma_regions *t, uint32_t g
 	return s;
 }
 
+/* The free list after restores: every free slot, lowest index first. */
+static void rebuild_free(struct vcma_regions *t)
+{
+	t->free_head = NO_SLOT;
+	for (uint32_t i = t->nslots; i-- > 0;)
+		if (!t->slot[i].live) {
+			t->slot[i].next_free = t->free_head;
+			t->free_head = i;
+		}
+	t->free_stale = 0;
+}
+
 int vcma_regions_insert(struct vcma_regions *t, struct vcma_region *r)
 {
 	struct vcma_region_slot *s;
 	uint32_t idx;
 
+	if (t->free_stale)
+		rebuild_free(t);
 	if (t->free_head != NO_SLOT) {
 		idx = t->free_head;
 		t->free_head = t->slot[idx].next_free;
+		if (t->slot[idx].gen < t->gen_floor)
+			t->slot[idx].gen = t->gen_floor; /* above every handle issued before a restart */
 	} else {
+		int rc;
+
 		if (t->nslots >= t->max_slots)
 			return -ENOSPC;
-		if (t->nslots == t->cap) {
-			uint32_t cap = t->cap ? t->cap * 2 : 64;
-			struct vcma_region_slot *ns;
-
-			if (cap > t->max_slots)
-				cap = t->max_slots;
-			ns = realloc(t->slot, (size_t)cap * sizeof(*ns));
-			if (!ns)
-				return -ENOMEM;
-			t->slot = ns;
-			t->cap = cap;
-		}
+		rc = grow(t, t->nslots + 1);
+		if (rc)
+			return rc;
 		idx = t->nslots++;
-		t->slot[idx].gen = 1;
+		t->slot[idx].gen = t->gen_floor;
 	}
 	s = &t->slot[idx];
 	s->live = 1;
@@ -75,6 +107,38 @@ int vcma_regions_insert(struct vcma_regions *t, struct vcma_region *r)
 	s->r.handle = (uint64_t)s->gen << 32 | idx;
 	r->handle = s->r.handle;
 	t->nlive++;
+	return 0;
+}
+
+int vcma_regions_insert_at(struct vcma_regions *t, const struct vcma_region *r)
+{
+	uint32_t idx = (uint32_t)r->handle, gen = (uint32_t)(r->handle >> 32);
+	struct vcma_region_slot *s;
+	int rc;
+
+	if (!gen || idx == NO_SLOT)
+		return -EINVAL;
+	if (idx >= t->nslots) {
+		rc = grow(t, idx + 1);
+		if (rc)
+			return rc;
+		for (uint32_t i = t->nslots; i < idx + 1; i++) {
+			t->slot[i].gen = t->gen_floor;
+			t->slot[i].live = 0;
+		}
+		t->nslots = idx + 1;
+	}
+	s = &t->slot[idx];
+	if (s->live)
+		return -EEXIST;
+	s->live = 1;
+	s->gen = gen;
+	s->next_free = NO_SLOT;
+	s->r = *r;
+	t->nlive++;
+	if (gen >= t->gen_floor)
+		t->gen_floor = gen == UINT32_MAX ? 1 : gen + 1;
+	t->free_stale = 1; /* rebuilt by the next insert */
 	return 0;
 }
 

@@ -36,6 +36,8 @@ struct vcma_regions {
 	uint32_t free_head; /* UINT32_MAX when empty */
 	uint32_t nlive;
 	uint32_t max_slots; /* hard bound on the table */
+	uint32_t gen_floor;  /* generation new slots start at (1; above every restored one) */
+	uint32_t free_stale; /* regions were restored: the free list is rebuilt first */
 };
 
 #define VCMA_REGIONS_DEFAULT_MAX (1u << 20)
@@ -46,6 +48,11 @@ void vcma_regions_fini(struct vcma_regions *t);
 /* Insert a copy of *r (handle field ignored); the new handle is stored in r->handle.
  * -ENOSPC when max_slots regions are live, -ENOMEM. */
 int vcma_regions_insert(struct vcma_regions *t, struct vcma_region *r);
+/* Insert *r under the handle it carries (a region taken back from vcmad's record after
+ * a restart): its slot must be free (-EEXIST otherwise), gen >= 1. Slots created on
+ * the way are free, and every slot made from now on starts above r's generation, so
+ * no handle issued before the restart is issued again to another region. */
+int vcma_regions_insert_at(struct vcma_regions *t, const struct vcma_region *r);
 /* The live region `handle` of `guest`, or NULL. */
 const struct vcma_region *vcma_regions_lookup(const struct vcma_regions *t, uint32_t guest,
 					      uint64_t handle);

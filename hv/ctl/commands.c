@@ -557,6 +557,11 @@ struct json_object *vcmad_ctl_alloc_answer(struct vcmad_ctl *ctl, struct vcmad_c
 		       "([limits] max_regions_per_guest, max_bytes_per_guest)", c->job_what, ctl->admin.nregions);
 		return NULL;
 	case -ESHUTDOWN: why = "vcmad is shutting down"; break;
+	case -EBUSY:
+		why = d->restore.vms_waiting ? "vcmad restarted and hands nothing out until the VMs it took back have "
+					       "reattached or been reclaimed (reattach_grace_ms)"
+					     : vcma_core_strerror(*err);
+		break;
 	default: why = vcma_core_strerror(*err); break;
 	}
 	setmsg(msg, msglen, "%s: %s", c->job_what, why);

@@ -22,6 +22,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -32,6 +33,8 @@
 #include "guest.h"
 #include "log.h"
 #include "peerfd.h"
+#include "restore.h"
+#include "link/sim_msg.h"
 #include "scrub.h"
 #include "vcma_name.h"
 #include "vcma_sim.h"
@@ -50,6 +53,11 @@ struct conn {
 	struct vcma_watch w;
 	uint64_t deadline_ns;
 	struct conn *next;
+	/* a VMM's REATTACH whose p2m messages are still coming in */
+	bool reattaching;
+	struct vcma_sim_reattach ra;
+	struct vcma_sim_run *runs;
+	uint32_t got;
 };
 
 struct sim_link {
@@ -80,6 +88,9 @@ static struct sim_guest *sg(const struct vcmad_guest *g)
 {
 	return g->link_priv;
 }
+
+static void collect(struct sim_link *sl, struct conn *c);
+static void reattach_begin(struct sim_link *sl, struct conn *c, const void *msg, size_t len);
 
 /* ---- guest I/O ---- */
 
@@ -449,6 +460,289 @@ fail:
 	return NULL;
 }
 
+/* A new reattach token for g, recorded, and sent (PROTOCOL.md §9.1, TOKEN). */
+static int send_token(struct vcmad *d, int fd, struct vcmad_guest *g)
+{
+	struct vcma_sim_token t = { .magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_TOKEN,
+				    .guest_id = g->id, .grace_ms = d->conf.reattach_grace_ms };
+	ssize_t n;
+
+	if (getrandom(g->token, sizeof(g->token), 0) != (ssize_t)sizeof(g->token))
+		return -EIO;
+	memcpy(t.token, g->token, sizeof(t.token));
+	vcmad_durable_guest_token(d, g->id, g->token);
+	n = send(fd, &t, sizeof(t), MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n != (ssize_t)sizeof(t))
+		return n < 0 ? -errno : -EIO;
+	return 0;
+}
+
+static int cmp_handle(const void *a, const void *b)
+{
+	const struct vcmad_run *x = a, *y = b;
+
+	return x->gfn < y->gfn ? -1 : x->gfn > y->gfn;
+}
+
+/* g's regions as runs {handle, first mfn, frames}, sorted by handle (*out malloc'd). */
+static int held_regions(struct vcmad *d, const struct vcmad_guest *g, struct vcmad_run **out, uint32_t *n)
+{
+	const struct vcma_region *r;
+	uint32_t cursor = 0, k = 0;
+	struct vcmad_run *v = calloc(g->rq.nregions + 1, sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	while ((r = vcma_regions_next(&d->core.regions, &cursor)))
+		if (r->guest == g->id && k < g->rq.nregions)
+			v[k++] = (struct vcmad_run){ .gfn = r->handle, .mfn = r->mfn, .count = r->nframes };
+	qsort(v, k, sizeof(*v), cmp_handle);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+static int send_regions(int sock, const struct vcmad_run *v, uint32_t n)
+{
+	struct vcma_sim_p2m *m = calloc(1, sizeof(*m));
+	uint32_t i = 0;
+	int rc = 0;
+
+	if (!m)
+		return -ENOMEM;
+	while (i < n && !rc) {
+		ssize_t k;
+
+		memset(m, 0, sizeof(*m));
+		m->magic = VCMA_SIM_MAGIC;
+		m->version = VCMA_SIM_VERSION;
+		m->type = VCMA_SIM_MSG_REGIONS;
+		for (; i < n && m->nruns < VCMA_SIM_P2M_RUNS; i++) {
+			m->run[m->nruns].gfn = v[i].gfn;
+			m->run[m->nruns].mfn = v[i].mfn;
+			m->run[m->nruns].count = v[i].count;
+			m->nruns++;
+		}
+		k = send(sock, m, sizeof(*m), MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k != (ssize_t)sizeof(*m))
+			rc = k < 0 ? -errno : -EIO;
+	}
+	free(m);
+	return rc;
+}
+
+static void conn_unlink(struct sim_link *sl, struct conn *c)
+{
+	for (struct conn **pp = &sl->conns; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	sl->nconns--;
+	vcma_loop_del(&sl->d->loop, &c->w);
+	free(c->runs);
+	free(c);
+}
+
+/* The guest taken back is this client again (PROTOCOL.md §9.1 "Restart and reattach"):
+ * a fresh ring, its regions, a VM's p2m as its VMM has it. */
+static void reattach(struct sim_link *sl, int fd, uint32_t uid, const struct vcma_sim_reattach *ra,
+		     const struct vcmad_run *runs, uint32_t nruns)
+{
+	struct vcmad *d = sl->d;
+	struct vcma_sim_attach_rsp rsp = {
+		.magic = VCMA_SIM_MAGIC, .version = VCMA_SIM_VERSION, .type = VCMA_SIM_MSG_ATTACH_RSP,
+	};
+	struct vcmad_guest *g = vcmad_restore_find(d, ra->guest_id);
+	bool vmm = ra->role == VCMA_SIM_ROLE_VMM;
+	struct vcmad_run *held = NULL;
+	uint32_t nheld = 0, cursor = 0;
+	const struct vcma_region *r;
+	const char *why = "";
+	struct sim_guest *s;
+	char name[VCMA_SIM_NAME_LEN + 1];
+	int fds[4], rc;
+
+	memcpy(name, ra->name, VCMA_SIM_NAME_LEN);
+	name[VCMA_SIM_NAME_LEN] = 0;
+	if (d->closing) {
+		refuse(d, fd, VCMA_ST_SHUTDOWN, "vcmad is shutting down");
+		close(fd);
+		return;
+	}
+	if (!g || !vcmad_restore_token_ok(g, ra->token) || strcmp(g->name, name) || g->uid != uid ||
+	    vmm != (g->vm != NULL) || (vmm && ra->ram_bytes != g->vm->ctl.ram_frames << VCMA_PAGE_SHIFT)) {
+		/* which of these did not match is not the client's business */
+		refuse(d, fd, VCMA_ST_NO_REGION, "reattach: no guest taken back with that id, token and identity");
+		close(fd);
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		refuse(d, fd, VCMA_ST_NO_MEMORY, "reattach: out of memory");
+		close(fd);
+		return;
+	}
+	s->sock = fd;
+	s->kick_fd = s->irq_fd = s->shm_fd = -1;
+	s->sock_w.fd = s->kick_w.fd = -1;
+	s->g = g;
+	/* until it is taken (below) the guest stays on the restore link: a failure here
+	 * reclaims it as one that never came back */
+	rc = guest_io(g, s);
+	if (rc)
+		why = "cannot set up its ring";
+	else if (vmm && (rc = vcmad_vm_adopt_p2m(g->vm, runs, nruns, &why)))
+		rc = VCMA_ST_INVALID; /* its p2m: not the host's failure */
+	if (rc) {
+		refuse(d, fd, rc == VCMA_ST_INVALID ? VCMA_ST_INVALID : VCMA_ST_INTERNAL, why);
+		close_io(d, s); /* fd too */
+		free(s);
+		vcmad_guest_detach(g, why);
+		return;
+	}
+	/* taken back: with the last VM, what nobody owns is zeroed (restore.h) */
+	vcmad_restore_take(g, sl->l, s);
+	g->role = vmm ? "vmm" : "guest";
+	if (vmm)
+		vcmad_vm_set_owner(g->vm, &vm_owner, g);
+	s->window_gpa = ((vmm ? ra->ram_bytes : 0) + (1ull << 30) - 1) & ~((1ull << 30) - 1);
+	if (s->window_gpa < (1ull << 30))
+		s->window_gpa = 1ull << 30;
+	while ((r = vcma_regions_next(&d->core.regions, &cursor)))
+		if (r->guest == g->id)
+			vcma_regions_set_gpa(&d->core.regions, g->id, r->handle, s->window_gpa + (r->mfn << VCMA_PAGE_SHIFT));
+	rc = held_regions(d, g, &held, &nheld);
+	if (rc) {
+		why = "out of memory";
+		goto fail;
+	}
+	rsp.status = VCMA_ST_OK;
+	rsp.guest_id = g->id;
+	rsp.shm_size = s->shm_size;
+	rsp.window_gpa = s->window_gpa;
+	rsp.nruns = nheld;
+	fds[0] = s->shm_fd;
+	fds[1] = s->kick_fd;
+	fds[2] = s->irq_fd;
+	rsp.nfds = 3;
+	if (vmm) {
+		rsp.ram_frames = g->vm->ctl.ram_frames;
+		rsp.machine_bytes = d->conf.machine_bytes;
+		fds[3] = vcmad_sim_memfd(&d->be);
+		rsp.nfds = 4;
+	}
+	rc = send_rsp(fd, &rsp, fds, rsp.nfds);
+	if (!rc)
+		rc = send_token(d, fd, g);
+	if (!rc)
+		rc = send_regions(fd, held, nheld);
+	free(held);
+	if (!rc)
+		rc = vcma_loop_add(&d->loop, &s->kick_w, s->kick_fd, EPOLLIN, kick_cb);
+	if (!rc)
+		rc = vmm ? vcmad_sim_vmm_start(&s->vmm, &g->vm->ctl, &d->loop, fd, d->conf.precopy ? ra->flags : 0)
+			 : vcma_loop_add(&d->loop, &s->sock_w, fd, EPOLLIN | EPOLLRDHUP, sock_cb);
+	if (rc) {
+		why = strerror(-rc);
+		goto fail_sent;
+	}
+	log_info("guest %u (%s) reattached %llu ms after the restart: %u region(s)%s kept", g->id, g->name,
+		 (unsigned long long)((vcmad_now(d) - d->restore.since_ns) / 1000000), nheld,
+		 vmm ? " and its RAM" : "");
+	vcmad_guest_started(g);
+	return;
+fail:
+	refuse(d, fd, VCMA_ST_INTERNAL, why);
+fail_sent:
+	log_warn("reattach %s: %s", g->name, why);
+	vcmad_guest_detach(g, "reattach failed"); /* closes fd with the guest's I/O */
+}
+
+/* A REATTACH arrived on c: a plain guest's is whole, a VMM's p2m follows. */
+static void reattach_begin(struct sim_link *sl, struct conn *c, const void *msg, size_t len)
+{
+	struct vcmad *d = sl->d;
+	const char *why;
+	int32_t status;
+	int fd = c->fd;
+
+	if (vcmad_sim_reattach_check(msg, len, d->conf.limits.max_ram, &c->ra, &status, &why)) {
+		conn_unlink(sl, c);
+		refuse(d, fd, status, why);
+		close(fd);
+		return;
+	}
+	if (c->ra.role != VCMA_SIM_ROLE_VMM) {
+		uint32_t uid = c->uid;
+		struct vcma_sim_reattach copy = c->ra;
+
+		conn_unlink(sl, c);
+		reattach(sl, fd, uid, &copy, NULL, 0);
+		return;
+	}
+	c->runs = calloc(c->ra.nruns, sizeof(*c->runs));
+	if (!c->runs) {
+		conn_unlink(sl, c);
+		refuse(d, fd, VCMA_ST_NO_MEMORY, "reattach: out of memory");
+		close(fd);
+		return;
+	}
+	c->reattaching = true;
+	c->got = 0;
+	collect(sl, c);
+}
+
+/* Read what has come of a reattaching VMM's p2m; the whole of it makes the reattach. */
+static void collect(struct sim_link *sl, struct conn *c)
+{
+	struct vcmad *d = sl->d;
+	struct vcma_sim_p2m m;
+	struct vcma_sim_run part[VCMA_SIM_P2M_RUNS];
+	const char *why;
+	uint32_t k;
+	int fd = c->fd;
+
+	while (c->got < c->ra.nruns) {
+		ssize_t n = recv(fd, &m, sizeof(m), MSG_DONTWAIT | MSG_TRUNC);
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return; /* more later (or the attach deadline closes it) */
+		if (n <= 0 || vcmad_sim_p2m_msg_check(&m, (size_t)n, c->ra.nruns - c->got, part, &k, &why)) {
+			conn_unlink(sl, c);
+			if (n > 0)
+				refuse(d, fd, VCMA_ST_INVALID, why);
+			close(fd);
+			return;
+		}
+		memcpy(&c->runs[c->got], part, k * sizeof(*part));
+		c->got += k;
+	}
+	if (vcmad_sim_p2m_check(c->runs, c->got, c->ra.ram_bytes / VCMA_PAGE_SIZE, d->conf.machine_bytes / VCMA_PAGE_SIZE,
+				&why)) {
+		conn_unlink(sl, c);
+		refuse(d, fd, VCMA_ST_INVALID, why);
+		close(fd);
+		return;
+	}
+	{
+		struct vcma_sim_reattach ra = c->ra;
+		struct vcmad_run *runs = calloc(c->got + 1, sizeof(*runs));
+		uint32_t uid = c->uid, n = c->got;
+
+		for (uint32_t i = 0; runs && i < n; i++)
+			runs[i] = (struct vcmad_run){ c->runs[i].gfn, c->runs[i].mfn, c->runs[i].count };
+		conn_unlink(sl, c);
+		if (!runs) {
+			refuse(d, fd, VCMA_ST_NO_MEMORY, "reattach: out of memory");
+			close(fd);
+			return;
+		}
+		reattach(sl, fd, uid, &ra, runs, n);
+		free(runs);
+	}
+}
+
 static void attach(struct sim_link *sl, struct conn *c)
 {
 	struct vcmad *d = sl->d;
@@ -468,18 +762,20 @@ static void attach(struct sim_link *sl, struct conn *c)
 	char msg[160];
 	ssize_t n;
 
+	if (c->reattaching) {
+		collect(sl, c);
+		return;
+	}
 	n = recv(fd, &a, sizeof(a), MSG_DONTWAIT | MSG_TRUNC);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
+	if (n == (ssize_t)sizeof(struct vcma_sim_reattach) && a.magic == VCMA_SIM_MAGIC &&
+	    a.type == VCMA_SIM_MSG_REATTACH) {
+		reattach_begin(sl, c, &a, (size_t)n);
+		return;
+	}
 	/* from here on the connection either becomes a guest or is closed */
-	for (struct conn **pp = &sl->conns; *pp; pp = &(*pp)->next)
-		if (*pp == c) {
-			*pp = c->next;
-			break;
-		}
-	sl->nconns--;
-	vcma_loop_del(&d->loop, &c->w);
-	free(c);
+	conn_unlink(sl, c);
 	if (n != (ssize_t)sizeof(a)) {
 		if (n != 0)
 			refuse(d, fd, VCMA_ST_INVALID, "attach message of the wrong size");
@@ -487,7 +783,7 @@ static void attach(struct sim_link *sl, struct conn *c)
 		return;
 	}
 	if (a.magic != VCMA_SIM_MAGIC || a.type != VCMA_SIM_MSG_ATTACH ||
-	    (a.flags & ~(a.role == VCMA_SIM_ROLE_VMM ? VCMA_SIM_F_ALL : 0u))) {
+	    (a.flags & ~(a.role == VCMA_SIM_ROLE_VMM ? VCMA_SIM_F_ALL : VCMA_SIM_F_GUEST))) {
 		refuse(d, fd, VCMA_ST_INVALID, "bad magic, type or flags in attach message");
 		close(fd);
 		return;
@@ -513,6 +809,10 @@ static void attach(struct sim_link *sl, struct conn *c)
 		return;
 	}
 	status = identity(d, uid, &a, &gc, &why);
+	if (status == VCMA_ST_OK && a.role == VCMA_SIM_ROLE_VMM && vcmad_restore_holding(d)) {
+		status = VCMA_ST_BUSY;
+		why = "vcmad is waiting for the VMs it took back after a restart";
+	}
 	if (status == VCMA_ST_OK && a.role == VCMA_SIM_ROLE_VMM && vcmad_sim_memfd(&d->be) < 0) {
 		status = VCMA_ST_ACCESS;
 		why = "the backend has no simulated machine memory to map";
@@ -551,6 +851,8 @@ static void attach(struct sim_link *sl, struct conn *c)
 	}
 	if (!rc)
 		rc = send_rsp(fd, &rsp, fds, rsp.nfds);
+	if (!rc && (a.flags & VCMA_SIM_F_REATTACH))
+		rc = send_token(d, fd, g);
 	if (!rc && g->vm)
 		rc = send_p2m(fd, runs, nruns);
 	free(runs);
@@ -590,6 +892,7 @@ static void conn_close(struct sim_link *sl, struct conn *c)
 	sl->nconns--;
 	vcma_loop_del(&sl->d->loop, &c->w);
 	close(c->fd);
+	free(c->runs);
 	free(c);
 }
 

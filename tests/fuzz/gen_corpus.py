@@ -152,6 +152,50 @@ VMM = {
 }
 
 
+# ---- fuzz_reattach.c: byte 0 picks the check, then its parameters and the message ----
+def reattach_msg(role=2, flags=0x7, guest_id=3, nruns=2, ram=1 << 22, token=b'\x11' * 16, name=b'vm1',
+                 version=1, type=5):
+    return (struct.pack('<IHHIIIIQ', 0x4d495356, version, type, role, flags, guest_id, nruns, ram) + token +
+            name.ljust(32, b'\0'))
+
+
+def p2m_msg(runs, nruns=None, type=3, pad=0):
+    body = b''.join(struct.pack('<QQQ', *r) for r in runs)
+    return struct.pack('<IHHII', 0x4d495356, 1, type, len(runs) if nruns is None else nruns, pad) + \
+        body.ljust(24 * 128, b'\0')
+
+
+def reattach_in(msg, max_ram=1 << 32, misalign=0):
+    return bytes([0, misalign]) + struct.pack('<Q', max_ram) + msg
+
+
+def p2m_msg_in(msg, room=128, misalign=0):
+    return bytes([1, misalign]) + struct.pack('<I', room) + msg
+
+
+def p2m_in(runs, ram=1024, machine=1 << 20):
+    return bytes([2]) + struct.pack('<QQ', ram, machine) + b''.join(struct.pack('<QQQ', *r) for r in runs)
+
+
+REATTACH = {
+    'vmm': reattach_in(reattach_msg()),
+    'guest': reattach_in(reattach_msg(role=1, flags=4, nruns=0, ram=0), misalign=3),
+    'bad_version': reattach_in(reattach_msg(version=2)),
+    'bad_flags': reattach_in(reattach_msg(flags=0x80)),
+    'bad_name': reattach_in(reattach_msg(name=b'a b')),
+    'bad_ram': reattach_in(reattach_msg(ram=(1 << 22) + 1)),
+    'too_many_runs': reattach_in(reattach_msg(nruns=1025)),
+    'p2m_msg': p2m_msg_in(p2m_msg([(0, 5, 512), (512, 9000, 512)])),
+    'p2m_msg_room': p2m_msg_in(p2m_msg([(0, 5, 512), (512, 9000, 512)]), room=1),
+    'p2m_msg_tail': p2m_msg_in(p2m_msg([(0, 5, 1)], nruns=0)),
+    'p2m_msg_type': p2m_msg_in(p2m_msg([(0, 5, 1)], type=6), misalign=7),
+    'p2m': p2m_in([(0, 5, 512), (512, 9000, 512)]),
+    'p2m_gap': p2m_in([(0, 5, 512), (513, 9000, 511)]),
+    'p2m_wrap': p2m_in([(0, (1 << 64) - 8, 16), (16, 0, 1008)]),
+    'p2m_short': p2m_in([(0, 5, 1000)]),
+}
+
+
 def write(sub, name, data):
     d = os.path.join(OUT, sub)
     os.makedirs(d, exist_ok=True)
@@ -170,3 +214,5 @@ for name, data in CONFIG.items():
     write('config', name, data)
 for name, data in VMM.items():
     write('vmm', name, data)
+for name, data in REATTACH.items():
+    write('reattach', name, data)

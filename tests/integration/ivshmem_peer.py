@@ -5,10 +5,14 @@ own so it can be killed. Connects to SOCKET, says HELLO, allocates COUNT regions
 SIZE_MIB from POOL, writes every byte of each (the pages become resident in the BAR's
 memfd, as a device's DMA would make them), prints "ready" and waits to be killed.
 
-usage: ivshmem_peer.py SOCKET POOL SIZE_MIB COUNT
+usage: ivshmem_peer.py SOCKET POOL SIZE_MIB COUNT [outlive]
+
+With "outlive" it also does what QEMU does when its ivshmem server goes away: nothing
+(it keeps its BAR and runs on) until killed; without, it exits then.
 """
 import mmap
 import os
+import signal
 import socket
 import sys
 
@@ -19,6 +23,7 @@ from proto import Op  # noqa: E402
 from vcmatest import RingClient  # noqa: E402
 
 path, pool, size_mib, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+outlive = sys.argv[5:] == ["outlive"]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
 msgs = []
@@ -40,3 +45,5 @@ for i in range(count):
         m[at:at + len(chunk)] = chunk
 print("ready", flush=True)
 s.recv(1)  # vcmad never sends after the handshake: wait here until killed
+while outlive:
+    signal.pause()  # vcmad went away; QEMU runs on with its BAR

@@ -227,6 +227,9 @@ class SimMsg(enum.IntEnum):
     ATTACH = 1
     ATTACH_RSP = 2
     P2M = 3
+    TOKEN = 4
+    REATTACH = 5
+    REGIONS = 6
     # host -> VMM
     PAUSE = 10
     REMAP = 11
@@ -254,6 +257,17 @@ SIM_ATTACH_RSP = Layout("vcma_sim_attach_rsp", [
     ("nruns", "I"), ("nfds", "I"),
 ], defaults=dict(_SIM_HDR, type=SimMsg.ATTACH_RSP))
 
+SIM_F_REATTACH = 0x4  # attach flag, either role: send a TOKEN, keep the guest across a host restart
+
+SIM_TOKEN = Layout("vcma_sim_token", [
+    ("magic", "I"), ("version", "H"), ("type", "H"), ("guest_id", "I"), ("grace_ms", "I"), ("token", "16s"),
+], defaults=dict(_SIM_HDR, type=SimMsg.TOKEN))
+
+SIM_REATTACH = Layout("vcma_sim_reattach", [
+    ("magic", "I"), ("version", "H"), ("type", "H"), ("role", "I"), ("flags", "I"), ("guest_id", "I"),
+    ("nruns", "I"), ("ram_bytes", "Q"), ("token", "16s"), ("name", "%ds" % SIM_NAME_LEN),
+], defaults=dict(_SIM_HDR, type=SimMsg.REATTACH))
+
 SIM_RUN = Layout("vcma_sim_run", [("gfn", "Q"), ("mfn", "Q"), ("count", "Q")])
 
 # struct vcma_sim_p2m: this header, then nruns (at most SIM_P2M_RUNS) runs
@@ -268,9 +282,9 @@ SIM_MSG = Layout("vcma_sim_msg", [
 ], defaults=_SIM_HDR, tail="run", tail_count=0)
 
 
-def sim_attach(name, role=SimRole.GUEST, ram_bytes=0, devclass=b""):
+def sim_attach(name, role=SimRole.GUEST, ram_bytes=0, devclass=b"", flags=0):
     """The attach message a client sends first on vcmad.sock."""
-    return SIM_ATTACH.pack(role=role, ram_bytes=ram_bytes, name=name, devclass=devclass)
+    return SIM_ATTACH.pack(role=role, ram_bytes=ram_bytes, name=name, devclass=devclass, flags=flags)
 
 
 def sim_runs(data, off, n):
@@ -320,7 +334,8 @@ IVSHMEM_HANDSHAKE = (
 
 # ================= what test_proto_layout.py checks against the headers =================
 
-LAYOUTS = (CTRL, RING_HDR, REQ, RSP, EVT_HDR, EVT, SIM_ATTACH, SIM_ATTACH_RSP, SIM_RUN, SIM_P2M, SIM_MSG)
+LAYOUTS = (CTRL, RING_HDR, REQ, RSP, EVT_HDR, EVT, SIM_ATTACH, SIM_ATTACH_RSP, SIM_TOKEN, SIM_REATTACH, SIM_RUN, SIM_P2M,
+           SIM_MSG)
 
 # Python enum -> the C prefix of its members' names
 ENUMS = {State: "VCMA_STATE_", Feature: "VCMA_F_", Op: "VCMA_OP_", Status: "VCMA_ST_", Evt: "VCMA_EVT_",

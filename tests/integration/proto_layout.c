@@ -170,6 +170,26 @@ int main(void)
 	F(vcma_sim_p2m, pad);
 	T(vcma_sim_p2m, run);
 
+	S(vcma_sim_token);
+	F(vcma_sim_token, magic);
+	F(vcma_sim_token, version);
+	F(vcma_sim_token, type);
+	F(vcma_sim_token, guest_id);
+	F(vcma_sim_token, grace_ms);
+	F(vcma_sim_token, token);
+
+	S(vcma_sim_reattach);
+	F(vcma_sim_reattach, magic);
+	F(vcma_sim_reattach, version);
+	F(vcma_sim_reattach, type);
+	F(vcma_sim_reattach, role);
+	F(vcma_sim_reattach, flags);
+	F(vcma_sim_reattach, guest_id);
+	F(vcma_sim_reattach, nruns);
+	F(vcma_sim_reattach, ram_bytes);
+	F(vcma_sim_reattach, token);
+	F(vcma_sim_reattach, name);
+
 	S(vcma_sim_msg);
 	F(vcma_sim_msg, magic);
 	F(vcma_sim_msg, version);
@@ -195,6 +215,9 @@ int main(void)
 	E(VCMA_SIM_MSG_REPORT);
 	E(VCMA_SIM_MSG_REUSE);
 	E(VCMA_SIM_MSG_PIN);
+	E(VCMA_SIM_MSG_TOKEN);
+	E(VCMA_SIM_MSG_REATTACH);
+	E(VCMA_SIM_MSG_REGIONS);
 
 	C(VCMA_SIM_MAGIC);
 	C(VCMA_SIM_VERSION);

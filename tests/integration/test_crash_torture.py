@@ -1,22 +1,24 @@
 #!/usr/bin/env python3
 """The crash-torture test (issue 16): vcmad killed with SIGKILL at a random moment of a
-mixed workload, CYCLES times in the same state directory, and after each crash the state
-directory it left checked against what its guests were told. What can be checked before
-restart recovery exists (vcmad(8) STATE: a restarted vcmad moves the previous run's state
-aside whole and starts afresh).
+mixed workload, CYCLES times in the same state directory and machine memory; after each
+crash the state directory it left is checked against what its guests were told, and the
+restarted vcmad must take that state back (restore.h, PROTOCOL.md §9.1 "sim: restart and
+reattach"). The clients cannot reattach yet, so nobody comes back: the restarted vcmad
+holds what it took back for reattach_grace_ms, then reclaims all of it.
 
     test_crash_torture.py VCMAD SIMVM VCMACTL TORTURE_GUEST STATE_DUMP [CYCLES [SEED]]
 
 Each cycle (seed = SEED + cycle, printed; CYCLES=1 SEED=s reruns cycle s-SEED alone):
-vcmad starts (the first in a fresh directory, the others in the killed one's), three
-checksumming vcma-simvm VMs of 16 MiB attach with their RAM lent from the 64 MiB pool
-(lend_share 100%), and torture_guest allocates, fills, verifies and frees regions of
+vcmad runs (the first in a fresh directory, the others restarted in the killed one's),
+three checksumming vcma-simvm VMs of 16 MiB attach with their RAM lent from the 64 MiB
+pool (lend_share 100%), and torture_guest allocates, fills, verifies and frees regions of
 1-8 MiB, which vacates the VMs' pages; relend_idle_ms 20 lends them back in its idle
 moments. After a delay drawn from the seed (0.2-1.5 s) vcmad is killed. Then:
 
   verify      `vcmactl --json state verify` finds no violation (no frame owned twice,
               no gfn backed twice, owners known) and its counts are the records
-              state_dump reads; every VM's p2m covers its RAM exactly once
+              state_dump reads (the four guests of this cycle, no other); every VM's
+              p2m covers its RAM exactly once
   nothing lost every region torture_guest's log says was ANSWERED and not FREEING is
               recorded for it, at the machine frames it was answered with
   nothing extra the guest's recorded regions are exactly those, plus:
@@ -37,26 +39,49 @@ moments. After a delay drawn from the seed (0.2-1.5 s) vcmad is killed. Then:
               the guest got read as zeros and held its pattern when freed, and its
               "VERIFIED n bad" (the regions it still held, checked in the machine
               memory that outlives vcmad) says n = what it held, bad = 0
-  set aside   the next vcmad logs that it moved the state aside, with the counts and
-              the transaction the dump found, and that copy (STATE_DIR/previous-TXN)
-              verifies with the same counts; it is then deleted (disk use stays bounded)
 
-One line per cycle (seed, delay, regions answered/recorded, VM pages verified), and a
-final line with the totals; over the run the VMs' pages must have been moved (vacated
-or relent) and regions answered, or the workload did not do what it is for. The
-ALLOC and awaited FREE times the guest saw are reported (info), not asserted. The
-seed fixes the delay and the guest's choices, not the interleaving: a rerun cuts the
-workload at about the same point, not at the same instruction."""
+and vcmad is started again in the same directories (RUNTIME_DIR/machine.mem kept):
+
+  taken back  it logs that the store holds a previous run's ownership with the guest,
+              region and p2m run counts the dump found, and that it took back exactly
+              those guests, regions and VMs (every guest with a p2m); nothing is set
+              aside (no STATE_DIR/previous-*, no "kept as" line)
+  waiting     while they wait for a reattach (reattach_grace_ms, small here):
+              `vcmactl guests` lists exactly the recorded guests (same ids and names,
+              link "restored", each with its recorded regions and RAM), `vcmactl
+              regions` exactly the recorded regions (same handles, owners and frames),
+              the pool holds them and lends exactly the VMs' recorded pool frames, and
+              `vcmactl alloc` is refused with EBUSY (if the record had a VM). A check
+              whose answer differs fails unless vcmad had already logged the reclaim
+              (below) when the answer came back: then the grace period ended first (a
+              loaded machine), the cycle says so, and the next restarts get twice the
+              grace period, up to 4800 ms; past that the test fails
+  reclaimed   after the grace period, and not sooner than reattach_grace_ms after vcmad
+              was started, each of them is logged detached (not taken back within
+              reattach_grace_ms) with its regions freed and its RAM frames reclaimed,
+              memory is handed out again; then vcmad lists no guest and no
+              region, the pool has no region frame and no lent frame and is all free
+              once scrubbed, ordinary memory is all free again (as in the fresh vcmad),
+              stats count exactly those reclaims, the live state directory verifies
+              with no guest, region or p2m run left, and a test allocation succeeds
+              (and is freed) before the next cycle's workload starts
+
+One line per cycle (seed, delay, regions answered/recorded, VM pages verified, what the
+restart took back), and a final line with the totals; over the run the VMs' pages must
+have been moved (vacated or relent) and regions answered, or the workload did not do
+what it is for. The ALLOC and awaited FREE times the guest saw are reported (info), not
+asserted. The seed fixes the delay and the guest's choices, not the interleaving: a rerun
+cuts the workload at about the same point, not at the same instruction."""
 import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import time
 
-from vcmatest import Vcmad, check, fail, log, set_tools, simvm, vm_summary, wait_attached
+from vcmatest import (Vcmad, check, ctl, fail, lent, log, set_tools, simvm, vcmactl, vm_summary, wait_attached,
+                      wait_until)
 
 if len(sys.argv) < 6:
     fail("usage: test_crash_torture.py VCMAD SIMVM VCMACTL TORTURE_GUEST STATE_DUMP [CYCLES [SEED]]")
@@ -65,20 +90,35 @@ CYCLES = int(sys.argv[6]) if len(sys.argv) > 6 else 20
 SEED = int(sys.argv[7]) if len(sys.argv) > 7 else 1
 set_tools(vcmactl=VCMACTL, simvm=SIMVM)
 
-CONFIG = """
+GRACE_MS = 300  # reattach_grace_ms: nobody reattaches here, so every restart waits it out
+GRACE_MAX_MS = 4800  # raised (doubled) up to this when a loaded machine is too slow to check within it
+
+
+def config(grace_ms):
+    return """
 [daemon]
-lend_share = 100%
+lend_share = 100%%
 relend_idle_ms = 20
+reattach_grace_ms = %d
 [machine]
 memory = 256M
 [pool main]
 size = 64M
-"""
+""" % grace_ms
+
+
+POOL = "main"
 VMS = ("vm1", "vm2", "vm3")
 VM_FRAMES = 16 * 256  # 16 MiB
 GUEST_NAME = "torture"
-ASIDE_RE = re.compile(r"state: (\S+)/data\.mdb held a previous run's ownership \(transaction (\d+): (\d+) guest\(s\), "
-                      r"(\d+) region\(s\), (\d+) p2m run\(s\), (\d+) lender\(s\)\).* kept as (\S+)/data\.mdb")
+TAKING_RE = re.compile(r"state: (\S+)/data\.mdb holds a previous run's ownership \((\d+) guest\(s\), "
+                       r"(\d+) region\(s\), (\d+) p2m run\(s\)\) and its machine memory was kept: taking it back")
+TOOK_RE = re.compile(r"restore: took back (\d+) guest\(s\) with (\d+) region\(s\) and (\d+) VM\(s\); sim guests have "
+                     r"(\d+) ms to reattach")
+DETACHED_RE = re.compile(r"guest (\d+) \((\S*)\) detached \(not taken back within reattach_grace_ms of the restart\): "
+                         r"(?:(\d+) region\(s\) freed, (\d+) RAM frame\(s\) reclaimed|nothing to reclaim)")
+HANDING_OUT = "restore: every VM taken back is back or reclaimed: handing out memory again"
+ASIDE_MARK = "kept as "  # the set-aside's log line (durable.c set_aside): must not happen any more
 
 
 def verify(state_dir):
@@ -148,6 +188,191 @@ def check_p2m(by, guests_by_name, name, frames):
     return len(runs) if nxt == frames else None
 
 
+def pool_of(d):
+    return next((p for p in ctl(d, "pools")["pools"] if p["name"] == POOL), None)
+
+
+def what_was_recorded(by):
+    """What a restarted vcmad must take back, from the dump of the state a crash left."""
+    pool = next(p for p in by["pool"] if p["name"] == POOL)
+    base, end = pool["base_mfn"], pool["base_mfn"] + pool["frames"]
+    guests = {r["id"]: {"name": r["name"], "regions": 0, "region_frames": 0, "ram": 0} for r in by.get("guest", [])}
+    for r in by.get("region", []):
+        guests[r["guest"]]["regions"] += 1
+        guests[r["guest"]]["region_frames"] += r["frames"]
+    in_pool = 0  # VMs' RAM on pool frames: lent
+    for m in by.get("p2m", []):
+        guests[m["vm"]]["ram"] += m["count"]
+        in_pool += max(0, min(end, m["mfn"] + m["count"]) - max(base, m["mfn"]))
+    return {"guests": guests,
+            "regions": {r["handle"]: (r["guest"], r["pool"], r["first_mfn"], r["frames"])
+                        for r in by.get("region", [])},
+            "vms": {m["vm"] for m in by.get("p2m", [])},
+            "p2m_runs": len(by.get("p2m", [])),
+            "pool_id": pool["id"],
+            "region_frames": sum(r["frames"] for r in by.get("region", [])),
+            "lent": in_pool}
+
+
+class Late(Exception):
+    """The grace period ended before a check's answer came back: it shows nothing."""
+
+
+def restart_checks(d, cycle, seed, rec, mark, t_launch, t_ready, grace_ms, ordinary_free):
+    """The restarted vcmad d (started at t_launch or later with reattach_grace_ms
+    grace_ms, ready at t_ready) took back what the crash left (rec, what_was_recorded()),
+    held it while nobody reattached, and reclaimed all of it after the grace period.
+    Returns what it saw; "late" says the checks while waiting could not all be done
+    before the grace period ended (the machine is loaded): not a failure of vcmad's."""
+    where = "cycle %d (seed %d): restart" % (cycle, seed)
+    state = d.state_dir
+    ng, nr, nv = len(rec["guests"]), len(rec["regions"]), len(rec["vms"])
+
+    # ---- taken back, not set aside ----
+    text = d.log_since(mark)
+    m = TAKING_RE.search(text)
+    if not m or m.group(1) != state:
+        fail("%s: vcmad does not say it takes back the previous run's state in %s:\n%s" % (where, state, text[-3000:]))
+    got = tuple(int(x) for x in m.group(2, 3, 4))
+    if got != (ng, nr, rec["p2m_runs"]):
+        fail("%s: vcmad says the store holds %d guest(s), %d region(s), %d p2m run(s); the dump after the crash "
+             "found %d, %d, %d" % ((where,) + got + (ng, nr, rec["p2m_runs"])))
+    m = TOOK_RE.search(text)
+    if not m:
+        fail("%s: vcmad does not say it took the state back:\n%s" % (where, text[-3000:]))
+    got = tuple(int(x) for x in m.group(1, 2, 3, 4))
+    if got != (ng, nr, nv, grace_ms):
+        fail("%s: vcmad took back %d guest(s) with %d region(s) and %d VM(s), %d ms to reattach; the record has %d, "
+             "%d, %d (grace %d ms)" % ((where,) + got + (ng, nr, nv, grace_ms)))
+    aside = [p for p in os.listdir(state) if p.startswith("previous-")]
+    if aside or ASIDE_MARK in text:
+        fail("%s: the previous state was set aside (%s) although it was taken back:\n%s" % (where, aside, text[-3000:]))
+
+    # ---- while they wait for a reattach ----
+    def detached():
+        return {int(m.group(1)): m for m in DETACHED_RE.finditer(d.log_since(mark))}
+
+    def waiting(what, run, good, describe):
+        """run() while the restored guests wait: its result if good(result). If not, a
+        failure unless the grace period had ended by the time the answer came back
+        (the detach lines are logged in the turn that reclaims, before any later
+        answer): then Late. A passing check needs no such proof: after the grace
+        period every answer here differs from the record's."""
+        res = run()
+        if good(res):
+            return res
+        if not detached():
+            fail("%s: while the restored guests wait (%.0f ms after vcmad was ready, reattach_grace_ms %d), %s"
+                 % (where, (time.monotonic() - t_ready) * 1000, grace_ms, describe(res)))
+        raise Late("%s, %.0f ms after vcmad was ready" % (what, (time.monotonic() - t_ready) * 1000))
+
+    want_guests = {gid: (g["name"], "restored", g["regions"], g["region_frames"] * 4096, g["ram"] * 4096)
+                   for gid, g in rec["guests"].items()}
+    want_regions = {h: (g, POOL if p == rec["pool_id"] else "pool %d" % p, mfn, n)
+                    for h, (g, p, mfn, n) in rec["regions"].items()}
+
+    def guests_seen(gl):
+        return {g["id"]: (g["name"], g["link"], g["regions"], g["bytes"], g["ram_bytes"]) for g in gl}
+
+    def regions_seen(rl):
+        return {int(r["handle"], 16): (r["guest"], r["pool"], r["mfn"], r["frames"]) for r in rl["regions"]}
+
+    late = None
+    busy = "no VM in the record"
+    try:
+        waiting("guests", lambda: ctl(d, "guests")["guests"], lambda gl: guests_seen(gl) == want_guests,
+                lambda gl: "vcmactl guests lists (name, link, regions, bytes, RAM) %s, the record %s"
+                % (guests_seen(gl), want_guests))
+        waiting("regions", lambda: ctl(d, "regions"),
+                lambda rl: len(rl["regions"]) == rl["count"] == nr and regions_seen(rl) == want_regions,
+                lambda rl: "vcmactl regions lists %d: (guest, pool, mfn, frames) %s, the record %s"
+                % (rl["count"], {"%#x" % h: v for h, v in regions_seen(rl).items()},
+                   {"%#x" % h: v for h, v in want_regions.items()}))
+        waiting("pools", lambda: pool_of(d),
+                lambda p: (p["regions"], p["frames"]["region"], lent(p["frames"])) == (nr, rec["region_frames"],
+                                                                                       rec["lent"]),
+                lambda p: "pool %s holds %d region(s) on %d frame(s) and lends %d frame(s); the record has %d "
+                "region(s) on %d frame(s) and the VMs' RAM on %d of its frames"
+                % (POOL, p["regions"], p["frames"]["region"], lent(p["frames"]), nr, rec["region_frames"],
+                   rec["lent"]))
+        if nv:
+            def alloc():
+                r = vcmactl(d, "--json", "alloc", "1M")
+                if r.returncode == 0 and detached():  # granted after the grace period: give it back
+                    vcmactl(d, "free", json.loads(r.stdout)["handle"])
+                return r
+            waiting("alloc", alloc, lambda r: r.returncode == 1 and "(EBUSY)" in r.stderr,
+                    lambda r: "with %d restored VM(s) waiting, vcmactl alloc 1M was not refused with EBUSY: exit %d, "
+                    "%r %r" % (nv, r.returncode, r.stdout.strip(), r.stderr.strip()))
+            busy = "vcmactl alloc refused (EBUSY)"
+    except Late as e:
+        late = str(e)
+    checked_ms = (time.monotonic() - t_ready) * 1000
+
+    # ---- reclaimed after the grace period, not before ----
+    got = wait_until(lambda x: set(x) >= set(rec["guests"]), 10 + grace_ms / 1000,
+                     "every restored guest detached after reattach_grace_ms", probe=detached)
+    # the timer runs from after vcmad started (t_launch or later), and the lines are
+    # seen after they are logged: so no sooner than the grace period after t_launch
+    held_ms = (time.monotonic() - t_launch) * 1000
+    if held_ms < grace_ms:
+        fail("%s: the restored guests were reclaimed within %.0f ms of starting vcmad, before reattach_grace_ms %d "
+             "ended:\n%s" % (where, held_ms, grace_ms, d.log_since(mark)))
+    for gid, g in rec["guests"].items():
+        m = got[gid]
+        freed = (int(m.group(3)), int(m.group(4))) if m.group(3) is not None else (0, 0)
+        if m.group(2) != g["name"] or freed != (g["regions"], g["ram"]):
+            fail("%s: %s; the record gives guest %d (%s) %d region(s) and %d RAM frame(s)"
+                 % (where, m.group(0), gid, g["name"], g["regions"], g["ram"]))
+    if set(got) != set(rec["guests"]):
+        fail("%s: guests detached that were not taken back: %s" % (where, sorted(set(got) - set(rec["guests"]))))
+    gl = ctl(d, "guests")["guests"]
+    rl = ctl(d, "regions")
+    if gl or rl["count"] or rl["regions"]:
+        fail("%s: after the grace period vcmad still lists guest(s) %s and %d region(s) %s"
+             % (where, [(g["id"], g["name"], g["link"]) for g in gl], rl["count"], rl["regions"]))
+    p = pool_of(d)
+    if p["regions"] or p["frames"]["region"] or lent(p["frames"]):
+        fail("%s: after the grace period pool %s still has %d region(s), %d region frame(s), %d lent frame(s): %s"
+             % (where, POOL, p["regions"], p["frames"]["region"], lent(p["frames"]), p["frames"]))
+    wait_until(lambda f: f["free"] == f["total"], 10, "pool %s all free once the reclaimed frames are scrubbed" % POOL,
+               probe=lambda: pool_of(d)["frames"])
+    st = wait_until(lambda s: s["scrub_pending_frames"] == 0, 10, "the scrubber done",
+                    probe=lambda: ctl(d, "stats")["daemon"])
+    reclaims = sum(1 for g in rec["guests"].values() if g["regions"] or g["ram"])
+    want = (reclaims, nr, sum(g["ram"] for g in rec["guests"].values()), ordinary_free, 0, 0)
+    seen = (st["reclaims"], st["reclaimed_regions"], st["reclaimed_ram_frames"], st["ordinary_free_frames"],
+            st["guests"], st["regions"])
+    if seen != want:
+        fail("%s: stats after the grace period: (reclaims, regions, RAM frames reclaimed, ordinary frames free, "
+             "guests, regions) %s, expected %s" % (where, seen, want))
+    empty = {"guests": 0, "regions": 0, "p2m_runs": 0}
+
+    def state_now():
+        rc, v = verify(state)
+        return rc, v, {k: v.get("records", {}).get(k) for k in empty}
+
+    wait_until(lambda x: x[0] == 0 and x[1]["ok"] and x[1]["violations"] == 0 and x[2] == empty, 10,
+               "the state directory to verify with nothing of the old run left", probe=state_now)
+    aside = [x for x in os.listdir(state) if x.startswith("previous-")]
+    if aside:
+        fail("%s: previous-* in the state directory: %s" % (where, aside))
+    # memory is handed out again: an allocation goes through (and is given back), so the
+    # next cycle's VMMs may attach
+    r = vcmactl(d, "--json", "alloc", "1M")
+    if r.returncode != 0:
+        fail("%s: every restored guest is reclaimed, the pool is all free, and vcmactl alloc 1M still fails: exit %d, "
+             "%s\nvcmad's log since the restart:\n%s" % (where, r.returncode, r.stderr.strip(), d.log_since(mark)))
+    a = json.loads(r.stdout)
+    if vcmactl(d, "free", a["handle"]).returncode != 0:
+        fail("%s: vcmactl free %s failed" % (where, a["handle"]))
+    if nv and HANDING_OUT not in d.log_since(mark):
+        fail("%s: vcmad does not say it hands out memory again once the restored VMs are reclaimed:\n%s"
+             % (where, d.log_since(mark)))
+    return {"guests": ng, "regions": nr, "vms": nv, "busy": busy, "checked_ms": checked_ms, "held_ms": held_ms,
+            "late": late}
+
+
 lat = {"alloc": [], "free": []}  # microseconds, as the guest measured them (reported, not asserted)
 
 
@@ -157,34 +382,14 @@ def pct(v, p):
 
 
 totals = dict(answered=0, recorded=0, in_flight=0, free_kept=0, free_kept_answered=0, vm_pages=0, moved=0, pauses=0,
-              guest_verified=0)
-d = None
-prev = None  # what the last cycle's dump found, for the next vcmad's set-aside
+              guest_verified=0, taken_guests=0, taken_regions=0, taken_vms=0, busy=0, late=0)
 t_start = time.monotonic()
-for cycle in range(CYCLES + 1):
-    d = Vcmad(VCMAD, CONFIG, reuse=d)
-    state = d.state_dir
-    if prev is not None:
-        # the killed vcmad's state, moved aside whole by this one
-        m = ASIDE_RE.search(d.log_since(prev["mark"]))
-        if not m:
-            fail("cycle %d: the restarted vcmad does not say it moved the previous state aside:\n%s"
-                 % (cycle - 1, d.log_since(prev["mark"])[-2000:]))
-        txn, ng, nr, np, nl = (int(x) for x in m.group(2, 3, 4, 5, 6))
-        aside = m.group(7)
-        check((txn, ng, nr, np, nl) == (prev["txn"], prev["guests"], prev["regions"], prev["p2m"], prev["lenders"])
-              and os.path.dirname(aside) == state,
-              "cycle %d: the restarted vcmad moved the state aside as %s (transaction %d: %d guests, %d regions, "
-              "%d p2m runs, %d lenders), as the dump found it" % (cycle - 1, os.path.basename(aside), txn, ng, nr, np,
-                                                                  nl))
-        rc, va = verify(aside)
-        check(rc == 0 and va["ok"] and va["violations"] == 0 and va["records"] == prev["records"]
-              and va["last_txn"] == prev["txn"],
-              "cycle %d: the copy set aside verifies, with the counts verified after the crash" % (cycle - 1))
-        shutil.rmtree(aside)
-    if cycle == CYCLES:
-        break
-
+grace_ms = GRACE_MS
+d = Vcmad(VCMAD, config(grace_ms))
+state = d.state_dir
+# what is free of ordinary memory with nobody attached: so it must be after each reclaim
+ordinary_free = ctl(d, "stats")["daemon"]["ordinary_free_frames"]
+for cycle in range(CYCLES):
     seed = SEED + cycle
     rng = random.Random(seed)
     delay = rng.uniform(0.2, 1.5)
@@ -234,9 +439,9 @@ for cycle in range(CYCLES + 1):
               "guests": len(by.get("guest", [])), "regions": len(by.get("region", [])),
               "p2m_runs": len(by.get("p2m", [])), "lenders": len(by.get("lender", []))}
     if counts != v["records"] or set(guests_by_name) != set(VMS) | {GUEST_NAME} \
-            or guests_by_name[GUEST_NAME] != g["id"]:
+            or counts["guests"] != len(VMS) + 1 or guests_by_name[GUEST_NAME] != g["id"]:
         fail("cycle %d (seed %d): the dump (%s, guests %s) is not what verify counted (%s), or not these guests "
-             "(torture_guest is id %s)" % (cycle, seed, counts, guests_by_name, v["records"], g["id"]))
+             "(torture_guest is id %s)" % (cycle, seed, counts, by.get("guest"), v["records"], g["id"]))
     for name in VMS:
         if check_p2m(by, guests_by_name, name, VM_FRAMES) is None:
             fail("cycle %d (seed %d): %s's p2m does not cover its %d pages exactly once: %s"
@@ -275,13 +480,38 @@ for cycle in range(CYCLES + 1):
     if g["verified"] != (len(held), 0):
         fail("cycle %d (seed %d): torture_guest says VERIFIED %d %d; its log says it held %d region(s)"
              % (cycle, seed, g["verified"][0], g["verified"][1], len(held)))
+    if not os.path.exists(os.path.join(d.rundir, "machine.mem")):
+        fail("cycle %d (seed %d): the machine memory file %s/machine.mem did not outlive vcmad"
+             % (cycle, seed, d.rundir))
+
+    # the restart: the state taken back, held for the grace period, then reclaimed
+    rec = what_was_recorded(by)
+    t_launch = time.monotonic()
+    d = Vcmad(VCMAD, config(grace_ms), reuse=d)
+    t_ready = time.monotonic()
+    rs = restart_checks(d, cycle, seed, rec, mark, t_launch, t_ready, grace_ms, ordinary_free)
+    if rs["late"]:
+        # the machine is too loaded to list and allocate within the grace period: the
+        # next restarts get a longer one (bounded: this cannot hide a failure for long)
+        if grace_ms >= GRACE_MAX_MS:
+            fail("cycle %d (seed %d): restart: the checks while the restored guests wait did not fit in "
+                 "reattach_grace_ms %d (%s)" % (cycle, seed, grace_ms, rs["late"]))
+        log("cycle %d: the grace period of %d ms ended before the checks while waiting were done (%s): the next "
+            "restarts wait %d ms" % (cycle, grace_ms, rs["late"], grace_ms * 2))
+        grace_ms *= 2
+        totals["late"] += 1
 
     kept_answered = kept_freed & g["freed"]
     print("cycle %d: seed %d, crash after %.3f s: %d region(s) answered, %d held, %d recorded (%d in flight, %d "
           "freed but not yet committed, %d of them after the guest had the FREE's answer), txn %d; VMs verified "
-          "%d pages, moved %d in %d pause(s); guest verified %d region(s) after the crash: ok"
+          "%d pages, moved %d in %d pause(s); guest verified %d region(s) after the crash; restart took back %d "
+          "guests / %d regions / %d VMs (%s, checked in %.0f ms, reclaimed after %.0f ms), all reclaimed after "
+          "the grace period: ok"
           % (cycle, seed, delay, len(g["answered"]), len(held), len(recorded), len(unknown), len(kept_freed),
-             len(kept_answered), by["meta"][0]["last_txn"], vm_pages, moved, pauses, g["verified"][0]), flush=True)
+             len(kept_answered), by["meta"][0]["last_txn"], vm_pages, moved, pauses, g["verified"][0],
+             rs["guests"], rs["regions"], rs["vms"],
+             "not checked while waiting: the grace period ended first" if rs["late"] else rs["busy"],
+             rs["checked_ms"], rs["held_ms"]), flush=True)
     totals["answered"] += len(g["answered"])
     totals["recorded"] += len(recorded)
     totals["in_flight"] += len(unknown)
@@ -291,10 +521,12 @@ for cycle in range(CYCLES + 1):
     totals["moved"] += moved
     totals["pauses"] += pauses
     totals["guest_verified"] += g["verified"][0]
+    totals["taken_guests"] += rs["guests"]
+    totals["taken_regions"] += rs["regions"]
+    totals["taken_vms"] += rs["vms"]
+    totals["busy"] += rs["busy"] != "no VM in the record"
     lat["alloc"] += g["alloc_us"]
     lat["free"] += g["free_us"]
-    prev = {"mark": mark, "txn": by["meta"][0]["last_txn"], "guests": counts["guests"], "regions": counts["regions"],
-            "p2m": counts["p2m_runs"], "lenders": counts["lenders"], "records": v["records"]}
     if not os.environ.get("VCMA_TORTURE_KEEP"):
         os.unlink(glog)
 
@@ -305,10 +537,15 @@ log("as the guest saw them: ALLOC answered (1-8 MiB, vacating) p50 %d us, p99 %d
 check(totals["answered"] > 0 and totals["moved"] > 0,
       "the workload did its job: %d regions answered, %d VM pages moved (vacated or relent) over the run"
       % (totals["answered"], totals["moved"]))
+check(totals["taken_regions"] > 0 and totals["busy"] > 0,
+      "the restarts had something to take back: %d region(s) over the run, ALLOCs refused while VMs waited in %d "
+      "restart(s) (%d ran out of grace before the checks while waiting were done; reattach_grace_ms ended at %d)"
+      % (totals["taken_regions"], totals["busy"], totals["late"], grace_ms))
 print("crash-torture: %d cycle(s) from seed %d in %.0f s: no violation, nothing lost; %d region(s) answered, %d "
       "recorded at the crashes (%d in flight, %d freed but not yet committed, %d of them answered), %d held "
-      "region(s) verified after the crashes, VMs verified %d pages and moved %d in %d pause(s)"
+      "region(s) verified after the crashes, VMs verified %d pages and moved %d in %d pause(s); restarts took back "
+      "%d guests / %d regions / %d VMs, all reclaimed after the grace period"
       % (CYCLES, SEED, time.monotonic() - t_start, totals["answered"], totals["recorded"], totals["in_flight"],
          totals["free_kept"], totals["free_kept_answered"], totals["guest_verified"], totals["vm_pages"],
-         totals["moved"], totals["pauses"]))
+         totals["moved"], totals["pauses"], totals["taken_guests"], totals["taken_regions"], totals["taken_vms"]))
 print("PASS")

@@ -9,8 +9,14 @@ processes: a simulated VM lending pool frames and a guest holding regions.
   crash        after kill -9 the directory still holds exactly that: nothing answered
                was lost
   one vcmad    a second vcmad on the same state directory refuses to start
-  restart      a restarted vcmad moves the previous run's state aside whole (it still
-               verifies) and starts afresh
+  restart      a restarted vcmad takes the previous run back (machine memory is a file
+               that outlived it): every guest, region (same handle) and the VM's RAM;
+               allocations wait (EBUSY) while the VM is not back; a guest reattaches
+               with its token and gets its regions listed (a wrong token: NO_REGION);
+               the VM that never comes back is reclaimed after reattach_grace_ms; the
+               QEMU stand-in keeps its region until its process exits
+  host reboot  without the machine memory file the state is moved aside whole (it still
+               verifies), never over an earlier copy of the same name
   full disk    the state directory on a small tmpfs that fills up: the allocations that
                cannot be recorded are answered NO_SPACE, vcmad keeps serving frees, what
                was recorded before is intact, and once there is room again allocations
@@ -23,8 +29,8 @@ import sys
 import tempfile
 
 import proto
-from vcmatest import (RingClient, Vcmad, check, ctl, fail, lent, frames, log, partial, set_tools, sim_attach_raw, simvm,
-                      wait_until)
+from vcmatest import (RingClient, Vcmad, check, ctl, fail, lent, frames, log, partial, set_tools, sim_attach_raw,
+                      sim_reattach_raw, simvm, vcmactl, wait_until)
 
 VCMAD, SIMVM, VCMACTL = sys.argv[1], sys.argv[2], sys.argv[3]
 set_tools(vcmactl=VCMACTL, simvm=SIMVM)
@@ -33,6 +39,7 @@ CONFIG = """
 [daemon]
 lend_share = 100%
 relend_idle_ms = 50
+reattach_grace_ms = 3000
 [machine]
 memory = 256M
 [pool main]
@@ -70,8 +77,9 @@ def verify(state_dir):
 class Guest:
     """A guest driver over the raw ring: allocations and frees by hand."""
 
-    def __init__(self, d, name):
-        self.s, rsp, self.fds = sim_attach_raw(d.sock, name)
+    def __init__(self, d, name, flags=0):
+        self.s, rsp, self.fds = sim_attach_raw(d.sock, name, flags=flags)
+        self.id = rsp.guest_id
         self.m = mmap.mmap(self.fds[proto.SIM_FD_SHM], rsp.shm_size)
         self.ring = RingClient(self.m, self.fds[proto.SIM_FD_KICK], self.fds[proto.SIM_FD_IRQ])
         check(self.ring.hello().status == proto.Status.OK, "%s: HELLO" % name)
@@ -93,14 +101,16 @@ d = Vcmad(VCMAD, CONFIG)
 state = d.state_dir
 vm = simvm(d, "vm1", "--ram", "16M", "--alloc", "none", "--duration", "600", "--vcpus", "1")
 wait_until(lambda f: lent(f) == 4096, 30, "the VM's 16 MiB lent from the pool", probe=lambda: frames(d))
-g = Guest(d, "g1")
+g = Guest(d, "g1", flags=proto.SIM_F_REATTACH)
+check(g.s.token.guest_id == g.id and any(g.s.token.token) and g.s.token.grace_ms == 3000,
+      "g1: asked for it, a reattach token comes with the answer (grace %d ms)" % g.s.token.grace_ms)
 handles = []
 for i in range(6):
     r = g.alloc((i % 3 + 1) * MiB)
     check(r.status == proto.Status.OK, "g1: ALLOC %d MiB answered (handle %#x)" % (i % 3 + 1, r.handle))
     handles.append(r.handle)
 check(g.free(handles.pop(0)) == proto.Status.OK, "g1: one region freed")
-q = subprocess.Popen([sys.executable, PEER, os.path.join(d.rundir, "q0.ivshmem"), "main", "1", "1"],
+q = subprocess.Popen([sys.executable, PEER, os.path.join(d.rundir, "q0.ivshmem"), "main", "1", "1", "outlive"],
                      stdout=subprocess.PIPE, text=True)
 check(q.stdout.readline().strip() == "ready", "q0: a QEMU stand-in holds a 1 MiB region")
 
@@ -128,47 +138,89 @@ r = subprocess.run([VCMAD, "-c", os.path.join(other, "vcmad.conf"), "-r", os.pat
 check(r.returncode != 0 and "is in use by another vcmad, pid %d" % d.proc.pid in r.stdout + r.stderr,
       "one vcmad: a second one on the same state directory refuses to start, naming the first")
 
-# crash: every answered region is still recorded
+# crash: every answered region is still recorded (the QEMU stand-in lives on)
 d.kill()
 vm.kill()
 vm.wait()
-q.kill()
-q.wait()
+token = g.s.token.token
 g.close()
 rc, v2 = verify(state)
 check(rc == 0 and v2["ok"] and v2["records"] == v["records"],
       "crash: after kill -9 the state directory holds what was answered: %s" % v2["records"])
 
-# restart: the previous run is moved aside whole
+# restart: the previous run is taken back
 d = Vcmad(VCMAD, CONFIG, reuse=d)
 text = d.logtext()
-prev = [p for p in os.listdir(state) if p.startswith("previous-")]
-check(len(prev) == 1 and "taking guests back after a restart is not built yet" in text,
-      "restart: vcmad says it keeps the previous run's state aside (%s)" % prev)
-rc, vp = verify(os.path.join(state, prev[0]))
-check(rc == 0 and vp["records"]["regions"] == 6 and vp["records"]["guests"] == 3,
-      "restart: the previous run's state verifies: %s" % vp["records"])
-rc, vn = verify(state)
-check(rc == 0 and vn["records"]["regions"] == 0 and vn["records"]["guests"] == 0 and vn["records"]["pools"] == 1,
-      "restart: vcmad starts afresh: %s" % vn["records"])
-# a second crash: its copy is kept beside the first, whatever their transaction numbers
-g = Guest(d, "g3")
-check(g.alloc(MiB).status == proto.Status.OK, "restart: g3 holds a region")
-d.kill()
-g.close()
+check("its machine memory was kept: taking it back" in text
+      and "restore: took back 3 guest(s) with 6 region(s) and 1 VM(s)" in text,
+      "restart: vcmad takes back the 3 guests, 6 regions and the VM it recorded")
+check(not [p for p in os.listdir(state) if p.startswith("previous-")], "restart: nothing is set aside")
+gl = {x["name"]: x for x in ctl(d, "guests")["guests"]}
+check(set(gl) == {"vm1", "g1", "q0"}, "restart: vcmactl guests lists the guests taken back (%s)" % sorted(gl))
+r = vcmactl(d, "alloc", "1M")
+check(r.returncode != 0 and "busy" in (r.stdout + r.stderr).lower(),
+      "restart: an allocation waits (EBUSY) while the VM taken back is not back (%s)" % (r.stdout + r.stderr).strip())
+s_bad, rsp, fds, _, _ = sim_reattach_raw(d.sock, "g1", g.id, bytes(16))
+check(rsp.status == proto.Status.NO_REGION and not fds, "reattach: a wrong token is answered NO_REGION, no fds")
+s_bad.close()
+s2, rsp, fds, tok, regions = sim_reattach_raw(d.sock, "g1", g.id, token)
+check(rsp.status == proto.Status.OK and rsp.guest_id == g.id and len(fds) == 3,
+      "reattach: g1 is back with its token, the same id %d, a new area and eventfds" % rsp.guest_id)
+check(tok is not None and tok.token != token and any(tok.token), "reattach: a new token replaces the spent one")
+check(sorted(h for h, _, _ in regions) == sorted(handles),
+      "reattach: REGIONS lists exactly the handles g1 held (%s)" % [hex(h) for h, _, _ in regions])
+s_again, rsp_again, _, _, _ = sim_reattach_raw(d.sock, "g1", g.id, token)
+check(rsp_again.status == proto.Status.NO_REGION, "reattach: the spent token is refused")
+s_again.close()
+m2 = mmap.mmap(fds[proto.SIM_FD_SHM], rsp.shm_size)
+ring2 = RingClient(m2, fds[proto.SIM_FD_KICK], fds[proto.SIM_FD_IRQ])
+check(ring2.hello().status == proto.Status.OK, "reattach: HELLO on the new area")
+check(ring2.call(proto.Op.FREE, handle=handles[0]).status == proto.Status.OK,
+      "reattach: a region held before the restart is g1's: its FREE works")
+handles.pop(0)
+gone = wait_until(lambda t: "guest %d (vm1) detached (not taken back within reattach_grace_ms" % names["vm1"]["id"] in t,
+                  15, "vm1, never back, reclaimed after the grace period", probe=d.logtext)
+st = ring2.call(proto.Op.ALLOC, length=MiB).status
+check(st == proto.Status.OK, "restart: with the VM reclaimed, allocations are served again (status %d)" % st)
+sh = show(state)
+check({x["name"] for x in sh["guests"]} == {"g1", "q0"} and not sh["vms"],
+      "restart: the record now has g1 and q0 and no VM (%s)" % [x["name"] for x in sh["guests"]])
+check(any(r["guest"] == names["q0"]["id"] for r in sh["regions"]),
+      "restart: the QEMU stand-in, still running, keeps its region past the grace period")
+q.kill()
+q.wait()
+wait_until(lambda t: "(q0) detached (its QEMU exited)" in t, 15, "q0 reclaimed once its process exits",
+           probe=d.logtext)
+check(not any(r["guest"] == names["q0"]["id"] for r in show(state)["regions"]),
+      "restart: q0's region is gone from the record once its QEMU exited")
+d.kill()  # with g1 attached: its regions stay recorded
+m2.close()
+for fd in fds:
+    os.close(fd)
+s2.close()
+
+# host reboot: without the machine memory file nothing can be taken back; the state is
+# moved aside, never over an earlier copy of the same name
+os.unlink(os.path.join(d.rundir, "machine.mem"))
 txn = verify(state)[1]["last_txn"]
 taken = os.path.join(state, "previous-%d" % txn)  # as if an earlier run had ended on the same number
 os.makedirs(taken, exist_ok=True)
 with open(os.path.join(taken, "marker"), "w") as f:
     f.write("an earlier copy\n")
 d = Vcmad(VCMAD, CONFIG, reuse=d)
+text = d.logtext()
+check("but the machine memory it describes was not kept" in text, "host reboot: vcmad says why it sets the state aside")
 prev = sorted(p for p in os.listdir(state) if p.startswith("previous-") and os.path.exists(os.path.join(state, p,
                                                                                                      "data.mdb")))
-counts = sorted(verify(os.path.join(state, p))[1]["records"]["regions"] for p in prev)
-check(len(prev) == 2 and counts == [1, 6] and os.path.exists(os.path.join(taken, "marker"))
+check(len(prev) == 1 and os.path.exists(os.path.join(taken, "marker"))
       and os.path.exists(os.path.join(taken + ".1", "data.mdb")),
-      "restart: a second crash's copy goes beside the others, never over one of the same name (%s: %s regions)"
-      % (prev, counts))
+      "host reboot: the copy goes beside an earlier one of the same name, never over it (%s)" % prev)
+rc, vp = verify(os.path.join(state, prev[0]))
+check(rc == 0 and vp["records"]["regions"] == len(handles) + 1 and vp["records"]["guests"] == 1,
+      "host reboot: the copy set aside verifies (g1's regions): %s" % vp["records"])
+rc, vn = verify(state)
+check(rc == 0 and vn["records"]["regions"] == 0 and vn["records"]["guests"] == 0 and vn["records"]["pools"] == 1,
+      "host reboot: vcmad starts afresh: %s" % vn["records"])
 d.stop()
 
 # full disk: a state directory on a tmpfs of 256 KiB, the rest of it taken by a file

@@ -397,17 +397,49 @@ class RingClient:
         return self.call(proto.Op.HELLO, arg0=proto.VERSION, arg1=proto.FEATURES_KNOWN)
 
 
-def sim_attach_raw(sock_path, name, role=proto.SimRole.GUEST, ram_bytes=0, refused_ok=False):
+class _SimSocket(socket.socket):
+    """A sim attach socket that can carry the TOKEN it was given."""
+    token = None
+
+
+def sim_attach_raw(sock_path, name, role=proto.SimRole.GUEST, ram_bytes=0, refused_ok=False, flags=0):
     """Attach over the sim transport by hand: returns (socket, attach response, fds).
-    A refusal fails the test unless refused_ok."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    A refusal fails the test unless refused_ok. With flags SIM_F_REATTACH the TOKEN that
+    follows is read too, and the socket gets it as attribute `token` (the message)."""
+    s = _SimSocket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.connect(sock_path)
-    s.send(proto.sim_attach(name, role=role, ram_bytes=ram_bytes))
+    s.send(proto.sim_attach(name, role=role, ram_bytes=ram_bytes, flags=flags))
     msg, fds, _, _ = socket.recv_fds(s, 256, 8)
     rsp = proto.SIM_ATTACH_RSP.unpack(msg)
     if rsp.status != proto.Status.OK and not refused_ok:
         fail("%s: attach refused with status %d" % (name, rsp.status))
+    if rsp.status == proto.Status.OK and flags & proto.SIM_F_REATTACH:
+        s.settimeout(10)
+        s.token = proto.SIM_TOKEN.unpack(s.recv(256))
     return s, rsp, fds
+
+
+def sim_reattach_raw(sock_path, name, guest_id, token, role=proto.SimRole.GUEST, ram_bytes=0):
+    """REATTACH by hand (PROTOCOL.md 9.1, a GUEST's: no p2m): returns (socket, response,
+    fds, the new TOKEN message or None, [(handle, mfn, frames), ...] the REGIONS)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(sock_path)
+    s.settimeout(10)
+    s.send(proto.SIM_REATTACH.pack(role=role, flags=proto.SIM_F_REATTACH, guest_id=guest_id, nruns=0,
+                                   ram_bytes=ram_bytes, token=token, name=name.encode()))
+    msg, fds, _, _ = socket.recv_fds(s, 256, 8)
+    rsp = proto.SIM_ATTACH_RSP.unpack(msg)
+    if rsp.status != proto.Status.OK:
+        return s, rsp, fds, None, []
+    tok = proto.SIM_TOKEN.unpack(s.recv(256))
+    regions = []
+    while len(regions) < rsp.nruns:
+        data = s.recv(proto.SIM_P2M.size + proto.SIM_P2M_RUNS * proto.SIM_RUN.size)
+        h = proto.SIM_P2M.unpack(data)
+        if h.type != proto.SimMsg.REGIONS:
+            fail("%s: reattach: a message of type %d among the REGIONS" % (name, h.type))
+        regions += proto.sim_runs(data, proto.SIM_P2M.size, h.nruns)
+    return s, rsp, fds, tok, regions
 
 
 def query_pool(sock_path, pool):

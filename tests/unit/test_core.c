@@ -324,6 +324,43 @@ static void test_quota_counts_promises(void **state)
 	assert_null(vcma_pool_usage(p, 1));
 }
 
+/* A region recorded before a restart comes back under its handle and frames, counts
+ * against its guest's quota, and frees like any other; frames not free, or outside
+ * the pool, are refused with nothing changed. */
+static void test_restore_region(void **state)
+{
+	struct vcma_core *core = *state;
+	struct vcma_pool *p = vcma_core_pool_by_name(core, "main");
+	struct vcma_region r = { .handle = (uint64_t)5 << 32 | 2, .guest = 1, .pool = p->index,
+				 .mfn = p->fm.base + 1024, .nframes = 512 };
+	struct vcma_region clash = r, out = r, fresh;
+	struct vcma_pool_counts cnt;
+
+	assert_int_equal(vcma_core_restore_region(core, &r), 0);
+	assert_non_null(vcma_core_lookup(core, 1, r.handle));
+	assert_int_equal(vcma_core_lookup(core, 1, r.handle)->mfn, p->fm.base + 1024);
+	assert_int_equal(vcma_pool_usage(p, 1)->bytes, 2 * MiB);
+	assert_int_equal(vcma_pool_usage(p, 1)->regions, 1);
+	/* overlapping frames, another handle: refused, nothing changed */
+	clash.handle = (uint64_t)1 << 32 | 9;
+	clash.mfn += 256;
+	assert_int_equal(vcma_core_restore_region(core, &clash), -EEXIST);
+	out.handle = (uint64_t)1 << 32 | 10;
+	out.mfn = p->fm.base + p->fm.nframes - 10; /* runs past the pool */
+	assert_int_equal(vcma_core_restore_region(core, &out), -ERANGE);
+	vcma_pool_counts(p, &cnt);
+	assert_int_equal(cnt.region, 512);
+	assert_int_equal(cnt.regions, 1);
+	assert_int_equal(vcma_fmap_check(&p->fm), 0);
+	/* the quota (8M) counts it: 6M more fit, 7M do not */
+	assert_int_equal(alloc(core, &guest1, 7 * MiB, "main", NULL, &fresh), -EDQUOT);
+	assert_int_equal(alloc(core, &guest1, 6 * MiB, "main", NULL, &fresh), 0);
+	assert_true((fresh.handle >> 32) > 5); /* no handle from before the restart again */
+	assert_int_equal(vcma_core_free(core, 1, r.handle), 0);
+	assert_null(vcma_core_lookup(core, 1, r.handle));
+	assert_int_equal(vcma_fmap_check(&p->fm), 0);
+}
+
 static void test_bad_pools(void **unused)
 {
 	struct vcma_core core;
@@ -349,6 +386,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fragmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plans_side_by_side, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quota_counts_promises, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restore_region, setup, teardown),
 		cmocka_unit_test(test_bad_pools),
 	};
 

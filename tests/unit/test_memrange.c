@@ -51,11 +51,43 @@ static void test_runs_and_exhaustion(void **unused)
 	vcma_memrange_fini(&m);
 }
 
+/* A VM's recorded RAM taken back: exactly these frames, from the middle, an edge or a
+ * whole extent; anything not free is refused and nothing changes. */
+static void test_take(void **unused)
+{
+	struct vcma_memrange m;
+	struct vcma_extent out[4];
+
+	vcma_memrange_init(&m);
+	assert_int_equal(vcma_memrange_free(&m, 0, 100), 0);
+	assert_int_equal(vcma_memrange_free(&m, 200, 10), 0);
+	assert_int_equal(vcma_memrange_take(&m, 40, 10), 0); /* middle: a split */
+	assert_int_equal(m.n, 3);
+	assert_int_equal(m.free_frames, 100);
+	assert_int_equal(vcma_memrange_take(&m, 45, 1), -ENOENT); /* taken already */
+	assert_int_equal(vcma_memrange_take(&m, 95, 10), -ENOENT); /* runs past the extent */
+	assert_int_equal(vcma_memrange_take(&m, 150, 1), -ENOENT); /* never free */
+	assert_int_equal(vcma_memrange_take(&m, 0, 5), 0);         /* front edge */
+	assert_int_equal(vcma_memrange_take(&m, 95, 5), 0);        /* back edge */
+	assert_int_equal(vcma_memrange_take(&m, 200, 10), 0);      /* a whole extent */
+	assert_int_equal(vcma_memrange_take(&m, 0, 0), -EINVAL);
+	assert_int_equal(m.free_frames, 80);
+	assert_int_equal(m.n, 2);
+	/* what is left is [5, 40) and [50, 95); freeing the taken frames merges back */
+	assert_int_equal(vcma_memrange_alloc(&m, 80, out, 4), 2);
+	assert_int_equal(out[0].start, 5);
+	assert_int_equal(out[0].count, 35);
+	assert_int_equal(out[1].start, 50);
+	assert_int_equal(out[1].count, 45);
+	vcma_memrange_fini(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_merge_and_alloc),
 		cmocka_unit_test(test_runs_and_exhaustion),
+		cmocka_unit_test(test_take),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -97,6 +97,44 @@ static void test_bound_and_iterate(void **unused)
 	assert_int_equal(vcma_regions_init(&t, 0), -EINVAL);
 }
 
+/* Regions taken back after a restart keep their handles; what is issued after never
+ * repeats a handle from before, even on slots that were free at the crash. */
+static void test_insert_at(void **unused)
+{
+	struct vcma_regions t;
+	struct vcma_region a = mk(1, 100), b = mk(2, 200), c = mk(1, 300), n;
+
+	assert_int_equal(vcma_regions_init(&t, 16), 0);
+	a.handle = (uint64_t)7 << 32 | 3;  /* slot 3, generation 7 */
+	b.handle = (uint64_t)2 << 32 | 0;  /* slot 0, generation 2 */
+	assert_int_equal(vcma_regions_insert_at(&t, &a), 0);
+	assert_int_equal(vcma_regions_insert_at(&t, &b), 0);
+	assert_int_equal(vcma_regions_lookup(&t, 1, a.handle)->mfn, 100);
+	assert_int_equal(vcma_regions_lookup(&t, 2, b.handle)->mfn, 200);
+	assert_null(vcma_regions_lookup(&t, 2, a.handle)); /* still scoped to its guest */
+	/* a live slot, generation 0 or a garbage slot are refused */
+	c.handle = a.handle;
+	assert_int_equal(vcma_regions_insert_at(&t, &c), -EEXIST);
+	c.handle = 5;
+	assert_int_equal(vcma_regions_insert_at(&t, &c), -EINVAL);
+	c.handle = (uint64_t)1 << 32 | 100;
+	assert_int_equal(vcma_regions_insert_at(&t, &c), -ENOSPC);
+	assert_int_equal(t.nlive, 2);
+	/* new handles: free slots 1, 2, then 4..; generations above 7 */
+	for (int i = 0; i < 4; i++) {
+		n = mk(1, 1000 + i);
+		assert_int_equal(vcma_regions_insert(&t, &n), 0);
+		assert_true((uint32_t)n.handle != 0 && (uint32_t)n.handle != 3);
+		assert_true((n.handle >> 32) > 7);
+		assert_int_equal(vcma_regions_lookup(&t, 1, n.handle)->mfn, 1000 + i);
+	}
+	assert_int_equal(t.nlive, 6);
+	/* freeing a restored region works as for any other */
+	assert_int_equal(vcma_regions_remove(&t, 1, a.handle, NULL), 0);
+	assert_null(vcma_regions_lookup(&t, 1, a.handle));
+	vcma_regions_fini(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -104,6 +142,7 @@ int main(void)
 		cmocka_unit_test(test_stale_handle_never_matches),
 		cmocka_unit_test(test_garbage_handles),
 		cmocka_unit_test(test_bound_and_iterate),
+		cmocka_unit_test(test_insert_at),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
