@@ -191,6 +191,11 @@ struct vm {
 	struct pause_stats ps;
 	atomic_uint_fast64_t remapped_pages, remap_calls, remap_refused, reports_init;
 	uint64_t remaps_seen; /* REMAP and REMAP_RESUME messages (the VMM thread's own) */
+	/* a REMAP_RESUME refused, the VM parked until RESUME: its runs, applied if vcmad goes
+	 * away before that RESUME (PROTOCOL.md §9.1 "Noticing"; the VMM thread's own) */
+	struct vcma_sim_run refused_run[VCMA_SIM_MSG_RUNS];
+	uint32_t nrefused, refused_seq;
+	bool refused_parked;
 	atomic_uint_fast64_t host_msgs_ignored;
 	atomic_uint_fast64_t remap_resumes, drops, dropped_pages, drops_refused;
 	atomic_uint_fast64_t tracks, tracks_refused, untracks, dirty_reads, dirty_read_errors, dirty_pages;

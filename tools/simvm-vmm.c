@@ -800,6 +800,7 @@ static void handle(struct vm *vm, const struct vcma_sim_msg *m, ssize_t n)
 		on_pause(vm, m->seq);
 		break;
 	case VCMA_SIM_MSG_RESUME:
+		vm->refused_parked = false; /* vcmad has copied the pages back */
 		on_resume(vm);
 		break;
 	case VCMA_SIM_MSG_REMAP:
@@ -811,8 +812,14 @@ static void handle(struct vm *vm, const struct vcma_sim_msg *m, ssize_t n)
 		if (!(vm->flags & VCMA_SIM_F_ONE_TRIP))
 			goto unknown; /* --no-one-trip: as a VMM that never heard of it */
 		st = remap_msg(vm, m, "REMAP_RESUME");
-		if (!st)
-			on_resume(vm); /* refused: parked until RESUME (PROTOCOL.md §9.1) */
+		vm->refused_parked = st != 0;
+		if (!st) {
+			on_resume(vm);
+		} else { /* refused: parked until RESUME (PROTOCOL.md §9.1), and its runs kept */
+			memcpy(vm->refused_run, m->run, m->count * sizeof(*m->run));
+			vm->nrefused = m->count;
+			vm->refused_seq = m->seq;
+		}
 		atomic_fetch_add(&vm->remap_resumes, 1);
 		answer(vm, VCMA_SIM_MSG_REMAPPED, "REMAPPED", m->seq, st);
 		break;
@@ -1043,6 +1050,50 @@ int vmm_pin(struct vm *vm, uint64_t frames)
 
 /* ---- a vcmad restart (simvm-reattach.c does the socket side) ---- */
 
+/*
+ * vcmad went away while the VM was parked after a refused REMAP_RESUME: it may have
+ * cleared the old frames already, and only the new ones hold the pages (PROTOCOL.md
+ * §9.1 "Noticing"). Apply the runs now, as the REMAP_RESUME would have, before the
+ * vCPUs run again; retry what fails; if it cannot be done, say which pages are lost.
+ */
+#define REFUSED_TRIES 5
+
+static void apply_refused(struct vm *vm)
+{
+	uint64_t pages = 0, t0 = now_ns();
+	int st = EINVAL;
+
+	vm->refused_parked = false;
+	/* the vCPUs parked for that pause and stay parked until on_resume() */
+	while (!all_parked(vm) && now_ns() - t0 < 1000000000ull) {
+		struct timespec ts = { 0, 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	for (int i = 0; i < REFUSED_TRIES && st; i++) {
+		if (i) {
+			struct timespec ts = { 0, 10000000 };
+
+			nanosleep(&ts, NULL);
+		}
+		st = do_remap(vm, "REMAP_RESUME refused before vcmad went away", vm->refused_run, vm->nrefused, true,
+			      &pages);
+	}
+	if (!st) {
+		atomic_fetch_add(&vm->remapped_pages, pages);
+		msg("vcmad went away while the VM waited for its RESUME after refusing REMAP_RESUME %u: applied it "
+		    "now (%" PRIu64 " page(s) onto their new frames) before the vCPUs run again", vm->refused_seq, pages);
+		return;
+	}
+	for (uint32_t i = 0; i < vm->nrefused; i++)
+		pages += vm->refused_run[i].count;
+	atomic_fetch_add(&vm->reattach_errors, 1);
+	msg("vcmad went away while the VM waited for its RESUME after refusing REMAP_RESUME %u, and it cannot be "
+	    "applied now (%s, %d tries): the %" PRIu64 " page(s) of its runs may be lost (their old frames may be "
+	    "cleared), from gfn %#" PRIx64, vm->refused_seq, strerror(st), REFUSED_TRIES, pages,
+	    vm->refused_run[0].gfn);
+}
+
 void vmm_host_lost(struct vm *vm)
 {
 	uint64_t answered = 0;
@@ -1055,7 +1106,11 @@ void vmm_host_lost(struct vm *vm)
 	if (!(atomic_load(&vm->ring_epoch) & 1u))
 		atomic_fetch_add(&vm->ring_epoch, 1);
 	pthread_mutex_unlock(&vm->reattach_lock);
-	/* a pause nobody will end: its pages are where we applied them (and answered) */
+	/* a pause nobody will end: its pages are where we applied them (and answered),
+	 * except after a refused REMAP_RESUME */
+	if (vm->refused_parked && (atomic_load(&vm->pstate) & 1u))
+		apply_refused(vm);
+	vm->refused_parked = false;
 	on_resume(vm);
 	if (vm->dlog)
 		dlog_untrack(vm->dlog, 0, vm->ram_frames); /* only a hint to the kernel can fail */

@@ -17,6 +17,9 @@ ok        attach with a token; a vacate (PAUSE, copy, REMAP_RESUME) moves a run;
           to the end with no corruption, every region freed, 'reattaches 1' counted.
 no-region the restarted host answers NO_REGION: simvm exits 3 saying its memory is gone.
 cut-off   the host sets DEAD and closes (a violation, PROTOCOL.md 8.2): no reattach.
+refused   the host dies while the VM is parked after refusing a REMAP_RESUME, the old
+          frames cleared: simvm applies the REMAP_RESUME before unparking, its p2m
+          names the new frames, and no page is lost.
 grace     the restarted host answers BUSY to every try: the tries follow the backoff
           (10 ms doubling to 500 ms), and simvm gives up (exit 3) once the token's grace
           period after the loss is over.
@@ -392,7 +395,7 @@ def run_ok():
     host = Host(grace_ms=3000)
     host.listen()
     p = start_simvm("--vcpus", "2", "--alloc", "64K,128K", "--max-regions", "3", "--interval-ms", "5",
-                    "--duration", "3", "--pin", "64K", "--report", "20", "--seed", "11")
+                    "--duration", "2.5", "--pin", "64K", "--report", "20", "--seed", "11")
     conn = host.accept(what="simvm's attach")
     attach, ring = host.attach(conn)
     check(attach.flags & F_REATTACH and attach.flags & F_ONE_TRIP, "ok: attach asks for REATTACH (flags %#x)"
@@ -526,6 +529,47 @@ def run_no_region():
           "no-region: the summary says the reattach failed")
 
 
+def run_refused():
+    """The host dies while the VM waits for its RESUME after refusing a REMAP_RESUME, the
+    old frames cleared already (the host may clear them at once): simvm must apply the
+    REMAP_RESUME before the vCPUs run again (PROTOCOL.md 9.1 "Noticing")."""
+    host = Host(grace_ms=3000)
+    host.listen()
+    p = start_simvm("--vcpus", "2", "--alloc", "none", "--report", "10", "--duration", "1.2", "--refuse-remaps", "1",
+                    "--seed", "9")
+    conn = host.accept(what="simvm's attach")
+    attach, ring = host.attach(conn)
+    ch = Channel(conn)
+    running(ch)
+    gfn, n = 300, 16
+    ch.send(PAUSE, seq=1)
+    ch.wait(PAUSED, 1, what="PAUSED 1")
+    old = [host.p2m[gfn + k] for k in range(n)]
+    for k in range(n):
+        host.mm[(VACATE_TO + k) * PAGE:(VACATE_TO + k + 1) * PAGE] = host.mm[old[k] * PAGE:(old[k] + 1) * PAGE]
+    ch.send(REMAP_RESUME, seq=1, runs=[(gfn, VACATE_TO, n)])
+    _, h, _ = ch.wait(REMAPPED, 1, what="REMAPPED 1")
+    check(h.status != 0, "refused: simvm refuses the REMAP_RESUME (--refuse-remaps), status %d" % h.status)
+    for m in old:  # cleared at once, as the host may; then it dies before its RESUME
+        host.mm[m * PAGE:(m + 1) * PAGE] = bytes(PAGE)
+    ring.stop()
+    ch.close()
+    host.die()
+    for k in range(n):
+        host.p2m[gfn + k] = VACATE_TO + k
+    host.listen()
+    c = host.accept(what="the REATTACH")
+    host.take_reattach(c, attach, "refused")  # the p2m must name the new frames
+    ring2, _ = host.answer_ok(c)
+    ch2 = Channel(c)
+    rc, s, err = finish(p, 20, "refused")
+    sys.stdout.write(err)
+    check(rc == 0 and s and s["corruptions"] == 0 and s["reattaches"] == 1 and "applied it now (16 page(s)" in err,
+          "refused: the REMAP_RESUME is applied before the vCPUs run again, and no page is lost (exit %s)" % rc)
+    ch2.close()
+    ring2.stop()
+
+
 def run_cut_off():
     """vcmad cuts the VM off (DEAD, then closes, PROTOCOL.md 8.2): nothing to take back."""
     host = Host(grace_ms=3000)
@@ -644,6 +688,7 @@ t_start = time.monotonic()
 run_no_token()
 run_no_region()
 run_cut_off()
+run_refused()
 run_grace()
 run_ok()
 log("all scenarios in %.1f s" % (time.monotonic() - t_start))
