@@ -83,11 +83,16 @@ static void rs_close_pid(struct vcmad *d, struct restored *rs)
 
 static int zero_unowned(struct vcmad *d);
 
-static void left_waiting(struct vcmad_guest *g)
+/* g is no longer waiting: back (reattached), or reclaimed (however it went). */
+static void left_waiting(struct vcmad_guest *g, bool back)
 {
 	struct vcmad *d = g->d;
 
 	d->restore.waiting--;
+	if (back)
+		d->restore.back++;
+	else
+		d->restore.reclaimed++;
 	if (rs_of(g)->vm && !--d->restore.vms_waiting) {
 		zero_unowned(d);
 		log_notice("restore: every VM taken back is back or reclaimed: handing out memory again");
@@ -102,7 +107,7 @@ static void rl_close(struct vcmad_guest *g, bool keep_memory)
 	struct restored *rs = rs_of(g);
 
 	rs_close_pid(g->d, rs);
-	left_waiting(g);
+	left_waiting(g, false);
 }
 
 static const struct vcmad_link_ops restore_link_ops = {
@@ -120,7 +125,6 @@ static const struct vcmad_link_ops restore_link_ops = {
 
 static void reclaim(struct vcmad_guest *g, const char *why)
 {
-	g->d->restore.reclaimed++;
 	vcmad_guest_detach(g, why);
 }
 
@@ -498,9 +502,8 @@ void vcmad_restore_take(struct vcmad_guest *g, struct vcmad_link *l, void *priv)
 	struct restored *rs = rs_of(g);
 
 	rs_close_pid(g->d, rs);
-	left_waiting(g);
+	left_waiting(g, true);
 	free(rs);
 	g->link = l;
 	g->link_priv = priv;
-	g->d->restore.back++;
 }

@@ -940,6 +940,13 @@ static int run_stats(struct ctx *c, int argc, char **argv)
 	       (unsigned long long)ju64(dm, "scrubbed_frames"), (unsigned long long)ju64(dm, "scrub_pending_frames"),
 	       (unsigned long long)ju64(dm, "scrub_errors"));
 	print_hist(jget(dm, "reclaim_latency"), "reclaim");
+	if (ju64(dm, "restored_guests"))
+		printf("taken back at start: %llu guest(s), %llu region(s), %llu VM(s); %llu reattached, %llu reclaimed, "
+		       "%llu waiting (%llu VM(s): nothing is handed out until they are back or reclaimed)\n",
+		       (unsigned long long)ju64(dm, "restored_guests"), (unsigned long long)ju64(dm, "restored_regions"),
+		       (unsigned long long)ju64(dm, "restored_vms"), (unsigned long long)ju64(dm, "restore_back"),
+		       (unsigned long long)ju64(dm, "restore_reclaimed"), (unsigned long long)ju64(dm, "restore_waiting"),
+		       (unsigned long long)ju64(dm, "restore_vms_waiting"));
 	ctl = jget(dm, "ctl");
 	printf("\ndaemon: up %s, %llu guest(s), %llu region(s); %llu attaches, %llu detaches, %llu violations, "
 	       "%llu attaches refused\n",

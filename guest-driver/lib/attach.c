@@ -907,15 +907,16 @@ static int try_answer(struct vcma *v, uint64_t deadline, bool wait)
 		vl_mark_dead(v, -EIO); /* garbage for an answer: a broken host */
 		return v->dead;
 	}
-	if (rc || rsp.status == VCMA_ST_BUSY) {
-		/* closed without an answer (a host still going down, or not up yet), or
-		 * "not yet" (BUSY): within the grace period, again */
+	if (rc || rsp.status == VCMA_ST_BUSY || rsp.status == VCMA_ST_SHUTDOWN) {
+		/* closed without an answer (a host still going down, or not up yet), "not
+		 * yet" (BUSY) or a host stopping again, which keeps the guest's records
+		 * (SHUTDOWN): within the grace period, again */
 		retry_later(v);
 		return 1;
 	}
 	if (rsp.status != VCMA_ST_OK) {
 		/* NO_REGION: the host did not keep the guest, its regions are gone; INVALID,
-		 * VERSION, SHUTDOWN, INTERNAL...: it will not take it back either */
+		 * VERSION, INTERNAL...: it will not take it back either */
 		vl_mark_dead(v, -ECONNRESET);
 		return v->dead;
 	}
@@ -973,16 +974,33 @@ static int reattach_run(struct vcma *v, uint64_t deadline, bool wait)
 	return v->dead;
 }
 
+/*
+ * Has the host gone while nobody waited on the ring? Only the socket tells, and a call
+ * that does not ask would put its request on a dead ring and fail. Asking costs a
+ * syscall, so a call asks at most once a millisecond (a busy handle sees the end in its
+ * waits anyway), and always in CLOSING, where calls fail with -ESHUTDOWN without
+ * waiting. Only with a token: without one, the end is noticed as it always was.
+ */
+static void look_at_sock(struct vcma *v)
+{
+	uint64_t now;
+
+	if (v->lost || v->sock < 0 || !v->has_token || !v->shm)
+		return;
+	now = vl_now_ns();
+	if (now - v->sock_looked < VL_SOCK_LOOK_NS && vcma_load_acquire(&v->ctrl->state) != VCMA_STATE_CLOSING)
+		return;
+	v->sock_looked = now;
+	vl_check_sock(v);
+}
+
 int vl_ready(struct vcma *v, uint64_t deadline, bool wait)
 {
 	int rc = 0;
 
 	if (v->dead)
 		return v->dead;
-	/* a host in CLOSING may have exited since, which only its socket tells; calls
-	 * fail with -ESHUTDOWN there without waiting on anything that would look */
-	if (!v->lost && v->sock >= 0 && v->shm && vcma_load_acquire(&v->ctrl->state) == VCMA_STATE_CLOSING)
-		vl_check_sock(v);
+	look_at_sock(v);
 	if (v->lost) {
 		if (v->in_reattach)
 			return -ECONNRESET; /* the reattach's own HELLO lost the new connection */

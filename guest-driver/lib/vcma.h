@@ -75,7 +75,8 @@ int vcma_attach_fds(int shm_fd, size_t shm_size, int kick_fd, int irq_fd, struct
  * token keeps its regions and their mappings and reattaches on its own, with backoff
  * (10 ms doubling to 500 ms) for the token's grace period, counted from when it
  * noticed. libvcma has no thread: the reattach runs inside the calls made on the
- * handle. The call that notices tries before it returns (up to its timeout); later
+ * handle. The call that notices tries before it returns (up to its timeout); a call
+ * finds the end itself when it starts (looking at most once a millisecond), and later
  * blocking calls wait for it up to their timeout (-ETIMEDOUT if it is not done; the
  * next call goes on) and then proceed on the new ring; vcma_submit_*() return -EAGAIN
  * and vcma_next_event() 0 until it is done; vcma_complete() takes the steps that are
@@ -83,10 +84,10 @@ int vcma_attach_fds(int shm_fd, size_t shm_size, int kick_fd, int irq_fd, struct
  * new ring may keep it up to the timeout). An event loop needs nothing more than to
  * keep polling vcma_fd() (it stays the same fd) and calling in when it is readable.
  *
- * Calls in flight when the loss is seen (one made after the host died but before the
- * library saw it go is in flight on the dead ring too), and calls waiting for ring room
- * or for posted FREEs, fail with -ECONNRESET (submissions complete with it); events
- * the old ring held unread are lost. Then the host's list of the guest's regions decides: a region
+ * Calls in flight when the loss is seen (one that started within a millisecond of the
+ * previous call and after the host died is in flight on the dead ring too), and calls
+ * waiting for ring room or for posted FREEs, fail with -ECONNRESET (submissions
+ * complete with it); events the old ring held unread are lost. Then the host's list of the guest's regions decides: a region
  * the handle holds and the host kept stays, with its handle and mapping; one the host
  * did not keep is forgotten and unmapped (there is no VCMA_EVENT_REGION_GONE for it);
  * one the host granted to a request that was never answered is freed; a FREE the host

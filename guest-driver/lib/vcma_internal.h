@@ -42,6 +42,7 @@
 #define VL_DEFAULT_TIMEOUT_MS 10000u
 #define VL_BACKOFF_FIRST_MS 10u    /* reattach: the wait after the first failed try, */
 #define VL_BACKOFF_MAX_MS 500u     /* doubling up to this */
+#define VL_SOCK_LOOK_NS 1000000ull /* a call looks at the socket (a syscall) at most this often */
 #define VL_ID_IDX_BITS 20u         /* id = seq << 20 | table index */
 /*
  * Request pacing (§8.1: a guest MUST NOT exceed burst + rate*t requests, or the host
@@ -156,6 +157,7 @@ struct vcma {
 	bool has_token;
 	uint8_t token[16];
 	uint32_t token_guest_id, grace_ms;
+	uint64_t sock_looked; /* monotonic ns: when vl_ready() last looked at the socket */
 	bool lost;        /* the host's end went away (state not DEAD): reattaching */
 	bool in_reattach; /* the reattach itself is running (its HELLO must not start another) */
 	uint64_t lost_at, next_try; /* monotonic ns: when the loss was seen, the next connect */

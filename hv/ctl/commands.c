@@ -979,6 +979,16 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(dm, "state_answers_held", d->durable.held_total);
 	add_u64(dm, "state_grants_taken_back", d->durable.refused);
 	json_object_object_add(dm, "state_stale", json_object_new_boolean(d->durable.stale));
+	/* guests taken back after a restart (restore.h): how many of each, how many came
+	 * back and how many were reclaimed; waiting now, and VMs among them (nothing is
+	 * handed out while restore_vms_waiting > 0) */
+	add_u64(dm, "restored_guests", d->restore.restored_guests);
+	add_u64(dm, "restored_regions", d->restore.restored_regions);
+	add_u64(dm, "restored_vms", d->restore.restored_vms);
+	add_u64(dm, "restore_back", d->restore.back);
+	add_u64(dm, "restore_reclaimed", d->restore.reclaimed);
+	add_u64(dm, "restore_waiting", d->restore.waiting);
+	add_u64(dm, "restore_vms_waiting", d->restore.vms_waiting);
 	/* FREEs whose frames were zeroed after their turn's answers (alloc.h) */
 	add_u64(dm, "frees_held", d->held.frees);
 	add_u64(dm, "frees_held_released_early", d->held.released_early);

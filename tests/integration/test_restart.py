@@ -199,6 +199,15 @@ check(lent(frames(d)) == lent_before - 1 - (RAM // 4096) // 2,
 check(frame(free_ord[0]) == PAGE_A, "adopted: the page a moved is intact on its frame, now a's")
 check(frame(free_ord[1]) == bytes(4096), "every VM back or reclaimed: the bytes in a frame nobody holds are zeroed")
 
+st = ctl(d, "stats")["daemon"]
+check((st["restored_guests"], st["restored_regions"], st["restored_vms"], st["restore_back"], st["restore_reclaimed"],
+       st["restore_waiting"], st["restore_vms_waiting"]) == (2, 0, 2, 1, 1, 0, 0),
+      "stats: 2 guests and 2 VMs taken back, 1 back, 1 reclaimed, none waiting (%s)"
+      % {k: v for k, v in st.items() if k.startswith("restore")})
+r = vcmactl(d, "stats", "--prometheus")
+check(r.returncode == 0 and "vcmad_restore_back_total 1" in r.stdout and "vcmad_restored_vms_total 2" in r.stdout,
+      "stats --prometheus: the restore counters")
+
 # serving again
 r = vcmactl(d, "alloc", "1M")
 check(r.returncode == 0, "serving: with a back and b reclaimed, an allocation is served (%s)" % r.stdout.strip())
