@@ -12,10 +12,10 @@
  *              the machine memory file, which outlives vcmad.
  *   reconnect  backoff 10 ms doubling to 500 ms, until grace_ms after the loss. Each try
  *              sends REATTACH and the p2m as this VMM has it mapped, and reads
- *              ATTACH_RSP, TOKEN and REGIONS. No listener, BUSY, a connection closed or
- *              timed out without an answer: try again. NO_REGION, INVALID, any other
- *              status, a malformed answer, another machine memory file: the VM's memory
- *              is gone, and vcma-simvm stops (exit 3).
+ *              ATTACH_RSP, TOKEN and REGIONS. No listener, BUSY, SHUTDOWN, a connection
+ *              closed or timed out without an answer: try again. NO_REGION, INVALID,
+ *              any other status, a malformed answer, another machine memory file: the
+ *              VM's memory is gone, and vcma-simvm stops (exit 3).
  *   OK         the channel moves to the new socket at once (vmm_host_back: PIN again)
  *              and the VMM thread serves it as before: vcmad may PAUSE or DROP right
  *              away. The new ring goes to the ring thread, which checks the driver's
@@ -370,6 +370,9 @@ static int try_reattach(struct vm *vm, const struct vcma_sim_run *runs, uint32_t
 		break;
 	case VCMA_ST_BUSY:
 		snprintf(why, len, "vcmad answered BUSY (still starting, or it sees the old connection)");
+		return -EAGAIN;
+	case VCMA_ST_SHUTDOWN: /* it keeps the records for its next start */
+		snprintf(why, len, "vcmad answered SHUTDOWN (stopping again)");
 		return -EAGAIN;
 	case VCMA_ST_NO_REGION:
 		snprintf(why, len, "vcmad answered NO_REGION: it did not keep this VM (not kept across the restart, "

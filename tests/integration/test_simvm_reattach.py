@@ -20,9 +20,9 @@ cut-off   the host sets DEAD and closes (a violation, PROTOCOL.md 8.2): no reatt
 refused   the host dies while the VM is parked after refusing a REMAP_RESUME, the old
           frames cleared: simvm applies the REMAP_RESUME before unparking, its p2m
           names the new frames, and no page is lost.
-grace     the restarted host answers BUSY to every try: the tries follow the backoff
-          (10 ms doubling to 500 ms), and simvm gives up (exit 3) once the token's grace
-          period after the loss is over.
+grace     the restarted host answers BUSY (once SHUTDOWN) to every try: the tries follow
+          the backoff (10 ms doubling to 500 ms), and simvm gives up (exit 3) once the
+          token's grace period after the loss is over.
 no-token  a host that sends no TOKEN (a vcmad without restart support): simvm runs as
           before and stops when the host goes; a host that refuses the REATTACH flag
           (INVALID) gets the attach again without it; --no-reattach does not ask for a
@@ -610,7 +610,7 @@ def run_grace():
         c = host.ls.accept()[0]
         tries.append(time.monotonic() - t0)
         host.take_reattach(c, attach, "grace try %d" % len(tries)) if len(tries) <= 2 else recv(c)
-        host.answer(c, proto.Status.BUSY)
+        host.answer(c, proto.Status.SHUTDOWN if len(tries) == 3 else proto.Status.BUSY)  # both: try again
         c.close()
     rc, s, err = finish(p, 10, "grace")
     t_exit = time.monotonic() - t0
