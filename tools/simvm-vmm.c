@@ -29,8 +29,15 @@
  *            PAUSED is out: whoever sends PAUSED wakes this thread through ack_fd.
  *   Every remap re-registers the new mapping with the log; a remap that worked stops
  *   logging the gfns it moved.
+ * When the socket ends and vcmad gave a token (simvm-reattach.c reconnects):
+ *   vmm_host_lost  host_epoch odd (nothing is sent), unpark as RESUME does (the pages
+ *            stay where they were applied and answered), stop logging, drop a waiting
+ *            DIRTY_READ, and answer each REUSE still waiting as REUSED would (no DROP
+ *            can come any more).
+ *   vmm_host_back  the new socket in, host_epoch even, PIN again what was pinned.
  *
- * The VMM thread is the socket's only reader; every writer holds send_lock.
+ * The VMM thread is the socket's only reader and the only one that replaces it; every
+ * writer holds send_lock.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -110,6 +117,11 @@ void vmm_channel_fini(struct vm *vm)
 	free(vm->ps.resume_ns);
 }
 
+bool vmm_lost_err(struct vm *vm, int rc)
+{
+	return vm->have_token && (rc == -ENOTCONN || rc == -EPIPE || rc == -ECONNRESET);
+}
+
 uint32_t vmm_next_seq(struct vm *vm)
 {
 	uint32_t s;
@@ -134,6 +146,8 @@ static int send_locked(struct vm *vm, uint16_t type, uint32_t seq, int32_t statu
 
 	if (count > VCMA_SIM_MSG_RUNS)
 		return -EINVAL;
+	if (vmm_host_away(vm))
+		return -ENOTCONN; /* vcmad restarts: the VMM channel is not there */
 	memset(&u.m, 0, sizeof(u.m));
 	u.m.magic = VCMA_SIM_MAGIC;
 	u.m.version = VCMA_SIM_VERSION;
@@ -226,7 +240,7 @@ static void try_ack(struct vm *vm)
 		sent = true;
 	}
 	pthread_mutex_unlock(&vm->send_lock);
-	if (sent && rc && !atomic_load(&vm->host_gone))
+	if (sent && rc && !atomic_load(&vm->host_gone) && !vmm_lost_err(vm, rc))
 		msg("cannot send PAUSED: %s", strerror(-rc));
 	/* a DIRTY_READ may be waiting for this PAUSED (seq_cst: it set dread_wait before
 	 * it looked at ack_pending, and we cleared that before we look here) */
@@ -563,7 +577,7 @@ static void answer(struct vm *vm, uint16_t type, const char *name, uint32_t seq,
 {
 	int rc = send_msg(vm, type, seq, status, NULL, 0);
 
-	if (rc && !atomic_load(&vm->host_gone))
+	if (rc && !atomic_load(&vm->host_gone) && !vmm_lost_err(vm, rc))
 		msg("cannot send %s: %s", name, strerror(-rc));
 }
 
@@ -671,7 +685,7 @@ static void answer_dirty_read(struct vm *vm, uint32_t seq, int err)
 	}
 	if (!rc) /* the last message: fewer than VCMA_SIM_MSG_RUNS runs, maybe none */
 		rc = send_msg(vm, VCMA_SIM_MSG_DIRTY, seq, n < 0 ? (int32_t)-n : 0, o ? o->run : NULL, o ? o->n : 0);
-	if (rc && !atomic_load(&vm->host_gone))
+	if (rc && !atomic_load(&vm->host_gone) && !vmm_lost_err(vm, rc))
 		msg("cannot send DIRTY: %s", strerror(-rc));
 	free(o);
 }
@@ -736,16 +750,20 @@ static void on_dirty_read(struct vm *vm, uint32_t seq)
  * vcmad is gone and nobody will answer the ring again. The VMM emulates the device, so
  * it reports the device dead the way the host would (state DEAD, then an irq): the
  * guest part's calls fail at once with -ECONNRESET instead of running into timeouts.
+ * After a restart the guest part may be on its way to a newer ring: that one too.
  */
-static void device_gone(struct vm *vm)
+void vmm_device_gone(struct vm *vm)
 {
 	uint64_t one = 1;
 
-	if (!vm->ctrl)
-		return;
-	vcma_store_release(&vm->ctrl->state, (uint32_t)VCMA_STATE_DEAD);
-	if (write(vm->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		msg("cannot raise the guest part's irq: %s", strerror(errno));
+	pthread_mutex_lock(&vm->reattach_lock);
+	if (vm->ctrl) {
+		vcma_store_release(&vm->ctrl->state, (uint32_t)VCMA_STATE_DEAD);
+		if (write(vm->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			msg("cannot raise the guest part's irq: %s", strerror(errno));
+	}
+	reattach_rings_dead(vm);
+	pthread_mutex_unlock(&vm->reattach_lock);
 }
 
 /* Log what the host should not send once per kind (key: an unknown message type,
@@ -782,6 +800,7 @@ static void handle(struct vm *vm, const struct vcma_sim_msg *m, ssize_t n)
 		on_pause(vm, m->seq);
 		break;
 	case VCMA_SIM_MSG_RESUME:
+		vm->refused_parked = false; /* vcmad has copied the pages back */
 		on_resume(vm);
 		break;
 	case VCMA_SIM_MSG_REMAP:
@@ -793,8 +812,14 @@ static void handle(struct vm *vm, const struct vcma_sim_msg *m, ssize_t n)
 		if (!(vm->flags & VCMA_SIM_F_ONE_TRIP))
 			goto unknown; /* --no-one-trip: as a VMM that never heard of it */
 		st = remap_msg(vm, m, "REMAP_RESUME");
-		if (!st)
-			on_resume(vm); /* refused: parked until RESUME (PROTOCOL.md §9.1) */
+		vm->refused_parked = st != 0;
+		if (!st) {
+			on_resume(vm);
+		} else { /* refused: parked until RESUME (PROTOCOL.md §9.1), and its runs kept */
+			memcpy(vm->refused_run, m->run, m->count * sizeof(*m->run));
+			vm->nrefused = m->count;
+			vm->refused_seq = m->seq;
+		}
 		atomic_fetch_add(&vm->remap_resumes, 1);
 		answer(vm, VCMA_SIM_MSG_REMAPPED, "REMAPPED", m->seq, st);
 		break;
@@ -838,6 +863,17 @@ static void handle(struct vm *vm, const struct vcma_sim_msg *m, ssize_t n)
 		break;
 	case VCMA_SIM_MSG_PINNED:
 		if (m->seq && m->seq == atomic_load(&vm->pin_seq) && !atomic_load(&vm->pin_done)) {
+			bool resent;
+
+			pthread_mutex_lock(&vm->send_lock);
+			resent = vm->pin_resent;
+			vm->pin_resent = false;
+			pthread_mutex_unlock(&vm->send_lock);
+			/* the PIN sent again after a reattach, main not waiting: ours to check */
+			if (resent && m->status) {
+				atomic_fetch_add(&vm->reattach_errors, 1);
+				msg("the PIN sent again after the reattach failed: vcmad answered %s", strerror(m->status));
+			}
 			atomic_store(&vm->pin_status, m->status);
 			atomic_store(&vm->pin_done, true);
 		} else {
@@ -919,11 +955,24 @@ void *vmm_main(void *p)
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (n <= 0) {
-			if (!atomic_load(&vm->stop))
-				msg("vcmad went away (%s): stopping", n ? strerror(errno) : "connection closed");
+			const char *cause = n ? strerror(errno) : "connection closed";
+			bool cut_off = reattach_cut_off(vm);
+
+			if (vm->have_token && !got_signal && !cut_off && !atomic_load(&vm->host_gone)) {
+				int rc = vmm_reattach(vm, cause);
+
+				if (!rc)
+					continue; /* on the new socket */
+				if (rc != -ECANCELED)
+					atomic_store(&vm->reattach_failed, true);
+			} else if (cut_off) {
+				msg("vcmad cut this VM off (its ring is DEAD; the reason is in vcmad's log): stopping");
+			} else if (!atomic_load(&vm->stop)) {
+				msg("vcmad went away (%s): stopping", cause);
+			}
 			atomic_store(&vm->host_gone, true);
 			atomic_store(&vm->stop, true);
-			device_gone(vm);
+			vmm_device_gone(vm);
 			if (atomic_load(&vm->sleepers))
 				futex_wake_all(&vm->pstate); /* parked vCPUs leave */
 			break;
@@ -947,18 +996,23 @@ void *vmm_main(void *p)
 
 /* ---- pinning ---- */
 
-int vmm_pin(struct vm *vm, uint64_t frames)
+/* PIN the first vm->pin_frames gfns (under send_lock); resent: after a reattach, with
+ * nobody waiting for PINNED (the VMM thread checks it) */
+static int send_pin_locked(struct vm *vm, bool resent)
 {
-	struct vcma_sim_run r = { .gfn = 0, .mfn = 0, .count = frames };
+	struct vcma_sim_run r = { .gfn = 0, .mfn = 0, .count = vm->pin_frames };
 	uint32_t seq = vmm_next_seq(vm);
-	uint64_t deadline = now_ns() + PIN_TIMEOUT_NS;
-	int rc;
 
 	atomic_store(&vm->pin_done, false);
 	atomic_store(&vm->pin_seq, seq);
-	rc = send_msg(vm, VCMA_SIM_MSG_PIN, seq, 0, &r, 1);
-	if (rc)
-		return rc;
+	vm->pin_resent = resent;
+	return send_locked(vm, VCMA_SIM_MSG_PIN, seq, 0, &r, 1);
+}
+
+/* PINNED: 0, a positive errno from vcmad; or -errno (gone, signal, timeout). A PIN
+ * vcmad never answered because it restarted is sent again and answered from there. */
+static int pin_wait(struct vm *vm, uint64_t deadline)
+{
 	while (!atomic_load(&vm->pin_done)) {
 		struct timespec ts = { 0, 200000 };
 
@@ -970,10 +1024,128 @@ int vmm_pin(struct vm *vm, uint64_t frames)
 			return -ETIMEDOUT;
 		nanosleep(&ts, NULL);
 	}
-	rc = atomic_load(&vm->pin_status);
+	return atomic_load(&vm->pin_status);
+}
+
+int vmm_pin(struct vm *vm, uint64_t frames)
+{
+	uint64_t deadline = now_ns() + PIN_TIMEOUT_NS;
+	int rc;
+
+	/* vcmad away: the reattach sends it (vmm_host_back) */
+	pthread_mutex_lock(&vm->send_lock);
+	vm->pin_frames = frames;
+	vm->pin_waiting = true;
+	rc = vmm_host_away(vm) ? 0 : send_pin_locked(vm, false);
+	pthread_mutex_unlock(&vm->send_lock);
+	if (!rc || vmm_lost_err(vm, rc))
+		rc = pin_wait(vm, deadline);
+	pthread_mutex_lock(&vm->send_lock);
+	vm->pin_waiting = false;
+	pthread_mutex_unlock(&vm->send_lock);
 	if (!rc)
 		vm->pinned_pages = frames;
 	return rc;
+}
+
+/* ---- a vcmad restart (simvm-reattach.c does the socket side) ---- */
+
+/*
+ * vcmad went away while the VM was parked after a refused REMAP_RESUME: it may have
+ * cleared the old frames already, and only the new ones hold the pages (PROTOCOL.md
+ * §9.1 "Noticing"). Apply the runs now, as the REMAP_RESUME would have, before the
+ * vCPUs run again; retry what fails; if it cannot be done, say which pages are lost.
+ */
+#define REFUSED_TRIES 5
+
+static void apply_refused(struct vm *vm)
+{
+	uint64_t pages = 0, t0 = now_ns();
+	int st = EINVAL;
+
+	vm->refused_parked = false;
+	/* the vCPUs parked for that pause and stay parked until on_resume() */
+	while (!all_parked(vm) && now_ns() - t0 < 1000000000ull) {
+		struct timespec ts = { 0, 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	for (int i = 0; i < REFUSED_TRIES && st; i++) {
+		if (i) {
+			struct timespec ts = { 0, 10000000 };
+
+			nanosleep(&ts, NULL);
+		}
+		st = do_remap(vm, "REMAP_RESUME refused before vcmad went away", vm->refused_run, vm->nrefused, true,
+			      &pages);
+	}
+	if (!st) {
+		atomic_fetch_add(&vm->remapped_pages, pages);
+		msg("vcmad went away while the VM waited for its RESUME after refusing REMAP_RESUME %u: applied it "
+		    "now (%" PRIu64 " page(s) onto their new frames) before the vCPUs run again", vm->refused_seq, pages);
+		return;
+	}
+	for (uint32_t i = 0; i < vm->nrefused; i++)
+		pages += vm->refused_run[i].count;
+	atomic_fetch_add(&vm->reattach_errors, 1);
+	msg("vcmad went away while the VM waited for its RESUME after refusing REMAP_RESUME %u, and it cannot be "
+	    "applied now (%s, %d tries): the %" PRIu64 " page(s) of its runs may be lost (their old frames may be "
+	    "cleared), from gfn %#" PRIx64, vm->refused_seq, strerror(st), REFUSED_TRIES, pages,
+	    vm->refused_run[0].gfn);
+}
+
+void vmm_host_lost(struct vm *vm)
+{
+	uint64_t answered = 0;
+
+	pthread_mutex_lock(&vm->send_lock);
+	atomic_fetch_add(&vm->host_epoch, 1); /* odd: away; senders see it under the lock */
+	pthread_mutex_unlock(&vm->send_lock);
+	/* the guest part's ring is stale (it may be already, its move still under way) */
+	pthread_mutex_lock(&vm->reattach_lock);
+	if (!(atomic_load(&vm->ring_epoch) & 1u))
+		atomic_fetch_add(&vm->ring_epoch, 1);
+	pthread_mutex_unlock(&vm->reattach_lock);
+	/* a pause nobody will end: its pages are where we applied them (and answered),
+	 * except after a refused REMAP_RESUME */
+	if (vm->refused_parked && (atomic_load(&vm->pstate) & 1u))
+		apply_refused(vm);
+	vm->refused_parked = false;
+	on_resume(vm);
+	if (vm->dlog)
+		dlog_untrack(vm->dlog, 0, vm->ram_frames); /* only a hint to the kernel can fail */
+	vm->dread_pending = false;
+	atomic_store(&vm->dread_wait, false);
+	/* REUSEs sent before the epoch changed: answered here (those after see -ENOTCONN
+	 * and answer themselves); the host that could DROP their pages is gone */
+	for (unsigned int i = 0; i < vm->nslices; i++) {
+		struct vcpu *c = &vm->vcpu[i];
+
+		if (atomic_load(&c->reuse_seq) && !atomic_load(&c->reuse_done)) {
+			atomic_store_explicit(&c->reuse_done, true, memory_order_release);
+			answered++;
+		}
+	}
+	atomic_fetch_add(&vm->local_reuses, answered);
+	/* a PIN the old vcmad never answered: PINNED comes from the next one */
+}
+
+void vmm_host_back(struct vm *vm, int sock)
+{
+	int old, rc = 0;
+
+	pthread_mutex_lock(&vm->send_lock);
+	old = vm->sock;
+	vm->sock = sock;
+	atomic_fetch_add(&vm->host_epoch, 1); /* even: back */
+	/* pins are not recorded: PIN again (the main thread may still wait for PINNED) */
+	if (vm->pin_frames)
+		rc = send_pin_locked(vm, !vm->pin_waiting);
+	pthread_mutex_unlock(&vm->send_lock);
+	if (old >= 0 && close(old))
+		msg("closing the old attach socket: %s", strerror(errno));
+	if (rc && !vmm_lost_err(vm, rc))
+		msg("cannot send the PIN again after the reattach: %s", strerror(-rc));
 }
 
 /* ---- summary ---- */

@@ -12,8 +12,14 @@
  *   guest part  libvcma on the ring fds (vcma_attach_fds) with a mapper that maps a
  *               region's machine memory at its gpa; allocates and frees regions, writes
  *               a DMA-like pattern into each and verifies it before the free.
+ *   restart     (simvm-reattach.c) when vcmad's end of the socket goes away, the VM keeps
+ *               running on its mappings of machine memory (a file that outlives vcmad),
+ *               and the VMM thread reattaches to the restarted vcmad; the guest part
+ *               moves to the new ring, and its calls in flight across the restart are
+ *               retried (counted in the summary, as are the reattaches).
  *
- * Exit: 0 ok, 1 corruption or unexpected error, 2 usage, 3 could not attach.
+ * Exit: 0 ok, 1 corruption or unexpected error, 2 usage, 3 could not attach (or vcmad
+ * did not take the VM back after a restart).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,7 +54,6 @@
 #include "simvm-dirty.h"
 #include "simvm-vm.h"
 
-#define ATTACH_TIMEOUT_MS 10000
 #define WRITE_RATE_MAX 1000000u
 #define PACE_MAX_LAG_NS 20000000ull   /* --write-rate: a vCPU this far behind (a pause) starts afresh */
 #define PACE_MAX_SLEEP_NS 100000000ull /* and sleeps at most this long at a time */
@@ -90,11 +95,16 @@ struct held {
 /*
  * vcmad zeroes a VM's RAM and regions when it detaches it, before the VMM channel
  * reports EOF. A mismatch is therefore only corruption if vcmad is still there a
- * moment later (mismatches are rare, so the wait costs nothing in a good run).
+ * moment later (mismatches are rare, so the wait costs nothing in a good run). While
+ * vcmad is away after a restart, only the outcome of the reattach tells: a VM taken
+ * back must not have lost a byte, one that is not lost everything.
  */
 static bool host_left(struct vm *vm)
 {
-	for (int i = 0; i < 50 && !atomic_load(&vm->host_gone); i++) {
+	uint64_t t0 = now_ns();
+
+	while (!atomic_load(&vm->host_gone) && !got_signal &&
+	       (now_ns() - t0 < 200000000ull || (vmm_host_away(vm) && now_ns() - t0 < 60000000000ull))) {
 		struct timespec ts = { 0, 4000000 };
 
 		nanosleep(&ts, NULL);
@@ -274,7 +284,7 @@ static void rotate(struct vcpu *c)
 	uint32_t seq;
 	int rc;
 
-	if (atomic_load(&c->reuse_seq) || !want)
+	if (atomic_load(&c->reuse_seq) || !want || vmm_host_away(vm))
 		return;
 	for (unsigned int tries = 0; nrep < want && c->nused > 1 && tries < 4 * ROT_PAGES; tries++) {
 		uint32_t page = c->used[rnd(&c->rng) % c->nused];
@@ -309,8 +319,52 @@ static void rotate(struct vcpu *c)
 	rc = vmm_send_gfns(vm, VCMA_SIM_MSG_REUSE, seq, reuse, nrep);
 	if (rc > 0)
 		c->reuses++;
-	else if (!atomic_load(&vm->host_gone) && !stopping(vm))
+	else if (rc == -ENOTCONN) { /* vcmad is away: nobody can take the pages, use them */
+		atomic_fetch_add(&vm->local_reuses, 1);
+		atomic_store_explicit(&c->reuse_done, true, memory_order_release);
+	} else if (!atomic_load(&vm->host_gone) && !stopping(vm) && !vmm_lost_err(vm, rc))
 		msg("vCPU %u: cannot send REUSE: %s", c->idx, strerror(-rc));
+}
+
+/*
+ * vcmad came back after a restart: it counts every page as in use (reported pages are
+ * not recorded), so REPORT again what this slice keeps reported. Done by the thread that
+ * owns the slice (or the VMM thread for a slice without one); epoch is the host_epoch
+ * the reports are for.
+ */
+static void report_again(struct vcpu *c, unsigned int epoch)
+{
+	uint64_t *gfns;
+	int rc;
+
+	c->reported_epoch = epoch;
+	if (!c->nrep)
+		return;
+	gfns = malloc(c->nrep * sizeof(*gfns));
+	if (!gfns) {
+		msg("vCPU %u: out of memory: its reported pages stay unreported after the reattach", c->idx);
+		return;
+	}
+	for (uint32_t i = 0; i < c->nrep; i++)
+		gfns[i] = c->first + c->rep[i];
+	qsort(gfns, c->nrep, sizeof(*gfns), cmp_u64);
+	/* if vcmad went away again, the next epoch brings us back here */
+	rc = vmm_send_gfns(c->vm, VCMA_SIM_MSG_REPORT, 0, gfns, c->nrep);
+	if (rc > 0)
+		c->reports += (uint64_t)rc;
+	else if (rc < 0 && !vmm_lost_err(c->vm, rc) && !atomic_load(&c->vm->host_gone))
+		msg("vCPU %u: cannot REPORT its pages again after the reattach: %s", c->idx, strerror(-rc));
+	free(gfns);
+}
+
+void vm_report_again_idle(struct vm *vm)
+{
+	unsigned int epoch = atomic_load(&vm->host_epoch);
+
+	/* the idle workload's one slice: nobody changes it after the start */
+	if (vm->o->workload == WL_IDLE)
+		for (unsigned int i = 0; i < vm->nslices; i++)
+			report_again(&vm->vcpu[i], epoch);
 }
 
 /* REUSED arrived: the pages are this vCPU's again; write them before any verify. */
@@ -388,8 +442,14 @@ static void *vcpu_main(void *p)
 		vmm_pause_point(vm);
 		if (atomic_load_explicit(&c->reuse_done, memory_order_acquire))
 			take_back(c);
-		if (rotating && !(++c->ops % ROT_OPS))
-			rotate(c);
+		if (rotating) {
+			unsigned int epoch = atomic_load_explicit(&vm->host_epoch, memory_order_relaxed);
+
+			if (epoch != c->reported_epoch && !(epoch & 1u))
+				report_again(c, epoch);
+			if (!(++c->ops % ROT_OPS))
+				rotate(c);
+		}
 		if (!c->nused) {
 			struct timespec ts = { 0, 1000000 };
 
@@ -485,15 +545,18 @@ static int vm_map(void *ctx, uint64_t gpa, uint64_t bus, uint64_t size, void **a
 		msg("region gpa %#" PRIx64 " is not window_gpa %#" PRIx64 " + bus %#" PRIx64, gpa, vm->window_gpa, bus);
 		return -EINVAL;
 	}
+	pthread_mutex_lock(&vm->held_lock);
 	for (unsigned int i = 0; i < vm->nheld; i++) {
 		const struct held *h = &vm->held[i];
 
 		if (bus < h->bus + h->size && h->bus < bus + size) {
 			msg("region bus %#" PRIx64 "+%#" PRIx64 " overlaps held region %#" PRIx64 " at %#" PRIx64 "+%#" PRIx64,
 			    bus, size, h->handle, h->bus, h->size);
+			pthread_mutex_unlock(&vm->held_lock);
 			return -EEXIST;
 		}
 	}
+	pthread_mutex_unlock(&vm->held_lock);
 	p = mmap(vm->base + gpa, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, vm->machine_fd, (off_t)bus);
 	if (p == MAP_FAILED)
 		return -errno;
@@ -542,17 +605,38 @@ static void unexpected(struct vm *vm, const char *what, int rc)
 	atomic_store(&vm->stop, true);
 }
 
-/* 1: a region is held now, 0: refused, -1: error. */
+/*
+ * A guest part call that began at ring_epoch epoch0 failed with rc: was it in flight
+ * across a vcmad restart? The new ring fails such calls with -ECONNRESET (and one that
+ * outlasts its timeout while vcmad is away sees -ETIMEDOUT): not a failure of the run
+ * but a call to make again. Unless vcmad did not come back.
+ */
+static bool crossed_restart(struct vm *vm, unsigned int epoch0, int rc)
+{
+	unsigned int epoch = atomic_load(&vm->ring_epoch);
+
+	if ((rc != -ECONNRESET && rc != -ETIMEDOUT) || atomic_load(&vm->host_gone))
+		return false;
+	if (epoch == epoch0 && !(epoch & 1u))
+		return false;
+	vm->calls_retried++;
+	return true;
+}
+
+/* 1: a region is held now, 0: refused, 2: to be retried (a vcmad restart), -1: error. */
 static int do_alloc(struct vm *vm, uint64_t *rng)
 {
 	unsigned int si = (unsigned int)(rnd(rng) % vm->o->nsizes);
 	struct size_stat *st = &vm->st[si];
+	unsigned int epoch0 = atomic_load(&vm->ring_epoch);
 	struct vcma_region_info ri;
 	struct held *h;
 	int rc, ref, rec;
 
-	st->attempts++;
 	rc = vcma_alloc(vm->v, st->bytes, 0, VCMA_ALLOC_MAP, vm->o->pool, &ri);
+	if (rc && crossed_restart(vm, epoch0, rc))
+		return 2;
+	st->attempts++;
 	if (rc) {
 		ref = refusal_idx(rc);
 		if (ref < 0) {
@@ -563,12 +647,14 @@ static int do_alloc(struct vm *vm, uint64_t *rng)
 		return 0;
 	}
 	st->ok++;
+	pthread_mutex_lock(&vm->held_lock);
 	rec = record_add(vm, &ri);
 	if (rec < 0 || ri.size < st->bytes) {
-		unexpected(vm, rec < 0 ? "alloc bookkeeping" : "alloc returned a short region", rec < 0 ? rec : -EIO);
-		vcma_free(vm->v, ri.handle);
 		if (rec >= 0)
 			vm->rec[rec].free_ns = now_ns();
+		pthread_mutex_unlock(&vm->held_lock);
+		unexpected(vm, rec < 0 ? "alloc bookkeeping" : "alloc returned a short region", rec < 0 ? rec : -EIO);
+		vcma_free(vm->v, ri.handle);
 		return -1;
 	}
 	h = &vm->held[vm->nheld++];
@@ -581,20 +667,61 @@ static int do_alloc(struct vm *vm, uint64_t *rng)
 	h->size_idx = si;
 	region_fill(vm, h);
 	region_verify(vm, h);
+	pthread_mutex_unlock(&vm->held_lock);
 	return 1;
 }
 
 static void do_free(struct vm *vm, unsigned int i)
 {
-	struct held h = vm->held[i];
+	unsigned int epoch0 = atomic_load(&vm->ring_epoch);
+	struct held h;
 	int rc;
 
+	pthread_mutex_lock(&vm->held_lock);
+	if (i >= vm->nheld) { /* a reattach dropped it meanwhile */
+		pthread_mutex_unlock(&vm->held_lock);
+		return;
+	}
+	h = vm->held[i];
 	region_verify(vm, &h);
 	vm->held[i] = vm->held[--vm->nheld];
 	vm->rec[h.rec].free_ns = now_ns();
+	pthread_mutex_unlock(&vm->held_lock);
+	/* a FREE that could not be posted across a restart leaves the region to libvcma,
+	 * which frees what it still holds at detach */
 	rc = vcma_free(vm->v, h.handle);
-	if (rc)
+	if (rc && !crossed_restart(vm, epoch0, rc))
 		unexpected(vm, "free", rc);
+}
+
+unsigned int vm_regions_back(struct vm *vm, const struct vcma_held_region *regions, size_t n)
+{
+	unsigned int lost = 0;
+
+	pthread_mutex_lock(&vm->held_lock);
+	for (unsigned int i = 0; i < vm->nheld;) {
+		const struct held *h = &vm->held[i];
+		const struct vcma_held_region *r = NULL;
+
+		for (size_t k = 0; k < n && !r; k++)
+			if (regions[k].handle == h->handle)
+				r = &regions[k];
+		if (r && r->bus == h->bus && r->size == h->size) {
+			i++;
+			continue;
+		}
+		if (r)
+			msg("region %#" PRIx64 " came back changed after the restart: bus %#" PRIx64 "+%#" PRIx64
+			    ", was %#" PRIx64 "+%#" PRIx64 ": dropped", h->handle, r->bus, r->size, h->bus, h->size);
+		else
+			msg("region %#" PRIx64 " (bus %#" PRIx64 ", %" PRIu64 " KiB), held before the restart, is not "
+			    "among the regions vcmad kept: dropped", h->handle, h->bus, h->size >> 10);
+		vm->rec[h->rec].free_ns = now_ns();
+		vm->held[i] = vm->held[--vm->nheld];
+		lost++;
+	}
+	pthread_mutex_unlock(&vm->held_lock);
+	return lost;
 }
 
 static void sleep_ms(struct vm *vm, unsigned int ms)
@@ -614,6 +741,28 @@ static void sleep_ms(struct vm *vm, unsigned int ms)
 	}
 }
 
+/* While the guest part's ring is stale (and the run goes on, unless past_stop), wait
+ * for the reattach or for its failure: a call made now would only wait on the old ring. */
+static void wait_while_away(struct vm *vm, bool past_stop)
+{
+	while (vmm_ring_stale(vm) && !atomic_load(&vm->host_gone) && !got_signal && (past_stop || !stopping(vm))) {
+		struct timespec ts = { 0, 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* regions the driver holds (a reattach may drop some from the VMM thread) */
+static unsigned int held_count(struct vm *vm)
+{
+	unsigned int n;
+
+	pthread_mutex_lock(&vm->held_lock);
+	n = vm->nheld;
+	pthread_mutex_unlock(&vm->held_lock);
+	return n;
+}
+
 static void drive(struct vm *vm, uint64_t deadline)
 {
 	uint64_t rng = vm->o->seed ^ 0xa110ca7e;
@@ -621,19 +770,24 @@ static void drive(struct vm *vm, uint64_t deadline)
 	bool refused = false;
 
 	while (!stopping(vm) && now_ns() < deadline && !(vm->o->count && attempts >= vm->o->count)) {
+		unsigned int nheld = held_count(vm);
+
 		if (!vm->o->nsizes) {
 			sleep_ms(vm, (unsigned int)((deadline - now_ns()) / 1000000ull) + 1);
 			continue;
 		}
 		/* allocate up to --max-regions, then free one and allocate again; after a
 		 * refusal free one too, so a full pool or quota keeps the run moving */
-		if (vm->nheld < vm->o->max_regions && !(refused && vm->nheld)) {
-			refused = do_alloc(vm, &rng) == 0;
-			attempts++;
+		if (nheld < vm->o->max_regions && !(refused && nheld)) {
+			int rc = do_alloc(vm, &rng);
+
+			refused = rc == 0;
+			attempts += rc != 2;
 		} else {
-			do_free(vm, (unsigned int)(rnd(&rng) % vm->nheld));
+			do_free(vm, (unsigned int)(rnd(&rng) % nheld)); /* gone meanwhile: skipped */
 			refused = false;
 		}
+		wait_while_away(vm, false); /* after a call that failed across a restart */
 		if (vm->o->interval_ms)
 			sleep_ms(vm, vm->o->interval_ms);
 	}
@@ -650,19 +804,6 @@ static void close_fds(int *fds, int n)
 	}
 }
 
-static int wait_readable(int fd, int ms)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	int rc;
-
-	do
-		rc = poll(&pfd, 1, ms);
-	while (rc < 0 && errno == EINTR && !got_signal);
-	if (rc < 0)
-		return -errno;
-	return rc ? 0 : -ETIMEDOUT;
-}
-
 /* 0, or -errno with *why set; fds[4] are ours on success. */
 static int vmm_handshake(struct vm *vm, int fds[4], const char **why)
 {
@@ -673,13 +814,8 @@ static int vmm_handshake(struct vm *vm, int fds[4], const char **why)
 		.role = VCMA_SIM_ROLE_VMM, .flags = vm->flags, .ram_bytes = o->ram,
 	};
 	struct vcma_sim_attach_rsp rsp;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 8)];
-		struct cmsghdr align;
-	} cbuf;
-	struct iovec iov = { .iov_base = &rsp, .iov_len = sizeof(rsp) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf) };
 	int got = 0, rc;
+	bool trunc;
 	ssize_t n;
 
 	for (int i = 0; i < 4; i++)
@@ -706,28 +842,16 @@ static int vmm_handshake(struct vm *vm, int fds[4], const char **why)
 	rc = wait_readable(vm->sock, ATTACH_TIMEOUT_MS);
 	if (rc)
 		return rc;
-	memset(&rsp, 0, sizeof(rsp));
-	n = recvmsg(vm->sock, &mh, MSG_CMSG_CLOEXEC);
-	if (n < 0)
-		return -errno;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-			int fd;
-
-			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-			if (got < 4)
-				fds[got++] = fd;
-			else
-				close(fd);
-		}
+	n = sim_recv_rsp(vm->sock, &rsp, fds, &got, &trunc);
+	if (n < 0) {
+		close_fds(fds, 4);
+		return (int)n;
 	}
 	*why = "malformed attach response";
 	if (n == 0) {
 		*why = "vcmad closed the connection without an answer";
 		rc = -ECONNRESET;
-	} else if (n != (ssize_t)sizeof(rsp) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || rsp.magic != VCMA_SIM_MAGIC ||
+	} else if (n != (ssize_t)sizeof(rsp) || trunc || rsp.magic != VCMA_SIM_MAGIC ||
 		   rsp.version != VCMA_SIM_VERSION || rsp.type != VCMA_SIM_MSG_ATTACH_RSP) {
 		rc = -EIO;
 	} else if (rsp.status != VCMA_ST_OK) {
@@ -887,6 +1011,12 @@ static void print_text(struct vm *vm, const struct totals *t)
 	printf("vcma-simvm: guest %s, id %u, seed %" PRIu64 ", %.2f s%s\n", o->name, vm->guest_id, o->seed,
 	       (double)(vm->end_ns - vm->start_ns) / 1e9,
 	       atomic_load(&vm->host_gone) ? " (vcmad went away)" : "");
+	printf("  vcmad restarts: %s; %" PRIu64 " reattach(es)%s, %" PRIu64 " REUSE(s) answered while vcmad was away, %"
+	       PRIu64 " guest call(s) retried\n",
+	       vm->have_token ? "survived" : (vm->flags & VCMA_SIM_F_REATTACH) ? "not survived (vcmad gave no token)"
+										: "not survived (--no-reattach)",
+	       (uint64_t)atomic_load(&vm->reattaches), atomic_load(&vm->reattach_failed) ? ", the last one refused" : "",
+	       (uint64_t)atomic_load(&vm->local_reuses), vm->calls_retried);
 	printf("  RAM %s in %u mapping(s) from %u p2m run(s); %u vCPU(s), workload %s\n", fmt_size(o->ram, buf),
 	       vm->nmaps, vm->nruns, o->workload == WL_IDLE ? 0 : o->vcpus,
 	       o->workload == WL_IDLE ? "idle" : "checksum");
@@ -928,8 +1058,9 @@ static void print_text(struct vm *vm, const struct totals *t)
 	printf("  regions: %zu obtained, %" PRIu64 " held at the end (%s), %" PRIu64 " not zeroed\n", vm->nrec,
 	       vm->held_at_end, atomic_load(&vm->host_gone) ? "reclaimed by vcmad" : "all freed before exit",
 	       vm->not_zeroed);
-	printf("  corruptions %" PRIu64 ", pattern errors %" PRIu64 ", errors %" PRIu64 "\n", t->corrupt, t->pattern,
-	       vm->errors);
+	printf("  corruptions %" PRIu64 ", pattern errors %" PRIu64 ", errors %" PRIu64 ", reattaches %" PRIu64
+	       ", calls retried %" PRIu64 "\n",
+	       t->corrupt, t->pattern, vm->errors, (uint64_t)atomic_load(&vm->reattaches), vm->calls_retried);
 }
 
 static void print_json(struct vm *vm, const struct totals *t)
@@ -955,6 +1086,11 @@ static void print_json(struct vm *vm, const struct totals *t)
 	       t->vs.park_max_us, t->vs.unparks, t->vs.resume_p50_us, t->vs.resume_p99_us, t->vs.resume_max_us,
 	       t->vs.slept, t->vs.remapped_pages, t->vs.remap_calls, t->vs.remap_refused, t->reported_pages,
 	       t->reports, t->reuses, t->reused_pages, vm->pinned_pages, t->vs.host_msgs_ignored);
+	printf("\"reattach\":%s,\"reattaches\":%" PRIu64 ",\"reattach_failed\":%s,\"local_reuses\":%" PRIu64
+	       ",\"calls_retried\":%" PRIu64 ",",
+	       vm->have_token ? "true" : "false", (uint64_t)atomic_load(&vm->reattaches),
+	       atomic_load(&vm->reattach_failed) ? "true" : "false", (uint64_t)atomic_load(&vm->local_reuses),
+	       vm->calls_retried);
 	printf("\"write_rate\":%u,\"one_trip\":%s,\"dirty_log\":%s,\"remap_resumes\":%" PRIu64 ",\"drops\":%" PRIu64
 	       ",\"dropped_pages\":%" PRIu64 ",\"drops_refused\":%" PRIu64 ",\"tracks\":%" PRIu64
 	       ",\"tracks_refused\":%" PRIu64 ",\"untracks\":%" PRIu64 ",\"dirty_reads\":%" PRIu64
@@ -1013,7 +1149,8 @@ static void usage(FILE *f)
 		"  -S, --seed S            PRNG seed (default: from the clock and pid; printed)\n"
 		"  -j, --json              print the summary as one JSON object on stdout\n"
 		"  -h, --help              show this help and exit\n"
-		"\n"
+		"\n");
+	fprintf(f,
 		"The VMM channel (vcmad lends pool frames to the VM and vacates them: pause, copy, remap,\n"
 		"resume; the vCPUs keep verifying every page they use across it):\n"
 		"      --report PERCENT    free page reporting: each vCPU keeps this share of its pages\n"
@@ -1029,6 +1166,10 @@ static void usage(FILE *f)
 		"      --no-dirty-log      attach without DIRTY_LOG: no pre-copy, vacated by pausing\n"
 		"                          (DIRTY_LOG is on where the kernel offers userfaultfd WP_ASYNC\n"
 		"                          and PAGEMAP_SCAN, Linux 6.7; else one line says what is missing)\n"
+		"      --no-reattach       attach without REATTACH: when vcmad goes away, stop (by default\n"
+		"                          the VM keeps running on its RAM, reconnects with backoff 10 ms\n"
+		"                          doubling to 500 ms for the grace period vcmad's token names, and\n"
+		"                          takes its RAM and regions back from the restarted vcmad)\n"
 		"Fault injection, for vcmad's tests:\n"
 		"      --pause-delay-ms N  answer PAUSE only N ms after it arrived\n"
 		"      --no-pause-ack      never answer PAUSE (vCPUs still park, and RESUME unparks)\n"
@@ -1042,7 +1183,12 @@ static void usage(FILE *f)
 		"and CLOCK_MONOTONIC times: alloc_ns after the allocation answered, free_ns before the free\n"
 		"was sent.\n"
 		"\n"
-		"Exit status: 0 ok, 1 corruption or unexpected error, 2 usage error, 3 could not attach.\n");
+		"Guest part calls in flight across a vcmad restart fail with ECONNRESET (or time out while\n"
+		"vcmad is away) and are made again: counted as 'calls retried', not as errors. The summary\n"
+		"ends with the reattaches.\n"
+		"\n"
+		"Exit status: 0 ok, 1 corruption or unexpected error, 2 usage error, 3 could not attach, or\n"
+		"vcmad did not take the VM back after a restart (its memory is gone).\n");
 }
 
 static int parse_size(const char *s, uint64_t *out)
@@ -1128,7 +1274,7 @@ static __attribute__((format(printf, 1, 2))) int bad_usage(const char *fmt, ...)
 
 enum {
 	OPT_REPORT = 256, OPT_PIN, OPT_PAUSE_DELAY, OPT_NO_PAUSE_ACK, OPT_EXIT_ON_PAUSE, OPT_EXIT_AFTER_PAUSES, OPT_COUNT,
-	OPT_WRITE_RATE, OPT_NO_ONE_TRIP, OPT_NO_DIRTY_LOG, OPT_REFUSE_REMAPS,
+	OPT_WRITE_RATE, OPT_NO_ONE_TRIP, OPT_NO_DIRTY_LOG, OPT_REFUSE_REMAPS, OPT_NO_REATTACH,
 };
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -1151,6 +1297,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "no-one-trip", no_argument, NULL, OPT_NO_ONE_TRIP },
 		{ "no-dirty-log", no_argument, NULL, OPT_NO_DIRTY_LOG },
 		{ "refuse-remaps", required_argument, NULL, OPT_REFUSE_REMAPS },
+		{ "no-reattach", no_argument, NULL, OPT_NO_REATTACH },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *env = getenv("VCMA_SOCKET");
@@ -1260,6 +1407,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case OPT_NO_ONE_TRIP: o->no_one_trip = true; break;
 		case OPT_NO_DIRTY_LOG: o->no_dirty_log = true; break;
+		case OPT_NO_REATTACH: o->no_reattach = true; break;
 		case OPT_REFUSE_REMAPS:
 			if (parse_uint(optarg, 1, UINT32_MAX, &o->refuse_remaps))
 				return bad_usage("--refuse-remaps: expected 1 or more");
@@ -1323,6 +1471,19 @@ int main(int argc, char **argv)
 		free(vm.st);
 		return EXIT_FAIL;
 	}
+	rc = pthread_mutex_init(&vm.held_lock, NULL);
+	if (!rc && (rc = pthread_mutex_init(&vm.reattach_lock, NULL)))
+		pthread_mutex_destroy(&vm.held_lock);
+	if (!rc && (rc = pthread_cond_init(&vm.ring_cond, NULL))) {
+		pthread_mutex_destroy(&vm.reattach_lock);
+		pthread_mutex_destroy(&vm.held_lock);
+	}
+	if (rc) {
+		msg("cannot start: %s", strerror(rc));
+		vmm_channel_fini(&vm);
+		free(vm.st);
+		return EXIT_FAIL;
+	}
 	chan = true;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
@@ -1333,6 +1494,8 @@ int main(int argc, char **argv)
 
 	/* what this VMM can do beyond pause/remap/resume, said at attach */
 	vm.flags = o.no_one_trip ? 0 : VCMA_SIM_F_ONE_TRIP;
+	if (!o.no_reattach)
+		vm.flags |= VCMA_SIM_F_REATTACH;
 	if (!o.no_dirty_log) {
 		char dwhy[256];
 
@@ -1345,18 +1508,35 @@ int main(int argc, char **argv)
 
 	/* attach: the VMM side first, then the guest part on the ring fds */
 	rc = vmm_handshake(&vm, fds, &why);
+	if (rc == -EINVAL && (vm.flags & VCMA_SIM_F_REATTACH)) {
+		/* as libvcma does: a vcmad older than restart support refuses the flag */
+		msg("vcmad refused the attach as INVALID: once more without REATTACH (a vcmad that cannot keep VMs "
+		    "across a restart?)");
+		close(vm.sock);
+		vm.sock = -1;
+		vm.flags &= ~VCMA_SIM_F_REATTACH;
+		rc = vmm_handshake(&vm, fds, &why);
+	}
 	if (!rc) {
 		vm.machine_fd = fds[3];
-		rc = recv_p2m(&vm, &why);
+		if (vm.flags & VCMA_SIM_F_REATTACH)
+			rc = reattach_read_token(&vm, &why);
 	}
+	if (!rc)
+		rc = recv_p2m(&vm, &why);
 	if (!rc) {
 		struct stat st;
 
 		why = "machine memory";
-		if (fstat(vm.machine_fd, &st))
+		if (fstat(vm.machine_fd, &st)) {
 			rc = -errno;
-		else if ((uint64_t)st.st_size != vm.machine_bytes)
+		} else if ((uint64_t)st.st_size != vm.machine_bytes) {
 			rc = -EIO;
+		} else {
+			/* a reattach must bring the same file: these mappings stay */
+			vm.machine_dev = st.st_dev;
+			vm.machine_ino = st.st_ino;
+		}
 	}
 	if (!rc)
 		rc = map_ram(&vm, &why);
@@ -1427,6 +1607,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	vm.vmm_started = true;
+	if (vm.have_token) {
+		rc = reattach_ring_start(&vm);
+		if (rc) {
+			msg("cannot start: %s", strerror(-rc));
+			ret = EXIT_FAIL;
+			goto out;
+		}
+	}
 	for (unsigned int i = 0; i < o.nsizes; i++)
 		vm.st[i].bytes = o.sizes[i];
 
@@ -1456,15 +1644,19 @@ int main(int argc, char **argv)
 		}
 		n = 0;
 		for (unsigned int i = 0; i < vm.nslices; i++) {
-			const struct vcpu *c = &vm.vcpu[i];
+			struct vcpu *c = &vm.vcpu[i];
 			uint64_t from = n;
 
+			/* a reattach from here on sends them again (report_again) */
+			c->reported_epoch = atomic_load(&vm.host_epoch);
 			for (uint32_t j = 0; j < c->nrep; j++)
 				gfns[n++] = c->first + c->rep[j];
 			qsort(gfns + from, n - from, sizeof(*gfns), cmp_u64); /* slices ascend: all sorted */
 		}
 		rc = vmm_send_gfns(&vm, VCMA_SIM_MSG_REPORT, 0, gfns, n);
 		free(gfns);
+		if (rc < 0 && vmm_lost_err(&vm, rc))
+			rc = 0; /* vcmad is away: REPORTed again once it is back */
 		if (rc < 0) {
 			msg("cannot send the initial REPORT: %s", strerror(-rc));
 			ret = EXIT_FAIL;
@@ -1509,20 +1701,29 @@ int main(int argc, char **argv)
 	}
 	if (atomic_load(&vm.vcpu_errors))
 		vm.errors++;
-	vm.held_at_end = vm.nheld;
+	/* the run ended while vcmad was away: free the regions on the ring it comes back
+	 * with (the VMM thread gives up by itself when the grace period is over) */
+	if (vmm_ring_stale(&vm) && !atomic_load(&vm.host_gone)) {
+		msg("the run is over while vcmad is away: waiting for the reattach before freeing the regions");
+		wait_while_away(&vm, true);
+	}
+	vm.held_at_end = held_count(&vm);
 	if (atomic_load(&vm.host_gone)) {
 		vm.errors++;
+		pthread_mutex_lock(&vm.held_lock);
 		for (unsigned int i = 0; i < vm.nheld; i++)
 			vm.rec[vm.held[i].rec].free_ns = now_ns();
 		vm.nheld = 0;
+		pthread_mutex_unlock(&vm.held_lock);
 		vcma_set_timeout(vm.v, 1); /* nobody will answer the frees in detach */
 	}
-	while (vm.nheld)
-		do_free(&vm, vm.nheld - 1);
+	for (unsigned int n; (n = held_count(&vm));)
+		do_free(&vm, n - 1);
 	vm.end_ns = now_ns();
 	for (unsigned int i = 0; i < o.nsizes; i++)
 		t.pattern += vm.st[i].pattern_errors;
 	vmm_summary(&vm, &t.vs);
+	vm.errors += atomic_load(&vm.reattach_errors);
 
 	if (o.json)
 		print_json(&vm, &t);
@@ -1534,8 +1735,11 @@ int main(int argc, char **argv)
 	ret = t.corrupt || t.pattern || vm.errors ? EXIT_FAIL : EXIT_OK;
 	if (t.corrupt || t.pattern)
 		msg("FAILED: %" PRIu64 " corrupt page(s), %" PRIu64 " pattern error(s)", t.corrupt, t.pattern);
+	else if (atomic_load(&vm.reattach_failed))
+		ret = EXIT_ATTACH; /* the VM's memory is gone with vcmad's restart */
 out:
 	atomic_store(&vm.stop, true);
+	reattach_ring_stop(&vm); /* no new ring for the guest part from here on */
 	vcma_detach(vm.v); /* unmaps and frees whatever is left */
 	if (vm.vmm_started) {
 		uint64_t one = 1;
@@ -1565,7 +1769,11 @@ out:
 	free(vm.held);
 	free(vm.rec);
 	free(vm.st);
-	if (chan)
+	if (chan) {
+		pthread_cond_destroy(&vm.ring_cond);
+		pthread_mutex_destroy(&vm.reattach_lock);
+		pthread_mutex_destroy(&vm.held_lock);
 		vmm_channel_fini(&vm);
+	}
 	return ret;
 }
