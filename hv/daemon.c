@@ -294,8 +294,6 @@ int vcmad_start(struct vcmad *d)
 	}
 	/* ownership is recorded from here on: before any guest can attach */
 	rc = vcmad_durable_open(d);
-	if (!rc)
-		rc = vcmad_restore(d); /* a previous run's guests, if it left any */
 	if (rc)
 		return rc;
 	sigemptyset(&ss);
@@ -327,6 +325,11 @@ int vcmad_start(struct vcmad *d)
 			return rc;
 		}
 	}
+	/* a previous run's guests, if it left any: before the loop runs, so nobody can
+	 * attach first, and after the configured guests are known, so they get theirs */
+	rc = vcmad_restore(d);
+	if (rc)
+		return rc;
 	/* virtio-mem lenders connect to their devices from the loop */
 	rc = vcmad_vmem_qmp_start(d);
 	if (rc)

@@ -69,6 +69,9 @@ static void rl_clear(struct vcmad_guest *g, const struct vcma_region *r)
 
 static int rl_read(struct vcmad_guest *g, const struct vcma_region *r, uint64_t off, void *buf, size_t len)
 {
+	/* a QEMU guest's regions are in its BAR, which only the vcmad that made it mapped */
+	if (rs_of(g)->kind == VCMA_STORE_LINK_QEMU)
+		return -ENXIO;
 	return g->d->be.type->mem->read(&g->d->be, r->mfn, off, buf, len);
 }
 
