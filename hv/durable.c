@@ -454,38 +454,39 @@ uint64_t vcmad_proc_start_time(uint32_t pid)
 	return t;
 }
 
-void vcmad_durable_guest_identity(struct vcmad *d, uint32_t id, uint32_t pid, uint32_t domid)
+/* The recorded copy of guest id, or NULL (not recorded, or the store is off). */
+static struct vcmad_durable_guest *recorded_guest(struct vcmad *d, uint32_t id)
 {
 	if (!store_of(d))
-		return;
-	for (uint32_t i = 0; i < d->conf.max_guests; i++) {
-		struct vcmad_durable_guest *g = &d->durable.guests[i];
+		return NULL;
+	for (uint32_t i = 0; i < d->conf.max_guests; i++)
+		if (d->durable.guests[i].used && d->durable.guests[i].id == id)
+			return &d->durable.guests[i];
+	return NULL;
+}
 
-		if (!g->used || g->id != id)
-			continue;
-		g->pid = pid;
-		g->start_time = pid ? vcmad_proc_start_time(pid) : 0;
-		g->domid = domid;
-		if (!d->durable.stale)
-			turn_failed(d, put_guest(d, g));
+void vcmad_durable_guest_identity(struct vcmad *d, uint32_t id, uint32_t pid, uint32_t domid)
+{
+	struct vcmad_durable_guest *g = recorded_guest(d, id);
+
+	if (!g)
 		return;
-	}
+	g->pid = pid;
+	g->start_time = pid ? vcmad_proc_start_time(pid) : 0;
+	g->domid = domid;
+	if (!d->durable.stale)
+		turn_failed(d, put_guest(d, g));
 }
 
 void vcmad_durable_guest_token(struct vcmad *d, uint32_t id, const uint8_t token[16])
 {
-	if (!store_of(d))
-		return;
-	for (uint32_t i = 0; i < d->conf.max_guests; i++) {
-		struct vcmad_durable_guest *g = &d->durable.guests[i];
+	struct vcmad_durable_guest *g = recorded_guest(d, id);
 
-		if (!g->used || g->id != id)
-			continue;
-		memcpy(g->token, token, sizeof(g->token));
-		if (!d->durable.stale)
-			turn_failed(d, put_guest(d, g));
+	if (!g)
 		return;
-	}
+	memcpy(g->token, token, sizeof(g->token));
+	if (!d->durable.stale)
+		turn_failed(d, put_guest(d, g));
 }
 
 static void verify_violation(void *ctx, const char *msg)

@@ -293,7 +293,9 @@ static void refuse(struct vcmad *d, int fd, int32_t status, const char *why)
 	send_rsp(fd, &rsp, NULL, 0); /* best effort: the client may be gone */
 }
 
-static int send_p2m(int sock, const struct vcmad_run *runs, uint32_t nruns)
+/* runs as messages of type `type` in the P2M layout (P2M: {gfn, mfn, count}; REGIONS:
+ * {handle, mfn, frames}), VCMA_SIM_P2M_RUNS a message, unused entries zero. */
+static int send_runs(int sock, uint16_t type, const struct vcmad_run *runs, uint32_t nruns)
 {
 	struct vcma_sim_p2m *m = calloc(1, sizeof(*m));
 	uint32_t i = 0;
@@ -307,7 +309,7 @@ static int send_p2m(int sock, const struct vcmad_run *runs, uint32_t nruns)
 		memset(m, 0, sizeof(*m));
 		m->magic = VCMA_SIM_MAGIC;
 		m->version = VCMA_SIM_VERSION;
-		m->type = VCMA_SIM_MSG_P2M;
+		m->type = type;
 		for (; i < nruns && m->nruns < VCMA_SIM_P2M_RUNS; i++) {
 			m->run[m->nruns].gfn = runs[i].gfn;
 			m->run[m->nruns].mfn = runs[i].mfn;
@@ -502,35 +504,6 @@ static int held_regions(struct vcmad *d, const struct vcmad_guest *g, struct vcm
 	return 0;
 }
 
-static int send_regions(int sock, const struct vcmad_run *v, uint32_t n)
-{
-	struct vcma_sim_p2m *m = calloc(1, sizeof(*m));
-	uint32_t i = 0;
-	int rc = 0;
-
-	if (!m)
-		return -ENOMEM;
-	while (i < n && !rc) {
-		ssize_t k;
-
-		memset(m, 0, sizeof(*m));
-		m->magic = VCMA_SIM_MAGIC;
-		m->version = VCMA_SIM_VERSION;
-		m->type = VCMA_SIM_MSG_REGIONS;
-		for (; i < n && m->nruns < VCMA_SIM_P2M_RUNS; i++) {
-			m->run[m->nruns].gfn = v[i].gfn;
-			m->run[m->nruns].mfn = v[i].mfn;
-			m->run[m->nruns].count = v[i].count;
-			m->nruns++;
-		}
-		k = send(sock, m, sizeof(*m), MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (k != (ssize_t)sizeof(*m))
-			rc = k < 0 ? -errno : -EIO;
-	}
-	free(m);
-	return rc;
-}
-
 static void conn_unlink(struct sim_link *sl, struct conn *c)
 {
 	for (struct conn **pp = &sl->conns; *pp; pp = &(*pp)->next)
@@ -636,7 +609,7 @@ static void reattach(struct sim_link *sl, int fd, uint32_t uid, const struct vcm
 	if (!rc)
 		rc = send_token(d, fd, g);
 	if (!rc)
-		rc = send_regions(fd, held, nheld);
+		rc = send_runs(fd, VCMA_SIM_MSG_REGIONS, held, nheld);
 	free(held);
 	if (!rc)
 		rc = vcma_loop_add(&d->loop, &s->kick_w, s->kick_fd, EPOLLIN, kick_cb);
@@ -854,7 +827,7 @@ static void attach(struct sim_link *sl, struct conn *c)
 	if (!rc && (a.flags & VCMA_SIM_F_REATTACH))
 		rc = send_token(d, fd, g);
 	if (!rc && g->vm)
-		rc = send_p2m(fd, runs, nruns);
+		rc = send_runs(fd, VCMA_SIM_MSG_P2M, runs, nruns);
 	free(runs);
 	if (!rc)
 		rc = vcma_loop_add(&d->loop, &s->kick_w, s->kick_fd, EPOLLIN, kick_cb);
