@@ -503,15 +503,24 @@ class GuestLog:
         self.problems = []
         self.id = None
         self.alloc_us, self.free_us = [], []
+        self.restarts, self.restart_of = 0, {}
         for w in ev:
             k = w[0]
-            if k == "START":
+            if k == "LOST":
+                self.restarts += 1
+            elif k == "START":
                 self.id = int(w[1])
             elif k == "ANSWERED":
                 h = int(w[1], 16)
                 if h in self.answered:
-                    self.problems.append("handle %#x answered twice" % h)
+                    # a freed handle value is not issued again (PROTOCOL.md §6), not
+                    # after a restart either (region.h, vcma_regions_insert_at)
+                    self.problems.append("handle %#x answered twice (%s, then %d restart(s) later at %s)"
+                                         % (h, "answered at %#x, freed" % self.answered[h][1] if h in self.freeing
+                                            else "answered at %#x and still held" % self.answered[h][1],
+                                            self.restarts - self.restart_of[h], w[3]))
                 self.answered[h] = (int(w[2]), int(w[3], 16))
+                self.restart_of[h] = self.restarts
                 self.alloc_us.append(int(w[4]))
                 self.order.append(("A", h))
             elif k == "FREEING":
