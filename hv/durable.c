@@ -343,6 +343,7 @@ int vcmad_durable_restored(struct vcmad *d)
 
 	d->durable.previous = false;
 	rc = write_all(d);
+	vcma_store_set_handle_floor(store_of(d), (uint64_t)d->core.regions.max_gen + 1);
 	if (!rc)
 		rc = vcma_store_commit(store_of(d));
 	if (rc) {
@@ -696,6 +697,9 @@ void vcmad_durable_turn_end(struct vcmad *d)
 	}
 	if (!rc && du->turn_failed)
 		rc = -EIO;
+	/* a handle answered after this commit was issued below this: a restarted vcmad
+	 * issues none of them again (restore.c) */
+	vcma_store_set_handle_floor(store_of(d), (uint64_t)d->core.regions.max_gen + 1);
 	rc = rc ? (vcma_store_commit(store_of(d)), rc) : vcma_store_commit(store_of(d));
 	du->turn_failed = false;
 	if (rc) {

@@ -187,6 +187,7 @@ struct record {
 	struct vcma_store_p2m *runs;
 	size_t nguests, nregions, nruns, cap_guests, cap_regions, cap_runs;
 	uint32_t npools;
+	uint64_t handle_floor; /* the meta record's: every handle issued had a lower generation */
 	int err;
 };
 
@@ -217,6 +218,12 @@ static int rec_pool(void *ctx, const struct vcma_store_pool *sp)
 			(unsigned long long)sp->base_mfn, d->durable.dir);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+static int rec_meta(void *ctx, const struct vcma_store_meta *m)
+{
+	((struct record *)ctx)->handle_floor = m->handle_gen_floor;
 	return 0;
 }
 
@@ -409,13 +416,17 @@ static int take_back(struct vcmad *d, struct record *rec)
 		rc = restore_region(d, &rec->regions[i]);
 	for (size_t i = 0; i < rec->nruns && !rc;)
 		rc = restore_vm(d, rec->runs, rec->nruns, &i);
+	/* handles freed before the crash may have had higher generations than any taken
+	 * back: none is issued again (PROTOCOL.md §6) */
+	if (rec->handle_floor > d->core.regions.gen_floor)
+		d->core.regions.gen_floor = rec->handle_floor > UINT32_MAX ? UINT32_MAX : (uint32_t)rec->handle_floor;
 	return rc;
 }
 
 int vcmad_restore(struct vcmad *d)
 {
 	static const struct vcma_store_replay_ops ops = {
-		.pool = rec_pool, .guest = rec_guest, .region = rec_region, .p2m = rec_p2m,
+		.meta = rec_meta, .pool = rec_pool, .guest = rec_guest, .region = rec_region, .p2m = rec_p2m,
 	};
 	struct record rec = { .d = d };
 	int rc;

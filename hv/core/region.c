@@ -106,6 +106,8 @@ int vcma_regions_insert(struct vcma_regions *t, struct vcma_region *r)
 	s->r = *r;
 	s->r.handle = (uint64_t)s->gen << 32 | idx;
 	r->handle = s->r.handle;
+	if (s->gen > t->max_gen)
+		t->max_gen = s->gen;
 	t->nlive++;
 	return 0;
 }
@@ -138,6 +140,8 @@ int vcma_regions_insert_at(struct vcma_regions *t, const struct vcma_region *r)
 	t->nlive++;
 	if (gen >= t->gen_floor)
 		t->gen_floor = gen == UINT32_MAX ? 1 : gen + 1;
+	if (gen > t->max_gen)
+		t->max_gen = gen;
 	t->free_stale = 1; /* rebuilt by the next insert */
 	return 0;
 }

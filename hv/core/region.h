@@ -38,6 +38,7 @@ struct vcma_regions {
 	uint32_t max_slots; /* hard bound on the table */
 	uint32_t gen_floor;  /* generation new slots start at (1; above every restored one) */
 	uint32_t free_stale; /* regions were restored: the free list is rebuilt first */
+	uint32_t max_gen;    /* the highest generation issued (or restored): vcmad records it */
 };
 
 #define VCMA_REGIONS_DEFAULT_MAX (1u << 20)

@@ -41,6 +41,7 @@ struct vcma_store {
 	int turn_err;      /* a failure inside this turn, returned until commit/abort */
 	bool poisoned;     /* a sync failed: the disk's state is unknown until reopened */
 	uint64_t created_ns;
+	uint64_t handle_floor; /* written in every commit's meta record */
 	struct vcma_store_options opt;
 	struct vcma_store_info info;
 	char dir[PATH_MAX];
@@ -277,7 +278,7 @@ struct check {
 	uint64_t nbad;
 	bool meta_found;
 	uint32_t format;
-	uint64_t meta_last_txn, created_ns;
+	uint64_t meta_last_txn, created_ns, handle_floor;
 	uint8_t last_good[VCMA_REC_KEY_MAX]; /* key of the last record that checked out */
 	size_t last_good_len;
 	char bad[768];         /* the first damaged records, named, with why */
@@ -313,6 +314,7 @@ static int check_one(void *ctx, const MDB_val *k, const MDB_val *v)
 		c->format = le32toh(r.meta.format_version);
 		c->meta_last_txn = le64toh(r.meta.last_txn);
 		c->created_ns = le64toh(r.meta.created_ns);
+		c->handle_floor = le64toh(r.meta.handle_gen_floor);
 	}
 	return 0;
 }
@@ -807,6 +809,7 @@ int vcma_store_open(struct vcma_store **out, const char *dir, const struct vcma_
 		goto fail;
 	}
 	s->created_ns = c.created_ns;
+	s->handle_floor = c.handle_floor;
 	s->info.last_txn = c.last_txn;
 	if (!s->opt.read_only) {
 		rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -1037,6 +1040,12 @@ int vcma_store_del_lender(struct vcma_store *s, uint32_t guest, uint32_t pool)
 	return turn_del(s, k, sizeof(k));
 }
 
+void vcma_store_set_handle_floor(struct vcma_store *s, uint64_t floor)
+{
+	if (floor > s->handle_floor)
+		s->handle_floor = floor;
+}
+
 int vcma_store_commit(struct vcma_store *s)
 {
 	struct vcma_rec_meta m = { .format_version = htole32(VCMA_STORE_FORMAT) };
@@ -1054,6 +1063,7 @@ int vcma_store_commit(struct vcma_store *s)
 	/* every commit says it was the last: a newest snapshot whose meta disagrees is torn */
 	m.created_ns = htole64(s->created_ns);
 	m.last_txn = htole64(s->txn_id);
+	m.handle_gen_floor = htole64(s->handle_floor);
 	rc = turn_put(s, k, sizeof(k), &m, sizeof(m));
 	if (rc) {
 		s->turn_err = 0;
@@ -1131,7 +1141,7 @@ static int replay_one(void *ctx, const MDB_val *k, const MDB_val *v)
 	switch (r.h.type) {
 	case VCMA_REC_META: {
 		struct vcma_store_meta m = { le32toh(r.meta.format_version), le64toh(r.meta.created_ns),
-					     le64toh(r.meta.last_txn) };
+					     le64toh(r.meta.last_txn), le64toh(r.meta.handle_gen_floor) };
 		return ops->meta ? ops->meta(rp->ctx, &m) : 0;
 	}
 	case VCMA_REC_POOL: {

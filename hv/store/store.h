@@ -46,6 +46,7 @@ struct vcma_store_meta {
 	uint32_t format_version;
 	uint64_t created_ns;  /* CLOCK_REALTIME when the store was made */
 	uint64_t last_txn;    /* the transaction that last committed (every commit updates it) */
+	uint64_t handle_gen_floor; /* every region handle issued so far has a lower generation */
 };
 
 struct vcma_store_pool {
@@ -142,6 +143,10 @@ bool vcma_store_in_turn(const struct vcma_store *s);
  * tells), -EIO when LMDB failed writing its meta page (the same).
  */
 int vcma_store_commit(struct vcma_store *s);
+/* What the next commit's meta record says of region handles (never lowered): every
+ * handle issued before that commit has a lower generation. Starts at the opened
+ * store's. */
+void vcma_store_set_handle_floor(struct vcma_store *s, uint64_t floor);
 void vcma_store_abort(struct vcma_store *s);
 
 /* Replay: every record in key order, CRC-checked. A callback's nonzero return stops

@@ -49,7 +49,8 @@ struct vcma_rec_meta {
 	uint32_t pad0;
 	uint64_t created_ns;
 	uint64_t last_txn;
-	uint64_t reserved[2];
+	uint64_t handle_gen_floor; /* every region handle issued so far has a lower generation */
+	uint64_t reserved;
 };
 _Static_assert(sizeof(struct vcma_rec_meta) == 56, "meta record");
 

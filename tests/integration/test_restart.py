@@ -135,6 +135,14 @@ for line in hold.stdout:
     if line.strip() == "ready":
         break
 check(len(hold_handles) == 3, "libvcma: hold_regions holds 3 regions (%s)" % [hex(h) for h in hold_handles])
+# handles issued and freed before the crash, one slot's generation run up past every
+# live region's: none may be issued again after the restart (PROTOCOL.md 6)
+issued = set(hold_handles)
+for _ in range(3):
+    r = vcmactl(d, "--json", "alloc", "--pool", "main", "1M")
+    h = int(json.loads(r.stdout)["handle"], 16)
+    issued.add(h)
+    vcmactl(d, "free", hex(h))
 d.kill()
 for s in (sa, sb):
     s.close()
@@ -226,8 +234,11 @@ check(r.returncode == 0 and "vcmad_restore_back_total 1" in r.stdout and "vcmad_
       "stats --prometheus: the restore counters")
 
 # serving again
-r = vcmactl(d, "alloc", "1M")
+r = vcmactl(d, "--json", "alloc", "1M")
 check(r.returncode == 0, "serving: with a back and b reclaimed, an allocation is served (%s)" % r.stdout.strip())
+again = int(json.loads(r.stdout)["handle"], 16)
+check(again not in issued, "serving: its handle %#x is none issued before the restart (%s)"
+      % (again, sorted(hex(h) for h in issued)))
 # libvcma: hold_regions finds the host gone at its next call, reattaches and frees
 out, _ = hold.communicate("free\n", timeout=30)
 check(hold.returncode == 0, "libvcma: hold_regions freed its 3 regions after reattaching on its own (exit %d)"
