@@ -7,14 +7,14 @@ restarted each time (restore.h, PROTOCOL.md §9.1 "sim: restart and reattach").
 
 MODE (or $VCMA_TORTURE_MODE) is one of:
 
-  reclaim   (the default, and the suite's) the clients stop when vcmad goes; each
-            cycle starts new ones. The restarted vcmad holds what it took back for
-            reattach_grace_ms (small), then reclaims all of it. Described last, below.
-  reattach  the clients survive every restart: they reattach, are taken back with
-            everything they held, and go on. Not the suite's default yet: a restarted
-            vcmad issues a handle again that it had issued and freed before the crash
-            (README.md, crash-torture), which this mode's "answered twice" check
-            catches within a few cycles.
+  reattach  (the default) the clients survive every restart: they reattach, are
+            taken back with everything they held, and go on. Its "answered twice"
+            check found a restarted vcmad issuing again handles freed before the crash
+            (fixed: the store records how far handle generations went).
+  reclaim   the clients stop when vcmad goes; each cycle starts new ones. The
+            restarted vcmad holds what it took back for reattach_grace_ms (small),
+            then reclaims all of it. Described last, below.
+The suite runs 20 cycles of each.
 
 ---- reattach ----
 
@@ -165,7 +165,7 @@ if len(sys.argv) < 6:
 VCMAD, SIMVM, VCMACTL, GUEST, DUMP = sys.argv[1:6]
 CYCLES = int(sys.argv[6]) if len(sys.argv) > 6 else 20
 SEED = int(sys.argv[7]) if len(sys.argv) > 7 else 1
-MODE = sys.argv[8] if len(sys.argv) > 8 else os.environ.get("VCMA_TORTURE_MODE") or "reclaim"
+MODE = sys.argv[8] if len(sys.argv) > 8 else os.environ.get("VCMA_TORTURE_MODE") or "reattach"
 if MODE not in ("reclaim", "reattach"):
     fail("MODE is reclaim or reattach, not %r" % MODE)
 set_tools(vcmactl=VCMACTL, simvm=SIMVM)
