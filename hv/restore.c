@@ -174,7 +174,7 @@ static void watch_qemu(struct vcmad *d, struct vcmad_guest *g, const struct vcma
 		return;
 	}
 	log_info("restore: guest %u (%s): its QEMU (pid %u) keeps %u region(s) until it exits; restart the guest "
-		 "(or detach and attach its device) to give it a working one", g->id, g->name, sg->qemu_pid,
+		 "to give it a working one", g->id, g->name, sg->qemu_pid,
 		 g->rq.nregions);
 }
 
@@ -497,6 +497,13 @@ struct vcmad_guest *vcmad_restore_find(struct vcmad *d, uint32_t id)
 	struct vcmad_guest *g = vcmad_guest_find(d, id);
 
 	return is_restored(g) && rs_of(g)->kind == VCMA_STORE_LINK_SIM ? g : NULL;
+}
+
+struct vcmad_guest *vcmad_restore_holding_name(struct vcmad *d, const char *name)
+{
+	struct vcmad_guest *g = vcmad_guest_by_name(d, name);
+
+	return is_restored(g) ? g : NULL;
 }
 
 bool vcmad_restore_token_ok(const struct vcmad_guest *g, const uint8_t token[16])

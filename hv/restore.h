@@ -41,6 +41,8 @@ bool vcmad_restore_holding(const struct vcmad *d);
 /* Guest id restored and waiting, as the sim link sees it: NULL unless it is a sim guest
  * still waiting. Its token, role and RAM size are checked by the caller. */
 struct vcmad_guest *vcmad_restore_find(struct vcmad *d, uint32_t id);
+/* The guest of that name taken back and still waiting (a QEMU's, until it exits), or NULL. */
+struct vcmad_guest *vcmad_restore_holding_name(struct vcmad *d, const char *name);
 bool vcmad_restore_token_ok(const struct vcmad_guest *g, const uint8_t token[16]);
 /* g is back on link l with link_priv priv: it leaves the restore link. */
 void vcmad_restore_take(struct vcmad_guest *g, struct vcmad_link *l, void *priv);

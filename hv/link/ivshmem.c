@@ -38,6 +38,7 @@
 #include "durable.h"
 #include "guest.h"
 #include "log.h"
+#include "restore.h"
 #include "peerfd.h"
 #include "scrub.h"
 #include "vcmad.h"
@@ -609,6 +610,16 @@ static void accept_cb(struct vcma_watch *w, uint32_t events)
 			/* a QEMU that reconnects at once: its old connection's EOF may still
 			 * wait in this loop turn's events; the new one must not pay for that */
 			vcmad_guest_detach(ls->g, "QEMU disconnected");
+		}
+		if (!ls->g && vcmad_restore_holding_name(d, ls->conf->name)) {
+			/* vcmad restarted under a running QEMU: until that QEMU exits its
+			 * regions are its own, and a second instance of the guest is refused */
+			d->stats.attach_refused++;
+			log_warn("guest %s: a QEMU connected while the one from before vcmad's restart still runs and "
+				 "holds its regions; closing it (restart the guest: its QEMU exiting frees them)",
+				 ls->conf->name);
+			close(fd);
+			continue;
 		}
 		if (ls->g) {
 			/* one QEMU per guest: a second device on the same socket is refused */

@@ -187,6 +187,10 @@ check({x["name"] for x in sh["guests"]} == {"g1", "q0"} and not sh["vms"],
       "restart: the record now has g1 and q0 and no VM (%s)" % [x["name"] for x in sh["guests"]])
 check(any(r["guest"] == names["q0"]["id"] for r in sh["regions"]),
       "restart: the QEMU stand-in, still running, keeps its region past the grace period")
+q2 = subprocess.run([sys.executable, PEER, os.path.join(d.rundir, "q0.ivshmem"), "main", "1", "1"],
+                    capture_output=True, text=True, timeout=30)
+check(q2.returncode != 0 and "while the one from before vcmad's restart still runs" in d.logtext(),
+      "restart: a second QEMU for q0 is refused while the first still holds its region (exit %d)" % q2.returncode)
 q.kill()
 q.wait()
 wait_until(lambda t: "(q0) detached (its QEMU exited)" in t, 15, "q0 reclaimed once its process exits",
