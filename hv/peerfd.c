@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -18,12 +19,27 @@
 
 static _Thread_local timer_t wd_timer;
 static _Thread_local bool wd_ready;
+/* The timer runs (wd_armed) from the first guarded op until its signal finds no op in
+ * progress (wd_in): arming and disarming per op cost two syscalls each time. */
+static _Thread_local volatile sig_atomic_t wd_armed, wd_in;
 static bool nowait_reads = true; /* until the kernel says RWF_NOWAIT is not for eventfds */
 
-/* Does nothing: its delivery makes the sleeping syscall return EINTR (no SA_RESTART). */
+/* Its delivery makes a sleeping guarded op return EINTR (no SA_RESTART). Outside an op
+ * it stops the timer; inside one it leaves it ticking every millisecond, so an op that
+ * starts sleeping just after this signal is cut short by the next. (Other syscalls it
+ * lands in return EINTR too: on vcmad's thread only epoll_wait blocks, and the loop
+ * takes EINTR as an empty wake-up.) */
 static void wd_handler(int sig)
 {
+	static const struct itimerspec off;
+	int saved = errno;
+
 	(void)sig;
+	if (!wd_in && wd_armed) {
+		timer_settime(wd_timer, 0, &off, NULL);
+		wd_armed = 0;
+	}
+	errno = saved;
 }
 
 int vcmad_peerfd_init(void)
@@ -54,11 +70,13 @@ void vcmad_peerfd_fini(void)
 	if (wd_ready)
 		timer_delete(wd_timer);
 	wd_ready = false;
+	wd_armed = 0;
 }
 
-/* Fire after VCMAD_PEERFD_WATCHDOG_MS and then every millisecond until disarmed: a
- * signal that lands just before the syscall starts sleeping is followed by another. */
-static int wd_arm(void)
+/* Before a guarded op: the timer fires within VCMAD_PEERFD_WATCHDOG_MS and then every
+ * millisecond while an op is in progress. wd_in is set before wd_armed is looked at,
+ * so a signal in between keeps the timer going. */
+static int wd_enter(void)
 {
 	struct itimerspec its = {
 		.it_value = { 0, VCMAD_PEERFD_WATCHDOG_MS * 1000000L },
@@ -71,27 +89,35 @@ static int wd_arm(void)
 		if (rc)
 			return rc;
 	}
-	return timer_settime(wd_timer, 0, &its, NULL) ? -errno : 0;
+	wd_in = 1;
+	atomic_signal_fence(memory_order_seq_cst);
+	if (wd_armed)
+		return 0;
+	if (timer_settime(wd_timer, 0, &its, NULL)) {
+		wd_in = 0;
+		return -errno;
+	}
+	wd_armed = 1;
+	return 0;
 }
 
-static void wd_disarm(void)
+static void wd_leave(void)
 {
-	static const struct itimerspec off;
-
-	timer_settime(wd_timer, 0, &off, NULL);
+	atomic_signal_fence(memory_order_seq_cst);
+	wd_in = 0;
 }
 
 int vcmad_peerfd_signal(int fd)
 {
 	uint64_t one = 1;
 	ssize_t n;
-	int rc = wd_arm(), err;
+	int rc = wd_enter(), err;
 
 	if (rc)
 		return rc;
 	n = write(fd, &one, sizeof(one));
 	err = errno;
-	wd_disarm();
+	wd_leave();
 	if (n == (ssize_t)sizeof(one) || (n < 0 && err == EAGAIN))
 		return 0;
 	if (n < 0 && err == EINTR)
@@ -123,12 +149,12 @@ int vcmad_peerfd_drain(int fd, uint64_t *count)
 			return -errno;
 		nowait_reads = false; /* an old kernel: the watchdog from now on */
 	}
-	rc = wd_arm();
+	rc = wd_enter();
 	if (rc)
 		return rc;
 	n = read(fd, count, sizeof(*count));
 	err = errno;
-	wd_disarm();
+	wd_leave();
 	if (n == (ssize_t)sizeof(*count))
 		return 0;
 	*count = 0;

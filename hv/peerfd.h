@@ -11,7 +11,10 @@
  *   - writes cannot ask for that (eventfd has no write_iter), so they run under a
  *     watchdog: a per-thread timer whose signal interrupts the write if it sleeps.
  *     A write sleeps only when the counter is full *and* O_NONBLOCK was cleared:
- *     the peer did both, on purpose.
+ *     the peer did both, on purpose. The timer is not set and cleared per write:
+ *     it starts at the first write and stops at its first signal that finds no
+ *     write in progress (at most one signal per VCMAD_PEERFD_WATCHDOG_MS while
+ *     vcmad writes irqs; the calling thread must take EINTR from its other calls).
  * Kernels without RWF_NOWAIT for eventfd reads fall back to the watchdog too.
  */
 #ifndef VCMA_HV_PEERFD_H

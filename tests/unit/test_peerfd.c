@@ -129,11 +129,46 @@ static void test_signal(void **unused)
 	vcmad_peerfd_fini();
 }
 
+/* The timer is not set per write: it runs from the first write until its signal finds
+ * none in progress. A write that blocks is cut short whenever it starts: late in a run
+ * of writes (the timer set long before), and after the timer stopped. */
+static void test_signal_timer_lifetime(void **unused)
+{
+	uint64_t t0;
+	int fd, ok;
+
+	assert_int_equal(vcmad_peerfd_init(), 0);
+	ok = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	/* writes for 3 watchdog periods: the timer fires among them and goes on */
+	t0 = now_ms();
+	while (now_ms() - t0 < 3 * VCMAD_PEERFD_WATCHDOG_MS)
+		assert_int_equal(vcmad_peerfd_signal(ok), 0);
+	fd = hostile_fd(FULL);
+	t0 = now_ms();
+	assert_int_equal(vcmad_peerfd_signal(fd), -EPERM);
+	assert_true(now_ms() - t0 < 500);
+	close(fd);
+	/* idle: the signal that finds no write stops the timer (the sleep is cut short by
+	 * it: that is the point); the next write sets it again */
+	t0 = now_ms();
+	while (now_ms() - t0 < 5 * VCMAD_PEERFD_WATCHDOG_MS)
+		usleep(1000);
+	fd = hostile_fd(FULL);
+	t0 = now_ms();
+	assert_int_equal(vcmad_peerfd_signal(fd), -EPERM);
+	assert_true(now_ms() - t0 < 500);
+	close(fd);
+	assert_int_equal(vcmad_peerfd_signal(ok), 0);
+	close(ok);
+	vcmad_peerfd_fini();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_drain_never_blocks),
 		cmocka_unit_test(test_signal),
+		cmocka_unit_test(test_signal_timer_lifetime),
 		cmocka_unit_test(test_drain_through_watchdog),
 	};
 
