@@ -6,8 +6,11 @@
  * Rows:
  *   floor       eventfd ping-pong, two processes (one request/response exchange)
  *   blocking    vcma_alloc(1 MiB) then vcma_free(), back to back, as applications do:
- *               the FREE is posted, the next ALLOC carries it and collects its answer,
- *               so one exchange per op
+ *               the FREE is posted without a kick (PROTOCOL.md §4.9: vcmad's req_poll
+ *               window is open), the next ALLOC's kick carries it and its wait collects
+ *               the answer, so one exchange and one wake-up of vcmad per op
+ *   kicked      the same with VCMA_LAZY_FREE=0: every posted FREE kicks vcmad (the
+ *               code before §4.9), so two wake-ups of vcmad per op
  *   free_sync   vcma_alloc() then vcma_free_sync(): the old two exchanges per op
  *   pipelined   FREE of the previous region and ALLOC of the next in one kick
  *               (vcma_submit_*): one exchange per op
@@ -423,7 +426,7 @@ int main(int argc, char **argv)
 		placement = false;
 
 	struct dist fl = floor_eventfd(iters, warm, -1, -1);
-	struct dist bl[2], sy[2], pl[2];
+	struct dist bl[2], sy[2], pl[2], kicked;
 	double tp1 = 0, tpn = 0;
 
 	/* pass 0: both sides block; pass 1: vcmad polls 50 us after serving and
@@ -433,6 +436,11 @@ int main(int argc, char **argv)
 			setenv("VCMA_SPIN_US", "50", 1);
 		dpid = start_vcmad(vcmad, dir, "none", pass ? 50 : 0, -1, conf, sizeof(conf), sock, sizeof(sock));
 		bl[pass] = vcma_blocking(sock, iters, warm, false);
+		if (!pass) {
+			setenv("VCMA_LAZY_FREE", "0", 1);
+			kicked = vcma_blocking(sock, iters, warm, false);
+			unsetenv("VCMA_LAZY_FREE");
+		}
 		sy[pass] = vcma_blocking(sock, iters, warm, true);
 		pl[pass] = vcma_pipelined(sock, iters, warm);
 		if (!pass) {
@@ -497,6 +505,8 @@ int main(int argc, char **argv)
 
 		snprintf(label, sizeof(label), "vcma blocking%s: alloc, then free (posted, 1 trip)", how);
 		row(label, &bl[pass], &fl);
+		if (!pass)
+			row("  the same, each posted FREE kicked (VCMA_LAZY_FREE=0)", &kicked, &fl);
 		snprintf(label, sizeof(label), "vcma blocking%s: alloc, then free_sync (2 trips)", how);
 		row(label, &sy[pass], &fl);
 		snprintf(label, sizeof(label), "vcma pipelined%s: free+alloc per kick (1 trip)", how);

@@ -28,6 +28,7 @@ void vcmad_conf_defaults(struct vcmad_conf *c)
 	c->max_pause_us = 1000;
 	c->precopy = true;
 	c->relend_idle_ms = 200;
+	c->lazy_free_ms = 10;
 	c->shutdown_grace_ms = 2000;
 	c->reattach_grace_ms = 5000;
 	c->machine_bytes = 1ull << 30;
@@ -158,6 +159,14 @@ static int set_key(struct vcmad_conf *c, enum section sec, const char *k, const 
 			return -EINVAL;
 		}
 		c->relend_idle_ms = (uint32_t)x;
+		return 0;
+	}
+	if (sec == SEC_DAEMON && !strcmp(k, "lazy_free_ms")) {
+		if (parse_u64(v, 0, 1000, &x)) {
+			*msg = "expected milliseconds from 0 (off) to 1000";
+			return -EINVAL;
+		}
+		c->lazy_free_ms = (uint32_t)x;
 		return 0;
 	}
 	if (sec == SEC_DAEMON && !strcmp(k, "shutdown_grace_ms")) {

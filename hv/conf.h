@@ -4,7 +4,7 @@
  * "file:line: key: message". Command-line overrides are applied on top.
  *
  *   [daemon]   runtime_dir, backend, max_guests, poll_us, lend_share,
- *              pause_timeout_ms, max_pause_us, precopy, relend_idle_ms, ctl_group
+ *              pause_timeout_ms, max_pause_us, precopy, relend_idle_ms, lazy_free_ms, ctl_group
  *   [limits]   max_regions_per_guest, max_bytes_per_guest, request_rate,
  *              request_burst, max_ram_per_guest, ring_slots
  *   [machine]  memory            (sim backend: simulated machine memory; Xen: ignored)
@@ -111,6 +111,7 @@ struct vcmad_conf {
 	uint32_t max_pause_us;     /* target bound on one guest pause while vacating */
 	bool precopy;              /* use what a VMM offers: drops, one-trip pauses, pre-copy */
 	uint32_t relend_idle_ms;   /* quiet time before pages move back onto idle pool frames */
+	uint32_t lazy_free_ms;     /* PROTOCOL.md §4.9: look at a guest's ring unkicked this long after its turn (0 = off) */
 	uint32_t shutdown_grace_ms; /* on SIGTERM, how long guests get to detach */
 	uint32_t reattach_grace_ms; /* after a restart, how long guests taken back get to reattach */
 	char ctl_group[33]; /* may use the control socket besides root; "" = root only */

@@ -497,6 +497,7 @@ void vcmad_fini(struct vcmad *d)
 		if (d->links[i].ops && d->links[i].priv)
 			d->links[i].ops->stop(&d->links[i]);
 	vcma_timer_cancel(&d->loop, &d->relend.timer);
+	vcma_timer_cancel(&d->loop, &d->guests.lazy_timer);
 	vcmad_scrub_fini(d);
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);

@@ -23,11 +23,14 @@
 
 /* ---- the table ---- */
 
+static void lazy_cb(struct vcma_timer *t);
+
 int vcmad_guests_init(struct vcmad *d)
 {
 	struct vcmad_guests *gs = &d->guests;
 
 	memset(gs, 0, sizeof(*gs));
+	vcma_timer_init(&gs->lazy_timer, lazy_cb);
 	gs->next_id = 1;
 	gs->slot = calloc(d->conf.max_guests, sizeof(*gs->slot));
 	return gs->slot ? 0 : -ENOMEM;
@@ -220,6 +223,7 @@ int vcmad_guest_ring_init(struct vcmad_guest *g, void *base, uint64_t size, uint
 		.max_regions = lim->max_regions, .max_bytes = g->rq.max_bytes,
 		.window_off = window_off, .window_size = window_size,
 		.guest_id = g->id, .generation = (uint32_t)(g->d->stats.attaches + 1),
+		.no_lazy_free = !g->d->conf.lazy_free_ms,
 	};
 
 	return vcma_ring_host_init(&g->ring, base, size, &rp);
@@ -232,16 +236,40 @@ void vcmad_guest_started(struct vcmad_guest *g)
 	vcmad_guest_run(g);
 }
 
-static void unslot(struct vcmad_guest *g)
+static void runq_remove(struct vcmad_guest *g)
 {
 	struct vcmad *d = g->d;
 
+	if (!g->queued)
+		return;
 	for (struct vcmad_guest **pp = &d->guests.runq; *pp; pp = &(*pp)->next_run)
 		if (*pp == g) {
 			*pp = g->next_run;
 			break;
 		}
 	g->queued = false;
+	g->next_run = NULL;
+}
+
+static void lazy_remove(struct vcmad_guest *g)
+{
+	if (!g->lazy_open)
+		return;
+	for (struct vcmad_guest **pp = &g->d->guests.lazy; *pp; pp = &(*pp)->next_lazy)
+		if (*pp == g) {
+			*pp = g->next_lazy;
+			break;
+		}
+	g->lazy_open = false;
+	g->next_lazy = NULL;
+}
+
+static void unslot(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	runq_remove(g);
+	lazy_remove(g);
 	for (uint32_t i = 0; i < d->conf.max_guests; i++)
 		if (d->guests.slot[i] == g)
 			d->guests.slot[i] = NULL;
@@ -561,6 +589,91 @@ static void refill(struct vcmad_guest *g)
 	g->tokens_at = now;
 }
 
+/* ---- PROTOCOL.md §4.9: looking at a ring without a kick ---- */
+
+/* After a turn that took requests: req_poll stays open lazy_free_ms more. */
+static void lazy_open(struct vcmad_guest *g, uint64_t now)
+{
+	struct vcmad *d = g->d;
+
+	if (!(g->features & VCMA_F_LAZY_FREE) || !d->conf.lazy_free_ms || d->stop)
+		return;
+	g->lazy_until = now + (uint64_t)d->conf.lazy_free_ms * 1000000ull;
+	if (g->lazy_open)
+		return;
+	g->lazy_open = true;
+	g->next_lazy = d->guests.lazy;
+	d->guests.lazy = g;
+	vcma_ring_host_set_poll(&g->ring, true);
+	if (!d->guests.lazy_timer.armed)
+		vcma_timer_arm(&d->loop, &d->guests.lazy_timer, g->lazy_until);
+}
+
+/* The window's end (§4.9 host item 3): req_poll 0 and a full barrier, then what the
+ * guest published meanwhile without a kick gets its turn now (not on the run queue:
+ * a guest off the lazy list would not be taken before another requester). */
+static void lazy_close(struct vcmad_guest *g)
+{
+	struct vcmad *d = g->d;
+
+	lazy_remove(g);
+	vcma_ring_host_set_poll(&g->ring, false);
+	if (g->dead || !vcma_ring_host_pending(&g->ring))
+		return;
+	d->guests.lazy_takes_closed++;
+	runq_remove(g);
+	vcmad_guest_run(g);
+}
+
+static void lazy_cb(struct vcma_timer *t)
+{
+	struct vcmad *d = (struct vcmad *)((char *)t - offsetof(struct vcmad, guests.lazy_timer));
+	uint64_t now = vcmad_now(d), next = UINT64_MAX;
+	struct vcmad_guest *g;
+
+	/* a turn may detach guests and change the list: look again from the top after
+	 * each window closed (a turn reopens its guest's, due after now) */
+	for (;;) {
+		for (g = d->guests.lazy; g; g = g->next_lazy)
+			if (g->lazy_until <= now || d->stop)
+				break;
+		if (!g)
+			break;
+		lazy_close(g);
+	}
+	for (g = d->guests.lazy; g; g = g->next_lazy)
+		if (g->lazy_until < next)
+			next = g->lazy_until;
+	if (next != UINT64_MAX)
+		vcma_timer_arm(&d->loop, t, next);
+}
+
+void vcmad_guests_take_lazy(struct vcmad *d, const struct vcmad_guest *except)
+{
+	uint32_t pass;
+
+	if (!d->guests.lazy || d->guests.in_lazy)
+		return;
+	d->guests.in_lazy = true;
+	pass = ++d->guests.lazy_pass;
+	/* a turn may detach guests and change the list: look again from the top after
+	 * each, skipping the ones this pass ran */
+	for (;;) {
+		struct vcmad_guest *g;
+
+		for (g = d->guests.lazy; g; g = g->next_lazy)
+			if (g != except && !g->dead && g->lazy_pass != pass && vcma_ring_host_pending(&g->ring))
+				break;
+		if (!g)
+			break;
+		g->lazy_pass = pass;
+		d->guests.lazy_takes_early++;
+		runq_remove(g);
+		vcmad_guest_run(g);
+	}
+	d->guests.in_lazy = false;
+}
+
 static void turn(struct vcmad_guest *g)
 {
 	struct vcmad *d = g->d;
@@ -580,8 +693,10 @@ static void turn(struct vcmad_guest *g)
 		vcmad_guest_notify(g);
 	if (g->dead)
 		return; /* the notification cut it off */
-	if (n)
+	if (n) {
 		d->last_active_ns = vcmad_now(d);
+		lazy_open(g, d->last_active_ns);
+	}
 	g->tokens -= n ? n : 1; /* an empty kick costs a token too */
 	if (g->tokens < 0) {
 		vcmad_guest_kill(g, "flooding: requests above the configured request_rate/request_burst");
@@ -601,6 +716,9 @@ void vcmad_guest_run(struct vcmad_guest *g)
 {
 	struct vcmad *d = g->d;
 
+	if (g->dead)
+		return;
+	vcmad_guests_take_lazy(d, g);
 	if (g->dead)
 		return;
 	if (!g->link->ops->hold_frees) {

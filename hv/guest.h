@@ -51,6 +51,11 @@ struct vcmad_guest {
 	bool queued; /* on the run queue */
 	bool dead;   /* detached; freed at the end of the loop iteration */
 	struct vcmad_guest *next_run;
+	/* PROTOCOL.md §4.9: req_poll is open until lazy_until (on d's lazy list) */
+	bool lazy_open;
+	uint32_t lazy_pass; /* the take_lazy pass that last ran it */
+	uint64_t lazy_until;
+	struct vcmad_guest *next_lazy;
 	struct vcmad_guest_stats stats;
 	uint8_t token[16]; /* sim: the reattach token it was given (PROTOCOL.md §9.1); all zero: none */
 };
@@ -86,6 +91,10 @@ void vcmad_guest_kicked(struct vcmad_guest *g);
 void vcmad_guest_kicks_read(struct vcmad_guest *g);
 /* One turn: up to 64 requests; a guest with more goes on the run queue. */
 void vcmad_guest_run(struct vcmad_guest *g);
+/* PROTOCOL.md §4.9: guests whose req_poll window is open, with requests published
+ * (without a kick), get their turn now, before vcmad serves another requester
+ * (`except`, or a vcmactl command: NULL). */
+void vcmad_guests_take_lazy(struct vcmad *d, const struct vcmad_guest *except);
 /* Run the guests left on the run queue; true if any was. */
 bool vcmad_guests_run_queued(struct vcmad *d);
 void vcmad_guest_notify(struct vcmad_guest *g);

@@ -36,7 +36,7 @@ int vcma_ring_host_init(struct vcma_ring_host *r, void *base, uint64_t size, con
 	c->major = VCMA_PROTO_MAJOR;
 	c->minor = VCMA_PROTO_MINOR;
 	c->hdr_size = sizeof(*c);
-	c->host_features = VCMA_F_KNOWN;
+	c->host_features = p->no_lazy_free ? VCMA_F_KNOWN & ~VCMA_F_LAZY_FREE : VCMA_F_KNOWN;
 	c->guest_features = 0;
 	c->generation = p->generation;
 	c->guest_id = p->guest_id;
@@ -134,6 +134,14 @@ int vcma_ring_host_respond(struct vcma_ring_host *r, const struct vcma_rsp *rsp,
 	vcma_mb();
 	*notify = vcma_need_notify(old, r->rsp_prod_pvt, vcma_read_once(&r->req->rsp_event));
 	return 0;
+}
+
+void vcma_ring_host_set_poll(struct vcma_ring_host *r, bool on)
+{
+	if (!r->ctrl)
+		return;
+	vcma_write_once(&r->req->req_poll, on ? 1u : 0u);
+	vcma_mb(); /* closing: the 0 is visible before the caller reads req_prod */
 }
 
 uint32_t vcma_ring_host_pending(const struct vcma_ring_host *r)

@@ -35,6 +35,7 @@ struct vcma_ring_params {
 	uint32_t max_regions;
 	uint64_t max_bytes;
 	uint64_t window_off, window_size; /* 0 unless the transport has a DMA window */
+	bool no_lazy_free; /* do not offer VCMA_F_LAZY_FREE (the host never opens req_poll) */
 };
 
 /* Bytes of shared memory the control page and both rings need. */
@@ -66,6 +67,12 @@ int vcma_ring_host_respond(struct vcma_ring_host *r, const struct vcma_rsp *rsp,
 
 /* Requests published but not yet taken (a hint for rate accounting). */
 uint32_t vcma_ring_host_pending(const struct vcma_ring_host *r);
+
+/* PROTOCOL.md §4.9 (VCMA_F_LAZY_FREE): open (on) or close the window in which the
+ * host looks at req_prod without a kick. Closing stores 0 and runs a full barrier:
+ * the caller then looks at the ring (vcma_ring_host_pending) for what the guest
+ * published without a kick. The host never reads req_poll back. */
+void vcma_ring_host_set_poll(struct vcma_ring_host *r, bool on);
 
 /* Post a notice; -ENOSPC (and counted) when the guest has not consumed room for it. */
 int vcma_ring_host_post_event(struct vcma_ring_host *r, const struct vcma_evt *e, bool *notify);

@@ -46,6 +46,14 @@ struct vcmad_guests {
 	uint32_t next_id;
 	struct vcmad_guest *runq;
 	struct vcmad_guest *zombies; /* detached, linked by next_run */
+	/* PROTOCOL.md §4.9: guests whose req_poll window is open, linked by next_lazy;
+	 * the timer closes each lazy_free_ms after its last turn */
+	struct vcmad_guest *lazy;
+	struct vcma_timer lazy_timer;
+	uint32_t lazy_pass;
+	bool in_lazy;
+	uint64_t lazy_takes_closed; /* turns for requests found when a window closed */
+	uint64_t lazy_takes_early;  /* turns for requests found before another requester's */
 	struct vcmad_guest_conf **known; /* expected guests: the config's and run-time ones */
 	uint32_t nknown, known_cap;
 };

@@ -28,7 +28,7 @@
 
 #define VCMA_PROTO_MAGIC 0x414d4356u /* "VCMA" */
 #define VCMA_PROTO_MAJOR 1u
-#define VCMA_PROTO_MINOR 0u
+#define VCMA_PROTO_MINOR 1u
 #define VCMA_PROTO_PAGE 4096u
 
 /* ---- control page ---- */
@@ -44,7 +44,8 @@ enum vcma_ctrl_state {
 /* Feature bits (host_features offered, guest_features accepted at HELLO). */
 #define VCMA_F_EVENTS (1ull << 0)     /* host posts notices on the event ring */
 #define VCMA_F_NAMED_POOL (1ull << 1) /* ALLOC and QUERY may name a pool */
-#define VCMA_F_KNOWN (VCMA_F_EVENTS | VCMA_F_NAMED_POOL)
+#define VCMA_F_LAZY_FREE (1ull << 2)  /* 1.1: the host writes req_poll (a posted FREE may skip its kick) */
+#define VCMA_F_KNOWN (VCMA_F_EVENTS | VCMA_F_NAMED_POOL | VCMA_F_LAZY_FREE)
 
 struct vcma_ctrl {
 	uint32_t magic;          /* VCMA_PROTO_MAGIC */
@@ -72,7 +73,8 @@ struct vcma_ring_hdr {
 	uint32_t req_event; /* host: kick me when req_prod reaches this */
 	uint32_t rsp_prod;  /* host: responses published */
 	uint32_t rsp_event; /* guest: kick me when rsp_prod reaches this */
-	uint8_t pad[48];
+	uint32_t req_poll;  /* host, VCMA_F_LAZY_FREE: nonzero = I will look at req_prod without a kick */
+	uint8_t pad[44];
 };
 
 enum vcma_op {
@@ -165,6 +167,7 @@ _Static_assert(__builtin_offsetof(struct vcma_ctrl, req_off) == 40, "ctrl.req_of
 _Static_assert(__builtin_offsetof(struct vcma_ctrl, window_off) == 56, "ctrl.window_off");
 _Static_assert(__builtin_offsetof(struct vcma_ctrl, max_bytes) == 80, "ctrl.max_bytes");
 _Static_assert(sizeof(struct vcma_ring_hdr) == 64, "ring header is 64 bytes (Xen-compatible)");
+_Static_assert(__builtin_offsetof(struct vcma_ring_hdr, req_poll) == 16, "ring.req_poll");
 _Static_assert(sizeof(struct vcma_req) == 64, "request slot is 64 bytes");
 _Static_assert(__builtin_offsetof(struct vcma_req, handle) == 16, "req.handle");
 _Static_assert(__builtin_offsetof(struct vcma_req, name) == 48, "req.name");

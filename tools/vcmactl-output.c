@@ -405,6 +405,10 @@ void print_prometheus(FILE *f, struct json_object *stats)
 		  "pre-copied batch.", false },
 		{ "vcmad_precopy_fallbacks_total", "precopy_fallbacks", "Pre-copies that did not converge (paused in batches "
 		  "instead).", false },
+		{ "vcmad_lazy_takes_early_total", "lazy_takes_early", "Turns for FREEs guests published without a kick, "
+		  "taken before another requester was served (PROTOCOL.md 4.9).", false },
+		{ "vcmad_lazy_takes_closed_total", "lazy_takes_closed", "Turns for FREEs guests published without a kick, "
+		  "taken when their window ended.", false },
 		{ "vcmad_state_commits_total", "state_commits", "Loop turns whose ownership changes were committed to the "
 		  "state directory.", false },
 		{ "vcmad_state_failures_total", "state_failures", "Turns whose commit failed (allocations refused until "

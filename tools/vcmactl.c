@@ -954,6 +954,9 @@ static int run_stats(struct ctx *c, int argc, char **argv)
 	       (unsigned long long)ju64(dm, "regions"), (unsigned long long)ju64(dm, "attaches"),
 	       (unsigned long long)ju64(dm, "detaches"), (unsigned long long)ju64(dm, "violations"),
 	       (unsigned long long)ju64(dm, "attach_refused"));
+	printf("FREEs guests published without a kick (PROTOCOL.md 4.9): %llu turn(s) taken before another requester, "
+	       "%llu when the window ended\n",
+	       (unsigned long long)ju64(dm, "lazy_takes_early"), (unsigned long long)ju64(dm, "lazy_takes_closed"));
 	printf("control socket: %llu client(s); %llu request(s), %llu error(s), %llu refused, %llu dropped\n",
 	       (unsigned long long)ju64(ctl, "clients"), (unsigned long long)ju64(ctl, "requests"),
 	       (unsigned long long)ju64(ctl, "errors"), (unsigned long long)ju64(ctl, "refused"),

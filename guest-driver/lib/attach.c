@@ -8,7 +8,8 @@
  * geometry is used from then on. Environment: VCMA_SOCKET (default socket),
  * VCMA_TIMEOUT_MS (default timeout, also for the attach itself), VCMA_SPIN_US (spin on
  * rsp_prod this long before sleeping; 0 = off), VCMA_RATE and VCMA_BURST (request
- * pacing, see vcma_internal.h), VCMA_REATTACH=0 (attach without a reattach token).
+ * pacing, see vcma_internal.h), VCMA_REATTACH=0 (attach without a reattach token),
+ * VCMA_LAZY_FREE=0 (every posted FREE kicks the host: PROTOCOL.md §4.9 not asked for).
  *
  * Reattaching has no thread of its own: a handle that lost its host (vl_notice_lost)
  * is taken back by the calls made on it (vl_ready), a step at a time. Between tries
@@ -134,6 +135,7 @@ static struct vcma *vl_new(int sock, int shm_fd, int kick_fd, int irq_fd)
 	v->try_sock = -1;
 	v->timeout_ms = env_uint("VCMA_TIMEOUT_MS", VL_DEFAULT_TIMEOUT_MS, 86400000u);
 	v->spin_us = env_uint("VCMA_SPIN_US", 0, 1000000u);
+	v->no_lazy_free = !env_uint("VCMA_LAZY_FREE", 1, 1);
 	v->rate = env_uint("VCMA_RATE", VL_DEFAULT_RATE, 100000000u);
 	v->burst = env_uint("VCMA_BURST", VL_DEFAULT_BURST, 100000000u);
 	if (!v->burst)
@@ -306,7 +308,7 @@ static int hello(struct vcma *v, uint32_t initial_state)
 	memset(&q, 0, sizeof(q));
 	q.op = VCMA_OP_HELLO;
 	q.arg0 = (uint64_t)VCMA_PROTO_MAJOR << 16 | VCMA_PROTO_MINOR;
-	q.arg1 = VCMA_F_KNOWN;
+	q.arg1 = VCMA_F_KNOWN & ~(v->no_lazy_free ? VCMA_F_LAZY_FREE : 0);
 	rc = vl_call(v, &q, &r, vl_deadline(v));
 	if (rc == -EINVAL && initial_state == VCMA_STATE_CONNECTED) {
 		/* features are negotiated once per generation: take over the ones a
@@ -330,6 +332,7 @@ static int ring_start(struct vcma *v, uint32_t state)
 	 * only if nothing is in flight there */
 	v->req_prod_pvt = vcma_read_once(&v->rh->req_prod);
 	v->rsp_cons = v->req_prod_pvt;
+	v->req_notified = v->req_prod_pvt;
 	if (vcma_read_once(&v->rh->rsp_prod) != v->req_prod_pvt)
 		return -EBUSY;
 	v->evt_cons = vcma_read_once(&v->eh->evt_cons);

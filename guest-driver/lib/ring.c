@@ -204,9 +204,26 @@ static int kick(struct vcma *v)
 	return 0;
 }
 
+/* Notify for what was published and not notified yet (§4.2 step 3 from req_notified,
+ * §4.9 guest item 1). */
+static void notify_published(struct vcma *v)
+{
+	if (vcma_need_notify(v->req_notified, v->req_prod_pvt, vcma_read_once(&v->rh->req_event)) && kick(v))
+		vl_mark_dead(v, -EIO);
+	v->req_notified = v->req_prod_pvt;
+}
+
+void vl_settle_kick(struct vcma *v)
+{
+	if (v->req_notified == v->req_prod_pvt || v->dead || v->lost)
+		return;
+	vcma_mb(); /* req_prod was published before; read req_event after it */
+	notify_published(v);
+}
+
 int vl_publish(struct vcma *v, struct vcma_req *q, uint32_t state, uint64_t cookie)
 {
-	uint32_t old = v->req_prod_pvt, idx;
+	uint32_t idx;
 	struct vl_req *e = NULL;
 
 	if (v->dead)
@@ -240,9 +257,13 @@ int vl_publish(struct vcma *v, struct vcma_req *q, uint32_t state, uint64_t cook
 	if (state == VL_ASYNC)
 		v->nasync++;
 	vcma_store_release(&v->rh->req_prod, v->req_prod_pvt);
-	vcma_mb(); /* publish req_prod before reading the host's req_event */
-	if (vcma_need_notify(old, v->req_prod_pvt, vcma_read_once(&v->rh->req_event)) && kick(v))
-		vl_mark_dead(v, -EIO);
+	vcma_mb(); /* publish req_prod before reading the host's req_event (or req_poll) */
+	/* §4.9: a posted FREE needs no kick while the host says it will look by itself;
+	 * req_notified stays below it, so the next notification covers it */
+	if (state == VL_POSTED && q->op == VCMA_OP_FREE && (atomic_load(&v->features) & VCMA_F_LAZY_FREE) &&
+	    vcma_read_once(&v->rh->req_poll))
+		return (int)idx;
+	notify_published(v);
 	return (int)idx;
 }
 
@@ -451,6 +472,8 @@ int vl_wait(struct vcma *v, uint64_t deadline_ns)
 	/* vcma_reattach_fds() is waiting for the lock: this ring is over */
 	if (atomic_load(&v->swaps))
 		return -ECONNRESET;
+	/* whatever is waited for, posted FREEs published without a kick go with it (§4.9) */
+	vl_settle_kick(v);
 	n = vl_harvest(v);
 	if (n)
 		return n < 0 ? n : 0;

@@ -148,7 +148,10 @@ int vcma_alloc(struct vcma *v, uint64_t bytes, unsigned int align_order, uint32_
  *  - the host frees it before it takes any later request from this handle, so a
  *    vcma_alloc() (or query) made afterwards on this handle sees the memory freed;
  *  - the host frees it when it takes the request, which it does without waiting for
- *    another call (the FREE was notified); other guests are not ordered with it: they
+ *    another call: the FREE is notified, unless the host said it will look at the
+ *    ring by itself (PROTOCOL.md §4.9; vcmad: within lazy_free_ms, and before it
+ *    serves any other guest or vcmactl; $VCMA_LAZY_FREE=0 notifies every FREE); then
+ *    the free costs no system call and the next call's kick carries it. Other guests
  *    see the memory back by the time vcma_flush() returns, maybe earlier, but not
  *    necessarily by the time vcma_free() returns.
  * Errors: a handle this handle does not hold (never allocated here, freed already,

@@ -117,6 +117,8 @@ struct vcma {
 	uint64_t window_gpa; /* sim guest: gpa = window_gpa + bus; has_window says it is known */
 	bool has_window;
 	uint32_t req_prod_pvt, rsp_cons, evt_cons;
+	uint32_t req_notified; /* req_prod up to which notification is settled (PROTOCOL.md §4.9) */
+	bool no_lazy_free;     /* VCMA_LAZY_FREE=0: do not ask for VCMA_F_LAZY_FREE */
 	_Atomic uint64_t features; /* a reattach negotiates them again; vcma_features() reads without the lock */
 	uint64_t host_version;
 
@@ -196,6 +198,9 @@ int vl_usable(struct vcma *v);
 bool vl_room(const struct vcma *v);
 /* Publish q (its id is set here) in a free entry; returns the entry index or -errno. */
 int vl_publish(struct vcma *v, struct vcma_req *q, uint32_t state, uint64_t cookie);
+/* Kick for requests published without one (posted FREEs, PROTOCOL.md §4.9) if the
+ * host's req_event asks for it; every wait does this first. */
+void vl_settle_kick(struct vcma *v);
 /* Consume every published response; -errno once the attachment is broken. */
 int vl_harvest(struct vcma *v);
 /* Harvest; if nothing came, sleep until an irq or the deadline (0 = none). */

@@ -990,6 +990,9 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	add_u64(dm, "restore_waiting", d->restore.waiting);
 	add_u64(dm, "restore_vms_waiting", d->restore.vms_waiting);
 	/* FREEs whose frames were zeroed after their turn's answers (alloc.h) */
+	/* turns for requests guests published without a kick (PROTOCOL.md §4.9) */
+	add_u64(dm, "lazy_takes_closed", d->guests.lazy_takes_closed);
+	add_u64(dm, "lazy_takes_early", d->guests.lazy_takes_early);
 	add_u64(dm, "frees_held", d->held.frees);
 	add_u64(dm, "frees_held_released_early", d->held.released_early);
 	/* every VM pause for a vacate batch, PAUSE sent to RESUME sent */

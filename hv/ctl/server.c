@@ -28,6 +28,7 @@
 
 #include "alloc.h"
 #include "ctl/ctl.h"
+#include "guest.h"
 #include "libvirt.h"
 #include "log.h"
 #include "vcmad.h"
@@ -315,6 +316,9 @@ static void handle_line(struct vcmad_ctl_client *c, const char *line, size_t len
 	ctl->stats.requests++;
 	err = vcmad_ctl_parse(line, len, &req, msg, sizeof(msg));
 	if (!err) {
+		/* FREEs guests published without a kick are taken first (PROTOCOL.md §4.9):
+		 * what vcmactl sees or asks for includes the memory they gave back */
+		vcmad_guests_take_lazy(ctl->d, NULL);
 		if (mutates(req.cmd))
 			log_info("ctl: %s requested by pid %d uid %u", vcmad_ctl_cmd_name(req.cmd), (int)c->pid,
 				 (unsigned int)c->uid);

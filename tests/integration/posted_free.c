@@ -6,12 +6,21 @@
  *   tight  4 MiB: one 4 MiB region at a time, so every ALLOC needs the memory the FREE
  *          posted just before it gave back (ring order, PROTOCOL.md §5.4)
  *   many  64 MiB: 200 small regions freed back to back through an 8-slot ring
+ * With a mode after the socket, one part of PROTOCOL.md §4.9 (FREEs published without a
+ * kick while the host's req_poll is open):
+ *   pingpong   two guests take turns at the whole of pool tight, each ALLOC right after
+ *              the other guest's posted FREE: vcmad takes that FREE first
+ *   pairs N    N alloc+free pairs on pool many, then "done" on stdout; detaches when
+ *              stdin closes (the test reads vcmad's kick count meanwhile)
+ *   linger     one region of tight allocated and posted free, "freed" on stdout, then
+ *              nothing until stdin closes: only the window's end can take that FREE
  * Exits 0 pass, 1 fail, 99 setup error.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vcma.h"
 
@@ -138,12 +147,88 @@ static void detach(const char *sock, struct vcma *watcher)
 	CHECK(allocatable(watcher, "many", NULL) == 64 * MiB, "detach returned before its frees were taken");
 }
 
+/* Each ALLOC needs the whole pool, which the other guest's posted FREE just gave back. */
+static void pingpong(struct vcma *a, struct vcma *b)
+{
+	struct vcma *g[2] = { a, b };
+	struct vcma_region_info r;
+	int rc;
+
+	for (int i = 0; i < 400; i++) {
+		rc = vcma_alloc(g[i & 1], 4 * MiB, 0, 0, "tight", &r);
+		CHECK(rc == 0, "alloc %d right after the other guest's posted free: %s", i, vcma_strerror(rc));
+		if (rc)
+			return;
+		rc = vcma_free(g[i & 1], r.handle);
+		CHECK(rc == 0, "free %d: %s", i, vcma_strerror(rc));
+	}
+	CHECK(vcma_flush(a, NULL) == 0 && vcma_flush(b, NULL) == 0, "flush");
+}
+
+static void pairs(struct vcma *v, int n)
+{
+	struct vcma_region_info r;
+	int rc;
+
+	for (int i = 0; i < n; i++) {
+		rc = vcma_alloc(v, MiB, 0, 0, "many", &r);
+		CHECK(rc == 0, "alloc %d: %s", i, vcma_strerror(rc));
+		if (rc)
+			return;
+		rc = vcma_free(v, r.handle);
+		CHECK(rc == 0, "free %d: %s", i, vcma_strerror(rc));
+	}
+	CHECK(vcma_flush(v, NULL) == 0, "flush");
+}
+
+static void wait_stdin(void)
+{
+	char c;
+
+	while (read(0, &c, 1) > 0)
+		;
+}
+
+static int mode(const char *sock, int argc, char **argv)
+{
+	struct vcma *a = attach(sock, "lazy-a"), *b;
+	struct vcma_region_info r;
+	int rc;
+
+	if (!strcmp(argv[2], "pingpong")) {
+		b = attach(sock, "lazy-b");
+		pingpong(a, b);
+		vcma_detach(b);
+	} else if (!strcmp(argv[2], "pairs") && argc == 4) {
+		pairs(a, atoi(argv[3]));
+		printf("done\n");
+		fflush(stdout);
+		wait_stdin();
+	} else if (!strcmp(argv[2], "linger")) {
+		rc = vcma_alloc(a, 4 * MiB, 0, 0, "tight", &r);
+		CHECK(rc == 0, "alloc: %s", vcma_strerror(rc));
+		CHECK(rc || vcma_free(a, r.handle) == 0, "posted free");
+		printf("freed\n");
+		fflush(stdout);
+		wait_stdin();
+	} else {
+		fprintf(stderr, "posted_free: unknown mode %s\n", argv[2]);
+		return 99;
+	}
+	vcma_detach(a);
+	if (failures)
+		fprintf(stderr, "posted_free: %d check(s) failed\n", failures);
+	return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct vcma *a, *b;
 
+	if (argc > 2)
+		return mode(argv[1], argc, argv);
 	if (argc != 2) {
-		fprintf(stderr, "usage: posted_free SOCKET\n");
+		fprintf(stderr, "usage: posted_free SOCKET [pingpong | pairs N | linger]\n");
 		return 99;
 	}
 	a = attach(argv[1], "posted-a");

@@ -91,7 +91,7 @@ class Layout:
 # ======================= proto/vcma_proto.h: the shared area =======================
 
 MAGIC = 0x414d4356  # VCMA_PROTO_MAGIC, "VCMA"
-MAJOR, MINOR = 1, 0
+MAJOR, MINOR = 1, 1
 VERSION = MAJOR << 16 | MINOR  # HELLO's arg0
 NAME_LEN = 16                  # pool names on the wire, NUL-padded
 DEFAULT_REQ_SLOTS = 64
@@ -111,9 +111,10 @@ class Feature(enum.IntFlag):
     """VCMA_F_* (ctrl.host_features, HELLO's arg1)."""
     EVENTS = 1 << 0
     NAMED_POOL = 1 << 1
+    LAZY_FREE = 1 << 2
 
 
-FEATURES_KNOWN = Feature.EVENTS | Feature.NAMED_POOL
+FEATURES_KNOWN = Feature.EVENTS | Feature.NAMED_POOL | Feature.LAZY_FREE
 
 
 class Op(enum.IntEnum):
@@ -163,7 +164,7 @@ CTRL = Layout("vcma_ctrl", [
 
 # struct vcma_ring_hdr: at ctrl.req_off, followed by req_slots 64-byte slots
 RING_HDR = Layout("vcma_ring_hdr", [
-    ("req_prod", "I"), ("req_event", "I"), ("rsp_prod", "I"), ("rsp_event", "I"), ("pad", "48s"),
+    ("req_prod", "I"), ("req_event", "I"), ("rsp_prod", "I"), ("rsp_event", "I"), ("req_poll", "I"), ("pad", "44s"),
 ])
 
 # struct vcma_req and struct vcma_rsp share a slot (union vcma_slot)

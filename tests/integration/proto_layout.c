@@ -52,6 +52,7 @@ int main(void)
 	F(vcma_ring_hdr, req_event);
 	F(vcma_ring_hdr, rsp_prod);
 	F(vcma_ring_hdr, rsp_event);
+	F(vcma_ring_hdr, req_poll);
 	F(vcma_ring_hdr, pad);
 
 	S(vcma_req);
@@ -95,6 +96,7 @@ int main(void)
 	E(VCMA_STATE_DEAD);
 	E(VCMA_F_EVENTS);
 	E(VCMA_F_NAMED_POOL);
+	E(VCMA_F_LAZY_FREE);
 	E(VCMA_OP_HELLO);
 	E(VCMA_OP_ALLOC);
 	E(VCMA_OP_FREE);

@@ -82,6 +82,7 @@ struct fake {
 	int32_t next_status; /* answer the next non-HELLO request with this, unless FAKE_NO_STATUS */
 	unsigned int hold_n;
 	bool no_kicks; /* set req_event far ahead: "don't kick me" */
+	bool kicked_only; /* look at the ring only when kicked (no 5 ms timeout look) */
 	unsigned int max_live; /* ALLOC gets LIMIT while this many regions are live (0: 64) */
 	struct vcma_req held[FAKE_MAX_HELD];
 	unsigned int nheld;
@@ -330,14 +331,17 @@ static void *fake_thread(void *arg)
 		struct pollfd pfd = { .fd = f->kick_fd, .events = POLLIN };
 		uint64_t cnt;
 
+		bool kicked = false;
+
 		/* a short timeout: the fake also serves guests that were told not to kick */
 		if (poll(&pfd, 1, 5) > 0 && read(f->kick_fd, &cnt, sizeof(cnt)) == sizeof(cnt)) {
+			kicked = true;
 			pthread_mutex_lock(&f->lock);
 			f->kicks++;
 			pthread_mutex_unlock(&f->lock);
 		}
 		pthread_mutex_lock(&f->lock);
-		if (vcma_load_acquire(&f->ctrl->state) != VCMA_STATE_DEAD)
+		if (vcma_load_acquire(&f->ctrl->state) != VCMA_STATE_DEAD && (kicked || !f->kicked_only))
 			process(f);
 		pthread_mutex_unlock(&f->lock);
 	}
@@ -1149,6 +1153,73 @@ static void test_wrap_and_kicks(void **state)
 		assert_int_equal(vcma_query_pool(v, NULL, &pi), 0);
 	assert_int_equal(fake_get(f, &f->kicks), kicks);
 	finish(f, v);
+}
+
+/* PROTOCOL.md §4.9: a posted FREE skips its kick only while the host's req_poll is
+ * open; the next request's kick, or any wait, covers it; VCMA_LAZY_FREE=0 never skips. */
+static void lazy_step(struct fake *f, struct vcma *v, bool window, bool expect_kick)
+{
+	struct vcma_region_info ri;
+	unsigned int kicks, frees;
+
+	vcma_write_once(&f->rh->req_poll, window ? 1u : 0u);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	kicks = fake_get(f, &f->kicks);
+	frees = fake_get(f, &f->nops[VCMA_OP_FREE]);
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	if (expect_kick) {
+		for (int i = 0; i < 2000 && fake_get(f, &f->nops[VCMA_OP_FREE]) == frees; i++)
+			usleep(1000);
+		assert_int_equal(fake_get(f, &f->kicks), kicks + 1);
+		assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), frees + 1);
+		return;
+	}
+	/* no kick: a host that looks only when kicked does not see it */
+	usleep(30000);
+	assert_int_equal(fake_get(f, &f->kicks), kicks);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), frees);
+}
+
+static void test_lazy_free(void **state)
+{
+	struct fake *f = fake_start(8, 8), *f2;
+	struct vcma *v = fake_attach(f), *v2;
+	struct vcma_region_info ri;
+	unsigned int kicks, frees;
+
+	(void)state;
+	assert_true(vcma_features(v) & VCMA_F_LAZY_FREE);
+	pthread_mutex_lock(&f->lock);
+	f->kicked_only = true;
+	pthread_mutex_unlock(&f->lock);
+	lazy_step(f, v, false, true); /* window closed: kicked */
+	lazy_step(f, v, true, false); /* open: not kicked, not seen */
+	/* the next request's kick covers it: the FREE is taken before the ALLOC */
+	kicks = fake_get(f, &f->kicks);
+	frees = fake_get(f, &f->nops[VCMA_OP_FREE]);
+	assert_int_equal(vcma_alloc(v, 1 << 20, 0, 0, NULL, &ri), 0);
+	assert_int_equal(fake_get(f, &f->kicks), kicks + 1);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), frees + 1);
+	assert_int_equal(vcma_free(v, ri.handle), 0);
+	usleep(30000);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), frees + 1);
+	/* a wait settles it: vcma_flush() kicks for the FREE it waits for */
+	assert_int_equal(vcma_flush(v, NULL), 0);
+	assert_int_equal(fake_get(f, &f->kicks), kicks + 2);
+	assert_int_equal(fake_get(f, &f->nops[VCMA_OP_FREE]), frees + 2);
+	finish(f, v);
+
+	/* VCMA_LAZY_FREE=0: not asked for, so every posted FREE kicks */
+	f2 = fake_start(8, 8);
+	setenv("VCMA_LAZY_FREE", "0", 1);
+	v2 = fake_attach(f2);
+	unsetenv("VCMA_LAZY_FREE");
+	assert_false(vcma_features(v2) & VCMA_F_LAZY_FREE);
+	pthread_mutex_lock(&f2->lock);
+	f2->kicked_only = true;
+	pthread_mutex_unlock(&f2->lock);
+	lazy_step(f2, v2, true, true);
+	finish(f2, v2);
 }
 
 static void test_spin(void **state)
@@ -2388,6 +2459,7 @@ int main(void)
 		cmocka_unit_test(test_async),
 		cmocka_unit_test(test_mapper),
 		cmocka_unit_test(test_wrap_and_kicks),
+		cmocka_unit_test(test_lazy_free),
 		cmocka_unit_test(test_spin),
 		cmocka_unit_test(test_pacing),
 		cmocka_unit_test(test_threads),

@@ -33,6 +33,7 @@ static void test_defaults_and_full_file(void **unused)
 	vcmad_conf_defaults(&c);
 	assert_string_equal(c.runtime_dir, "/run/vcma");
 	assert_int_equal(c.limits.ring_slots, 64);
+	assert_int_equal(c.lazy_free_ms, 10);
 	assert_int_equal(parse(&c, text), 0);
 	assert_string_equal(c.runtime_dir, "/tmp/x");
 	assert_int_equal(c.max_guests, 8);
@@ -62,6 +63,7 @@ static void test_errors_name_file_line_key(void **unused)
 {
 	expect_error("[daemon]\nmax_guests = 0\n", "t.conf:2: max_guests: invalid value '0'");
 	expect_error("[daemon]\nbackend = kvm\n", "t.conf:2: backend: invalid value 'kvm'");
+	expect_error("[daemon]\nlazy_free_ms = 1001\n", "t.conf:2: lazy_free_ms: invalid value '1001'");
 	expect_error("[daemon]\nruntime_dir = relative\n", "runtime_dir: invalid value 'relative'");
 	expect_error("\n\n[limits]\nring_slots = 48\n", "t.conf:4: ring_slots: invalid value '48'");
 	expect_error("[limits]\nmax_bytes_per_guest = lots\n", "max_bytes_per_guest: invalid value 'lots'");

@@ -66,7 +66,8 @@ static void test_ring_hdr_layout(void **state)
 	FIELD(struct vcma_ring_hdr, req_event, 4, 4);
 	FIELD(struct vcma_ring_hdr, rsp_prod, 8, 4);
 	FIELD(struct vcma_ring_hdr, rsp_event, 12, 4);
-	FIELD(struct vcma_ring_hdr, pad, 16, 48);
+	FIELD(struct vcma_ring_hdr, req_poll, 16, 4);
+	FIELD(struct vcma_ring_hdr, pad, 20, 44);
 }
 
 static void test_req_layout(void **state)
@@ -174,7 +175,7 @@ static void test_constants(void **state)
 	(void)state;
 	assert_int_equal(VCMA_PROTO_MAGIC, 0x414d4356u);
 	assert_int_equal(VCMA_PROTO_MAJOR, 1);
-	assert_int_equal(VCMA_PROTO_MINOR, 0);
+	assert_int_equal(VCMA_PROTO_MINOR, 1);
 	assert_int_equal(VCMA_PROTO_PAGE, 4096);
 	assert_int_equal(VCMA_NAME_LEN, 16);
 	assert_int_equal(VCMA_SIM_MAGIC, 0x4d495356u);
@@ -204,7 +205,8 @@ static void test_enums(void **state)
 
 	assert_int_equal(VCMA_F_EVENTS, 1);
 	assert_int_equal(VCMA_F_NAMED_POOL, 2);
-	assert_int_equal(VCMA_F_KNOWN, 3);
+	assert_int_equal(VCMA_F_LAZY_FREE, 4);
+	assert_int_equal(VCMA_F_KNOWN, 7);
 
 	assert_int_equal(VCMA_OP_HELLO, 1);
 	assert_int_equal(VCMA_OP_ALLOC, 2);
@@ -245,7 +247,7 @@ static void test_hello_version_word(void **state)
 {
 	(void)state;
 	/* HELLO arg0 and the response's val[1]: major << 16 | minor */
-	assert_int_equal((uint64_t)VCMA_PROTO_MAJOR << 16 | VCMA_PROTO_MINOR, 0x00010000);
+	assert_int_equal((uint64_t)VCMA_PROTO_MAJOR << 16 | VCMA_PROTO_MINOR, 0x00010001);
 }
 
 static void test_default_slots_and_bytes(void **state)
