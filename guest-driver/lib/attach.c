@@ -101,6 +101,7 @@ static void ep_del(struct vcma *v, int fd)
 {
 	if (fd >= 0)
 		epoll_ctl(v->epfd, EPOLL_CTL_DEL, fd, NULL);
+	vl_wait_forget(v, fd);
 }
 
 static const struct vl_session_ops session_ops = {
@@ -119,6 +120,8 @@ static struct vcma *vl_new(int sock, int shm_fd, int kick_fd, int irq_fd)
 	v->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (v->epfd < 0)
 		goto err_free;
+	v->wait_ep = epoll_create1(EPOLL_CLOEXEC); /* -1: vl_wait polls instead */
+	v->w_irq = v->w_sock = v->w_wake = -1;
 	if (pthread_mutex_init(&v->lock, NULL))
 		goto err_epfd;
 	if (pthread_mutex_init(&v->swap_lock, NULL))
@@ -149,6 +152,7 @@ err_swap_lock:
 err_lock:
 	pthread_mutex_destroy(&v->lock);
 err_epfd:
+	close_fd(v->wait_ep);
 	close(v->epfd);
 err_free:
 	free(v);
@@ -167,6 +171,7 @@ static void vl_destroy(struct vcma *v)
 	close_fd(v->timer_fd);
 	close_fd(v->wake_fd);
 	close_fd(v->epfd);
+	close_fd(v->wait_ep);
 	vl_ring_fini(v);
 	pthread_cond_destroy(&v->swapped);
 	pthread_mutex_destroy(&v->swap_lock);

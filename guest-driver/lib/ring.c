@@ -442,6 +442,44 @@ void vl_drain_irq(struct vcma *v)
 		return;
 }
 
+void vl_wait_forget(struct vcma *v, int fd)
+{
+	if (fd < 0 || v->wait_ep < 0 || (fd != v->w_irq && fd != v->w_sock && fd != v->w_wake))
+		return;
+	epoll_ctl(v->wait_ep, EPOLL_CTL_DEL, fd, NULL);
+	if (fd == v->w_irq)
+		v->w_irq = -1;
+	if (fd == v->w_sock)
+		v->w_sock = -1;
+	if (fd == v->w_wake)
+		v->w_wake = -1;
+}
+
+/* Register what vl_wait waits for now (the fds change across a reattach); every fd
+ * leaves the set before it is closed (vl_wait_forget). false: use poll() instead. */
+static bool wait_set(struct vcma *v, int fd, int *reg, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.fd = fd };
+
+	if (*reg == fd)
+		return true;
+	if (*reg >= 0)
+		epoll_ctl(v->wait_ep, EPOLL_CTL_DEL, *reg, NULL);
+	*reg = -1;
+	if (fd < 0)
+		return true;
+	if (epoll_ctl(v->wait_ep, EPOLL_CTL_ADD, fd, &ev))
+		return false;
+	*reg = fd;
+	return true;
+}
+
+static bool wait_sync(struct vcma *v)
+{
+	return v->wait_ep >= 0 && wait_set(v, v->irq_fd, &v->w_irq, EPOLLIN | EPOLLET) &&
+	       wait_set(v, v->sock, &v->w_sock, EPOLLIN) && wait_set(v, v->wake_fd, &v->w_wake, EPOLLIN);
+}
+
 int vl_check_sock(struct vcma *v)
 {
 	char buf[256];
@@ -507,6 +545,25 @@ int vl_wait(struct vcma *v, uint64_t deadline_ns)
 		uint64_t left = (deadline_ns - now + 999999ull) / 1000000ull;
 
 		ms = left > INT_MAX ? INT_MAX : (int)left;
+	}
+	if (wait_sync(v)) {
+		/* one syscall: the irq is edge-triggered, so nothing to read (the counter
+		 * keeps counting; vcma_complete() and vcma_next_event() still drain it for
+		 * vcma_fd()'s level-triggered set, and an irq of an answer found without
+		 * waiting is one spurious wake-up later) */
+		struct epoll_event ev[3];
+		bool sock_ready = false;
+
+		n = epoll_wait(v->wait_ep, ev, 3, ms);
+		if (n < 0)
+			return errno == EINTR ? 0 : -errno;
+		if (atomic_load(&v->swaps))
+			return -ECONNRESET;
+		if (n == 0)
+			return deadline_ns && vl_now_ns() >= deadline_ns ? -ETIMEDOUT : 0;
+		for (int i = 0; i < n; i++)
+			sock_ready |= v->sock >= 0 && ev[i].data.fd == v->sock;
+		return sock_ready ? vl_check_sock(v) : 0;
 	}
 	pfd[0].fd = v->irq_fd;
 	pfd[0].events = POLLIN;

@@ -6,7 +6,10 @@
  * eventfd (to the host) and an irq eventfd (from the host). Calls on one handle are
  * serialized internally; blocking calls wait on the irq eventfd, except vcma_free(),
  * which posts its FREE and does not wait for the answer (see below). Event-loop users
- * poll vcma_fd() and call vcma_complete() / vcma_next_event() when it is readable. A
+ * poll vcma_fd() and call vcma_complete() / vcma_next_event() when it is readable.
+ * (Blocking calls wait in an epoll set of their own with the irq edge-triggered and
+ * do not read the irq: a handle used both ways may find vcma_fd() readable with
+ * nothing to do once after a blocking call; vcma_complete() clears it.) A
  * handle outlives a restart of vcmad ("Host restarts" below).
  *
  * Every function returns 0 or a count on success, a negative errno on failure;

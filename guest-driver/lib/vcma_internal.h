@@ -101,6 +101,9 @@ struct vcma {
 	int shm_fd, kick_fd, irq_fd;
 	int epfd;    /* vcma_fd(): epoll set of irq_fd, sock, timer_fd, try_sock; never changes */
 	int wake_fd; /* vcma_attach_fds() handles: vcma_reattach_fds() wakes a waiting call; else -1 */
+	/* blocking calls' own epoll set (vl_wait): irq_fd edge-triggered (an irq needs no
+	 * read to clear it), sock and wake_fd; w_*: the fds registered in it (-1: none) */
+	int wait_ep, w_irq, w_sock, w_wake;
 	uint8_t *shm;
 	uint64_t shm_size;
 
@@ -225,6 +228,8 @@ void vl_mark_dead(struct vcma *v, int err);
  * (vl_refree_add). Nothing is published on this ring afterwards. */
 void vl_lose(struct vcma *v);
 void vl_drain_irq(struct vcma *v);
+/* fd (irq_fd, sock or wake_fd) is about to be closed: out of vl_wait's set. */
+void vl_wait_forget(struct vcma *v, int fd);
 /* The attach socket: EOF makes the handle lost (a token, state not DEAD) or dead
  * (-ECONNRESET). Returns 0 or -ECONNRESET. */
 int vl_check_sock(struct vcma *v);
