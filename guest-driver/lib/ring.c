@@ -501,11 +501,53 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* Sleep until an irq, the socket or the wake fd, at most ms (-1: no limit): > 0
+ * woken (*sock_ready: the socket has something), 0 timed out, or -errno. One syscall:
+ * the irq is edge-triggered, so nothing to read (the counter keeps counting;
+ * vcma_complete() and vcma_next_event() still drain it for vcma_fd()'s level-triggered
+ * set, and the irq of an answer found without waiting is one spurious wake-up later). */
+static int wait_epoll(struct vcma *v, int ms, bool *sock_ready)
+{
+	struct epoll_event ev[3];
+	int n = epoll_wait(v->wait_ep, ev, 3, ms);
+
+	if (n < 0)
+		return -errno;
+	for (int i = 0; i < n; i++)
+		*sock_ready |= v->sock >= 0 && ev[i].data.fd == v->sock;
+	return n;
+}
+
+/* The same with poll(), when the epoll set could not be had: the irq is read. */
+static int wait_poll(struct vcma *v, int ms, bool *sock_ready)
+{
+	struct pollfd pfd[3] = { { .fd = v->irq_fd, .events = POLLIN } };
+	int n, nfds = 1, sock_i = -1;
+
+	if (v->sock >= 0) {
+		sock_i = nfds++;
+		pfd[sock_i].fd = v->sock;
+		pfd[sock_i].events = POLLIN;
+	}
+	if (v->wake_fd >= 0) {
+		pfd[nfds].fd = v->wake_fd; /* drained by vcma_reattach_fds() once it has the lock */
+		pfd[nfds].events = POLLIN;
+		nfds++;
+	}
+	n = poll(pfd, (nfds_t)nfds, ms);
+	if (n < 0)
+		return -errno;
+	if (pfd[0].revents)
+		vl_drain_irq(v);
+	*sock_ready = sock_i >= 0 && pfd[sock_i].revents;
+	return n;
+}
+
 int vl_wait(struct vcma *v, uint64_t deadline_ns)
 {
-	struct pollfd pfd[3];
+	bool sock_ready = false;
 	uint64_t now;
-	int n, ms, nfds = 1, sock_i = -1;
+	int n, ms;
 
 	/* vcma_reattach_fds() is waiting for the lock: this ring is over */
 	if (atomic_load(&v->swaps))
@@ -546,52 +588,14 @@ int vl_wait(struct vcma *v, uint64_t deadline_ns)
 
 		ms = left > INT_MAX ? INT_MAX : (int)left;
 	}
-	if (wait_sync(v)) {
-		/* one syscall: the irq is edge-triggered, so nothing to read (the counter
-		 * keeps counting; vcma_complete() and vcma_next_event() still drain it for
-		 * vcma_fd()'s level-triggered set, and an irq of an answer found without
-		 * waiting is one spurious wake-up later) */
-		struct epoll_event ev[3];
-		bool sock_ready = false;
-
-		n = epoll_wait(v->wait_ep, ev, 3, ms);
-		if (n < 0)
-			return errno == EINTR ? 0 : -errno;
-		if (atomic_load(&v->swaps))
-			return -ECONNRESET;
-		if (n == 0)
-			return deadline_ns && vl_now_ns() >= deadline_ns ? -ETIMEDOUT : 0;
-		for (int i = 0; i < n; i++)
-			sock_ready |= v->sock >= 0 && ev[i].data.fd == v->sock;
-		return sock_ready ? vl_check_sock(v) : 0;
-	}
-	pfd[0].fd = v->irq_fd;
-	pfd[0].events = POLLIN;
-	pfd[0].revents = 0;
-	if (v->sock >= 0) {
-		sock_i = nfds++;
-		pfd[sock_i].fd = v->sock;
-		pfd[sock_i].events = POLLIN;
-		pfd[sock_i].revents = 0;
-	}
-	if (v->wake_fd >= 0) {
-		pfd[nfds].fd = v->wake_fd; /* drained by vcma_reattach_fds() once it has the lock */
-		pfd[nfds].events = POLLIN;
-		pfd[nfds].revents = 0;
-		nfds++;
-	}
-	n = poll(pfd, (nfds_t)nfds, ms);
+	n = wait_sync(v) ? wait_epoll(v, ms, &sock_ready) : wait_poll(v, ms, &sock_ready);
 	if (n < 0)
-		return errno == EINTR ? 0 : -errno;
+		return n == -EINTR ? 0 : n;
 	if (atomic_load(&v->swaps))
 		return -ECONNRESET;
 	if (n == 0)
 		return deadline_ns && vl_now_ns() >= deadline_ns ? -ETIMEDOUT : 0;
-	if (pfd[0].revents)
-		vl_drain_irq(v);
-	if (sock_i >= 0 && pfd[sock_i].revents)
-		return vl_check_sock(v);
-	return 0;
+	return sock_ready ? vl_check_sock(v) : 0;
 }
 
 /*
