@@ -9,7 +9,9 @@
  * VCMA_TIMEOUT_MS (default timeout, also for the attach itself), VCMA_SPIN_US (spin on
  * rsp_prod this long before sleeping; 0 = off), VCMA_RATE and VCMA_BURST (request
  * pacing, see vcma_internal.h), VCMA_REATTACH=0 (attach without a reattach token),
- * VCMA_LAZY_FREE=0 (every posted FREE kicks the host: PROTOCOL.md §4.9 not asked for).
+ * VCMA_LAZY_FREE=0 (every posted FREE kicks the host: PROTOCOL.md §4.9 not asked for),
+ * VCMA_WAIT_POLL=1 (blocking calls sleep in poll() and read the irq, not in an epoll
+ * set of their own with the irq edge-triggered).
  *
  * Reattaching has no thread of its own: a handle that lost its host (vl_notice_lost)
  * is taken back by the calls made on it (vl_ready), a step at a time. Between tries
@@ -120,7 +122,8 @@ static struct vcma *vl_new(int sock, int shm_fd, int kick_fd, int irq_fd)
 	v->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (v->epfd < 0)
 		goto err_free;
-	v->wait_ep = epoll_create1(EPOLL_CLOEXEC); /* -1: vl_wait polls instead */
+	/* -1: vl_wait polls instead (VCMA_WAIT_POLL=1 asks for that: tests, diagnosis) */
+	v->wait_ep = env_uint("VCMA_WAIT_POLL", 0, 1) ? -1 : epoll_create1(EPOLL_CLOEXEC);
 	v->w_irq = v->w_sock = v->w_wake = -1;
 	if (pthread_mutex_init(&v->lock, NULL))
 		goto err_epfd;
