@@ -544,7 +544,7 @@ static void *ring_main(void *p)
 		pthread_mutex_unlock(&vm->reattach_lock);
 
 		/* before libvcma forgets (unmaps) what the list does not name */
-		lost = vm_regions_back(vm, h->regions, h->nregions);
+		lost = vm->up->regions_back(vm, h->regions, h->nregions);
 		atomic_fetch_add(&vm->reattach_errors, lost);
 		/* wakes the guest part's calls waiting on the old ring: -ECONNRESET */
 		rc = vcma_reattach_fds(vm->v, h->fds[0], (size_t)h->shm_size, h->fds[1], h->fds[2], h->regions,
@@ -636,7 +636,7 @@ static int come_back(struct vm *vm, struct back *b, uint64_t t_lost, unsigned in
 	atomic_fetch_add(&vm->reattaches, 1);
 	msg("reattached to vcmad as guest %u after %.0f ms away (try %u): %u region(s) back", vm->token.guest_id,
 	    (double)(now_ns() - t_lost) / 1e6, tries, nregions);
-	vm_report_again_idle(vm);
+	vm->up->report_again_idle(vm);
 	back_release(b);
 	return 0;
 }

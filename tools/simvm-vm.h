@@ -101,8 +101,26 @@ struct pause_stats {
 	uint64_t slept;      /* unparks that had gone to sleep on the futex */
 };
 
+struct vm;
+
+/*
+ * What a lower part calls upward, registered by main (vcma-simvm.c) in vm.up: the VMM
+ * thread (simvm-vmm.c) reaches the reattach (simvm-reattach.c), and the reattach the
+ * guest part (vcma-simvm.c), only through these, so no file calls one that calls it.
+ */
+struct vm_up_ops {
+	/* simvm-reattach.c, for the VMM thread */
+	void (*rings_dead)(struct vm *vm);                 /* reattach_rings_dead */
+	bool (*cut_off)(struct vm *vm);                    /* reattach_cut_off */
+	int (*reattach)(struct vm *vm, const char *cause); /* vmm_reattach */
+	/* vcma-simvm.c, for the reattach */
+	unsigned int (*regions_back)(struct vm *vm, const struct vcma_held_region *regions, size_t n);
+	void (*report_again_idle)(struct vm *vm);
+};
+
 struct vm {
 	const struct opts *o;
+	const struct vm_up_ops *up;
 	int sock;
 	int machine_fd;
 	int wake_fd; /* wakes the VMM thread at exit */

@@ -762,7 +762,7 @@ void vmm_device_gone(struct vm *vm)
 		if (write(vm->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 			msg("cannot raise the guest part's irq: %s", strerror(errno));
 	}
-	reattach_rings_dead(vm);
+	vm->up->rings_dead(vm);
 	pthread_mutex_unlock(&vm->reattach_lock);
 }
 
@@ -956,10 +956,10 @@ void *vmm_main(void *p)
 			continue;
 		if (n <= 0) {
 			const char *cause = n ? strerror(errno) : "connection closed";
-			bool cut_off = reattach_cut_off(vm);
+			bool cut_off = vm->up->cut_off(vm);
 
 			if (vm->have_token && !got_signal && !cut_off && !atomic_load(&vm->host_gone)) {
-				int rc = vmm_reattach(vm, cause);
+				int rc = vm->up->reattach(vm, cause);
 
 				if (!rc)
 					continue; /* on the new socket */

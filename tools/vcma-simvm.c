@@ -1446,6 +1446,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
 
 /* ---- main ---- */
 
+/* the lower parts' upward calls (simvm-vm.h) */
+static const struct vm_up_ops up_ops = {
+	.rings_dead = reattach_rings_dead,
+	.cut_off = reattach_cut_off,
+	.reattach = vmm_reattach,
+	.regions_back = vm_regions_back,
+	.report_again_idle = vm_report_again_idle,
+};
+
 int main(int argc, char **argv)
 {
 	struct opts o;
@@ -1463,6 +1472,7 @@ int main(int argc, char **argv)
 	memset(&vm, 0, sizeof(vm));
 	memset(&t, 0, sizeof(t));
 	vm.o = &o;
+	vm.up = &up_ops;
 	vm.sock = vm.machine_fd = vm.wake_fd = vm.irq_fd = -1;
 	vm.st = calloc(MAX_SIZES, sizeof(*vm.st));
 	rc = vm.st ? vmm_channel_init(&vm) : -ENOMEM;
