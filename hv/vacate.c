@@ -590,6 +590,13 @@ static void resume(struct vcmad_job *j)
  * The state now, not when the job began: the guest may have reported a page free
  * (or reused it) since; a reported page is dropped and its destination reads as
  * zeros (prepare_dst) or as an earlier copy of the page. Returns pages copied. */
+/* Do the batch's page i's contents move with it (it is not a reported page)? Then
+ * copy_pages copies it, reading its old frame through the backend. */
+static bool carries_data(const struct vcmad_job *j, size_t i)
+{
+	return !(j->vm->gflags[bmv(j, i)->gfn] & VCMAD_GFN_REPORTED);
+}
+
 static size_t copy_pages(struct vcmad_job *j, bool only_dirty)
 {
 	struct vcmad *d = j->d;
@@ -598,7 +605,7 @@ static size_t copy_pages(struct vcmad_job *j, bool only_dirty)
 	for (size_t i = 0; i < j->bn; i++) {
 		const struct vcmad_move *m = bmv(j, i);
 
-		if ((only_dirty && !j->dirty[i]) || (j->vm->gflags[m->gfn] & VCMAD_GFN_REPORTED))
+		if ((only_dirty && !j->dirty[i]) || !carries_data(j, i))
 			continue;
 		mem(d)->copy(&d->be, j->dst[i], m->src, 1);
 		n++;
@@ -616,12 +623,6 @@ static void for_src_runs(struct vcmad_job *j, void (*fn)(struct vcmad_job *j, ui
 	}
 }
 
-static void clear_run(struct vcmad_job *j, uint64_t mfn, uint64_t n)
-{
-	if (vcmad_mem_clear(&j->d->be, mfn, n))
-		j->cleared_ahead = false; /* the owner's placement clears what is not marked */
-}
-
 /*
  * An allocation's window must reach its owner cleared. Its old frames are cleared here,
  * while the VMM remaps and resumes (one trip), instead of after REMAPPED: the VM is
@@ -632,8 +633,21 @@ static void clear_run(struct vcmad_job *j, uint64_t mfn, uint64_t n)
 static void clear_ahead(struct vcmad_job *j)
 {
 	j->clear_tried = j->cleared_ahead = j->kind == JOB_WINDOW;
-	if (j->clear_tried)
-		for_src_runs(j, clear_run);
+	if (!j->clear_tried)
+		return;
+	/* runs of consecutive old frames; a page that was copied was just read, so its
+	 * frame holds memory and is cleared without looking for holes */
+	for (size_t i = 0, k; i < j->bn; i = k) {
+		bool held = carries_data(j, i);
+		uint64_t mfn = bmv(j, i)->src;
+		int rc;
+
+		for (k = i + 1; k < j->bn && bmv(j, k)->src == bmv(j, k - 1)->src + 1 && carries_data(j, k) == held; k++)
+			;
+		rc = held ? vcmad_mem_clear_held(&j->d->be, mfn, k - i) : vcmad_mem_clear(&j->d->be, mfn, k - i);
+		if (rc)
+			j->cleared_ahead = false; /* the owner's placement clears what is not marked */
+	}
 }
 
 static void restore(struct vcmad_job *j)

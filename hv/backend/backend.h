@@ -62,6 +62,12 @@ struct vcmad_mem_ops {
 	 * hole punched there would be faulted in again page by page, at several times the
 	 * cost of the clearing. NULL: zero is used (vcmad_mem_clear). */
 	int (*clear)(struct vcmad_backend *be, uint64_t mfn, uint64_t count);
+	/* Optional: clear, for frames the caller knows hold memory (it has just copied
+	 * every one of them through copy): cleared in place without looking for holes
+	 * (finding them cost the sim as much as the clearing, ~130 us per 8 MiB). A frame
+	 * that was a hole after all is cleared too, at the cost of its memory. NULL: clear
+	 * (vcmad_mem_clear_held). */
+	int (*clear_held)(struct vcmad_backend *be, uint64_t mfn, uint64_t count);
 	/* Copy count frames from src to dst (ranges do not overlap). */
 	int (*copy)(struct vcmad_backend *be, uint64_t dst, uint64_t src, uint64_t count);
 	/* Make [mfn, mfn+count) cheap to write: fault it in now, before a VM is paused. */
@@ -190,6 +196,12 @@ struct vcmad_backend {
 static inline int vcmad_mem_clear(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
 {
 	return be->type->mem->clear ? be->type->mem->clear(be, mfn, count) : be->type->mem->zero(be, mfn, count);
+}
+
+/* The same, for frames the caller knows hold memory (mem ops' clear_held). */
+static inline int vcmad_mem_clear_held(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
+{
+	return be->type->mem->clear_held ? be->type->mem->clear_held(be, mfn, count) : vcmad_mem_clear(be, mfn, count);
 }
 
 /* The backends built in, and the one of a name (NULL if none). */

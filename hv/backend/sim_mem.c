@@ -101,6 +101,14 @@ static int sim_clear(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
 	return 0;
 }
 
+static int sim_clear_held(struct vcmad_backend *be, uint64_t mfn, uint64_t count)
+{
+	if (!in_range(be, mfn, count))
+		return -EINVAL;
+	memset(sm(be)->map + mfn * SIM_PAGE, 0, count * SIM_PAGE);
+	return 0;
+}
+
 static int sim_copy(struct vcmad_backend *be, uint64_t dst, uint64_t src, uint64_t count)
 {
 	if (!in_range(be, dst, count) || !in_range(be, src, count))
@@ -312,6 +320,7 @@ static const struct vcmad_mem_ops sim_mem_ops = {
 	.fini = sim_fini,
 	.zero = sim_zero,
 	.clear = sim_clear,
+	.clear_held = sim_clear_held,
 	.copy = sim_copy,
 	.touch = sim_touch,
 	.read = sim_read,
