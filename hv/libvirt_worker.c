@@ -31,8 +31,11 @@ struct vcmad_lv_worker {
 	int cb_ids[4];
 	int in_watch, retry_timer;
 	bool quit, lost;
+	unsigned int after_close_ticks;
 	char why[200];
 };
+
+#define AFTER_CLOSE_TICKS 3 /* event loop iterations after the last close (run_on_after_close) */
 
 static uint64_t mono_ns(void)
 {
@@ -577,6 +580,32 @@ static void register_impl(void)
 	virEventRegisterDefaultImpl();
 }
 
+static void on_tick_after_close(int timer, void *opaque)
+{
+	(void)timer;
+	((struct vcmad_lv_worker *)opaque)->after_close_ticks++;
+}
+
+/*
+ * After the last virConnectClose the loop runs on a little: libvirt removes a closed
+ * connection's callbacks (and frees what they hold) from the event loop's next
+ * iterations, so "it is not safe to stop running the event loop immediately after
+ * closing the connection" (virEventRegisterImpl's documentation). A timer due at once
+ * makes each iteration return; AFTER_CLOSE_TICKS of them, so removals that a removal's own
+ * cleanup asks for run too.
+ */
+static void run_on_after_close(struct vcmad_lv_worker *w)
+{
+	int t = virEventAddTimeout(0, on_tick_after_close, w, NULL);
+
+	if (t < 0)
+		return;
+	while (w->after_close_ticks < AFTER_CLOSE_TICKS)
+		if (virEventRunDefaultImpl() < 0)
+			break;
+	virEventRemoveTimeout(t); /* holds nothing to free: its removal may stay pending */
+}
+
 static void *worker_main(void *arg)
 {
 	struct vcmad_lv_worker *w = arg;
@@ -595,6 +624,7 @@ static void *worker_main(void *arg)
 	disconnect(w);
 	virEventRemoveHandle(w->in_watch);
 	virEventRemoveTimeout(w->retry_timer);
+	run_on_after_close(w);
 	return NULL;
 }
 

@@ -209,7 +209,12 @@ class Vcmad:
             self.proc.kill()
             fail("vcmad did not stop within 10 s of SIGTERM")
         if rc != 0:
-            fail("vcmad exited with %d after SIGTERM:\n%s" % (rc, self.logtext()))
+            # the end of the log first (a sanitizer's report, an assertion): CI shows
+            # only the start of a long failure message
+            text = self.logtext()
+            tail = "\n".join(text.splitlines()[-40:])
+            fail("vcmad exited with %d after SIGTERM; the end of its log:\n%s\n--- its whole log:\n%s"
+                 % (rc, tail, text))
         if os.path.exists(self.sock):
             fail("vcmad left its socket behind")
         return self.logtext()
