@@ -225,6 +225,33 @@ static uint64_t committed(const struct ivs_guest *s)
 	return s->shm_fd < 0 || fstat(s->shm_fd, &st) ? 0 : (uint64_t)st.st_blocks * 512;
 }
 
+/* Bytes of [0, end) that hold memory (SEEK_DATA/SEEK_HOLE), rounded up to pages; end
+ * itself when the file system cannot say. */
+static uint64_t committed_below(const struct ivs_guest *s, uint64_t end)
+{
+	uint64_t total = 0;
+	off_t at = 0;
+
+	while ((uint64_t)at < end) {
+		off_t data = lseek(s->shm_fd, at, SEEK_DATA), hole;
+
+		if (data < 0 && errno == ENXIO)
+			break;
+		if (data < 0)
+			return end;
+		if ((uint64_t)data >= end)
+			break;
+		hole = lseek(s->shm_fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return end;
+		if ((uint64_t)hole > end)
+			hole = (off_t)end;
+		total += (uint64_t)(hole - data);
+		at = hole;
+	}
+	return total;
+}
+
 /* g's live regions as memfd ranges, sorted; NULL with *n = 0 when it has none. */
 static struct win_range *region_ranges(struct vcmad_guest *g, size_t *n, int *err)
 {
@@ -299,8 +326,11 @@ static void audit_one(struct vcmad_guest *g, uint64_t now)
 
 	s->audit_at = now;
 	before = committed(s);
-	/* the usual case, one fstat: no more than the shared area and the regions' bytes */
-	if (before <= IVS_WINDOW_OFF + g->rq.bytes)
+	/* the usual case: no more than what the shared area holds and the regions' bytes
+	 * (counting the shared area as its whole size would let stray bytes up to its unused
+	 * part stay in the window: those written just after a punch were never released) */
+	if (before <= IVS_WINDOW_OFF + g->rq.bytes &&
+	    before <= committed_below(s, IVS_WINDOW_OFF) + g->rq.bytes)
 		return;
 	v = region_ranges(g, &n, &rc);
 	if (!rc && s->ls->conf->hugepages && before <= IVS_WINDOW_OFF + huge_span(v, n)) {
