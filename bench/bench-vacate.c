@@ -29,7 +29,9 @@
  * Windows are made deterministic by one VM whose RAM is exactly the pool, with
  * lend_share 100%: the pool is fully lent; after each free vcmad relends the freed
  * frames back to the VM (relend_idle_ms later), and the next allocation waits until
- * `vcmactl pool show` says the pool is fully lent again in the wanted state.
+ * the control socket's "pools" request says the pool is fully lent again in the wanted
+ * state (asked on one connection every 5 ms; vcmactl, a process per look, is kept for
+ * the counters read once per phase).
  *
  * vcmad, vcma-simvm and vcmactl are children of this process, in a temporary runtime
  * directory removed on exit; their paths default to ../hv/vcmad, ../tools/vcma-simvm
@@ -50,7 +52,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -433,21 +437,82 @@ struct frames {
 	uint64_t total, free, lent_free, lent_used, region, claimed;
 };
 
+/*
+ * The control socket spoken directly (hv/ctl/ctl_proto.h: one JSON line each way): the
+ * pool is polled every few ms while vcmad relends, and a vcmactl process per poll took
+ * the CPU the VM's VMM thread needed to answer relending's pauses (on two cores, the
+ * harness showed up in the pause tail it measures). One connection per vcmad.
+ */
+static int ctl_fd = -1;
+
+static void ctl_close(void)
+{
+	if (ctl_fd >= 0)
+		close(ctl_fd);
+	ctl_fd = -1;
+}
+
+static void ctl_query(char *buf, size_t cap, const char *request)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	uint64_t end = now_ns() + 15000000000ull;
+	size_t n = 0, len = strlen(request);
+
+	if (ctl_fd < 0) {
+		if (strlen(ctl_sock) >= sizeof(sa.sun_path))
+			fail("%s: the path is too long for a socket address", ctl_sock);
+		memcpy(sa.sun_path, ctl_sock, strlen(ctl_sock) + 1);
+		ctl_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (ctl_fd < 0 || connect(ctl_fd, (struct sockaddr *)&sa, sizeof(sa)))
+			fail("connect to %s: %s", ctl_sock, strerror(errno));
+	}
+	for (size_t off = 0; off < len;) {
+		ssize_t w = send(ctl_fd, request + off, len - off, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			fail("%s: sending %s: %s", ctl_sock, request, w ? strerror(errno) : "nothing sent");
+		off += (size_t)w;
+	}
+	while (!n || buf[n - 1] != '\n') {
+		struct pollfd p = { .fd = ctl_fd, .events = POLLIN };
+		uint64_t t = now_ns();
+		ssize_t r;
+
+		if (t > end || poll(&p, 1, (int)((end - t) / 1000000ull) + 1) == 0)
+			fail("%s: no answer to %s within 15 s", ctl_sock, request);
+		if (n >= cap - 1)
+			fail("%s: the answer to %s is longer than %zu bytes", ctl_sock, request, cap - 1);
+		r = read(ctl_fd, buf + n, cap - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			fail("%s: reading the answer to %s: %s", ctl_sock, request, r ? strerror(errno) : "connection closed");
+		n += (size_t)r;
+	}
+	buf[n] = '\0';
+	if (!strstr(buf, "\"ok\":true"))
+		fail("%s: %s was answered %.400s", ctl_sock, request, buf);
+}
+
 static void pool_frames(struct frames *f)
 {
 	char buf[16384];
-	const char *os, *oe, *e;
+	const char *os, *oe, *e, *main_pool;
 
-	vcmactl(buf, sizeof(buf), "pool", "show", "main");
+	/* "pools", not "pool main": the same counts without drawing the fragmentation map */
+	ctl_query(buf, sizeof(buf), "{\"version\":1,\"id\":1,\"cmd\":\"pools\"}\n");
 	e = buf + strlen(buf);
-	if (!jobj(buf, e, "frames", &os, &oe))
-		fail("vcmactl pool show main: no \"frames\" object in: %.400s", buf);
-	f->total = jnum_or_fail(os, oe, "total", "vcmactl pool show");
-	f->free = jnum_or_fail(os, oe, "free", "vcmactl pool show");
-	f->lent_free = jnum_or_fail(os, oe, "lent_free", "vcmactl pool show");
-	f->lent_used = jnum_or_fail(os, oe, "lent_used", "vcmactl pool show");
-	f->region = jnum_or_fail(os, oe, "region", "vcmactl pool show");
-	f->claimed = jnum_or_fail(os, oe, "claimed", "vcmactl pool show");
+	main_pool = strstr(buf, "\"name\":\"main\"");
+	if (!main_pool || !jobj(main_pool, e, "frames", &os, &oe))
+		fail("control request pools: no pool main with a \"frames\" object in: %.400s", buf);
+	f->total = jnum_or_fail(os, oe, "total", "control request pools");
+	f->free = jnum_or_fail(os, oe, "free", "control request pools");
+	f->lent_free = jnum_or_fail(os, oe, "lent_free", "control request pools");
+	f->lent_used = jnum_or_fail(os, oe, "lent_used", "control request pools");
+	f->region = jnum_or_fail(os, oe, "region", "control request pools");
+	f->claimed = jnum_or_fail(os, oe, "claimed", "control request pools");
 }
 
 static bool pool_ready(const struct frames *f, enum kind k)
@@ -752,9 +817,12 @@ static void start_vcmad(enum mode m, int pool_mib)
 /* SIGTERM vcmad; what it logged at warning or worse is counted for the end of the run. */
 static void stop_vcmad(void)
 {
-	int rc = stop_child(&st.vcmad, 10000, "vcmad");
 	FILE *f;
 	char line[512];
+	int rc;
+
+	ctl_close(); /* before the SIGTERM: vcmad waits for no client */
+	rc = stop_child(&st.vcmad, 10000, "vcmad");
 
 	if (!WIFEXITED(rc) || WEXITSTATUS(rc))
 		fprintf(stderr, "bench-vacate: vcmad exited with status %#x\n", rc);

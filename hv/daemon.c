@@ -4,6 +4,7 @@
  * shut down cleanly.
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,10 +385,15 @@ static bool spin_for_requests(struct vcmad *d)
 
 /*
  * A VM paused for a vacate is the costliest thing on the host, and a wake-up on this
- * machine can cost a pause as much as everything else in it: while a VM's answer to
- * PAUSE is due, vcmad polls for it rather than sleeping, for at most half of
- * max_pause_us. (The VMM polling for the REMAP_RESUME that follows was tried too: on
- * this 2-core host a second spinner starved the others and made every pause longer.)
+ * machine can cost a pause as much as everything else in it: while a VM's PAUSED is
+ * due, vcmad polls for it rather than sleeping, for at most half of max_pause_us. It
+ * yields the CPU between looks: the VMM thread that must answer may be queued on this
+ * very CPU (its wake-up of vcmad put vcmad there), and a spinner that does not yield
+ * holds it off for a time slice. It stops once PAUSED is in: the last DIRTY that a
+ * pre-copy pause still waits for needs the VMM thread's CPU for its scan. (Traced in
+ * bench-vacate, 2 cores: with a plain spin the VMM read the DIRTY_READ waiting in its
+ * socket 0.7-4 ms after it sent PAUSED, the tail of the idle VM's pauses. The VMM
+ * polling for the REMAP_RESUME was tried too: a second spinner starved the others.)
  */
 static uint64_t real_ns(void)
 {
@@ -405,7 +411,7 @@ static bool spin_while_paused(struct vcmad *d)
 	while (vcmad_vacate_pause_pending(d) && real_ns() < end) {
 		if (vcma_loop_once(&d->loop, 0) != 0)
 			return true; /* handled: the turn ends in the main loop */
-		cpu_relax();
+		sched_yield(); /* the VMM thread may be waiting for this very CPU */
 	}
 	return false;
 }

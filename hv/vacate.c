@@ -271,7 +271,7 @@ bool vcmad_vacate_busy(const struct vcmad *d)
 bool vcmad_vacate_pause_pending(const struct vcmad *d)
 {
 	for (const struct vcmad_job *j = d->vacate.jobs; j; j = j->next)
-		if (j->st == J_WAIT_PAUSE && j->vm && j->vm->paused)
+		if (j->st == J_WAIT_PAUSE && j->vm && j->vm->paused && !j->got_paused)
 			return true;
 	return false;
 }
