@@ -634,7 +634,8 @@ const char *vcma_core_strerror(int err)
 	case -ENODEV: return "no pool serves this request";
 	case -EACCES: return "pool is bound to another guest or device class";
 	case -EDQUOT: return "per-guest quota exceeded";
-	case -ENOSPC: return "no contiguous window: every candidate holds regions or reserved frames";
+	case -ENOSPC:
+		return "no contiguous window: every candidate holds regions, reserved frames or an unresponsive VM's frames";
 	case -E2BIG: return "request larger than the pool or its max_region";
 	case -EBUSY: return "window holds lent frames that did not come back in time (a lender or VM did not give them up)";
 	case -ENOENT: return "no such region";

@@ -207,10 +207,16 @@ check(g["unresponsive"] and not g["lending"], "after three unanswered PAUSEs the
 f = ctl(d, "pool", "show", "main")["frames"]
 check(f["quarantined"] == 16384 and f["claimed"] == 0,
       "its 16384 lent frames are kept out of allocations, shown apart from frames being vacated (%s)" % f)
+# Refused without a PAUSE: a PAUSE to this VM could only end in ETIMEDOUT (it never
+# answers) and in one more "did not answer PAUSE" line once pause_timeout_ms has passed.
+# No wall-clock bound: under a sanitizer on a busy host vcmactl's start alone can take
+# longer than the 100 ms timeout.
+missed = d.logtext().count("did not answer PAUSE")
 rc, out, took = ctl_alloc("8M")
-check(rc != 0 and "ENOSPC" in out and took < 0.09,
-      "its frames are kept out of allocations: the next one is refused at once (ENOSPC in %.0f ms, no PAUSE)"
-      % (took * 1e3))
+time.sleep(0.5)  # five pause timeouts: a PAUSE sent for this ALLOC has been given up by now
+check(rc != 0 and "ENOSPC" in out and "ETIMEDOUT" not in out and d.logtext().count("did not answer PAUSE") == missed,
+      "its frames are kept out of allocations: the next one is refused with ENOSPC and no PAUSE (%.0f ms, %s)"
+      % (took * 1e3, out.strip()))
 check("left 3 PAUSEs in a row unanswered" in d.logtext(), "vcmad logged the VM as unresponsive")
 stuck.terminate()
 stuck.communicate(timeout=30)
@@ -233,7 +239,7 @@ for i in range(16):
 time.sleep(1.1)  # the hogs must look idle for a second (the eviction threshold) before one is closed
 t0 = time.time()
 st = ctl(d, "stats")["daemon"]["ctl"]
-check(time.time() - t0 < 1 and st["evicted"] == 1,
+check(time.time() - t0 < 5 and st["evicted"] == 1,
       "16 clients holding every slot idle do not lock vcmactl out: the idlest is closed (%s)" % st)
 for s in hogs:
     s.close()
