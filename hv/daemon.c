@@ -473,6 +473,7 @@ int vcmad_run_once(struct vcmad *d, int max_ms)
 	/* the turn's ownership changes on disk, then its held answers go out */
 	vcmad_durable_turn_end(d);
 	vcmad_guests_reap(d);
+	vcma_hist_record(&d->stats.loop_turn, vcmad_now(d) - d->loop.woke_ns);
 	return 1;
 }
 

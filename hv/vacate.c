@@ -37,8 +37,10 @@
 #define PRECOPY_ROUNDS 8u   /* DIRTY_READs while running before giving up on converging */
 #define MOVED UINT64_MAX    /* src of a move already made */
 #define COPY_NS_MIN 250u    /* a 4 KiB copy costs at least this (ns) */
+#define RELEND_SLICE 512u   /* relend's first pre-copy pass: pages per loop turn */
 
-enum job_state { J_READY, J_WAIT_DROP, J_WAIT_TRACK, J_WAIT_DIRTY, J_WAIT_PAUSE, J_WAIT_REMAP, J_DONE };
+/* J_COPY: relend's first pre-copy pass, a slice per loop turn (the slice timer) */
+enum job_state { J_READY, J_WAIT_DROP, J_WAIT_TRACK, J_COPY, J_WAIT_DIRTY, J_WAIT_PAUSE, J_WAIT_REMAP, J_DONE };
 
 enum batch_kind { B_PAUSE, B_DROP, B_PRECOPY };
 
@@ -70,6 +72,8 @@ struct vcmad_job {
 	size_t ndirty, last_dirty;
 	uint32_t rounds;
 	uint64_t copy_ns; /* B_PRECOPY: what copying one page cost in the first round */
+	size_t copied;          /* B_PRECOPY: pages [0, copied) had their first copy */
+	uint64_t copy_total_ns; /* ... which took this long */
 	bool prepared; /* prepare_dst done for this batch */
 	bool got_paused, got_dirty, one_trip_sent;
 	/* WINDOW, one trip: the old frames were cleared while the VMM remapped (tried: some
@@ -81,6 +85,7 @@ struct vcmad_job {
 	uint32_t seq;  /* of the PAUSE, TRACK or DROP in flight (REMAP reuses the PAUSE's) */
 	uint32_t dseq; /* of the DIRTY_READ in flight */
 	struct vcma_timer deadline; /* the VM did not answer in time */
+	struct vcma_timer slice;    /* J_COPY: the next slice, next loop turn */
 	enum job_state st;
 };
 
@@ -201,6 +206,7 @@ static void complete(struct vcmad_job *j, int err)
 	struct vcmad *d = j->d;
 
 	vcma_timer_cancel(&d->loop, &j->deadline);
+	vcma_timer_cancel(&d->loop, &j->slice);
 	if (j->dst || j->bi)
 		release_dst(j);
 	reserve_drop(d, j);
@@ -439,6 +445,7 @@ static void batch_abandon(struct vcmad_job *j)
 	struct vcmad_vm *vm = j->vm;
 
 	vcma_timer_cancel(&j->d->loop, &j->deadline);
+	vcma_timer_cancel(&j->d->loop, &j->slice);
 	if (vm) {
 		untrack(j);
 		for (size_t i = 0; j->bk == B_DROP && i < j->bn; i++)
@@ -597,12 +604,12 @@ static bool carries_data(const struct vcmad_job *j, size_t i)
 	return !(j->vm->gflags[bmv(j, i)->gfn] & VCMAD_GFN_REPORTED);
 }
 
-static size_t copy_pages(struct vcmad_job *j, bool only_dirty)
+static size_t copy_span(struct vcmad_job *j, size_t from, size_t to, bool only_dirty)
 {
 	struct vcmad *d = j->d;
 	size_t n = 0;
 
-	for (size_t i = 0; i < j->bn; i++) {
+	for (size_t i = from; i < to; i++) {
 		const struct vcmad_move *m = bmv(j, i);
 
 		if ((only_dirty && !j->dirty[i]) || !carries_data(j, i))
@@ -611,6 +618,11 @@ static size_t copy_pages(struct vcmad_job *j, bool only_dirty)
 		n++;
 	}
 	return n;
+}
+
+static size_t copy_pages(struct vcmad_job *j, bool only_dirty)
+{
+	return copy_span(j, 0, j->bn, only_dirty);
 }
 
 /* Each run of consecutive old frames of the batch, as [first, first+count). */
@@ -908,10 +920,61 @@ static void next_round(struct vcmad_job *j)
 	}
 }
 
+/*
+ * The batch's first copy, while the VM runs and its writes are logged: at once for an
+ * allocation or an eviction; RELEND_SLICE pages per loop turn for relend, whose faults
+ * on idle pool frames would otherwise hold the loop for milliseconds, giving way
+ * between slices to any other job (ARCHITECTURE.md, "Relending in slices").
+ */
+static void copy_first(struct vcmad_job *j)
+{
+	struct vcmad *d = j->d;
+	size_t to = j->kind == JOB_RELEND && j->bn - j->copied > RELEND_SLICE ? j->copied + RELEND_SLICE : j->bn;
+	uint64_t t0 = vcmad_now(d);
+
+	d->vacate.precopy_pages += copy_span(j, j->copied, to, false);
+	j->copy_total_ns += vcmad_now(d) - t0;
+	j->copied = to;
+	if (to < j->bn) {
+		d->vacate.copy_slices++;
+		vcma_timer_arm(&d->loop, &j->slice, vcmad_now(d)); /* runs next turn */
+		return;
+	}
+	j->copy_ns = j->copy_total_ns / (j->bn ? j->bn : 1);
+	j->rounds = 0;
+	j->last_dirty = j->bn;
+	if (j->vm->quiet) {
+		/* it wrote nothing during its last batch's first round: pause for the rest
+		 * at once (PAUSE and DIRTY_READ in one trip); if it wrote more than one
+		 * pause may copy after all, job_paused resumes it and the rounds go on */
+		go_pause(j);
+		return;
+	}
+	j->st = J_WAIT_DIRTY;
+	arm_deadline(j);
+	dirty_read(j);
+}
+
+static void slice_cb(struct vcma_timer *t)
+{
+	struct vcmad_job *j = (struct vcmad_job *)((char *)t - offsetof(struct vcmad_job, slice));
+
+	if (j->st != J_COPY || !j->vm)
+		return;
+	if (vcmad_vacate_busy(j->d)) {
+		/* another job came (an allocation, an eviction): relending gives way now,
+		 * not after the batch; nothing moved, the rest waits for the next quiet */
+		j->d->vacate.relend_gave_way++;
+		batch_abandon(j);
+		step(j);
+		return;
+	}
+	copy_first(j);
+}
+
 static void job_tracking(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_t status)
 {
 	struct vcmad_job *j = pauser;
-	uint64_t t0;
 
 	if (j->st != J_WAIT_TRACK || j->seq != seq)
 		return;
@@ -928,21 +991,10 @@ static void job_tracking(void *pauser, struct vcmad_vm *vm, uint32_t seq, int32_
 	prepare_dst(j); /* done already, unless the backend answered TRACK at once */
 	/* every write from now on is logged: copy everything while the VM runs */
 	j->d->vacate.precopy_batches++;
-	t0 = vcmad_now(j->d);
-	j->d->vacate.precopy_pages += copy_pages(j, false);
-	j->copy_ns = (vcmad_now(j->d) - t0) / (j->bn ? j->bn : 1);
-	j->rounds = 0;
-	j->last_dirty = j->bn;
-	if (vm->quiet) {
-		/* it wrote nothing during its last batch's first round: pause for the rest
-		 * at once (PAUSE and DIRTY_READ in one trip); if it wrote more than one
-		 * pause may copy after all, job_paused resumes it and the rounds go on */
-		go_pause(j);
-		return;
-	}
-	j->st = J_WAIT_DIRTY;
-	arm_deadline(j);
-	dirty_read(j);
+	j->copied = 0;
+	j->copy_total_ns = 0;
+	j->st = J_COPY;
+	copy_first(j);
 }
 
 static ssize_t batch_index(const struct vcmad_job *j, uint64_t gfn)
@@ -1097,6 +1149,7 @@ static struct vcmad_job *job_new(struct vcmad *d, enum job_kind kind, struct vcm
 	j->nmv = n;
 	j->st = J_READY;
 	vcma_timer_init(&j->deadline, deadline_cb);
+	vcma_timer_init(&j->slice, slice_cb);
 	return j;
 }
 
@@ -1179,6 +1232,7 @@ void vcmad_vacate_vm_gone(struct vcmad_vm *vm)
 		/* the batch never committed: the scratch destinations go back; the VM's
 		 * own frames are released by its detach */
 		vcma_timer_cancel(&d->loop, &j->deadline);
+		vcma_timer_cancel(&d->loop, &j->slice);
 		release_dst(j);
 		j->st = J_READY;
 		j->vm = NULL;

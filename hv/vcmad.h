@@ -74,6 +74,8 @@ struct vcmad_vacate {
 	uint64_t precopy_final_pages;          /* copied inside the final pause */
 	uint64_t precopy_fallbacks;            /* did not converge: pause-and-copy batches instead */
 	uint64_t reuses_held;                  /* REUSEs answered only after the DROP they raced */
+	uint64_t copy_slices;                  /* relend's first copies: loop turns given back midway */
+	uint64_t relend_gave_way;              /* relend batches given up between slices for another job */
 	struct vcma_timer step; /* jobs waiting for their turn get one */
 };
 
@@ -167,6 +169,7 @@ struct vcmad_stats {
 	uint64_t reclaims, reclaimed_regions, reclaimed_ram_frames;
 	uint64_t reclaim_last_ns;
 	struct vcma_hist reclaim_latency;
+	struct vcma_hist loop_turn; /* every loop turn: epoll_wait's return to the turn's end, ns */
 };
 
 struct vcmad_held_answer;

@@ -357,6 +357,9 @@ void print_prometheus(FILE *f, struct json_object *stats)
 	family(f, "vcmad_vacate_pause_seconds", "histogram",
 	       "How long VMs stayed paused while vcmad moved their pages (PAUSE sent to RESUME sent).");
 	hist_samples(f, "vcmad_vacate_pause_seconds", NULL, jget(dm, "pause_latency"));
+	family(f, "vcmad_loop_turn_seconds", "histogram",
+	       "How long each turn of vcmad's loop took (epoll_wait's return to the turn's end): what others waited.");
+	hist_samples(f, "vcmad_loop_turn_seconds", NULL, jget(dm, "loop_turn"));
 	family(f, "vcmad_reclaim_seconds", "histogram",
 	       "How long vcmad took to free a departed guest's regions and RAM, from the loop turn that saw it go.");
 	hist_samples(f, "vcmad_reclaim_seconds", NULL, jget(dm, "reclaim_latency"));
@@ -405,6 +408,10 @@ void print_prometheus(FILE *f, struct json_object *stats)
 		  "pre-copied batch.", false },
 		{ "vcmad_precopy_fallbacks_total", "precopy_fallbacks", "Pre-copies that did not converge (paused in batches "
 		  "instead).", false },
+		{ "vcmad_copy_slices_total", "copy_slices", "Relend copies paused for a loop turn midway (slices).",
+		  false },
+		{ "vcmad_relend_gave_way_total", "relend_gave_way", "Relend batches given up between slices for another "
+		  "job.", false },
 		{ "vcmad_lazy_takes_early_total", "lazy_takes_early", "Turns for FREEs guests published without a kick, "
 		  "taken before another requester was served (PROTOCOL.md 4.9).", false },
 		{ "vcmad_lazy_takes_closed_total", "lazy_takes_closed", "Turns for FREEs guests published without a kick, "

@@ -928,11 +928,15 @@ static int run_stats(struct ctx *c, int argc, char **argv)
 	       (unsigned long long)ju64(dm, "vacate_jobs_ok"), (unsigned long long)ju64(dm, "vacate_jobs_failed"));
 	print_hist(jget(dm, "pause_latency"), "pause");
 	printf("pre-copy: %llu batch(es), %llu page(s) copied while running, %llu copied again, %llu in the final pause, "
-	       "%llu round(s), %llu fallback(s); %llu drop(s) of %llu reported page(s) without a pause\n",
+	       "%llu round(s), %llu fallback(s); %llu drop(s) of %llu reported page(s) without a pause; relend: %llu "
+	       "copy slice(s), %llu batch(es) given up for another job\n",
 	       (unsigned long long)ju64(dm, "precopy_batches"), (unsigned long long)ju64(dm, "precopy_pages"),
 	       (unsigned long long)ju64(dm, "precopy_recopied"), (unsigned long long)ju64(dm, "precopy_final_pages"),
 	       (unsigned long long)ju64(dm, "precopy_rounds"), (unsigned long long)ju64(dm, "precopy_fallbacks"),
-	       (unsigned long long)ju64(dm, "drops"), (unsigned long long)ju64(dm, "dropped_pages"));
+	       (unsigned long long)ju64(dm, "drops"), (unsigned long long)ju64(dm, "dropped_pages"),
+	       (unsigned long long)ju64(dm, "copy_slices"), (unsigned long long)ju64(dm, "relend_gave_way"));
+	printf("\nloop turns (epoll_wait's return to the turn's end: what a request arriving then waited):\n");
+	print_hist(jget(dm, "loop_turn"), "loop turn");
 	printf("\nguests that went away holding regions or RAM: %llu reclaimed (%llu region(s), %llu RAM frame(s)), "
 	       "the last in %.3f ms; zeroing after: %llu frame(s) done, %llu pending, %llu error(s)\n",
 	       (unsigned long long)ju64(dm, "reclaims"), (unsigned long long)ju64(dm, "reclaimed_regions"),

@@ -355,6 +355,12 @@ check(types.get("vcmad_vacate_pause_seconds") == "histogram"
       and samples['vcmad_vacate_pause_seconds_bucket{le="+Inf"}'] == pause["count"]
       and samples["vcmad_vacate_pause_seconds_count"] == pause["count"],
       "stats --prometheus: the VM pause histogram, unlabelled, +Inf = _count = JSON count (%d)" % pause["count"])
+turns = js("stats")["daemon"]["loop_turn"]  # later than the exposition: every request takes turns
+check(types.get("vcmad_loop_turn_seconds") == "histogram"
+      and 0 < samples['vcmad_loop_turn_seconds_bucket{le="+Inf"}'] == samples["vcmad_loop_turn_seconds_count"]
+      < turns["count"] and 0 < turns["p50_ns"] <= turns["p99_ns"] <= turns["max_ns"],
+      "stats: vcmad's loop turns, a histogram in JSON and Prometheus (%d turns, max %d ns)"
+      % (turns["count"], turns["max_ns"]))
 ok("free", held["handle"])
 
 # ---- watch ----

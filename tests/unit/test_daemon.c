@@ -875,6 +875,89 @@ static void test_precopy_converges(void **unused)
 	stop();
 }
 
+/*
+ * Relending in slices: a relend batch's first copy goes RELEND_SLICE (512) pages per
+ * loop turn, so a request arriving meanwhile waits one slice, not the batch; the rest
+ * of the batch (DIRTY_READ, the pause) is as for any pre-copied one and every page
+ * arrives intact. Then a relend that meets another job between slices (the operator
+ * drains another VM) gives way at once: UNTRACK, nothing moved, its destinations
+ * unclaimed, and it comes back when all is quiet.
+ */
+static void test_relend_slices(void **unused)
+{
+	struct vcmad_vacate_result res;
+	struct vcmad_vm *a, *b;
+
+	start("8M", NULL);
+	d.conf.lend_share = 0;
+	a = new_vm(100, 8 * MiB); /* all of it on ordinary memory */
+	a->ctl.one_trip = a->ctl.dirty_log = true;
+	write_all(a);
+	assert_int_equal(lent_frames(), 0);
+	advance_ms(60); /* quiet for relend_idle_ms: relending a's pages begins */
+	assert_int_equal(count(OP_TRACK), 1);
+	assert_int_equal(last(OP_TRACK)->runs[0].count, 2048);
+	a->ctl.ev->tracking(&a->ctl, last(OP_TRACK)->seq, 0);
+	for (uint64_t slice = 1; slice < 4; slice++) {
+		assert_int_equal(d.vacate.precopy_pages, 512 * slice); /* one slice per turn */
+		assert_int_equal(count(OP_DIRTY_READ), 0);
+		turn();
+	}
+	assert_int_equal(d.vacate.precopy_pages, 2048);
+	assert_int_equal(d.vacate.copy_slices, 3);
+	assert_int_equal(count(OP_DIRTY_READ), 1); /* the first round, once all is copied */
+	dirty_answer(a, NULL, 0);
+	assert_int_equal(count(OP_PAUSE), 1);
+	a->ctl.ev->paused(&a->ctl, last(OP_PAUSE)->seq);
+	dirty_answer(a, NULL, 0);
+	assert_int_equal(count(OP_REMAP_RESUME), 1);
+	a->ctl.ev->remapped(&a->ctl, last(OP_REMAP_RESUME)->seq, 0);
+	turn();
+	assert_int_equal(lent_frames(), 2048); /* all of a on pool frames now */
+	check_pages(a);
+	assert_int_equal(pool()->fm.nclaimed, 0);
+	assert_int_equal(d.vacate.relend_gave_way, 0);
+	vcmad_vacate_vm_gone(a);
+	vcmad_vm_free(a);
+	stop();
+
+	/* giving way between slices */
+	start("8M", NULL);
+	b = new_vm(101, 4 * MiB); /* lent: half the pool */
+	d.conf.lend_share = 0;
+	a = new_vm(100, 8 * MiB);
+	a->ctl.one_trip = a->ctl.dirty_log = true;
+	write_all(a);
+	advance_ms(60);
+	assert_int_equal(count(OP_TRACK), 1);
+	assert_int_equal(last(OP_TRACK)->runs[0].count, 1024); /* the pool's idle half */
+	assert_int_equal(pool()->fm.nclaimed, 1024);
+	a->ctl.ev->tracking(&a->ctl, last(OP_TRACK)->seq, 0);
+	assert_int_equal(d.vacate.precopy_pages, 512);
+	assert_int_equal(vcmad_drain(&d, 101, &res), 0); /* another job */
+	assert_int_equal(res.scheduled, 1024);
+	turn();
+	assert_int_equal(d.vacate.relend_gave_way, 1);
+	assert_int_equal(d.vacate.precopy_pages, 512); /* no second slice */
+	assert_int_equal(count(OP_UNTRACK), 1);
+	assert_int_equal(last(OP_UNTRACK)->seq, a->seq);
+	assert_null(a->pauser);
+	assert_int_equal(pool()->fm.nclaimed, 0);
+	for (uint64_t gfn = 0; gfn < a->ctl.ram_frames; gfn++)
+		assert_null(vcma_core_pool_of(&d.core, a->p2m[gfn])); /* nothing of a moved */
+	check_pages(a);
+	while (b->pauser) {
+		answer_vm(b, 0);
+		turn();
+	}
+	assert_false(vcmad_vacate_busy(&d));
+	assert_int_equal(lent_frames(), 0); /* b drained */
+	advance_ms(60); /* quiet again: relending a takes up from the start */
+	assert_int_equal(count(OP_TRACK), 2);
+	assert_int_equal(last(OP_TRACK)->runs[0].count, 2048);
+	stop();
+}
+
 /* Does frame mfn read as zeros, every byte? */
 static bool frame_zero(uint64_t mfn)
 {
@@ -1254,6 +1337,7 @@ int main(void)
 		cmocka_unit_test(test_track_unanswered),
 		cmocka_unit_test(test_precopy_quiet),
 		cmocka_unit_test(test_scrub_after_death),
+		cmocka_unit_test(test_relend_slices),
 	};
 
 	vcma_log_init(LOG_ERR);
