@@ -14,15 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
-from vcmatest import check, fail
+from vcmatest import check, fail, tmpdir
 
 VCMACTL, FIXTURE = sys.argv[1], sys.argv[2]
 
 
 def fixture(kind):
-    d = tempfile.mkdtemp(prefix="vcma-state-%s-" % kind)
+    d = tmpdir("vcma-state-%s-" % kind)
     atexit.register(shutil.rmtree, d, True)
     r = subprocess.run([FIXTURE, os.path.join(d, "state"), kind], capture_output=True, text=True)
     if r.returncode != 0:

@@ -30,7 +30,7 @@ import tempfile
 
 import proto
 from vcmatest import (RingClient, Vcmad, check, ctl, fail, lent, frames, log, partial, set_tools, sim_attach_raw,
-                      sim_reattach_raw, simvm, vcmactl, wait_until)
+                      sim_reattach_raw, simvm, tmpdir, vcmactl, wait_until)
 
 VCMAD, SIMVM, VCMACTL = sys.argv[1], sys.argv[2], sys.argv[3]
 set_tools(vcmactl=VCMACTL, simvm=SIMVM)
@@ -130,7 +130,7 @@ check(names.get("q0", {}).get("link") == "qemu" and names["q0"]["pid"] == q.pid
       "recorded: q0 as a QEMU guest with its pid %d and start time (%s)" % (q.pid, names.get("q0")))
 
 # one vcmad per state directory
-other = tempfile.mkdtemp(prefix="vcma-test-other-")
+other = tmpdir("vcma-test-other-")
 with open(os.path.join(other, "vcmad.conf"), "w") as f:
     f.write(CONFIG)
 r = subprocess.run([VCMAD, "-c", os.path.join(other, "vcmad.conf"), "-r", os.path.join(other, "run"), "-s", state],

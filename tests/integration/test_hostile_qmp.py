@@ -21,16 +21,15 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
-from vcmatest import Vcmad, check, ctl, log, poll_until, set_tools
+from vcmatest import Vcmad, check, ctl, log, poll_until, set_tools, tmpdir
 
 VCMAD, VCMACTL = sys.argv[1], sys.argv[2]
 set_tools(vcmactl=VCMACTL)
 MiB = 1 << 20
 
-tmp = tempfile.mkdtemp(prefix="vcma-qmp-")
+tmp = tmpdir("vcma-qmp-")
 path = os.path.join(tmp, "qmp.sock")
 srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 srv.bind(path)

@@ -39,13 +39,12 @@ import select
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import proto
 from proto import PAGE, CTRL, RING_HDR, REQ, RSP, SIM_ATTACH, SIM_ATTACH_RSP, SIM_P2M, SIM_RUN, SIM_MSG
-from vcmatest import check, fail, log, partial, poll_until, wait_until
+from vcmatest import check, fail, log, partial, poll_until, wait_until, tmpdir
 
 SIMVM = sys.argv[1]
 
@@ -78,7 +77,7 @@ VACATE_TO = 600            # frames [512, 1024) are free: a vacate moves a run t
 REGION_FRAMES = (2048, MACHINE_FRAMES)  # regions come from here
 REQ_OFF, SLOTS, EVT_OFF, SHM = 4096, 64, 3 * 4096, 4 * 4096
 
-tmp = tempfile.mkdtemp(prefix="vcma-reattach-")
+tmp = tmpdir("vcma-reattach-")
 SOCK = os.path.join(tmp, "vcmad.sock")
 
 

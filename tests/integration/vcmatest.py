@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,21 +47,50 @@ import proto
 _running = []
 _partial = []
 _tools = {"vcmactl": None, "simvm": None}
+_tmpdirs = []
+_failed = False
 
 
-def _kill_leftovers():
+def tmpdir(prefix, dir=None):
+    """A new temporary directory, removed when the test passes or skips; kept (and named)
+    when it fails, or always with VCMA_KEEP_TMP=1. A vcmad's holds its machine memory:
+    100 MiB and more on a disk-backed /tmp."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=dir)
+    _tmpdirs.append(path)
+    return path
+
+
+def _note_exception(kind, value, tb, _prev=sys.excepthook):
+    global _failed
+    _failed = True
+    _prev(kind, value, tb)
+
+
+sys.excepthook = _note_exception
+
+
+def _at_exit():
     for p in _running:
         if p.poll() is None:
             p.kill()
             p.wait()
+    if not _tmpdirs:
+        return
+    if _failed or os.environ.get("VCMA_KEEP_TMP"):
+        print("info: kept for inspection: %s" % " ".join(_tmpdirs), flush=True)
+        return
+    for path in _tmpdirs:
+        shutil.rmtree(path, ignore_errors=True)
 
 
-atexit.register(_kill_leftovers)
+atexit.register(_at_exit)
 
 
 # ---------------------------------------------------------------- results
 
 def fail(msg):
+    global _failed
+    _failed = True
     print("FAIL: " + msg, flush=True)
     sys.exit(1)
 
@@ -150,7 +180,7 @@ class Vcmad:
     def __init__(self, vcmad, config, timeout=10, reuse=None, args=()):
         """reuse: a stopped (or killed) Vcmad whose directory this one starts in again
         (same runtime and state directory: a restart); args: more vcmad options."""
-        self.dir = reuse.dir if reuse else tempfile.mkdtemp(prefix="vcma-test-")
+        self.dir = reuse.dir if reuse else tmpdir("vcma-test-")
         self.conf = os.path.join(self.dir, "vcmad.conf")
         with open(self.conf, "w") as f:
             f.write(config)

@@ -33,7 +33,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -46,6 +45,7 @@ sys.path.insert(0, QEMU_DIR)
 import guestbuild  # noqa: E402
 import mkinitramfs  # noqa: E402
 import qemuvm  # noqa: E402
+import vcmatest  # noqa: E402
 
 VCMA_NS = "https://vcma.dev/xmlns/libvirt/1"
 MiB = 1 << 20
@@ -221,7 +221,7 @@ class EmbedRoot:
     acquire pid file '<root>/run/qemu/driver.pid'" for the next one)."""
 
     def __init__(self, base=None):
-        self.dir = tempfile.mkdtemp(prefix="vcma-lv-", dir=base)
+        self.dir = vcmatest.tmpdir("vcma-lv-", dir=base)
         self.root = os.path.join(self.dir, "embed")
         self.backing_dir = os.path.join(self.root, "ram")
         os.makedirs(os.path.join(self.root, "etc"))
@@ -460,7 +460,7 @@ def build_lender_guest(init_script, out_dir=None):
     in /modules, loaded in order by /init before init_script runs, and /memhog
     (tests/qemu/guest/memhog.c, static). Returns {"dir", "initrd", "kernel",
     "memhog"}."""
-    out_dir = out_dir or tempfile.mkdtemp(prefix="vcma-lender-")
+    out_dir = out_dir or vcmatest.tmpdir("vcma-lender-")
     kpath, kver = kernel()
     mods = []
     for m in VIRTIO_MEM_MODULES:

@@ -10,13 +10,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import mkinitramfs  # noqa: E402
 import qemuvm  # noqa: E402
+import vcmatest  # noqa: E402 (tests/integration: on the path of every test that builds a guest)
 
 PROGRAMS = ("vcma-e2e", "vcma-hostile")
 PROBLEMS = re.compile(r"WARNING:|BUG:|Oops|Call Trace|general protection|refcount_t|KASAN|UBSAN|kernel panic",
@@ -61,15 +61,15 @@ def _skip(msg):
 def _run(cmd, what, env=None):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        print("FAIL: %s:\n%s%s" % (what, r.stdout[-4000:], r.stderr[-4000:]))
-        sys.exit(1)
+        from vcmatest import fail  # the test's temporary directories are kept
+        fail("%s:\n%s%s" % (what, r.stdout[-4000:], r.stderr[-4000:]))
     return r
 
 
 def prepare(root):
     """Build everything a guest needs into a temporary directory; returns a dict of paths."""
     ensure_packages(root, missing_packages, "the guest side")
-    out = tempfile.mkdtemp(prefix="vcma-guest-")
+    out = vcmatest.tmpdir("vcma-guest-")
     kdir = sorted(glob.glob("/usr/src/linux-headers-*-amd64"), key=_version_key)[-1]
     _run([os.path.join(root, "guest-driver", "linux", "build.sh"), os.path.join(out, "kmod"), kdir],
          "building vcma.ko against " + kdir, env=dict(os.environ, VCMA_WERROR="1"))

@@ -100,5 +100,5 @@ class QemuVM:
         print("---- guest console ----")
         print("\n".join(self.lines[-200:]))
         print("---- end of console ----")
-        print("FAIL: " + msg)
-        sys.exit(1)
+        from vcmatest import fail  # the test's temporary directories are kept
+        fail(msg)

@@ -20,7 +20,6 @@ import os
 import select
 import socket
 import sys
-import tempfile
 import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,7 +28,7 @@ sys.path.insert(0, HERE)
 
 import proto  # noqa: E402
 from proto import CTRL, REQ, RING_HDR, RSP, Op, State, Status  # noqa: E402
-from vcmatest import check, poll_until  # noqa: E402
+from vcmatest import check, poll_until, tmpdir  # noqa: E402
 import guestbuild  # noqa: E402
 
 ROOT = sys.argv[1]
@@ -143,7 +142,7 @@ class HostileHost:
 
 
 parts = guestbuild.prepare(ROOT)  # exits 77 when the parts cannot be had
-sock = os.path.join(tempfile.mkdtemp(prefix="vcma-hostile-host-"), "host.ivshmem")
+sock = os.path.join(tmpdir("vcma-hostile-host-"), "host.ivshmem")
 host = HostileHost(sock)
 vm = guestbuild.boot(parts, INIT, [(sock, "0000:00:04.0")], append="slub_debug=FZP")
 try:

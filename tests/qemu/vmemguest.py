@@ -16,7 +16,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -24,6 +23,7 @@ sys.path.insert(0, HERE)
 import guestbuild  # noqa: E402
 import mkinitramfs  # noqa: E402
 import qemuvm  # noqa: E402
+import vcmatest  # noqa: E402
 
 MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_mem")
 
@@ -56,7 +56,7 @@ def prepare():
                                lambda: guestbuild.missing_packages(kbuild=False), "the virtio-mem guest")
     kernel = qemuvm.newest_kernel()
     kver = os.path.basename(kernel)[len("vmlinuz-"):]
-    out = tempfile.mkdtemp(prefix="vcma-vmem-")
+    out = vcmatest.tmpdir("vcma-vmem-")
     hog = os.path.join(out, "memhog")
     guestbuild._run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", hog,
                      os.path.join(HERE, "guest", "memhog.c")], "building memhog")

@@ -17,20 +17,19 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import xenvm  # noqa: E402
-from vcmatest import log  # noqa: E402
+from vcmatest import fail, log, tmpdir  # noqa: E402
 
 ROOT = sys.argv[1]
 NAME = "smoke"
 MEM, MAXMEM, SHRINK = 128, 256, 32  # MiB
 
 env = xenvm.prepare(ROOT)  # exits 77 when Xen cannot be had
-work = tempfile.mkdtemp(prefix="vcma-xen-boot-")
+work = tmpdir("vcma-xen-boot-")
 run = xenvm.XenRun(env, work)
 
 payload = os.path.join(work, "payload")
@@ -135,7 +134,6 @@ verdict(not problems, "no WARNING, BUG, Oops, panic or Xen assertion in any log%
 if failed:
     print(res.explain())
     print("the run's files are kept in " + work)
-    print("FAIL: %d of the checks failed" % len(failed))
-    sys.exit(1)
+    fail("%d of the checks failed" % len(failed))
 shutil.rmtree(work, ignore_errors=True)
 print("PASS")

@@ -38,13 +38,12 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import xenvm  # noqa: E402
-from vcmatest import log  # noqa: E402
+from vcmatest import fail, log, tmpdir  # noqa: E402
 
 ROOT, VCMAD, VCMACTL = sys.argv[1:4]
 sys.path.insert(0, os.path.join(ROOT, "tests", "qemu"))
@@ -62,19 +61,17 @@ def check(ok, what):
 
 ver = subprocess.run([VCMAD, "--version"], capture_output=True, text=True).stdout
 if not re.search(r"^backends:.* xen\b", ver, re.M):
-    print("FAIL: %s was built without the Xen backend (%s); install libxen-dev "
-          "(scripts/setup-deps.sh --for tests) and reconfigure the build" % (VCMAD, ver.strip().replace("\n", "; ")))
-    sys.exit(1)
+    fail("%s was built without the Xen backend (%s); install libxen-dev "
+         "(scripts/setup-deps.sh --for tests) and reconfigure the build" % (VCMAD, ver.strip().replace("\n", "; ")))
 env = xenvm.prepare(ROOT)
 parts = guestbuild.prepare(ROOT)  # vcma.ko and vcma-e2e for the guest kernel
-work = tempfile.mkdtemp(prefix="vcma-xen-e2e-")
+work = tmpdir("vcma-xen-e2e-")
 hostile = os.path.join(work, "hostile-xen")
 r = subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-I", os.path.join(ROOT, "proto"),
                     "-o", hostile, os.path.join(HERE, "guest", "hostile_xen.c"),
                     "-lxenstore", "-lxengnttab", "-lxenevtchn"], capture_output=True, text=True)
 if r.returncode:
-    print("FAIL: building hostile-xen:\n" + r.stdout + r.stderr)
-    sys.exit(1)
+    fail("building hostile-xen:\n" + r.stdout + r.stderr)
 
 run = xenvm.XenRun(env, work, memory=6144)
 run.add_dom0_file(VCMAD, "/usr/sbin/vcmad")
@@ -314,5 +311,5 @@ log("boot took %.0f s" % res.seconds)
 if failures:
     print("vcmad's log:\n" + open(os.path.join(res.out, "vcmad.log")).read()[-4000:] if os.path.exists(
         os.path.join(res.out, "vcmad.log")) else "")
-    sys.exit(1)
+    fail("%d check(s) failed (above); the run's files are kept" % len(failures))
 print("PASS")

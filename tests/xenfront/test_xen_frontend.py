@@ -29,7 +29,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = sys.argv[1]
@@ -37,7 +36,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "qemu"))
 sys.path.insert(0, os.path.join(HERE, "..", "xen"))
 
-from vcmatest import check, fail, log, skip  # noqa: E402
+from vcmatest import check, fail, log, skip, tmpdir  # noqa: E402
 
 if not os.path.exists(os.path.join(HERE, "..", "xen", "xenvm.py")):
     skip("the Xen harness (tests/xen/xenvm.py) is not in this tree")
@@ -129,7 +128,7 @@ echo "FRONTEND-ERROR $(xenstore-read /local/domain/$D/error/device/vcma/0/error 
 xen_wait_console g1 VCMA-DONE 120
 """
 
-run = xenvm.XenRun(env, tempfile.mkdtemp(prefix="vcma-xenfront-"))
+run = xenvm.XenRun(env, tmpdir("vcma-xenfront-"))
 run.domU_image("g1", DOMU, files=[(parts["vcma.ko"], "/vcma.ko"), (parts["vcma_kapi_test.ko"], "/vcma_kapi_test.ko"),
                                   (guest, "/xen-front-guest")])
 run.add_dom0_file(backend, "/usr/bin/vcma-fake-backend")
