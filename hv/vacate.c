@@ -37,7 +37,7 @@
 #define PRECOPY_ROUNDS 8u   /* DIRTY_READs while running before giving up on converging */
 #define MOVED UINT64_MAX    /* src of a move already made */
 #define COPY_NS_MIN 250u    /* a 4 KiB copy costs at least this (ns) */
-#define RELEND_SLICE 512u   /* relend's first pre-copy pass: pages per loop turn */
+#define RELEND_SLICE 256u   /* relend's first pre-copy pass: pages per loop turn */
 
 /* J_COPY: relend's first pre-copy pass, a slice per loop turn (the slice timer) */
 enum job_state { J_READY, J_WAIT_DROP, J_WAIT_TRACK, J_COPY, J_WAIT_DIRTY, J_WAIT_PAUSE, J_WAIT_REMAP, J_DONE };

@@ -876,7 +876,7 @@ static void test_precopy_converges(void **unused)
 }
 
 /*
- * Relending in slices: a relend batch's first copy goes RELEND_SLICE (512) pages per
+ * Relending in slices: a relend batch's first copy goes RELEND_SLICE (256) pages per
  * loop turn, so a request arriving meanwhile waits one slice, not the batch; the rest
  * of the batch (DIRTY_READ, the pause) is as for any pre-copied one and every page
  * arrives intact. Then a relend that meets another job between slices (the operator
@@ -898,13 +898,13 @@ static void test_relend_slices(void **unused)
 	assert_int_equal(count(OP_TRACK), 1);
 	assert_int_equal(last(OP_TRACK)->runs[0].count, 2048);
 	a->ctl.ev->tracking(&a->ctl, last(OP_TRACK)->seq, 0);
-	for (uint64_t slice = 1; slice < 4; slice++) {
-		assert_int_equal(d.vacate.precopy_pages, 512 * slice); /* one slice per turn */
+	for (uint64_t slice = 1; slice < 8; slice++) {
+		assert_int_equal(d.vacate.precopy_pages, 256 * slice); /* one slice per turn */
 		assert_int_equal(count(OP_DIRTY_READ), 0);
 		turn();
 	}
 	assert_int_equal(d.vacate.precopy_pages, 2048);
-	assert_int_equal(d.vacate.copy_slices, 3);
+	assert_int_equal(d.vacate.copy_slices, 7);
 	assert_int_equal(count(OP_DIRTY_READ), 1); /* the first round, once all is copied */
 	dirty_answer(a, NULL, 0);
 	assert_int_equal(count(OP_PAUSE), 1);
@@ -933,12 +933,12 @@ static void test_relend_slices(void **unused)
 	assert_int_equal(last(OP_TRACK)->runs[0].count, 1024); /* the pool's idle half */
 	assert_int_equal(pool()->fm.nclaimed, 1024);
 	a->ctl.ev->tracking(&a->ctl, last(OP_TRACK)->seq, 0);
-	assert_int_equal(d.vacate.precopy_pages, 512);
+	assert_int_equal(d.vacate.precopy_pages, 256);
 	assert_int_equal(vcmad_drain(&d, 101, &res), 0); /* another job */
 	assert_int_equal(res.scheduled, 1024);
 	turn();
 	assert_int_equal(d.vacate.relend_gave_way, 1);
-	assert_int_equal(d.vacate.precopy_pages, 512); /* no second slice */
+	assert_int_equal(d.vacate.precopy_pages, 256); /* no second slice */
 	assert_int_equal(count(OP_UNTRACK), 1);
 	assert_int_equal(last(OP_UNTRACK)->seq, a->seq);
 	assert_null(a->pauser);
