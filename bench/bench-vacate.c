@@ -52,8 +52,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <linux/magic.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -535,13 +537,24 @@ struct host_stats {
 	uint64_t drops, dropped_pages, pc_batches, pc_rounds, pc_pages, pc_recopied, pc_final, pc_fallbacks;
 	uint64_t pause_count, pause_max_ns;
 	uint64_t pause_bucket[HIST_BUCKETS];
+	uint64_t turn_bucket[HIST_BUCKETS]; /* vcmad's loop turns ("loop_turn") */
 };
+
+/* The "buckets" of the histogram object [hs, he) into out[]: bucket b counts
+ * [2^b, 2^(b+1)) ns. */
+static void hist_buckets(const char *hs, const char *he, uint64_t out[HIST_BUCKETS])
+{
+	const char *p = jfind(hs, he, "buckets");
+	int b = 0;
+
+	while (p && b < HIST_BUCKETS && (p = jfind(p, he, "count")))
+		out[b++] = (uint64_t)strtod(p, NULL);
+}
 
 static void host_stats(struct host_stats *h)
 {
 	static char buf[1 << 20];
 	const char *e, *ds, *de, *ps, *pe, *p;
-	int b = 0;
 
 	memset(h, 0, sizeof(*h));
 	vcmactl(buf, sizeof(buf), "stats", NULL, NULL);
@@ -566,10 +579,10 @@ static void host_stats(struct host_stats *h)
 		fail("vcmactl stats: no \"pause_latency\" object in: %.400s", ds);
 	h->pause_count = jnum_or_fail(ps, pe, "count", "vcmactl stats pause_latency");
 	h->pause_max_ns = jnum_or_fail(ps, pe, "max_ns", "vcmactl stats pause_latency");
-	/* the buckets, in order: bucket b counts [2^b, 2^(b+1)) ns */
-	p = jfind(ps, pe, "buckets");
-	while (p && b < HIST_BUCKETS && (p = jfind(p, pe, "count")))
-		h->pause_bucket[b++] = (uint64_t)strtod(p, NULL);
+	hist_buckets(ps, pe, h->pause_bucket);
+	if (!jobj(ds, de, "loop_turn", &ps, &pe))
+		fail("vcmactl stats: no \"loop_turn\" object in: %.400s", ds);
+	hist_buckets(ps, pe, h->turn_bucket);
 }
 
 /* b - a, for the counters (the histogram's max cannot be taken apart: b's is kept) */
@@ -587,8 +600,10 @@ static void host_stats_sub(struct host_stats *d, const struct host_stats *b, con
 	d->pc_fallbacks = b->pc_fallbacks - a->pc_fallbacks;
 	d->pause_count = b->pause_count - a->pause_count;
 	d->pause_max_ns = b->pause_max_ns;
-	for (int i = 0; i < HIST_BUCKETS; i++)
+	for (int i = 0; i < HIST_BUCKETS; i++) {
 		d->pause_bucket[i] = b->pause_bucket[i] - a->pause_bucket[i];
+		d->turn_bucket[i] = b->turn_bucket[i] - a->turn_bucket[i];
+	}
 }
 
 static void host_stats_add(struct host_stats *s, const struct host_stats *d)
@@ -604,31 +619,55 @@ static void host_stats_add(struct host_stats *s, const struct host_stats *d)
 	s->pc_final += d->pc_final;
 	s->pc_fallbacks += d->pc_fallbacks;
 	s->pause_count += d->pause_count;
-	for (int i = 0; i < HIST_BUCKETS; i++)
+	for (int i = 0; i < HIST_BUCKETS; i++) {
 		s->pause_bucket[i] += d->pause_bucket[i];
+		s->turn_bucket[i] += d->turn_bucket[i];
+	}
 }
 
-/* A quantile of vcmad's pauses, us: the upper edge of its bucket, as vcmad computes it. */
-static double pause_q_us(const struct host_stats *h, double q)
+/* A quantile of log2 buckets, us: the upper edge of its bucket (at most max_ns when
+ * known), as vcmad computes it. q 1: the highest non-empty bucket's edge. */
+static double bucket_q_us(const uint64_t bucket[HIST_BUCKETS], uint64_t max_ns, double q)
 {
 	uint64_t total = 0, want, seen = 0;
 
 	for (int b = 0; b < HIST_BUCKETS; b++)
-		total += h->pause_bucket[b];
+		total += bucket[b];
 	if (!total)
 		return 0;
 	want = (uint64_t)(q * (double)total);
 	if (!want)
 		want = 1;
 	for (int b = 0; b < HIST_BUCKETS; b++) {
-		seen += h->pause_bucket[b];
+		seen += bucket[b];
 		if (seen >= want) {
 			uint64_t edge = b < 63 ? 2ull << b : UINT64_MAX;
 
-			return (double)(h->pause_max_ns && edge > h->pause_max_ns ? h->pause_max_ns : edge) / 1e3;
+			return (double)(max_ns && edge > max_ns ? max_ns : edge) / 1e3;
 		}
 	}
-	return (double)h->pause_max_ns / 1e3;
+	return (double)max_ns / 1e3;
+}
+
+/* A quantile of vcmad's pauses, us. */
+static double pause_q_us(const struct host_stats *h, double q)
+{
+	return bucket_q_us(h->pause_bucket, h->pause_max_ns, q);
+}
+
+/* A quantile of vcmad's loop turns over a phase, us ("at most"). */
+static double turn_q_us(const struct host_stats *h, double q)
+{
+	return bucket_q_us(h->turn_bucket, 0, q);
+}
+
+static uint64_t turn_count(const struct host_stats *h)
+{
+	uint64_t n = 0;
+
+	for (int b = 0; b < HIST_BUCKETS; b++)
+		n += h->turn_bucket[b];
+	return n;
 }
 
 /* ---- statistics ---- */
@@ -736,8 +775,10 @@ static void floor_one(uint64_t bytes, size_t iters, size_t warm, struct floor_re
 		t_sc[it] = t2 - t0;
 		t_rn[it] = t2 - t1;
 
-		/* for the notes: the same copy into punched destination pages (vcmad's
-		 * ordinary memory is punched when freed, so its copies fault pages in) */
+		/* for the notes: the same copy into punched destination pages, what a copy
+		 * onto holes costs (relend's, onto idle pool frames); vcmad keeps free
+		 * ordinary memory populated (cleared in place when freed), so an
+		 * allocation's copies go to populated pages, as the floor's */
 		if (fallocate(dst, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes))
 			fail("floor: fallocate: %s", strerror(errno));
 		t0 = now_ns();
@@ -1216,6 +1257,7 @@ static int parse_rates(const char *arg, unsigned int *rates, int max)
 
 int main(int argc, char **argv)
 {
+	const char *tmpdir;
 	static const struct option opts[] = {
 		{ "vcmad", required_argument, NULL, 'd' },     { "simvm", required_argument, NULL, 'm' },
 		{ "vcmactl", required_argument, NULL, 'c' },   { "iterations", required_argument, NULL, 'n' },
@@ -1294,7 +1336,15 @@ int main(int argc, char **argv)
 
 	/* the bench's vcmad allows 10M requests/s: libvcma need not pace itself */
 	setenv("VCMA_RATE", "0", 0);
-	snprintf(st.dir, sizeof(st.dir), "/tmp/vcma-bench-vacate-XXXXXX");
+	/* vcmad's runtime directory, and so the sim's machine memory (the VMs' RAM), on tmpfs
+	 * as vcmad's default /run/vcma is: on a disk every punched page written again is a
+	 * block allocation */
+	{
+		struct statfs sf;
+
+		tmpdir = !statfs("/dev/shm", &sf) && sf.f_type == TMPFS_MAGIC ? "/dev/shm" : "/tmp";
+	}
+	snprintf(st.dir, sizeof(st.dir), "%s/vcma-bench-vacate-XXXXXX", tmpdir);
 	if (!mkdtemp(st.dir)) {
 		st.dir[0] = '\0';
 		fail("mkdtemp: %s", strerror(errno));
@@ -1331,8 +1381,9 @@ int main(int argc, char **argv)
 	       "one idle vcma-simvm VM (lend_share 100%%) for (b) and (c) and relent after every free.\n"
 	       "pre-copy off: vcmad `precopy = no` (pause, copy, remap, resume in batches: the old way);\n"
 	       "pre-copy on: `precopy = yes`, the default (reported pages dropped without a pause, in-use pages\n"
-	       "copied while the VM runs with its writes logged, one-trip pauses). Each column its own vcmad.\n",
-	       iters, warm, POOL_MIB);
+	       "copied while the VM runs with its writes logged, one-trip pauses). Each column its own vcmad.\n"
+	       "vcmad's runtime directory (its machine memory: the VMs' RAM, the pools) is under %s%s.\n",
+	       iters, warm, POOL_MIB, tmpdir, strcmp(tmpdir, "/tmp") ? " (tmpfs)" : " (no tmpfs at /dev/shm)");
 	printf("%-7s %9s | %-36s | %-36s | %s\n", "", "(a) FREE", "            (b) LENT_FREE", "            (c) LENT_USED",
 	       "floor: copy + remap");
 	printf("%-7s %9s | %-18s%-18s | %-18s%-18s |\n", "", "", "    pre-copy off", "    on: dropped", "    pre-copy off",
@@ -1390,7 +1441,8 @@ int main(int argc, char **argv)
 	for (int s = 0; s < NSIZES; s++)
 		printf("  %3" PRIu64 " MiB %12.0f %14.0f %12.0f %12.0f\n", sizes[s] / MiB, fl[s].copy.p50,
 		       fl[s].copy_cold.p50, fl[s].remap1.p50, fl[s].remapn.p50);
-	printf("  (vcmad's ordinary memory is punched when freed, so its copies go to punched destinations)\n");
+	printf("  (vcmad keeps free ordinary memory populated, cleared in place when freed: an allocation's copies\n"
+	       "  go to populated pages, as the floor's; relend's go to idle pool frames, holes, like the punched column)\n");
 
 	/* ---- the idle VM: pauses and how the pages moved ---- */
 	printf("\nidle VM pauses, over each phase (relending's included)\n");
@@ -1414,6 +1466,24 @@ int main(int argc, char **argv)
 	       "REMAP_RESUME) sent; its quantiles are upper edges of log2 buckets, hence \"<=\". The VM is idle:\n"
 	       "no vCPU has to park. Each row is its own vcmad and VM; %zu+%zu allocations of each size.\n",
 	       iters, warm);
+
+	printf("\nvcmad's loop turns over each phase (vcmactl stats loop_turn: epoll_wait's return to the turn's end)\n");
+	printf("%-31s | %8s %9s %9s %9s\n", "", "turns", "p50 us", "p99 us", "max us");
+	for (int k = K_LENT_USED; k >= K_LENT_FREE; k--)
+		for (int m = 0; m < NMODES; m++) {
+			const struct idle_phase *ph = k == K_LENT_USED ? &used[m] : &lfree[m];
+			char lbl[64], q[3][16];
+
+			snprintf(lbl, sizeof(lbl), "%s, pre-copy %s", k == K_LENT_USED ? "(c) pages in use" : "(b) reported free",
+				 mode_name[m]);
+			snprintf(q[0], sizeof(q[0]), "<=%.0f", turn_q_us(&ph->h, 0.5));
+			snprintf(q[1], sizeof(q[1]), "<=%.0f", turn_q_us(&ph->h, 0.99));
+			snprintf(q[2], sizeof(q[2]), "<=%.0f", turn_q_us(&ph->h, 1));
+			printf("%-31s | %8" PRIu64 " %9s %9s %9s\n", lbl, turn_count(&ph->h), q[0], q[1], q[2]);
+		}
+	printf("A request (another guest's ALLOC) arriving during a turn waits for its end. The longest turns\n"
+	       "hold an allocation's copy (up to 8 MiB, in one turn: its requester waits for it anyway) or a\n"
+	       "relend slice (relending copies at most 256 pages a turn onto idle pool frames, which faults them in).\n");
 
 	printf("\nhow the idle VM's pages moved (vcma-simvm --json; vcmactl --json stats over the phase)\n");
 	printf("%-31s | %9s %9s %8s %8s | %8s %8s %8s %8s %8s %6s\n", "", "vacated", "moved", "REMAP_", "DROPs",
