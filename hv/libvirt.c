@@ -85,15 +85,21 @@ static void socket_of(const struct vcmad *d, const struct vcmad_guest_conf *gc, 
 		out[0] = '\0'; /* vcmad_conf_validate() and expect() keep paths short */
 }
 
-static void lv_conf(const struct vcmad *d, const char *name, const char *devclass, struct vcmad_guest_conf *gc)
+/* A domain's guest configuration. -EINVAL if its name or class is not a vcma name
+ * that fits (libvirt allows longer names than vcma's 31 characters): cut short, it
+ * would name another guest, its socket or its pools. */
+static int lv_conf(const struct vcmad *d, const char *name, const char *devclass, struct vcmad_guest_conf *gc)
 {
 	memset(gc, 0, sizeof(*gc));
+	if (!vcma_name_str_ok(name, sizeof(gc->name)) || (devclass[0] && !vcma_name_str_ok(devclass, sizeof(gc->devclass))))
+		return -EINVAL;
 	/* quota: set by the caller from the metadata */
-	snprintf(gc->name, sizeof(gc->name), "%s", name);
-	snprintf(gc->devclass, sizeof(gc->devclass), "%s", devclass);
+	memcpy(gc->name, name, strlen(name) + 1);
+	memcpy(gc->devclass, devclass, strlen(devclass) + 1);
 	snprintf(gc->socket_group, sizeof(gc->socket_group), "%s", d->conf.libvirt.socket_group);
 	gc->kind = VCMAD_GUEST_QEMU;
 	gc->libvirt = true;
+	return 0;
 }
 
 /* Expect domain name as a QEMU guest (quota 0: the global limit). 0, -EEXIST (known
@@ -104,11 +110,8 @@ static int expect(struct vcmad *d, const char *name, const char *devclass, uint6
 	char sock[108];
 	int rc;
 
-	if (!vcma_name_str_ok(name, VCMAD_GUEST_NAME_MAX) || !strcmp(name, VCMAD_RESERVED_GUEST_NAME))
+	if (!strcmp(name, VCMAD_RESERVED_GUEST_NAME) || lv_conf(d, name, devclass, &gc))
 		return -EINVAL;
-	if (devclass[0] && !vcma_name_str_ok(devclass, sizeof(gc.devclass)))
-		return -EINVAL;
-	lv_conf(d, name, devclass, &gc);
 	gc.quota = quota;
 	if (strlen(d->conf.runtime_dir) + strlen(name) + sizeof("/.ivshmem") > sizeof(gc.socket))
 		return -ENAMETOOLONG;
@@ -216,7 +219,12 @@ static void vmem_domain(struct vcmad_libvirt *lv, const struct vcmad_lv_msg *m)
 			return;
 		x->lv = lv;
 		snprintf(x->name, sizeof(x->name), "%s", m->name);
-		lv_conf(lv->d, m->name, m->devclass, &gc);
+		if (lv_conf(lv->d, m->name, m->devclass, &gc)) {
+			log_warn("libvirt: domain %s cannot lend: its name or class is not 1-31 of A-Z a-z 0-9 _ . -",
+				 m->name);
+			free(x);
+			return;
+		}
 		gc.lender = VCMAD_LENDER_VMEM;
 		gc.lend_max = m->vmem_max;
 		rc = vcmad_vmem_lender_add(lv->d, &gc, &lv_vmem_ops, x, &x->v);
@@ -565,7 +573,12 @@ int vcmad_libvirt_request(struct vcmad *d, enum vcmad_lv_request rq, const char 
 		} else {
 			struct vcmad_guest_conf tmp;
 
-			lv_conf(d, domain, "", &tmp);
+			if (lv_conf(d, domain, "", &tmp)) {
+				snprintf(msg, len, "no vcma guest %s: its name is not 1-31 of A-Z a-z 0-9 _ . -", domain);
+				vcmad_lv_msg_free(m);
+				free(p);
+				return -EINVAL;
+			}
 			socket_of(d, &tmp, m->sock, sizeof(m->sock));
 		}
 		snprintf(m->devclass, sizeof(m->devclass), "%s", gc ? gc->devclass : "");
