@@ -1467,7 +1467,7 @@ int main(int argc, char **argv)
 	       "no vCPU has to park. Each row is its own vcmad and VM; %zu+%zu allocations of each size.\n",
 	       iters, warm);
 
-	printf("\nvcmad's loop turns over each phase (vcmactl stats loop_turn: epoll_wait's return to the turn's end)\n");
+	printf("\nvcmad's loop turns over each phase (vcmactl stats loop_turn: from finding work to the turn's end)\n");
 	printf("%-31s | %8s %9s %9s %9s\n", "", "turns", "p50 us", "p99 us", "max us");
 	for (int k = K_LENT_USED; k >= K_LENT_FREE; k--)
 		for (int m = 0; m < NMODES; m++) {

@@ -353,6 +353,16 @@ void vcmad_request_stop(struct vcmad *d)
 	d->stop = true;
 }
 
+/* The turn's work began at ns, unless it had begun already (stats loop_turn: from
+ * there to the turn's end, however the work was found: the main epoll_wait or one of
+ * the polls below, which also run handlers). With poll_us a turn includes the polling
+ * after the requests it served. */
+static void turn_begins(struct vcmad *d, uint64_t ns)
+{
+	if (!d->turn_start_ns)
+		d->turn_start_ns = ns;
+}
+
 /*
  * Adaptive polling: for poll_us after the last served request, look at the rings
  * instead of sleeping, so a guest that follows up quickly is served without a
@@ -370,12 +380,15 @@ static bool spin_for_requests(struct vcmad *d)
 			struct vcmad_guest *g = d->guests.slot[i];
 
 			if (g && !g->dead && !g->queued && vcma_ring_host_pending(&g->ring)) {
+				turn_begins(d, vcmad_now(d));
 				vcmad_guest_run(g);
 				served = true;
 			}
 		}
-		if (vcma_loop_once(&d->loop, 0) != 0)
+		if (vcma_loop_once(&d->loop, 0) != 0) {
+			turn_begins(d, d->loop.woke_ns);
 			return true; /* handled: the turn ends in the main loop */
+		}
 		if (served && vcmad_durable_on(d))
 			return true; /* its answers wait for the turn's commit */
 		cpu_relax();
@@ -409,8 +422,10 @@ static bool spin_while_paused(struct vcmad *d)
 	uint64_t end = real_ns() + (uint64_t)d->conf.max_pause_us * 500;
 
 	while (vcmad_vacate_pause_pending(d) && real_ns() < end) {
-		if (vcma_loop_once(&d->loop, 0) != 0)
+		if (vcma_loop_once(&d->loop, 0) != 0) {
+			turn_begins(d, d->loop.woke_ns);
 			return true; /* handled: the turn ends in the main loop */
+		}
 		sched_yield(); /* the VMM thread may be waiting for this very CPU */
 	}
 	return false;
@@ -473,7 +488,9 @@ int vcmad_run_once(struct vcmad *d, int max_ms)
 	/* the turn's ownership changes on disk, then its held answers go out */
 	vcmad_durable_turn_end(d);
 	vcmad_guests_reap(d);
-	vcma_hist_record(&d->stats.loop_turn, vcmad_now(d) - d->loop.woke_ns);
+	turn_begins(d, d->loop.woke_ns);
+	vcma_hist_record(&d->stats.loop_turn, vcmad_now(d) - d->turn_start_ns);
+	d->turn_start_ns = 0;
 	return 1;
 }
 

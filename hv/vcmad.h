@@ -169,7 +169,7 @@ struct vcmad_stats {
 	uint64_t reclaims, reclaimed_regions, reclaimed_ram_frames;
 	uint64_t reclaim_last_ns;
 	struct vcma_hist reclaim_latency;
-	struct vcma_hist loop_turn; /* every loop turn: epoll_wait's return to the turn's end, ns */
+	struct vcma_hist loop_turn; /* every loop turn: from finding work to the turn's end, ns */
 };
 
 struct vcmad_held_answer;
@@ -228,6 +228,7 @@ struct vcmad {
 	struct vcmad_stats stats;
 	struct vcmad_durable durable;
 	uint64_t last_active_ns; /* when a guest last had requests served (adaptive polling) */
+	uint64_t turn_start_ns;  /* when this loop turn's work began (0: not yet; stats loop_turn) */
 	bool stop;
 	bool closing;           /* stop seen: guests told, waiting for them to detach */
 	uint64_t closing_until; /* then exit anyway */

@@ -358,7 +358,7 @@ void print_prometheus(FILE *f, struct json_object *stats)
 	       "How long VMs stayed paused while vcmad moved their pages (PAUSE sent to RESUME sent).");
 	hist_samples(f, "vcmad_vacate_pause_seconds", NULL, jget(dm, "pause_latency"));
 	family(f, "vcmad_loop_turn_seconds", "histogram",
-	       "How long each turn of vcmad's loop took (epoll_wait's return to the turn's end): what others waited.");
+	       "How long each turn of vcmad's loop took (from finding work to the turn's end): what others waited.");
 	hist_samples(f, "vcmad_loop_turn_seconds", NULL, jget(dm, "loop_turn"));
 	family(f, "vcmad_reclaim_seconds", "histogram",
 	       "How long vcmad took to free a departed guest's regions and RAM, from the loop turn that saw it go.");

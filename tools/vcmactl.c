@@ -935,7 +935,7 @@ static int run_stats(struct ctx *c, int argc, char **argv)
 	       (unsigned long long)ju64(dm, "precopy_rounds"), (unsigned long long)ju64(dm, "precopy_fallbacks"),
 	       (unsigned long long)ju64(dm, "drops"), (unsigned long long)ju64(dm, "dropped_pages"),
 	       (unsigned long long)ju64(dm, "copy_slices"), (unsigned long long)ju64(dm, "relend_gave_way"));
-	printf("\nloop turns (epoll_wait's return to the turn's end: what a request arriving then waited):\n");
+	printf("\nloop turns (from finding work to the turn's end: what a request arriving then waited):\n");
 	print_hist(jget(dm, "loop_turn"), "loop turn");
 	printf("\nguests that went away holding regions or RAM: %llu reclaimed (%llu region(s), %llu RAM frame(s)), "
 	       "the last in %.3f ms; zeroing after: %llu frame(s) done, %llu pending, %llu error(s)\n",

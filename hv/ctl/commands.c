@@ -1012,7 +1012,7 @@ static struct json_object *cmd_stats(struct vcmad_ctl *ctl)
 	/* relend's first copies spread over loop turns, and batches given up for another job */
 	add_u64(dm, "copy_slices", d->vacate.copy_slices);
 	add_u64(dm, "relend_gave_way", d->vacate.relend_gave_way);
-	/* what one loop turn held the daemon: epoll_wait's return to the turn's end */
+	/* what one loop turn held the daemon: from finding work to the turn's end */
 	json_object_object_add(dm, "loop_turn", hist_json(&d->stats.loop_turn));
 	/* ordinary memory: free frames, and those promised to running vacate jobs */
 	add_u64(dm, "ordinary_free_frames", d->be.type->mem->ram_free_frames(&d->be));
