@@ -225,6 +225,11 @@ int vcmad_alloc(struct vcmad_requester *rq, uint64_t tag, const struct vcma_allo
 	} else {
 		rc = vcma_core_alloc_begin(&d->core, &who, req, &plan);
 	}
+	if (rc == -ENOSPC && vcmad_vacate_relend_yield(d)) {
+		/* relending had claimed idle frames to fill them: they are this ALLOC's
+		 * (relending gives way; it comes back when the host is quiet again) */
+		rc = vcma_core_alloc_begin(&d->core, &who, req, &plan);
+	}
 	if (!rc && plan.w.nlent_free + plan.w.nlent_used) {
 		/* lent frames in the window: answer when they are vacated */
 		struct vcmad_alloc *a = calloc(1, sizeof(*a));

@@ -95,6 +95,7 @@ static inline struct vcmad_move *bmv(const struct vcmad_job *j, size_t i)
 }
 
 static void step(struct vcmad_job *j);
+static void batch_abandon(struct vcmad_job *j);
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -272,6 +273,26 @@ bool vcmad_vacate_busy(const struct vcmad *d)
 		if (j->kind != JOB_RELEND)
 			return true;
 	return false;
+}
+
+bool vcmad_vacate_relend_yield(struct vcmad *d)
+{
+	bool freed = false;
+
+	for (struct vcmad_job *j = d->vacate.jobs, *next; j; j = next) {
+		next = j->next;
+		/* a REMAP (or DROP) sent may be applied whatever happens here: that batch
+		 * commits; every earlier state gives up with nothing moved */
+		if (j->kind != JOB_RELEND || j->st == J_WAIT_REMAP || j->st == J_WAIT_DROP)
+			continue;
+		freed = freed || j->bn;
+		if (j->vm) {
+			d->vacate.relend_gave_way++;
+			batch_abandon(j);
+		}
+		complete(j, 0);
+	}
+	return freed;
 }
 
 bool vcmad_vacate_pause_pending(const struct vcmad *d)

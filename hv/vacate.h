@@ -58,6 +58,10 @@ int vcmad_vacate_evict(struct vcmad *d, struct vcmad_move *mv, size_t n, vcmad_j
 int vcmad_vacate_relend(struct vcmad *d, struct vcma_pool *p, struct vcmad_move *mv, size_t n);
 /* Is a job other than relending in flight? */
 bool vcmad_vacate_busy(const struct vcmad *d);
+/* An allocation found no window: relend jobs whose batch has not gone to the VMM as a
+ * REMAP give up now, unclaiming the idle pool frames they were filling. true if any
+ * frame came free (search again). */
+bool vcmad_vacate_relend_yield(struct vcmad *d);
 /* Has a job sent PAUSE and is its PAUSED still due? (Not while only the last DIRTY is:
  * the VMM thread that reads the log may need the CPU vcmad would spin on.) */
 bool vcmad_vacate_pause_pending(const struct vcmad *d);

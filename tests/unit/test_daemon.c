@@ -958,6 +958,60 @@ static void test_relend_slices(void **unused)
 	stop();
 }
 
+/*
+ * An allocation that finds the pool's idle frames claimed by a relend batch (TRACK sent,
+ * or copying slice by slice) does not get ENOSPC: relending gives those frames up
+ * (UNTRACK, nothing moved) and the allocation is served from them at once. A batch
+ * whose REMAP_RESUME is out is left to commit.
+ */
+static void test_alloc_beats_relend(void **unused)
+{
+	struct fake_rq g;
+	struct vcmad_vm *a;
+
+	for (int phase = 0; phase < 3; phase++) {
+		start("8M", NULL);
+		d.conf.lend_share = 0;
+		a = new_vm(100, 8 * MiB); /* on ordinary memory */
+		a->ctl.one_trip = a->ctl.dirty_log = true;
+		write_all(a);
+		new_rq(&g, 1);
+		advance_ms(60);
+		assert_int_equal(count(OP_TRACK), 1);
+		assert_int_equal(pool()->fm.nclaimed, 2048); /* every idle frame claimed by relend */
+		if (phase >= 1) /* TRACKING in: the first slice copied */
+			a->ctl.ev->tracking(&a->ctl, last(OP_TRACK)->seq, 0);
+		if (phase == 2) {
+			/* the batch's REMAP_RESUME is out: it commits, the ALLOC finds no room */
+			while (count(OP_DIRTY_READ) == 0)
+				turn();
+			dirty_answer(a, NULL, 0);
+			a->ctl.ev->paused(&a->ctl, last(OP_PAUSE)->seq);
+			dirty_answer(a, NULL, 0);
+			assert_int_equal(count(OP_REMAP_RESUME), 1);
+			assert_int_equal(alloc(&g, 0, 2 * MiB), 0);
+			assert_int_equal(g.a[0].err, -ENOSPC);
+			assert_int_equal(count(OP_UNTRACK), 0);
+			a->ctl.ev->remapped(&a->ctl, last(OP_REMAP_RESUME)->seq, 0);
+			assert_int_equal(lent_frames(), 2048);
+			check_pages(a);
+		} else {
+			assert_int_equal(alloc(&g, 0, 2 * MiB), 0); /* answered at once */
+			assert_true(g.a[0].got);
+			assert_int_equal(g.a[0].err, 0);
+			assert_int_equal(g.a[0].r.nframes, 512);
+			assert_int_equal(count(OP_UNTRACK), 1);
+			assert_int_equal(d.vacate.relend_gave_way, 1);
+			assert_int_equal(pool()->fm.nclaimed, 0);
+			assert_int_equal(lent_frames(), 0); /* nothing of a moved */
+			check_pages(a);
+		}
+		vcmad_vacate_vm_gone(a);
+		vcmad_vm_free(a);
+		stop();
+	}
+}
+
 /* Does frame mfn read as zeros, every byte? */
 static bool frame_zero(uint64_t mfn)
 {
@@ -1338,6 +1392,7 @@ int main(void)
 		cmocka_unit_test(test_precopy_quiet),
 		cmocka_unit_test(test_scrub_after_death),
 		cmocka_unit_test(test_relend_slices),
+		cmocka_unit_test(test_alloc_beats_relend),
 	};
 
 	vcma_log_init(LOG_ERR);
